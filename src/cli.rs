@@ -1,0 +1,390 @@
+//! The command line: clap definitions and the dispatch of each subcommand
+//! to the pipeline. Errors are rendered here, in one place.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::dag::Dag;
+use crate::diff::{self, Format};
+use crate::error::{Error, Result};
+use crate::facts::Facts;
+use crate::inventory::Inventory;
+use crate::plan::{self, PlanLabels};
+use crate::playbook::Playbook;
+use crate::target::Selector;
+
+/// drover: declarative batch runbooks for systemd services.
+///
+/// Playbooks (YAML) describe ordered service operations over an inventory
+/// of hosts. `plan` shows what would change without changing anything;
+/// `apply` does it over SSH or the local D-Bus and writes a job report.
+#[derive(Debug, Parser)]
+#[command(name = "drover", version, about, long_about, max_term_width = 100)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Colour: auto (on a TTY and without NO_COLOR), always or never.
+    #[arg(long, value_enum, default_value_t = Color::Auto, global = true)]
+    pub color: Color,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// When to colour output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    /// On a TTY unless NO_COLOR is set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Output format of report-producing commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Lines for people.
+    Text,
+    /// The job report JSON on stdout.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a playbook (and with -i, its targets and templates); touches nothing.
+    Check(CheckArgs),
+    /// Show what apply would change, per host, as a diff; changes nothing.
+    Plan(PlanArgs),
+    /// Run a playbook against the inventory and write a job report.
+    Apply(ApplyArgs),
+    /// List units per host: status, start time, uptime.
+    Status(StatusArgs),
+    /// One ad-hoc operation on one unit over the targeted hosts.
+    Service(ServiceArgs),
+    /// Read unit facts from hosts into a file that `plan --facts` reads.
+    Facts(FactsArgs),
+}
+
+/// `drover check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The playbook file.
+    pub playbook: PathBuf,
+    /// Also resolve targets and templates against this inventory.
+    #[arg(short, long)]
+    pub inventory: Option<PathBuf>,
+    /// Error output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+/// `drover plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The playbook file.
+    pub playbook: PathBuf,
+    /// The inventory file.
+    #[arg(short, long)]
+    pub inventory: PathBuf,
+    /// Intersect every step's hosts with this selector (e.g. `role:web,!web-3`).
+    #[arg(long, value_name = "SEL")]
+    pub limit: Option<String>,
+    /// Plan from this facts file (from `drover facts`) and connect to nothing.
+    #[arg(long, value_name = "FILE")]
+    pub facts: Option<PathBuf>,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Also save the plan as JSON (schema drover.plan/1) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Exit 0 when nothing would change, 2 when changes are pending, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Hosts read in parallel (live plan).
+    #[arg(long, default_value_t = 16)]
+    pub forks: usize,
+}
+
+/// `drover apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The playbook file.
+    pub playbook: PathBuf,
+    /// The inventory file.
+    #[arg(short, long)]
+    pub inventory: PathBuf,
+    /// Intersect every step's hosts with this selector.
+    #[arg(long, value_name = "SEL")]
+    pub limit: Option<String>,
+    /// Write the job report (JSON) to FILE; a FILE.journal beside it gets each result as it happens.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Hosts worked on in parallel.
+    #[arg(long, default_value_t = 16)]
+    pub forks: usize,
+    /// Run even outside the playbook's `window`.
+    #[arg(long)]
+    pub ignore_window: bool,
+    /// Allow stop/restart/mask of units the inventory marks `protected`.
+    #[arg(long)]
+    pub allow_protected: bool,
+    /// Wait up to DURATION for another apply of this playbook to finish instead of exiting 3.
+    #[arg(long, value_name = "DURATION")]
+    pub wait_lock: Option<String>,
+    /// Output: text lines, or the job report as JSON on stdout.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+/// `drover status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The inventory file.
+    #[arg(short, long)]
+    pub inventory: PathBuf,
+    /// Only these hosts (selector, default `_all`).
+    #[arg(long, value_name = "SEL")]
+    pub target: Option<String>,
+    /// Units to show (default: every loaded service unit).
+    pub units: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// Hosts read in parallel.
+    #[arg(long, default_value_t = 16)]
+    pub forks: usize,
+}
+
+/// The ad-hoc operations of `drover service`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServiceAction {
+    /// Start if not running.
+    Start,
+    /// Stop if running.
+    Stop,
+    /// Restart.
+    Restart,
+    /// Reload (start if not running).
+    Reload,
+}
+
+/// `drover service`.
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// What to do.
+    #[arg(value_enum)]
+    pub action: ServiceAction,
+    /// The unit (a bare name gets `.service`).
+    pub unit: String,
+    /// Hosts (selector).
+    #[arg(long, value_name = "SEL")]
+    pub target: String,
+    /// The inventory file.
+    #[arg(short, long)]
+    pub inventory: PathBuf,
+    /// Show the plan instead of doing it.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the job report (JSON) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Hosts worked on in parallel.
+    #[arg(long, default_value_t = 16)]
+    pub forks: usize,
+    /// Allow stop/restart of protected units.
+    #[arg(long)]
+    pub allow_protected: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+/// `drover facts`.
+#[derive(Debug, Args)]
+pub struct FactsArgs {
+    /// The inventory file.
+    #[arg(short, long)]
+    pub inventory: PathBuf,
+    /// Only these hosts (selector, default `_all`).
+    #[arg(long, value_name = "SEL")]
+    pub target: Option<String>,
+    /// Units to read (default: every service unit file and loaded service).
+    pub units: Vec<String>,
+    /// Where to write the facts (JSON).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Hosts read in parallel.
+    #[arg(long, default_value_t = 16)]
+    pub forks: usize,
+}
+
+/// Whether stdout gets colour.
+pub fn use_color(choice: Color) -> bool {
+    match choice {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal(),
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let default = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("drover={default}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Parse the command line, run, and return the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let json_errors = match &cli.command {
+        Command::Check(a) => a.format == ReportFormat::Json,
+        Command::Plan(a) => a.format == Format::Json,
+        Command::Apply(a) => a.format == ReportFormat::Json,
+        Command::Status(a) => a.format == ReportFormat::Json,
+        Command::Service(a) => a.format == ReportFormat::Json,
+        Command::Facts(_) => false,
+    };
+    match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            report_error(&e, json_errors, use_color(cli.color));
+            e.exit_code()
+        }
+    }
+}
+
+/// Print an error in the one format drover uses.
+pub fn report_error(e: &Error, json: bool, color: bool) {
+    if json {
+        println!("{}", e.to_json());
+    } else {
+        use owo_colors::OwoColorize;
+        let head = if color && std::io::stderr().is_terminal() {
+            "error".red().bold().to_string()
+        } else {
+            "error".to_string()
+        };
+        eprintln!("{head}: {e}: {}", e.details());
+    }
+}
+
+fn run(cli: &Cli) -> Result<i32> {
+    match &cli.command {
+        Command::Check(a) => check(a),
+        Command::Plan(a) => plan_cmd(a, use_color(cli.color)),
+        Command::Apply(_) => Err(Error::NotImplemented("drover apply")),
+        Command::Status(_) => Err(Error::NotImplemented("drover status")),
+        Command::Service(_) => Err(Error::NotImplemented("drover service")),
+        Command::Facts(_) => Err(Error::NotImplemented("drover facts")),
+    }
+}
+
+/// Parse a `--limit`/`--target` selector from the command line.
+pub fn parse_selector(flag: &str, raw: &str) -> Result<Selector> {
+    Selector::parse(raw).map_err(|m| Error::Usage(format!("{flag} `{raw}`: {m}")))
+}
+
+/// Everything validated before the first connection.
+pub struct Loaded {
+    /// The playbook.
+    pub playbook: Playbook,
+    /// The inventory.
+    pub inventory: Inventory,
+    /// The DAG.
+    pub dag: Dag,
+    /// Steps with targets and templates resolved.
+    pub expanded: Vec<plan::ExpandedStep>,
+}
+
+/// Load and validate playbook + inventory (+ limit): the whole model.
+pub fn load(playbook: &Path, inventory: &Path, limit: Option<&str>) -> Result<Loaded> {
+    let playbook = Playbook::load(playbook)?;
+    let dag = Dag::build(&playbook)?;
+    let inventory = Inventory::load(inventory)?;
+    let limit = limit.map(|l| parse_selector("--limit", l)).transpose()?;
+    let expanded = plan::expand(&playbook, &inventory, limit.as_ref())?;
+    Ok(Loaded {
+        playbook,
+        inventory,
+        dag,
+        expanded,
+    })
+}
+
+fn check(a: &CheckArgs) -> Result<i32> {
+    match &a.inventory {
+        Some(inv) => {
+            let l = load(&a.playbook, inv, None)?;
+            let tasks: usize = l.expanded.iter().map(|e| e.tasks.len()).sum();
+            println!(
+                "ok: {} is valid: {} steps in {} waves, {} host tasks over {} hosts of {}",
+                a.playbook.display(),
+                l.playbook.steps.len(),
+                l.dag.waves().len(),
+                tasks,
+                l.inventory.hosts.len(),
+                inv.display()
+            );
+        }
+        None => {
+            let pb = Playbook::load(&a.playbook)?;
+            let dag = Dag::build(&pb)?;
+            println!(
+                "ok: {} is valid: {} steps in {} waves (add -i INVENTORY to check targets and templates)",
+                a.playbook.display(),
+                pb.steps.len(),
+                dag.waves().len()
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn plan_cmd(a: &PlanArgs, color: bool) -> Result<i32> {
+    let l = load(&a.playbook, &a.inventory, a.limit.as_deref())?;
+    let (facts, source) = match &a.facts {
+        Some(path) => (Facts::load(path)?, path.display().to_string()),
+        None => return Err(Error::NotImplemented("live `drover plan` (without --facts)")),
+    };
+    let plan = plan::simulate(
+        &l.playbook,
+        &l.inventory,
+        &l.dag,
+        &l.expanded,
+        &facts,
+        PlanLabels {
+            facts_source: &source,
+            limit: a.limit.as_deref(),
+        },
+    )?;
+    if let Some(out) = &a.out {
+        crate::write_atomic(out, diff::render_json(&plan).as_bytes())?;
+    }
+    let text = diff::render(&plan, a.format, color && a.format == Format::Text);
+    print!("{text}");
+    Ok(if a.detailed_exitcode && plan.has_changes() { 2 } else { 0 })
+}

@@ -1,0 +1,53 @@
+//! drover: a declarative batch runbook executor for systemd services.
+//!
+//! Data flows one way: files → model (inventory, playbook, targets) → DAG
+//! → facts → plan → diff → executor → report.
+
+pub mod cli;
+pub mod dag;
+pub mod diff;
+pub mod error;
+pub mod facts;
+pub mod inventory;
+pub mod module;
+pub mod plan;
+pub mod playbook;
+pub mod target;
+pub mod template;
+pub mod unit;
+pub mod yaml;
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+/// Hex SHA-256 of some bytes: how saved plans recognise their inputs.
+pub fn digest(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parse a human duration such as `10s`, `1m30s` or `500ms`.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw.trim())
+        .map_err(|e| format!("`{raw}` is not a duration ({e}); write e.g. `10s`, `2m` or `1m30s`"))
+}
+
+/// Write a file atomically: a reader (or a killed run) never sees half of it.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> error::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| error::Error::io("write", &tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| error::Error::io("write", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| error::Error::io("write", path, e))
+}

@@ -1,0 +1,510 @@
+//! The plan: what each step will do on each host, predicted from facts
+//! with the same decision function apply uses. Planning never changes
+//! anything; with a facts file it does not even connect.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::dag::Dag;
+use crate::error::{Error, Result};
+use crate::facts::{Facts, HostFacts, UnitFacts};
+use crate::inventory::Inventory;
+use crate::module::{decide_service, Action, ServiceGoal};
+use crate::playbook::{Module, Playbook, Serial};
+use crate::target::{Resolved, Selector};
+use crate::template::host_error;
+use crate::unit::UnitName;
+
+/// A result's status, exactly as the job report spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Done (or nothing to do).
+    Ok,
+    /// The operation failed or the host was unreachable.
+    Failed,
+    /// Not attempted; `error` says why.
+    Skipped,
+}
+
+/// Per step, which hosts it touches, before reachability is known.
+#[derive(Debug, Clone, Default)]
+pub struct StepTargets {
+    /// Hosts named or matched directly (inventory indices, sorted).
+    pub fixed: Vec<usize>,
+    /// `_any` groups: exactly one host of each is picked at run time.
+    pub any: Vec<Vec<usize>>,
+}
+
+/// What a step does on one host, rendered from templates.
+#[derive(Debug, Clone)]
+pub struct HostTask {
+    /// Inventory index of the host.
+    pub host: usize,
+    /// The unit, rendered and validated.
+    pub unit: UnitName,
+    /// Result of `when:` (true when absent).
+    pub when: bool,
+}
+
+/// A step with its targets resolved and its templates rendered per host.
+#[derive(Debug, Clone)]
+pub struct ExpandedStep {
+    /// Index into the playbook's steps.
+    pub step: usize,
+    /// Hosts before `_any` picks.
+    pub targets: StepTargets,
+    /// One task per candidate host, in inventory order.
+    pub tasks: Vec<HostTask>,
+}
+
+impl ExpandedStep {
+    /// The task of a host, if the host is a candidate.
+    pub fn task(&self, host: usize) -> Option<&HostTask> {
+        self.tasks
+            .binary_search_by_key(&host, |t| t.host)
+            .ok()
+            .map(|i| &self.tasks[i])
+    }
+}
+
+/// Resolve every step's targets and render every template for every host:
+/// all input errors surface here, before any connection.
+pub fn expand(pb: &Playbook, inv: &Inventory, limit: Option<&Selector>) -> Result<Vec<ExpandedStep>> {
+    if let Some(l) = limit {
+        if l.is_any() {
+            return Err(Error::Usage("`--limit` cannot contain `_any`".into()));
+        }
+        let unknown = l.unknown_hosts(inv);
+        if let Some(h) = unknown.first() {
+            return Err(Error::Usage(format!(
+                "--limit names unknown host `{h}`{}",
+                inv.suggest_host(h)
+                    .map(|s| format!(", did you mean `{s}`?"))
+                    .unwrap_or_default()
+            )));
+        }
+        if !inv.hosts.iter().any(|h| l.matches(h)) {
+            return Err(Error::Usage(format!("--limit `{l}` matches no host of the inventory")));
+        }
+    }
+    let in_limit = |i: &usize| limit.is_none_or(|l| l.matches(&inv.hosts[*i]));
+    let mut contexts: Vec<Option<crate::template::HostContext>> = Vec::new();
+    contexts.resize_with(inv.hosts.len(), || None);
+    let mut out = Vec::with_capacity(pb.steps.len());
+    for step in &pb.steps {
+        let mut targets = StepTargets::default();
+        let mut fixed = BTreeSet::new();
+        for sel in &step.targets {
+            if let Some(h) = sel.unknown_hosts(inv).first() {
+                return Err(Error::invalid(
+                    "playbook",
+                    format!("steps[{}].target", step.index),
+                    format!("step `{}`: target `{sel}` names unknown host `{h}`", step.id),
+                    Some(step.position.clone()),
+                )
+                .with_suggestion(inv.suggest_host(h)));
+            }
+            let (Resolved::Hosts(v) | Resolved::AnyOf(v)) = &sel.resolve(inv);
+            if v.is_empty() {
+                return Err(Error::invalid(
+                    "playbook",
+                    format!("steps[{}].target", step.index),
+                    format!("step `{}`: target `{sel}` matches no host of {}", step.id, inv.path.display()),
+                    Some(step.position.clone()),
+                ));
+            }
+            match sel.resolve(inv) {
+                Resolved::Hosts(v) => fixed.extend(v.into_iter().filter(in_limit)),
+                Resolved::AnyOf(v) => {
+                    let v: Vec<usize> = v.into_iter().filter(in_limit).collect();
+                    if !v.is_empty() {
+                        targets.any.push(v);
+                    }
+                }
+            }
+        }
+        targets.fixed = fixed.into_iter().collect();
+        let mut candidates: BTreeSet<usize> = targets.fixed.iter().copied().collect();
+        for g in &targets.any {
+            candidates.extend(g.iter().copied());
+        }
+        let mut tasks = Vec::with_capacity(candidates.len());
+        for h in candidates {
+            let host = &inv.hosts[h];
+            let ctx = contexts[h].get_or_insert_with(|| pb.templates.host_context(host));
+            let when = match step.when {
+                Some(w) => pb
+                    .templates
+                    .condition(w, ctx)
+                    .map_err(|m| host_error(&step.id, &host.name, &format!("steps[{}].when", step.index), m))?,
+                None => true,
+            };
+            let unit = match &step.module {
+                Module::Service { name, .. } => pb
+                    .templates
+                    .render_unit(*name, ctx)
+                    .map_err(|m| host_error(&step.id, &host.name, &format!("steps[{}].service.name", step.index), m))?,
+            };
+            tasks.push(HostTask { host: h, unit, when });
+        }
+        out.push(ExpandedStep {
+            step: step.index,
+            targets,
+            tasks,
+        });
+    }
+    Ok(out)
+}
+
+/// The goal of a step's module.
+pub fn goal_of(module: &Module) -> ServiceGoal {
+    match module {
+        Module::Service {
+            state,
+            enabled,
+            masked,
+            ..
+        } => ServiceGoal {
+            state: *state,
+            enabled: *enabled,
+            masked: *masked,
+        },
+    }
+}
+
+/// Pick the `_any` host of a group: the first in inventory order that is
+/// reachable, not in maintenance and not already failed.
+pub fn pick_any(group: &[usize], usable: impl Fn(usize) -> bool) -> Option<usize> {
+    group.iter().copied().find(|h| usable(*h))
+}
+
+/// One predicted result, in the job report's shape plus prediction detail.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedResult {
+    /// Inventory name.
+    pub hostname: String,
+    /// ok, failed or skipped.
+    pub status: Status,
+    /// The unit.
+    pub name: String,
+    /// Whether systemd state will change.
+    pub changed: bool,
+    /// Why not ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The step id.
+    pub step: String,
+    /// Operations, in order (empty: no change).
+    pub actions: Vec<Action>,
+    /// Rolling batch number within the step (1-based).
+    pub batch: usize,
+    /// Unit state before the step (absent when skipped early).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<UnitFacts>,
+    /// Predicted unit state after the step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<UnitFacts>,
+}
+
+/// All predicted results of one step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepPlan {
+    /// Step id.
+    pub id: String,
+    /// Targets as written.
+    pub target: Vec<String>,
+    /// Ids of the steps it waits for.
+    pub needs: Vec<String>,
+    /// Hosts `_any` picked.
+    pub picked: Vec<String>,
+    /// Hosts per batch (0: all at once).
+    pub batch_size: usize,
+    /// Results in inventory order.
+    pub results: Vec<PlannedResult>,
+}
+
+/// One unit's before/after on one host, over the whole run: the diff's input.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitChange {
+    /// The unit.
+    pub name: String,
+    /// State now.
+    pub before: UnitFacts,
+    /// State after the run.
+    pub after: UnitFacts,
+    /// `step: action` lines, in run order.
+    pub actions: Vec<String>,
+}
+
+/// The units one host touches over the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostChanges {
+    /// Inventory name.
+    pub hostname: String,
+    /// Units in the order the run first touches them.
+    pub units: Vec<UnitChange>,
+}
+
+/// Where a plan's inputs came from, so a saved plan can be checked later.
+#[derive(Debug, Clone, Serialize)]
+pub struct Source {
+    /// Path as given.
+    pub path: String,
+    /// SHA-256 of the content.
+    pub digest: String,
+}
+
+/// Totals for the summary line and the exit code.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Summary {
+    /// Hosts touched by some step.
+    pub hosts: usize,
+    /// Results that change state.
+    pub changes: usize,
+    /// Results that are ok without change.
+    pub unchanged: usize,
+    /// Skipped results.
+    pub skipped: usize,
+    /// Predicted failures.
+    pub failed: usize,
+}
+
+/// A complete plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Format id of this document.
+    pub schema: &'static str,
+    /// Playbook name.
+    pub name: String,
+    /// The playbook file.
+    pub playbook: Source,
+    /// The inventory file.
+    pub inventory: Source,
+    /// "live" or the facts file path.
+    pub facts_source: String,
+    /// When the facts were read.
+    pub facts_collected_at: String,
+    /// `--limit`, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// Steps in execution order.
+    pub steps: Vec<StepPlan>,
+    /// Per host (inventory order), the units it touches.
+    pub hosts: Vec<HostChanges>,
+    /// Totals.
+    pub summary: Summary,
+}
+
+impl Plan {
+    /// Whether applying would change anything.
+    pub fn has_changes(&self) -> bool {
+        self.summary.changes > 0
+    }
+}
+
+/// Inputs of [`simulate`] that only label the output.
+pub struct PlanLabels<'a> {
+    /// "live" or the facts file.
+    pub facts_source: &'a str,
+    /// `--limit` as given.
+    pub limit: Option<&'a str>,
+}
+
+/// Predict every step × host result by running the decision function over
+/// the facts, threading each unit's predicted state through the DAG.
+pub fn simulate(
+    pb: &Playbook,
+    inv: &Inventory,
+    dag: &Dag,
+    expanded: &[ExpandedStep],
+    facts: &Facts,
+    labels: PlanLabels<'_>,
+) -> Result<Plan> {
+    let host_facts: Vec<&HostFacts> = inv
+        .hosts
+        .iter()
+        .map(|h| {
+            facts.hosts.get(&h.name).ok_or_else(|| {
+                Error::invalid(
+                    "facts file",
+                    format!("hosts.{}", h.name),
+                    format!(
+                        "no facts for host `{}` of the inventory; collect them with `drover facts -i {} --out FILE`",
+                        h.name,
+                        inv.path.display()
+                    ),
+                    None,
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    // Predicted state per (host, unit), starting from facts.
+    let mut sim: HashMap<(usize, UnitName), UnitFacts> = HashMap::new();
+    let mut failed_at: Vec<Option<String>> = vec![None; inv.hosts.len()];
+    let mut aborted_at: Option<String> = None;
+    let mut touched: Vec<Vec<(UnitName, Vec<String>)>> = vec![Vec::new(); inv.hosts.len()];
+    let mut steps = Vec::with_capacity(pb.steps.len());
+    let mut summary = Summary::default();
+
+    for &si in dag.order() {
+        let step = &pb.steps[si];
+        let ex = &expanded[si];
+        let goal = goal_of(&step.module);
+        let usable = |h: usize| {
+            host_facts[h].reachable && host_facts[h].maintenance.is_none() && failed_at[h].is_none()
+        };
+        let mut selected: BTreeSet<usize> = ex.targets.fixed.iter().copied().collect();
+        let mut picked = Vec::new();
+        for g in &ex.targets.any {
+            // No usable host: fall back to the first, whose result shows why.
+            let h = pick_any(g, usable).unwrap_or(g[0]);
+            picked.push(inv.hosts[h].name.clone());
+            selected.insert(h);
+        }
+        let hosts: Vec<usize> = selected.into_iter().collect();
+        let batch_size = step.serial.map_or(hosts.len().max(1), |s: Serial| s.batch_size(hosts.len()));
+        let mut results = Vec::with_capacity(hosts.len());
+        let mut failed_here = 0usize;
+        let mut step_abort = false;
+        for (pos, &h) in hosts.iter().enumerate() {
+            let batch = pos / batch_size + 1;
+            if pos > 0 && pos % batch_size == 0 && failure_exceeded(failed_here, hosts.len(), step.max_fail_percentage) {
+                step_abort = true;
+            }
+            let host = &inv.hosts[h];
+            let hf = host_facts[h];
+            let task = ex.task(h).ok_or_else(|| Error::Internal(format!("no task for host {} in step {}", host.name, step.id)))?;
+            let mut r = PlannedResult {
+                hostname: host.name.clone(),
+                status: Status::Skipped,
+                name: task.unit.to_string(),
+                changed: false,
+                error: None,
+                step: step.id.clone(),
+                actions: Vec::new(),
+                batch,
+                before: None,
+                after: None,
+            };
+            if let Some(a) = aborted_at.as_ref() {
+                r.error = Some(format!("skipped: run aborted at step {a}"));
+            } else if step_abort {
+                r.error = Some(format!("skipped: run aborted at step {}", step.id));
+            } else if let Some(f) = failed_at[h].as_ref() {
+                r.error = Some(format!("skipped: failed at step {f}"));
+            } else if !task.when {
+                r.error = Some("skipped: `when` condition is false".into());
+            } else if !hf.reachable {
+                r.status = Status::Failed;
+                r.error = Some(format!("unreachable: {}", hf.error.as_deref().unwrap_or("no connection")));
+            } else if let (Some(m), false) = (hf.maintenance.as_ref(), step.ignore_maintenance) {
+                r.error = Some(format!("skipped: in maintenance: {}", m.reason));
+            } else if let (Some(m), false) = (hf.unit_maintenance.get(task.unit.as_str()), step.ignore_maintenance) {
+                r.error = Some(format!("skipped: in maintenance: {}", m.reason));
+            } else {
+                let key = (h, task.unit.clone());
+                let now = match sim.get(&key) {
+                    Some(u) => u.clone(),
+                    None => hf.units.get(task.unit.as_str()).cloned().ok_or_else(|| {
+                        Error::invalid(
+                            "facts file",
+                            format!("hosts.{}.units", host.name),
+                            format!(
+                                "no facts for unit {} on host `{}`; collect facts again (`drover facts`) so they include it",
+                                task.unit, host.name
+                            ),
+                            None,
+                        )
+                    })?,
+                };
+                let d = decide_service(task.unit.as_str(), &goal, &now);
+                r.before = Some(now.clone());
+                r.actions = d.actions.clone();
+                r.changed = !d.actions.is_empty();
+                if let Some(e) = d.error {
+                    r.status = Status::Failed;
+                    r.error = Some(e);
+                } else {
+                    r.status = Status::Ok;
+                    r.after = Some(d.after.clone());
+                    let list = &mut touched[h];
+                    let entry = match list.iter().position(|(u, _)| *u == task.unit) {
+                        Some(i) => &mut list[i],
+                        None => {
+                            list.push((task.unit.clone(), Vec::new()));
+                            let last = list.len() - 1;
+                            &mut list[last]
+                        }
+                    };
+                    for a in &d.actions {
+                        entry.1.push(format!("{a} ({})", step.id));
+                    }
+                    sim.insert(key, d.after);
+                }
+            }
+            if r.status == Status::Failed {
+                failed_here += 1;
+                failed_at[h] = Some(step.id.clone());
+            }
+            match (r.status, r.changed) {
+                (Status::Ok, true) => summary.changes += 1,
+                (Status::Ok, false) => summary.unchanged += 1,
+                (Status::Skipped, _) => summary.skipped += 1,
+                (Status::Failed, _) => summary.failed += 1,
+            }
+            results.push(r);
+        }
+        if aborted_at.is_none() && (step_abort || failure_exceeded(failed_here, hosts.len(), step.max_fail_percentage)) {
+            aborted_at = Some(step.id.clone());
+        }
+        steps.push(StepPlan {
+            id: step.id.clone(),
+            target: step.targets.iter().map(|t| t.to_string()).collect(),
+            needs: dag.dependencies(si).iter().map(|d| pb.steps[*d].id.clone()).collect(),
+            picked,
+            batch_size: if step.serial.is_some() { batch_size } else { 0 },
+            results,
+        });
+    }
+    let mut hosts = Vec::new();
+    for (h, list) in touched.into_iter().enumerate() {
+        if list.is_empty() {
+            continue;
+        }
+        let hf = host_facts[h];
+        let changes = list
+            .into_iter()
+            .map(|(unit, actions)| UnitChange {
+                name: unit.to_string(),
+                before: hf.units.get(unit.as_str()).cloned().unwrap_or_else(UnitFacts::not_found),
+                after: sim.get(&(h, unit.clone())).cloned().unwrap_or_else(UnitFacts::not_found),
+                actions,
+            })
+            .collect();
+        hosts.push(HostChanges { hostname: inv.hosts[h].name.clone(), units: changes });
+    }
+    summary.hosts = steps
+        .iter()
+        .flat_map(|s| s.results.iter().map(|r| r.hostname.as_str()))
+        .collect::<BTreeSet<_>>()
+        .len();
+    Ok(Plan {
+        schema: "drover.plan/1",
+        name: pb.name.clone(),
+        playbook: Source { path: pb.path.display().to_string(), digest: pb.digest.clone() },
+        inventory: Source { path: inv.path.display().to_string(), digest: inv.digest.clone() },
+        facts_source: labels.facts_source.to_string(),
+        facts_collected_at: facts.collected_at.clone(),
+        limit: labels.limit.map(str::to_string),
+        steps,
+        hosts,
+        summary,
+    })
+}
+
+/// Whether `failed` of `total` exceeds `max_pct` percent.
+pub fn failure_exceeded(failed: usize, total: usize, max_pct: f64) -> bool {
+    total > 0 && (failed as f64) * 100.0 / (total as f64) > max_pct
+}

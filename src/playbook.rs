@@ -1,0 +1,561 @@
+//! The playbook: an ordered runbook of service operations, parsed strictly
+//! and validated (ids, targets, unit names, templates) before anything runs.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use crate::error::{suggest, Error, Position, Result};
+use crate::target::Selector;
+use crate::template::Templates;
+use crate::yaml;
+
+const WHAT: &str = "playbook";
+
+/// A day of the week, for maintenance windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum Day {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+/// When `apply` may run, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// Days the window opens on (default: every day).
+    pub days: Option<Vec<Day>>,
+    /// Opening time, `HH:MM`.
+    pub start: String,
+    /// Closing time, `HH:MM` (before `start`: the window spans midnight).
+    pub end: String,
+    /// IANA time zone (default UTC).
+    pub tz: Option<String>,
+}
+
+/// The desired run state of a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    /// Running (start if not).
+    Started,
+    /// Not running (stop if running).
+    Stopped,
+    /// Restart, always.
+    Restarted,
+    /// Reload if running, start if not.
+    Reloaded,
+}
+
+/// The `service:` module as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Unit name or template; a bare name gets `.service`.
+    pub name: Spanned<String>,
+    /// Desired run state.
+    pub state: Option<ServiceState>,
+    /// Desired enablement.
+    pub enabled: Option<bool>,
+    /// Desired mask.
+    pub masked: Option<bool>,
+}
+
+/// `wait:` — what must hold after the operation before the step counts as done.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitSpec {
+    /// The unit must be `active`.
+    pub active: Option<bool>,
+    /// An HTTP URL that must answer 2xx (template).
+    pub http: Option<String>,
+    /// `host:port` that must accept a TCP connection (template).
+    pub tcp: Option<String>,
+    /// Give up after this long (default 60s).
+    pub timeout: Option<String>,
+}
+
+/// `serial:` — rolling batch size, a count or a percentage.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum Serial {
+    /// At most this many hosts per batch.
+    Count(usize),
+    /// At most this share of the step's hosts per batch (at least one).
+    Percent(f64),
+}
+
+impl Serial {
+    /// Batch size for a step of `n` hosts.
+    pub fn batch_size(&self, n: usize) -> usize {
+        match *self {
+            Serial::Count(c) => c.max(1),
+            Serial::Percent(p) => ((n as f64 * p / 100.0).floor() as usize).max(1),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Serial {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Serial;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a host count such as 2 or a percentage such as \"25%\"")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> std::result::Result<Serial, E> {
+                if n == 0 {
+                    return Err(E::custom("serial must be at least 1"));
+                }
+                Ok(Serial::Count(n as usize))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> std::result::Result<Serial, E> {
+                if n < 1 {
+                    return Err(E::custom("serial must be at least 1"));
+                }
+                Ok(Serial::Count(n as usize))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<Serial, E> {
+                let s = s.trim();
+                if let Some(p) = s.strip_suffix('%') {
+                    match p.trim().parse::<f64>() {
+                        Ok(v) if v > 0.0 && v <= 100.0 => Ok(Serial::Percent(v)),
+                        _ => Err(E::custom(format!(
+                            "`{s}` is not a percentage between 0% and 100%"
+                        ))),
+                    }
+                } else {
+                    match s.parse::<usize>() {
+                        Ok(n) if n > 0 => Ok(Serial::Count(n)),
+                        _ => Err(E::custom(format!(
+                            "`{s}` is not a host count or a percentage like \"25%\""
+                        ))),
+                    }
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `target:` — one selector or a list of them (their union).
+#[derive(Debug, Clone)]
+pub struct TargetSpec(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for TargetSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TargetSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a selector string or a list of selector strings")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<TargetSpec, E> {
+                Ok(TargetSpec(vec![s.to_string()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> std::result::Result<TargetSpec, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = a.next_element::<String>()? {
+                    v.push(s);
+                }
+                if v.is_empty() {
+                    return Err(de::Error::custom("an empty target list selects nothing"));
+                }
+                Ok(TargetSpec(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One step as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// Unique id, used by `needs` and in reports.
+    pub id: Spanned<String>,
+    /// Free text for humans.
+    pub name: Option<String>,
+    /// Hosts (default `_all`).
+    pub target: Option<Spanned<TargetSpec>>,
+    /// Explicit dependencies; `[]` makes a root.
+    pub needs: Option<Spanned<Vec<String>>>,
+    /// Per-host condition (minijinja expression).
+    pub when: Option<Spanned<String>>,
+    /// Rolling batch size.
+    pub serial: Option<Serial>,
+    /// Abort the run when more than this share of the step's hosts fail.
+    pub max_fail_percentage: Option<Spanned<f64>>,
+    /// Gate after the operation.
+    pub wait: Option<WaitSpec>,
+    /// Run even on hosts or units in maintenance.
+    pub ignore_maintenance: Option<bool>,
+    /// The service module.
+    pub service: Option<ServiceSpec>,
+}
+
+/// The playbook file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaybookFile {
+    /// Human name of the runbook.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// When apply may run.
+    pub window: Option<WindowSpec>,
+    /// Template variables (`vars.*`).
+    #[serde(default)]
+    pub vars: BTreeMap<String, serde_json::Value>,
+    /// The steps, in runbook order.
+    pub steps: Vec<StepSpec>,
+}
+
+/// A validated wait gate.
+#[derive(Debug, Clone, Serialize)]
+pub struct Wait {
+    /// Require ActiveState=active.
+    pub active: bool,
+    /// Template of an HTTP URL to probe.
+    pub http: Option<String>,
+    /// Template of a `host:port` to probe.
+    pub tcp: Option<String>,
+    /// Deadline for the gate.
+    pub timeout: Duration,
+}
+
+/// What a step does on each host.
+#[derive(Debug, Clone)]
+pub enum Module {
+    /// Drive a unit's run state, enablement and mask.
+    Service {
+        /// Template id of the unit name.
+        name: usize,
+        /// Desired run state.
+        state: Option<ServiceState>,
+        /// Desired enablement.
+        enabled: Option<bool>,
+        /// Desired mask.
+        masked: Option<bool>,
+    },
+}
+
+/// A validated step.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Position in the file.
+    pub index: usize,
+    /// Unique id.
+    pub id: String,
+    /// Where the id is written, for errors.
+    pub position: Position,
+    /// Union of these selectors.
+    pub targets: Vec<Selector>,
+    /// Explicit dependencies as written (None: the previous step).
+    pub needs: Option<Vec<String>>,
+    /// Template id of the `when` expression.
+    pub when: Option<usize>,
+    /// Rolling batch size.
+    pub serial: Option<Serial>,
+    /// Abort threshold in percent (default 100: never abort).
+    pub max_fail_percentage: f64,
+    /// Gate.
+    pub wait: Option<Wait>,
+    /// Ignore maintenance.
+    pub ignore_maintenance: bool,
+    /// The operation.
+    pub module: Module,
+}
+
+/// A maintenance window, validated.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// Allowed days (empty: all).
+    pub days: Vec<Day>,
+    /// Opening minute of the day.
+    pub start_minute: u32,
+    /// Closing minute of the day.
+    pub end_minute: u32,
+    /// Time zone.
+    pub tz: chrono_tz::Tz,
+}
+
+/// A validated playbook, ready to plan.
+#[derive(Debug)]
+pub struct Playbook {
+    /// Where it came from.
+    pub path: PathBuf,
+    /// Its name.
+    pub name: String,
+    /// Its window.
+    pub window: Option<Window>,
+    /// Steps in file order.
+    pub steps: Vec<Step>,
+    /// Compiled templates, shared by all hosts.
+    pub templates: Templates,
+    /// SHA-256 of the file.
+    pub digest: String,
+}
+
+impl Playbook {
+    /// Read, parse and validate a playbook file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = yaml::read_bounded(path, WHAT)?;
+        Self::from_str(&text, path)
+    }
+
+    /// Parse and validate playbook text.
+    pub fn from_str(text: &str, path: &Path) -> Result<Self> {
+        let file: PlaybookFile = yaml::parse(text, path, WHAT)?;
+        let pos = |l: serde_saphyr::Location| Position {
+            file: path.to_path_buf(),
+            line: l.line(),
+            column: l.column(),
+        };
+        if file.steps.is_empty() {
+            return Err(Error::invalid(
+                WHAT,
+                "steps",
+                "no steps: a playbook needs at least one",
+                None,
+            ));
+        }
+        let mut templates = Templates::new(&file.vars)?;
+        let window = file
+            .window
+            .as_ref()
+            .map(|w| parse_window(w))
+            .transpose()?;
+        let mut steps = Vec::with_capacity(file.steps.len());
+        let mut seen = HashSet::new();
+        for (index, spec) in file.steps.iter().enumerate() {
+            let field = |f: &str| format!("steps[{index}].{f}");
+            let id = spec.id.value.clone();
+            let position = pos(spec.id.referenced);
+            if let Err(m) = crate::inventory::validate_name(&id) {
+                return Err(Error::invalid(WHAT, field("id"), m, Some(position)));
+            }
+            if !seen.insert(id.clone()) {
+                return Err(Error::invalid(
+                    WHAT,
+                    field("id"),
+                    format!("duplicate step id `{id}`; step ids must be unique"),
+                    Some(position),
+                ));
+            }
+            let targets = match &spec.target {
+                None => vec![Selector::parse("_all").map_err(|m| Error::Internal(m))?],
+                Some(t) => {
+                    let mut v = Vec::new();
+                    for (i, raw) in t.value.0.iter().enumerate() {
+                        let sel = Selector::parse(raw).map_err(|m| {
+                            Error::invalid(
+                                WHAT,
+                                if t.value.0.len() > 1 {
+                                    field(&format!("target[{i}]"))
+                                } else {
+                                    field("target")
+                                },
+                                format!("step `{id}`: {m}"),
+                                Some(pos(t.referenced)),
+                            )
+                        })?;
+                        v.push(sel);
+                    }
+                    v
+                }
+            };
+            let when = match &spec.when {
+                Some(w) => Some(templates.add_expression(&w.value).map_err(|m| {
+                    Error::invalid(WHAT, field("when"), format!("step `{id}`: {m}"), Some(pos(w.referenced)))
+                })?),
+                None => None,
+            };
+            let max_fail_percentage = match &spec.max_fail_percentage {
+                Some(m) if !(0.0..=100.0).contains(&m.value) => {
+                    return Err(Error::invalid(
+                        WHAT,
+                        field("max_fail_percentage"),
+                        format!("{} is not between 0 and 100", m.value),
+                        Some(pos(m.referenced)),
+                    ))
+                }
+                Some(m) => m.value,
+                None => 100.0,
+            };
+            let wait = match &spec.wait {
+                Some(w) => Some(Wait {
+                    active: w.active.unwrap_or(false),
+                    http: w.http.clone(),
+                    tcp: w.tcp.clone(),
+                    timeout: match &w.timeout {
+                        Some(t) => crate::parse_duration(t).map_err(|m| {
+                            Error::invalid(WHAT, field("wait.timeout"), m, Some(position.clone()))
+                        })?,
+                        None => Duration::from_secs(60),
+                    },
+                }),
+                None => None,
+            };
+            let module = match &spec.service {
+                Some(svc) => {
+                    if svc.state.is_none() && svc.enabled.is_none() && svc.masked.is_none() {
+                        return Err(Error::invalid(
+                            WHAT,
+                            field("service"),
+                            format!("step `{id}`: say what to do with `state`, `enabled` or `masked`"),
+                            Some(pos(svc.name.referenced)),
+                        ));
+                    }
+                    if svc.masked == Some(true)
+                        && matches!(
+                            svc.state,
+                            Some(ServiceState::Started | ServiceState::Restarted | ServiceState::Reloaded)
+                        )
+                    {
+                        return Err(Error::invalid(
+                            WHAT,
+                            field("service.masked"),
+                            format!("step `{id}`: a masked unit cannot be started; drop `masked: true` or use `state: stopped`"),
+                            Some(pos(svc.name.referenced)),
+                        ));
+                    }
+                    let name = templates
+                        .add_unit_name(&svc.name.value)
+                        .map_err(|m| {
+                            Error::invalid(WHAT, field("service.name"), format!("step `{id}`: {m}"), Some(pos(svc.name.referenced)))
+                        })?;
+                    Module::Service {
+                        name,
+                        state: svc.state,
+                        enabled: svc.enabled,
+                        masked: svc.masked,
+                    }
+                }
+                None => {
+                    return Err(Error::invalid(
+                        WHAT,
+                        format!("steps[{index}]"),
+                        format!("step `{id}` has no module; add `service:`"),
+                        Some(position),
+                    ))
+                }
+            };
+            steps.push(Step {
+                index,
+                id,
+                position,
+                targets,
+                needs: spec.needs.as_ref().map(|n| n.value.clone()),
+                when,
+                serial: spec.serial,
+                max_fail_percentage,
+                wait,
+                ignore_maintenance: spec.ignore_maintenance.unwrap_or(false),
+                module,
+            });
+        }
+        // Check `needs` names now, with positions, so the DAG only sees valid ids.
+        for (index, spec) in file.steps.iter().enumerate() {
+            if let Some(needs) = &spec.needs {
+                for (j, n) in needs.value.iter().enumerate() {
+                    if !seen.contains(n) {
+                        return Err(Error::invalid(
+                            WHAT,
+                            format!("steps[{index}].needs[{j}]"),
+                            format!("step `{}` needs unknown step `{n}`", spec.id.value),
+                            Some(pos(needs.referenced)),
+                        )
+                        .with_suggestion(suggest(n, seen.iter().map(|s| s.as_str()))));
+                    }
+                }
+            }
+        }
+        Ok(Playbook {
+            path: path.to_path_buf(),
+            name: file.name,
+            window,
+            steps,
+            templates,
+            digest: crate::digest(text.as_bytes()),
+        })
+    }
+
+    /// Find a step by id.
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+}
+
+fn parse_hhmm(s: &str) -> Option<u32> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60 && (s.trim().len() == 5)).then_some(h * 60 + m)
+}
+
+fn parse_window(w: &WindowSpec) -> Result<Window> {
+    let start_minute = parse_hhmm(&w.start).ok_or_else(|| {
+        Error::invalid(WHAT, "window.start", format!("`{}` is not a time like \"02:00\"", w.start), None)
+    })?;
+    let end_minute = parse_hhmm(&w.end).ok_or_else(|| {
+        Error::invalid(WHAT, "window.end", format!("`{}` is not a time like \"04:00\"", w.end), None)
+    })?;
+    let tz_raw = w.tz.as_deref().unwrap_or("UTC");
+    let tz: chrono_tz::Tz = tz_raw.parse().map_err(|_| {
+        Error::invalid(
+            WHAT,
+            "window.tz",
+            format!("`{tz_raw}` is not an IANA time zone such as UTC or Europe/Berlin"),
+            None,
+        )
+    })?;
+    Ok(Window {
+        days: w.days.clone().unwrap_or_default(),
+        start_minute,
+        end_minute,
+        tz,
+    })
+}
+
+impl Window {
+    /// Whether `now` falls inside the window. A window whose end is before
+    /// its start spans midnight and belongs to the day it opened.
+    pub fn contains(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        use chrono::{Datelike, Timelike};
+        let local = now.with_timezone(&self.tz);
+        let minute = local.hour() * 60 + local.minute();
+        let day_of = |d: chrono::Weekday| match d {
+            chrono::Weekday::Mon => Day::Mon,
+            chrono::Weekday::Tue => Day::Tue,
+            chrono::Weekday::Wed => Day::Wed,
+            chrono::Weekday::Thu => Day::Thu,
+            chrono::Weekday::Fri => Day::Fri,
+            chrono::Weekday::Sat => Day::Sat,
+            chrono::Weekday::Sun => Day::Sun,
+        };
+        let day_ok = |d: chrono::Weekday| self.days.is_empty() || self.days.contains(&day_of(d));
+        if self.start_minute <= self.end_minute {
+            day_ok(local.weekday()) && minute >= self.start_minute && minute < self.end_minute
+        } else if minute >= self.start_minute {
+            day_ok(local.weekday())
+        } else if minute < self.end_minute {
+            day_ok(local.weekday().pred())
+        } else {
+            false
+        }
+    }
+}
