@@ -132,7 +132,7 @@ impl Inventory {
                 WHAT,
                 "defaults.address",
                 "an address belongs to one host, not to defaults",
-                None,
+                yaml::locate(text, path, &["defaults", "address"]),
             ));
         }
         if file.hosts.is_empty() {
@@ -140,13 +140,14 @@ impl Inventory {
                 WHAT,
                 "hosts",
                 "no hosts: add at least one under `hosts:`",
-                None,
+                yaml::locate(text, path, &["hosts"]),
             ));
         }
         let mut hosts = Vec::with_capacity(file.hosts.len());
         for (name, spec) in &file.hosts {
             let spec = spec.clone().unwrap_or_default();
-            hosts.push(resolve_host(name, &spec, &file.defaults, base)?);
+            let host = resolve_host(name, &spec, &file.defaults, base).map_err(|e| locate_error(e, text, path))?;
+            hosts.push(host);
         }
         Ok(Inventory {
             path: path.to_path_buf(),
@@ -163,6 +164,24 @@ impl Inventory {
     /// The closest hostname to a misspelled one.
     pub fn suggest_host(&self, name: &str) -> Option<String> {
         suggest(name, self.hosts.iter().map(|h| h.name.as_str()))
+    }
+}
+
+/// Give a post-parse validation error the position of its field path.
+fn locate_error(e: Error, text: &str, path: &Path) -> Error {
+    match e {
+        Error::Invalid { what, field, message, suggestion, position: None } => {
+            let segs: Vec<&str> = field
+                .split('.')
+                .map(|s| s.split('[').next().unwrap_or(s))
+                .collect();
+            // Fall back to the host's line when the field itself is not written there
+            // (a value inherited from `defaults`).
+            let position = yaml::locate(text, path, &segs)
+                .or_else(|| yaml::locate(text, path, &segs[..segs.len().min(2)]));
+            Error::Invalid { what, field, message, suggestion, position }
+        }
+        other => other,
     }
 }
 

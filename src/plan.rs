@@ -138,14 +138,18 @@ pub fn expand(pb: &Playbook, inv: &Inventory, limit: Option<&Selector>) -> Resul
                 Some(w) => pb
                     .templates
                     .condition(w, ctx)
-                    .map_err(|m| host_error(&step.id, &host.name, &format!("steps[{}].when", step.index), m))?,
+                    .map_err(|m| {
+                        host_error(&step.id, &host.name, &format!("steps[{}].when", step.index), step.when_position.clone(), m)
+                    })?,
                 None => true,
             };
             let unit = match &step.module {
-                Module::Service { name, .. } => pb
+                Module::Service { name, name_position, .. } => pb
                     .templates
                     .render_unit(*name, ctx)
-                    .map_err(|m| host_error(&step.id, &host.name, &format!("steps[{}].service.name", step.index), m))?,
+                    .map_err(|m| {
+                        host_error(&step.id, &host.name, &format!("steps[{}].service.name", step.index), Some(name_position.clone()), m)
+                    })?,
             };
             tasks.push(HostTask { host: h, unit, when });
         }

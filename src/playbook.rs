@@ -245,6 +245,8 @@ pub enum Module {
     Service {
         /// Template id of the unit name.
         name: usize,
+        /// Where the name is written, for per-host template errors.
+        name_position: Position,
         /// Desired run state.
         state: Option<ServiceState>,
         /// Desired enablement.
@@ -269,6 +271,8 @@ pub struct Step {
     pub needs: Option<Vec<String>>,
     /// Template id of the `when` expression.
     pub when: Option<usize>,
+    /// Where `when` is written.
+    pub when_position: Option<Position>,
     /// Rolling batch size.
     pub serial: Option<Serial>,
     /// Abort threshold in percent (default 100: never abort).
@@ -331,7 +335,7 @@ impl Playbook {
                 WHAT,
                 "steps",
                 "no steps: a playbook needs at least one",
-                None,
+                yaml::locate(text, path, &["steps"]),
             ));
         }
         let mut templates = Templates::new(&file.vars)?;
@@ -339,7 +343,15 @@ impl Playbook {
             .window
             .as_ref()
             .map(|w| parse_window(w))
-            .transpose()?;
+            .transpose()
+            .map_err(|e| match e {
+                Error::Invalid { what, field, message, suggestion, position: None } => {
+                    let segs: Vec<&str> = field.split('.').collect();
+                    let position = yaml::locate(text, path, &segs);
+                    Error::Invalid { what, field, message, suggestion, position }
+                }
+                other => other,
+            })?;
         let mut steps = Vec::with_capacity(file.steps.len());
         let mut seen = HashSet::new();
         for (index, spec) in file.steps.iter().enumerate() {
@@ -404,7 +416,9 @@ impl Playbook {
                     tcp: w.tcp.clone(),
                     timeout: match &w.timeout {
                         Some(t) => crate::parse_duration(t).map_err(|m| {
-                            Error::invalid(WHAT, field("wait.timeout"), m, Some(position.clone()))
+                            let at = yaml::locate(text, path, &["steps", &id, "timeout"])
+                                .unwrap_or_else(|| position.clone());
+                            Error::invalid(WHAT, field("wait.timeout"), m, Some(at))
                         })?,
                         None => Duration::from_secs(60),
                     },
@@ -441,6 +455,7 @@ impl Playbook {
                         })?;
                     Module::Service {
                         name,
+                        name_position: pos(svc.name.referenced),
                         state: svc.state,
                         enabled: svc.enabled,
                         masked: svc.masked,
@@ -462,6 +477,7 @@ impl Playbook {
                 targets,
                 needs: spec.needs.as_ref().map(|n| n.value.clone()),
                 when,
+                when_position: spec.when.as_ref().map(|w| pos(w.referenced)),
                 serial: spec.serial,
                 max_fail_percentage,
                 wait,

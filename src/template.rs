@@ -192,12 +192,18 @@ fn render_error(e: minijinja::Error) -> String {
 }
 
 /// Turn a per-host template failure into an input error naming step and host.
-pub fn host_error(step: &str, host: &str, field: &str, msg: String) -> Error {
+pub fn host_error(
+    step: &str,
+    host: &str,
+    field: &str,
+    position: Option<crate::error::Position>,
+    msg: String,
+) -> Error {
     Error::invalid(
         "playbook",
         field.to_string(),
         format!("step `{step}` on host `{host}`: {msg}"),
-        None,
+        position,
     )
 }
 

@@ -75,6 +75,11 @@ fn parse_error(e: &serde_saphyr::Error, field: &str, file: &Path, what: &'static
     if let Some(idx) = message.rfind(" at line ") {
         message.truncate(idx);
     }
+    // Speak to the user, not to a developer configuring serde-saphyr.
+    message = message.replace(
+        ", set DuplicateKeyPolicy in Options if acceptable",
+        "; each key may appear only once",
+    );
     let field = field
         .trim_start_matches('.')
         .replace(".?", "")
@@ -139,4 +144,53 @@ mod tests {
             .details();
         assert!(err.starts_with("flag: invalid boolean"), "{err}");
     }
+}
+
+/// Find where a key path such as `["hosts", "web-1", "labels"]` is written,
+/// for errors found after parsing (when serde no longer has positions).
+/// Each segment is searched after the previous one; good enough to point a
+/// person at the right line.
+pub fn locate(text: &str, file: &Path, path: &[&str]) -> Option<Position> {
+    let mut from = 0usize;
+    let mut found = None;
+    for seg in path {
+        let mut hit = None;
+        for (i, line) in text.lines().enumerate().skip(from) {
+            let trimmed = line.trim_start().trim_start_matches("- ");
+            let candidates = [
+                format!("{seg}:"),
+                format!("\"{seg}\":"),
+                format!("'{seg}':"),
+            ];
+            let mut col = None;
+            for c in &candidates {
+                if trimmed.starts_with(c.as_str()) {
+                    col = Some(line.len() - trimmed.len());
+                    break;
+                }
+                // Flow mappings: `{ key: value }`.
+                for pat in [format!("{{ {c}"), format!("{{{c}"), format!(", {c}")] {
+                    if let Some(p) = line.find(pat.as_str()) {
+                        col = Some(p + pat.len() - c.len());
+                        break;
+                    }
+                }
+                if col.is_some() {
+                    break;
+                }
+            }
+            if let Some(c) = col {
+                hit = Some((i, c));
+                break;
+            }
+        }
+        let (i, c) = hit?;
+        from = i;
+        found = Some(Position {
+            file: file.to_path_buf(),
+            line: i as u64 + 1,
+            column: c as u64 + 1,
+        });
+    }
+    found
 }

@@ -587,17 +587,21 @@ wait_hosts() {
 	for i in "${!hosts[@]}"; do
 		rc=0
 		wait "${pids[i]}" || rc=$?
-		if ((rc)); then
-			failed=1
+		((rc)) || continue
+		# the console tail of the first few says why; more is noise
+		if ((failed++ < 3)); then
 			if ((rc == 2)); then
 				log "${hosts[i]}: nspawn exited (status $(<"$RUNDIR/${hosts[i]}/exit")); console:"
 			else
 				log "${hosts[i]}: not up within ${UP_TIMEOUT}s; console:"
 			fi
-			tail -n 15 "$RUNDIR/${hosts[i]}/console.log" 2>/dev/null | sed 's/^/    /' >&2 || true
+			tail -n 8 "$RUNDIR/${hosts[i]}/console.log" 2>/dev/null |
+				sed 's/\x1b\[[0-9;]*m//g; s/^/    /' >&2 || true
+		else
+			log "${hosts[i]}: not up either"
 		fi
 	done
-	return "$failed"
+	((failed == 0))
 }
 
 # Power hosts off: orderly first (SIGTERM makes nspawn send SIGRTMIN+3 to

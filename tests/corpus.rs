@@ -1,0 +1,182 @@
+//! The bad-input corpus: every malformed or dangerous file under
+//! tests/corpus must be refused by `drover check` with exit 1, a JSON error
+//! of code 400, the expected message, field path and position — and the
+//! generated hostile inputs (huge, deeply nested, alias bombs) likewise.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn drover() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_drover"))
+}
+
+struct Expect {
+    message: String,
+    suggest: Option<String>,
+    field: Option<String>,
+    line: Option<u64>,
+}
+
+fn header(path: &Path) -> Expect {
+    let text = std::fs::read_to_string(path).unwrap();
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("# {k}: ")))
+            .map(str::to_string)
+    };
+    Expect {
+        message: get("expect").unwrap_or_else(|| panic!("{} has no `# expect:` line", path.display())),
+        suggest: get("suggest"),
+        field: get("field"),
+        line: get("line").map(|l| l.parse().unwrap()),
+    }
+}
+
+/// Run check and return (exit code, parsed JSON error).
+fn check(playbook: &Path, inventory: &Path) -> (i32, serde_json::Value) {
+    let out = drover()
+        .args(["check", "--format", "json", "-i"])
+        .arg(inventory)
+        .arg(playbook)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{}: stdout is not a JSON error ({e}): {stdout} / stderr {}",
+            playbook.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), json)
+}
+
+fn assert_case(file: &Path, code: i32, json: &serde_json::Value) {
+    let exp = header(file);
+    let name = file.display();
+    assert_eq!(code, 1, "{name}: exit code");
+    assert_eq!(json["code"], 400, "{name}: {json}");
+    let details = json["details"].as_str().unwrap_or_default();
+    assert!(details.contains(&exp.message), "{name}: `{details}` lacks `{}`", exp.message);
+    // Every error names a position in the file it is about.
+    let fname = file.file_name().unwrap().to_string_lossy();
+    assert!(
+        details.contains(&format!("{fname} line ")) && details.contains(" column "),
+        "{name}: no position in `{details}`"
+    );
+    if let Some(l) = exp.line {
+        assert!(details.contains(&format!("{fname} line {l} column")), "{name}: want line {l} in `{details}`");
+    }
+    if let Some(f) = exp.field {
+        assert!(details.starts_with(&format!("{f}: ")), "{name}: want field `{f}` in `{details}`");
+    }
+    if let Some(s) = exp.suggest {
+        assert!(details.contains(&format!("did you mean `{s}`?")), "{name}: want suggestion `{s}` in `{details}`");
+    }
+}
+
+fn corpus(dir: &str) -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus").join(dir);
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn base() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
+}
+
+#[test]
+fn bad_playbooks_are_refused_with_position() {
+    let files = corpus("playbook");
+    assert!(files.len() >= 30, "corpus shrank to {}", files.len());
+    let mut failures = Vec::new();
+    for f in &files {
+        let (code, json) = check(f, &base().join("inventory.yml"));
+        if let Err(e) = std::panic::catch_unwind(|| assert_case(f, code, &json)) {
+            failures.push(e.downcast_ref::<String>().cloned().unwrap_or_default());
+        }
+    }
+    assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn bad_inventories_are_refused_with_position() {
+    let files = corpus("inventory");
+    let mut failures = Vec::new();
+    for f in &files {
+        let (code, json) = check(&base().join("ok.yml"), f);
+        if let Err(e) = std::panic::catch_unwind(|| assert_case(f, code, &json)) {
+            failures.push(e.downcast_ref::<String>().cloned().unwrap_or_default());
+        }
+    }
+    assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn the_good_files_pass() {
+    let out = drover()
+        .args(["check", "-i"])
+        .arg(base().join("inventory.yml"))
+        .arg(base().join("ok.yml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn hostile(name: &str, text: &str) -> (i32, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    check(&p, &base().join("inventory.yml"))
+}
+
+#[test]
+fn alias_bomb_is_bounded() {
+    // A billion-laughs document hidden in `vars`, which accepts any value.
+    let mut text = String::from("name: t\nvars:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for (prev, cur) in ["a", "b", "c", "d", "e", "f", "g", "h"].windows(2).map(|w| (w[0], w[1])) {
+        text.push_str(&format!("  {cur}: &{cur} [{}]\n", vec![format!("*{prev}"); 10].join(", ")));
+    }
+    text.push_str("steps:\n  - { id: a, service: { name: x, state: started } }\n");
+    let start = std::time::Instant::now();
+    let (code, json) = hostile("bomb.yml", &text);
+    assert_eq!(code, 1, "{json}");
+    assert_eq!(json["code"], 400);
+    let d = json["details"].as_str().unwrap();
+    assert!(d.contains("alias") || d.contains("budget"), "{d}");
+    assert!(d.contains("bomb.yml line "), "{d}");
+    assert!(start.elapsed().as_secs() < 10, "alias bomb took {:?}", start.elapsed());
+}
+
+#[test]
+fn deep_nesting_is_refused() {
+    let text = format!("name: t\nvars: {{ v: {}1{} }}\nsteps: []\n", "[".repeat(10_000), "]".repeat(10_000));
+    let (code, json) = hostile("deep.yml", &text);
+    assert_eq!(code, 1, "{json}");
+    let d = json["details"].as_str().unwrap();
+    assert!(d.contains("deep.yml line 2"), "{d}");
+}
+
+#[test]
+fn huge_file_is_refused_before_parsing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("huge.yml");
+    let f = std::fs::File::create(&p).unwrap();
+    // Sparse: 40 MiB without writing them.
+    f.set_len(40 * 1024 * 1024).unwrap();
+    let (code, json) = check(&p, &base().join("inventory.yml"));
+    assert_eq!(code, 1, "{json}");
+    assert!(json["details"].as_str().unwrap().contains("more than the"), "{json}");
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let (code, json) = check(Path::new("/nonexistent/pb.yml"), &base().join("inventory.yml"));
+    assert_eq!(code, 1);
+    assert!(json["error"].as_str().unwrap().contains("/nonexistent/pb.yml"), "{json}");
+}
