@@ -322,17 +322,29 @@ pub struct Loaded {
 
 /// Load and validate playbook + inventory (+ limit): the whole model.
 pub fn load(playbook: &Path, inventory: &Path, limit: Option<&str>) -> Result<Loaded> {
+    let t = std::time::Instant::now();
     let playbook = Playbook::load(playbook)?;
     let dag = Dag::build(&playbook)?;
     let inventory = Inventory::load(inventory)?;
+    tracing::debug!(elapsed = ?t.elapsed(), hosts = inventory.hosts.len(), "model loaded");
     let limit = limit.map(|l| parse_selector("--limit", l)).transpose()?;
     let expanded = plan::expand(&playbook, &inventory, limit.as_ref())?;
+    tracing::debug!(elapsed = ?t.elapsed(), "targets and templates expanded");
     Ok(Loaded {
         playbook,
         inventory,
         dag,
         expanded,
     })
+}
+
+/// `drover plan | head` closes the pipe early; that is not an error.
+fn ignore_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(e)
+    }
 }
 
 fn check(a: &CheckArgs) -> Result<i32> {
@@ -365,11 +377,23 @@ fn check(a: &CheckArgs) -> Result<i32> {
 }
 
 fn plan_cmd(a: &PlanArgs, color: bool) -> Result<i32> {
-    let l = load(&a.playbook, &a.inventory, a.limit.as_deref())?;
-    let (facts, source) = match &a.facts {
-        Some(path) => (Facts::load(path)?, path.display().to_string()),
-        None => return Err(Error::NotImplemented("live `drover plan` (without --facts)")),
+    let Some(facts_path) = &a.facts else {
+        return Err(Error::NotImplemented(
+            "live `drover plan` (without --facts)",
+        ));
     };
+    // The facts file and the model are independent: read them side by side.
+    let (l, facts) = std::thread::scope(|s| {
+        let facts = s.spawn(|| Facts::load(facts_path));
+        let l = load(&a.playbook, &a.inventory, a.limit.as_deref());
+        let facts = facts
+            .join()
+            .unwrap_or_else(|_| Err(Error::Internal("facts reader panicked".into())));
+        (l, facts)
+    });
+    let (l, facts) = (l?, facts?);
+    let source = facts_path.display().to_string();
+    tracing::debug!("facts loaded");
     let plan = plan::simulate(
         &l.playbook,
         &l.inventory,
@@ -381,10 +405,26 @@ fn plan_cmd(a: &PlanArgs, color: bool) -> Result<i32> {
             limit: a.limit.as_deref(),
         },
     )?;
+    tracing::debug!("plan simulated");
     if let Some(out) = &a.out {
-        crate::write_atomic(out, diff::render_json(&plan).as_bytes())?;
+        crate::write_atomic_with(out, |w| diff::write_json(&plan, w))?;
     }
-    let text = diff::render(&plan, a.format, color && a.format == Format::Text);
-    print!("{text}");
-    Ok(if a.detailed_exitcode && plan.has_changes() { 2 } else { 0 })
+    {
+        let stdout = std::io::stdout();
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        diff::render_to(&plan, a.format, color && a.format == Format::Text, &mut w)
+            .and_then(|_| std::io::Write::flush(&mut w))
+            .or_else(ignore_broken_pipe)
+            .map_err(|e| Error::io("write", "stdout", e))?;
+    }
+    tracing::debug!("plan rendered");
+    let code = if a.detailed_exitcode && plan.has_changes() {
+        2
+    } else {
+        0
+    };
+    // The process ends here: freeing a 10,000-host plan piece by piece is
+    // wasted time, so leave it to the OS.
+    std::mem::forget((plan, l, facts));
+    Ok(code)
 }

@@ -50,7 +50,10 @@ impl Dag {
             if scc.len() > 1 || self_loop {
                 let mut idx: Vec<usize> = scc.iter().map(|n| graph[*n]).collect();
                 idx.sort_unstable();
-                let ids: Vec<String> = idx.iter().map(|i| format!("`{}`", pb.steps[*i].id)).collect();
+                let ids: Vec<String> = idx
+                    .iter()
+                    .map(|i| format!("`{}`", pb.steps[*i].id))
+                    .collect();
                 let first = &pb.steps[idx[0]];
                 return Err(Error::invalid(
                     "playbook",
@@ -170,8 +173,7 @@ fn stable_topo(graph: &DiGraph<usize, ()>) -> Vec<usize> {
                 .count()
         })
         .collect();
-    let mut ready: std::collections::BTreeSet<usize> =
-        (0..n).filter(|i| indeg[*i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|i| indeg[*i] == 0).collect();
     let mut order = Vec::with_capacity(n);
     while let Some(s) = ready.pop_first() {
         order.push(s);
@@ -199,7 +201,10 @@ mod tests {
 
     #[test]
     fn file_order_by_default() {
-        let p = pb(&format!("  - {{ id: a, {S} }}\n  - {{ id: b, {S} }}\n  - {{ id: c, {S} }}\n")).unwrap();
+        let p = pb(&format!(
+            "  - {{ id: a, {S} }}\n  - {{ id: b, {S} }}\n  - {{ id: c, {S} }}\n"
+        ))
+        .unwrap();
         let d = Dag::build(&p).unwrap();
         assert_eq!(d.waves(), vec![vec![0], vec![1], vec![2]]);
         assert_eq!(d.dependencies(2), vec![1]);

@@ -34,7 +34,11 @@ fn enabled_word(u: &UnitFacts) -> &str {
 
 /// The state document of one unit: what the diff compares.
 fn state_doc(name: &str, u: &UnitFacts, actions: &[String]) -> String {
-    let mut s = format!("{name}\n  active: {}\n  enabled: {}\n", u.active_state, enabled_word(u));
+    let mut s = format!(
+        "{name}\n  active: {}\n  enabled: {}\n",
+        u.active_state,
+        enabled_word(u)
+    );
     for a in actions {
         let _ = writeln!(s, "  do: {a}");
     }
@@ -43,17 +47,38 @@ fn state_doc(name: &str, u: &UnitFacts, actions: &[String]) -> String {
 
 /// The unified diff of one host: current state against planned state.
 pub fn host_diff(h: &HostChanges) -> String {
+    host_diff_cached(h, &mut DiffCache::default())
+}
+
+/// Fleets repeat themselves: hundreds of hosts share the same before and
+/// after documents, so the hunks are computed once per distinct pair.
+#[derive(Default)]
+pub struct DiffCache {
+    hunks: std::collections::HashMap<(String, String), String>,
+}
+
+/// [`host_diff`] with a cache shared across hosts.
+pub fn host_diff_cached(h: &HostChanges, cache: &mut DiffCache) -> String {
     let mut before = String::new();
     let mut after = String::new();
     for u in &h.units {
         before.push_str(&state_doc(&u.name, &u.before, &[]));
         after.push_str(&state_doc(&u.name, &u.after, &u.actions));
     }
-    TextDiff::from_lines(&before, &after)
+    let header = format!("--- {} (now)\n+++ {} (planned)\n", h.hostname, h.hostname);
+    let key = (before, after);
+    if let Some(hunks) = cache.hunks.get(&key) {
+        return format!("{header}{hunks}");
+    }
+    let hunks: String = TextDiff::from_lines(&key.0, &key.1)
         .unified_diff()
         .context_radius(3)
-        .header(&format!("{} (now)", h.hostname), &format!("{} (planned)", h.hostname))
-        .to_string()
+        .iter_hunks()
+        .map(|h| h.to_string())
+        .collect();
+    let out = format!("{header}{hunks}");
+    cache.hunks.insert(key, hunks);
+    out
 }
 
 fn host_has_changes(h: &HostChanges) -> bool {
@@ -74,11 +99,19 @@ const BANNER: &str = "DRY RUN: drover plan changed nothing on any host.";
 /// Terminal text; `color` only on a TTY.
 pub fn render_text(plan: &Plan, color: bool) -> String {
     let mut o = String::new();
-    let banner = if color { BANNER.bold().yellow().to_string() } else { BANNER.to_string() };
+    let banner = if color {
+        BANNER.bold().yellow().to_string()
+    } else {
+        BANNER.to_string()
+    };
     let _ = writeln!(o, "{banner}");
     let _ = writeln!(o, "playbook: {} ({})", plan.name, plan.playbook.path);
     let _ = writeln!(o, "inventory: {}", plan.inventory.path);
-    let _ = writeln!(o, "facts: {} (collected {})", plan.facts_source, plan.facts_collected_at);
+    let _ = writeln!(
+        o,
+        "facts: {} (collected {})",
+        plan.facts_source, plan.facts_collected_at
+    );
     if let Some(l) = &plan.limit {
         let _ = writeln!(o, "limit: {l}");
     }
@@ -97,12 +130,21 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         if s.results.is_empty() {
             let _ = writeln!(o, "  (no hosts after --limit)");
         }
-        let width = s.results.iter().map(|r| r.hostname.len()).max().unwrap_or(0);
+        let width = s
+            .results
+            .iter()
+            .map(|r| r.hostname.len())
+            .max()
+            .unwrap_or(0);
         for r in &s.results {
             let what = if r.actions.is_empty() {
                 "-".to_string()
             } else {
-                r.actions.iter().map(|a| a.to_string()).collect::<Vec<_>>().join("+")
+                r.actions
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join("+")
             };
             let word = result_word(r.status, r.changed);
             let word = match (color, r.status, r.changed) {
@@ -112,19 +154,29 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
                 (true, Status::Skipped, _) => word.dimmed().to_string(),
                 (true, Status::Failed, _) => word.red().bold().to_string(),
             };
-            let batch = if s.batch_size > 0 { format!(" [batch {}]", r.batch) } else { String::new() };
-            let _ = write!(o, "  {:width$}  {:<9} {}  {}{batch}", r.hostname, what, r.name, word);
+            let batch = if s.batch_size > 0 {
+                format!(" [batch {}]", r.batch)
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                o,
+                "  {:width$}  {:<9} {}  {}{batch}",
+                r.hostname, what, r.name, word
+            );
             if let Some(e) = &r.error {
                 let _ = write!(o, "  ({e})");
             }
             o.push('\n');
         }
     }
-    let changed_hosts: Vec<&HostChanges> = plan.hosts.iter().filter(|h| host_has_changes(h)).collect();
+    let changed_hosts: Vec<&HostChanges> =
+        plan.hosts.iter().filter(|h| host_has_changes(h)).collect();
     if !changed_hosts.is_empty() {
         let _ = writeln!(o, "\nstate changes per host:");
+        let mut cache = DiffCache::default();
         for h in changed_hosts {
-            for line in host_diff(h).lines() {
+            for line in host_diff_cached(h, &mut cache).lines() {
                 let line = match (color, line.chars().next()) {
                     (true, Some('+')) => line.green().to_string(),
                     (true, Some('-')) => line.red().to_string(),
@@ -145,7 +197,9 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
 }
 
 fn md_escape(s: &str) -> String {
-    s.replace('|', "\\|").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('|', "\\|")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Markdown for a pull-request comment: summary table, then a collapsible diff per host.
@@ -158,9 +212,16 @@ pub fn render_markdown(plan: &Plan) -> String {
         "> Playbook `{}`, inventory `{}`, facts {} (collected {}).{}\n",
         plan.playbook.path,
         plan.inventory.path,
-        if plan.facts_source == "live" { "read live".to_string() } else { format!("`{}`", plan.facts_source) },
+        if plan.facts_source == "live" {
+            "read live".to_string()
+        } else {
+            format!("`{}`", plan.facts_source)
+        },
         plan.facts_collected_at,
-        plan.limit.as_ref().map(|l| format!(" Limit `{l}`.")).unwrap_or_default()
+        plan.limit
+            .as_ref()
+            .map(|l| format!(" Limit `{l}`."))
+            .unwrap_or_default()
     );
     let s = plan.summary;
     let _ = writeln!(
@@ -168,31 +229,30 @@ pub fn render_markdown(plan: &Plan) -> String {
         "**{} to change, {} unchanged, {} skipped, {} failing, on {} hosts.**\n",
         s.changes, s.unchanged, s.skipped, s.failed, s.hosts
     );
-    let _ = writeln!(o, "| host | change | no change | skipped | failing | operations |");
+    let _ = writeln!(
+        o,
+        "| host | change | no change | skipped | failing | operations |"
+    );
     let _ = writeln!(o, "|---|---:|---:|---:|---:|---|");
-    let mut rows: Vec<(String, [usize; 4], Vec<String>)> = Vec::new();
+    let mut rows: indexmap::IndexMap<&str, ([usize; 4], Vec<String>)> = indexmap::IndexMap::new();
     for st in &plan.steps {
         for r in &st.results {
-            let idx = match rows.iter().position(|(h, _, _)| *h == r.hostname) {
-                Some(i) => i,
-                None => {
-                    rows.push((r.hostname.clone(), [0; 4], Vec::new()));
-                    rows.len() - 1
-                }
-            };
+            let row = rows
+                .entry(&r.hostname)
+                .or_insert_with(|| ([0; 4], Vec::new()));
             let slot = match (r.status, r.changed) {
                 (Status::Ok, true) => 0,
                 (Status::Ok, false) => 1,
                 (Status::Skipped, _) => 2,
                 (Status::Failed, _) => 3,
             };
-            rows[idx].1[slot] += 1;
+            row.0[slot] += 1;
             for a in &r.actions {
-                rows[idx].2.push(format!("{a} {}", r.name));
+                row.1.push(format!("{a} {}", r.name));
             }
         }
     }
-    for (h, c, ops) in &rows {
+    for (h, (c, ops)) in &rows {
         let _ = writeln!(
             o,
             "| `{}` | {} | {} | {} | {} | {} |",
@@ -201,11 +261,18 @@ pub fn render_markdown(plan: &Plan) -> String {
             c[1],
             c[2],
             c[3],
-            if ops.is_empty() { "-".to_string() } else { md_escape(&ops.join(", ")) }
+            if ops.is_empty() {
+                "-".to_string()
+            } else {
+                md_escape(&ops.join(", "))
+            }
         );
     }
     let _ = writeln!(o, "\n#### Steps\n");
-    let _ = writeln!(o, "| step | target | host | unit | result | operations | note |");
+    let _ = writeln!(
+        o,
+        "| step | target | host | unit | result | operations | note |"
+    );
     let _ = writeln!(o, "|---|---|---|---|---|---|---|");
     for st in &plan.steps {
         for r in &st.results {
@@ -218,7 +285,11 @@ pub fn render_markdown(plan: &Plan) -> String {
                 r.hostname,
                 r.name,
                 result_word(r.status, r.changed),
-                if ops.is_empty() { "-".into() } else { ops.join("+") },
+                if ops.is_empty() {
+                    "-".into()
+                } else {
+                    ops.join("+")
+                },
                 md_escape(r.error.as_deref().unwrap_or(""))
             );
         }
@@ -226,10 +297,20 @@ pub fn render_markdown(plan: &Plan) -> String {
     let changed: Vec<&HostChanges> = plan.hosts.iter().filter(|h| host_has_changes(h)).collect();
     if !changed.is_empty() {
         let _ = writeln!(o, "\n#### State changes per host\n");
+        let mut cache = DiffCache::default();
         for h in changed {
             let n: usize = h.units.iter().map(|u| u.actions.len()).sum();
-            let _ = writeln!(o, "<details><summary><code>{}</code>: {n} operation{}</summary>\n", h.hostname, if n == 1 { "" } else { "s" });
-            let _ = writeln!(o, "```diff\n{}```\n</details>\n", host_diff(h));
+            let _ = writeln!(
+                o,
+                "<details><summary><code>{}</code>: {n} operation{}</summary>\n",
+                h.hostname,
+                if n == 1 { "" } else { "s" }
+            );
+            let _ = writeln!(
+                o,
+                "```diff\n{}```\n</details>\n",
+                host_diff_cached(h, &mut cache)
+            );
         }
     }
     o
@@ -237,16 +318,30 @@ pub fn render_markdown(plan: &Plan) -> String {
 
 /// JSON, pretty-printed, schema `drover.plan/1`.
 pub fn render_json(plan: &Plan) -> String {
-    let mut s = serde_json::to_string_pretty(plan).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-    s.push('\n');
-    s
+    let mut buf = Vec::new();
+    // Writing into a Vec cannot fail for I/O reasons, and the plan's
+    // types always serialise.
+    let _ = write_json(plan, &mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// Render in the chosen format.
-pub fn render(plan: &Plan, format: Format, color: bool) -> String {
+/// Stream the JSON plan into a writer: a 10,000-host plan never has to
+/// exist as one string in memory.
+pub fn write_json(plan: &Plan, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *w, plan).map_err(std::io::Error::other)?;
+    w.write_all(b"\n")
+}
+
+/// Render in the chosen format into a writer.
+pub fn render_to(
+    plan: &Plan,
+    format: Format,
+    color: bool,
+    w: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     match format {
-        Format::Text => render_text(plan, color),
-        Format::Markdown => render_markdown(plan),
-        Format::Json => render_json(plan),
+        Format::Text => w.write_all(render_text(plan, color).as_bytes()),
+        Format::Markdown => w.write_all(render_markdown(plan).as_bytes()),
+        Format::Json => write_json(plan, w),
     }
 }

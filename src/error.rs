@@ -41,37 +41,30 @@ pub enum Class {
     Internal,
 }
 
+/// What is wrong with a user's file, and where: the payload of input errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// "playbook", "inventory", "facts file", ...
+    pub what: &'static str,
+    /// Dotted field path such as `steps[2].service.state`.
+    pub field: String,
+    /// The message, without position.
+    pub message: String,
+    /// Nearest valid key or value, when there is one.
+    pub suggestion: Option<String>,
+    /// Where in the file, when known.
+    pub position: Option<Position>,
+}
+
 /// Everything that stops a drover command before or outside per-host work.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A YAML or JSON file did not match drover's schema.
-    #[error("{what} is invalid")]
-    Parse {
-        /// "playbook", "inventory", "facts file", ...
-        what: &'static str,
-        /// Dotted field path such as `steps[2].service.state`.
-        field: String,
-        /// The message, without position.
-        message: String,
-        /// Nearest valid key or value, when there is one.
-        suggestion: Option<String>,
-        /// Where in the file, when known.
-        position: Option<Position>,
-    },
+    #[error("{} is invalid", .0.what)]
+    Parse(Box<Diagnostic>),
     /// A file parsed but says something drover cannot accept.
-    #[error("{what} is invalid")]
-    Invalid {
-        /// "playbook", "inventory", ...
-        what: &'static str,
-        /// Dotted field path.
-        field: String,
-        /// What is wrong and what to do.
-        message: String,
-        /// Nearest valid choice, when there is one.
-        suggestion: Option<String>,
-        /// Where in the file, when known.
-        position: Option<Position>,
-    },
+    #[error("{} is invalid", .0.what)]
+    Invalid(Box<Diagnostic>),
     /// A file could not be read or written.
     #[error("cannot {action} {path}")]
     Io {
@@ -101,7 +94,7 @@ impl Error {
     /// The class, which fixes code and exit status.
     pub fn class(&self) -> Class {
         match self {
-            Error::Parse { .. } | Error::Invalid { .. } | Error::Usage(_) => Class::Invalid,
+            Error::Parse(_) | Error::Invalid(_) | Error::Usage(_) => Class::Invalid,
             Error::Refused(_) => Class::Refused,
             Error::Io { .. } | Error::NotImplemented(_) | Error::Internal(_) => Class::Internal,
         }
@@ -127,20 +120,14 @@ impl Error {
     /// The one-line details: field path, message, suggestion and position.
     pub fn details(&self) -> String {
         match self {
-            Error::Parse {
-                field,
-                message,
-                suggestion,
-                position,
-                ..
-            }
-            | Error::Invalid {
-                field,
-                message,
-                suggestion,
-                position,
-                ..
-            } => {
+            Error::Parse(d) | Error::Invalid(d) => {
+                let Diagnostic {
+                    field,
+                    message,
+                    suggestion,
+                    position,
+                    ..
+                } = &**d;
                 let mut s = String::new();
                 if !field.is_empty() {
                     s.push_str(field);
@@ -179,19 +166,29 @@ impl Error {
         message: impl Into<String>,
         position: Option<Position>,
     ) -> Self {
-        Error::Invalid {
+        Error::Invalid(Box::new(Diagnostic {
             what,
             field: field.into(),
             message: message.into(),
             suggestion: None,
             position,
+        }))
+    }
+
+    /// Fill in a missing position from a locator (which sees the field path).
+    pub fn locate_with(mut self, f: impl FnOnce(&str) -> Option<Position>) -> Self {
+        if let Error::Invalid(d) | Error::Parse(d) = &mut self {
+            if d.position.is_none() {
+                d.position = f(&d.field);
+            }
         }
+        self
     }
 
     /// Attach a suggestion to a validation error.
     pub fn with_suggestion(mut self, sugg: Option<String>) -> Self {
-        if let Error::Invalid { suggestion, .. } | Error::Parse { suggestion, .. } = &mut self {
-            *suggestion = sugg;
+        if let Error::Invalid(d) | Error::Parse(d) = &mut self {
+            d.suggestion = sugg;
         }
         self
     }

@@ -124,14 +124,28 @@ impl Facts {
 
     /// Parse facts JSON.
     pub fn from_json(text: &str, path: &Path) -> Result<Self> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let facts: Facts = serde_path_to_error::deserialize(de).map_err(|e| {
+        // Fast path first; a failing file is parsed again to learn the field path.
+        let facts: Facts = match serde_json::from_str(text) {
+            Ok(f) => f,
+            Err(_) => {
+                let de = &mut serde_json::Deserializer::from_str(text);
+                return Err(Self::error_at(de, path));
+            }
+        };
+        Self::check_version(facts)
+    }
+
+    fn error_at(
+        de: &mut serde_json::Deserializer<serde_json::de::StrRead<'_>>,
+        path: &Path,
+    ) -> Error {
+        match serde_path_to_error::deserialize::<_, Facts>(de).map_err(|e| {
             let inner = e.inner();
             let mut message = inner.to_string();
             if let Some(i) = message.rfind(" at line ") {
                 message.truncate(i);
             }
-            Error::Parse {
+            Error::Parse(Box::new(crate::error::Diagnostic {
                 what: "facts file",
                 field: e.path().to_string().trim_start_matches('.').to_string(),
                 message,
@@ -141,8 +155,14 @@ impl Facts {
                     line: inner.line() as u64,
                     column: inner.column() as u64,
                 }),
-            }
-        })?;
+            }))
+        }) {
+            Ok(_) => Error::Internal("facts file failed to parse once and then parsed".into()),
+            Err(e) => e,
+        }
+    }
+
+    fn check_version(facts: Facts) -> Result<Self> {
         if facts.version != FACTS_VERSION {
             return Err(Error::invalid(
                 "facts file",
@@ -178,11 +198,14 @@ mod tests {
     #[test]
     fn round_trip_and_errors_have_positions() {
         let mut f = Facts::new();
-        f.hosts.insert("h".into(), HostFacts::unreachable("timeout"));
+        f.hosts
+            .insert("h".into(), HostFacts::unreachable("timeout"));
         let json = serde_json::to_string_pretty(&f).unwrap();
         assert_eq!(Facts::from_json(&json, Path::new("f.json")).unwrap(), f);
         let bad = "{\"version\": 1, \"collected_at\": \"x\", \"hosts\": {\"h\": {\"reachable\": \"yes\"}}}";
-        let e = Facts::from_json(bad, Path::new("f.json")).unwrap_err().details();
+        let e = Facts::from_json(bad, Path::new("f.json"))
+            .unwrap_err()
+            .details();
         assert!(e.starts_with("hosts.h.reachable: invalid type"), "{e}");
         assert!(e.contains("f.json line 1 column"), "{e}");
     }

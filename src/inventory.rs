@@ -146,7 +146,8 @@ impl Inventory {
         let mut hosts = Vec::with_capacity(file.hosts.len());
         for (name, spec) in &file.hosts {
             let spec = spec.clone().unwrap_or_default();
-            let host = resolve_host(name, &spec, &file.defaults, base).map_err(|e| locate_error(e, text, path))?;
+            let host = resolve_host(name, &spec, &file.defaults, base)
+                .map_err(|e| locate_error(e, text, path))?;
             hosts.push(host);
         }
         Ok(Inventory {
@@ -169,20 +170,16 @@ impl Inventory {
 
 /// Give a post-parse validation error the position of its field path.
 fn locate_error(e: Error, text: &str, path: &Path) -> Error {
-    match e {
-        Error::Invalid { what, field, message, suggestion, position: None } => {
-            let segs: Vec<&str> = field
-                .split('.')
-                .map(|s| s.split('[').next().unwrap_or(s))
-                .collect();
-            // Fall back to the host's line when the field itself is not written there
-            // (a value inherited from `defaults`).
-            let position = yaml::locate(text, path, &segs)
-                .or_else(|| yaml::locate(text, path, &segs[..segs.len().min(2)]));
-            Error::Invalid { what, field, message, suggestion, position }
-        }
-        other => other,
-    }
+    e.locate_with(|field| {
+        let segs: Vec<&str> = field
+            .split('.')
+            .map(|s| s.split('[').next().unwrap_or(s))
+            .collect();
+        // Fall back to the host's line when the field itself is not written
+        // there (a value inherited from `defaults`).
+        yaml::locate(text, path, &segs)
+            .or_else(|| yaml::locate(text, path, &segs[..segs.len().min(2)]))
+    })
 }
 
 /// Hostnames double as selector terms, so they may not contain selector syntax.
@@ -236,7 +233,8 @@ fn resolve_host(name: &str, spec: &HostSpec, defaults: &HostSpec, base: &Path) -
     let mut labels = defaults.labels.clone().unwrap_or_default();
     labels.extend(spec.labels.clone().unwrap_or_default());
     for (k, v) in &labels {
-        validate_label(k, v).map_err(|m| Error::invalid(WHAT, field(&format!("labels.{k}")), m, None))?;
+        validate_label(k, v)
+            .map_err(|m| Error::invalid(WHAT, field(&format!("labels.{k}")), m, None))?;
     }
     let mut vars = defaults.vars.clone().unwrap_or_default();
     vars.extend(spec.vars.clone().unwrap_or_default());
@@ -262,7 +260,10 @@ fn resolve_host(name: &str, spec: &HostSpec, defaults: &HostSpec, base: &Path) -
         );
     }
     let address = spec.address.clone().unwrap_or_else(|| name.to_string());
-    if address.is_empty() || address.starts_with('-') || address.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if address.is_empty()
+        || address.starts_with('-')
+        || address.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(Error::invalid(
             WHAT,
             field("address"),
@@ -271,8 +272,18 @@ fn resolve_host(name: &str, spec: &HostSpec, defaults: &HostSpec, base: &Path) -
         ));
     }
     if let Some(user) = spec.user.as_ref().or(defaults.user.as_ref()) {
-        if user.is_empty() || user.starts_with('-') || !user.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-            return Err(Error::invalid(WHAT, field("user"), format!("`{}` is not a valid user name", user.escape_default()), None));
+        if user.is_empty()
+            || user.starts_with('-')
+            || !user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(Error::invalid(
+                WHAT,
+                field("user"),
+                format!("`{}` is not a valid user name", user.escape_default()),
+                None,
+            ));
         }
     }
     let ssh_config = spec
@@ -285,7 +296,10 @@ fn resolve_host(name: &str, spec: &HostSpec, defaults: &HostSpec, base: &Path) -
         address,
         port: spec.port.or(defaults.port),
         user: spec.user.clone().or_else(|| defaults.user.clone()),
-        transport: spec.transport.or(defaults.transport).unwrap_or(Transport::Ssh),
+        transport: spec
+            .transport
+            .or(defaults.transport)
+            .unwrap_or(Transport::Ssh),
         ssh_config,
         connect_timeout,
         become_: spec.become_.or(defaults.become_).unwrap_or(false),
@@ -330,7 +344,10 @@ hosts:
     fn reserved_and_bad_names_are_refused() {
         for bad in ["_all", "a:b", "a,b", "!x", "a b"] {
             let text = format!("hosts:\n  '{bad}': {{}}\n");
-            assert!(Inventory::from_str(&text, Path::new("i.yml")).is_err(), "{bad}");
+            assert!(
+                Inventory::from_str(&text, Path::new("i.yml")).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -35,6 +35,14 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
 
 /// Write a file atomically: a reader (or a killed run) never sees half of it.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> error::Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// Like [`write_atomic`], streaming the content from a writer callback.
+pub fn write_atomic_with(
+    path: &std::path::Path,
+    fill: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> error::Result<()> {
     use std::io::Write;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -45,9 +53,14 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> error::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| error::Error::io("write", &tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| error::Error::io("write", &tmp, e))?;
+    let f = std::fs::File::create(&tmp).map_err(|e| error::Error::io("write", &tmp, e))?;
+    let mut w = std::io::BufWriter::new(f);
+    let written = fill(&mut w)
+        .and_then(|_| w.flush())
+        .and_then(|_| w.get_ref().sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(error::Error::io("write", path, e));
+    }
     std::fs::rename(&tmp, path).map_err(|e| error::Error::io("write", path, e))
 }

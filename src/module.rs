@@ -56,8 +56,8 @@ pub struct ServiceGoal {
 pub struct Decision {
     /// Operations in the order they run; empty means no change.
     pub actions: Vec<Action>,
-    /// The predicted state afterwards.
-    pub after: UnitFacts,
+    /// The predicted state afterwards; None when nothing changes.
+    pub after: Option<UnitFacts>,
     /// Why the step fails on this host, when it must.
     pub error: Option<String>,
 }
@@ -76,7 +76,15 @@ pub fn is_masked(u: &UnitFacts) -> bool {
 fn enabled_like(ufs: &str) -> bool {
     matches!(
         ufs,
-        "enabled" | "enabled-runtime" | "static" | "alias" | "indirect" | "generated" | "transient" | "linked" | "linked-runtime"
+        "enabled"
+            | "enabled-runtime"
+            | "static"
+            | "alias"
+            | "indirect"
+            | "generated"
+            | "transient"
+            | "linked"
+            | "linked-runtime"
     )
 }
 
@@ -88,52 +96,63 @@ fn enabled_like(ufs: &str) -> bool {
 /// reload of a stopped unit starts it; a unit systemd does not know can
 /// only be stopped (a no-op), disabled (a no-op) or masked.
 pub fn decide_service(unit: &str, goal: &ServiceGoal, now: &UnitFacts) -> Decision {
-    let mut after = now.clone();
+    // Work on borrowed words; clone the facts only when something changes.
+    let mut load: &str = &now.load_state;
+    let mut active: &str = &now.active_state;
+    let mut sub: &str = &now.sub_state;
+    let mut ufs: &str = &now.unit_file_state;
     let mut actions = Vec::new();
-    let fail = |after: UnitFacts, actions: Vec<Action>, msg: String| Decision {
+    let masked = |load: &str, ufs: &str| load == "masked" || ufs.starts_with("masked");
+    let missing = now.load_state == "not-found";
+    let fail = |actions: Vec<Action>, msg: String| Decision {
         actions,
-        after,
+        after: None,
         error: Some(msg),
     };
-    let mut missing = now.load_state == "not-found";
 
-    if goal.masked == Some(false) && is_masked(&after) {
+    if goal.masked == Some(false) && masked(load, ufs) {
         actions.push(Action::Unmask);
-        after.unit_file_state = "disabled".into();
-        if after.load_state == "masked" {
-            after.load_state = "loaded".into();
+        ufs = "disabled";
+        if load == "masked" {
+            load = "loaded";
         }
     }
     if let Some(want) = goal.enabled {
         if missing {
             if want {
-                return fail(after, actions, format!("unit {unit} not found"));
+                return fail(actions, format!("unit {unit} not found"));
             }
-        } else if is_masked(&after) {
+        } else if masked(load, ufs) {
             if want {
-                return fail(after, actions, format!("unit {unit} is masked; add `masked: false` to unmask it"));
+                return fail(
+                    actions,
+                    format!("unit {unit} is masked; add `masked: false` to unmask it"),
+                );
             }
-        } else if want && !enabled_like(&after.unit_file_state) {
+        } else if want && !enabled_like(ufs) {
             actions.push(Action::Enable);
-            after.unit_file_state = "enabled".into();
-        } else if !want && after.unit_file_state.starts_with("enabled") {
+            ufs = "enabled";
+        } else if !want && ufs.starts_with("enabled") {
             actions.push(Action::Disable);
-            after.unit_file_state = "disabled".into();
+            ufs = "disabled";
         }
     }
     if let Some(state) = goal.state {
-        let running = is_running(&after.active_state);
+        let running = is_running(active);
         let needs_unit = !matches!(state, ServiceState::Stopped);
         if needs_unit && missing {
-            return fail(after, actions, format!("unit {unit} not found"));
+            return fail(actions, format!("unit {unit} not found"));
         }
-        if needs_unit && is_masked(&after) {
-            return fail(after, actions, format!("unit {unit} is masked; add `masked: false` to unmask it"));
+        if needs_unit && masked(load, ufs) {
+            return fail(
+                actions,
+                format!("unit {unit} is masked; add `masked: false` to unmask it"),
+            );
         }
         let op = match state {
             ServiceState::Started if !running => Some(Action::Start),
             ServiceState::Started => None,
-            ServiceState::Stopped if running || after.active_state == "deactivating" => Some(Action::Stop),
+            ServiceState::Stopped if running || active == "deactivating" => Some(Action::Stop),
             ServiceState::Stopped => None,
             ServiceState::Restarted => Some(Action::Restart),
             ServiceState::Reloaded if running => Some(Action::Reload),
@@ -143,24 +162,32 @@ pub fn decide_service(unit: &str, goal: &ServiceGoal, now: &UnitFacts) -> Decisi
             actions.push(op);
             match op {
                 Action::Stop => {
-                    after.active_state = "inactive".into();
-                    after.sub_state = "dead".into();
-                    after.main_pid = 0;
+                    active = "inactive";
+                    sub = "dead";
                 }
                 Action::Start | Action::Restart => {
-                    after.active_state = "active".into();
-                    after.sub_state = "running".into();
+                    active = "active";
+                    sub = "running";
                 }
                 _ => {}
             }
         }
     }
-    if goal.masked == Some(true) && !is_masked(&after) {
+    if goal.masked == Some(true) && !masked(load, ufs) {
         actions.push(Action::Mask);
-        after.unit_file_state = "masked".into();
-        missing = false;
+        ufs = "masked";
     }
-    let _ = missing;
+    let after = (!actions.is_empty()).then(|| {
+        let mut a = now.clone();
+        a.load_state = load.to_string();
+        a.active_state = active.to_string();
+        a.sub_state = sub.to_string();
+        a.unit_file_state = ufs.to_string();
+        if a.active_state == "inactive" {
+            a.main_pid = 0;
+        }
+        a
+    });
     Decision {
         actions,
         after,
@@ -176,7 +203,11 @@ mod tests {
         UnitFacts {
             load_state: "loaded".into(),
             active_state: active.into(),
-            sub_state: if active == "active" { "running".into() } else { "dead".into() },
+            sub_state: if active == "active" {
+                "running".into()
+            } else {
+                "dead".into()
+            },
             unit_file_state: ufs.into(),
             start_time: None,
             invocation_id: String::new(),
@@ -191,7 +222,10 @@ mod tests {
     }
 
     fn state(s: ServiceState) -> ServiceGoal {
-        ServiceGoal { state: Some(s), ..Default::default() }
+        ServiceGoal {
+            state: Some(s),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -199,24 +233,64 @@ mod tests {
         assert!(acts(state(ServiceState::Started), &unit("active", "enabled")).is_empty());
         assert!(acts(state(ServiceState::Stopped), &unit("inactive", "enabled")).is_empty());
         assert!(acts(state(ServiceState::Stopped), &unit("failed", "enabled")).is_empty());
-        assert_eq!(acts(state(ServiceState::Started), &unit("failed", "enabled")), [Action::Start]);
-        assert_eq!(acts(state(ServiceState::Restarted), &unit("active", "enabled")), [Action::Restart]);
-        assert_eq!(acts(state(ServiceState::Reloaded), &unit("inactive", "enabled")), [Action::Start]);
-        assert_eq!(acts(state(ServiceState::Reloaded), &unit("active", "enabled")), [Action::Reload]);
+        assert_eq!(
+            acts(state(ServiceState::Started), &unit("failed", "enabled")),
+            [Action::Start]
+        );
+        assert_eq!(
+            acts(state(ServiceState::Restarted), &unit("active", "enabled")),
+            [Action::Restart]
+        );
+        assert_eq!(
+            acts(state(ServiceState::Reloaded), &unit("inactive", "enabled")),
+            [Action::Start]
+        );
+        assert_eq!(
+            acts(state(ServiceState::Reloaded), &unit("active", "enabled")),
+            [Action::Reload]
+        );
     }
 
     #[test]
     fn enablement_and_masks() {
-        let g = ServiceGoal { state: Some(ServiceState::Started), enabled: Some(true), masked: None };
-        assert_eq!(acts(g, &unit("inactive", "disabled")), [Action::Enable, Action::Start]);
+        let g = ServiceGoal {
+            state: Some(ServiceState::Started),
+            enabled: Some(true),
+            masked: None,
+        };
+        assert_eq!(
+            acts(g, &unit("inactive", "disabled")),
+            [Action::Enable, Action::Start]
+        );
         assert!(acts(g, &unit("active", "enabled")).is_empty());
-        let g = ServiceGoal { enabled: Some(true), ..Default::default() };
+        let g = ServiceGoal {
+            enabled: Some(true),
+            ..Default::default()
+        };
         assert!(acts(g, &unit("active", "static")).is_empty());
-        let g = ServiceGoal { state: Some(ServiceState::Stopped), masked: Some(true), ..Default::default() };
-        assert_eq!(acts(g, &unit("active", "enabled")), [Action::Stop, Action::Mask]);
-        let g = ServiceGoal { state: Some(ServiceState::Started), masked: Some(false), ..Default::default() };
-        assert_eq!(acts(g, &unit("inactive", "masked")), [Action::Unmask, Action::Start]);
-        let d = decide_service("u.service", &state(ServiceState::Started), &unit("inactive", "masked"));
+        let g = ServiceGoal {
+            state: Some(ServiceState::Stopped),
+            masked: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            acts(g, &unit("active", "enabled")),
+            [Action::Stop, Action::Mask]
+        );
+        let g = ServiceGoal {
+            state: Some(ServiceState::Started),
+            masked: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(
+            acts(g, &unit("inactive", "masked")),
+            [Action::Unmask, Action::Start]
+        );
+        let d = decide_service(
+            "u.service",
+            &state(ServiceState::Started),
+            &unit("inactive", "masked"),
+        );
         assert!(d.error.unwrap().contains("masked"));
     }
 

@@ -2,7 +2,8 @@
 //! with the same decision function apply uses. Planning never changes
 //! anything; with a facts file it does not even connect.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -71,7 +72,11 @@ impl ExpandedStep {
 
 /// Resolve every step's targets and render every template for every host:
 /// all input errors surface here, before any connection.
-pub fn expand(pb: &Playbook, inv: &Inventory, limit: Option<&Selector>) -> Result<Vec<ExpandedStep>> {
+pub fn expand(
+    pb: &Playbook,
+    inv: &Inventory,
+    limit: Option<&Selector>,
+) -> Result<Vec<ExpandedStep>> {
     if let Some(l) = limit {
         if l.is_any() {
             return Err(Error::Usage("`--limit` cannot contain `_any`".into()));
@@ -86,80 +91,172 @@ pub fn expand(pb: &Playbook, inv: &Inventory, limit: Option<&Selector>) -> Resul
             )));
         }
         if !inv.hosts.iter().any(|h| l.matches(h)) {
-            return Err(Error::Usage(format!("--limit `{l}` matches no host of the inventory")));
+            return Err(Error::Usage(format!(
+                "--limit `{l}` matches no host of the inventory"
+            )));
         }
     }
+    // Host contexts are built once and shared by all steps (and threads).
+    let per_host = pb.steps.iter().any(|st| {
+        st.when.is_some_and(|w| pb.templates.is_per_host(w))
+            || match &st.module {
+                Module::Service { name, .. } => pb.templates.is_per_host(*name),
+            }
+    });
+    let contexts: Vec<crate::template::HostContext> = if per_host {
+        inv.hosts
+            .iter()
+            .map(|h| pb.templates.host_context(h))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let chunk = pb.steps.len().div_ceil(threads).max(1);
+    let results: Vec<Result<ExpandedStep>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = pb
+            .steps
+            .chunks(chunk)
+            .map(|steps| {
+                let contexts = &contexts;
+                scope.spawn(move || {
+                    steps
+                        .iter()
+                        .map(|st| expand_step(pb, inv, limit, st, contexts))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![Err(Error::Internal("expansion thread panicked".into()))]
+                })
+            })
+            .collect()
+    });
+    // The first error in file order, so the message does not depend on threads.
+    results.into_iter().collect()
+}
+
+fn expand_step(
+    pb: &Playbook,
+    inv: &Inventory,
+    limit: Option<&Selector>,
+    step: &crate::playbook::Step,
+    contexts: &[crate::template::HostContext],
+) -> Result<ExpandedStep> {
     let in_limit = |i: &usize| limit.is_none_or(|l| l.matches(&inv.hosts[*i]));
-    let mut contexts: Vec<Option<crate::template::HostContext>> = Vec::new();
-    contexts.resize_with(inv.hosts.len(), || None);
-    let mut out = Vec::with_capacity(pb.steps.len());
-    for step in &pb.steps {
-        let mut targets = StepTargets::default();
-        let mut fixed = BTreeSet::new();
-        for sel in &step.targets {
-            if let Some(h) = sel.unknown_hosts(inv).first() {
-                return Err(Error::invalid(
-                    "playbook",
-                    format!("steps[{}].target", step.index),
-                    format!("step `{}`: target `{sel}` names unknown host `{h}`", step.id),
-                    Some(step.position.clone()),
-                )
-                .with_suggestion(inv.suggest_host(h)));
-            }
-            let (Resolved::Hosts(v) | Resolved::AnyOf(v)) = &sel.resolve(inv);
-            if v.is_empty() {
-                return Err(Error::invalid(
-                    "playbook",
-                    format!("steps[{}].target", step.index),
-                    format!("step `{}`: target `{sel}` matches no host of {}", step.id, inv.path.display()),
-                    Some(step.position.clone()),
-                ));
-            }
-            match sel.resolve(inv) {
-                Resolved::Hosts(v) => fixed.extend(v.into_iter().filter(in_limit)),
-                Resolved::AnyOf(v) => {
-                    let v: Vec<usize> = v.into_iter().filter(in_limit).collect();
-                    if !v.is_empty() {
-                        targets.any.push(v);
-                    }
+    let mut targets = StepTargets::default();
+    let mut fixed = BTreeSet::new();
+    for sel in &step.targets {
+        if let Some(h) = sel.unknown_hosts(inv).first() {
+            return Err(Error::invalid(
+                "playbook",
+                format!("steps[{}].target", step.index),
+                format!(
+                    "step `{}`: target `{sel}` names unknown host `{h}`",
+                    step.id
+                ),
+                Some(step.position.clone()),
+            )
+            .with_suggestion(inv.suggest_host(h)));
+        }
+        let (Resolved::Hosts(v) | Resolved::AnyOf(v)) = &sel.resolve(inv);
+        if v.is_empty() {
+            return Err(Error::invalid(
+                "playbook",
+                format!("steps[{}].target", step.index),
+                format!(
+                    "step `{}`: target `{sel}` matches no host of {}",
+                    step.id,
+                    inv.path.display()
+                ),
+                Some(step.position.clone()),
+            ));
+        }
+        match sel.resolve(inv) {
+            Resolved::Hosts(v) => fixed.extend(v.into_iter().filter(in_limit)),
+            Resolved::AnyOf(v) => {
+                let v: Vec<usize> = v.into_iter().filter(in_limit).collect();
+                if !v.is_empty() {
+                    targets.any.push(v);
                 }
             }
         }
-        targets.fixed = fixed.into_iter().collect();
-        let mut candidates: BTreeSet<usize> = targets.fixed.iter().copied().collect();
-        for g in &targets.any {
-            candidates.extend(g.iter().copied());
-        }
-        let mut tasks = Vec::with_capacity(candidates.len());
-        for h in candidates {
-            let host = &inv.hosts[h];
-            let ctx = contexts[h].get_or_insert_with(|| pb.templates.host_context(host));
-            let when = match step.when {
-                Some(w) => pb
-                    .templates
-                    .condition(w, ctx)
-                    .map_err(|m| {
-                        host_error(&step.id, &host.name, &format!("steps[{}].when", step.index), step.when_position.clone(), m)
-                    })?,
-                None => true,
-            };
-            let unit = match &step.module {
-                Module::Service { name, name_position, .. } => pb
-                    .templates
-                    .render_unit(*name, ctx)
-                    .map_err(|m| {
-                        host_error(&step.id, &host.name, &format!("steps[{}].service.name", step.index), Some(name_position.clone()), m)
-                    })?,
-            };
-            tasks.push(HostTask { host: h, unit, when });
-        }
-        out.push(ExpandedStep {
-            step: step.index,
-            targets,
-            tasks,
+    }
+    targets.fixed = fixed.into_iter().collect();
+    let mut candidates: BTreeSet<usize> = targets.fixed.iter().copied().collect();
+    for g in &targets.any {
+        candidates.extend(g.iter().copied());
+    }
+    let mut tasks = Vec::with_capacity(candidates.len());
+    // Templates that do not read `host` render once per step, not once per host.
+    let mut shared_when: Option<bool> = None;
+    let mut shared_unit: Option<UnitName> = None;
+    for h in candidates {
+        let host = &inv.hosts[h];
+        let when = match step.when {
+            Some(w) if !pb.templates.is_per_host(w) && shared_when.is_some() => {
+                shared_when.unwrap_or(true)
+            }
+            Some(w) => {
+                let ctx = &contexts[h];
+                let v = pb.templates.condition(w, ctx).map_err(|m| {
+                    host_error(
+                        &step.id,
+                        &host.name,
+                        &format!("steps[{}].when", step.index),
+                        step.when_position.clone(),
+                        m,
+                    )
+                })?;
+                if !pb.templates.is_per_host(w) {
+                    shared_when = Some(v);
+                }
+                v
+            }
+            None => true,
+        };
+        let unit = match &step.module {
+            Module::Service {
+                name,
+                name_position,
+                ..
+            } => match &shared_unit {
+                Some(u) => u.clone(),
+                None => {
+                    let ctx = &contexts[h];
+                    let u = pb.templates.render_unit(*name, ctx).map_err(|m| {
+                        host_error(
+                            &step.id,
+                            &host.name,
+                            &format!("steps[{}].service.name", step.index),
+                            Some(name_position.clone()),
+                            m,
+                        )
+                    })?;
+                    if !pb.templates.is_per_host(*name) {
+                        shared_unit = Some(u.clone());
+                    }
+                    u
+                }
+            },
+        };
+        tasks.push(HostTask {
+            host: h,
+            unit,
+            when,
         });
     }
-    Ok(out)
+    Ok(ExpandedStep {
+        step: step.index,
+        targets,
+        tasks,
+    })
 }
 
 /// The goal of a step's module.
@@ -188,28 +285,22 @@ pub fn pick_any(group: &[usize], usable: impl Fn(usize) -> bool) -> Option<usize
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedResult {
     /// Inventory name.
-    pub hostname: String,
+    pub hostname: Arc<str>,
     /// ok, failed or skipped.
     pub status: Status,
     /// The unit.
-    pub name: String,
+    pub name: UnitName,
     /// Whether systemd state will change.
     pub changed: bool,
     /// Why not ok.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The step id.
-    pub step: String,
+    pub step: Arc<str>,
     /// Operations, in order (empty: no change).
     pub actions: Vec<Action>,
     /// Rolling batch number within the step (1-based).
     pub batch: usize,
-    /// Unit state before the step (absent when skipped early).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub before: Option<UnitFacts>,
-    /// Predicted unit state after the step.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub after: Option<UnitFacts>,
 }
 
 /// All predicted results of one step.
@@ -345,12 +436,19 @@ pub fn simulate(
         })
         .collect::<Result<_>>()?;
     // Predicted state per (host, unit), starting from facts.
-    let mut sim: HashMap<(usize, UnitName), UnitFacts> = HashMap::new();
+    // A host touches few units, so a short list per host beats hashing.
+    let mut sim: Vec<Vec<(UnitName, UnitFacts)>> = vec![Vec::new(); inv.hosts.len()];
     let mut failed_at: Vec<Option<String>> = vec![None; inv.hosts.len()];
     let mut aborted_at: Option<String> = None;
     let mut touched: Vec<Vec<(UnitName, Vec<String>)>> = vec![Vec::new(); inv.hosts.len()];
     let mut steps = Vec::with_capacity(pb.steps.len());
     let mut summary = Summary::default();
+    // Shared names: half a million results must not mean a million strings.
+    let host_names: Vec<Arc<str>> = inv
+        .hosts
+        .iter()
+        .map(|h| Arc::from(h.name.as_str()))
+        .collect();
 
     for &si in dag.order() {
         let step = &pb.steps[si];
@@ -368,29 +466,38 @@ pub fn simulate(
             selected.insert(h);
         }
         let hosts: Vec<usize> = selected.into_iter().collect();
-        let batch_size = step.serial.map_or(hosts.len().max(1), |s: Serial| s.batch_size(hosts.len()));
+        let batch_size = step
+            .serial
+            .map_or(hosts.len().max(1), |s: Serial| s.batch_size(hosts.len()));
         let mut results = Vec::with_capacity(hosts.len());
         let mut failed_here = 0usize;
+        let step_id: Arc<str> = Arc::from(step.id.as_str());
         let mut step_abort = false;
         for (pos, &h) in hosts.iter().enumerate() {
             let batch = pos / batch_size + 1;
-            if pos > 0 && pos % batch_size == 0 && failure_exceeded(failed_here, hosts.len(), step.max_fail_percentage) {
+            if pos > 0
+                && pos % batch_size == 0
+                && failure_exceeded(failed_here, hosts.len(), step.max_fail_percentage)
+            {
                 step_abort = true;
             }
             let host = &inv.hosts[h];
             let hf = host_facts[h];
-            let task = ex.task(h).ok_or_else(|| Error::Internal(format!("no task for host {} in step {}", host.name, step.id)))?;
+            let task = ex.task(h).ok_or_else(|| {
+                Error::Internal(format!(
+                    "no task for host {} in step {}",
+                    host.name, step.id
+                ))
+            })?;
             let mut r = PlannedResult {
-                hostname: host.name.clone(),
+                hostname: host_names[h].clone(),
                 status: Status::Skipped,
-                name: task.unit.to_string(),
+                name: task.unit.clone(),
                 changed: false,
                 error: None,
-                step: step.id.clone(),
+                step: step_id.clone(),
                 actions: Vec::new(),
                 batch,
-                before: None,
-                after: None,
             };
             if let Some(a) = aborted_at.as_ref() {
                 r.error = Some(format!("skipped: run aborted at step {a}"));
@@ -402,16 +509,22 @@ pub fn simulate(
                 r.error = Some("skipped: `when` condition is false".into());
             } else if !hf.reachable {
                 r.status = Status::Failed;
-                r.error = Some(format!("unreachable: {}", hf.error.as_deref().unwrap_or("no connection")));
+                r.error = Some(format!(
+                    "unreachable: {}",
+                    hf.error.as_deref().unwrap_or("no connection")
+                ));
             } else if let (Some(m), false) = (hf.maintenance.as_ref(), step.ignore_maintenance) {
                 r.error = Some(format!("skipped: in maintenance: {}", m.reason));
-            } else if let (Some(m), false) = (hf.unit_maintenance.get(task.unit.as_str()), step.ignore_maintenance) {
+            } else if let (Some(m), false) = (
+                hf.unit_maintenance.get(task.unit.as_str()),
+                step.ignore_maintenance,
+            ) {
                 r.error = Some(format!("skipped: in maintenance: {}", m.reason));
             } else {
-                let key = (h, task.unit.clone());
-                let now = match sim.get(&key) {
-                    Some(u) => u.clone(),
-                    None => hf.units.get(task.unit.as_str()).cloned().ok_or_else(|| {
+                let from_facts = hf.units.get(task.unit.as_str());
+                let now = match sim[h].iter().find(|(u, _)| *u == task.unit) {
+                    Some((_, u)) => u,
+                    None => from_facts.ok_or_else(|| {
                         Error::invalid(
                             "facts file",
                             format!("hosts.{}.units", host.name),
@@ -423,16 +536,14 @@ pub fn simulate(
                         )
                     })?,
                 };
-                let d = decide_service(task.unit.as_str(), &goal, &now);
-                r.before = Some(now.clone());
-                r.actions = d.actions.clone();
+                let d = decide_service(task.unit.as_str(), &goal, now);
                 r.changed = !d.actions.is_empty();
                 if let Some(e) = d.error {
                     r.status = Status::Failed;
                     r.error = Some(e);
+                    r.actions = d.actions;
                 } else {
                     r.status = Status::Ok;
-                    r.after = Some(d.after.clone());
                     let list = &mut touched[h];
                     let entry = match list.iter().position(|(u, _)| *u == task.unit) {
                         Some(i) => &mut list[i],
@@ -445,7 +556,13 @@ pub fn simulate(
                     for a in &d.actions {
                         entry.1.push(format!("{a} ({})", step.id));
                     }
-                    sim.insert(key, d.after);
+                    r.actions = d.actions;
+                    if let Some(after) = d.after {
+                        match sim[h].iter_mut().find(|(u, _)| *u == task.unit) {
+                            Some(slot) => slot.1 = after,
+                            None => sim[h].push((task.unit.clone(), after)),
+                        }
+                    }
                 }
             }
             if r.status == Status::Failed {
@@ -460,13 +577,19 @@ pub fn simulate(
             }
             results.push(r);
         }
-        if aborted_at.is_none() && (step_abort || failure_exceeded(failed_here, hosts.len(), step.max_fail_percentage)) {
+        if aborted_at.is_none()
+            && (step_abort || failure_exceeded(failed_here, hosts.len(), step.max_fail_percentage))
+        {
             aborted_at = Some(step.id.clone());
         }
         steps.push(StepPlan {
             id: step.id.clone(),
             target: step.targets.iter().map(|t| t.to_string()).collect(),
-            needs: dag.dependencies(si).iter().map(|d| pb.steps[*d].id.clone()).collect(),
+            needs: dag
+                .dependencies(si)
+                .iter()
+                .map(|d| pb.steps[*d].id.clone())
+                .collect(),
             picked,
             batch_size: if step.serial.is_some() { batch_size } else { 0 },
             results,
@@ -482,23 +605,41 @@ pub fn simulate(
             .into_iter()
             .map(|(unit, actions)| UnitChange {
                 name: unit.to_string(),
-                before: hf.units.get(unit.as_str()).cloned().unwrap_or_else(UnitFacts::not_found),
-                after: sim.get(&(h, unit.clone())).cloned().unwrap_or_else(UnitFacts::not_found),
+                before: hf
+                    .units
+                    .get(unit.as_str())
+                    .cloned()
+                    .unwrap_or_else(UnitFacts::not_found),
+                after: sim[h]
+                    .iter()
+                    .find(|(u, _)| *u == unit)
+                    .map(|(_, f)| f.clone())
+                    .or_else(|| hf.units.get(unit.as_str()).cloned())
+                    .unwrap_or_else(UnitFacts::not_found),
                 actions,
             })
             .collect();
-        hosts.push(HostChanges { hostname: inv.hosts[h].name.clone(), units: changes });
+        hosts.push(HostChanges {
+            hostname: inv.hosts[h].name.clone(),
+            units: changes,
+        });
     }
     summary.hosts = steps
         .iter()
-        .flat_map(|s| s.results.iter().map(|r| r.hostname.as_str()))
+        .flat_map(|s| s.results.iter().map(|r| &*r.hostname))
         .collect::<BTreeSet<_>>()
         .len();
     Ok(Plan {
         schema: "drover.plan/1",
         name: pb.name.clone(),
-        playbook: Source { path: pb.path.display().to_string(), digest: pb.digest.clone() },
-        inventory: Source { path: inv.path.display().to_string(), digest: inv.digest.clone() },
+        playbook: Source {
+            path: pb.path.display().to_string(),
+            digest: pb.digest.clone(),
+        },
+        inventory: Source {
+            path: inv.path.display().to_string(),
+            digest: inv.digest.clone(),
+        },
         facts_source: labels.facts_source.to_string(),
         facts_collected_at: facts.collected_at.clone(),
         limit: labels.limit.map(str::to_string),

@@ -342,15 +342,13 @@ impl Playbook {
         let window = file
             .window
             .as_ref()
-            .map(|w| parse_window(w))
+            .map(parse_window)
             .transpose()
-            .map_err(|e| match e {
-                Error::Invalid { what, field, message, suggestion, position: None } => {
+            .map_err(|e| {
+                e.locate_with(|field| {
                     let segs: Vec<&str> = field.split('.').collect();
-                    let position = yaml::locate(text, path, &segs);
-                    Error::Invalid { what, field, message, suggestion, position }
-                }
-                other => other,
+                    yaml::locate(text, path, &segs)
+                })
             })?;
         let mut steps = Vec::with_capacity(file.steps.len());
         let mut seen = HashSet::new();
@@ -370,7 +368,7 @@ impl Playbook {
                 ));
             }
             let targets = match &spec.target {
-                None => vec![Selector::parse("_all").map_err(|m| Error::Internal(m))?],
+                None => vec![Selector::parse("_all").map_err(Error::Internal)?],
                 Some(t) => {
                     let mut v = Vec::new();
                     for (i, raw) in t.value.0.iter().enumerate() {
@@ -393,7 +391,12 @@ impl Playbook {
             };
             let when = match &spec.when {
                 Some(w) => Some(templates.add_expression(&w.value).map_err(|m| {
-                    Error::invalid(WHAT, field("when"), format!("step `{id}`: {m}"), Some(pos(w.referenced)))
+                    Error::invalid(
+                        WHAT,
+                        field("when"),
+                        format!("step `{id}`: {m}"),
+                        Some(pos(w.referenced)),
+                    )
                 })?),
                 None => None,
             };
@@ -431,14 +434,20 @@ impl Playbook {
                         return Err(Error::invalid(
                             WHAT,
                             field("service"),
-                            format!("step `{id}`: say what to do with `state`, `enabled` or `masked`"),
+                            format!(
+                                "step `{id}`: say what to do with `state`, `enabled` or `masked`"
+                            ),
                             Some(pos(svc.name.referenced)),
                         ));
                     }
                     if svc.masked == Some(true)
                         && matches!(
                             svc.state,
-                            Some(ServiceState::Started | ServiceState::Restarted | ServiceState::Reloaded)
+                            Some(
+                                ServiceState::Started
+                                    | ServiceState::Restarted
+                                    | ServiceState::Reloaded
+                            )
                         )
                     {
                         return Err(Error::invalid(
@@ -448,11 +457,14 @@ impl Playbook {
                             Some(pos(svc.name.referenced)),
                         ));
                     }
-                    let name = templates
-                        .add_unit_name(&svc.name.value)
-                        .map_err(|m| {
-                            Error::invalid(WHAT, field("service.name"), format!("step `{id}`: {m}"), Some(pos(svc.name.referenced)))
-                        })?;
+                    let name = templates.add_unit_name(&svc.name.value).map_err(|m| {
+                        Error::invalid(
+                            WHAT,
+                            field("service.name"),
+                            format!("step `{id}`: {m}"),
+                            Some(pos(svc.name.referenced)),
+                        )
+                    })?;
                     Module::Service {
                         name,
                         name_position: pos(svc.name.referenced),
@@ -525,10 +537,20 @@ fn parse_hhmm(s: &str) -> Option<u32> {
 
 fn parse_window(w: &WindowSpec) -> Result<Window> {
     let start_minute = parse_hhmm(&w.start).ok_or_else(|| {
-        Error::invalid(WHAT, "window.start", format!("`{}` is not a time like \"02:00\"", w.start), None)
+        Error::invalid(
+            WHAT,
+            "window.start",
+            format!("`{}` is not a time like \"02:00\"", w.start),
+            None,
+        )
     })?;
     let end_minute = parse_hhmm(&w.end).ok_or_else(|| {
-        Error::invalid(WHAT, "window.end", format!("`{}` is not a time like \"04:00\"", w.end), None)
+        Error::invalid(
+            WHAT,
+            "window.end",
+            format!("`{}` is not a time like \"04:00\"", w.end),
+            None,
+        )
     })?;
     let tz_raw = w.tz.as_deref().unwrap_or("UTC");
     let tz: chrono_tz::Tz = tz_raw.parse().map_err(|_| {

@@ -206,10 +206,23 @@ mod tests {
 
     #[test]
     fn bad_selectors_are_errors() {
-        for bad in ["", "!_all", "_some", "role:", ":web", "a b", "role:we$b", "x,,y", "!"] {
+        for bad in [
+            "",
+            "!_all",
+            "_some",
+            "role:",
+            ":web",
+            "a b",
+            "role:we$b",
+            "x,,y",
+            "!",
+        ] {
             assert!(Selector::parse(bad).is_err(), "{bad:?}");
         }
         let inv = inv();
-        assert_eq!(Selector::parse("web-9").unwrap().unknown_hosts(&inv), ["web-9"]);
+        assert_eq!(
+            Selector::parse("web-9").unwrap().unknown_hosts(&inv),
+            ["web-9"]
+        );
     }
 }

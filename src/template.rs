@@ -17,10 +17,11 @@ use crate::unit::UnitName;
 enum Item {
     /// No template syntax: used as is (unit names pre-validated).
     Literal(String),
-    /// A template registered in the environment under this name.
-    Template(String),
+    /// A template registered in the environment under this name; the flag
+    /// says whether it reads `host` (else it renders the same everywhere).
+    Template(String, bool),
     /// A `when:` expression registered as a boolean-rendering template.
-    Condition(String),
+    Condition(String, bool),
 }
 
 /// Compiled templates of one playbook.
@@ -86,7 +87,8 @@ impl Templates {
         self.env
             .add_template_owned(name.clone(), src.to_string())
             .map_err(|e| format!("template error: {}", e.detail().unwrap_or(&e.to_string())))?;
-        self.items.push(Item::Template(name));
+        let per_host = self.reads_host(&name);
+        self.items.push(Item::Template(name, per_host));
         Ok(id)
     }
 
@@ -115,9 +117,12 @@ impl Templates {
     pub fn add_expression(&mut self, src: &str) -> std::result::Result<usize, String> {
         // Parse it as an expression first so a condition cannot smuggle in
         // template blocks through the wrapper below.
-        self.env
-            .compile_expression(src)
-            .map_err(|e| format!("bad `when` expression: {}", e.detail().unwrap_or(&e.to_string())))?;
+        self.env.compile_expression(src).map_err(|e| {
+            format!(
+                "bad `when` expression: {}",
+                e.detail().unwrap_or(&e.to_string())
+            )
+        })?;
         let id = self.items.len();
         let name = format!("w{id}");
         self.env
@@ -125,9 +130,31 @@ impl Templates {
                 name.clone(),
                 format!("{{% if ({src}) %}}1{{% else %}}0{{% endif %}}"),
             )
-            .map_err(|e| format!("bad `when` expression: {}", e.detail().unwrap_or(&e.to_string())))?;
-        self.items.push(Item::Condition(name));
+            .map_err(|e| {
+                format!(
+                    "bad `when` expression: {}",
+                    e.detail().unwrap_or(&e.to_string())
+                )
+            })?;
+        let per_host = self.reads_host(&name);
+        self.items.push(Item::Condition(name, per_host));
         Ok(id)
+    }
+
+    fn reads_host(&self, name: &str) -> bool {
+        self.env
+            .get_template(name)
+            .map(|t| t.undeclared_variables(false).contains("host"))
+            .unwrap_or(true)
+    }
+
+    /// Whether a registered item renders differently per host; if not,
+    /// callers render it once and reuse the result.
+    pub fn is_per_host(&self, id: usize) -> bool {
+        match self.items.get(id) {
+            Some(Item::Template(_, h) | Item::Condition(_, h)) => *h,
+            _ => false,
+        }
     }
 
     /// Build the context of one host, once.
@@ -140,9 +167,7 @@ impl Templates {
             m.insert("vars", Value::from_serialize(&host.vars));
             Value::from_iter(m)
         };
-        let ctx = |h: Value| {
-            Value::from_iter([("vars", self.vars.clone()), ("host", h)])
-        };
+        let ctx = |h: Value| Value::from_iter([("vars", self.vars.clone()), ("host", h)]);
         HostContext {
             strict: ctx(host_value(Value::from_serialize(&host.labels))),
             condition: ctx(host_value(Value::from_object(Labels(host.labels.clone())))),
@@ -153,17 +178,23 @@ impl Templates {
     pub fn render(&self, id: usize, ctx: &HostContext) -> std::result::Result<String, String> {
         match self.items.get(id) {
             Some(Item::Literal(s)) => Ok(s.clone()),
-            Some(Item::Template(name)) => self
+            Some(Item::Template(name, _)) => self
                 .env
                 .get_template(name)
                 .and_then(|t| t.render(&ctx.strict))
                 .map_err(render_error),
-            Some(Item::Condition(_)) | None => Err(format!("internal: template {id} is not a string")),
+            Some(Item::Condition(..)) | None => {
+                Err(format!("internal: template {id} is not a string"))
+            }
         }
     }
 
     /// Render a unit name for one host and validate the result.
-    pub fn render_unit(&self, id: usize, ctx: &HostContext) -> std::result::Result<UnitName, String> {
+    pub fn render_unit(
+        &self,
+        id: usize,
+        ctx: &HostContext,
+    ) -> std::result::Result<UnitName, String> {
         let s = self.render(id, ctx)?;
         UnitName::parse(&s)
     }
@@ -171,7 +202,7 @@ impl Templates {
     /// Evaluate a `when:` condition for one host.
     pub fn condition(&self, id: usize, ctx: &HostContext) -> std::result::Result<bool, String> {
         match self.items.get(id) {
-            Some(Item::Condition(name)) => self
+            Some(Item::Condition(name, _)) => self
                 .env
                 .get_template(name)
                 .and_then(|t| t.render(&ctx.condition))
@@ -185,9 +216,13 @@ impl Templates {
 fn render_error(e: minijinja::Error) -> String {
     match e.kind() {
         minijinja::ErrorKind::UndefinedError => {
-            "undefined variable (check the name under `vars:` or the host's `vars`/`labels`)".to_string()
+            "undefined variable (check the name under `vars:` or the host's `vars`/`labels`)"
+                .to_string()
         }
-        _ => e.detail().map(str::to_string).unwrap_or_else(|| e.to_string()),
+        _ => e
+            .detail()
+            .map(str::to_string)
+            .unwrap_or_else(|| e.to_string()),
     }
 }
 
@@ -228,7 +263,9 @@ mod tests {
         let vars = BTreeMap::from([("svc".to_string(), serde_json::json!("demo-web"))]);
         let mut t = Templates::new(&vars).unwrap();
         let a = t.add_unit_name("{{ vars.svc }}").unwrap();
-        let b = t.add_string("http://{{ host.name }}:{{ host.vars.port }}/").unwrap();
+        let b = t
+            .add_string("http://{{ host.name }}:{{ host.vars.port }}/")
+            .unwrap();
         let c = t.add_expression("host.labels.role == 'web'").unwrap();
         let d = t.add_expression("host.labels.tier == 'db'").unwrap();
         let ctx = t.host_context(&host());

@@ -2,6 +2,7 @@
 //! a name gets anywhere near a host.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +28,7 @@ const UNIT_NAME_MAX: usize = 255;
 /// quoted, to a remote shell.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct UnitName(String);
+pub struct UnitName(Arc<str>);
 
 impl UnitName {
     /// Validate `raw`; a name without a unit type suffix gets `.service`.
@@ -38,7 +39,7 @@ impl UnitName {
             format!("{raw}.service")
         };
         validate(&name)?;
-        Ok(UnitName(name))
+        Ok(UnitName(name.into()))
     }
 
     /// The full name, e.g. `demo-web.service`.
@@ -56,7 +57,7 @@ impl TryFrom<String> for UnitName {
 
 impl From<UnitName> for String {
     fn from(u: UnitName) -> String {
-        u.0
+        u.0.to_string()
     }
 }
 

@@ -51,14 +51,25 @@ pub fn parse<T: DeserializeOwned>(text: &str, file: &Path, what: &'static str) -
             max_alias_expansions_per_anchor: 1_000,
         },
     };
-    let mut field = String::new();
-    let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            field = e.path().to_string();
-            e.into_inner()
-        })
-    });
-    result.map_err(|e| parse_error(&e, &field, file, what))
+    // Fast path: plain deserialisation. Only a failing file pays for
+    // field-path tracking, on a second parse.
+    match serde_saphyr::from_str_with_options::<T>(text, options.clone()) {
+        Ok(v) => Ok(v),
+        Err(first) => {
+            let mut field = String::new();
+            let result =
+                serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+                    serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
+                        field = e.path().to_string();
+                        e.into_inner()
+                    })
+                });
+            match result {
+                Ok(_) => Err(parse_error(&first, "", file, what)),
+                Err(e) => Err(parse_error(&e, &field, file, what)),
+            }
+        }
+    }
 }
 
 /// Turn a serde-saphyr error into drover's error, keeping the position.
@@ -88,13 +99,13 @@ fn parse_error(e: &serde_saphyr::Error, field: &str, file: &Path, what: &'static
         .to_string();
     let field = if field == "." { String::new() } else { field };
     let suggestion = typo_suggestion(&message);
-    Error::Parse {
+    Error::Parse(Box::new(crate::error::Diagnostic {
         what,
         field,
         message,
         suggestion,
         position,
-    }
+    }))
 }
 
 /// For "unknown field `x`, expected one of a, b" and "unknown variant" messages,
@@ -110,40 +121,6 @@ fn typo_suggestion(message: &str) -> Option<String> {
         .filter(|w| !w.is_empty() && *w != "one" && *w != "of" && *w != "or")
         .collect();
     suggest(word, candidates)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde::Deserialize;
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct Doc {
-        name: String,
-        flag: Option<bool>,
-    }
-
-    #[test]
-    fn unknown_key_names_field_position_and_suggestion() {
-        let err = parse::<Doc>("name: x\nflgg: true\n", Path::new("f.yml"), "playbook")
-            .unwrap_err()
-            .details();
-        assert!(err.contains("unknown field `flgg`"), "{err}");
-        assert!(err.contains("did you mean `flag`?"), "{err}");
-        assert!(err.contains("f.yml line 2 column 1"), "{err}");
-    }
-
-    #[test]
-    fn norway_is_not_a_boolean() {
-        let doc = parse::<Doc>("name: NO\n", Path::new("f.yml"), "playbook").unwrap();
-        assert_eq!(doc.name, "NO");
-        let err = parse::<Doc>("name: x\nflag: yes\n", Path::new("f.yml"), "playbook")
-            .unwrap_err()
-            .details();
-        assert!(err.starts_with("flag: invalid boolean"), "{err}");
-    }
 }
 
 /// Find where a key path such as `["hosts", "web-1", "labels"]` is written,
@@ -193,4 +170,38 @@ pub fn locate(text: &str, file: &Path, path: &[&str]) -> Option<Position> {
         });
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Doc {
+        name: String,
+        flag: Option<bool>,
+    }
+
+    #[test]
+    fn unknown_key_names_field_position_and_suggestion() {
+        let err = parse::<Doc>("name: x\nflgg: true\n", Path::new("f.yml"), "playbook")
+            .unwrap_err()
+            .details();
+        assert!(err.contains("unknown field `flgg`"), "{err}");
+        assert!(err.contains("did you mean `flag`?"), "{err}");
+        assert!(err.contains("f.yml line 2 column 1"), "{err}");
+    }
+
+    #[test]
+    fn norway_is_not_a_boolean() {
+        let doc = parse::<Doc>("name: NO\n", Path::new("f.yml"), "playbook").unwrap();
+        assert_eq!(doc.name, "NO");
+        let err = parse::<Doc>("name: x\nflag: yes\n", Path::new("f.yml"), "playbook")
+            .unwrap_err()
+            .details();
+        assert!(err.starts_with("flag: invalid boolean"), "{err}");
+    }
 }

@@ -25,7 +25,8 @@ fn header(path: &Path) -> Expect {
             .map(str::to_string)
     };
     Expect {
-        message: get("expect").unwrap_or_else(|| panic!("{} has no `# expect:` line", path.display())),
+        message: get("expect")
+            .unwrap_or_else(|| panic!("{} has no `# expect:` line", path.display())),
         suggest: get("suggest"),
         field: get("field"),
         line: get("line").map(|l| l.parse().unwrap()),
@@ -57,7 +58,11 @@ fn assert_case(file: &Path, code: i32, json: &serde_json::Value) {
     assert_eq!(code, 1, "{name}: exit code");
     assert_eq!(json["code"], 400, "{name}: {json}");
     let details = json["details"].as_str().unwrap_or_default();
-    assert!(details.contains(&exp.message), "{name}: `{details}` lacks `{}`", exp.message);
+    assert!(
+        details.contains(&exp.message),
+        "{name}: `{details}` lacks `{}`",
+        exp.message
+    );
     // Every error names a position in the file it is about.
     let fname = file.file_name().unwrap().to_string_lossy();
     assert!(
@@ -65,18 +70,29 @@ fn assert_case(file: &Path, code: i32, json: &serde_json::Value) {
         "{name}: no position in `{details}`"
     );
     if let Some(l) = exp.line {
-        assert!(details.contains(&format!("{fname} line {l} column")), "{name}: want line {l} in `{details}`");
+        assert!(
+            details.contains(&format!("{fname} line {l} column")),
+            "{name}: want line {l} in `{details}`"
+        );
     }
     if let Some(f) = exp.field {
-        assert!(details.starts_with(&format!("{f}: ")), "{name}: want field `{f}` in `{details}`");
+        assert!(
+            details.starts_with(&format!("{f}: ")),
+            "{name}: want field `{f}` in `{details}`"
+        );
     }
     if let Some(s) = exp.suggest {
-        assert!(details.contains(&format!("did you mean `{s}`?")), "{name}: want suggestion `{s}` in `{details}`");
+        assert!(
+            details.contains(&format!("did you mean `{s}`?")),
+            "{name}: want suggestion `{s}` in `{details}`"
+        );
     }
 }
 
 fn corpus(dir: &str) -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus").join(dir);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/corpus")
+        .join(dir);
     let mut v: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -101,7 +117,12 @@ fn bad_playbooks_are_refused_with_position() {
             failures.push(e.downcast_ref::<String>().cloned().unwrap_or_default());
         }
     }
-    assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -114,7 +135,12 @@ fn bad_inventories_are_refused_with_position() {
             failures.push(e.downcast_ref::<String>().cloned().unwrap_or_default());
         }
     }
-    assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -125,7 +151,11 @@ fn the_good_files_pass() {
         .arg(base().join("ok.yml"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn hostile(name: &str, text: &str) -> (i32, serde_json::Value) {
@@ -139,8 +169,14 @@ fn hostile(name: &str, text: &str) -> (i32, serde_json::Value) {
 fn alias_bomb_is_bounded() {
     // A billion-laughs document hidden in `vars`, which accepts any value.
     let mut text = String::from("name: t\nvars:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n");
-    for (prev, cur) in ["a", "b", "c", "d", "e", "f", "g", "h"].windows(2).map(|w| (w[0], w[1])) {
-        text.push_str(&format!("  {cur}: &{cur} [{}]\n", vec![format!("*{prev}"); 10].join(", ")));
+    for (prev, cur) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+        .windows(2)
+        .map(|w| (w[0], w[1]))
+    {
+        text.push_str(&format!(
+            "  {cur}: &{cur} [{}]\n",
+            vec![format!("*{prev}"); 10].join(", ")
+        ));
     }
     text.push_str("steps:\n  - { id: a, service: { name: x, state: started } }\n");
     let start = std::time::Instant::now();
@@ -150,12 +186,20 @@ fn alias_bomb_is_bounded() {
     let d = json["details"].as_str().unwrap();
     assert!(d.contains("alias") || d.contains("budget"), "{d}");
     assert!(d.contains("bomb.yml line "), "{d}");
-    assert!(start.elapsed().as_secs() < 10, "alias bomb took {:?}", start.elapsed());
+    assert!(
+        start.elapsed().as_secs() < 10,
+        "alias bomb took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
 fn deep_nesting_is_refused() {
-    let text = format!("name: t\nvars: {{ v: {}1{} }}\nsteps: []\n", "[".repeat(10_000), "]".repeat(10_000));
+    let text = format!(
+        "name: t\nvars: {{ v: {}1{} }}\nsteps: []\n",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
     let (code, json) = hostile("deep.yml", &text);
     assert_eq!(code, 1, "{json}");
     let d = json["details"].as_str().unwrap();
@@ -171,12 +215,24 @@ fn huge_file_is_refused_before_parsing() {
     f.set_len(40 * 1024 * 1024).unwrap();
     let (code, json) = check(&p, &base().join("inventory.yml"));
     assert_eq!(code, 1, "{json}");
-    assert!(json["details"].as_str().unwrap().contains("more than the"), "{json}");
+    assert!(
+        json["details"].as_str().unwrap().contains("more than the"),
+        "{json}"
+    );
 }
 
 #[test]
 fn missing_file_is_a_clear_error() {
-    let (code, json) = check(Path::new("/nonexistent/pb.yml"), &base().join("inventory.yml"));
+    let (code, json) = check(
+        Path::new("/nonexistent/pb.yml"),
+        &base().join("inventory.yml"),
+    );
     assert_eq!(code, 1);
-    assert!(json["error"].as_str().unwrap().contains("/nonexistent/pb.yml"), "{json}");
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/pb.yml"),
+        "{json}"
+    );
 }
