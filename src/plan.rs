@@ -109,7 +109,12 @@ pub fn expand(
             .map(|h| pb.templates.host_context(h))
             .collect()
     } else {
-        Vec::new()
+        // Without per-host templates one context serves every host.
+        inv.hosts
+            .iter()
+            .take(1)
+            .map(|h| pb.templates.host_context(h))
+            .collect()
     };
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -204,7 +209,10 @@ fn expand_step(
                 shared_when.unwrap_or(true)
             }
             Some(w) => {
-                let ctx = &contexts[h];
+                let ctx = contexts
+                    .get(h)
+                    .or(contexts.first())
+                    .ok_or_else(|| Error::Internal("no host context".into()))?;
                 let v = pb.templates.condition(w, ctx).map_err(|m| {
                     host_error(
                         &step.id,
@@ -229,7 +237,10 @@ fn expand_step(
             } => match &shared_unit {
                 Some(u) => u.clone(),
                 None => {
-                    let ctx = &contexts[h];
+                    let ctx = contexts
+                        .get(h)
+                        .or(contexts.first())
+                        .ok_or_else(|| Error::Internal("no host context".into()))?;
                     let u = pb.templates.render_unit(*name, ctx).map_err(|m| {
                         host_error(
                             &step.id,
