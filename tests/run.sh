@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine with the Rust toolchain:
+# installs the lab's packages, builds (or reuses) the lab image, boots the
+# lab hosts, runs every test against them, and tears the lab down again,
+# also when a test fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+hosts=${DROVER_LAB_HOSTS:-6}
+lab=tests/lab/lab.sh
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/run.sh: the lab boots systemd-nspawn hosts and needs root" >&2
+    exit 1
+fi
+
+"$lab" deps
+"$lab" image
+trap '"$lab" down || true' EXIT
+DROVER_LAB_DIR=$("$lab" up "$hosts")
+export DROVER_LAB_DIR
+# Lab tests must run here: a missing lab is a failure, not a skip.
+export DROVER_REQUIRE_LAB=1
+
+cargo test --locked "$@"
