@@ -297,9 +297,18 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Check(a) => check(a),
         Command::Plan(a) => plan_cmd(a, use_color(cli.color)),
         Command::Apply(_) => Err(Error::NotImplemented("drover apply")),
-        Command::Status(_) => Err(Error::NotImplemented("drover status")),
+        Command::Status(a) => crate::live::status_cmd(
+            &a.inventory,
+            a.target.as_deref(),
+            &a.units,
+            a.format == ReportFormat::Json,
+            a.forks,
+            use_color(cli.color),
+        ),
         Command::Service(_) => Err(Error::NotImplemented("drover service")),
-        Command::Facts(_) => Err(Error::NotImplemented("drover facts")),
+        Command::Facts(a) => {
+            crate::live::facts_cmd(&a.inventory, a.target.as_deref(), &a.units, &a.out, a.forks)
+        }
     }
 }
 
@@ -366,9 +375,12 @@ fn check(a: &CheckArgs) -> Result<i32> {
 
 fn plan_cmd(a: &PlanArgs, color: bool) -> Result<i32> {
     let l = load(&a.playbook, &a.inventory, a.limit.as_deref())?;
-    let (facts, source) = match &a.facts {
-        Some(path) => (Facts::load(path)?, path.display().to_string()),
-        None => return Err(Error::NotImplemented("live `drover plan` (without --facts)")),
+    let (facts, source, reach_code) = match &a.facts {
+        Some(path) => (Facts::load(path)?, path.display().to_string(), 0),
+        None => {
+            let (facts, code) = crate::live::live_plan_facts(&l.inventory, &l.expanded, a.forks)?;
+            (facts, "live".to_string(), code)
+        }
     };
     let plan = plan::simulate(
         &l.playbook,
@@ -386,5 +398,9 @@ fn plan_cmd(a: &PlanArgs, color: bool) -> Result<i32> {
     }
     let text = diff::render(&plan, a.format, color && a.format == Format::Text);
     print!("{text}");
+    // A host without facts makes a live plan incomplete: exit 4 (DESIGN.md).
+    if reach_code != 0 {
+        return Ok(reach_code);
+    }
     Ok(if a.detailed_exitcode && plan.has_changes() { 2 } else { 0 })
 }

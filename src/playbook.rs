@@ -338,7 +338,7 @@ impl Playbook {
         let window = file
             .window
             .as_ref()
-            .map(|w| parse_window(w))
+            .map(parse_window)
             .transpose()?;
         let mut steps = Vec::with_capacity(file.steps.len());
         let mut seen = HashSet::new();
@@ -358,7 +358,7 @@ impl Playbook {
                 ));
             }
             let targets = match &spec.target {
-                None => vec![Selector::parse("_all").map_err(|m| Error::Internal(m))?],
+                None => vec![Selector::parse("_all").map_err(Error::Internal)?],
                 Some(t) => {
                     let mut v = Vec::new();
                     for (i, raw) in t.value.0.iter().enumerate() {
