@@ -297,9 +297,18 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Check(a) => check(a),
         Command::Plan(a) => plan_cmd(a, use_color(cli.color)),
         Command::Apply(_) => Err(Error::NotImplemented("drover apply")),
-        Command::Status(_) => Err(Error::NotImplemented("drover status")),
+        Command::Status(a) => crate::live::status_cmd(
+            &a.inventory,
+            a.target.as_deref(),
+            &a.units,
+            a.format == ReportFormat::Json,
+            a.forks,
+            use_color(cli.color),
+        ),
         Command::Service(_) => Err(Error::NotImplemented("drover service")),
-        Command::Facts(_) => Err(Error::NotImplemented("drover facts")),
+        Command::Facts(a) => {
+            crate::live::facts_cmd(&a.inventory, a.target.as_deref(), &a.units, &a.out, a.forks)
+        }
     }
 }
 
@@ -377,22 +386,25 @@ fn check(a: &CheckArgs) -> Result<i32> {
 }
 
 fn plan_cmd(a: &PlanArgs, color: bool) -> Result<i32> {
-    let Some(facts_path) = &a.facts else {
-        return Err(Error::NotImplemented(
-            "live `drover plan` (without --facts)",
-        ));
+    let (l, facts, source, reach_code) = match &a.facts {
+        Some(facts_path) => {
+            // The facts file and the model are independent: read them side by side.
+            let (l, facts) = std::thread::scope(|s| {
+                let facts = s.spawn(|| Facts::load(facts_path));
+                let l = load(&a.playbook, &a.inventory, a.limit.as_deref());
+                let facts = facts
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Internal("facts reader panicked".into())));
+                (l, facts)
+            });
+            (l?, facts?, facts_path.display().to_string(), 0)
+        }
+        None => {
+            let l = load(&a.playbook, &a.inventory, a.limit.as_deref())?;
+            let (facts, code) = crate::live::live_plan_facts(&l.inventory, &l.expanded, a.forks)?;
+            (l, facts, "live".to_string(), code)
+        }
     };
-    // The facts file and the model are independent: read them side by side.
-    let (l, facts) = std::thread::scope(|s| {
-        let facts = s.spawn(|| Facts::load(facts_path));
-        let l = load(&a.playbook, &a.inventory, a.limit.as_deref());
-        let facts = facts
-            .join()
-            .unwrap_or_else(|_| Err(Error::Internal("facts reader panicked".into())));
-        (l, facts)
-    });
-    let (l, facts) = (l?, facts?);
-    let source = facts_path.display().to_string();
     tracing::debug!("facts loaded");
     let plan = plan::simulate(
         &l.playbook,
@@ -418,7 +430,10 @@ fn plan_cmd(a: &PlanArgs, color: bool) -> Result<i32> {
             .map_err(|e| Error::io("write", "stdout", e))?;
     }
     tracing::debug!("plan rendered");
-    let code = if a.detailed_exitcode && plan.has_changes() {
+    // A host without facts makes a live plan incomplete: exit 4 (DESIGN.md).
+    let code = if reach_code != 0 {
+        reach_code
+    } else if a.detailed_exitcode && plan.has_changes() {
         2
     } else {
         0

@@ -34,6 +34,10 @@ pub struct UnitFacts {
     /// MainPID, 0 when none.
     #[serde(default)]
     pub main_pid: u32,
+    /// Type of the job queued for the unit when read (start, restart, ...),
+    /// so `status` can tell STARTING from RESTARTING.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 impl UnitFacts {
@@ -47,6 +51,7 @@ impl UnitFacts {
             start_time: None,
             invocation_id: String::new(),
             main_pid: 0,
+            job: None,
         }
     }
 }

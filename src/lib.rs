@@ -3,15 +3,23 @@
 //! Data flows one way: files → model (inventory, playbook, targets) → DAG
 //! → facts → plan → diff → executor → report.
 
+// `Error` carries positions and suggestions by value; it is returned once
+// per command, so its size costs nothing worth boxing for.
+#![allow(clippy::result_large_err)]
+
+pub mod carrier;
 pub mod cli;
 pub mod dag;
 pub mod diff;
 pub mod error;
 pub mod facts;
+pub mod fanout;
 pub mod inventory;
+pub mod live;
 pub mod module;
 pub mod plan;
 pub mod playbook;
+pub mod systemd;
 pub mod target;
 pub mod template;
 pub mod unit;

@@ -212,6 +212,7 @@ mod tests {
             start_time: None,
             invocation_id: String::new(),
             main_pid: 0,
+            job: None,
         }
     }
 

@@ -1,0 +1,250 @@
+//! Shared helpers of the lab tests: find the running lab (or skip loudly),
+//! talk to its hosts with plain `ssh`/`systemctl` to cross-check drover,
+//! and serialise tests that mutate or stop hosts.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// One lab host, from the run dir's `hosts` file.
+#[derive(Debug, Clone)]
+pub struct LabHost {
+    /// e.g. lab-1.
+    pub name: String,
+    /// e.g. 10.77.0.11.
+    pub addr: String,
+    /// The host's system bus socket on this machine.
+    pub bus: PathBuf,
+}
+
+/// The running lab.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    /// The run dir (DROVER_LAB_DIR, default /run/drover-lab).
+    pub dir: PathBuf,
+    /// Its generated inventory.
+    pub inventory: PathBuf,
+    /// Its ssh_config (strict host keys, batch mode).
+    pub ssh_config: PathBuf,
+    /// Hosts in order.
+    pub hosts: Vec<LabHost>,
+}
+
+/// The lab, or None (after a loud message) when it is not up. With
+/// DROVER_REQUIRE_LAB=1 (CI) a missing lab is a failure, not a skip.
+pub fn lab() -> Option<Lab> {
+    let dir =
+        PathBuf::from(std::env::var("DROVER_LAB_DIR").unwrap_or_else(|_| "/run/drover-lab".into()));
+    match probe(&dir) {
+        Ok(lab) => Some(lab),
+        Err(why) => {
+            if std::env::var("DROVER_REQUIRE_LAB").as_deref() == Ok("1") {
+                panic!("DROVER_REQUIRE_LAB=1 but the test lab is not usable: {why}; start it with `tests/lab/lab.sh up 4` (or run tests/run.sh)");
+            }
+            eprintln!();
+            eprintln!("**************************************************************************");
+            eprintln!("LAB TEST SKIPPED: the test lab is not up ({why}).");
+            eprintln!("This test did NOT run. Start the lab (tests/lab/lab.sh up 4, as root) or");
+            eprintln!("run tests/run.sh; set DROVER_REQUIRE_LAB=1 to make this a failure.");
+            eprintln!("**************************************************************************");
+            None
+        }
+    }
+}
+
+fn probe(dir: &Path) -> Result<Lab, String> {
+    let hosts_file = dir.join("hosts");
+    let text = std::fs::read_to_string(&hosts_file)
+        .map_err(|e| format!("{}: {e}", hosts_file.display()))?;
+    let hosts: Vec<LabHost> = text
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some(LabHost {
+                name: it.next()?.to_string(),
+                addr: it.next()?.to_string(),
+                bus: PathBuf::from(it.next()?),
+            })
+        })
+        .collect();
+    if hosts.is_empty() {
+        return Err(format!("{} lists no hosts", hosts_file.display()));
+    }
+    let lab = Lab {
+        dir: dir.to_path_buf(),
+        inventory: dir.join("inventory.yml"),
+        ssh_config: dir.join("ssh_config"),
+        hosts,
+    };
+    for f in [&lab.inventory, &lab.ssh_config] {
+        if !f.is_file() {
+            return Err(format!("{} is missing", f.display()));
+        }
+    }
+    let first = &lab.hosts[0].name;
+    let out = lab.ssh_output(first, "true");
+    if !out.status.success() {
+        return Err(format!(
+            "`ssh {first} true` fails: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(lab)
+}
+
+/// Holds the cross-process test lock until dropped.
+pub struct LabLock(File);
+
+impl Drop for LabLock {
+    fn drop(&mut self) {
+        // SAFETY: flock on a file descriptor we own.
+        unsafe {
+            libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
+        }
+    }
+}
+
+impl Lab {
+    /// Number of hosts.
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Name of the i-th host (0-based).
+    pub fn host(&self, i: usize) -> &str {
+        &self.hosts[i].name
+    }
+
+    /// Take the lab's test lock (flock on RUNDIR/.test.lock): tests that
+    /// mutate units or stop hosts hold it so they never overlap, within a
+    /// test binary or across processes.
+    pub fn lock(&self) -> LabLock {
+        let path = self.dir.join(".test.lock");
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+        // SAFETY: flock on a file descriptor we own; blocks until ours.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock {}", path.display());
+        LabLock(f)
+    }
+
+    /// Run a command on a host with plain ssh (the lab's ssh_config).
+    pub fn ssh_output(&self, host: &str, cmd: &str) -> Output {
+        Command::new("ssh")
+            .arg("-F")
+            .arg(&self.ssh_config)
+            .arg("-o")
+            .arg("ConnectTimeout=5")
+            .arg(host)
+            .arg(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ssh")
+    }
+
+    /// Run a command on a host; panic unless it succeeds; its stdout.
+    pub fn ssh(&self, host: &str, cmd: &str) -> String {
+        let out = self.ssh_output(host, cmd);
+        assert!(
+            out.status.success(),
+            "ssh {host} {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `systemctl show` of a unit inside the host, as a map.
+    pub fn show(&self, host: &str, unit: &str) -> BTreeMap<String, String> {
+        let text = self.ssh(
+            host,
+            &format!(
+                "systemctl show -p Id,LoadState,ActiveState,SubState,UnitFileState,ActiveEnterTimestamp,InvocationID,MainPID --timestamp=unix {unit}"
+            ),
+        );
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// `systemctl show` for several units at once (one ssh per call).
+    pub fn show_many(
+        &self,
+        host: &str,
+        units: &[&str],
+    ) -> BTreeMap<String, BTreeMap<String, String>> {
+        units
+            .iter()
+            .map(|u| (u.to_string(), self.show(host, u)))
+            .collect()
+    }
+
+    /// Run tests/lab/lab.sh with arguments; panic unless it succeeds.
+    pub fn lab_sh(&self, args: &[&str]) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/lab.sh");
+        let out = Command::new(&script)
+            .args(args)
+            .env("DROVER_LAB_DIR", &self.dir)
+            .output()
+            .expect("run lab.sh");
+        assert!(
+            out.status.success(),
+            "lab.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A `drover` command (the binary under test).
+    pub fn drover(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_drover"));
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Write an inventory with the given hosts section under `dir`; the
+    /// defaults are the lab's (ssh_config, root, 5 s timeout).
+    pub fn inventory_with(&self, dir: &Path, hosts_yaml: &str) -> PathBuf {
+        let path = dir.join("inventory.yml");
+        let text = format!(
+            "defaults:\n  user: root\n  transport: ssh\n  ssh_config: {}\n  connect_timeout: 5s\nhosts:\n{hosts_yaml}",
+            self.ssh_config.display()
+        );
+        std::fs::write(&path, text).expect("write inventory");
+        path
+    }
+}
+
+/// Run a command, returning (exit code, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run command");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// PIDs of `ssh` processes whose command line contains `needle`.
+pub fn ssh_pids_mentioning(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if text.starts_with("ssh ") && text.contains(needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}

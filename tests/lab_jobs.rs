@@ -1,0 +1,98 @@
+//! The systemd client's jobs against a lab host, through the library:
+//! completion comes from JobRemoved with systemd's result string.
+
+mod common;
+
+use common::lab;
+use drover::carrier;
+use drover::inventory::Inventory;
+use drover::systemd::JobResult;
+use drover::unit::UnitName;
+
+fn unit(s: &str) -> UnitName {
+    UnitName::parse(s).expect("unit name")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_start_and_a_failing_start_report_job_results() {
+    let Some(lab) = lab() else { return };
+    let _guard = lab.lock();
+    let inv = Inventory::load(&lab.inventory).expect("inventory");
+    // The second host: lab_plan reads the first three under the same lock.
+    let host = inv.hosts[1.min(inv.hosts.len() - 1)].clone();
+    let name = host.name.clone();
+    let session = carrier::connect(&host).await.expect("connect");
+    let sd = session.systemd();
+    let idle = unit("demo-idle");
+    let broken = unit("demo-broken");
+
+    let was_active = lab.show(&name, "demo-idle.service")["ActiveState"] == "active";
+
+    let started = sd.start(&idle).await.expect("start");
+    assert_eq!(started.result, JobResult::Done, "{started:?}");
+    assert_eq!(
+        lab.show(&name, "demo-idle.service")["ActiveState"],
+        "active"
+    );
+    let facts = sd
+        .unit_facts(std::slice::from_ref(&idle))
+        .await
+        .expect("facts");
+    assert_eq!(facts["demo-idle.service"].active_state, "active");
+    assert!(facts["demo-idle.service"].main_pid > 0);
+
+    let stopped = sd.stop(&idle).await.expect("stop");
+    assert_eq!(stopped.result, JobResult::Done, "{stopped:?}");
+    assert!(stopped.error_message().is_none());
+    assert_eq!(
+        lab.show(&name, "demo-idle.service")["ActiveState"],
+        "inactive"
+    );
+
+    let failed = sd.start(&broken).await.expect("start broken");
+    assert_eq!(failed.result, JobResult::Failed, "{failed:?}");
+    let msg = failed.error_message().expect("a message");
+    assert!(
+        msg.starts_with("job failed: unit entered failed state"),
+        "{msg}"
+    );
+    assert!(msg.contains("Result=exit-code"), "{msg}");
+    assert_eq!(
+        lab.show(&name, "demo-broken.service")["ActiveState"],
+        "failed"
+    );
+
+    // Restore: demo-broken back to inactive, demo-idle as it was.
+    lab.ssh(&name, "systemctl reset-failed demo-broken.service");
+    if was_active {
+        sd.start(&idle).await.expect("restore");
+    }
+    session.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enable_disable_report_whether_anything_changed() {
+    let Some(lab) = lab() else { return };
+    let _guard = lab.lock();
+    let inv = Inventory::load(&lab.inventory).expect("inventory");
+    let host = inv.hosts[1.min(inv.hosts.len() - 1)].clone();
+    let session = carrier::connect(&host).await.expect("connect");
+    let sd = session.systemd();
+    let idle = unit("demo-idle");
+    assert_eq!(sd.unit_file_state(&idle).await.expect("state"), "disabled");
+    let on = sd.enable(&idle).await.expect("enable");
+    assert!(!on.is_empty(), "enable changes something");
+    assert!(
+        sd.enable(&idle).await.expect("enable again").is_empty(),
+        "enable is idempotent"
+    );
+    assert_eq!(sd.unit_file_state(&idle).await.expect("state"), "enabled");
+    let off = sd.disable(&idle).await.expect("disable");
+    assert!(!off.is_empty());
+    assert_eq!(
+        lab.ssh(&host.name, "systemctl is-enabled demo-idle.service || true")
+            .trim(),
+        "disabled"
+    );
+    session.close().await;
+}
