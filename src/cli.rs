@@ -296,7 +296,7 @@ fn run(cli: &Cli) -> Result<i32> {
     match &cli.command {
         Command::Check(a) => check(a),
         Command::Plan(a) => plan_cmd(a, use_color(cli.color)),
-        Command::Apply(_) => Err(Error::NotImplemented("drover apply")),
+        Command::Apply(a) => crate::apply::apply_cmd(a, use_color(cli.color)),
         Command::Status(a) => crate::live::status_cmd(
             &a.inventory,
             a.target.as_deref(),
@@ -305,7 +305,7 @@ fn run(cli: &Cli) -> Result<i32> {
             a.forks,
             use_color(cli.color),
         ),
-        Command::Service(_) => Err(Error::NotImplemented("drover service")),
+        Command::Service(a) => crate::apply::service_cmd(a, use_color(cli.color)),
         Command::Facts(a) => {
             crate::live::facts_cmd(&a.inventory, a.target.as_deref(), &a.units, &a.out, a.forks)
         }

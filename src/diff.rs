@@ -332,6 +332,15 @@ pub fn write_json(plan: &Plan, w: &mut dyn std::io::Write) -> std::io::Result<()
     w.write_all(b"\n")
 }
 
+/// Render in the chosen format into a string.
+pub fn render(plan: &Plan, format: Format, color: bool) -> String {
+    match format {
+        Format::Text => render_text(plan, color),
+        Format::Markdown => render_markdown(plan),
+        Format::Json => render_json(plan),
+    }
+}
+
 /// Render in the chosen format into a writer.
 pub fn render_to(
     plan: &Plan,

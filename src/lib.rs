@@ -7,18 +7,22 @@
 // per command, so its size costs nothing worth boxing for.
 #![allow(clippy::result_large_err)]
 
+pub mod apply;
 pub mod carrier;
 pub mod cli;
 pub mod dag;
 pub mod diff;
 pub mod error;
+pub mod exec;
 pub mod facts;
 pub mod fanout;
 pub mod inventory;
 pub mod live;
+pub mod lock;
 pub mod module;
 pub mod plan;
 pub mod playbook;
+pub mod report;
 pub mod systemd;
 pub mod target;
 pub mod template;

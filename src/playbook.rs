@@ -230,10 +230,10 @@ pub struct PlaybookFile {
 pub struct Wait {
     /// Require ActiveState=active.
     pub active: bool,
-    /// Template of an HTTP URL to probe.
-    pub http: Option<String>,
-    /// Template of a `host:port` to probe.
-    pub tcp: Option<String>,
+    /// Template id of an HTTP URL to probe.
+    pub http: Option<usize>,
+    /// Template id of a `host:port` to probe.
+    pub tcp: Option<usize>,
     /// Deadline for the gate.
     pub timeout: Duration,
 }
@@ -415,8 +415,32 @@ impl Playbook {
             let wait = match &spec.wait {
                 Some(w) => Some(Wait {
                     active: w.active.unwrap_or(false),
-                    http: w.http.clone(),
-                    tcp: w.tcp.clone(),
+                    http: w
+                        .http
+                        .as_deref()
+                        .map(|t| templates.add_string(t))
+                        .transpose()
+                        .map_err(|m| {
+                            Error::invalid(
+                                WHAT,
+                                field("wait.http"),
+                                format!("step `{id}`: {m}"),
+                                Some(position.clone()),
+                            )
+                        })?,
+                    tcp: w
+                        .tcp
+                        .as_deref()
+                        .map(|t| templates.add_string(t))
+                        .transpose()
+                        .map_err(|m| {
+                            Error::invalid(
+                                WHAT,
+                                field("wait.tcp"),
+                                format!("step `{id}`: {m}"),
+                                Some(position.clone()),
+                            )
+                        })?,
                     timeout: match &w.timeout {
                         Some(t) => crate::parse_duration(t).map_err(|m| {
                             let at = yaml::locate(text, path, &["steps", &id, "timeout"])
@@ -570,6 +594,28 @@ fn parse_window(w: &WindowSpec) -> Result<Window> {
 }
 
 impl Window {
+    /// "sat, sun 02:00-04:00 UTC", for messages.
+    pub fn describe(&self) -> String {
+        let days: Vec<String> = self
+            .days
+            .iter()
+            .map(|d| format!("{d:?}").to_lowercase())
+            .collect();
+        format!(
+            "{}{:02}:{:02}-{:02}:{:02} {}",
+            if days.is_empty() {
+                String::new()
+            } else {
+                format!("{} ", days.join(", "))
+            },
+            self.start_minute / 60,
+            self.start_minute % 60,
+            self.end_minute / 60,
+            self.end_minute % 60,
+            self.tz
+        )
+    }
+
     /// Whether `now` falls inside the window. A window whose end is before
     /// its start spans midnight and belongs to the day it opened.
     pub fn contains(&self, now: chrono::DateTime<chrono::Utc>) -> bool {

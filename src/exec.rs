@@ -1,0 +1,659 @@
+//! The executor: runs the expanded playbook on real hosts.
+//!
+//! It is an explicit state machine over the DAG's scheduler: ready steps
+//! start together, a step's hosts run in rolling batches (`serial`) with at
+//! most `--forks` hosts in flight across all steps, and a batch's gates
+//! (job result, `wait`) decide before the next batch starts. Every host
+//! decides what to do with the same function the plan uses, from state read
+//! just before acting, and reports `changed` from state read just after.
+//! Results stream to the journal as they happen; reporting to the person
+//! is a separate [`Progress`] sink.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::Semaphore;
+
+use crate::carrier::Session;
+use crate::cli::Loaded;
+use crate::error::{Error, Result};
+use crate::facts::UnitFacts;
+use crate::module::{decide_service, Action, ServiceGoal};
+use crate::plan::{failure_exceeded, goal_of, pick_any, Status};
+use crate::playbook::{ServiceState, Step, Wait};
+use crate::report::{now_rfc3339, JobReport, JobResult, Journal};
+use crate::systemd::Systemd;
+use crate::unit::UnitName;
+
+/// Where per-result events go while the run goes on.
+pub trait Progress: Send + Sync {
+    /// A step starts on `hosts` hosts.
+    fn step_started(&self, step: &str, hosts: usize);
+    /// One result is final.
+    fn result(&self, r: &JobResult);
+    /// A step is over.
+    fn step_finished(&self, step: &str);
+}
+
+/// Set by SIGINT/SIGTERM: start nothing new, let in-flight jobs end.
+#[derive(Debug, Default)]
+pub struct StopFlag {
+    stopped: AtomicBool,
+    why: Mutex<Option<String>>,
+}
+
+impl StopFlag {
+    /// Request a graceful stop.
+    pub fn stop(&self, why: &str) {
+        if let Ok(mut w) = self.why.lock() {
+            w.get_or_insert_with(|| why.to_string());
+        }
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was requested.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    fn reason(&self) -> String {
+        self.why
+            .lock()
+            .ok()
+            .and_then(|w| w.clone())
+            .unwrap_or_else(|| "signal".into())
+    }
+}
+
+/// Refuse (403, exit 3) before anything happens if a step would stop,
+/// restart or mask a unit the inventory protects on some host.
+pub fn check_protected(l: &Loaded, allow: bool) -> Result<()> {
+    if allow {
+        return Ok(());
+    }
+    for (si, step) in l.playbook.steps.iter().enumerate() {
+        let goal = goal_of(&step.module);
+        let disruptive = matches!(
+            goal.state,
+            Some(ServiceState::Stopped | ServiceState::Restarted)
+        ) || goal.masked == Some(true);
+        if !disruptive {
+            continue;
+        }
+        for task in &l.expanded[si].tasks {
+            let host = &l.inventory.hosts[task.host];
+            if task.when && host.protected.contains(&task.unit) {
+                return Err(Error::Refused(format!(
+                    "step `{}` would stop/restart/mask {} on host `{}`, which the inventory marks protected; pass --allow-protected if that is intended",
+                    step.id, task.unit, host.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Everything the host workers share.
+struct Run<'a> {
+    l: &'a Loaded,
+    sessions: Vec<Option<Arc<Session>>>,
+    unreachable: Vec<Option<String>>,
+    failed_at: Mutex<Vec<Option<String>>>,
+    aborted_at: Mutex<Option<String>>,
+    forks: Semaphore,
+    stop: &'a StopFlag,
+    journal: Option<&'a Journal>,
+    progress: &'a dyn Progress,
+    results: Mutex<Vec<(usize, usize, JobResult)>>,
+    order_of: Vec<usize>,
+}
+
+/// The inputs of one run.
+pub struct RunSpec<'a> {
+    /// The validated model.
+    pub loaded: &'a Loaded,
+    /// Hosts in flight at once.
+    pub forks: usize,
+    /// Graceful-stop flag (signals).
+    pub stop: &'a StopFlag,
+    /// The journal, if any.
+    pub journal: Option<&'a Journal>,
+    /// Progress sink.
+    pub progress: &'a dyn Progress,
+    /// UUID of this run.
+    pub job_id: String,
+}
+
+/// Connect to every host the run may touch, run the DAG, close the
+/// sessions and return the report.
+pub async fn execute(spec: RunSpec<'_>) -> JobReport {
+    let l = spec.loaded;
+    let started_at = now_rfc3339();
+    let mut involved = BTreeSet::new();
+    for ex in &l.expanded {
+        involved.extend(ex.tasks.iter().map(|t| t.host));
+    }
+    let involved: Vec<usize> = involved.into_iter().collect();
+    let hosts: Vec<crate::inventory::Host> = involved
+        .iter()
+        .map(|i| l.inventory.hosts[*i].clone())
+        .collect();
+    let connected = crate::fanout::connect_all(&hosts, spec.forks.max(1)).await;
+    let mut sessions: Vec<Option<Arc<Session>>> = vec![None; l.inventory.hosts.len()];
+    let mut unreachable: Vec<Option<String>> = vec![None; l.inventory.hosts.len()];
+    for r in connected {
+        let h = involved[r.index];
+        match r.result {
+            Ok(s) => sessions[h] = Some(Arc::new(s)),
+            Err(e) => unreachable[h] = Some(e.to_string()),
+        }
+    }
+    let mut order_of = vec![0; l.playbook.steps.len()];
+    for (pos, s) in l.dag.order().iter().enumerate() {
+        order_of[*s] = pos;
+    }
+    let run = Run {
+        l,
+        sessions,
+        unreachable,
+        failed_at: Mutex::new(vec![None; l.inventory.hosts.len()]),
+        aborted_at: Mutex::new(None),
+        forks: Semaphore::new(spec.forks.max(1)),
+        stop: spec.stop,
+        journal: spec.journal,
+        progress: spec.progress,
+        results: Mutex::new(Vec::new()),
+        order_of,
+    };
+
+    // The state machine: hand out ready steps, collect finished ones.
+    let mut sched = l.dag.scheduler();
+    let mut started = vec![false; l.playbook.steps.len()];
+    {
+        let mut running = FuturesUnordered::new();
+        loop {
+            if !run.stop.is_stopped() {
+                for s in sched.take_ready() {
+                    started[s] = true;
+                    running.push(run_step(&run, s));
+                }
+            }
+            match running.next().await {
+                Some(s) => sched.finish(s),
+                None => break,
+            }
+        }
+    }
+    // Steps that never started (interrupted) are reported skipped.
+    let why = format!("skipped: run interrupted by {}", run.stop.reason());
+    for (s, was) in started.iter().enumerate() {
+        if !*was {
+            let hosts = step_hosts(&run, s);
+            for h in hosts {
+                record_skip(&run, s, h, &why);
+            }
+        }
+    }
+
+    let Run {
+        sessions, results, ..
+    } = run;
+    crate::fanout::close_all(
+        sessions
+            .into_iter()
+            .flatten()
+            .filter_map(|s| Arc::try_unwrap(s).ok()),
+    )
+    .await;
+    let mut results = results.into_inner().unwrap_or_default();
+    results.sort_by_key(|(order, host, _)| (*order, *host));
+    let outcome = if spec.stop.is_stopped() {
+        "interrupted"
+    } else if results.iter().any(|(_, _, r)| {
+        r.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("skipped: run aborted"))
+    }) {
+        "aborted"
+    } else {
+        "completed"
+    };
+    JobReport {
+        job_id: spec.job_id,
+        playbook: l.playbook.name.clone(),
+        started_at,
+        finished_at: now_rfc3339(),
+        outcome: outcome.to_string(),
+        results: results.into_iter().map(|(_, _, r)| r).collect(),
+    }
+}
+
+/// The hosts a step works on now: fixed targets plus one pick per `_any`
+/// group among hosts that are reachable and have not failed.
+fn step_hosts(run: &Run<'_>, si: usize) -> Vec<usize> {
+    let ex = &run.l.expanded[si];
+    let failed = run.failed_at.lock().map(|f| f.clone()).unwrap_or_default();
+    let usable = |h: usize| run.sessions[h].is_some() && failed.get(h).is_some_and(|f| f.is_none());
+    let mut set: BTreeSet<usize> = ex.targets.fixed.iter().copied().collect();
+    for g in &ex.targets.any {
+        if let Some(h) = pick_any(g, usable).or_else(|| g.first().copied()) {
+            set.insert(h);
+        }
+    }
+    set.into_iter().collect()
+}
+
+fn push(run: &Run<'_>, si: usize, h: usize, r: JobResult) {
+    if let Some(j) = run.journal {
+        j.record(&r);
+    }
+    run.progress.result(&r);
+    if let Ok(mut v) = run.results.lock() {
+        v.push((run.order_of[si], h, r));
+    }
+}
+
+fn record_skip(run: &Run<'_>, si: usize, h: usize, why: &str) {
+    let l = run.l;
+    let unit = l.expanded[si]
+        .task(h)
+        .map(|t| t.unit.to_string())
+        .unwrap_or_default();
+    push(
+        run,
+        si,
+        h,
+        JobResult {
+            hostname: l.inventory.hosts[h].name.clone(),
+            status: Status::Skipped,
+            name: unit,
+            changed: false,
+            error: Some(why.to_string()),
+            step: l.playbook.steps[si].id.clone(),
+            action: "none".into(),
+            duration_ms: 0,
+        },
+    );
+}
+
+async fn run_step(run: &Run<'_>, si: usize) -> usize {
+    let step = &run.l.playbook.steps[si];
+    let hosts = step_hosts(run, si);
+    run.progress.step_started(&step.id, hosts.len());
+    let batch_size = step
+        .serial
+        .map_or(hosts.len().max(1), |s| s.batch_size(hosts.len()));
+    let mut failed_here = 0usize;
+    for batch in hosts.chunks(batch_size) {
+        let aborted = run.aborted_at.lock().ok().and_then(|a| a.clone());
+        if let Some(a) = aborted {
+            for &h in batch {
+                record_skip(run, si, h, &format!("skipped: run aborted at step {a}"));
+            }
+            continue;
+        }
+        if run.stop.is_stopped() {
+            let why = format!("skipped: run interrupted by {}", run.stop.reason());
+            for &h in batch {
+                record_skip(run, si, h, &why);
+            }
+            continue;
+        }
+        let outcomes =
+            futures_util::future::join_all(batch.iter().map(|&h| run_host(run, si, step, h))).await;
+        for (h, status) in batch.iter().zip(outcomes) {
+            if status == Status::Failed {
+                failed_here += 1;
+                if let Ok(mut f) = run.failed_at.lock() {
+                    f[*h].get_or_insert_with(|| step.id.clone());
+                }
+            }
+        }
+        if failure_exceeded(failed_here, hosts.len(), step.max_fail_percentage) {
+            if let Ok(mut a) = run.aborted_at.lock() {
+                a.get_or_insert_with(|| step.id.clone());
+            }
+        }
+    }
+    run.progress.step_finished(&step.id);
+    si
+}
+
+/// One host, one step: checks, read, decide, act, verify, record.
+async fn run_host(run: &Run<'_>, si: usize, step: &Step, h: usize) -> Status {
+    let l = run.l;
+    let host = &l.inventory.hosts[h];
+    let Some(task) = l.expanded[si].task(h) else {
+        return Status::Skipped;
+    };
+    let prior = run
+        .failed_at
+        .lock()
+        .ok()
+        .and_then(|f| f.get(h).cloned().flatten());
+    if let Some(f) = prior {
+        record_skip(run, si, h, &format!("skipped: failed at step {f}"));
+        return Status::Skipped;
+    }
+    if !task.when {
+        record_skip(run, si, h, "skipped: `when` condition is false");
+        return Status::Skipped;
+    }
+    let mut r = JobResult {
+        hostname: host.name.clone(),
+        status: Status::Failed,
+        name: task.unit.to_string(),
+        changed: false,
+        error: None,
+        step: step.id.clone(),
+        action: "none".into(),
+        duration_ms: 0,
+    };
+    let Some(session) = run.sessions[h].clone() else {
+        r.error = Some(
+            run.unreachable[h]
+                .clone()
+                .unwrap_or_else(|| "unreachable: no connection".into()),
+        );
+        push(run, si, h, r);
+        return Status::Failed;
+    };
+    let _permit = run.forks.acquire().await;
+    let t0 = Instant::now();
+    let outcome = apply_service(
+        session.systemd(),
+        &task.unit,
+        &goal_of(&step.module),
+        step.wait.as_ref(),
+        l,
+        h,
+    )
+    .await;
+    r.duration_ms = t0.elapsed().as_millis() as u64;
+    match outcome {
+        Ok(done) => {
+            r.status = Status::Ok;
+            r.changed = done.changed;
+            r.action = done.action;
+        }
+        Err(fail) => {
+            r.action = fail.action;
+            r.changed = fail.changed;
+            r.error = Some(fail.error);
+        }
+    }
+    let status = r.status;
+    push(run, si, h, r);
+    status
+}
+
+struct Done {
+    changed: bool,
+    action: String,
+}
+
+struct Failed {
+    changed: bool,
+    action: String,
+    error: String,
+}
+
+fn joined(actions: &[Action]) -> String {
+    if actions.is_empty() {
+        "none".into()
+    } else {
+        actions
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+}
+
+/// Whether systemd's state really differs between two readings.
+pub fn really_changed(before: &UnitFacts, after: &UnitFacts) -> bool {
+    before.active_state != after.active_state
+        || before.unit_file_state != after.unit_file_state
+        || before.load_state != after.load_state
+        || before.invocation_id != after.invocation_id
+}
+
+async fn read_one(sd: &Systemd, unit: &UnitName) -> std::result::Result<UnitFacts, String> {
+    let mut m = sd
+        .unit_facts(std::slice::from_ref(unit))
+        .await
+        .map_err(|e| format!("cannot read {unit}: {e}"))?;
+    m.remove(unit.as_str())
+        .ok_or_else(|| format!("cannot read {unit}: no answer"))
+}
+
+/// Bring one unit to `goal`, verifying with systemd at each step.
+async fn apply_service(
+    sd: &Systemd,
+    unit: &UnitName,
+    goal: &ServiceGoal,
+    wait: Option<&Wait>,
+    l: &Loaded,
+    h: usize,
+) -> std::result::Result<Done, Failed> {
+    let fail = |changed: bool, actions: &[Action], error: String| Failed {
+        changed,
+        action: joined(actions),
+        error,
+    };
+    let before = read_one(sd, unit).await.map_err(|e| fail(false, &[], e))?;
+    let d = decide_service(unit.as_str(), goal, &before);
+    if let Some(e) = d.error {
+        return Err(fail(false, &d.actions, e));
+    }
+    let mut done: Vec<Action> = Vec::new();
+    for a in &d.actions {
+        let res = match a {
+            Action::Unmask => sd.unmask(unit).await.map(|_| None),
+            Action::Enable => sd.enable(unit).await.map(|_| None),
+            Action::Disable => sd.disable(unit).await.map(|_| None),
+            Action::Mask => sd.mask(unit).await.map(|_| None),
+            Action::Start => sd.start(unit).await.map(Some),
+            Action::Stop => sd.stop(unit).await.map(Some),
+            Action::Restart => sd.restart(unit).await.map(Some),
+            Action::Reload => sd.reload(unit).await.map(Some),
+        };
+        done.push(*a);
+        match res {
+            Err(e) => {
+                let changed = read_one(sd, unit)
+                    .await
+                    .map(|now| really_changed(&before, &now))
+                    .unwrap_or(false);
+                return Err(fail(changed, &done, format!("{a} {unit}: {e}")));
+            }
+            Ok(Some(job)) if !job.ok() => {
+                let changed = read_one(sd, unit)
+                    .await
+                    .map(|now| really_changed(&before, &now))
+                    .unwrap_or(true);
+                return Err(fail(
+                    changed,
+                    &done,
+                    job.error_message()
+                        .unwrap_or_else(|| format!("job {}", job.result)),
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    if let Some(w) = wait {
+        if let Err(e) = gate(sd, unit, w, l, h).await {
+            let changed = read_one(sd, unit)
+                .await
+                .map(|now| really_changed(&before, &now))
+                .unwrap_or(true);
+            return Err(fail(changed, &done, e));
+        }
+    }
+    let after = read_one(sd, unit)
+        .await
+        .map_err(|e| fail(!done.is_empty(), &done, e))?;
+    // A unit that ended up failed is never a success, whatever the job said.
+    if after.active_state == "failed" && goal.state.is_some_and(|s| s != ServiceState::Stopped) {
+        return Err(fail(
+            really_changed(&before, &after),
+            &done,
+            format!("unit {unit} entered failed state ({})", after.sub_state),
+        ));
+    }
+    // A reload changes no property systemd exposes but did happen.
+    let changed = really_changed(&before, &after) || done.contains(&Action::Reload);
+    Ok(Done {
+        changed,
+        action: joined(&done),
+    })
+}
+
+/// The `wait:` gate: unit active, HTTP 2xx, TCP accepts — within the timeout.
+async fn gate(
+    sd: &Systemd,
+    unit: &UnitName,
+    w: &Wait,
+    l: &Loaded,
+    h: usize,
+) -> std::result::Result<(), String> {
+    let deadline = tokio::time::Instant::now() + w.timeout;
+    let ctx = l.playbook.templates.host_context(&l.inventory.hosts[h]);
+    if w.active {
+        wait_active(sd, unit, deadline, w.timeout).await?;
+    }
+    if let Some(t) = w.tcp {
+        let addr = l.playbook.templates.render(t, &ctx)?;
+        probe(deadline, w.timeout, &format!("tcp {addr}"), || {
+            tcp_ok(addr.clone())
+        })
+        .await?;
+    }
+    if let Some(t) = w.http {
+        let url = l.playbook.templates.render(t, &ctx)?;
+        probe(deadline, w.timeout, &format!("http {url}"), || {
+            http_ok(url.clone())
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Wait for ActiveState=active, driven by systemd's PropertiesChanged
+/// signal (no polling); `failed`/`inactive` end the wait at once.
+async fn wait_active(
+    sd: &Systemd,
+    unit: &UnitName,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> std::result::Result<(), String> {
+    let proxy = crate::systemd::UnitProxy::builder(sd.connection())
+        .path(crate::systemd::unit_object_path(unit.as_str()))
+        .map_err(|e| e.to_string())?
+        .build()
+        .await
+        .map_err(|e| format!("wait for {unit}: {e}"))?;
+    let mut changes = proxy.receive_active_state_changed().await;
+    loop {
+        let state = proxy
+            .active_state()
+            .await
+            .map_err(|e| format!("wait for {unit}: {e}"))?;
+        match state.as_str() {
+            "active" => return Ok(()),
+            "failed" | "inactive" => {
+                return Err(format!("wait: unit {unit} is {state}, not active"));
+            }
+            _ => {}
+        }
+        match tokio::time::timeout_at(deadline, changes.next()).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => return Err(format!("wait: lost the signal stream of {unit}")),
+            Err(_) => {
+                return Err(format!(
+                    "wait: unit {unit} not active within {} (still {state})",
+                    humantime::format_duration(timeout)
+                ))
+            }
+        }
+    }
+}
+
+/// Retry a network probe until it passes or the deadline passes. Probing a
+/// remote endpoint has no event to wait for, so this is the one place that
+/// retries on an interval.
+async fn probe<F, Fut>(
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    what: &str,
+    mut attempt: F,
+) -> std::result::Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<(), String>>,
+{
+    let mut last = String::from("no attempt");
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(format!(
+                "wait: {what} did not pass within {}: {last}",
+                humantime::format_duration(timeout)
+            ));
+        }
+        match tokio::time::timeout_at(deadline, attempt()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => last = e,
+            Err(_) => last = "timed out".into(),
+        }
+        tokio::time::sleep_until(
+            (tokio::time::Instant::now() + Duration::from_millis(250)).min(deadline),
+        )
+        .await;
+    }
+}
+
+async fn tcp_ok(addr: String) -> std::result::Result<(), String> {
+    tokio::net::TcpStream::connect(&addr)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// A minimal HTTP/1.0 GET over TCP: 2xx passes. drover only needs the
+/// status line, so it carries no HTTP client dependency.
+async fn http_ok(url: String) -> std::result::Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("`{url}`: only http:// URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let mut s = tokio::net::TcpStream::connect(&addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: drover\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 64];
+    let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+    let line = String::from_utf8_lossy(&buf[..n]);
+    let code = line.split_whitespace().nth(1).unwrap_or("");
+    if code.starts_with('2') && code.len() == 3 {
+        Ok(())
+    } else {
+        Err(format!("HTTP status `{code}`"))
+    }
+}
