@@ -123,6 +123,8 @@ pub struct Output {
     pub report: Option<PathBuf>,
     /// Hosts in flight.
     pub forks: usize,
+    /// Bound on one host's work in one step.
+    pub step_timeout: std::time::Duration,
 }
 
 /// Run a loaded model end to end and return the exit code.
@@ -165,6 +167,7 @@ pub fn run_loaded(l: &Loaded, out: &Output) -> Result<i32> {
             journal: journal.as_ref(),
             progress: progress.as_ref(),
             job_id: job_id.clone(),
+            step_timeout: out.step_timeout,
         })
         .await;
         signals.abort();
@@ -224,6 +227,10 @@ fn print_report(report: &JobReport, out: &Output, journal: Option<&Path>) -> Res
     Ok(())
 }
 
+fn parse_timeout(raw: &str) -> Result<std::time::Duration> {
+    crate::parse_duration(raw).map_err(|m| Error::Usage(format!("--timeout: {m}")))
+}
+
 /// `drover apply`.
 pub fn apply_cmd(a: &ApplyArgs, color: bool) -> Result<i32> {
     let l = cli::load(&a.playbook, &a.inventory, a.limit.as_deref())?;
@@ -251,6 +258,7 @@ pub fn apply_cmd(a: &ApplyArgs, color: bool) -> Result<i32> {
             color,
             report: a.report.clone(),
             forks: a.forks,
+            step_timeout: parse_timeout(&a.timeout)?,
         },
     )
 }
@@ -318,6 +326,7 @@ pub fn service_cmd(s: &ServiceArgs, color: bool) -> Result<i32> {
             color,
             report: s.report.clone(),
             forks: s.forks,
+            step_timeout: parse_timeout(&s.timeout)?,
         },
     )
 }

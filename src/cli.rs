@@ -138,6 +138,9 @@ pub struct ApplyArgs {
     /// Allow stop/restart/mask of units the inventory marks `protected`.
     #[arg(long)]
     pub allow_protected: bool,
+    /// Give up on one host's step after this long (it is then `failed`); the run never hangs.
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub timeout: String,
     /// Wait up to DURATION for another apply of this playbook to finish instead of exiting 3.
     #[arg(long, value_name = "DURATION")]
     pub wait_lock: Option<String>,
@@ -204,6 +207,9 @@ pub struct ServiceArgs {
     /// Allow stop/restart of protected units.
     #[arg(long)]
     pub allow_protected: bool,
+    /// Give up on one host after this long (it is then `failed`).
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub timeout: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,

@@ -109,6 +109,7 @@ struct Run<'a> {
     progress: &'a dyn Progress,
     results: Mutex<Vec<(usize, usize, JobResult)>>,
     order_of: Vec<usize>,
+    step_timeout: Duration,
 }
 
 /// The inputs of one run.
@@ -125,6 +126,8 @@ pub struct RunSpec<'a> {
     pub progress: &'a dyn Progress,
     /// UUID of this run.
     pub job_id: String,
+    /// Upper bound on one host's work in one step (read, act, gate).
+    pub step_timeout: Duration,
 }
 
 /// Connect to every host the run may touch, run the DAG, close the
@@ -167,6 +170,7 @@ pub async fn execute(spec: RunSpec<'_>) -> JobReport {
         progress: spec.progress,
         results: Mutex::new(Vec::new()),
         order_of,
+        step_timeout: spec.step_timeout,
     };
 
     // The state machine: hand out ready steps, collect finished ones.
@@ -363,15 +367,28 @@ async fn run_host(run: &Run<'_>, si: usize, step: &Step, h: usize) -> Status {
     };
     let _permit = run.forks.acquire().await;
     let t0 = Instant::now();
-    let outcome = apply_service(
+    let goal = goal_of(&step.module);
+    let work = apply_service(
         session.systemd(),
         &task.unit,
-        &goal_of(&step.module),
+        &goal,
         step.wait.as_ref(),
         l,
         h,
-    )
-    .await;
+    );
+    // An unattended run must never hang: whatever systemd or the network
+    // does, one host's step ends by this deadline.
+    let outcome = match tokio::time::timeout(run.step_timeout, work).await {
+        Ok(o) => o,
+        Err(_) => Err(Failed {
+            changed: false,
+            action: "unknown".into(),
+            error: format!(
+                "timed out after {} (a systemd job may still be running on the host)",
+                humantime::format_duration(run.step_timeout)
+            ),
+        }),
+    };
     r.duration_ms = t0.elapsed().as_millis() as u64;
     match outcome {
         Ok(done) => {

@@ -371,7 +371,13 @@ fn serial_batches_stop_at_the_first_failure() {
     };
     assert_eq!(by_host(&a)["status"], "ok");
     assert_eq!(by_host(&b)["status"], "failed");
-    assert!(by_host(&b)["error"].as_str().unwrap().starts_with("job failed"), "{report}");
+    assert!(
+        by_host(&b)["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("job failed"),
+        "{report}"
+    );
     assert_eq!(by_host(&c)["status"], "skipped");
     assert_eq!(
         by_host(&c)["error"],
