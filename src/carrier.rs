@@ -203,39 +203,45 @@ impl Session {
 
 impl SshLink {
     async fn shutdown(&mut self) {
-        if let Some(child) = self.bridge.take() {
-            // The bridge saw EOF; give it a moment, then drop our handle.
-            if tokio::time::timeout(Duration::from_secs(2), child.wait())
-                .await
-                .is_err()
-            {
-                tracing::debug!("bridge did not exit in time; dropping the channel");
-            }
-        }
+        let t0 = std::time::Instant::now();
+        // Our D-Bus stream is already closed, so the bridge has seen EOF;
+        // drop the channel handle without waiting for its exit status.
+        drop(self.bridge.take());
         self._bridge_permit.take();
-        if let Some(ssh) = self.ssh.take() {
-            match Arc::try_unwrap(ssh) {
-                Ok(s) => {
+        let ssh = self.ssh.take().and_then(|s| Arc::try_unwrap(s).ok());
+        match self.master_pid.take() {
+            Some(pid) => {
+                // Stop the master directly, as `ssh -O exit` does: no mux
+                // round trips, and the pid tells us when it is gone.
+                // Detach first so openssh does not also ask the (dying)
+                // master to stop.
+                if let Some(s) = ssh {
+                    let _ = s.detach();
+                }
+                terminate(pid);
+                if !wait_gone(pid, MASTER_EXIT_WAIT).await {
+                    tracing::debug!(pid, "ssh master ignored SIGTERM; killing it");
+                    kill(pid, libc::SIGKILL);
+                    wait_gone(pid, MASTER_EXIT_WAIT).await;
+                }
+            }
+            None => {
+                // Pid unknown (the alive check failed): ask politely, then
+                // make sure by the control directory's name.
+                if let Some(s) = ssh {
                     if let Err(e) = s.close().await {
                         tracing::debug!("closing ssh master: {}", chain(&e));
                     }
                 }
-                // Someone still holds a command handle; the Drop of the
-                // last one asks the master to stop. The pid wait below
-                // makes sure it does.
-                Err(arc) => drop(arc),
-            }
-        }
-        if let Some(pid) = self.master_pid.take() {
-            if !wait_gone(pid, MASTER_EXIT_WAIT).await {
-                terminate(pid);
-                wait_gone(pid, MASTER_EXIT_WAIT).await;
+                if let Some(dir) = self.control_dir.as_ref() {
+                    kill_referencing(dir.path());
+                }
             }
         }
         if let Some(dir) = self.control_dir.take() {
-            kill_referencing(dir.path());
             let _ = dir.close();
         }
+        tracing::debug!(elapsed = ?t0.elapsed(), "ssh session closed");
     }
 }
 
@@ -350,6 +356,7 @@ async fn connect_ssh(host: &Host) -> Result<Session, CarrierError> {
             )
         })?;
     let builder = session_builder(host, control_dir.path());
+    let t0 = std::time::Instant::now();
     let guard = host.connect_timeout * 2 + GUARD_GRACE;
     let master = match tokio::time::timeout(guard, builder.launch_master(&host.address)).await {
         Ok(Ok(dir)) => dir,
@@ -368,6 +375,7 @@ async fn connect_ssh(host: &Host) -> Result<Session, CarrierError> {
             ));
         }
     };
+    tracing::debug!(host = %host.name, elapsed = ?t0.elapsed(), "ssh master up");
     let ctl = master.path().join("master");
     let ssh = Arc::new(openssh::Session::new_native_mux(master));
     let mut link = SshLink {
@@ -435,7 +443,7 @@ async fn connect_ssh(host: &Host) -> Result<Session, CarrierError> {
         };
         let split = zbus::connection::socket::Split::new(
             Box::new(BridgeRead(stdout)) as Box<dyn zbus::connection::socket::ReadHalf>,
-            Box::new(BridgeWrite(stdin)) as Box<dyn zbus::connection::socket::WriteHalf>,
+            Box::new(BridgeWrite(Some(stdin))) as Box<dyn zbus::connection::socket::WriteHalf>,
         );
         let conn = zbus::connection::Builder::socket(split)
             .build()
@@ -473,6 +481,7 @@ async fn connect_ssh(host: &Host) -> Result<Session, CarrierError> {
                 ));
             }
         };
+    tracing::debug!(host = %host.name, elapsed = ?t0.elapsed(), "D-Bus over ssh up");
     Ok(Session {
         host: host.name.clone(),
         systemd,
@@ -575,11 +584,15 @@ async fn wait_gone(pid: u32, limit: Duration) -> bool {
 }
 
 fn terminate(pid: u32) {
+    kill(pid, libc::SIGTERM);
+}
+
+fn kill(pid: u32, signal: libc::c_int) {
     if let Ok(p) = i32::try_from(pid) {
-        // SAFETY: kill(2) with a pid we obtained from our own ssh master;
-        // no memory is involved.
+        // SAFETY: kill(2) on a pid of our own ssh process; no memory is
+        // involved.
         unsafe {
-            libc::kill(p, libc::SIGTERM);
+            libc::kill(p, signal);
         }
     }
 }
@@ -625,9 +638,10 @@ impl zbus::connection::socket::ReadHalf for BridgeRead {
     }
 }
 
-/// The bridge's stdin as zbus's write half.
+/// The bridge's stdin as zbus's write half. `close` drops the pipe so the
+/// bridge sees EOF and exits (shutdown alone does nothing on a pipe).
 #[derive(Debug)]
-struct BridgeWrite(openssh::ChildStdin);
+struct BridgeWrite(Option<openssh::ChildStdin>);
 
 #[async_trait::async_trait]
 impl zbus::connection::socket::WriteHalf for BridgeWrite {
@@ -642,11 +656,17 @@ impl zbus::connection::socket::WriteHalf for BridgeWrite {
                 "file descriptors cannot cross an ssh channel",
             ));
         }
-        self.0.write(buf).await
+        match self.0.as_mut() {
+            Some(w) => w.write(buf).await,
+            None => Err(io::Error::new(io::ErrorKind::BrokenPipe, "bridge closed")),
+        }
     }
 
     async fn close(&mut self) -> io::Result<()> {
-        self.0.shutdown().await
+        match self.0.take() {
+            Some(mut w) => w.flush().await,
+            None => Ok(()),
+        }
     }
 }
 

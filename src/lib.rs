@@ -5,7 +5,6 @@
 
 // `Error` carries positions and suggestions by value; it is returned once
 // per command, so its size costs nothing worth boxing for.
-#![allow(clippy::result_large_err)]
 
 pub mod apply;
 pub mod carrier;

@@ -99,12 +99,16 @@ pub async fn read_facts(
     let sets = &sets;
     let results = fan_out(hosts, forks, |i, session| async move {
         let sd = session.systemd();
+        let t0 = std::time::Instant::now();
         let names = match &sets[i] {
             UnitSet::These(u) => u.clone(),
             UnitSet::AllServices => sd.list_service_units().await?,
             UnitSet::LoadedServices => sd.list_loaded_services().await?,
         };
-        Ok::<_, HostError>(sd.unit_facts(&names).await?)
+        tracing::debug!(host = %session.host(), elapsed = ?t0.elapsed(), units = names.len(), "unit list read");
+        let facts = sd.unit_facts(&names).await?;
+        tracing::debug!(host = %session.host(), elapsed = ?t0.elapsed(), "unit facts read");
+        Ok::<_, HostError>(facts)
     })
     .await;
     let mut facts = Facts::new();

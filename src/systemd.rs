@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use futures_util::future::join_all;
 use futures_util::StreamExt;
 use zbus::proxy::CacheProperties;
 use zbus::zvariant::{DeserializeDict, OwnedObjectPath, OwnedValue, Type};
@@ -21,6 +20,11 @@ use crate::unit::UnitName;
 
 const DEST: &str = "org.freedesktop.systemd1";
 const UNIT_PATH_PREFIX: &str = "/org/freedesktop/systemd1/unit/";
+
+/// Units read concurrently on one connection. Each costs up to 3 pending
+/// calls, and dbus-daemon refuses more than 128 pending replies per
+/// connection (max_replies_per_connection) with LimitsExceeded.
+pub const UNITS_IN_FLIGHT: usize = 32;
 
 /// A unit-file change reported by systemd: (type, file, destination).
 pub type UnitFileChange = (String, String, String);
@@ -430,18 +434,24 @@ impl Systemd {
             .map_err(SystemdError::bus(format!("Unit proxy {unit}")))
     }
 
-    /// The state of each unit, all read in one round trip: per unit,
-    /// LoadUnit (so inactive units that are not loaded are found too),
-    /// GetAll of the Unit interface and, for services, MainPID — every
-    /// message sent before any reply is awaited. A unit whose file does not
-    /// exist reports `load_state: "not-found"`.
+    /// The state of each unit, read in one round trip per batch of
+    /// [`UNITS_IN_FLIGHT`] units: per unit, LoadUnit (so inactive units that
+    /// are not loaded are found too), GetAll of the Unit interface and, for
+    /// services, MainPID — all sent before any reply is awaited. A unit
+    /// whose file does not exist reports `load_state: "not-found"`.
     pub async fn unit_facts(
         &self,
         units: &[UnitName],
     ) -> Result<BTreeMap<String, UnitFacts>, SystemdError> {
-        let reads = units.iter().map(|u| self.read_unit(u.as_str()));
+        // Bounded so the bus's per-connection limit on pending replies
+        // (dbus-daemon: 128) is never hit; below it all reads overlap.
+        let reads: Vec<Result<UnitFacts, SystemdError>> = futures_util::stream::iter(units)
+            .map(|u| self.read_unit(u.as_str()))
+            .buffered(UNITS_IN_FLIGHT)
+            .collect()
+            .await;
         let mut out = BTreeMap::new();
-        for (u, r) in units.iter().zip(join_all(reads).await) {
+        for (u, r) in units.iter().zip(reads) {
             out.insert(u.to_string(), r?);
         }
         Ok(out)

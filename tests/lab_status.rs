@@ -233,3 +233,21 @@ fn facts_file_matches_systemctl_and_reads_every_service() {
         "not-found"
     );
 }
+
+#[test]
+fn become_runs_the_bridge_through_sudo() {
+    let Some(lab) = lab() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    // User `drover` (passwordless sudo in the lab image) with become.
+    let inv = lab.inventory_with(
+        dir.path(),
+        &format!("  {}: {{ user: drover, become: true }}\n", lab.host(0)),
+    );
+    let (code, v) = status_json(&lab, &inv, "_all", &[]);
+    assert_eq!(code, 0, "{v}");
+    check_against_systemctl(
+        &lab,
+        lab.host(0),
+        v["services"].as_array().expect("services"),
+    );
+}

@@ -44,12 +44,16 @@ pub fn lab() -> Option<Lab> {
             if std::env::var("DROVER_REQUIRE_LAB").as_deref() == Ok("1") {
                 panic!("DROVER_REQUIRE_LAB=1 but the test lab is not usable: {why}; start it with `tests/lab/lab.sh up 4` (or run tests/run.sh)");
             }
-            eprintln!();
-            eprintln!("**************************************************************************");
-            eprintln!("LAB TEST SKIPPED: the test lab is not up ({why}).");
-            eprintln!("This test did NOT run. Start the lab (tests/lab/lab.sh up 4, as root) or");
-            eprintln!("run tests/run.sh; set DROVER_REQUIRE_LAB=1 to make this a failure.");
-            eprintln!("**************************************************************************");
+            // Straight to fd 2, not eprintln!: libtest captures the macros'
+            // output of passing tests, and a skip must never go unseen.
+            let banner = format!(
+                "\n**************************************************************************\n\
+                 LAB TEST SKIPPED: the test lab is not up ({why}).\n\
+                 This test did NOT run. Start the lab (tests/lab/lab.sh up 4, as root) or\n\
+                 run tests/run.sh; set DROVER_REQUIRE_LAB=1 to make this a failure.\n\
+                 **************************************************************************\n"
+            );
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), banner.as_bytes());
             None
         }
     }
@@ -186,9 +190,12 @@ impl Lab {
             .collect()
     }
 
-    /// Run tests/lab/lab.sh with arguments; panic unless it succeeds.
+    /// Run tests/lab/lab.sh (or $DROVER_LAB_SCRIPT) with arguments; panic
+    /// unless it succeeds.
     pub fn lab_sh(&self, args: &[&str]) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/lab.sh");
+        let script = std::env::var_os("DROVER_LAB_SCRIPT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/lab.sh"));
         let out = Command::new(&script)
             .args(args)
             .env("DROVER_LAB_DIR", &self.dir)
