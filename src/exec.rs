@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::facts::UnitFacts;
 use crate::module::{decide_service, Action, ServiceGoal};
 use crate::plan::{failure_exceeded, goal_of, pick_any, Status};
-use crate::playbook::{ServiceState, Step, Wait};
+use crate::playbook::{ServiceState, Step, Strategy, Wait};
 use crate::report::{now_rfc3339, JobReport, JobResult, Journal};
 use crate::systemd::Systemd;
 use crate::unit::UnitName;
@@ -99,8 +99,8 @@ pub fn check_protected(l: &Loaded, allow: bool) -> Result<()> {
 /// Everything the host workers share.
 struct Run<'a> {
     l: &'a Loaded,
-    sessions: Vec<Option<Arc<Session>>>,
-    unreachable: Vec<Option<String>>,
+    /// One connection per host, made up front (linear) or on first use (free).
+    slots: Vec<tokio::sync::OnceCell<std::result::Result<Arc<Session>, String>>>,
     failed_at: Mutex<Vec<Option<String>>>,
     aborted_at: Mutex<Option<String>>,
     forks: Semaphore,
@@ -144,14 +144,15 @@ pub async fn execute(spec: RunSpec<'_>) -> JobReport {
         .iter()
         .map(|i| l.inventory.hosts[*i].clone())
         .collect();
-    let connected = crate::fanout::connect_all(&hosts, spec.forks.max(1)).await;
-    let mut sessions: Vec<Option<Arc<Session>>> = vec![None; l.inventory.hosts.len()];
-    let mut unreachable: Vec<Option<String>> = vec![None; l.inventory.hosts.len()];
-    for r in connected {
-        let h = involved[r.index];
-        match r.result {
-            Ok(s) => sessions[h] = Some(Arc::new(s)),
-            Err(e) => unreachable[h] = Some(e.to_string()),
+    let slots: Vec<tokio::sync::OnceCell<std::result::Result<Arc<Session>, String>>> =
+        (0..l.inventory.hosts.len())
+            .map(|_| tokio::sync::OnceCell::new())
+            .collect();
+    if l.playbook.strategy == Strategy::Linear {
+        // `_any` picks need to know who is reachable before the first step.
+        for r in crate::fanout::connect_all(&hosts, spec.forks.max(1)).await {
+            let h = involved[r.index];
+            let _ = slots[h].set(r.result.map(Arc::new).map_err(|e| e.to_string()));
         }
     }
     let mut order_of = vec![0; l.playbook.steps.len()];
@@ -160,8 +161,7 @@ pub async fn execute(spec: RunSpec<'_>) -> JobReport {
     }
     let run = Run {
         l,
-        sessions,
-        unreachable,
+        slots,
         failed_at: Mutex::new(vec![None; l.inventory.hosts.len()]),
         aborted_at: Mutex::new(None),
         forks: Semaphore::new(spec.forks.max(1)),
@@ -173,22 +173,12 @@ pub async fn execute(spec: RunSpec<'_>) -> JobReport {
         step_timeout: spec.step_timeout,
     };
 
-    // The state machine: hand out ready steps, collect finished ones.
-    let mut sched = l.dag.scheduler();
     let mut started = vec![false; l.playbook.steps.len()];
-    {
-        let mut running = FuturesUnordered::new();
-        loop {
-            if !run.stop.is_stopped() {
-                for s in sched.take_ready() {
-                    started[s] = true;
-                    running.push(run_step(&run, s));
-                }
-            }
-            match running.next().await {
-                Some(s) => sched.finish(s),
-                None => break,
-            }
+    match l.playbook.strategy {
+        Strategy::Linear => run_linear(&run, &mut started).await,
+        Strategy::Free => {
+            run_free(&run, &involved).await;
+            started.iter_mut().for_each(|s| *s = true);
         }
     }
     // Steps that never started (interrupted) are reported skipped.
@@ -202,13 +192,12 @@ pub async fn execute(spec: RunSpec<'_>) -> JobReport {
         }
     }
 
-    let Run {
-        sessions, results, ..
-    } = run;
+    let Run { slots, results, .. } = run;
     crate::fanout::close_all(
-        sessions
+        slots
             .into_iter()
-            .flatten()
+            .filter_map(|c| c.into_inner())
+            .filter_map(|r| r.ok())
             .filter_map(|s| Arc::try_unwrap(s).ok()),
     )
     .await;
@@ -235,12 +224,67 @@ pub async fn execute(spec: RunSpec<'_>) -> JobReport {
     }
 }
 
+/// Linear: the DAG's state machine; a step's hosts all finish before its
+/// dependents start. Ready steps run concurrently.
+async fn run_linear(run: &Run<'_>, started: &mut [bool]) {
+    let mut sched = run.l.dag.scheduler();
+    let mut running = FuturesUnordered::new();
+    loop {
+        if !run.stop.is_stopped() {
+            for s in sched.take_ready() {
+                started[s] = true;
+                running.push(run_step(run, s));
+            }
+        }
+        match running.next().await {
+            Some(s) => sched.finish(s),
+            None => break,
+        }
+    }
+}
+
+/// Free: every host walks the steps in DAG order on its own, at most
+/// `--forks` hosts at a time; a host that fails skips its later steps.
+async fn run_free(run: &Run<'_>, involved: &[usize]) {
+    let order = run.l.dag.order();
+    for &si in order {
+        let n = run.l.expanded[si].targets.fixed.len();
+        run.progress.step_started(&run.l.playbook.steps[si].id, n);
+    }
+    let hosts = futures_util::stream::iter(involved.iter().copied())
+        .map(|h| async move {
+            for &si in order {
+                if run.l.expanded[si].targets.fixed.binary_search(&h).is_err() {
+                    continue;
+                }
+                if run.stop.is_stopped() {
+                    let why = format!("skipped: run interrupted by {}", run.stop.reason());
+                    record_skip(run, si, h, &why);
+                    continue;
+                }
+                let step = &run.l.playbook.steps[si];
+                if run_host(run, si, step, h).await == Status::Failed {
+                    if let Ok(mut f) = run.failed_at.lock() {
+                        f[h].get_or_insert_with(|| step.id.clone());
+                    }
+                }
+            }
+        })
+        .buffer_unordered(run.forks.available_permits().max(1));
+    hosts.collect::<Vec<()>>().await;
+    for &si in order {
+        run.progress.step_finished(&run.l.playbook.steps[si].id);
+    }
+}
+
 /// The hosts a step works on now: fixed targets plus one pick per `_any`
 /// group among hosts that are reachable and have not failed.
 fn step_hosts(run: &Run<'_>, si: usize) -> Vec<usize> {
     let ex = &run.l.expanded[si];
     let failed = run.failed_at.lock().map(|f| f.clone()).unwrap_or_default();
-    let usable = |h: usize| run.sessions[h].is_some() && failed.get(h).is_some_and(|f| f.is_none());
+    let usable = |h: usize| {
+        run.slots[h].get().is_some_and(|r| r.is_ok()) && failed.get(h).is_some_and(|f| f.is_none())
+    };
     let mut set: BTreeSet<usize> = ex.targets.fixed.iter().copied().collect();
     for g in &ex.targets.any {
         if let Some(h) = pick_any(g, usable).or_else(|| g.first().copied()) {
@@ -356,14 +400,21 @@ async fn run_host(run: &Run<'_>, si: usize, step: &Step, h: usize) -> Status {
         action: "none".into(),
         duration_ms: 0,
     };
-    let Some(session) = run.sessions[h].clone() else {
-        r.error = Some(
-            run.unreachable[h]
-                .clone()
-                .unwrap_or_else(|| "unreachable: no connection".into()),
-        );
-        push(run, si, h, r);
-        return Status::Failed;
+    let slot = run.slots[h]
+        .get_or_init(|| async {
+            crate::carrier::connect(host)
+                .await
+                .map(Arc::new)
+                .map_err(|e| format!("unreachable: {e}"))
+        })
+        .await;
+    let session = match slot {
+        Ok(s) => s.clone(),
+        Err(e) => {
+            r.error = Some(e.clone());
+            push(run, si, h, r);
+            return Status::Failed;
+        }
     };
     let _permit = run.forks.acquire().await;
     let t0 = Instant::now();

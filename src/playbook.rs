@@ -208,12 +208,27 @@ pub struct StepSpec {
     pub service: Option<ServiceSpec>,
 }
 
+/// How steps are ordered across hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// A step finishes on every host before the steps after it start
+    /// (Ansible's default): the runbook's order holds across the fleet.
+    #[default]
+    Linear,
+    /// Each host runs the steps in order as fast as it can, independent of
+    /// the other hosts (Ansible's `free`): for per-host work.
+    Free,
+}
+
 /// The playbook file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlaybookFile {
     /// Human name of the runbook.
     pub name: String,
+    /// linear (default) or free.
+    pub strategy: Option<Strategy>,
     /// Free text.
     pub description: Option<String>,
     /// When apply may run.
@@ -307,6 +322,8 @@ pub struct Playbook {
     pub name: String,
     /// Its window.
     pub window: Option<Window>,
+    /// Cross-host ordering.
+    pub strategy: Strategy,
     /// Steps in file order.
     pub steps: Vec<Step>,
     /// Compiled templates, shared by all hosts.
@@ -537,10 +554,34 @@ impl Playbook {
                 }
             }
         }
+        let strategy = file.strategy.unwrap_or_default();
+        if strategy == Strategy::Free {
+            // These need every host of a step to be at the same point.
+            for (index, (st, spec)) in steps.iter().zip(&file.steps).enumerate() {
+                let why = if st.serial.is_some() {
+                    Some("serial")
+                } else if spec.max_fail_percentage.is_some() {
+                    Some("max_fail_percentage")
+                } else if st.targets.iter().any(|t| t.is_any()) {
+                    Some("an `_any` target")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return Err(Error::invalid(
+                        WHAT,
+                        format!("steps[{index}]"),
+                        format!("step `{}` uses {why}, which needs `strategy: linear` (hosts move through steps together)", st.id),
+                        Some(st.position.clone()),
+                    ));
+                }
+            }
+        }
         Ok(Playbook {
             path: path.to_path_buf(),
             name: file.name,
             window,
+            strategy,
             steps,
             templates,
             digest: crate::digest(text.as_bytes()),
