@@ -108,9 +108,22 @@ fn live_plan_predicts_from_real_state_and_changes_nothing() {
         assert_eq!(r["actions"], serde_json::json!(["restart"]), "{r}");
         // The "before" state the plan used is the host's real state.
         let h = r["hostname"].as_str().expect("hostname").to_string();
-        let (inv_id, _, active) = &before[&(h, "demo-web.service".to_string())];
-        assert_eq!(r["before"]["invocation_id"], inv_id.as_str(), "{r}");
-        assert_eq!(r["before"]["active_state"], active.as_str(), "{r}");
+        let (inv_id, _, active) = &before[&(h.clone(), "demo-web.service".to_string())];
+        let unit = plan["hosts"]
+            .as_array()
+            .expect("hosts")
+            .iter()
+            .find(|x| x["hostname"] == h.as_str())
+            .and_then(|x| {
+                x["units"]
+                    .as_array()?
+                    .iter()
+                    .find(|u| u["name"] == "demo-web.service")
+                    .cloned()
+            })
+            .unwrap_or_else(|| panic!("no demo-web state for {h} in the plan"));
+        assert_eq!(unit["before"]["invocation_id"], inv_id.as_str(), "{unit}");
+        assert_eq!(unit["before"]["active_state"], active.as_str(), "{unit}");
     }
     for r in results("keep-idle-stopped") {
         assert_eq!(

@@ -22,4 +22,4 @@ export DROVER_LAB_DIR
 # Lab tests must run here: a missing lab is a failure, not a skip.
 export DROVER_REQUIRE_LAB=1
 
-cargo test --locked "$@"
+cargo test --locked --no-fail-fast "$@"
