@@ -489,13 +489,14 @@ pub fn really_changed(before: &UnitFacts, after: &UnitFacts) -> bool {
         || before.invocation_id != after.invocation_id
 }
 
-async fn read_one(sd: &Systemd, unit: &UnitName) -> std::result::Result<UnitFacts, String> {
-    let mut m = sd
-        .unit_facts(std::slice::from_ref(unit))
+async fn read_one(
+    sd: &Systemd,
+    unit: &UnitName,
+    file_state: bool,
+) -> std::result::Result<UnitFacts, String> {
+    sd.unit_state(unit, file_state)
         .await
-        .map_err(|e| format!("cannot read {unit}: {e}"))?;
-    m.remove(unit.as_str())
-        .ok_or_else(|| format!("cannot read {unit}: no answer"))
+        .map_err(|e| format!("cannot read {unit}: {e}"))
 }
 
 /// Bring one unit to `goal`, verifying with systemd at each step.
@@ -512,7 +513,12 @@ async fn apply_service(
         action: joined(actions),
         error,
     };
-    let before = read_one(sd, unit).await.map_err(|e| fail(false, &[], e))?;
+    // Enablement is read only when the step is about it: less bus traffic
+    // per operation, and the same reading before and after.
+    let fs = goal.enabled.is_some() || goal.masked.is_some();
+    let before = read_one(sd, unit, fs)
+        .await
+        .map_err(|e| fail(false, &[], e))?;
     let d = decide_service(unit.as_str(), goal, &before);
     if let Some(e) = d.error {
         return Err(fail(false, &d.actions, e));
@@ -532,14 +538,14 @@ async fn apply_service(
         done.push(*a);
         match res {
             Err(e) => {
-                let changed = read_one(sd, unit)
+                let changed = read_one(sd, unit, fs)
                     .await
                     .map(|now| really_changed(&before, &now))
                     .unwrap_or(false);
                 return Err(fail(changed, &done, format!("{a} {unit}: {e}")));
             }
             Ok(Some(job)) if !job.ok() => {
-                let changed = read_one(sd, unit)
+                let changed = read_one(sd, unit, fs)
                     .await
                     .map(|now| really_changed(&before, &now))
                     .unwrap_or(true);
@@ -555,14 +561,14 @@ async fn apply_service(
     }
     if let Some(w) = wait {
         if let Err(e) = gate(sd, unit, w, l, h).await {
-            let changed = read_one(sd, unit)
+            let changed = read_one(sd, unit, fs)
                 .await
                 .map(|now| really_changed(&before, &now))
                 .unwrap_or(true);
             return Err(fail(changed, &done, e));
         }
     }
-    let after = read_one(sd, unit)
+    let after = read_one(sd, unit, fs)
         .await
         .map_err(|e| fail(!done.is_empty(), &done, e))?;
     // A unit that ended up failed is never a success, whatever the job said.
