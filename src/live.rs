@@ -100,13 +100,11 @@ pub async fn read_facts(
     let results = fan_out(hosts, forks, |i, session| async move {
         let sd = session.systemd();
         let t0 = std::time::Instant::now();
-        let names = match &sets[i] {
-            UnitSet::These(u) => u.clone(),
-            UnitSet::AllServices => sd.list_service_units().await?,
-            UnitSet::LoadedServices => sd.list_loaded_services().await?,
+        let facts = match &sets[i] {
+            UnitSet::These(u) => sd.unit_facts(u).await?,
+            UnitSet::AllServices => sd.all_service_facts(false).await?,
+            UnitSet::LoadedServices => sd.all_service_facts(true).await?,
         };
-        tracing::debug!(host = %session.host(), elapsed = ?t0.elapsed(), units = names.len(), "unit list read");
-        let facts = sd.unit_facts(&names).await?;
         tracing::debug!(host = %session.host(), elapsed = ?t0.elapsed(), "unit facts read");
         Ok::<_, HostError>(facts)
     })

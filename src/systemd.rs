@@ -29,6 +29,16 @@ pub const UNITS_IN_FLIGHT: usize = 32;
 /// A unit-file change reported by systemd: (type, file, destination).
 pub type UnitFileChange = (String, String, String);
 
+/// Per-run properties of one unit: name, InvocationID, ActiveEnterTimestamp,
+/// MainPID and (when the file list lacked it) UnitFileState.
+type RunHistory = (
+    String,
+    Option<String>,
+    Option<u64>,
+    Option<u32>,
+    Option<String>,
+);
+
 /// The systemd Manager object (`/org/freedesktop/systemd1`).
 #[zbus::proxy(
     interface = "org.freedesktop.systemd1.Manager",
@@ -630,6 +640,150 @@ impl Systemd {
             names.extend(service_name(base));
         }
         Ok(names.into_iter().collect())
+    }
+
+    /// Facts of every service unit (loaded units and unit files) — what
+    /// `drover facts` records by default — in a few bulk calls instead of
+    /// a full property read per unit: ListUnits and ListUnitFiles give names,
+    /// states and jobs; ListUnitsByNames loads the rest in one message; only
+    /// units with a runtime history (loaded before we asked) get their
+    /// InvocationID, ActiveEnterTimestamp and MainPID read, pipelined.
+    pub async fn all_service_facts(
+        &self,
+        loaded_only: bool,
+    ) -> Result<BTreeMap<String, UnitFacts>, SystemdError> {
+        let (loaded, files) = futures_util::join!(self.manager.list_units(), async {
+            if loaded_only {
+                Ok(Vec::new())
+            } else {
+                self.manager
+                    .list_unit_files_by_patterns(&[], &["*.service"])
+                    .await
+            }
+        });
+        let loaded = loaded.map_err(SystemdError::bus("ListUnits"))?;
+        let files = files.map_err(SystemdError::bus("ListUnitFilesByPatterns"))?;
+        let mut file_state: BTreeMap<String, String> = BTreeMap::new();
+        for (path, state) in files {
+            let base = path.rsplit('/').next().unwrap_or(&path).to_string();
+            file_state.insert(base, state);
+        }
+        let mut out: BTreeMap<String, UnitFacts> = BTreeMap::new();
+        let mut history: Vec<UnitName> = Vec::new();
+        for u in &loaded {
+            let Some(name) = service_name(&u.0) else {
+                continue;
+            };
+            if u.2 == "not-found" {
+                continue;
+            }
+            out.insert(
+                name.to_string(),
+                UnitFacts {
+                    load_state: u.2.clone(),
+                    active_state: u.3.clone(),
+                    sub_state: u.4.clone(),
+                    unit_file_state: file_state.get(name.as_str()).cloned().unwrap_or_default(),
+                    start_time: None,
+                    invocation_id: String::new(),
+                    main_pid: 0,
+                    job: (u.7 != 0).then(|| u.8.clone()),
+                },
+            );
+            history.push(name);
+        }
+        // Unit files systemd has not loaded: one call loads and lists them.
+        let unloaded: Vec<String> = file_state
+            .keys()
+            .filter(|n| !out.contains_key(*n) && service_name(n).is_some())
+            .cloned()
+            .collect();
+        if !unloaded.is_empty() {
+            let refs: Vec<&str> = unloaded.iter().map(String::as_str).collect();
+            let rows = self
+                .manager
+                .list_units_by_names(&refs)
+                .await
+                .map_err(SystemdError::bus("ListUnitsByNames"))?;
+            for u in rows {
+                let Some(name) = service_name(&u.0) else {
+                    continue;
+                };
+                out.insert(
+                    name.to_string(),
+                    UnitFacts {
+                        load_state: u.2,
+                        active_state: u.3,
+                        sub_state: u.4,
+                        unit_file_state: file_state.get(name.as_str()).cloned().unwrap_or_default(),
+                        start_time: None,
+                        invocation_id: String::new(),
+                        main_pid: 0,
+                        job: (u.7 != 0).then_some(u.8),
+                    },
+                );
+            }
+        }
+        // Loaded units may have run: read what distinguishes one run from
+        // the next. Units without a listed file state (generated,
+        // transient) get theirs from the unit itself.
+        let file_state_ref = &file_state;
+        let extra: Vec<RunHistory> = futures_util::stream::iter(&history)
+            .map(|u| async move {
+                let path = unit_object_path(u.as_str());
+                let get = |iface: &'static str, prop: &'static str| {
+                    let path = path.clone();
+                    async move {
+                        let reply = self
+                            .conn
+                            .call_method(
+                                Some(DEST),
+                                path.as_str(),
+                                Some("org.freedesktop.DBus.Properties"),
+                                "Get",
+                                &(iface, prop),
+                            )
+                            .await
+                            .ok()?;
+                        reply.body().deserialize::<OwnedValue>().ok()
+                    }
+                };
+                let need_ufs = !file_state_ref.contains_key(u.as_str());
+                let (inv, ts, pid, ufs) = futures_util::join!(
+                    get("org.freedesktop.systemd1.Unit", "InvocationID"),
+                    get("org.freedesktop.systemd1.Unit", "ActiveEnterTimestamp"),
+                    get("org.freedesktop.systemd1.Service", "MainPID"),
+                    async {
+                        if need_ufs {
+                            get("org.freedesktop.systemd1.Unit", "UnitFileState").await
+                        } else {
+                            None
+                        }
+                    }
+                );
+                (
+                    u.to_string(),
+                    inv.and_then(|v| Vec::<u8>::try_from(v).ok())
+                        .map(|b| hex(&b)),
+                    ts.and_then(|v| u64::try_from(v).ok()),
+                    pid.and_then(|v| u32::try_from(v).ok()),
+                    ufs.and_then(|v| String::try_from(v).ok()),
+                )
+            })
+            .buffered(UNITS_IN_FLIGHT)
+            .collect()
+            .await;
+        for (name, inv, ts, pid, ufs) in extra {
+            if let Some(f) = out.get_mut(&name) {
+                f.invocation_id = inv.unwrap_or_default();
+                f.start_time = ts.and_then(timestamp_rfc3339);
+                f.main_pid = pid.unwrap_or(0);
+                if let Some(ufs) = ufs {
+                    f.unit_file_state = ufs;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Run a job (start/stop/restart/reload) and wait for its `JobRemoved`.
