@@ -303,7 +303,7 @@ fn expand_step(
                         .get(h)
                         .or(contexts.first())
                         .ok_or_else(|| Error::Internal("no host context".into()))?;
-                    let c: Arc<str> = Arc::from(pb.templates.render(*t, ctx).map_err(|m| {
+                    let mut text = pb.templates.render(*t, ctx).map_err(|m| {
                         host_error(
                             &step.id,
                             &host.name,
@@ -311,7 +311,13 @@ fn expand_step(
                             Some(name_position.clone()),
                             m,
                         )
-                    })?);
+                    })?;
+                    // minijinja drops a template's final newline; a unit
+                    // file keeps it.
+                    if !text.is_empty() && !text.ends_with('\n') {
+                        text.push('\n');
+                    }
+                    let c: Arc<str> = Arc::from(text);
                     if !pb.templates.is_per_host(*t) {
                         shared_content = Some(c.clone());
                     }

@@ -59,14 +59,16 @@ pub fn module_of(
                     Some(position.clone()),
                 )
             })?),
-            _ if m.enable => return Err(Error::invalid(
-                WHAT,
-                field("maintenance.reason"),
-                format!(
+            _ if m.enable => {
+                return Err(Error::invalid(
+                    WHAT,
+                    field("maintenance.reason"),
+                    format!(
                     "step `{id}`: enabling maintenance needs a `reason` (it is shown to everyone)"
                 ),
-                Some(position),
-            )),
+                    Some(position),
+                ))
+            }
             _ => None,
         };
         let (unit, name_position) = match &m.unit {
