@@ -477,3 +477,38 @@ fn unit_register_plan_apply_deregister() {
     );
     assert_eq!(again["results"][0]["changed"], false, "{again}");
 }
+
+#[test]
+fn wait_health_gates_the_next_batch() {
+    let Some(lab) = lab() else { return };
+    let _lock = lab.lock();
+    let (a, b) = (lab.host(1).to_string(), lab.host(3).to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let inv = lab.inventory.to_str().unwrap();
+    // demo-idle stays inactive (critical): the health gate fails on the
+    // first batch and the second batch never starts.
+    let pb = write(
+        dir.path(),
+        "pb.yml",
+        &format!(
+            "name: gate\nsteps:\n  - id: restart\n    target: [{a}, {b}]\n    serial: 1\n    max_fail_percentage: 0\n    service: {{ name: demo-worker, state: restarted }}\n    wait: {{ health: passing, timeout: 20s }}\n  - id: idle\n    target: [{a}, {b}]\n    serial: 1\n    max_fail_percentage: 0\n    service: {{ name: demo-idle, state: stopped }}\n    wait: {{ health: warning, timeout: 2s }}\n"
+        ),
+    );
+    let (code, report) = drover_json(
+        &lab,
+        &["apply", pb.to_str().unwrap(), "-i", inv, "--format", "json"],
+    );
+    assert_eq!(code, 2, "{report}");
+    for h in [&a, &b] {
+        assert_eq!(result_of(&report, "restart", h)["status"], "ok", "{report}");
+    }
+    let first = result_of(&report, "idle", &a);
+    assert_eq!(first["status"], "failed", "{report}");
+    let why = first["error"].as_str().unwrap();
+    assert!(
+        why.contains("health of demo-idle.service") && why.contains("CRITICAL"),
+        "{why}"
+    );
+    let second = result_of(&report, "idle", &b);
+    assert_eq!(second["status"], "skipped", "{report}");
+}
