@@ -188,6 +188,68 @@ impl Session {
         }
     }
 
+    /// Like [`Session::run`], with `input` fed to the program's stdin (then
+    /// closed): how drover writes files on a host without putting their
+    /// content on a command line.
+    pub async fn run_input(
+        &self,
+        program: &str,
+        args: &[&str],
+        input: &[u8],
+    ) -> Result<std::process::Output, CarrierError> {
+        let failed =
+            |e: String| CarrierError::new(FailureKind::Other, format!("cannot run {program}: {e}"));
+        match &self.link {
+            Link::Local => {
+                let mut child = tokio::process::Command::new(program)
+                    .args(args)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .map_err(|e| failed(e.to_string()))?;
+                if let Some(mut stdin) = child.stdin.take() {
+                    stdin
+                        .write_all(input)
+                        .await
+                        .map_err(|e| failed(e.to_string()))?;
+                }
+                child
+                    .wait_with_output()
+                    .await
+                    .map_err(|e| failed(e.to_string()))
+            }
+            Link::Ssh(l) => {
+                let ssh = l
+                    .ssh
+                    .as_ref()
+                    .ok_or_else(|| CarrierError::new(FailureKind::Other, "session is closed"))?;
+                let _permit = l
+                    .channels
+                    .acquire()
+                    .await
+                    .map_err(|_| CarrierError::new(FailureKind::Other, "session is closed"))?;
+                let mut cmd = ssh.command(program);
+                cmd.args(args)
+                    .stdin(openssh::Stdio::piped())
+                    .stdout(openssh::Stdio::piped())
+                    .stderr(openssh::Stdio::piped());
+                let mut child = cmd.spawn().await.map_err(|e| failed(chain(&e)))?;
+                if let Some(mut stdin) = child.stdin().take() {
+                    stdin
+                        .write_all(input)
+                        .await
+                        .map_err(|e| failed(e.to_string()))?;
+                    stdin.shutdown().await.map_err(|e| failed(e.to_string()))?;
+                }
+                child
+                    .wait_with_output()
+                    .await
+                    .map_err(|e| failed(chain(&e)))
+            }
+        }
+    }
+
     /// Close the D-Bus connection, the bridge and the SSH master; returns
     /// once the master process is gone.
     pub async fn close(mut self) {

@@ -72,6 +72,78 @@ pub enum Command {
     Service(ServiceArgs),
     /// Read unit facts from hosts into a file that `plan --facts` reads.
     Facts(FactsArgs),
+    /// Set or clear maintenance on hosts or a unit (kept on the hosts).
+    Maintenance(MaintenanceArgs),
+    /// Aggregate a unit's health over hosts; exits 0/1/2/3 (passing/warning/critical/unknown).
+    Health(HealthArgs),
+}
+
+/// On or off, for `drover maintenance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MaintenanceAction {
+    /// Set the flag (needs --reason).
+    Enable,
+    /// Clear the flag.
+    Disable,
+}
+
+/// `drover maintenance`.
+#[derive(Debug, Args)]
+pub struct MaintenanceArgs {
+    /// enable or disable.
+    #[arg(value_enum)]
+    pub action: MaintenanceAction,
+    /// A unit (a bare name gets `.service`); without it the whole host.
+    pub unit: Option<String>,
+    /// Hosts (selector).
+    #[arg(long, value_name = "SEL")]
+    pub target: String,
+    /// The inventory file.
+    #[arg(short, long)]
+    pub inventory: PathBuf,
+    /// Why (required to enable); shown by status and health.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Write the job report (JSON) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Hosts worked on in parallel.
+    #[arg(long, default_value_t = 16)]
+    pub forks: usize,
+    /// Give up on one host after this long (it is then `failed`).
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub timeout: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+/// `drover health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The unit (a bare name gets `.service`).
+    pub unit: String,
+    /// Hosts (selector, default `_all`).
+    #[arg(long, value_name = "SEL")]
+    pub target: Option<String>,
+    /// The inventory file.
+    #[arg(short, long)]
+    pub inventory: PathBuf,
+    /// HTTP check from this machine (template: `http://{{ host.address }}:8080/`); repeatable.
+    #[arg(long, value_name = "URL")]
+    pub http: Vec<String>,
+    /// TCP check from this machine (template: `{{ host.address }}:22`); repeatable.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub tcp: Vec<String>,
+    /// Shell command run on the host: exit 0 passing, 1 warning, else critical; repeatable.
+    #[arg(long, value_name = "CMD")]
+    pub command: Vec<String>,
+    /// Output: the worst level and one line per host, or JSON with every host and check.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// Hosts checked in parallel.
+    #[arg(long, default_value_t = 16)]
+    pub forks: usize,
 }
 
 /// `drover check`.
@@ -273,12 +345,19 @@ pub fn main() -> i32 {
         Command::Status(a) => a.format == ReportFormat::Json,
         Command::Service(a) => a.format == ReportFormat::Json,
         Command::Facts(_) => false,
+        Command::Maintenance(a) => a.format == ReportFormat::Json,
+        Command::Health(a) => a.format == ReportFormat::Json,
     };
     match run(&cli) {
         Ok(code) => code,
         Err(e) => {
             report_error(&e, json_errors, use_color(cli.color));
-            e.exit_code()
+            // `health` follows the monitoring-plugin convention: 3 unknown.
+            if matches!(cli.command, Command::Health(_)) {
+                crate::health::Health::Unknown.exit_code()
+            } else {
+                e.exit_code()
+            }
         }
     }
 }
@@ -315,6 +394,8 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Facts(a) => {
             crate::live::facts_cmd(&a.inventory, a.target.as_deref(), &a.units, &a.out, a.forks)
         }
+        Command::Maintenance(a) => crate::maintenance::maintenance_cmd(a, use_color(cli.color)),
+        Command::Health(a) => crate::health::health_cmd(a, use_color(cli.color)),
     }
 }
 

@@ -33,12 +33,19 @@ fn enabled_word(u: &UnitFacts) -> &str {
 }
 
 /// The state document of one unit: what the diff compares.
-fn state_doc(name: &str, u: &UnitFacts, actions: &[String]) -> String {
-    let mut s = format!(
-        "{name}\n  active: {}\n  enabled: {}\n",
-        u.active_state,
-        enabled_word(u)
-    );
+fn state_doc(name: &str, u: &UnitFacts, extra: &[String], actions: &[String]) -> String {
+    let mut s = if name == crate::plan::HOST_DOC {
+        format!("{name}\n")
+    } else {
+        format!(
+            "{name}\n  active: {}\n  enabled: {}\n",
+            u.active_state,
+            enabled_word(u)
+        )
+    };
+    for l in extra {
+        let _ = writeln!(s, "{l}");
+    }
     for a in actions {
         let _ = writeln!(s, "  do: {a}");
     }
@@ -62,8 +69,8 @@ pub fn host_diff_cached(h: &HostChanges, cache: &mut DiffCache) -> String {
     let mut before = String::new();
     let mut after = String::new();
     for u in &h.units {
-        before.push_str(&state_doc(&u.name, &u.before, &[]));
-        after.push_str(&state_doc(&u.name, &u.after, &u.actions));
+        before.push_str(&state_doc(&u.name, &u.before, &u.before_extra, &[]));
+        after.push_str(&state_doc(&u.name, &u.after, &u.after_extra, &u.actions));
     }
     let header = format!("--- {} (now)\n+++ {} (planned)\n", h.hostname, h.hostname);
     let key = (before, after);

@@ -21,12 +21,14 @@ use crate::carrier::Session;
 use crate::cli::Loaded;
 use crate::error::{Error, Result};
 use crate::facts::UnitFacts;
+use crate::maintenance::{MaintenanceGoal, MaintenanceState, HOST_SCOPE};
 use crate::module::{decide_service, Action, ServiceGoal};
 use crate::plan::{failure_exceeded, goal_of, pick_any, Status};
-use crate::playbook::{ServiceState, Step, Strategy, Wait};
+use crate::playbook::{Module, ServiceState, Step, Strategy, UnitFileGoal, Wait};
 use crate::report::{now_rfc3339, JobReport, JobResult, Journal};
 use crate::systemd::Systemd;
 use crate::unit::UnitName;
+use crate::unitfile::UnitFileWant;
 
 /// Where per-result events go while the run goes on.
 pub trait Progress: Send + Sync {
@@ -110,6 +112,11 @@ struct Run<'a> {
     results: Mutex<Vec<(usize, usize, JobResult)>>,
     order_of: Vec<usize>,
     step_timeout: Duration,
+    /// Each host's maintenance flags, read once per run and kept up to date
+    /// by the run's own `maintenance:` steps.
+    maint: Mutex<Vec<Option<MaintenanceState>>>,
+    /// Serialises `maintenance:` writes per host.
+    maint_write: Vec<tokio::sync::Mutex<()>>,
 }
 
 /// The inputs of one run.
@@ -171,7 +178,15 @@ pub async fn execute(spec: RunSpec<'_>) -> JobReport {
         results: Mutex::new(Vec::new()),
         order_of,
         step_timeout: spec.step_timeout,
+        maint: Mutex::new(vec![None; l.inventory.hosts.len()]),
+        maint_write: (0..l.inventory.hosts.len())
+            .map(|_| tokio::sync::Mutex::new(()))
+            .collect(),
     };
+    if l.playbook.strategy == Strategy::Linear {
+        // `_any` never picks a host in maintenance: know the flags first.
+        futures_util::future::join_all(involved.iter().map(|&h| host_maintenance(&run, h))).await;
+    }
 
     let mut started = vec![false; l.playbook.steps.len()];
     match l.playbook.strategy {
@@ -282,8 +297,13 @@ async fn run_free(run: &Run<'_>, involved: &[usize]) {
 fn step_hosts(run: &Run<'_>, si: usize) -> Vec<usize> {
     let ex = &run.l.expanded[si];
     let failed = run.failed_at.lock().map(|f| f.clone()).unwrap_or_default();
+    let maint = run.maint.lock().map(|m| m.clone()).unwrap_or_default();
     let usable = |h: usize| {
-        run.slots[h].get().is_some_and(|r| r.is_ok()) && failed.get(h).is_some_and(|f| f.is_none())
+        run.slots[h].get().is_some_and(|r| r.is_ok())
+            && failed.get(h).is_some_and(|f| f.is_none())
+            && maint
+                .get(h)
+                .is_some_and(|m| m.as_ref().is_some_and(|m| m.host.is_none()))
     };
     let mut set: BTreeSet<usize> = ex.targets.fixed.iter().copied().collect();
     for g in &ex.targets.any {
@@ -418,15 +438,60 @@ async fn run_host(run: &Run<'_>, si: usize, step: &Step, h: usize) -> Status {
     };
     let _permit = run.forks.acquire().await;
     let t0 = Instant::now();
+    let is_maintenance = matches!(step.module, Module::Maintenance { .. });
+    if !step.ignore_maintenance && !is_maintenance {
+        match host_maintenance(run, h).await {
+            Ok(m) => {
+                if let Some(why) = m.skip_reason(task.unit.as_str()) {
+                    record_skip(run, si, h, &why);
+                    return Status::Skipped;
+                }
+            }
+            Err(e) => {
+                r.error = Some(e);
+                push(run, si, h, r);
+                return Status::Failed;
+            }
+        }
+    }
     let goal = goal_of(&step.module);
-    let work = apply_service(
-        session.systemd(),
-        &task.unit,
-        &goal,
-        step.wait.as_ref(),
-        l,
-        h,
-    );
+    let work = async {
+        match &step.module {
+            Module::Service { .. } => {
+                apply_service(
+                    session.systemd(),
+                    &task.unit,
+                    &goal,
+                    step.wait.as_ref(),
+                    l,
+                    h,
+                )
+                .await
+            }
+            Module::Maintenance { enable, .. } => {
+                apply_maintenance(run, &session, task, *enable, h).await
+            }
+            Module::Unit { state, .. } => {
+                let content = task.content.as_deref().unwrap_or_default();
+                let want = match state {
+                    UnitFileGoal::Present => UnitFileWant::Present(content),
+                    UnitFileGoal::Absent => UnitFileWant::Absent,
+                };
+                let o = crate::unitfile::apply_unit(&session, &task.unit, &want).await;
+                match o.error {
+                    Some(error) => Err(Failed {
+                        changed: o.changed,
+                        action: joined(&o.done),
+                        error,
+                    }),
+                    None => Ok(Done {
+                        changed: o.changed,
+                        action: joined(&o.done),
+                    }),
+                }
+            }
+        }
+    };
     // An unattended run must never hang: whatever systemd or the network
     // does, one host's step ends by this deadline.
     let outcome = match tokio::time::timeout(run.step_timeout, work).await {
@@ -461,6 +526,69 @@ async fn run_host(run: &Run<'_>, si: usize, step: &Step, h: usize) -> Status {
 struct Done {
     changed: bool,
     action: String,
+}
+
+/// A host's maintenance flags: from the run's cache, read from the host on
+/// first use.
+async fn host_maintenance(
+    run: &Run<'_>,
+    h: usize,
+) -> std::result::Result<MaintenanceState, String> {
+    if let Some(m) = run
+        .maint
+        .lock()
+        .ok()
+        .and_then(|m| m.get(h).cloned().flatten())
+    {
+        return Ok(m);
+    }
+    let Some(Ok(session)) = run.slots[h].get() else {
+        return Err("unreachable: no connection".into());
+    };
+    let m = crate::maintenance::read(session).await?;
+    if let Ok(mut cache) = run.maint.lock() {
+        if let Some(slot) = cache.get_mut(h) {
+            *slot = Some(m.clone());
+        }
+    }
+    Ok(m)
+}
+
+/// A `maintenance:` step on one host.
+async fn apply_maintenance(
+    run: &Run<'_>,
+    session: &Session,
+    task: &crate::plan::HostTask,
+    enable: bool,
+    h: usize,
+) -> std::result::Result<Done, Failed> {
+    let goal = MaintenanceGoal {
+        enable,
+        reason: task.content.as_deref().unwrap_or_default().to_string(),
+        unit: (task.unit.as_str() != HOST_SCOPE).then(|| task.unit.clone()),
+    };
+    let _w = run.maint_write[h].lock().await;
+    let (action, now) = crate::maintenance::apply_goal_on(session, &goal)
+        .await
+        .map_err(|error| Failed {
+            changed: false,
+            action: if enable {
+                "maintenance-on"
+            } else {
+                "maintenance-off"
+            }
+            .into(),
+            error,
+        })?;
+    if let Ok(mut cache) = run.maint.lock() {
+        if let Some(slot) = cache.get_mut(h) {
+            *slot = Some(now);
+        }
+    }
+    Ok(Done {
+        changed: action.is_some(),
+        action: joined(&action.into_iter().collect::<Vec<_>>()),
+    })
 }
 
 struct Failed {
@@ -534,6 +662,13 @@ async fn apply_service(
             Action::Stop => sd.stop(unit).await.map(Some),
             Action::Restart => sd.restart(unit).await.map(Some),
             Action::Reload => sd.reload(unit).await.map(Some),
+            other => {
+                return Err(fail(
+                    false,
+                    &done,
+                    format!("internal: `{other}` is not a service operation"),
+                ))
+            }
         };
         done.push(*a);
         match res {
@@ -599,6 +734,24 @@ async fn gate(
     let ctx = l.playbook.templates.host_context(&l.inventory.hosts[h]);
     if w.active {
         wait_active(sd, unit, deadline, w.timeout).await?;
+    }
+    if let Some(level) = w.health {
+        // Health has no single signal to wait for: re-read until good enough.
+        probe(
+            deadline,
+            w.timeout,
+            &format!("health of {unit}"),
+            || async move {
+                let u = read_one(sd, unit, false).await?;
+                let (now, note) = crate::health::unit_health(&u, None);
+                if now.satisfies(level) {
+                    Ok(())
+                } else {
+                    Err(format!("{} ({note})", now.as_str()))
+                }
+            },
+        )
+        .await?;
     }
     if let Some(t) = w.tcp {
         let addr = l.playbook.templates.render(t, &ctx)?;

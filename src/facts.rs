@@ -84,6 +84,10 @@ pub struct HostFacts {
     /// Units by full name.
     #[serde(default)]
     pub units: BTreeMap<String, UnitFacts>,
+    /// Content of the unit files a `unit:` step touches, by unit name
+    /// (null: no file under /etc/systemd/system).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unit_files: BTreeMap<String, Option<String>>,
 }
 
 impl HostFacts {
@@ -95,6 +99,7 @@ impl HostFacts {
             maintenance: None,
             unit_maintenance: BTreeMap::new(),
             units: BTreeMap::new(),
+            unit_files: BTreeMap::new(),
         }
     }
 }

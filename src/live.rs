@@ -95,31 +95,58 @@ pub async fn read_facts(
     forks: usize,
     units: impl Fn(usize) -> UnitSet,
 ) -> (Facts, Vec<HostResult<()>>) {
+    read_facts_with(hosts, forks, units, |_| Vec::new()).await
+}
+
+/// [`read_facts`], also reading the maintenance state file (always) and
+/// the unit files `files(i)` names on `hosts[i]` (for `unit:` steps).
+pub async fn read_facts_with(
+    hosts: &[Host],
+    forks: usize,
+    units: impl Fn(usize) -> UnitSet,
+    files: impl Fn(usize) -> Vec<UnitName>,
+) -> (Facts, Vec<HostResult<()>>) {
     let sets: Vec<UnitSet> = (0..hosts.len()).map(units).collect();
     let sets = &sets;
+    let file_sets: Vec<Vec<UnitName>> = (0..hosts.len()).map(files).collect();
+    let file_sets = &file_sets;
     let results = fan_out(hosts, forks, |i, session| async move {
-        let sd = session.systemd();
-        let t0 = std::time::Instant::now();
-        let facts = match &sets[i] {
-            UnitSet::These(u) => sd.unit_facts(u).await?,
-            UnitSet::AllServices => sd.all_service_facts(false).await?,
-            UnitSet::LoadedServices => sd.all_service_facts(true).await?,
+        // The state file and unit files travel over other channels of the
+        // same connection, alongside the D-Bus reads.
+        let extra = async {
+            let m = crate::maintenance::read(&session)
+                .await
+                .map_err(HostError::Failed)?;
+            let mut f = BTreeMap::new();
+            for u in &file_sets[i] {
+                let c = crate::unitfile::read_file(&session, u)
+                    .await
+                    .map_err(HostError::Failed)?;
+                f.insert(u.to_string(), c);
+            }
+            Ok::<_, HostError>((m, f))
         };
-        tracing::debug!(host = %session.host(), elapsed = ?t0.elapsed(), "unit facts read");
-        Ok::<_, HostError>(facts)
+        let (units, extra) = tokio::join!(read_units(i, &session, sets), extra);
+        let (m, f) = extra?;
+        Ok::<_, HostError>((units?, m, f))
     })
     .await;
     let mut facts = Facts::new();
     let mut outcomes = Vec::with_capacity(results.len());
     for r in results {
         let hf = match &r.result {
-            Ok(units) => HostFacts {
-                reachable: true,
-                error: None,
-                maintenance: None,
-                unit_maintenance: BTreeMap::new(),
-                units: units.clone(),
-            },
+            Ok((units, m, f)) => {
+                let mut hf = HostFacts {
+                    reachable: true,
+                    error: None,
+                    maintenance: None,
+                    unit_maintenance: BTreeMap::new(),
+                    units: units.clone(),
+                    unit_files: f.clone(),
+                };
+                m.clone().into_facts(&mut hf);
+                hf
+            }
             Err(e) => HostFacts::unreachable(e.to_string()),
         };
         facts.hosts.insert(r.host.clone(), hf);
@@ -130,6 +157,24 @@ pub async fn read_facts(
         });
     }
     (facts, outcomes)
+}
+
+async fn read_units(
+    i: usize,
+    session: &crate::carrier::Session,
+    sets: &[UnitSet],
+) -> std::result::Result<BTreeMap<String, UnitFacts>, HostError> {
+    {
+        let sd = session.systemd();
+        let t0 = std::time::Instant::now();
+        let facts = match &sets[i] {
+            UnitSet::These(u) => sd.unit_facts(u).await?,
+            UnitSet::AllServices => sd.all_service_facts(false).await?,
+            UnitSet::LoadedServices => sd.all_service_facts(true).await?,
+        };
+        tracing::debug!(host = %session.host(), elapsed = ?t0.elapsed(), "unit facts read");
+        Ok::<_, HostError>(facts)
+    }
 }
 
 /// The exit code for per-host outcomes: 2 if some host failed, else 4 if
@@ -194,9 +239,13 @@ pub fn live_plan_facts(
     forks: usize,
 ) -> Result<(Facts, i32)> {
     let mut per_host: BTreeMap<usize, BTreeSet<UnitName>> = BTreeMap::new();
+    let mut files: BTreeMap<usize, BTreeSet<UnitName>> = BTreeMap::new();
     for ex in expanded {
         for t in &ex.tasks {
             per_host.entry(t.host).or_default().insert(t.unit.clone());
+            if ex.reads_file {
+                files.entry(t.host).or_default().insert(t.unit.clone());
+            }
         }
     }
     let idx: Vec<usize> = per_host.keys().copied().collect();
@@ -205,10 +254,22 @@ pub fn live_plan_facts(
         .into_values()
         .map(|s| s.into_iter().collect())
         .collect();
+    let file_sets: Vec<Vec<UnitName>> = idx
+        .iter()
+        .map(|h| {
+            files
+                .get(h)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default()
+        })
+        .collect();
     let rt = runtime()?;
-    let (read, results) = rt.block_on(read_facts(&hosts, forks, |i| {
-        UnitSet::These(units[i].clone())
-    }));
+    let (read, results) = rt.block_on(read_facts_with(
+        &hosts,
+        forks,
+        |i| UnitSet::These(units[i].clone()),
+        |i| file_sets[i].clone(),
+    ));
     let mut facts = Facts::new();
     facts.collected_at = read.collected_at.clone();
     for h in &inv.hosts {
@@ -218,6 +279,7 @@ pub fn live_plan_facts(
             maintenance: None,
             unit_maintenance: BTreeMap::new(),
             units: BTreeMap::new(),
+            unit_files: BTreeMap::new(),
         });
         facts.hosts.insert(h.name.clone(), hf);
     }
@@ -305,6 +367,22 @@ pub struct StatusEntry {
     pub sub_state: String,
     /// systemd's LoadState (not-found for a unit that does not exist).
     pub load_state: String,
+    /// The unit's (or its host's) maintenance flag, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<crate::facts::Maintenance>,
+}
+
+/// A maintenance flag, as `status` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MaintenanceEntry {
+    /// The host's inventory name.
+    pub hostname: String,
+    /// The unit, or None for the whole host.
+    pub unit: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// When it was set (RFC 3339).
+    pub since: String,
 }
 
 /// A host `status` could not read.
@@ -325,13 +403,28 @@ pub struct StatusReport {
     pub services: Vec<StatusEntry>,
     /// Hosts without results.
     pub errors: Vec<StatusError>,
+    /// Every maintenance flag of the reachable hosts (host-wide first).
+    pub maintenance: Vec<MaintenanceEntry>,
 }
 
 /// Build status entries from facts, with uptimes relative to `now`.
 pub fn status_report(facts: &Facts, now: chrono::DateTime<chrono::Utc>) -> StatusReport {
     let mut services = Vec::new();
     let mut errors = Vec::new();
+    let mut maintenance = Vec::new();
     for (host, hf) in &facts.hosts {
+        let flag = |unit: Option<&String>, m: &crate::facts::Maintenance| MaintenanceEntry {
+            hostname: host.clone(),
+            unit: unit.cloned(),
+            reason: m.reason.clone(),
+            since: m.since.clone(),
+        };
+        if let Some(m) = &hf.maintenance {
+            maintenance.push(flag(None, m));
+        }
+        for (u, m) in &hf.unit_maintenance {
+            maintenance.push(flag(Some(u), m));
+        }
         if !hf.reachable {
             let error = hf.error.clone().unwrap_or_default();
             errors.push(StatusError {
@@ -360,10 +453,18 @@ pub fn status_report(facts: &Facts, now: chrono::DateTime<chrono::Utc>) -> Statu
                 active_state: u.active_state.clone(),
                 sub_state: u.sub_state.clone(),
                 load_state: u.load_state.clone(),
+                maintenance: hf
+                    .maintenance
+                    .clone()
+                    .or_else(|| hf.unit_maintenance.get(name).cloned()),
             });
         }
     }
-    StatusReport { services, errors }
+    StatusReport {
+        services,
+        errors,
+        maintenance,
+    }
 }
 
 /// An uptime as Python's timedelta prints it: "3 days, 0:58:59", "0:00:07".
@@ -387,6 +488,9 @@ pub fn render_status_text(r: &StatusReport, color: bool) -> String {
         let mut name = s.name.clone();
         if s.load_state != "loaded" {
             name.push_str(&format!(" ({})", s.load_state));
+        }
+        if s.maintenance.is_some() {
+            name.push_str(" [maintenance]");
         }
         rows.push([
             s.hostname.clone(),
@@ -449,6 +553,21 @@ pub fn render_status_text(r: &StatusReport, color: bool) -> String {
             "{:<w$}  {word}  {}\n",
             e.hostname,
             e.error,
+            w = width[0]
+        ));
+    }
+    for m in &r.maintenance {
+        let word = if color {
+            "MAINTENANCE".yellow().bold().to_string()
+        } else {
+            "MAINTENANCE".to_string()
+        };
+        out.push_str(&format!(
+            "{:<w$}  {word}  {}: {} (since {})\n",
+            m.hostname,
+            m.unit.as_deref().unwrap_or("whole host"),
+            m.reason,
+            m.since,
             w = width[0]
         ));
     }

@@ -22,6 +22,21 @@ pub enum Action {
     Restart,
     Reload,
     Mask,
+    /// Set a maintenance flag (`maintenance:` module).
+    #[serde(rename = "maintenance-on")]
+    MaintenanceOn,
+    /// Clear a maintenance flag.
+    #[serde(rename = "maintenance-off")]
+    MaintenanceOff,
+    /// Write a unit file (`unit:` module).
+    #[serde(rename = "write-unit")]
+    WriteUnit,
+    /// Remove a unit file.
+    #[serde(rename = "remove-unit")]
+    RemoveUnit,
+    /// Make systemd re-read its unit files.
+    #[serde(rename = "daemon-reload")]
+    DaemonReload,
 }
 
 impl fmt::Display for Action {
@@ -35,6 +50,11 @@ impl fmt::Display for Action {
             Action::Restart => "restart",
             Action::Reload => "reload",
             Action::Mask => "mask",
+            Action::MaintenanceOn => "maintenance-on",
+            Action::MaintenanceOff => "maintenance-off",
+            Action::WriteUnit => "write-unit",
+            Action::RemoveUnit => "remove-unit",
+            Action::DaemonReload => "daemon-reload",
         };
         f.write_str(s)
     }

@@ -11,11 +11,14 @@ use crate::dag::Dag;
 use crate::error::{Error, Result};
 use crate::facts::{Facts, HostFacts, UnitFacts};
 use crate::inventory::Inventory;
+use crate::maintenance::{decide_maintenance, MaintenanceGoal, MaintenanceState, HOST_SCOPE};
 use crate::module::{decide_service, Action, ServiceGoal};
-use crate::playbook::{Module, Playbook, Serial};
+use crate::playbook::UnitFileGoal;
+use crate::playbook::{Module, Playbook, Serial, UnitSource};
 use crate::target::{Resolved, Selector};
 use crate::template::host_error;
 use crate::unit::UnitName;
+use crate::unitfile::{decide_unit, predict, UnitFileWant};
 
 /// A result's status, exactly as the job report spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -47,6 +50,9 @@ pub struct HostTask {
     pub unit: UnitName,
     /// Result of `when:` (true when absent).
     pub when: bool,
+    /// A `unit:` step's file content or a `maintenance:` step's reason,
+    /// rendered for this host.
+    pub content: Option<Arc<str>>,
 }
 
 /// A step with its targets resolved and its templates rendered per host.
@@ -58,6 +64,8 @@ pub struct ExpandedStep {
     pub targets: StepTargets,
     /// One task per candidate host, in inventory order.
     pub tasks: Vec<HostTask>,
+    /// Whether the step is a `unit:` step (facts then need the unit files).
+    pub reads_file: bool,
 }
 
 impl ExpandedStep {
@@ -99,9 +107,9 @@ pub fn expand(
     // Host contexts are built once and shared by all steps (and threads).
     let per_host = pb.steps.iter().any(|st| {
         st.when.is_some_and(|w| pb.templates.is_per_host(w))
-            || match &st.module {
-                Module::Service { name, .. } => pb.templates.is_per_host(*name),
-            }
+            || module_templates(&st.module)
+                .into_iter()
+                .any(|t| pb.templates.is_per_host(t))
     });
     let contexts: Vec<crate::template::HostContext> = if per_host {
         inv.hosts
@@ -202,6 +210,7 @@ fn expand_step(
     // Templates that do not read `host` render once per step, not once per host.
     let mut shared_when: Option<bool> = None;
     let mut shared_unit: Option<UnitName> = None;
+    let mut shared_content: Option<Arc<str>> = None;
     for h in candidates {
         let host = &inv.hosts[h];
         let when = match step.when {
@@ -229,50 +238,145 @@ fn expand_step(
             }
             None => true,
         };
-        let unit = match &step.module {
+        let (name, name_position, name_field) = match &step.module {
             Module::Service {
                 name,
                 name_position,
                 ..
-            } => match &shared_unit {
+            } => (Some(*name), name_position, "service.name"),
+            Module::Maintenance {
+                unit,
+                name_position,
+                ..
+            } => (*unit, name_position, "maintenance.unit"),
+            Module::Unit {
+                name,
+                name_position,
+                ..
+            } => (Some(*name), name_position, "unit.name"),
+        };
+        let unit = match name {
+            None => UnitName::parse(crate::maintenance::HOST_SCOPE).map_err(Error::Internal)?,
+            Some(name) => match &shared_unit {
                 Some(u) => u.clone(),
                 None => {
                     let ctx = contexts
                         .get(h)
                         .or(contexts.first())
                         .ok_or_else(|| Error::Internal("no host context".into()))?;
-                    let u = pb.templates.render_unit(*name, ctx).map_err(|m| {
+                    let u = pb.templates.render_unit(name, ctx).map_err(|m| {
                         host_error(
                             &step.id,
                             &host.name,
-                            &format!("steps[{}].service.name", step.index),
+                            &format!("steps[{}].{name_field}", step.index),
                             Some(name_position.clone()),
                             m,
                         )
                     })?;
-                    if !pb.templates.is_per_host(*name) {
+                    if !pb.templates.is_per_host(name) {
                         shared_unit = Some(u.clone());
                     }
                     u
                 }
             },
         };
+        let content = match &step.module {
+            Module::Unit {
+                source: UnitSource::Content(c),
+                ..
+            } => Some(match &shared_content {
+                Some(c) => Arc::clone(c),
+                None => {
+                    let c: Arc<str> = Arc::from(c.as_str());
+                    shared_content = Some(c.clone());
+                    c
+                }
+            }),
+            Module::Unit {
+                source: UnitSource::Template(t),
+                name_position,
+                ..
+            } => Some(match &shared_content {
+                Some(c) => Arc::clone(c),
+                None => {
+                    let ctx = contexts
+                        .get(h)
+                        .or(contexts.first())
+                        .ok_or_else(|| Error::Internal("no host context".into()))?;
+                    let mut text = pb.templates.render(*t, ctx).map_err(|m| {
+                        host_error(
+                            &step.id,
+                            &host.name,
+                            &format!("steps[{}].unit.template", step.index),
+                            Some(name_position.clone()),
+                            m,
+                        )
+                    })?;
+                    // minijinja drops a template's final newline; a unit
+                    // file keeps it.
+                    if !text.is_empty() && !text.ends_with('\n') {
+                        text.push('\n');
+                    }
+                    let c: Arc<str> = Arc::from(text);
+                    if !pb.templates.is_per_host(*t) {
+                        shared_content = Some(c.clone());
+                    }
+                    c
+                }
+            }),
+            Module::Maintenance {
+                reason: Some(t),
+                name_position,
+                ..
+            } => {
+                let ctx = contexts
+                    .get(h)
+                    .or(contexts.first())
+                    .ok_or_else(|| Error::Internal("no host context".into()))?;
+                let r = pb.templates.render(*t, ctx).map_err(|m| {
+                    host_error(
+                        &step.id,
+                        &host.name,
+                        &format!("steps[{}].maintenance.reason", step.index),
+                        Some(name_position.clone()),
+                        m,
+                    )
+                })?;
+                Some(Arc::from(r.as_str()))
+            }
+            _ => None,
+        };
         tasks.push(HostTask {
             host: h,
             unit,
             when,
+            content,
         });
     }
     Ok(ExpandedStep {
         step: step.index,
         targets,
         tasks,
+        reads_file: matches!(step.module, Module::Unit { .. }),
     })
 }
 
-/// The goal of a step's module.
+/// The template ids a module renders per host.
+fn module_templates(m: &Module) -> Vec<usize> {
+    match m {
+        Module::Service { name, .. } => vec![*name],
+        Module::Maintenance { reason, unit, .. } => reason.iter().chain(unit).copied().collect(),
+        Module::Unit { name, source, .. } => match source {
+            UnitSource::Template(t) => vec![*name, *t],
+            _ => vec![*name],
+        },
+    }
+}
+
+/// The goal of a step's module (empty for modules other than `service`).
 pub fn goal_of(module: &Module) -> ServiceGoal {
     match module {
+        Module::Maintenance { .. } | Module::Unit { .. } => ServiceGoal::default(),
         Module::Service {
             state,
             enabled,
@@ -342,6 +446,63 @@ pub struct UnitChange {
     pub after: UnitFacts,
     /// `step: action` lines, in run order.
     pub actions: Vec<String>,
+    /// Extra state lines now (maintenance flag, unit file content).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub before_extra: Vec<String>,
+    /// Extra state lines after the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after_extra: Vec<String>,
+}
+
+/// The name of the host-wide entry in a host's diff (maintenance).
+pub const HOST_DOC: &str = "(host)";
+
+/// Record a step's actions against a unit of a host, for the diff.
+fn note_actions(
+    list: &mut Vec<(UnitName, Vec<String>)>,
+    unit: &UnitName,
+    actions: &[Action],
+    step: &str,
+) {
+    let i = match list.iter().position(|(u, _)| u == unit) {
+        Some(i) => i,
+        None => {
+            list.push((unit.clone(), Vec::new()));
+            list.len() - 1
+        }
+    };
+    for a in actions {
+        list[i].1.push(format!("{a} ({step})"));
+    }
+}
+
+/// State lines beyond active/enabled: the maintenance flag of the unit (or
+/// the host, for the host entry) and, for units a `unit:` step touches,
+/// the file's content line by line.
+fn extra_lines(unit: &UnitName, m: &MaintenanceState, file: Option<Option<String>>) -> Vec<String> {
+    let mut v = Vec::new();
+    let flag = if unit.as_str() == HOST_SCOPE {
+        Some(m.host.as_ref())
+    } else {
+        m.units.get(unit.as_str()).map(Some)
+    };
+    match flag {
+        Some(Some(f)) => v.push(format!("  maintenance: on ({})", f.reason)),
+        Some(None) => v.push("  maintenance: off".to_string()),
+        None => {}
+    }
+    match file {
+        Some(Some(text)) => {
+            v.push(format!("  file: {}", crate::unitfile::unit_path(unit)));
+            v.extend(text.lines().map(|l| format!("    | {l}")));
+        }
+        Some(None) => v.push(format!(
+            "  file: {} (absent)",
+            crate::unitfile::unit_path(unit)
+        )),
+        None => {}
+    }
+    v
 }
 
 /// The units one host touches over the run.
@@ -452,6 +613,13 @@ pub fn simulate(
     let mut failed_at: Vec<Option<String>> = vec![None; inv.hosts.len()];
     let mut aborted_at: Option<String> = None;
     let mut touched: Vec<Vec<(UnitName, Vec<String>)>> = vec![Vec::new(); inv.hosts.len()];
+    // Maintenance flags and unit files as the run changes them.
+    let mut maint: Vec<MaintenanceState> = host_facts
+        .iter()
+        .map(|hf| MaintenanceState::of_facts(hf))
+        .collect();
+    let mut files: Vec<Vec<(UnitName, Option<Arc<str>>)>> = vec![Vec::new(); inv.hosts.len()];
+    let stamp = crate::report::now_rfc3339();
     let mut steps = Vec::with_capacity(pb.steps.len());
     let mut summary = Summary::default();
     // Shared names: half a million results must not mean a million strings.
@@ -465,9 +633,8 @@ pub fn simulate(
         let step = &pb.steps[si];
         let ex = &expanded[si];
         let goal = goal_of(&step.module);
-        let usable = |h: usize| {
-            host_facts[h].reachable && host_facts[h].maintenance.is_none() && failed_at[h].is_none()
-        };
+        let usable =
+            |h: usize| host_facts[h].reachable && maint[h].host.is_none() && failed_at[h].is_none();
         let mut selected: BTreeSet<usize> = ex.targets.fixed.iter().copied().collect();
         let mut picked = Vec::new();
         for g in &ex.targets.any {
@@ -524,13 +691,75 @@ pub fn simulate(
                     "unreachable: {}",
                     hf.error.as_deref().unwrap_or("no connection")
                 ));
-            } else if let (Some(m), false) = (hf.maintenance.as_ref(), step.ignore_maintenance) {
-                r.error = Some(format!("skipped: in maintenance: {}", m.reason));
-            } else if let (Some(m), false) = (
-                hf.unit_maintenance.get(task.unit.as_str()),
-                step.ignore_maintenance,
+            } else if let (Some(why), false) = (
+                maint[h].skip_reason(task.unit.as_str()),
+                step.ignore_maintenance || matches!(step.module, Module::Maintenance { .. }),
             ) {
-                r.error = Some(format!("skipped: in maintenance: {}", m.reason));
+                r.error = Some(why);
+            } else if let Module::Maintenance { enable, .. } = &step.module {
+                let goal = MaintenanceGoal {
+                    enable: *enable,
+                    reason: task.content.as_deref().unwrap_or_default().to_string(),
+                    unit: (task.unit.as_str() != HOST_SCOPE).then(|| task.unit.clone()),
+                };
+                let d = decide_maintenance(&goal, &maint[h], &stamp);
+                r.status = Status::Ok;
+                r.changed = d.action.is_some();
+                r.actions = d.action.into_iter().collect();
+                note_actions(&mut touched[h], &task.unit, &r.actions, &step.id);
+                maint[h] = d.after;
+            } else if let Module::Unit { state, .. } = &step.module {
+                let file: Option<Option<Arc<str>>> =
+                    match files[h].iter().find(|(u, _)| *u == task.unit) {
+                        Some((_, f)) => Some(f.clone()),
+                        None => hf
+                            .unit_files
+                            .get(task.unit.as_str())
+                            .map(|f| f.as_deref().map(Arc::from)),
+                    };
+                let Some(file) = file else {
+                    return Err(Error::invalid(
+                        "facts file",
+                        format!("hosts.{}.unit_files", host.name),
+                        format!(
+                            "no content of unit file {} on host `{}`; collect facts again with a live plan or `drover facts` for that unit",
+                            task.unit, host.name
+                        ),
+                        None,
+                    ));
+                };
+                let now = sim[h]
+                    .iter()
+                    .find(|(u, _)| *u == task.unit)
+                    .map(|(_, u)| u.clone())
+                    .or_else(|| hf.units.get(task.unit.as_str()).cloned())
+                    .unwrap_or_else(UnitFacts::not_found);
+                let present = *state == UnitFileGoal::Present;
+                let content = task.content.clone().unwrap_or_else(|| Arc::from(""));
+                let want = if present {
+                    UnitFileWant::Present(&content)
+                } else {
+                    UnitFileWant::Absent
+                };
+                let actions = decide_unit(&want, file.as_deref(), &now);
+                r.status = Status::Ok;
+                r.changed = !actions.is_empty();
+                note_actions(&mut touched[h], &task.unit, &actions, &step.id);
+                if !actions.is_empty() {
+                    let after = predict(&now, &actions, present);
+                    match sim[h].iter_mut().find(|(u, _)| *u == task.unit) {
+                        Some(slot) => slot.1 = after,
+                        None => sim[h].push((task.unit.clone(), after)),
+                    }
+                    let new_file = present.then_some(content);
+                    match files[h].iter_mut().find(|(u, _)| *u == task.unit) {
+                        Some(slot) => slot.1 = new_file,
+                        None => files[h].push((task.unit.clone(), new_file)),
+                    }
+                } else if !files[h].iter().any(|(u, _)| *u == task.unit) {
+                    files[h].push((task.unit.clone(), file));
+                }
+                r.actions = actions;
             } else {
                 let from_facts = hf.units.get(task.unit.as_str());
                 let now = match sim[h].iter().find(|(u, _)| *u == task.unit) {
@@ -615,7 +844,27 @@ pub fn simulate(
         let changes = list
             .into_iter()
             .map(|(unit, actions)| UnitChange {
-                name: unit.to_string(),
+                before_extra: extra_lines(
+                    &unit,
+                    &MaintenanceState::of_facts(hf),
+                    files[h]
+                        .iter()
+                        .any(|(u, _)| *u == unit)
+                        .then(|| hf.unit_files.get(unit.as_str()).cloned().flatten()),
+                ),
+                after_extra: extra_lines(
+                    &unit,
+                    &maint[h],
+                    files[h]
+                        .iter()
+                        .find(|(u, _)| *u == unit)
+                        .map(|(_, f)| f.as_deref().map(str::to_string)),
+                ),
+                name: if unit.as_str() == HOST_SCOPE {
+                    HOST_DOC.to_string()
+                } else {
+                    unit.to_string()
+                },
                 before: hf
                     .units
                     .get(unit.as_str())

@@ -73,6 +73,53 @@ pub struct ServiceSpec {
     pub masked: Option<bool>,
 }
 
+/// The `maintenance:` module as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceSpec {
+    /// Set (true) or clear (false) the flag.
+    pub enable: bool,
+    /// Why (template); required to enable.
+    pub reason: Option<String>,
+    /// A unit (template); without it the whole host.
+    pub unit: Option<Spanned<String>>,
+}
+
+/// Whether a unit file should exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitFileGoal {
+    /// Written with the given content.
+    Present,
+    /// Stopped, disabled and removed.
+    Absent,
+}
+
+/// The `unit:` module as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitSpec {
+    /// Unit name (template); a bare name gets `.service`.
+    pub name: Spanned<String>,
+    /// The unit file's content, verbatim.
+    pub content: Option<String>,
+    /// A minijinja template file (relative to the playbook) rendered per host.
+    pub template: Option<String>,
+    /// present (default) or absent.
+    pub state: Option<UnitFileGoal>,
+}
+
+/// Where a `unit:` step's file content comes from.
+#[derive(Debug, Clone)]
+pub enum UnitSource {
+    /// Inline, verbatim.
+    Content(String),
+    /// Template id of a rendered template file.
+    Template(usize),
+    /// None (`state: absent`).
+    Nothing,
+}
+
 /// `wait:` — what must hold after the operation before the step counts as done.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -85,6 +132,9 @@ pub struct WaitSpec {
     pub tcp: Option<String>,
     /// Give up after this long (default 60s).
     pub timeout: Option<String>,
+    /// Aggregated health (unit state, maintenance, http/tcp checks) at
+    /// least this good before the next batch.
+    pub health: Option<crate::health::Health>,
 }
 
 /// `serial:` — rolling batch size, a count or a percentage.
@@ -206,6 +256,10 @@ pub struct StepSpec {
     pub ignore_maintenance: Option<bool>,
     /// The service module.
     pub service: Option<ServiceSpec>,
+    /// The maintenance module.
+    pub maintenance: Option<MaintenanceSpec>,
+    /// The unit (file) module.
+    pub unit: Option<UnitSpec>,
 }
 
 /// How steps are ordered across hosts.
@@ -251,6 +305,8 @@ pub struct Wait {
     pub tcp: Option<usize>,
     /// Deadline for the gate.
     pub timeout: Duration,
+    /// Required aggregated health level.
+    pub health: Option<crate::health::Health>,
 }
 
 /// What a step does on each host.
@@ -268,6 +324,28 @@ pub enum Module {
         enabled: Option<bool>,
         /// Desired mask.
         masked: Option<bool>,
+    },
+    /// Set or clear a maintenance flag on the host or a unit.
+    Maintenance {
+        /// On or off.
+        enable: bool,
+        /// Template id of the reason.
+        reason: Option<usize>,
+        /// Template id of the unit name; None: the whole host.
+        unit: Option<usize>,
+        /// Where the step is written.
+        name_position: Position,
+    },
+    /// Register (write) or deregister (remove) a unit file.
+    Unit {
+        /// Template id of the unit name.
+        name: usize,
+        /// Where the name is written.
+        name_position: Position,
+        /// The content.
+        source: UnitSource,
+        /// present or absent.
+        state: UnitFileGoal,
     },
 }
 
@@ -466,10 +544,33 @@ impl Playbook {
                         })?,
                         None => Duration::from_secs(60),
                     },
+                    health: w.health,
                 }),
                 None => None,
             };
+            let n_modules = spec.service.is_some() as u8
+                + spec.maintenance.is_some() as u8
+                + spec.unit.is_some() as u8;
+            if n_modules > 1 {
+                return Err(Error::invalid(
+                    WHAT,
+                    format!("steps[{index}]"),
+                    format!("step `{id}` has several modules; use one of `service:`, `maintenance:`, `unit:` per step"),
+                    Some(position),
+                ));
+            }
             let module = match &spec.service {
+                None if spec.maintenance.is_some() || spec.unit.is_some() => {
+                    crate::unitfile::module_of(
+                        spec,
+                        &mut templates,
+                        path,
+                        &field,
+                        &id,
+                        &pos,
+                        position.clone(),
+                    )?
+                }
                 Some(svc) => {
                     if svc.state.is_none() && svc.enabled.is_none() && svc.masked.is_none() {
                         return Err(Error::invalid(
@@ -518,7 +619,9 @@ impl Playbook {
                     return Err(Error::invalid(
                         WHAT,
                         format!("steps[{index}]"),
-                        format!("step `{id}` has no module; add `service:`"),
+                        format!(
+                            "step `{id}` has no module; add `service:`, `maintenance:` or `unit:`"
+                        ),
                         Some(position),
                     ))
                 }
