@@ -147,6 +147,13 @@ pub struct ApplyArgs {
     /// Output: text lines, or the job report as JSON on stdout.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
+    /// Apply only what this saved plan (`plan --out`) reviewed: refuse if the
+    /// playbook/inventory changed or the hosts drifted since.
+    #[arg(long, value_name = "PLAN.json")]
+    pub plan: Option<PathBuf>,
+    /// With --plan: apply even if the hosts drifted since the plan (listed on stderr).
+    #[arg(long, requires = "plan")]
+    pub allow_drift: bool,
 }
 
 /// `drover status`.
@@ -424,6 +431,10 @@ fn plan_cmd(a: &PlanArgs, color: bool) -> Result<i32> {
         },
     )?;
     tracing::debug!("plan simulated");
+    let mut plan = plan;
+    if a.out.is_some() || a.format == Format::Json {
+        plan.facts = Some(crate::saved::facts_used(&l, &facts));
+    }
     if let Some(out) = &a.out {
         crate::write_atomic_with(out, |w| diff::write_json(&plan, w))?;
     }

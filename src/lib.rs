@@ -22,6 +22,7 @@ pub mod module;
 pub mod plan;
 pub mod playbook;
 pub mod report;
+pub mod saved;
 pub mod systemd;
 pub mod target;
 pub mod template;
