@@ -72,6 +72,12 @@ pub enum Command {
     Service(ServiceArgs),
     /// Read unit facts from hosts into a file that `plan --facts` reads.
     Facts(FactsArgs),
+    /// Print the JSON Schema of playbook or inventory files (for editors).
+    Schema {
+        /// Which file format.
+        #[arg(value_enum)]
+        kind: crate::schema::Kind,
+    },
 }
 
 /// `drover check`.
@@ -279,7 +285,7 @@ pub fn main() -> i32 {
         Command::Apply(a) => a.format == ReportFormat::Json,
         Command::Status(a) => a.format == ReportFormat::Json,
         Command::Service(a) => a.format == ReportFormat::Json,
-        Command::Facts(_) => false,
+        Command::Facts(_) | Command::Schema { .. } => false,
     };
     match run(&cli) {
         Ok(code) => code,
@@ -322,6 +328,7 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Facts(a) => {
             crate::live::facts_cmd(&a.inventory, a.target.as_deref(), &a.units, &a.out, a.forks)
         }
+        Command::Schema { kind } => crate::schema::schema_cmd(*kind),
     }
 }
 
