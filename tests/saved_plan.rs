@@ -168,3 +168,62 @@ fn allow_drift_needs_a_plan() {
     assert_eq!(o.status.code(), Some(2), "clap usage error");
     assert!(String::from_utf8_lossy(&o.stderr).contains("--plan"));
 }
+
+#[test]
+fn review_output_is_byte_identical_whatever_the_facts_file_order() {
+    let dir = tempfile::tempdir().unwrap();
+    // The same facts with hosts (and their units) in reverse order.
+    let facts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("examples/facts.json")).unwrap())
+            .unwrap();
+    let mut text = String::from("{\"version\":1,\"collected_at\":");
+    text.push_str(&facts["collected_at"].to_string());
+    text.push_str(",\"hosts\":{");
+    let hosts = facts["hosts"].as_object().unwrap();
+    let mut parts: Vec<String> = hosts
+        .iter()
+        .map(|(k, v)| format!("{}:{}", serde_json::Value::from(k.as_str()), v))
+        .collect();
+    parts.reverse();
+    text.push_str(&parts.join(","));
+    text.push_str("}}");
+    let reversed = dir.path().join("facts.json");
+    std::fs::write(&reversed, text).unwrap();
+    let copy = dir.path().join("facts-copy.json");
+    std::fs::copy(root().join("examples/facts.json"), &copy).unwrap();
+
+    let run = |facts: &Path, format: &str, out: &Path| {
+        let o = drover(&[
+            "--color",
+            "always",
+            "plan",
+            "examples/nightly-restart.yml",
+            "-i",
+            "examples/inventory.yml",
+            "--facts",
+            facts.to_str().unwrap(),
+            "--format",
+            format,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (o.stdout, std::fs::read_to_string(out).unwrap())
+    };
+    let (md_a, saved_a) = run(&copy, "markdown", &dir.path().join("a.json"));
+    let (md_b, saved_b) = run(&reversed, "markdown", &dir.path().join("b.json"));
+    assert!(
+        !md_a.contains(&0x1b),
+        "markdown must never carry ANSI codes"
+    );
+    let strip =
+        |md: &[u8], f: &Path| String::from_utf8_lossy(md).replace(f.to_str().unwrap(), "FACTS");
+    assert_eq!(strip(&md_a, &copy), strip(&md_b, &reversed));
+    assert_eq!(
+        saved_a.replace(copy.to_str().unwrap(), "FACTS"),
+        saved_b.replace(reversed.to_str().unwrap(), "FACTS"),
+        "saved plans differ with the facts file's order"
+    );
+    let (json, _) = run(&copy, "json", &dir.path().join("c.json"));
+    assert!(!json.contains(&0x1b));
+}
