@@ -233,7 +233,19 @@ fn parse_timeout(raw: &str) -> Result<std::time::Duration> {
 
 /// `drover apply`.
 pub fn apply_cmd(a: &ApplyArgs, color: bool) -> Result<i32> {
-    let l = cli::load(&a.playbook, &a.inventory, a.limit.as_deref())?;
+    let saved = a
+        .plan
+        .as_deref()
+        .map(crate::saved::SavedPlan::load)
+        .transpose()?;
+    let limit = match &saved {
+        Some(s) => s.limit(a.limit.as_deref())?,
+        None => a.limit.as_deref(),
+    };
+    let l = cli::load(&a.playbook, &a.inventory, limit)?;
+    if let Some(s) = &saved {
+        s.check_inputs(&l)?;
+    }
     if let Some(w) = &l.playbook.window {
         if !a.ignore_window && !w.contains(chrono::Utc::now()) {
             return Err(Error::Refused(format!(
@@ -251,6 +263,10 @@ pub fn apply_cmd(a: &ApplyArgs, color: bool) -> Result<i32> {
         .transpose()
         .map_err(|m| Error::Usage(format!("--wait-lock: {m}")))?;
     let _lock = crate::lock::acquire(&a.playbook, wait)?;
+    // Drift is checked under the lock: no other apply of this playbook runs between.
+    if let Some(s) = &saved {
+        crate::saved::gate(&l, s, a.forks, a.allow_drift)?;
+    }
     run_loaded(
         &l,
         &Output {

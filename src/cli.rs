@@ -72,6 +72,12 @@ pub enum Command {
     Service(ServiceArgs),
     /// Read unit facts from hosts into a file that `plan --facts` reads.
     Facts(FactsArgs),
+    /// Print the JSON Schema of playbook or inventory files (for editors).
+    Schema {
+        /// Which file format.
+        #[arg(value_enum)]
+        kind: crate::schema::Kind,
+    },
     /// Set or clear maintenance on hosts or a unit (kept on the hosts).
     Maintenance(MaintenanceArgs),
     /// Aggregate a unit's health over hosts; exits 0/1/2/3 (passing/warning/critical/unknown).
@@ -219,6 +225,13 @@ pub struct ApplyArgs {
     /// Output: text lines, or the job report as JSON on stdout.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
+    /// Apply only what this saved plan (`plan --out`) reviewed: refuse if the
+    /// playbook/inventory changed or the hosts drifted since.
+    #[arg(long, value_name = "PLAN.json")]
+    pub plan: Option<PathBuf>,
+    /// With --plan: apply even if the hosts drifted since the plan (listed on stderr).
+    #[arg(long, requires = "plan")]
+    pub allow_drift: bool,
 }
 
 /// `drover status`.
@@ -344,7 +357,7 @@ pub fn main() -> i32 {
         Command::Apply(a) => a.format == ReportFormat::Json,
         Command::Status(a) => a.format == ReportFormat::Json,
         Command::Service(a) => a.format == ReportFormat::Json,
-        Command::Facts(_) => false,
+        Command::Facts(_) | Command::Schema { .. } => false,
         Command::Maintenance(a) => a.format == ReportFormat::Json,
         Command::Health(a) => a.format == ReportFormat::Json,
     };
@@ -396,6 +409,7 @@ fn run(cli: &Cli) -> Result<i32> {
         }
         Command::Maintenance(a) => crate::maintenance::maintenance_cmd(a, use_color(cli.color)),
         Command::Health(a) => crate::health::health_cmd(a, use_color(cli.color)),
+        Command::Schema { kind } => crate::schema::schema_cmd(*kind),
     }
 }
 
@@ -505,6 +519,10 @@ fn plan_cmd(a: &PlanArgs, color: bool) -> Result<i32> {
         },
     )?;
     tracing::debug!("plan simulated");
+    let mut plan = plan;
+    if a.out.is_some() || a.format == Format::Json {
+        plan.facts = Some(crate::saved::facts_used(&l, &facts));
+    }
     if let Some(out) = &a.out {
         crate::write_atomic_with(out, |w| diff::write_json(&plan, w))?;
     }

@@ -25,7 +25,7 @@ use crate::facts::{Maintenance, UnitFacts};
 use crate::unit::UnitName;
 
 /// A health level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     /// All good.

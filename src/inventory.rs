@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indexmap::IndexMap;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{suggest, Error, Result};
@@ -13,7 +14,7 @@ use crate::unit::UnitName;
 use crate::yaml;
 
 /// How drover reaches a host's systemd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// `systemd-stdio-bridge` over one SSH ControlMaster.
@@ -23,7 +24,7 @@ pub enum Transport {
 }
 
 /// Settings a host may carry; `defaults` holds the same keys.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostSpec {
     /// Network address or ssh_config alias (default: the host's name).
@@ -52,13 +53,14 @@ pub struct HostSpec {
 }
 
 /// The inventory file as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InventoryFile {
     /// Applied to every host, overridden per host.
     #[serde(default)]
     pub defaults: HostSpec,
     /// Hosts in inventory order (which `_any` follows).
+    #[schemars(with = "BTreeMap<String, Option<HostSpec>>")]
     pub hosts: IndexMap<String, Option<HostSpec>>,
 }
 

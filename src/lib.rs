@@ -24,6 +24,8 @@ pub mod module;
 pub mod plan;
 pub mod playbook;
 pub mod report;
+pub mod saved;
+pub mod schema;
 pub mod systemd;
 pub mod target;
 pub mod template;

@@ -556,6 +556,10 @@ pub struct Plan {
     /// `--limit`, when given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
+    /// The facts the plan was made on, for the hosts and units it touches
+    /// (in `--out` files and json output; `apply --plan` checks drift against them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facts: Option<Facts>,
     /// Steps in execution order.
     pub steps: Vec<StepPlan>,
     /// Per host (inventory order), the units it touches.
@@ -903,6 +907,7 @@ pub fn simulate(
         facts_source: labels.facts_source.to_string(),
         facts_collected_at: facts.collected_at.clone(),
         limit: labels.limit.map(str::to_string),
+        facts: None,
         steps,
         hosts,
         summary,

@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
@@ -18,7 +19,7 @@ use crate::yaml;
 const WHAT: &str = "playbook";
 
 /// A day of the week, for maintenance windows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 #[allow(missing_docs)]
 pub enum Day {
@@ -32,7 +33,7 @@ pub enum Day {
 }
 
 /// When `apply` may run, as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowSpec {
     /// Days the window opens on (default: every day).
@@ -46,7 +47,7 @@ pub struct WindowSpec {
 }
 
 /// The desired run state of a unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceState {
     /// Running (start if not).
@@ -60,10 +61,11 @@ pub enum ServiceState {
 }
 
 /// The `service:` module as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     /// Unit name or template; a bare name gets `.service`.
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// Desired run state.
     pub state: Option<ServiceState>,
@@ -74,7 +76,7 @@ pub struct ServiceSpec {
 }
 
 /// The `maintenance:` module as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceSpec {
     /// Set (true) or clear (false) the flag.
@@ -82,11 +84,12 @@ pub struct MaintenanceSpec {
     /// Why (template); required to enable.
     pub reason: Option<String>,
     /// A unit (template); without it the whole host.
+    #[schemars(with = "Option<String>")]
     pub unit: Option<Spanned<String>>,
 }
 
 /// Whether a unit file should exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UnitFileGoal {
     /// Written with the given content.
@@ -96,10 +99,11 @@ pub enum UnitFileGoal {
 }
 
 /// The `unit:` module as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnitSpec {
     /// Unit name (template); a bare name gets `.service`.
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// The unit file's content, verbatim.
     pub content: Option<String>,
@@ -121,7 +125,7 @@ pub enum UnitSource {
 }
 
 /// `wait:` — what must hold after the operation before the step counts as done.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaitSpec {
     /// The unit must be `active`.
@@ -153,6 +157,21 @@ impl Serial {
             Serial::Count(c) => c.max(1),
             Serial::Percent(p) => ((n as f64 * p / 100.0).floor() as usize).max(1),
         }
+    }
+}
+
+impl JsonSchema for Serial {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Serial".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Rolling batch size: a host count (at least 1) or a percentage of the step's hosts such as \"25%\".",
+            "oneOf": [
+                { "type": "integer", "minimum": 1 },
+                { "type": "string", "pattern": "^\\s*([0-9]+|[0-9]+(\\.[0-9]+)?\\s*%)\\s*$" }
+            ]
+        })
     }
 }
 
@@ -203,6 +222,21 @@ impl<'de> Deserialize<'de> for Serial {
 #[derive(Debug, Clone)]
 pub struct TargetSpec(pub Vec<String>);
 
+impl JsonSchema for TargetSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Target".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A selector (hostname, `_all`, `_any`, `key:value`; `,` joins terms that must all match; `!` negates) or a list of selectors (their union).",
+            "oneOf": [
+                { "type": "string", "minLength": 1 },
+                { "type": "array", "items": { "type": "string", "minLength": 1 }, "minItems": 1 }
+            ]
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for TargetSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         struct V;
@@ -233,22 +267,27 @@ impl<'de> Deserialize<'de> for TargetSpec {
 }
 
 /// One step as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
     /// Unique id, used by `needs` and in reports.
+    #[schemars(with = "String")]
     pub id: Spanned<String>,
     /// Free text for humans.
     pub name: Option<String>,
     /// Hosts (default `_all`).
+    #[schemars(with = "Option<TargetSpec>")]
     pub target: Option<Spanned<TargetSpec>>,
     /// Explicit dependencies; `[]` makes a root.
+    #[schemars(with = "Option<Vec<String>>")]
     pub needs: Option<Spanned<Vec<String>>>,
     /// Per-host condition (minijinja expression).
+    #[schemars(with = "Option<String>")]
     pub when: Option<Spanned<String>>,
     /// Rolling batch size.
     pub serial: Option<Serial>,
     /// Abort the run when more than this share of the step's hosts fail.
+    #[schemars(with = "Option<f64>", range(min = 0, max = 100))]
     pub max_fail_percentage: Option<Spanned<f64>>,
     /// Gate after the operation.
     pub wait: Option<WaitSpec>,
@@ -263,7 +302,7 @@ pub struct StepSpec {
 }
 
 /// How steps are ordered across hosts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// A step finishes on every host before the steps after it start
@@ -276,7 +315,7 @@ pub enum Strategy {
 }
 
 /// The playbook file as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaybookFile {
     /// Human name of the runbook.
