@@ -335,9 +335,23 @@ pub fn render_json(plan: &Plan) -> String {
 /// Stream the JSON plan into a writer: a 10,000-host plan never has to
 /// exist as one string in memory.
 pub fn write_json(plan: &Plan, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-    serde_json::to_writer_pretty(&mut *w, plan).map_err(std::io::Error::other)?;
-    w.write_all(b"\n")
+    let results: usize = plan.steps.iter().map(|s| s.results.len()).sum();
+    // A concrete buffer in front of the dyn writer: serde writes token by
+    // token, and each token should not be a virtual call.
+    let mut buf = std::io::BufWriter::with_capacity(1 << 16, w);
+    // Indented for people up to a size people read; beyond it the plan is
+    // read by machines and indentation would be a third of the bytes.
+    if results <= PRETTY_JSON_MAX_RESULTS {
+        serde_json::to_writer_pretty(&mut buf, plan).map_err(std::io::Error::other)?;
+    } else {
+        serde_json::to_writer(&mut buf, plan).map_err(std::io::Error::other)?;
+    }
+    std::io::Write::write_all(&mut buf, b"\n")?;
+    std::io::Write::flush(&mut buf)
 }
+
+/// Plans with more step × host results than this are written as compact JSON.
+pub const PRETTY_JSON_MAX_RESULTS: usize = 10_000;
 
 /// Render in the chosen format into a string.
 pub fn render(plan: &Plan, format: Format, color: bool) -> String {
