@@ -103,7 +103,32 @@ pub struct Session {
     host: String,
     systemd: Systemd,
     link: Link,
+    /// The maintenance state file as it was when the session opened, read
+    /// in the same SSH session that starts the bridge (a second session
+    /// would cost the host a full login). Taken by the first reader.
+    preread: std::sync::Mutex<Option<Preread>>,
 }
+
+/// What the bridge's preamble found at [`crate::maintenance::STATE_FILE`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preread {
+    /// No file.
+    Missing,
+    /// Its bytes.
+    Content(Vec<u8>),
+    /// It exists but could not be read.
+    Unreadable,
+}
+
+/// Runs before the bridge in the bridge's own SSH session: prints the
+/// maintenance state file as one base64 line (empty: no file; `!`:
+/// unreadable), then becomes the bridge. A constant: no user data.
+const BRIDGE_PREAMBLE: &str = "f=/var/lib/drover/maintenance.json; \
+if [ -e \"$f\" ]; then base64 -w0 \"$f\" 2>/dev/null || printf '!'; fi; echo; \
+exec systemd-stdio-bridge";
+
+/// The longest preamble line accepted (the state file is small).
+const PREAMBLE_MAX: usize = 1 << 20;
 
 enum Link {
     Local,
@@ -121,6 +146,8 @@ struct SshLink {
     channels: Arc<Semaphore>,
     _bridge_permit: Option<OwnedSemaphorePermit>,
     bridge_stderr: Arc<Mutex<String>>,
+    /// The preamble's reading, until the Session takes it.
+    preread: Mutex<Option<Preread>>,
 }
 
 impl fmt::Debug for Session {
@@ -147,6 +174,12 @@ impl Session {
     /// The systemd client over this session's D-Bus connection.
     pub fn systemd(&self) -> &Systemd {
         &self.systemd
+    }
+
+    /// The maintenance state file read when the session opened, once:
+    /// later readers must read the host again (a step may have changed it).
+    pub fn take_preread(&self) -> Option<Preread> {
+        self.preread.lock().ok().and_then(|mut p| p.take())
     }
 
     /// Run a program on the host (over an extra SSH channel, bounded by
@@ -367,6 +400,7 @@ async fn connect_local(host: &Host) -> Result<Session, CarrierError> {
         host: host.name.clone(),
         systemd,
         link: Link::Local,
+        preread: std::sync::Mutex::new(None),
     })
 }
 
@@ -452,6 +486,7 @@ async fn connect_ssh(host: &Host) -> Result<Session, CarrierError> {
         channels: Arc::new(Semaphore::new(MAX_CHANNELS)),
         _bridge_permit: None,
         bridge_stderr: Default::default(),
+        preread: Default::default(),
     };
     // The master's pid, so close (and Drop) can make sure it is gone.
     link.master_pid = master_pid(&ctl).await;
@@ -465,10 +500,12 @@ async fn connect_ssh(host: &Host) -> Result<Session, CarrierError> {
         link._bridge_permit = Some(permit);
         let mut cmd = if host.become_ {
             let mut c = openssh::Session::to_command(ssh.clone(), "sudo");
-            c.arg("-n").arg(BRIDGE);
+            c.arg("-n").arg("sh").arg("-c").arg(BRIDGE_PREAMBLE);
             c
         } else {
-            openssh::Session::to_command(ssh.clone(), BRIDGE)
+            let mut c = openssh::Session::to_command(ssh.clone(), "sh");
+            c.arg("-c").arg(BRIDGE_PREAMBLE);
+            c
         };
         cmd.stdin(openssh::Stdio::piped())
             .stdout(openssh::Stdio::piped())
@@ -501,12 +538,60 @@ async fn connect_ssh(host: &Host) -> Result<Session, CarrierError> {
             });
         }
         link.bridge = Some(child);
-        let (Some(stdin), Some(stdout)) = (stdin, stdout) else {
+        let (Some(stdin), Some(mut stdout)) = (stdin, stdout) else {
             return Err(CarrierError::new(
                 FailureKind::Bridge,
                 "bridge has no stdio",
             ));
         };
+        // The preamble's one line comes before any D-Bus byte: the bridge
+        // says nothing until it hears our AUTH.
+        let mut line = Vec::new();
+        loop {
+            let mut b = [0u8; 1];
+            let n = stdout.read(&mut b).await.map_err(|e| {
+                CarrierError::new(
+                    FailureKind::Bridge,
+                    format!("reading the bridge preamble: {e}"),
+                )
+            })?;
+            if n == 0 {
+                let stderr = link
+                    .bridge_stderr
+                    .lock()
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_default();
+                return Err(CarrierError::new(
+                    FailureKind::Bridge,
+                    format!("{BRIDGE} exited before starting: {stderr}"),
+                ));
+            }
+            if b[0] == b'\n' {
+                break;
+            }
+            if line.len() >= PREAMBLE_MAX {
+                return Err(CarrierError::new(
+                    FailureKind::Bridge,
+                    "bridge preamble too long",
+                ));
+            }
+            line.push(b[0]);
+        }
+        let preread = match line.as_slice() {
+            b"" => Preread::Missing,
+            b"!" => Preread::Unreadable,
+            text => {
+                use base64::Engine;
+                match base64::engine::general_purpose::STANDARD.decode(text) {
+                    Ok(bytes) => Preread::Content(bytes),
+                    Err(_) => Preread::Unreadable,
+                }
+            }
+        };
+        *link
+            .preread
+            .lock()
+            .map_err(|_| CarrierError::new(FailureKind::Other, "poisoned"))? = Some(preread);
         let split = zbus::connection::socket::Split::new(
             Box::new(BridgeRead(stdout)) as Box<dyn zbus::connection::socket::ReadHalf>,
             Box::new(BridgeWrite(Some(stdin))) as Box<dyn zbus::connection::socket::WriteHalf>,
@@ -548,10 +633,12 @@ async fn connect_ssh(host: &Host) -> Result<Session, CarrierError> {
             }
         };
     tracing::debug!(host = %host.name, elapsed = ?t0.elapsed(), "D-Bus over ssh up");
+    let preread = link.preread.lock().ok().and_then(|mut p| p.take());
     Ok(Session {
         host: host.name.clone(),
         systemd,
         link: Link::Ssh(Box::new(link)),
+        preread: std::sync::Mutex::new(preread),
     })
 }
 
