@@ -107,6 +107,8 @@ pub struct Session {
     /// in the same SSH session that starts the bridge (a second session
     /// would cost the host a full login). Taken by the first reader.
     preread: std::sync::Mutex<Option<Preread>>,
+    /// `become: true`: host commands run through `sudo -n`.
+    become_: bool,
 }
 
 /// What the bridge's preamble found at [`crate::maintenance::STATE_FILE`].
@@ -209,7 +211,14 @@ impl Session {
                     .acquire()
                     .await
                     .map_err(|_| CarrierError::new(FailureKind::Other, "session is closed"))?;
-                let mut cmd = ssh.command(program);
+                // With `become`, host commands run as root like the bridge.
+                let mut cmd = if self.become_ {
+                    let mut c = ssh.command("sudo");
+                    c.arg("-n").arg(program);
+                    c
+                } else {
+                    ssh.command(program)
+                };
                 cmd.args(args).stdin(openssh::Stdio::null());
                 cmd.output().await.map_err(|e| {
                     CarrierError::new(
@@ -262,7 +271,13 @@ impl Session {
                     .acquire()
                     .await
                     .map_err(|_| CarrierError::new(FailureKind::Other, "session is closed"))?;
-                let mut cmd = ssh.command(program);
+                let mut cmd = if self.become_ {
+                    let mut c = ssh.command("sudo");
+                    c.arg("-n").arg(program);
+                    c
+                } else {
+                    ssh.command(program)
+                };
                 cmd.args(args)
                     .stdin(openssh::Stdio::piped())
                     .stdout(openssh::Stdio::piped())
@@ -401,6 +416,7 @@ async fn connect_local(host: &Host) -> Result<Session, CarrierError> {
         systemd,
         link: Link::Local,
         preread: std::sync::Mutex::new(None),
+        become_: false,
     })
 }
 
@@ -639,6 +655,7 @@ async fn connect_ssh(host: &Host) -> Result<Session, CarrierError> {
         systemd,
         link: Link::Ssh(Box::new(link)),
         preread: std::sync::Mutex::new(preread),
+        become_: host.become_,
     })
 }
 

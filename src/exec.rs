@@ -851,36 +851,10 @@ async fn tcp_ok(addr: String) -> std::result::Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// A minimal HTTP/1.0 GET over TCP: 2xx passes. drover only needs the
-/// status line, so it carries no HTTP client dependency.
+/// `wait.http`: 2xx passes (the one HTTP client is in [`crate::health`]).
 async fn http_ok(url: String) -> std::result::Result<(), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("`{url}`: only http:// URLs are supported"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    let mut s = tokio::net::TcpStream::connect(&addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let req = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: drover\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 64];
-    let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
-    let line = String::from_utf8_lossy(&buf[..n]);
-    let code = line.split_whitespace().nth(1).unwrap_or("");
-    if code.starts_with('2') && code.len() == 3 {
-        Ok(())
-    } else {
-        Err(format!("HTTP status `{code}`"))
+    match crate::health::http_status(&url).await? {
+        c if (200..300).contains(&c) => Ok(()),
+        c => Err(format!("HTTP status {c}")),
     }
 }

@@ -512,3 +512,51 @@ fn wait_health_gates_the_next_batch() {
     let second = result_of(&report, "idle", &b);
     assert_eq!(second["status"], "skipped", "{report}");
 }
+
+#[test]
+fn maintenance_with_become_writes_the_state_file_as_root() {
+    let Some(lab) = common::lab() else { return };
+    let _l = lab.lock();
+    let dir = tempfile::tempdir().unwrap();
+    let h = lab.host(1).to_string();
+    // A non-root login that becomes root through `sudo -n`.
+    let inv = dir.path().join("inv.yml");
+    std::fs::write(
+        &inv,
+        format!(
+            "defaults: {{ user: drover, become: true, transport: ssh, ssh_config: {}, connect_timeout: 5s }}\nhosts:\n  {h}: {{}}\n",
+            lab.ssh_config.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = lab
+            .drover()
+            .args(args)
+            .arg("-i")
+            .arg(&inv)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&[
+        "maintenance",
+        "enable",
+        "--reason",
+        "become test",
+        "--target",
+        &h,
+    ]);
+    let owner = lab.ssh(&h, "stat -c %U /var/lib/drover/maintenance.json");
+    let shown = run(&["status", "--format", "json", "demo-web"]);
+    run(&["maintenance", "disable", "--target", &h]);
+    assert_eq!(owner.trim(), "root");
+    assert!(shown.contains("become test"), "{shown}");
+    let after = run(&["status", "--format", "json", "demo-web"]);
+    assert!(!after.contains("become test"), "{after}");
+}
