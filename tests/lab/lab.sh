@@ -792,6 +792,9 @@ write_run_files() {
 			echo "  $h:"
 			echo "    address: $h"
 			echo "    labels: { role: $role, region: $region, lab: \"yes\" }"
+			# The controller cannot resolve ssh_config aliases; gates
+			# (wait.tcp/http) and health checks use this address.
+			echo "    vars: { ip: $(host_addr "$i") }"
 		done
 	} >"$RUNDIR/inventory.yml"
 
