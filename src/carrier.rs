@@ -192,42 +192,8 @@ impl Session {
         program: &str,
         args: &[&str],
     ) -> Result<std::process::Output, CarrierError> {
-        match &self.link {
-            Link::Local => tokio::process::Command::new(program)
-                .args(args)
-                .stdin(std::process::Stdio::null())
-                .output()
-                .await
-                .map_err(|e| {
-                    CarrierError::new(FailureKind::Other, format!("cannot run {program}: {e}"))
-                }),
-            Link::Ssh(l) => {
-                let ssh = l
-                    .ssh
-                    .as_ref()
-                    .ok_or_else(|| CarrierError::new(FailureKind::Other, "session is closed"))?;
-                let _permit = l
-                    .channels
-                    .acquire()
-                    .await
-                    .map_err(|_| CarrierError::new(FailureKind::Other, "session is closed"))?;
-                // With `become`, host commands run as root like the bridge.
-                let mut cmd = if self.become_ {
-                    let mut c = ssh.command("sudo");
-                    c.arg("-n").arg(program);
-                    c
-                } else {
-                    ssh.command(program)
-                };
-                cmd.args(args).stdin(openssh::Stdio::null());
-                cmd.output().await.map_err(|e| {
-                    CarrierError::new(
-                        FailureKind::Other,
-                        format!("cannot run {program}: {}", chain(&e)),
-                    )
-                })
-            }
-        }
+        // An empty, closed stdin is what a command without input sees.
+        self.run_input(program, args, &[]).await
     }
 
     /// Like [`Session::run`], with `input` fed to the program's stdin (then
@@ -271,6 +237,7 @@ impl Session {
                     .acquire()
                     .await
                     .map_err(|_| CarrierError::new(FailureKind::Other, "session is closed"))?;
+                // With `become`, host commands run as root like the bridge.
                 let mut cmd = if self.become_ {
                     let mut c = ssh.command("sudo");
                     c.arg("-n").arg(program);
