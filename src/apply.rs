@@ -303,17 +303,7 @@ pub fn service_playbook(s: &ServiceArgs) -> Result<String> {
 
 /// `drover service ACTION UNIT --target SEL`.
 pub fn service_cmd(s: &ServiceArgs, color: bool) -> Result<i32> {
-    let text = service_playbook(s)?;
-    let playbook = crate::playbook::Playbook::from_str(&text, Path::new("<drover service>"))?;
-    let dag = crate::dag::Dag::build(&playbook)?;
-    let inventory = crate::inventory::Inventory::load(&s.inventory)?;
-    let expanded = crate::plan::expand(&playbook, &inventory, None)?;
-    let l = Loaded {
-        playbook,
-        inventory,
-        dag,
-        expanded,
-    };
+    let l = cli::load_generated(&service_playbook(s)?, "<drover service>", &s.inventory)?;
     exec::check_protected(&l, s.allow_protected)?;
     if s.dry_run {
         let (facts, code) = crate::live::live_plan_facts(&l.inventory, &l.expanded, s.forks)?;

@@ -434,12 +434,25 @@ pub struct Loaded {
 pub fn load(playbook: &Path, inventory: &Path, limit: Option<&str>) -> Result<Loaded> {
     let t = std::time::Instant::now();
     let playbook = Playbook::load(playbook)?;
-    let dag = Dag::build(&playbook)?;
     let inventory = Inventory::load(inventory)?;
     tracing::debug!(elapsed = ?t.elapsed(), hosts = inventory.hosts.len(), "model loaded");
+    let l = assemble(playbook, inventory, limit)?;
+    tracing::debug!(elapsed = ?t.elapsed(), "targets and templates expanded");
+    Ok(l)
+}
+
+/// The model of an ad-hoc command (`service`, `maintenance`): a one-step
+/// playbook generated from validated arguments, named `label` in errors.
+pub fn load_generated(text: &str, label: &str, inventory: &Path) -> Result<Loaded> {
+    let playbook = Playbook::from_str(text, Path::new(label))?;
+    assemble(playbook, Inventory::load(inventory)?, None)
+}
+
+/// DAG, limit and expansion of a parsed playbook over an inventory.
+fn assemble(playbook: Playbook, inventory: Inventory, limit: Option<&str>) -> Result<Loaded> {
+    let dag = Dag::build(&playbook)?;
     let limit = limit.map(|l| parse_selector("--limit", l)).transpose()?;
     let expanded = plan::expand(&playbook, &inventory, limit.as_ref())?;
-    tracing::debug!(elapsed = ?t.elapsed(), "targets and templates expanded");
     Ok(Loaded {
         playbook,
         inventory,

@@ -9,12 +9,11 @@
 //! renames it into place: no user data is ever part of a command line.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::carrier::Session;
-use crate::cli::{Loaded, ReportFormat};
+use crate::cli::ReportFormat;
 use crate::error::{Error, Result};
 use crate::facts::{HostFacts, Maintenance};
 use crate::module::Action;
@@ -283,16 +282,7 @@ pub fn maintenance_playbook(
 pub fn maintenance_cmd(a: &crate::cli::MaintenanceArgs, color: bool) -> Result<i32> {
     let enable = a.action == crate::cli::MaintenanceAction::Enable;
     let text = maintenance_playbook(enable, a.unit.as_deref(), &a.target, a.reason.as_deref())?;
-    let playbook = crate::playbook::Playbook::from_str(&text, Path::new("<drover maintenance>"))?;
-    let dag = crate::dag::Dag::build(&playbook)?;
-    let inventory = crate::inventory::Inventory::load(&a.inventory)?;
-    let expanded = crate::plan::expand(&playbook, &inventory, None)?;
-    let l = Loaded {
-        playbook,
-        inventory,
-        dag,
-        expanded,
-    };
+    let l = crate::cli::load_generated(&text, "<drover maintenance>", &a.inventory)?;
     let step_timeout =
         crate::parse_duration(&a.timeout).map_err(|m| Error::Usage(format!("--timeout: {m}")))?;
     crate::apply::run_loaded(
@@ -369,7 +359,7 @@ mod tests {
     fn ad_hoc_playbook_quotes_everything() {
         let text =
             maintenance_playbook(true, Some("demo-web"), "lab-1", Some("x\"; rm -rf / #")).unwrap();
-        let pb = crate::playbook::Playbook::from_str(&text, Path::new("t")).unwrap();
+        let pb = crate::playbook::Playbook::from_str(&text, std::path::Path::new("t")).unwrap();
         assert_eq!(pb.steps.len(), 1);
         assert!(maintenance_playbook(true, None, "lab-1", None).is_err());
         assert!(maintenance_playbook(false, Some("bad name;"), "lab-1", None).is_err());
