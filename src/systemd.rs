@@ -862,44 +862,50 @@ impl Systemd {
     /// Enable a unit file (then daemon-reload if anything changed).
     /// Returns the files systemd changed; empty means it already was.
     pub async fn enable(&self, unit: &UnitName) -> Result<Vec<String>, SystemdError> {
-        let (_, changes) = self
+        let r = self
             .manager
             .enable_unit_files(&[unit.as_str()], false, false)
             .await
-            .map_err(SystemdError::bus(format!("EnableUnitFiles {unit}")))?;
-        self.reload_if(&changes).await?;
-        Ok(file_names(&changes))
+            .map(|(_, changes)| changes);
+        self.file_change(format!("EnableUnitFiles {unit}"), r).await
     }
 
     /// Disable a unit file (then daemon-reload if anything changed).
     pub async fn disable(&self, unit: &UnitName) -> Result<Vec<String>, SystemdError> {
-        let changes = self
+        let r = self
             .manager
             .disable_unit_files(&[unit.as_str()], false)
+            .await;
+        self.file_change(format!("DisableUnitFiles {unit}"), r)
             .await
-            .map_err(SystemdError::bus(format!("DisableUnitFiles {unit}")))?;
-        self.reload_if(&changes).await?;
-        Ok(file_names(&changes))
     }
 
     /// Mask a unit (then daemon-reload if anything changed).
     pub async fn mask(&self, unit: &UnitName) -> Result<Vec<String>, SystemdError> {
-        let changes = self
+        let r = self
             .manager
             .mask_unit_files(&[unit.as_str()], false, false)
-            .await
-            .map_err(SystemdError::bus(format!("MaskUnitFiles {unit}")))?;
-        self.reload_if(&changes).await?;
-        Ok(file_names(&changes))
+            .await;
+        self.file_change(format!("MaskUnitFiles {unit}"), r).await
     }
 
     /// Unmask a unit (then daemon-reload if anything changed).
     pub async fn unmask(&self, unit: &UnitName) -> Result<Vec<String>, SystemdError> {
-        let changes = self
+        let r = self
             .manager
             .unmask_unit_files(&[unit.as_str()], false)
-            .await
-            .map_err(SystemdError::bus(format!("UnmaskUnitFiles {unit}")))?;
+            .await;
+        self.file_change(format!("UnmaskUnitFiles {unit}"), r).await
+    }
+
+    /// The common tail of the unit-file calls: reload if files changed,
+    /// return their names.
+    async fn file_change(
+        &self,
+        what: String,
+        reply: zbus::Result<Vec<UnitFileChange>>,
+    ) -> Result<Vec<String>, SystemdError> {
+        let changes = reply.map_err(SystemdError::bus(what))?;
         self.reload_if(&changes).await?;
         Ok(file_names(&changes))
     }
