@@ -26,7 +26,7 @@ use crate::module::{decide_service, Action, ServiceGoal};
 use crate::plan::{failure_exceeded, goal_of, pick_any, Status};
 use crate::playbook::{Module, ServiceState, Step, Strategy, UnitFileGoal, Wait};
 use crate::report::{now_rfc3339, JobReport, JobResult, Journal};
-use crate::systemd::Systemd;
+use crate::systemd::{StateRead, Systemd};
 use crate::unit::UnitName;
 use crate::unitfile::UnitFileWant;
 
@@ -620,9 +620,9 @@ pub fn really_changed(before: &UnitFacts, after: &UnitFacts) -> bool {
 async fn read_one(
     sd: &Systemd,
     unit: &UnitName,
-    file_state: bool,
+    what: StateRead,
 ) -> std::result::Result<UnitFacts, String> {
-    sd.unit_state(unit, file_state)
+    sd.unit_state(unit, what)
         .await
         .map_err(|e| format!("cannot read {unit}: {e}"))
 }
@@ -643,13 +643,35 @@ async fn apply_service(
     };
     // Enablement is read only when the step is about it: less bus traffic
     // per operation, and the same reading before and after.
-    let fs = goal.enabled.is_some() || goal.masked.is_some();
-    let before = read_one(sd, unit, fs)
+    let mut fs = StateRead {
+        file_state: goal.enabled.is_some() || goal.masked.is_some(),
+        invocation: false,
+    };
+    let mut before = read_one(sd, unit, fs)
         .await
         .map_err(|e| fail(false, &[], e))?;
     let d = decide_service(unit.as_str(), goal, &before);
     if let Some(e) = d.error {
         return Err(fail(false, &d.actions, e));
+    }
+    // Only a start or restart makes a new invocation; the InvocationID is
+    // read (before and after) only then.
+    if d.actions
+        .iter()
+        .any(|a| matches!(a, Action::Start | Action::Restart))
+    {
+        fs.invocation = true;
+        before.invocation_id = sd
+            .invocation_id(unit)
+            .await
+            .map_err(|e| fail(false, &[], format!("cannot read {unit}: {e}")))?;
+    }
+    if d.actions.is_empty() && wait.is_none() {
+        // Nothing to do and nothing to wait for: the reading stands.
+        return Ok(Done {
+            changed: false,
+            action: joined(&[]),
+        });
     }
     let mut done: Vec<Action> = Vec::new();
     for a in &d.actions {
@@ -742,7 +764,7 @@ async fn gate(
             w.timeout,
             &format!("health of {unit}"),
             || async move {
-                let u = read_one(sd, unit, false).await?;
+                let u = read_one(sd, unit, StateRead::default()).await?;
                 let (now, note) = crate::health::unit_health(&u, None);
                 if now.satisfies(level) {
                     Ok(())

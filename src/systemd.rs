@@ -4,7 +4,7 @@
 //!
 //! Reads are pipelined: every call for a batch of units is sent before any
 //! reply is awaited, so a batch costs one round trip however many units it
-//! has. Job completion is the `JobRemoved` signal, subscribed to before the
+//! has. Job completion is the `JobRemoved` signal, matched before the
 //! job is queued so it cannot be missed; nothing here sleeps or polls.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -97,8 +97,6 @@ pub trait Manager {
     ) -> zbus::Result<Vec<(String, String)>>;
     /// The enablement state of one unit file.
     fn get_unit_file_state(&self, file: &str) -> zbus::Result<String>;
-    /// Ask systemd to emit job and unit signals to this connection.
-    fn subscribe(&self) -> zbus::Result<()>;
     /// A job finished: (id, job path, unit, result).
     #[zbus(signal)]
     fn job_removed(
@@ -365,12 +363,80 @@ impl JobOutcome {
     }
 }
 
+/// Which optional properties [`Systemd::unit_state`] reads besides the
+/// load/active/sub state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateRead {
+    /// UnitFileState (enablement), for steps about `enabled`/`masked`.
+    pub file_state: bool,
+    /// InvocationID: the evidence of a restart (and of a oneshot start
+    /// that is inactive again afterwards).
+    pub invocation: bool,
+}
+
 /// The systemd of one host, over one D-Bus connection. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Systemd {
     conn: Connection,
     manager: ManagerProxy<'static>,
-    subscribed: std::sync::Arc<tokio::sync::OnceCell<()>>,
+    jobs: std::sync::Arc<tokio::sync::OnceCell<JobWatch>>,
+}
+
+/// How many finished jobs nobody has claimed yet are remembered. A caller
+/// claims its job right after systemd's reply, so only a handful are ever
+/// pending; the rest are other clients' jobs, forgotten oldest first.
+const FINISHED_KEPT: usize = 256;
+
+/// The jobs of one connection: ONE `JobRemoved` match for
+/// the connection's life, and a task routing each signal to the caller
+/// waiting for that job. A match per job would cost two extra round trips
+/// (AddMatch, RemoveMatch) per operation, through ssh and the bus.
+#[derive(Debug)]
+struct JobWatch {
+    board: std::sync::Arc<std::sync::Mutex<JobBoard>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for JobWatch {
+    fn drop(&mut self) {
+        // The router holds the connection's signal stream; stop it with the
+        // last clone of the client.
+        self.task.abort();
+    }
+}
+
+#[derive(Debug, Default)]
+struct JobBoard {
+    /// Callers waiting, by job object path. Several callers can wait for
+    /// one job: systemd merges a second identical request into the job
+    /// already queued and returns its path.
+    waiting: std::collections::HashMap<String, Vec<tokio::sync::oneshot::Sender<String>>>,
+    /// (job path, result) of the last jobs that finished with nobody yet
+    /// waiting: the signal may be routed before a caller has read systemd's
+    /// reply. Entries stay (for any merged caller) until pushed out.
+    finished: std::collections::VecDeque<(String, String)>,
+    /// The signal stream ended: the connection is gone.
+    closed: bool,
+}
+
+/// Removes a caller's registration when it stops waiting (done, or
+/// cancelled by a timeout), so the board never keeps dead senders.
+struct Claim<'a> {
+    board: &'a std::sync::Mutex<JobBoard>,
+    job: &'a str,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut b) = self.board.lock() {
+            if let Some(senders) = b.waiting.get_mut(self.job) {
+                senders.retain(|tx| !tx.is_closed());
+                if senders.is_empty() {
+                    b.waiting.remove(self.job);
+                }
+            }
+        }
+    }
 }
 
 /// systemd's bus-label escaping of a unit name into its object path, so
@@ -420,7 +486,7 @@ impl Systemd {
         Ok(Systemd {
             conn,
             manager,
-            subscribed: Default::default(),
+            jobs: Default::default(),
         })
     }
 
@@ -537,38 +603,29 @@ impl Systemd {
 
     /// The state the executor decides and verifies on, in as little bus
     /// traffic as systemd allows: one ListUnitsByNames row (load, active and
-    /// sub state) and the InvocationID (plus UnitFileState when asked),
-    /// sent together. Cheaper than [`Systemd::unit_facts`], which reads
-    /// every Unit property for facts files and status.
+    /// sub state), plus the InvocationID and UnitFileState when asked, sent
+    /// together. Every message crosses ssh, the bridge and the bus, so a
+    /// reading asks only for what its caller compares. Cheaper than
+    /// [`Systemd::unit_facts`], which reads every Unit property.
     pub async fn unit_state(
         &self,
         unit: &UnitName,
-        with_file_state: bool,
+        what: StateRead,
     ) -> Result<UnitFacts, SystemdError> {
         let name = unit.as_str();
         let path = unit_object_path(name);
-        let get = |prop: &'static str| {
-            let path = path.clone();
-            async move {
-                let reply = self
-                    .conn
-                    .call_method(
-                        Some(DEST),
-                        path.as_str(),
-                        Some("org.freedesktop.DBus.Properties"),
-                        "Get",
-                        &("org.freedesktop.systemd1.Unit", prop),
-                    )
-                    .await?;
-                let v: OwnedValue = reply.body().deserialize()?;
-                Ok::<_, zbus::Error>(v)
-            }
-        };
+        let get = |prop: &'static str| self.unit_property(&path, prop);
         let names = [name];
         let row = self.manager.list_units_by_names(&names);
-        let inv = get("InvocationID");
+        let inv = async {
+            if what.invocation {
+                get("InvocationID").await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
         let ufs = async {
-            if with_file_state {
+            if what.file_state {
                 get("UnitFileState").await.map(Some)
             } else {
                 Ok(None)
@@ -582,6 +639,7 @@ impl Systemd {
         // A unit without a file has no InvocationID worth reading.
         let invocation_id = inv
             .ok()
+            .flatten()
             .and_then(|v| Vec::<u8>::try_from(v).ok())
             .map(|b| hex(&b))
             .unwrap_or_default();
@@ -600,6 +658,30 @@ impl Systemd {
             main_pid: 0,
             job: None,
         })
+    }
+
+    /// A unit's InvocationID alone (hex; empty when it has none).
+    pub async fn invocation_id(&self, unit: &UnitName) -> Result<String, SystemdError> {
+        let v = self
+            .unit_property(&unit_object_path(unit.as_str()), "InvocationID")
+            .await
+            .map_err(SystemdError::bus(format!("InvocationID {unit}")))?;
+        Ok(Vec::<u8>::try_from(v).map(|b| hex(&b)).unwrap_or_default())
+    }
+
+    /// One property of the Unit interface, by the unit's object path.
+    async fn unit_property(&self, path: &str, prop: &str) -> zbus::Result<OwnedValue> {
+        let reply = self
+            .conn
+            .call_method(
+                Some(DEST),
+                path,
+                Some("org.freedesktop.DBus.Properties"),
+                "Get",
+                &("org.freedesktop.systemd1.Unit", prop),
+            )
+            .await?;
+        reply.body().deserialize()
     }
 
     /// Names of the loaded service units (what `systemctl list-units
@@ -788,7 +870,7 @@ impl Systemd {
 
     /// Run a job (start/stop/restart/reload) and wait for its `JobRemoved`.
     ///
-    /// The signal stream is set up (match rule installed, Subscribe sent)
+    /// The signal stream is set up (the connection's match rule installed)
     /// before the job is queued, and matched on the job's object path, so
     /// the completion cannot be missed. A failed job also reads the unit's
     /// ActiveState, Result and StatusText to explain itself. Bound the wait
@@ -796,13 +878,11 @@ impl Systemd {
     /// (TimeoutStartSec, ...) end every job eventually.
     pub async fn run_job(&self, op: JobOp, unit: &UnitName) -> Result<JobOutcome, SystemdError> {
         let name = unit.as_str();
-        self.ensure_subscribed().await?;
-        // Filter on arg 2 (the unit name) so unrelated jobs do not wake us.
-        let mut removed = self
-            .manager
-            .receive_job_removed_with_args(&[(2, name)])
-            .await
-            .map_err(SystemdError::bus(format!("match JobRemoved for {name}")))?;
+        let lost = || SystemdError::Lost {
+            op: op.as_str(),
+            unit: name.to_string(),
+        };
+        let watch = self.job_watch().await?;
         let what = format!("{}Unit {name}", capitalized(op));
         let job = match op {
             JobOp::Start => self.manager.start_unit(name, "replace").await,
@@ -811,19 +891,31 @@ impl Systemd {
             JobOp::Reload => self.manager.reload_unit(name, "replace").await,
         }
         .map_err(SystemdError::bus(what))?;
-        let result = loop {
-            let Some(sig) = removed.next().await else {
-                return Err(SystemdError::Lost {
-                    op: op.as_str(),
-                    unit: name.to_string(),
-                });
-            };
-            // A malformed signal is not ours to act on; keep waiting.
-            let Ok(args) = sig.args() else { continue };
-            if args.job.as_str() == job.as_str() {
-                break JobResult::parse(args.result);
+        let path = job.as_str();
+        let rx = {
+            let mut b = watch.board.lock().map_err(|_| lost())?;
+            if let Some((_, r)) = b.finished.iter().rev().find(|(j, _)| j == path) {
+                Ok(r.clone())
+            } else if b.closed {
+                return Err(lost());
+            } else {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                b.waiting.entry(path.to_string()).or_default().push(tx);
+                Err(rx)
             }
         };
+        let result = match rx {
+            Ok(r) => r,
+            Err(rx) => {
+                let _claim = Claim {
+                    board: &watch.board,
+                    job: path,
+                };
+                // The router drops every sender when the stream ends.
+                rx.await.map_err(|_| lost())?
+            }
+        };
+        let result = JobResult::parse(&result);
         let mut outcome = JobOutcome {
             op,
             unit: name.to_string(),
@@ -936,14 +1028,48 @@ impl Systemd {
         }
     }
 
-    async fn ensure_subscribed(&self) -> Result<(), SystemdError> {
-        // systemd only emits job signals while some client is subscribed;
-        // once per connection is enough.
-        self.subscribed
-            .get_or_try_init(|| async { self.manager.subscribe().await })
+    /// The connection's job router, set up on first use: the match rule is
+    /// installed before any job is queued, so no completion can be missed.
+    ///
+    /// No `Subscribe`: systemd sends a job's `JobRemoved` to the client that
+    /// queued it anyway (the job tracks its sender). Subscribing would make
+    /// systemd emit every unit's PropertiesChanged on the bus for as long as
+    /// we are connected — the costliest traffic on the host, and none of it
+    /// used here.
+    async fn job_watch(&self) -> Result<&JobWatch, SystemdError> {
+        self.jobs
+            .get_or_try_init(|| async {
+                let mut stream = self
+                    .manager
+                    .receive_job_removed()
+                    .await
+                    .map_err(SystemdError::bus("match JobRemoved"))?;
+                let board = std::sync::Arc::new(std::sync::Mutex::new(JobBoard::default()));
+                let routed = board.clone();
+                let task = tokio::spawn(async move {
+                    while let Some(sig) = stream.next().await {
+                        // A malformed signal is not ours to act on.
+                        let Ok(args) = sig.args() else { continue };
+                        let Ok(mut b) = routed.lock() else { break };
+                        let job = args.job.as_str();
+                        for tx in b.waiting.remove(job).unwrap_or_default() {
+                            let _ = tx.send(args.result.to_string());
+                        }
+                        if b.finished.len() >= FINISHED_KEPT {
+                            b.finished.pop_front();
+                        }
+                        b.finished
+                            .push_back((job.to_string(), args.result.to_string()));
+                    }
+                    if let Ok(mut b) = routed.lock() {
+                        b.closed = true;
+                        b.waiting.clear();
+                    }
+                })
+                .abort_handle();
+                Ok(JobWatch { board, task })
+            })
             .await
-            .map(|_| ())
-            .map_err(SystemdError::bus("Subscribe"))
     }
 
     async fn explain(&self, outcome: &mut JobOutcome) {

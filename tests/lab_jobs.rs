@@ -96,3 +96,33 @@ async fn enable_disable_report_whether_anything_changed() {
     );
     session.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_jobs_on_one_connection_each_get_their_result() {
+    let Some(lab) = lab() else { return };
+    let _guard = lab.lock();
+    let inv = Inventory::load(&lab.inventory).expect("inventory");
+    let host = inv.hosts[1.min(inv.hosts.len() - 1)].clone();
+    let name = host.name.clone();
+    let session = carrier::connect(&host).await.expect("connect");
+    let sd = session.systemd();
+    let web = unit("demo-web");
+    let worker = unit("demo-worker");
+    let before = lab.show(&name, "demo-web.service")["InvocationID"].clone();
+    // Two identical restarts at once: systemd may merge the second into
+    // the first job (same path); a different unit's job runs alongside.
+    // One JobRemoved stream serves them all, each waiter gets its result.
+    let (a, b, c) = tokio::join!(sd.restart(&web), sd.restart(&web), sd.restart(&worker));
+    for r in [a, b, c] {
+        let r = r.expect("job");
+        assert_eq!(r.result, JobResult::Done, "{r:?}");
+    }
+    let after = lab.show(&name, "demo-web.service");
+    assert_eq!(after["ActiveState"], "active");
+    assert_ne!(after["InvocationID"], before, "demo-web was restarted");
+    assert_eq!(
+        lab.show(&name, "demo-worker.service")["ActiveState"],
+        "active"
+    );
+    session.close().await;
+}
