@@ -2,11 +2,15 @@
 //!
 //! - `local`: the system bus of this machine (`host.bus`, else
 //!   `DBUS_SYSTEM_BUS_ADDRESS`, else the default socket).
-//! - `ssh`: one OpenSSH ControlMaster per host (openssh crate, native mux),
-//!   and `systemd-stdio-bridge` run over ONE channel of it; the bridge's
-//!   stdin/stdout carry the D-Bus stream, so zbus talks to the remote
-//!   systemd exactly as it does locally. Unit names never reach a shell:
-//!   they travel inside D-Bus messages.
+//! - `ssh`: one OpenSSH ControlMaster per host (openssh crate, native mux).
+//!   D-Bus travels over a stream forwarded to the host's system bus socket
+//!   (no process on the host), with one short session beside it that reads
+//!   the maintenance state file. With `become`, or when the server refuses
+//!   stream forwarding, `systemd-stdio-bridge` runs over one channel
+//!   instead (under `sudo -n` for `become`) and its stdin/stdout carry the
+//!   stream. Either way zbus talks to the remote systemd exactly as it does
+//!   locally, and unit names never reach a shell: they travel inside D-Bus
+//!   messages.
 //!
 //! A host that cannot be reached is a [`CarrierError`] returned within its
 //! connect timeout; it never hangs and never affects other hosts. A
@@ -122,12 +126,31 @@ pub enum Preread {
     Unreadable,
 }
 
-/// Runs before the bridge in the bridge's own SSH session: prints the
-/// maintenance state file as one base64 line (empty: no file; `!`:
-/// unreadable), then becomes the bridge. A constant: no user data.
-const BRIDGE_PREAMBLE: &str = "f=/var/lib/drover/maintenance.json; \
-if [ -e \"$f\" ]; then base64 -w0 \"$f\" 2>/dev/null || printf '!'; fi; echo; \
-exec systemd-stdio-bridge";
+/// The preread script, as a literal so the bridge preamble can extend it.
+/// Prints two lines: the login's uid (from /proc, shell builtins only: the
+/// D-Bus EXTERNAL handshake over a forward must name the uid the remote bus
+/// sees) and the maintenance state file as base64 (empty: no file; `!`:
+/// unreadable). A constant: no user data.
+macro_rules! preread_script {
+    () => {
+        "while read -r k v _; do if [ \"$k\" = Uid: ]; then printf %s \"$v\"; break; fi; \
+done </proc/self/status; echo; \
+f=/var/lib/drover/maintenance.json; \
+if [ -e \"$f\" ]; then base64 -w0 \"$f\" 2>/dev/null || printf '!'; fi; echo"
+    };
+}
+
+/// Run in its own SSH session next to the D-Bus forward: see
+/// [`preread_script`].
+const PREREAD: &str = preread_script!();
+
+/// Runs in the bridge's own SSH session: the preread lines, then it becomes
+/// the bridge (which says nothing until it hears our AUTH).
+const BRIDGE_PREAMBLE: &str = concat!(preread_script!(), "; exec systemd-stdio-bridge");
+
+/// The remote system bus socket a forward connects to (the bridge's
+/// default too).
+const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
 
 /// The longest preamble line accepted (the state file is small).
 const PREAMBLE_MAX: usize = 1 << 20;
@@ -269,8 +292,8 @@ impl Session {
     /// once the master process is gone.
     pub async fn close(mut self) {
         let conn = self.systemd.connection().clone();
-        // Closing our write half ends the bridge's stdin: it exits, and the
-        // channel with it.
+        // Closing our write half ends the forward (or the bridge's stdin:
+        // it exits), and the channel with it.
         let _ = conn.close().await;
         if let Link::Ssh(l) = &mut self.link {
             l.shutdown().await;
@@ -474,127 +497,21 @@ async fn connect_ssh(host: &Host) -> Result<Session, CarrierError> {
     // The master's pid, so close (and Drop) can make sure it is gone.
     link.master_pid = master_pid(&ctl).await;
     let setup = async {
-        let permit = link
-            .channels
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| CarrierError::new(FailureKind::Other, "channel budget closed"))?;
-        link._bridge_permit = Some(permit);
-        let mut cmd = if host.become_ {
-            let mut c = openssh::Session::to_command(ssh.clone(), "sudo");
-            c.arg("-n").arg("sh").arg("-c").arg(BRIDGE_PREAMBLE);
-            c
+        // Without `become`, D-Bus goes over a forwarded stream to the bus
+        // socket: no process on the host. `become` needs root's bus
+        // identity, which only the bridge under sudo has; a server that
+        // refuses stream forwarding gets the bridge too.
+        let conn = if host.become_ {
+            start_bridge(&mut link, &ssh, host).await?
         } else {
-            let mut c = openssh::Session::to_command(ssh.clone(), "sh");
-            c.arg("-c").arg(BRIDGE_PREAMBLE);
-            c
-        };
-        cmd.stdin(openssh::Stdio::piped())
-            .stdout(openssh::Stdio::piped())
-            .stderr(openssh::Stdio::piped());
-        let mut child = cmd.spawn().await.map_err(|e| {
-            CarrierError::new(
-                FailureKind::Bridge,
-                format!("cannot start {BRIDGE}: {}", chain(&e)),
-            )
-        })?;
-        let stdin = child.stdin().take();
-        let stdout = child.stdout().take();
-        let stderr = child.stderr().take();
-        if let Some(mut err) = stderr {
-            let sink = link.bridge_stderr.clone();
-            // Keep the first few KiB of the bridge's complaints (sudo asking
-            // for a password, bridge missing) to explain a failed handshake.
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = err.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    if let Ok(mut s) = sink.lock() {
-                        if s.len() < 4096 {
-                            s.push_str(&String::from_utf8_lossy(&buf[..n]));
-                        }
-                    }
-                }
-            });
-        }
-        link.bridge = Some(child);
-        let (Some(stdin), Some(mut stdout)) = (stdin, stdout) else {
-            return Err(CarrierError::new(
-                FailureKind::Bridge,
-                "bridge has no stdio",
-            ));
-        };
-        // The preamble's one line comes before any D-Bus byte: the bridge
-        // says nothing until it hears our AUTH.
-        let mut line = Vec::new();
-        loop {
-            let mut b = [0u8; 1];
-            let n = stdout.read(&mut b).await.map_err(|e| {
-                CarrierError::new(
-                    FailureKind::Bridge,
-                    format!("reading the bridge preamble: {e}"),
-                )
-            })?;
-            if n == 0 {
-                let stderr = link
-                    .bridge_stderr
-                    .lock()
-                    .map(|s| s.trim().to_string())
-                    .unwrap_or_default();
-                return Err(CarrierError::new(
-                    FailureKind::Bridge,
-                    format!("{BRIDGE} exited before starting: {stderr}"),
-                ));
-            }
-            if b[0] == b'\n' {
-                break;
-            }
-            if line.len() >= PREAMBLE_MAX {
-                return Err(CarrierError::new(
-                    FailureKind::Bridge,
-                    "bridge preamble too long",
-                ));
-            }
-            line.push(b[0]);
-        }
-        let preread = match line.as_slice() {
-            b"" => Preread::Missing,
-            b"!" => Preread::Unreadable,
-            text => {
-                use base64::Engine;
-                match base64::engine::general_purpose::STANDARD.decode(text) {
-                    Ok(bytes) => Preread::Content(bytes),
-                    Err(_) => Preread::Unreadable,
+            match open_forward(&mut link, &ssh, &ctl).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::debug!(host = %host.name, "D-Bus forward unavailable ({e}); using {BRIDGE}");
+                    start_bridge(&mut link, &ssh, host).await?
                 }
             }
         };
-        *link
-            .preread
-            .lock()
-            .map_err(|_| CarrierError::new(FailureKind::Other, "poisoned"))? = Some(preread);
-        let split = zbus::connection::socket::Split::new(
-            Box::new(BridgeRead(stdout)) as Box<dyn zbus::connection::socket::ReadHalf>,
-            Box::new(BridgeWrite(Some(stdin))) as Box<dyn zbus::connection::socket::WriteHalf>,
-        );
-        let conn = zbus::connection::Builder::socket(split)
-            .build()
-            .await
-            .map_err(|e| {
-                let stderr = link
-                    .bridge_stderr
-                    .lock()
-                    .map(|s| s.trim().to_string())
-                    .unwrap_or_default();
-                let detail = if stderr.is_empty() {
-                    format!("{BRIDGE}: {e}")
-                } else {
-                    format!("{BRIDGE}: {e}: {stderr}")
-                };
-                CarrierError::new(FailureKind::Bridge, detail)
-            })?;
         Systemd::new(conn).await.map_err(bus_failure)
     };
     let systemd =
@@ -624,6 +541,231 @@ async fn connect_ssh(host: &Host) -> Result<Session, CarrierError> {
         preread: std::sync::Mutex::new(preread),
         become_: host.become_,
     })
+}
+
+/// D-Bus over a forwarded unix stream to the host's bus socket, with the
+/// preread in a short session beside it (both on the one connection).
+async fn open_forward(
+    link: &mut SshLink,
+    ssh: &Arc<openssh::Session>,
+    ctl: &Path,
+) -> Result<zbus::Connection, CarrierError> {
+    let fail = |what: String| CarrierError::new(FailureKind::Bus, what);
+    let local = ctl.with_file_name("bus");
+    let preread = async {
+        let _permit = link
+            .channels
+            .acquire()
+            .await
+            .map_err(|_| CarrierError::new(FailureKind::Other, "channel budget closed"))?;
+        let out = ssh
+            .command("sh")
+            .arg("-c")
+            .arg(PREREAD)
+            .stdin(openssh::Stdio::null())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped())
+            .output()
+            .await
+            .map_err(|e| fail(format!("reading the host's state: {}", chain(&e))))?;
+        let mut lines = out.stdout.split(|b| *b == b'\n');
+        let uid = lines
+            .next()
+            .and_then(|l| std::str::from_utf8(l).ok()?.trim().parse().ok());
+        let state = lines.next().map(parse_preread);
+        match (uid, state) {
+            (Some(uid), Some(state)) => Ok((uid, state)),
+            _ => Err(fail(format!(
+                "reading the host's state: unexpected answer ({})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))),
+        }
+    };
+    let forward = async {
+        ssh.request_port_forward(
+            openssh::ForwardType::Local,
+            openssh::Socket::UnixSocket {
+                path: local.as_path().into(),
+            },
+            openssh::Socket::UnixSocket {
+                path: Path::new(SYSTEM_BUS_SOCKET).into(),
+            },
+        )
+        .await
+        .map_err(|e| fail(format!("forwarding {SYSTEM_BUS_SOCKET}: {}", chain(&e))))
+    };
+    let (pre, fwd) = tokio::join!(preread, forward);
+    let (uid, state) = pre?;
+    fwd?;
+    let stream = tokio::net::UnixStream::connect(&local)
+        .await
+        .map_err(|e| fail(format!("connecting to the forward: {e}")))?;
+    let (r, w) = stream.into_split();
+    // Our own halves, not a unix socket to zbus: fds cannot cross ssh, so
+    // zbus must not offer to pass them.
+    let split = zbus::connection::socket::Split::new(
+        Box::new(StreamRead(r)) as Box<dyn zbus::connection::socket::ReadHalf>,
+        Box::new(StreamWrite(Some(w))) as Box<dyn zbus::connection::socket::WriteHalf>,
+    );
+    // A server that refuses the forward closes the stream: the handshake
+    // fails here and the caller falls back to the bridge.
+    let conn = zbus::connection::Builder::socket(split)
+        .user_id(uid)
+        .build()
+        .await
+        .map_err(|e| fail(format!("D-Bus over the forward: {e}")))?;
+    *link
+        .preread
+        .lock()
+        .map_err(|_| CarrierError::new(FailureKind::Other, "poisoned"))? = Some(state);
+    Ok(conn)
+}
+
+/// What a preread line says about the maintenance state file.
+fn parse_preread(line: &[u8]) -> Preread {
+    match line {
+        b"" => Preread::Missing,
+        b"!" => Preread::Unreadable,
+        text => {
+            use base64::Engine;
+            match base64::engine::general_purpose::STANDARD.decode(text) {
+                Ok(bytes) => Preread::Content(bytes),
+                Err(_) => Preread::Unreadable,
+            }
+        }
+    }
+}
+
+/// One line of the bridge's preamble, read a byte at a time so no D-Bus
+/// byte after it is consumed. `None`: the stream ended first.
+async fn preamble_line<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<Option<Vec<u8>>, CarrierError> {
+    let mut line = Vec::new();
+    loop {
+        let mut b = [0u8; 1];
+        let n = r.read(&mut b).await.map_err(|e| {
+            CarrierError::new(
+                FailureKind::Bridge,
+                format!("reading the bridge preamble: {e}"),
+            )
+        })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if b[0] == b'\n' {
+            return Ok(Some(line));
+        }
+        if line.len() >= PREAMBLE_MAX {
+            return Err(CarrierError::new(
+                FailureKind::Bridge,
+                "bridge preamble too long",
+            ));
+        }
+        line.push(b[0]);
+    }
+}
+
+/// `systemd-stdio-bridge` over one SSH channel (under `sudo -n` with
+/// `become`), after the preread lines.
+async fn start_bridge(
+    link: &mut SshLink,
+    ssh: &Arc<openssh::Session>,
+    host: &Host,
+) -> Result<zbus::Connection, CarrierError> {
+    let permit = link
+        .channels
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| CarrierError::new(FailureKind::Other, "channel budget closed"))?;
+    link._bridge_permit = Some(permit);
+    let mut cmd = if host.become_ {
+        let mut c = openssh::Session::to_command(ssh.clone(), "sudo");
+        c.arg("-n").arg("sh").arg("-c").arg(BRIDGE_PREAMBLE);
+        c
+    } else {
+        let mut c = openssh::Session::to_command(ssh.clone(), "sh");
+        c.arg("-c").arg(BRIDGE_PREAMBLE);
+        c
+    };
+    cmd.stdin(openssh::Stdio::piped())
+        .stdout(openssh::Stdio::piped())
+        .stderr(openssh::Stdio::piped());
+    let mut child = cmd.spawn().await.map_err(|e| {
+        CarrierError::new(
+            FailureKind::Bridge,
+            format!("cannot start {BRIDGE}: {}", chain(&e)),
+        )
+    })?;
+    let stdin = child.stdin().take();
+    let stdout = child.stdout().take();
+    let stderr = child.stderr().take();
+    if let Some(mut err) = stderr {
+        let sink = link.bridge_stderr.clone();
+        // Keep the first few KiB of the bridge's complaints (sudo asking
+        // for a password, bridge missing) to explain a failed handshake.
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = err.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut s) = sink.lock() {
+                    if s.len() < 4096 {
+                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            }
+        });
+    }
+    link.bridge = Some(child);
+    let (Some(stdin), Some(mut stdout)) = (stdin, stdout) else {
+        return Err(CarrierError::new(
+            FailureKind::Bridge,
+            "bridge has no stdio",
+        ));
+    };
+    let stderr_text = |link: &SshLink| {
+        link.bridge_stderr
+            .lock()
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    // The uid line is for forwards; the bridge authenticates us itself.
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        match preamble_line(&mut stdout).await? {
+            Some(l) => lines.push(l),
+            None => {
+                return Err(CarrierError::new(
+                    FailureKind::Bridge,
+                    format!("{BRIDGE} exited before starting: {}", stderr_text(link)),
+                ))
+            }
+        }
+    }
+    *link
+        .preread
+        .lock()
+        .map_err(|_| CarrierError::new(FailureKind::Other, "poisoned"))? =
+        Some(parse_preread(&lines[1]));
+    let split = zbus::connection::socket::Split::new(
+        Box::new(StreamRead(stdout)) as Box<dyn zbus::connection::socket::ReadHalf>,
+        Box::new(StreamWrite(Some(stdin))) as Box<dyn zbus::connection::socket::WriteHalf>,
+    );
+    zbus::connection::Builder::socket(split)
+        .build()
+        .await
+        .map_err(|e| {
+            let stderr = stderr_text(link);
+            let detail = if stderr.is_empty() {
+                format!("{BRIDGE}: {e}")
+            } else {
+                format!("{BRIDGE}: {e}: {stderr}")
+            };
+            CarrierError::new(FailureKind::Bridge, detail)
+        })
 }
 
 /// Where control directories go: $XDG_RUNTIME_DIR (private, tmpfs) when
@@ -763,25 +905,33 @@ fn kill_referencing(dir: &Path) {
     }
 }
 
-/// The bridge's stdout as zbus's read half.
+/// A byte stream's read half as zbus's read half: the bridge's stdout or
+/// a forwarded socket. Never carries fds.
 #[derive(Debug)]
-struct BridgeRead(openssh::ChildStdout);
+struct StreamRead<R>(R);
 
 #[async_trait::async_trait]
-impl zbus::connection::socket::ReadHalf for BridgeRead {
+impl<R> zbus::connection::socket::ReadHalf for StreamRead<R>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + Sync + fmt::Debug + 'static,
+{
     async fn recvmsg(&mut self, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
         let n = self.0.read(buf).await?;
         Ok((n, Vec::new()))
     }
 }
 
-/// The bridge's stdin as zbus's write half. `close` drops the pipe so the
-/// bridge sees EOF and exits (shutdown alone does nothing on a pipe).
+/// A byte stream's write half as zbus's write half. `close` drops it: the
+/// bridge's stdin pipe then sees EOF (shutdown alone does nothing on a
+/// pipe), a socket half shuts down.
 #[derive(Debug)]
-struct BridgeWrite(Option<openssh::ChildStdin>);
+struct StreamWrite<W>(Option<W>);
 
 #[async_trait::async_trait]
-impl zbus::connection::socket::WriteHalf for BridgeWrite {
+impl<W> zbus::connection::socket::WriteHalf for StreamWrite<W>
+where
+    W: tokio::io::AsyncWrite + Unpin + Send + Sync + fmt::Debug + 'static,
+{
     async fn sendmsg(
         &mut self,
         buf: &[u8],
@@ -795,7 +945,7 @@ impl zbus::connection::socket::WriteHalf for BridgeWrite {
         }
         match self.0.as_mut() {
             Some(w) => w.write(buf).await,
-            None => Err(io::Error::new(io::ErrorKind::BrokenPipe, "bridge closed")),
+            None => Err(io::Error::new(io::ErrorKind::BrokenPipe, "stream closed")),
         }
     }
 

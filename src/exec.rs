@@ -98,11 +98,58 @@ pub fn check_protected(l: &Loaded, allow: bool) -> Result<()> {
     Ok(())
 }
 
+/// A host's connection for one run: `Err` if it could not be made; the
+/// session is taken out when released.
+type Slot = tokio::sync::OnceCell<std::result::Result<Mutex<Option<Arc<Session>>>, String>>;
+
+fn open_slot(s: Session) -> Mutex<Option<Arc<Session>>> {
+    Mutex::new(Some(Arc::new(s)))
+}
+
+/// The host's open session, if any.
+fn session_of(run: &Run<'_>, h: usize) -> Option<Arc<Session>> {
+    run.slots[h].get()?.as_ref().ok()?.lock().ok()?.clone()
+}
+
+/// The host has no step left: close its connection now, in the background,
+/// instead of holding an ssh master per host until the run ends (a large
+/// fleet would pile them up; a small one would pay every close at the end).
+fn release(run: &Run<'_>, h: usize) {
+    let Some(Ok(cell)) = run.slots[h].get() else {
+        return;
+    };
+    let Some(arc) = cell.lock().ok().and_then(|mut s| s.take()) else {
+        return;
+    };
+    match Arc::try_unwrap(arc) {
+        Ok(session) => {
+            let task = tokio::spawn(session.close());
+            if let Ok(mut c) = run.closing.lock() {
+                c.push(task);
+            }
+        }
+        // Still in use (cannot happen once the host's steps are done): put
+        // it back for the final close.
+        Err(arc) => {
+            if let Ok(mut s) = cell.lock() {
+                *s = Some(arc);
+            }
+        }
+    }
+}
+
 /// Everything the host workers share.
 struct Run<'a> {
     l: &'a Loaded,
-    /// One connection per host, made up front (linear) or on first use (free).
-    slots: Vec<tokio::sync::OnceCell<std::result::Result<Arc<Session>, String>>>,
+    /// One connection per host, made up front (linear) or on first use
+    /// (free), closed as soon as the host has no step left.
+    slots: Vec<Slot>,
+    /// Steps not yet finished that may work on each host (linear): at zero
+    /// the host's connection is released.
+    pending: Vec<std::sync::atomic::AtomicUsize>,
+    /// Connections being closed in the background; awaited before the
+    /// report.
+    closing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     failed_at: Mutex<Vec<Option<String>>>,
     aborted_at: Mutex<Option<String>>,
     forks: Semaphore,
@@ -151,24 +198,34 @@ pub async fn execute(spec: RunSpec<'_>) -> JobReport {
         .iter()
         .map(|i| l.inventory.hosts[*i].clone())
         .collect();
-    let slots: Vec<tokio::sync::OnceCell<std::result::Result<Arc<Session>, String>>> =
-        (0..l.inventory.hosts.len())
-            .map(|_| tokio::sync::OnceCell::new())
-            .collect();
+    let slots: Vec<Slot> = (0..l.inventory.hosts.len())
+        .map(|_| tokio::sync::OnceCell::new())
+        .collect();
     if l.playbook.strategy == Strategy::Linear {
         // `_any` picks need to know who is reachable before the first step.
         for r in crate::fanout::connect_all(&hosts, spec.forks.max(1)).await {
             let h = involved[r.index];
-            let _ = slots[h].set(r.result.map(Arc::new).map_err(|e| e.to_string()));
+            let _ = slots[h].set(r.result.map(open_slot).map_err(|e| e.to_string()));
         }
     }
     let mut order_of = vec![0; l.playbook.steps.len()];
     for (pos, s) in l.dag.order().iter().enumerate() {
         order_of[*s] = pos;
     }
+    let mut pending = vec![0usize; l.inventory.hosts.len()];
+    for ex in &l.expanded {
+        for h in ex.targets.candidates() {
+            pending[h] += 1;
+        }
+    }
     let run = Run {
         l,
         slots,
+        pending: pending
+            .into_iter()
+            .map(std::sync::atomic::AtomicUsize::new)
+            .collect(),
+        closing: Mutex::new(Vec::new()),
         failed_at: Mutex::new(vec![None; l.inventory.hosts.len()]),
         aborted_at: Mutex::new(None),
         forks: Semaphore::new(spec.forks.max(1)),
@@ -207,15 +264,24 @@ pub async fn execute(spec: RunSpec<'_>) -> JobReport {
         }
     }
 
-    let Run { slots, results, .. } = run;
+    let Run {
+        slots,
+        results,
+        closing,
+        ..
+    } = run;
     crate::fanout::close_all(
         slots
             .into_iter()
             .filter_map(|c| c.into_inner())
             .filter_map(|r| r.ok())
+            .filter_map(|m| m.into_inner().ok().flatten())
             .filter_map(|s| Arc::try_unwrap(s).ok()),
     )
     .await;
+    for task in closing.into_inner().unwrap_or_default() {
+        let _ = task.await;
+    }
     let mut results = results.into_inner().unwrap_or_default();
     results.sort_by_key(|(order, host, _)| (*order, *host));
     let outcome = if spec.stop.is_stopped() {
@@ -252,7 +318,14 @@ async fn run_linear(run: &Run<'_>, started: &mut [bool]) {
             }
         }
         match running.next().await {
-            Some(s) => sched.finish(s),
+            Some(s) => {
+                sched.finish(s);
+                for h in run.l.expanded[s].targets.candidates() {
+                    if run.pending[h].fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                        release(run, h);
+                    }
+                }
+            }
             None => break,
         }
     }
@@ -284,6 +357,7 @@ async fn run_free(run: &Run<'_>, involved: &[usize]) {
                     }
                 }
             }
+            release(run, h);
         })
         .buffer_unordered(run.forks.available_permits().max(1));
     hosts.collect::<Vec<()>>().await;
@@ -424,12 +498,17 @@ async fn run_host(run: &Run<'_>, si: usize, step: &Step, h: usize) -> Status {
         .get_or_init(|| async {
             crate::carrier::connect(host)
                 .await
-                .map(Arc::new)
+                .map(open_slot)
                 .map_err(|e| format!("unreachable: {e}"))
         })
         .await;
-    let session = match slot {
-        Ok(s) => s.clone(),
+    let session = match slot.as_ref().map(|m| m.lock().ok().and_then(|s| s.clone())) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            r.error = Some("internal: the host's connection was already closed".into());
+            push(run, si, h, r);
+            return Status::Failed;
+        }
         Err(e) => {
             r.error = Some(e.clone());
             push(run, si, h, r);
@@ -542,10 +621,10 @@ async fn host_maintenance(
     {
         return Ok(m);
     }
-    let Some(Ok(session)) = run.slots[h].get() else {
+    let Some(session) = session_of(run, h) else {
         return Err("unreachable: no connection".into());
     };
-    let m = crate::maintenance::read(session).await?;
+    let m = crate::maintenance::read(&session).await?;
     if let Ok(mut cache) = run.maint.lock() {
         if let Some(slot) = cache.get_mut(h) {
             *slot = Some(m.clone());

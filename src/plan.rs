@@ -41,6 +41,16 @@ pub struct StepTargets {
     pub any: Vec<Vec<usize>>,
 }
 
+impl StepTargets {
+    /// Every host the step may work on (fixed, and every `_any`
+    /// candidate), each once, sorted.
+    pub fn candidates(&self) -> Vec<usize> {
+        let mut all: BTreeSet<usize> = self.fixed.iter().copied().collect();
+        all.extend(self.any.iter().flatten().copied());
+        all.into_iter().collect()
+    }
+}
+
 /// What a step does on one host, rendered from templates.
 #[derive(Debug, Clone)]
 pub struct HostTask {
