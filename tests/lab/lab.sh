@@ -324,6 +324,10 @@ image_customize() {
 		PasswordAuthentication no
 		MaxSessions 64
 		UseDNS no
+		# A login whose server refuses stream forwarding, as hardened hosts
+		# do: drover must fall back to systemd-stdio-bridge for it.
+		Match User nofwd
+			AllowStreamLocalForwarding no
 	EOF
 	# One host key set for all hosts, made here, so known_hosts can be written
 	# before any host boots.
@@ -340,6 +344,11 @@ image_customize() {
 	echo 'drover ALL=(ALL:ALL) NOPASSWD: ALL' >"$r/etc/sudoers.d/drover"
 	chmod 440 "$r/etc/sudoers.d/drover"
 	chroot "$r" visudo -cqf /etc/sudoers.d/drover
+	# The forwarding-refused login (see sshd_config.d above); no sudo.
+	chroot "$r" useradd --create-home --shell /bin/bash nofwd
+	install -d -m 700 "$r/home/nofwd/.ssh"
+	install -m 600 "$LAB_KEY.pub" "$r/home/nofwd/.ssh/authorized_keys"
+	chroot "$r" chown -R nofwd:nofwd /home/nofwd/.ssh
 
 	# The services drover's tests act on.
 	mkdir -p "$r/srv/demo-web"
