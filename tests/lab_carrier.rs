@@ -64,3 +64,29 @@ async fn a_server_refusing_stream_forwarding_gets_the_bridge() {
     // The lab's sshd refuses stream forwarding to `nofwd` (tests/lab/lab.sh).
     assert_eq!(connect_as(&lab, "nofwd").await, 1, "the bridge carries D-Bus");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn become_runs_jobs_through_the_bridge() {
+    let Some(lab) = lab() else { return };
+    let _guard = lab.lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inv = lab.inventory_with(
+        dir.path(),
+        &format!("  {}: {{ user: drover, become: true }}\n", lab.host(0)),
+    );
+    let inv = Inventory::load(&inv).expect("inventory");
+    let host = inv.hosts[0].clone();
+    let idle = UnitName::parse("demo-idle").expect("unit");
+    let before = lab.show(&host.name, "demo-idle.service")["InvocationID"].clone();
+    let session = carrier::connect(&host).await.expect("connect");
+    assert_eq!(bridges(&lab, &host.name), 1, "become goes through the bridge");
+    // The job is queued by the bridge's bus name (root, via sudo); its
+    // JobRemoved must still reach us without Subscribe.
+    let job = session.systemd().restart(&idle).await.expect("restart");
+    assert_eq!(job.result, drover::systemd::JobResult::Done, "{job:?}");
+    session.close().await;
+    let after = lab.show(&host.name, "demo-idle.service");
+    assert_eq!(after["ActiveState"], "active");
+    assert_ne!(after["InvocationID"], before);
+    lab.ssh(&host.name, "systemctl stop demo-idle");
+}
