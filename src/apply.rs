@@ -24,12 +24,12 @@ struct PlainProgress {
 impl Progress for PlainProgress {
     fn step_started(&self, step: &str, hosts: usize) {
         if self.lines {
-            println!("step {step}: {hosts} host(s)");
+            outln!("step {step}: {hosts} host(s)");
         }
     }
     fn result(&self, r: &JobResult) {
         if self.lines {
-            println!("{}", result_line(r, false));
+            outln!("{}", result_line(r, false));
         }
     }
     fn step_finished(&self, _step: &str) {}
@@ -154,7 +154,7 @@ pub fn run_loaded(l: &Loaded, out: &Output) -> Result<i32> {
         (ReportFormat::Text, false) => Box::new(PlainProgress { lines: true }),
     };
     if out.format == ReportFormat::Text {
-        println!("job {job_id}: {}", l.playbook.name);
+        outln!("job {job_id}: {}", l.playbook.name);
     }
     let rt = crate::live::runtime()?;
     let stop = Arc::new(StopFlag::default());
@@ -208,19 +208,20 @@ fn print_report(report: &JobReport, out: &Output, journal: Option<&Path>) -> Res
         ReportFormat::Json => {
             let text = serde_json::to_string_pretty(report)
                 .map_err(|e| Error::Internal(format!("cannot serialise the report: {e}")))?;
-            println!("{text}");
+            outln!("{text}");
         }
         ReportFormat::Text => {
             let (changed, ok, skipped, failed) = report.counts();
-            println!(
+            outln!(
                 "job {} {}: {changed} changed, {ok} ok, {skipped} skipped, {failed} failed",
-                report.job_id, report.outcome
+                report.job_id,
+                report.outcome
             );
             if let Some(r) = &out.report {
-                println!("report: {}", r.display());
+                outln!("report: {}", r.display());
             }
             if let Some(j) = journal {
-                println!("journal: {}", j.display());
+                outln!("journal: {}", j.display());
             }
         }
     }
@@ -322,7 +323,7 @@ pub fn service_cmd(s: &ServiceArgs, color: bool) -> Result<i32> {
             ReportFormat::Json => crate::diff::Format::Json,
             ReportFormat::Text => crate::diff::Format::Text,
         };
-        print!("{}", crate::diff::render(&plan, format, color));
+        out!("{}", crate::diff::render(&plan, format, color));
         return Ok(code);
     }
     run_loaded(

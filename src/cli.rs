@@ -378,7 +378,7 @@ pub fn main() -> i32 {
 /// Print an error in the one format drover uses.
 pub fn report_error(e: &Error, json: bool, color: bool) {
     if json {
-        println!("{}", e.to_json());
+        outln!("{}", e.to_json());
     } else {
         use owo_colors::OwoColorize;
         let head = if color && std::io::stderr().is_terminal() {
@@ -475,7 +475,7 @@ fn check(a: &CheckArgs) -> Result<i32> {
         Some(inv) => {
             let l = load(&a.playbook, inv, None)?;
             let tasks: usize = l.expanded.iter().map(|e| e.tasks.len()).sum();
-            println!(
+            outln!(
                 "ok: {} is valid: {} steps in {} waves, {} host tasks over {} hosts of {}",
                 a.playbook.display(),
                 l.playbook.steps.len(),
@@ -488,7 +488,7 @@ fn check(a: &CheckArgs) -> Result<i32> {
         None => {
             let pb = Playbook::load(&a.playbook)?;
             let dag = Dag::build(&pb)?;
-            println!(
+            outln!(
                 "ok: {} is valid: {} steps in {} waves (add -i INVENTORY to check targets and templates)",
                 a.playbook.display(),
                 pb.steps.len(),

@@ -445,10 +445,10 @@ pub fn health_cmd(a: &crate::cli::HealthArgs, color: bool) -> crate::error::Resu
     if a.format == crate::cli::ReportFormat::Json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::Internal(format!("cannot serialise health: {e}")))?;
-        println!("{text}");
+        outln!("{text}");
     } else {
         use std::io::IsTerminal;
-        print!(
+        out!(
             "{}",
             render_text(&report, color && std::io::stdout().is_terminal())
         );

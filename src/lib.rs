@@ -6,6 +6,24 @@
 // `Error` carries positions and suggestions by value; it is returned once
 // per command, so its size costs nothing worth boxing for.
 
+/// `print!` to stdout that never panics: a closed stdout (`| head`, a
+/// logger that died under cron) must not crash a run mid-way; the report
+/// file and the journal are written regardless.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// `println!` to stdout that never panics; see `out!`.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 pub mod apply;
 pub mod carrier;
 pub mod cli;

@@ -598,10 +598,10 @@ pub fn status_cmd(
     if json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::Internal(format!("cannot serialise status: {e}")))?;
-        println!("{text}");
+        outln!("{text}");
     } else {
         let color = color && std::io::stdout().is_terminal();
-        print!("{}", render_status_text(&report, color));
+        out!("{}", render_status_text(&report, color));
     }
     Ok(exit_code(&results))
 }

@@ -49,6 +49,6 @@ pub fn generate(kind: Kind) -> Result<String> {
 
 /// `drover schema playbook|inventory`: print the schema.
 pub fn schema_cmd(kind: Kind) -> Result<i32> {
-    print!("{}", generate(kind)?);
+    out!("{}", generate(kind)?);
     Ok(0)
 }

@@ -466,3 +466,113 @@ fn ad_hoc_service_command_uses_the_same_engine() {
     assert_ne!(invocation(&lab, &h, "demo-worker"), before);
     assert_eq!(report["job_id"].as_str().unwrap().len(), 36);
 }
+
+/// Live ssh masters of a drover run (control dirs under `dir`) to `host`.
+fn masters_to(dir: &Path, host: &str) -> usize {
+    common::ssh_pids_mentioning(&dir.display().to_string())
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .is_ok_and(|c| c.ends_with(&format!(" {host} ")))
+        })
+        .count()
+}
+
+#[test]
+fn a_host_is_disconnected_as_soon_as_its_steps_are_done() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tempfile::tempdir().unwrap();
+    let gate = Gate::new();
+    let (a, b) = (lab.host(0), lab.host(1));
+    let pb = write(
+        dir.path(),
+        "release.yml",
+        &format!(
+            "name: release\nsteps:\n  - id: both\n    target: [{a}, {b}]\n    service: {{ name: demo-worker, state: started }}\n  - id: only-b\n    target: {b}\n    needs: [both]\n    service: {{ name: demo-worker, state: started }}\n    wait: {{ http: \"http://127.0.0.1:{}/\", timeout: 60s }}\n",
+            gate.port
+        ),
+    );
+    let child = lab
+        .drover()
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .args(["apply", "--format", "json", "-i"])
+        .arg(&lab.inventory)
+        .arg(&pb)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    gate.wait_reached();
+    // `b` is held in its second step; `a` has nothing left to do, so its
+    // connection must go now, not when the run ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while masters_to(runtime.path(), a) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{a}'s ssh master still up while {b} works"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(masters_to(runtime.path(), b), 1, "{b} is still connected");
+    gate.open();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["results"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        masters_to(runtime.path(), b),
+        0,
+        "every master gone at exit"
+    );
+}
+
+#[test]
+fn a_closed_stdout_does_not_stop_the_run_or_lose_the_report() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let dir = tempfile::tempdir().unwrap();
+    let h = lab.host(0);
+    let pb = write(
+        dir.path(),
+        "pipe.yml",
+        &format!(
+            "name: pipe\nsteps:\n  - {{ id: one, target: {h}, service: {{ name: demo-idle, state: started }} }}\n  - {{ id: two, target: {h}, service: {{ name: demo-idle, state: stopped }} }}\n"
+        ),
+    );
+    let report_path = dir.path().join("r.json");
+    // `drover apply … | head -1`: the reader goes away after one line.
+    let mut child = lab
+        .drover()
+        .args(["apply", "-i"])
+        .arg(&lab.inventory)
+        .arg(&pb)
+        .arg("--report")
+        .arg(&report_path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    let statuses: Vec<&Value> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["status"])
+        .collect();
+    assert_eq!(statuses, ["ok", "ok"]);
+    assert_eq!(
+        lab.show(h, "demo-idle.service")["ActiveState"],
+        "inactive",
+        "the second step ran after stdout closed"
+    );
+}

@@ -52,7 +52,11 @@ async fn connect_as(lab: &Lab, user: &str) -> usize {
 async fn ssh_reaches_the_bus_without_a_process_on_the_host() {
     let Some(lab) = lab() else { return };
     let _guard = lab.lock();
-    assert_eq!(connect_as(&lab, "root").await, 0, "no bridge while connected");
+    assert_eq!(
+        connect_as(&lab, "root").await,
+        0,
+        "no bridge while connected"
+    );
     // A non-root login: the D-Bus handshake must name that user's uid.
     assert_eq!(connect_as(&lab, "drover").await, 0, "no bridge as drover");
 }
@@ -62,7 +66,11 @@ async fn a_server_refusing_stream_forwarding_gets_the_bridge() {
     let Some(lab) = lab() else { return };
     let _guard = lab.lock();
     // The lab's sshd refuses stream forwarding to `nofwd` (tests/lab/lab.sh).
-    assert_eq!(connect_as(&lab, "nofwd").await, 1, "the bridge carries D-Bus");
+    assert_eq!(
+        connect_as(&lab, "nofwd").await,
+        1,
+        "the bridge carries D-Bus"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +87,11 @@ async fn become_runs_jobs_through_the_bridge() {
     let idle = UnitName::parse("demo-idle").expect("unit");
     let before = lab.show(&host.name, "demo-idle.service")["InvocationID"].clone();
     let session = carrier::connect(&host).await.expect("connect");
-    assert_eq!(bridges(&lab, &host.name), 1, "become goes through the bridge");
+    assert_eq!(
+        bridges(&lab, &host.name),
+        1,
+        "become goes through the bridge"
+    );
     // The job is queued by the bridge's bus name (root, via sudo); its
     // JobRemoved must still reach us without Subscribe.
     let job = session.systemd().restart(&idle).await.expect("restart");
