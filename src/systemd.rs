@@ -20,6 +20,8 @@ use crate::unit::UnitName;
 
 const DEST: &str = "org.freedesktop.systemd1";
 const UNIT_PATH_PREFIX: &str = "/org/freedesktop/systemd1/unit/";
+const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+const MANAGER_INTERFACE: &str = "org.freedesktop.systemd1.Manager";
 
 /// Units read concurrently on one connection. Each costs up to 3 pending
 /// calls, and dbus-daemon refuses more than 128 pending replies per
@@ -97,15 +99,6 @@ pub trait Manager {
     ) -> zbus::Result<Vec<(String, String)>>;
     /// The enablement state of one unit file.
     fn get_unit_file_state(&self, file: &str) -> zbus::Result<String>;
-    /// A job finished: (id, job path, unit, result).
-    #[zbus(signal)]
-    fn job_removed(
-        &self,
-        id: u32,
-        job: zbus::zvariant::ObjectPath<'_>,
-        unit: &str,
-        result: &str,
-    ) -> zbus::Result<()>;
 }
 
 /// One row of `ListUnits`: name, description, load, active, sub, following,
@@ -1039,27 +1032,41 @@ impl Systemd {
     async fn job_watch(&self) -> Result<&JobWatch, SystemdError> {
         self.jobs
             .get_or_try_init(|| async {
-                let mut stream = self
-                    .manager
-                    .receive_job_removed()
+                // The bus filters on the well-known sender itself (only its
+                // owner's signals arrive), so no GetNameOwner and owner
+                // tracking, as a proxy's signal stream would add.
+                let rule = zbus::MatchRule::builder()
+                    .msg_type(zbus::message::Type::Signal)
+                    .sender(DEST)
+                    .and_then(|b| b.path(MANAGER_PATH))
+                    .and_then(|b| b.interface(MANAGER_INTERFACE))
+                    .and_then(|b| b.member("JobRemoved"))
+                    .map(|b| b.build())
+                    .map_err(SystemdError::bus("match JobRemoved"))?;
+                let mut stream = zbus::MessageStream::for_match_rule(rule, &self.conn, None)
                     .await
                     .map_err(SystemdError::bus("match JobRemoved"))?;
                 let board = std::sync::Arc::new(std::sync::Mutex::new(JobBoard::default()));
                 let routed = board.clone();
                 let task = tokio::spawn(async move {
-                    while let Some(sig) = stream.next().await {
+                    while let Some(msg) = stream.next().await {
                         // A malformed signal is not ours to act on.
-                        let Ok(args) = sig.args() else { continue };
+                        let Ok(msg) = msg else { continue };
+                        let Ok((_id, job, _unit, result)) =
+                            msg.body()
+                                .deserialize::<(u32, OwnedObjectPath, String, String)>()
+                        else {
+                            continue;
+                        };
                         let Ok(mut b) = routed.lock() else { break };
-                        let job = args.job.as_str();
+                        let job = job.as_str();
                         for tx in b.waiting.remove(job).unwrap_or_default() {
-                            let _ = tx.send(args.result.to_string());
+                            let _ = tx.send(result.clone());
                         }
                         if b.finished.len() >= FINISHED_KEPT {
                             b.finished.pop_front();
                         }
-                        b.finished
-                            .push_back((job.to_string(), args.result.to_string()));
+                        b.finished.push_back((job.to_string(), result));
                     }
                     if let Ok(mut b) = routed.lock() {
                         b.closed = true;
