@@ -506,9 +506,14 @@ async fn connect_ssh(host: &Host) -> Result<Session, CarrierError> {
         } else {
             match open_forward(&mut link, &ssh, &ctl).await {
                 Ok(conn) => conn,
-                Err(e) => {
-                    tracing::debug!(host = %host.name, "D-Bus forward unavailable ({e}); using {BRIDGE}");
-                    start_bridge(&mut link, &ssh, host).await?
+                Err(fwd) => {
+                    tracing::debug!(host = %host.name, "D-Bus forward unavailable ({fwd}); using {BRIDGE}");
+                    start_bridge(&mut link, &ssh, host).await.map_err(|e| {
+                        CarrierError::new(
+                            e.kind,
+                            format!("{} (tried first: {})", e.detail, fwd.detail),
+                        )
+                    })?
                 }
             }
         };
@@ -558,27 +563,39 @@ async fn open_forward(
             .acquire()
             .await
             .map_err(|_| CarrierError::new(FailureKind::Other, "channel budget closed"))?;
-        let out = ssh
+        let mut child = ssh
             .command("sh")
             .arg("-c")
             .arg(PREREAD)
             .stdin(openssh::Stdio::null())
             .stdout(openssh::Stdio::piped())
-            .stderr(openssh::Stdio::piped())
-            .output()
+            .stderr(openssh::Stdio::null())
+            .spawn()
             .await
             .map_err(|e| fail(format!("reading the host's state: {}", chain(&e))))?;
-        let mut lines = out.stdout.split(|b| *b == b'\n');
+        // Bounded like the bridge's preamble: a huge state file must not
+        // fill our memory.
+        let limit = PREAMBLE_MAX as u64 + 64;
+        let mut out = Vec::new();
+        if let Some(stdout) = child.stdout().take() {
+            stdout
+                .take(limit)
+                .read_to_end(&mut out)
+                .await
+                .map_err(|e| fail(format!("reading the host's state: {e}")))?;
+        }
+        if out.len() as u64 >= limit {
+            return Err(fail("the maintenance state file is too large".into()));
+        }
+        let _ = child.wait().await;
+        let mut lines = out.split(|b| *b == b'\n');
         let uid = lines
             .next()
             .and_then(|l| std::str::from_utf8(l).ok()?.trim().parse().ok());
         let state = lines.next().map(parse_preread);
         match (uid, state) {
             (Some(uid), Some(state)) => Ok((uid, state)),
-            _ => Err(fail(format!(
-                "reading the host's state: unexpected answer ({})",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))),
+            _ => Err(fail("reading the host's state: unexpected answer".into())),
         }
     };
     let forward = async {
