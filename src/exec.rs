@@ -341,17 +341,23 @@ async fn run_free(run: &Run<'_>, involved: &[usize]) {
     }
     let hosts = futures_util::stream::iter(involved.iter().copied())
         .map(|h| async move {
-            for &si in order {
-                if run.l.expanded[si].targets.fixed.binary_search(&h).is_err() {
-                    continue;
-                }
+            let mine: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|&si| run.l.expanded[si].targets.fixed.binary_search(&h).is_ok())
+                .collect();
+            // The host runs its steps back to back: each step's last reading
+            // also reads the next step's unit.
+            let mut carry = None;
+            for (k, &si) in mine.iter().enumerate() {
                 if run.stop.is_stopped() {
                     let why = format!("skipped: run interrupted by {}", run.stop.reason());
                     record_skip(run, si, h, &why);
                     continue;
                 }
                 let step = &run.l.playbook.steps[si];
-                if run_host(run, si, step, h).await == Status::Failed {
+                let next = mine.get(k + 1).and_then(|&n| next_reading(run, n, h));
+                if run_host(run, si, step, h, &mut carry, next).await == Status::Failed {
                     if let Ok(mut f) = run.failed_at.lock() {
                         f[h].get_or_insert_with(|| step.id.clone());
                     }
@@ -444,8 +450,12 @@ async fn run_step(run: &Run<'_>, si: usize) -> usize {
             }
             continue;
         }
-        let outcomes =
-            futures_util::future::join_all(batch.iter().map(|&h| run_host(run, si, step, h))).await;
+        let outcomes = futures_util::future::join_all(batch.iter().map(|&h| async move {
+            // Linear: other hosts run between a host's steps, so no
+            // reading is carried from one step to the next.
+            run_host(run, si, step, h, &mut None, None).await
+        }))
+        .await;
         for (h, status) in batch.iter().zip(outcomes) {
             if status == Status::Failed {
                 failed_here += 1;
@@ -465,7 +475,16 @@ async fn run_step(run: &Run<'_>, si: usize) -> usize {
 }
 
 /// One host, one step: checks, read, decide, act, verify, record.
-async fn run_host(run: &Run<'_>, si: usize, step: &Step, h: usize) -> Status {
+async fn run_host(
+    run: &Run<'_>,
+    si: usize,
+    step: &Step,
+    h: usize,
+    carry: &mut Option<Reading>,
+    next: Option<(UnitName, StateRead)>,
+) -> Status {
+    // A reading carried from the previous step is for this step only.
+    let carried = carry.take();
     let l = run.l;
     let host = &l.inventory.hosts[h];
     let Some(task) = l.expanded[si].task(h) else {
@@ -544,6 +563,8 @@ async fn run_host(run: &Run<'_>, si: usize, step: &Step, h: usize) -> Status {
                     step.wait.as_ref(),
                     l,
                     h,
+                    carried,
+                    next.as_ref().map(|(u, w)| (u, *w)),
                 )
                 .await
             }
@@ -566,6 +587,7 @@ async fn run_host(run: &Run<'_>, si: usize, step: &Step, h: usize) -> Status {
                     None => Ok(Done {
                         changed: o.changed,
                         action: joined(&o.done),
+                        next: None,
                     }),
                 }
             }
@@ -590,6 +612,7 @@ async fn run_host(run: &Run<'_>, si: usize, step: &Step, h: usize) -> Status {
             r.status = Status::Ok;
             r.changed = done.changed;
             r.action = done.action;
+            *carry = done.next;
         }
         Err(fail) => {
             r.action = fail.action;
@@ -605,6 +628,42 @@ async fn run_host(run: &Run<'_>, si: usize, step: &Step, h: usize) -> Status {
 struct Done {
     changed: bool,
     action: String,
+    /// The next step's unit, read together with this step's last reading.
+    next: Option<Reading>,
+}
+
+/// A unit's state read at the end of a host's step for that host's next
+/// step (`strategy: free`): one round trip serves both.
+struct Reading {
+    unit: UnitName,
+    what: StateRead,
+    facts: UnitFacts,
+    at: Instant,
+}
+
+/// How old a carried reading may be and still stand in for the next step's
+/// own. It was taken by the same connection with no drover action since;
+/// normally the next step starts microseconds later, but waiting for a
+/// `--forks` slot could take longer, and then the step reads again.
+const CARRY_FRESH: Duration = Duration::from_millis(250);
+
+/// What a host's next step would read first, if it is a service step that
+/// runs there: its unit and the properties its goal needs.
+fn next_reading(run: &Run<'_>, si: usize, h: usize) -> Option<(UnitName, StateRead)> {
+    let step = &run.l.playbook.steps[si];
+    if !matches!(step.module, Module::Service { .. }) {
+        return None;
+    }
+    let task = run.l.expanded[si].task(h).filter(|t| t.when)?;
+    let goal = goal_of(&step.module);
+    Some((
+        task.unit.clone(),
+        StateRead {
+            file_state: goal.enabled.is_some() || goal.masked.is_some(),
+            // A restart always needs the InvocationID before.
+            invocation: goal.state == Some(ServiceState::Restarted),
+        },
+    ))
 }
 
 /// A host's maintenance flags: from the run's cache, read from the host on
@@ -667,6 +726,7 @@ async fn apply_maintenance(
     Ok(Done {
         changed: action.is_some(),
         action: joined(&action.into_iter().collect::<Vec<_>>()),
+        next: None,
     })
 }
 
@@ -707,6 +767,7 @@ async fn read_one(
 }
 
 /// Bring one unit to `goal`, verifying with systemd at each step.
+#[allow(clippy::too_many_arguments)]
 async fn apply_service(
     sd: &Systemd,
     unit: &UnitName,
@@ -714,6 +775,8 @@ async fn apply_service(
     wait: Option<&Wait>,
     l: &Loaded,
     h: usize,
+    carried: Option<Reading>,
+    next: Option<(&UnitName, StateRead)>,
 ) -> std::result::Result<Done, Failed> {
     let fail = |changed: bool, actions: &[Action], error: String| Failed {
         changed,
@@ -726,30 +789,49 @@ async fn apply_service(
         file_state: goal.enabled.is_some() || goal.masked.is_some(),
         invocation: false,
     };
-    let mut before = read_one(sd, unit, fs)
-        .await
-        .map_err(|e| fail(false, &[], e))?;
+    // The previous step's last reading, if it covers what this step needs.
+    let carried = carried.filter(|c| {
+        c.unit == *unit && c.at.elapsed() < CARRY_FRESH && (c.what.file_state || !fs.file_state)
+    });
+    let (mut before, have_invocation) = match carried {
+        Some(c) => (c.facts, c.what.invocation),
+        None => (
+            read_one(sd, unit, fs)
+                .await
+                .map_err(|e| fail(false, &[], e))?,
+            false,
+        ),
+    };
     let d = decide_service(unit.as_str(), goal, &before);
     if let Some(e) = d.error {
         return Err(fail(false, &d.actions, e));
     }
     // Only a start or restart makes a new invocation; the InvocationID is
-    // read (before and after) only then.
+    // read (before and after) only then. Before and after must hold the
+    // same properties, or an unread one would look changed.
     if d.actions
         .iter()
         .any(|a| matches!(a, Action::Start | Action::Restart))
     {
         fs.invocation = true;
-        before.invocation_id = sd
-            .invocation_id(unit)
-            .await
-            .map_err(|e| fail(false, &[], format!("cannot read {unit}: {e}")))?;
+        if !have_invocation {
+            before.invocation_id = sd
+                .invocation_id(unit)
+                .await
+                .map_err(|e| fail(false, &[], format!("cannot read {unit}: {e}")))?;
+        }
+    } else {
+        before.invocation_id.clear();
+    }
+    if !fs.file_state {
+        before.unit_file_state.clear();
     }
     if d.actions.is_empty() && wait.is_none() {
         // Nothing to do and nothing to wait for: the reading stands.
         return Ok(Done {
             changed: false,
             action: joined(&[]),
+            next: None,
         });
     }
     let mut done: Vec<Action> = Vec::new();
@@ -804,9 +886,38 @@ async fn apply_service(
             return Err(fail(changed, &done, e));
         }
     }
-    let after = read_one(sd, unit, fs)
-        .await
-        .map_err(|e| fail(!done.is_empty(), &done, e))?;
+    // The last reading, and with it (same round trip) the first one of the
+    // host's next step.
+    let (after, next) = match next {
+        Some((next_unit, next_what)) => {
+            let mut both = sd
+                .unit_states(&[(unit, fs), (next_unit, next_what)])
+                .await
+                .map_err(|e| fail(!done.is_empty(), &done, format!("cannot read {unit}: {e}")))?;
+            let next = both.pop().map(|facts| Reading {
+                unit: next_unit.clone(),
+                what: next_what,
+                facts,
+                at: Instant::now(),
+            });
+            match both.pop() {
+                Some(after) => (after, next),
+                None => {
+                    return Err(fail(
+                        !done.is_empty(),
+                        &done,
+                        format!("cannot read {unit}: no answer"),
+                    ))
+                }
+            }
+        }
+        None => (
+            read_one(sd, unit, fs)
+                .await
+                .map_err(|e| fail(!done.is_empty(), &done, e))?,
+            None,
+        ),
+    };
     // A unit that ended up failed is never a success, whatever the job said.
     if after.active_state == "failed" && goal.state.is_some_and(|s| s != ServiceState::Stopped) {
         return Err(fail(
@@ -820,6 +931,7 @@ async fn apply_service(
     Ok(Done {
         changed,
         action: joined(&done),
+        next,
     })
 }
 

@@ -605,52 +605,84 @@ impl Systemd {
         unit: &UnitName,
         what: StateRead,
     ) -> Result<UnitFacts, SystemdError> {
-        let name = unit.as_str();
-        let path = unit_object_path(name);
-        let get = |prop: &'static str| self.unit_property(&path, prop);
-        let names = [name];
-        let row = self.manager.list_units_by_names(&names);
-        let inv = async {
-            if what.invocation {
-                get("InvocationID").await.map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        let ufs = async {
-            if what.file_state {
-                get("UnitFileState").await.map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        let (row, inv, ufs) = futures_util::join!(row, inv, ufs);
-        let row = row.map_err(SystemdError::bus(format!("ListUnitsByNames {name}")))?;
-        let Some(r) = row.into_iter().next() else {
-            return Ok(UnitFacts::not_found());
-        };
-        // A unit without a file has no InvocationID worth reading.
-        let invocation_id = inv
-            .ok()
-            .flatten()
-            .and_then(|v| Vec::<u8>::try_from(v).ok())
-            .map(|b| hex(&b))
-            .unwrap_or_default();
-        let unit_file_state = match ufs {
-            Ok(Some(v)) => String::try_from(v).unwrap_or_default(),
-            Ok(None) => String::new(),
-            Err(e) => return Err(SystemdError::bus(format!("UnitFileState {name}"))(e)),
-        };
-        Ok(UnitFacts {
-            load_state: r.2,
-            active_state: r.3,
-            sub_state: r.4,
-            unit_file_state,
-            start_time: None,
-            invocation_id,
-            main_pid: 0,
-            job: None,
-        })
+        let mut all = self.unit_states(&[(unit, what)]).await?;
+        Ok(all.pop().unwrap_or_else(UnitFacts::not_found))
+    }
+
+    /// [`Systemd::unit_state`] of several units at once: one
+    /// ListUnitsByNames for all, their optional properties sent alongside
+    /// (a single round trip). Results in the order asked.
+    pub async fn unit_states(
+        &self,
+        asked: &[(&UnitName, StateRead)],
+    ) -> Result<Vec<UnitFacts>, SystemdError> {
+        let names: Vec<&str> = asked.iter().map(|(u, _)| u.as_str()).collect();
+        let rows = self.manager.list_units_by_names(&names);
+        let extras = futures_util::future::join_all(asked.iter().map(|(unit, what)| async move {
+            let path = unit_object_path(unit.as_str());
+            let inv = async {
+                if what.invocation {
+                    self.unit_property(&path, "InvocationID").await.map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            let ufs = async {
+                if what.file_state {
+                    self.unit_property(&path, "UnitFileState").await.map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            futures_util::join!(inv, ufs)
+        }));
+        let (rows, extras) = futures_util::join!(rows, extras);
+        let rows = rows.map_err(SystemdError::bus(format!(
+            "ListUnitsByNames {}",
+            names.join(" ")
+        )))?;
+        // One row per name, in the order asked (systemd loads each name;
+        // an alias answers under its unit's own name, so match by position).
+        // No row at all: systemd skipped names it finds invalid.
+        if rows.is_empty() {
+            return Ok(names.iter().map(|_| UnitFacts::not_found()).collect());
+        }
+        if rows.len() != names.len() {
+            return Err(SystemdError::bus(format!(
+                "ListUnitsByNames {}",
+                names.join(" ")
+            ))(zbus::Error::Failure(format!(
+                "{} rows for {} names",
+                rows.len(),
+                names.len()
+            ))));
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for ((r, (inv, ufs)), name) in rows.into_iter().zip(extras).zip(&names) {
+            // A unit without a file has no InvocationID worth reading.
+            let invocation_id = inv
+                .ok()
+                .flatten()
+                .and_then(|v| Vec::<u8>::try_from(v).ok())
+                .map(|b| hex(&b))
+                .unwrap_or_default();
+            let unit_file_state = match ufs {
+                Ok(Some(v)) => String::try_from(v).unwrap_or_default(),
+                Ok(None) => String::new(),
+                Err(e) => return Err(SystemdError::bus(format!("UnitFileState {name}"))(e)),
+            };
+            out.push(UnitFacts {
+                load_state: r.2,
+                active_state: r.3,
+                sub_state: r.4,
+                unit_file_state,
+                start_time: None,
+                invocation_id,
+                main_pid: 0,
+                job: None,
+            });
+        }
+        Ok(out)
     }
 
     /// A unit's InvocationID alone (hex; empty when it has none).

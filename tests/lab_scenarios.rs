@@ -245,11 +245,43 @@ fn scenarios() -> Vec<Scenario> {
             limit: None,
             expect: &[("worker", "lab-2", "ok", true), ("worker", "lab-4", "ok", false)],
         },
+        // Free: a step's last reading also reads the host's next unit; these
+        // chain steps on one unit, switch to enablement (which the carried
+        // reading must include) and fail in the middle (a unit that does
+        // not exist: a failure the plan predicts too).
+        Scenario {
+            name: "strategy free: one unit back to back",
+            setup: &[("lab-4", "systemctl stop demo-idle")],
+            steps: "  - id: stop\n    target: [lab-2, lab-4]\n    service: { name: demo-worker, state: stopped }\n  - id: start\n    target: [lab-2, lab-4]\n    service: { name: demo-worker, state: started }\n  - id: restart\n    target: [lab-2, lab-4]\n    service: { name: demo-worker, state: restarted }\n  - id: start-again\n    target: [lab-2, lab-4]\n    service: { name: demo-worker, state: started }\n  - id: disable\n    target: [lab-2, lab-4]\n    service: { name: demo-worker, enabled: false }\n  - id: enable\n    target: [lab-2, lab-4]\n    service: { name: demo-worker, enabled: true }\n  - id: idle\n    target: lab-4\n    service: { name: demo-idle, state: stopped }\n",
+            limit: None,
+            expect: &[
+                ("stop", "lab-2", "ok", true),
+                ("start", "lab-2", "ok", true),
+                ("restart", "lab-4", "ok", true),
+                ("start-again", "lab-4", "ok", false),
+                ("disable", "lab-2", "ok", true),
+                ("enable", "lab-2", "ok", true),
+                ("idle", "lab-4", "ok", false),
+            ],
+        },
+        Scenario {
+            name: "strategy free: a failure in the middle",
+            setup: &[],
+            steps: "  - id: web\n    target: [lab-1, lab-3]\n    service: { name: demo-web, state: restarted }\n  - id: missing\n    target: lab-1\n    service: { name: demo-missing, state: started }\n  - id: idle\n    target: [lab-1, lab-3]\n    service: { name: demo-idle, state: started }\n  - id: idle-stop\n    target: [lab-1, lab-3]\n    service: { name: demo-idle, state: stopped }\n",
+            limit: None,
+            expect: &[
+                ("web", "lab-1", "ok", true),
+                ("missing", "lab-1", "failed", false),
+                ("idle", "lab-1", "skipped", false),
+                ("idle", "lab-3", "ok", true),
+                ("idle-stop", "lab-3", "ok", true),
+            ],
+        },
     ]
 }
 
 fn playbook_text(s: &Scenario) -> String {
-    let strategy = if s.name == "strategy free" {
+    let strategy = if s.name.starts_with("strategy free") {
         "strategy: free\n"
     } else {
         ""
