@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::lab;
+use common::{lab, Lab};
 use drover::carrier;
 use drover::inventory::Inventory;
 use drover::systemd::JobResult;
@@ -13,15 +13,20 @@ fn unit(s: &str) -> UnitName {
     UnitName::parse(s).expect("unit name")
 }
 
+/// A session to the second lab host (lab_plan reads the first three under
+/// the same lock) and its name.
+async fn second_host(lab: &Lab) -> (String, carrier::Session) {
+    let inv = Inventory::load(&lab.inventory).expect("inventory");
+    let host = inv.hosts[1.min(inv.hosts.len() - 1)].clone();
+    let session = carrier::connect(&host).await.expect("connect");
+    (host.name, session)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_start_and_a_failing_start_report_job_results() {
     let Some(lab) = lab() else { return };
     let _guard = lab.lock();
-    let inv = Inventory::load(&lab.inventory).expect("inventory");
-    // The second host: lab_plan reads the first three under the same lock.
-    let host = inv.hosts[1.min(inv.hosts.len() - 1)].clone();
-    let name = host.name.clone();
-    let session = carrier::connect(&host).await.expect("connect");
+    let (name, session) = second_host(&lab).await;
     let sd = session.systemd();
     let idle = unit("demo-idle");
     let broken = unit("demo-broken");
@@ -74,9 +79,7 @@ async fn stop_start_and_a_failing_start_report_job_results() {
 async fn enable_disable_report_whether_anything_changed() {
     let Some(lab) = lab() else { return };
     let _guard = lab.lock();
-    let inv = Inventory::load(&lab.inventory).expect("inventory");
-    let host = inv.hosts[1.min(inv.hosts.len() - 1)].clone();
-    let session = carrier::connect(&host).await.expect("connect");
+    let (name, session) = second_host(&lab).await;
     let sd = session.systemd();
     let idle = unit("demo-idle");
     assert_eq!(sd.unit_file_state(&idle).await.expect("state"), "disabled");
@@ -90,7 +93,7 @@ async fn enable_disable_report_whether_anything_changed() {
     let off = sd.disable(&idle).await.expect("disable");
     assert!(!off.is_empty());
     assert_eq!(
-        lab.ssh(&host.name, "systemctl is-enabled demo-idle.service || true")
+        lab.ssh(&name, "systemctl is-enabled demo-idle.service || true")
             .trim(),
         "disabled"
     );
@@ -101,10 +104,7 @@ async fn enable_disable_report_whether_anything_changed() {
 async fn concurrent_jobs_on_one_connection_each_get_their_result() {
     let Some(lab) = lab() else { return };
     let _guard = lab.lock();
-    let inv = Inventory::load(&lab.inventory).expect("inventory");
-    let host = inv.hosts[1.min(inv.hosts.len() - 1)].clone();
-    let name = host.name.clone();
-    let session = carrier::connect(&host).await.expect("connect");
+    let (name, session) = second_host(&lab).await;
     let sd = session.systemd();
     let web = unit("demo-web");
     let worker = unit("demo-worker");
