@@ -108,14 +108,14 @@ pub struct Session {
     systemd: Systemd,
     link: Link,
     /// The maintenance state file as it was when the session opened, read
-    /// in the same SSH session that starts the bridge (a second session
-    /// would cost the host a full login). Taken by the first reader.
+    /// by the session's one short preread (or the bridge's preamble), so
+    /// reading it costs no further login. Taken by the first reader.
     preread: std::sync::Mutex<Option<Preread>>,
     /// `become: true`: host commands run through `sudo -n`.
     become_: bool,
 }
 
-/// What the bridge's preamble found at [`crate::maintenance::STATE_FILE`].
+/// What the preread found at [`crate::maintenance::STATE_FILE`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Preread {
     /// No file.
@@ -620,10 +620,7 @@ async fn open_forward(
     let (r, w) = stream.into_split();
     // Our own halves, not a unix socket to zbus: fds cannot cross ssh, so
     // zbus must not offer to pass them.
-    let split = zbus::connection::socket::Split::new(
-        Box::new(StreamRead(r)) as Box<dyn zbus::connection::socket::ReadHalf>,
-        Box::new(StreamWrite(Some(w))) as Box<dyn zbus::connection::socket::WriteHalf>,
-    );
+    let split = stream_split(r, w);
     // A server that refuses the forward closes the stream: the handshake
     // fails here and the caller falls back to the bridge.
     let conn = zbus::connection::Builder::socket(split)
@@ -767,10 +764,7 @@ async fn start_bridge(
         .lock()
         .map_err(|_| CarrierError::new(FailureKind::Other, "poisoned"))? =
         Some(parse_preread(&lines[1]));
-    let split = zbus::connection::socket::Split::new(
-        Box::new(StreamRead(stdout)) as Box<dyn zbus::connection::socket::ReadHalf>,
-        Box::new(StreamWrite(Some(stdin))) as Box<dyn zbus::connection::socket::WriteHalf>,
-    );
+    let split = stream_split(stdout, stdin);
     zbus::connection::Builder::socket(split)
         .build()
         .await
@@ -920,6 +914,18 @@ fn kill_referencing(dir: &Path) {
             terminate(pid);
         }
     }
+}
+
+/// zbus's socket over a byte stream's two halves (fd passing refused).
+fn stream_split<R, W>(r: R, w: W) -> zbus::connection::socket::BoxedSplit
+where
+    R: tokio::io::AsyncRead + Unpin + Send + Sync + fmt::Debug + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + Sync + fmt::Debug + 'static,
+{
+    zbus::connection::socket::Split::new(
+        Box::new(StreamRead(r)) as Box<dyn zbus::connection::socket::ReadHalf>,
+        Box::new(StreamWrite(Some(w))) as Box<dyn zbus::connection::socket::WriteHalf>,
+    )
 }
 
 /// A byte stream's read half as zbus's read half: the bridge's stdout or

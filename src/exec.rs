@@ -647,6 +647,16 @@ struct Reading {
 /// `--forks` slot could take longer, and then the step reads again.
 const CARRY_FRESH: Duration = Duration::from_millis(250);
 
+/// What a service step reads before deciding: enablement only when the
+/// step is about it (less bus traffic, and the same reading before and
+/// after); the InvocationID is added once the step knows it will act.
+fn reads_for(goal: &ServiceGoal) -> StateRead {
+    StateRead {
+        file_state: goal.enabled.is_some() || goal.masked.is_some(),
+        invocation: false,
+    }
+}
+
 /// What a host's next step would read first, if it is a service step that
 /// runs there: its unit and the properties its goal needs.
 fn next_reading(run: &Run<'_>, si: usize, h: usize) -> Option<(UnitName, StateRead)> {
@@ -659,9 +669,9 @@ fn next_reading(run: &Run<'_>, si: usize, h: usize) -> Option<(UnitName, StateRe
     Some((
         task.unit.clone(),
         StateRead {
-            file_state: goal.enabled.is_some() || goal.masked.is_some(),
             // A restart always needs the InvocationID before.
             invocation: goal.state == Some(ServiceState::Restarted),
+            ..reads_for(&goal)
         },
     ))
 }
@@ -783,12 +793,7 @@ async fn apply_service(
         action: joined(actions),
         error,
     };
-    // Enablement is read only when the step is about it: less bus traffic
-    // per operation, and the same reading before and after.
-    let mut fs = StateRead {
-        file_state: goal.enabled.is_some() || goal.masked.is_some(),
-        invocation: false,
-    };
+    let mut fs = reads_for(goal);
     // The previous step's last reading, if it covers what this step needs.
     let carried = carried.filter(|c| {
         c.unit == *unit && c.at.elapsed() < CARRY_FRESH && (c.what.file_state || !fs.file_state)

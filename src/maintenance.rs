@@ -162,8 +162,8 @@ fn apply_goal(slot: &mut Option<Maintenance>, goal: &MaintenanceGoal, now: &str)
 /// does not exist). A file drover cannot parse is an error, never "no
 /// maintenance": silently ignoring a flag would be the unsafe choice.
 pub async fn read(session: &Session) -> std::result::Result<MaintenanceState, String> {
-    // The bridge's preamble read the file when the session opened: use that
-    // once instead of logging in again.
+    // The session's preread read the file when it opened: use that once
+    // instead of logging in again.
     match session.take_preread() {
         Some(crate::carrier::Preread::Missing) => return parse_state(b""),
         Some(crate::carrier::Preread::Content(bytes)) => return parse_state(&bytes),
