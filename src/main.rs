@@ -1,5 +1,5 @@
 //! The `drover` binary: everything lives in the library; this only exits.
 
 fn main() {
-    std::process::exit(drover::cli::main());
+    std::process::exit(drover::cmd::main());
 }

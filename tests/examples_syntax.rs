@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use clap::Parser;
-use drover::cli::{Cli, Command as Sub};
+use drover::cmd::args::{Cli, Command as Sub};
 use serde_json::Value;
 
 fn root() -> PathBuf {

@@ -225,12 +225,21 @@ fn a_host_lost_mid_run_fails_alone_and_every_host_is_reported() {
     for r in rs {
         if r["hostname"] == victim.as_str() {
             assert_eq!(r["status"], "failed", "{r}");
+            // A broken connection is the host's unreachability, typed as
+            // such, not a read error of whatever call noticed it first.
+            assert_eq!(r["kind"], "connection-lost", "{r}");
+            let error = r["error"].as_str().unwrap_or_default();
+            assert!(
+                error.starts_with("unreachable: connection lost during step restart-worker ("),
+                "{r}"
+            );
         } else {
             assert_eq!(r["status"], "ok", "{r}");
             assert_eq!(r["changed"], true);
         }
     }
-    assert_eq!(out.status.code(), Some(2));
+    // Unreachable, and no host failed otherwise: exit 4, not 2.
+    assert_eq!(out.status.code(), Some(4));
     let saved: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
     assert_eq!(saved["results"], report["results"]);
 }

@@ -5,10 +5,10 @@
 mod common;
 
 use common::{lab, Lab};
-use drover::carrier;
-use drover::inventory::Inventory;
-use drover::systemd::StateRead;
-use drover::unit::UnitName;
+use drover::model::inventory::Inventory;
+use drover::model::unit::UnitName;
+use drover::remote::carrier;
+use drover::remote::systemd::StateRead;
 
 /// Processes named systemd-stdio-bridge on the host right now.
 fn bridges(lab: &Lab, host: &str) -> usize {
@@ -95,7 +95,11 @@ async fn become_runs_jobs_through_the_bridge() {
     // The job is queued by the bridge's bus name (root, via sudo); its
     // JobRemoved must still reach us without Subscribe.
     let job = session.systemd().restart(&idle).await.expect("restart");
-    assert_eq!(job.result, drover::systemd::JobResult::Done, "{job:?}");
+    assert_eq!(
+        job.result,
+        drover::remote::systemd::JobResult::Done,
+        "{job:?}"
+    );
     session.close().await;
     let after = lab.show(&host.name, "demo-idle.service");
     assert_eq!(after["ActiveState"], "active");

@@ -4,10 +4,10 @@
 mod common;
 
 use common::{lab, Lab};
-use drover::carrier;
-use drover::inventory::Inventory;
-use drover::systemd::JobResult;
-use drover::unit::UnitName;
+use drover::model::inventory::Inventory;
+use drover::model::unit::UnitName;
+use drover::remote::carrier;
+use drover::remote::systemd::JobResult;
 
 fn unit(s: &str) -> UnitName {
     UnitName::parse(s).expect("unit name")

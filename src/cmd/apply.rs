@@ -1,0 +1,199 @@
+//! `drover apply`, `drover service` and `drover maintenance`: one engine
+//! run each, shown as it goes and summarised at the end. Signals become a
+//! graceful stop here.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use crate::engine::apply::{apply as run_apply, ApplyOptions};
+use crate::engine::events::{EventSink, NoEvents, StopFlag};
+use crate::engine::job::{AdHoc, Job};
+use crate::engine::plan::PlanOptions;
+use crate::engine::saved::SavedPlan;
+use crate::model::error::{Error, Result};
+use crate::model::inventory::Inventory;
+use crate::model::report::Verdict;
+use crate::render::apply::{job_header, summary};
+use crate::render::plan::{render, Format};
+
+use super::args::{ApplyArgs, MaintenanceAction, MaintenanceArgs, ReportFormat, ServiceArgs};
+use super::progress::{Bars, Plain};
+use super::{duration_flag, runtime};
+
+/// `drover apply`.
+pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
+    let saved = a.plan.as_deref().map(SavedPlan::load).transpose()?;
+    let limit = match &saved {
+        Some(s) => s.limit(a.limit.as_deref())?,
+        None => a.limit.as_deref(),
+    };
+    let job = Job::load(&a.playbook, &a.inventory, limit)?;
+    let opts = ApplyOptions {
+        forks: a.forks,
+        step_timeout: duration_flag("--timeout", &a.timeout)?,
+        allow_protected: a.allow_protected,
+        ignore_window: a.ignore_window,
+        lock: Some(a.playbook.clone()),
+        wait_lock: a
+            .wait_lock
+            .as_deref()
+            .map(|w| duration_flag("--wait-lock", w))
+            .transpose()?,
+        report: a.report.clone(),
+        saved,
+        allow_drift: a.allow_drift,
+    };
+    run(&job, &opts, a.format)
+}
+
+/// `drover service ACTION UNIT --target SEL [--dry-run]`.
+pub(super) fn service(a: &ServiceArgs, color: bool) -> Result<i32> {
+    let op = AdHoc::Service {
+        action: a.action.into(),
+        unit: a.unit.clone(),
+        target: a.target.clone(),
+    };
+    let job = Job::new(op.playbook()?, Inventory::load(&a.inventory)?, None)?;
+    crate::model::decide::check_protected(
+        &job.playbook,
+        &job.inventory,
+        &job.expanded,
+        a.allow_protected,
+    )?;
+    if a.dry_run {
+        let opts = PlanOptions {
+            forks: a.forks,
+            limit: None,
+            facts_label: String::new(),
+            keep_facts: false,
+        };
+        let (plan, incomplete) =
+            runtime()?.block_on(crate::engine::plan::plan(&job, None, &opts, &NoEvents))?;
+        let format = match a.format {
+            ReportFormat::Json => Format::Json,
+            ReportFormat::Text => Format::Text,
+        };
+        out!("{}", render(&plan, format, color));
+        let verdict = if incomplete {
+            Verdict::Unreachable
+        } else {
+            Verdict::Ok
+        };
+        return Ok(verdict.exit_code());
+    }
+    let opts = ApplyOptions {
+        forks: a.forks,
+        step_timeout: duration_flag("--timeout", &a.timeout)?,
+        allow_protected: a.allow_protected,
+        report: a.report.clone(),
+        ..ApplyOptions::default()
+    };
+    run(&job, &opts, a.format)
+}
+
+/// `drover maintenance enable|disable [UNIT] --target SEL`: the same
+/// engine and report as `apply`.
+pub(super) fn maintenance(a: &MaintenanceArgs) -> Result<i32> {
+    let op = AdHoc::Maintenance {
+        enable: a.action == MaintenanceAction::Enable,
+        unit: a.unit.clone(),
+        target: a.target.clone(),
+        reason: a.reason.clone(),
+    };
+    let job = Job::new(op.playbook()?, Inventory::load(&a.inventory)?, None)?;
+    let opts = ApplyOptions {
+        forks: a.forks,
+        step_timeout: duration_flag("--timeout", &a.timeout)?,
+        report: a.report.clone(),
+        ..ApplyOptions::default()
+    };
+    run(&job, &opts, a.format)
+}
+
+/// Run a job with a progress display fit for where stdout goes, print the
+/// report or its summary, and return the exit code.
+fn run(job: &Job, opts: &ApplyOptions, format: ReportFormat) -> Result<i32> {
+    let tty = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+    let sink: Box<dyn EventSink> = match (format, tty) {
+        (ReportFormat::Json, _) => Box::new(NoEvents),
+        (ReportFormat::Text, true) => Box::new(Bars::default()),
+        (ReportFormat::Text, false) => Box::new(Plain),
+    };
+    let rt = runtime()?;
+    let stop = Arc::new(StopFlag::default());
+    let applied = rt.block_on(async {
+        let signals = tokio::spawn(watch_signals(stop.clone()));
+        let started = HeaderOnce::new(format == ReportFormat::Text, sink.as_ref());
+        let applied = run_apply(job, opts, &stop, &started).await;
+        signals.abort();
+        applied
+    })?;
+    if !applied.drift.is_empty() {
+        let list: Vec<String> = applied.drift.iter().map(|d| d.to_string()).collect();
+        eprintln!(
+            "drover: warning: {} unit(s) drifted since the plan was made, applying anyway (--allow-drift): {}",
+            list.len(),
+            list.join("; ")
+        );
+    }
+    match format {
+        ReportFormat::Json => {
+            let text = serde_json::to_string_pretty(&applied.report)
+                .map_err(|e| Error::Internal(format!("cannot serialise the report: {e}")))?;
+            outln!("{text}");
+        }
+        ReportFormat::Text => out!(
+            "{}",
+            summary(
+                &applied.report,
+                opts.report.as_deref(),
+                applied.journal.as_deref()
+            )
+        ),
+    }
+    Ok(Verdict::of_report(&applied.report).exit_code())
+}
+
+/// Prints the job's header line when the run starts, then passes events on.
+struct HeaderOnce<'a> {
+    text: bool,
+    inner: &'a dyn EventSink,
+}
+
+impl<'a> HeaderOnce<'a> {
+    fn new(text: bool, inner: &'a dyn EventSink) -> Self {
+        HeaderOnce { text, inner }
+    }
+}
+
+impl EventSink for HeaderOnce<'_> {
+    fn event(&self, e: &crate::engine::events::Event) {
+        if let (true, crate::engine::events::Event::JobStarted { job_id, name }) = (self.text, e) {
+            outln!("{}", job_header(job_id, name));
+        }
+        self.inner.event(e);
+    }
+}
+
+async fn watch_signals(stop: Arc<StopFlag>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; SIGTERM will kill the run");
+        return;
+    };
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        if stop.is_stopped() {
+            eprintln!("drover: {name} again: still waiting for in-flight systemd jobs to finish");
+        } else {
+            eprintln!("drover: {name}: starting nothing new, waiting for in-flight systemd jobs");
+        }
+        stop.stop(name);
+    }
+}

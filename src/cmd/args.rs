@@ -1,0 +1,364 @@
+//! The command line's words: clap definitions, and the plain values they
+//! become before anything below the command layer sees them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::engine::job::ServiceAction as EngineServiceAction;
+use crate::model::schema::Kind;
+use crate::render::plan::Format;
+
+/// drover: declarative batch runbooks for systemd services.
+///
+/// Playbooks (YAML) describe ordered service operations over an inventory
+/// of hosts. `plan` shows what would change without changing anything;
+/// `apply` does it over SSH or the local D-Bus and writes a job report.
+#[derive(Debug, Parser)]
+#[command(name = "drover", version, about, long_about, max_term_width = 100)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Colour: auto (on a TTY and without NO_COLOR), always or never.
+    #[arg(long, value_enum, default_value_t = Color::Auto, global = true)]
+    pub color: Color,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// When to colour output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    /// On a TTY unless NO_COLOR is set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Output format of report-producing commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Lines for people.
+    Text,
+    /// The job report JSON on stdout.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a playbook (and with -i, its targets and templates); touches nothing.
+    Check(CheckArgs),
+    /// Show what apply would change, per host, as a diff; changes nothing.
+    Plan(PlanArgs),
+    /// Run a playbook against the inventory and write a job report.
+    Apply(ApplyArgs),
+    /// List units per host: status, start time, uptime.
+    Status(StatusArgs),
+    /// One ad-hoc operation on one unit over the targeted hosts.
+    Service(ServiceArgs),
+    /// Read unit facts from hosts into a file that `plan --facts` reads.
+    Facts(FactsArgs),
+    /// Print the JSON Schema of playbook or inventory files (for editors).
+    Schema {
+        /// Which file format.
+        #[arg(value_enum)]
+        kind: SchemaKind,
+    },
+    /// Set or clear maintenance on hosts or a unit (kept on the hosts).
+    Maintenance(MaintenanceArgs),
+    /// Aggregate a unit's health over hosts; exits 0/1/2/3 (passing/warning/critical/unknown).
+    Health(HealthArgs),
+}
+
+/// On or off, for `drover maintenance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MaintenanceAction {
+    /// Set the flag (needs --reason).
+    Enable,
+    /// Clear the flag.
+    Disable,
+}
+
+/// `drover maintenance`.
+#[derive(Debug, Args)]
+pub struct MaintenanceArgs {
+    /// enable or disable.
+    #[arg(value_enum)]
+    pub action: MaintenanceAction,
+    /// A unit (a bare name gets `.service`); without it the whole host.
+    pub unit: Option<String>,
+    /// Hosts (selector).
+    #[arg(long, value_name = "SEL")]
+    pub target: String,
+    /// The inventory file.
+    #[arg(short, long)]
+    pub inventory: PathBuf,
+    /// Why (required to enable); shown by status and health.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Write the job report (JSON) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Hosts worked on in parallel.
+    #[arg(long, default_value_t = 16)]
+    pub forks: usize,
+    /// Give up on one host after this long (it is then `failed`).
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub timeout: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+/// `drover health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The unit (a bare name gets `.service`).
+    pub unit: String,
+    /// Hosts (selector, default `_all`).
+    #[arg(long, value_name = "SEL")]
+    pub target: Option<String>,
+    /// The inventory file.
+    #[arg(short, long)]
+    pub inventory: PathBuf,
+    /// HTTP check from this machine (template: `http://{{ host.address }}:8080/`); repeatable.
+    #[arg(long, value_name = "URL")]
+    pub http: Vec<String>,
+    /// TCP check from this machine (template: `{{ host.address }}:22`); repeatable.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub tcp: Vec<String>,
+    /// Shell command run on the host: exit 0 passing, 1 warning, else critical; repeatable.
+    #[arg(long, value_name = "CMD")]
+    pub command: Vec<String>,
+    /// Output: the worst level and one line per host, or JSON with every host and check.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// Hosts checked in parallel.
+    #[arg(long, default_value_t = 16)]
+    pub forks: usize,
+}
+
+/// `drover check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The playbook file.
+    pub playbook: PathBuf,
+    /// Also resolve targets and templates against this inventory.
+    #[arg(short, long)]
+    pub inventory: Option<PathBuf>,
+    /// Error output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+/// `drover plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The playbook file.
+    pub playbook: PathBuf,
+    /// The inventory file.
+    #[arg(short, long)]
+    pub inventory: PathBuf,
+    /// Intersect every step's hosts with this selector (e.g. `role:web,!web-3`).
+    #[arg(long, value_name = "SEL")]
+    pub limit: Option<String>,
+    /// Plan from this facts file (from `drover facts`) and connect to nothing.
+    #[arg(long, value_name = "FILE")]
+    pub facts: Option<PathBuf>,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+    /// Also save the plan as JSON (schema drover.plan/1) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Exit 0 when nothing would change, 2 when changes are pending, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Hosts read in parallel (live plan).
+    #[arg(long, default_value_t = 16)]
+    pub forks: usize,
+}
+
+/// `drover apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The playbook file.
+    pub playbook: PathBuf,
+    /// The inventory file.
+    #[arg(short, long)]
+    pub inventory: PathBuf,
+    /// Intersect every step's hosts with this selector.
+    #[arg(long, value_name = "SEL")]
+    pub limit: Option<String>,
+    /// Write the job report (JSON) to FILE; a FILE.journal beside it gets each result as it happens.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Hosts worked on in parallel.
+    #[arg(long, default_value_t = 16)]
+    pub forks: usize,
+    /// Run even outside the playbook's `window`.
+    #[arg(long)]
+    pub ignore_window: bool,
+    /// Allow stop/restart/mask of units the inventory marks `protected`.
+    #[arg(long)]
+    pub allow_protected: bool,
+    /// Give up on one host's step after this long (it is then `failed`); the run never hangs.
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub timeout: String,
+    /// Wait up to DURATION for another apply of this playbook to finish instead of exiting 3.
+    #[arg(long, value_name = "DURATION")]
+    pub wait_lock: Option<String>,
+    /// Output: text lines, or the job report as JSON on stdout.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// Apply only what this saved plan (`plan --out`) reviewed: refuse if the
+    /// playbook/inventory changed or the hosts drifted since.
+    #[arg(long, value_name = "PLAN.json")]
+    pub plan: Option<PathBuf>,
+    /// With --plan: apply even if the hosts drifted since the plan (listed on stderr).
+    #[arg(long, requires = "plan")]
+    pub allow_drift: bool,
+}
+
+/// `drover status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The inventory file.
+    #[arg(short, long)]
+    pub inventory: PathBuf,
+    /// Only these hosts (selector, default `_all`).
+    #[arg(long, value_name = "SEL")]
+    pub target: Option<String>,
+    /// Units to show (default: every loaded service unit).
+    pub units: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// Hosts read in parallel.
+    #[arg(long, default_value_t = 16)]
+    pub forks: usize,
+}
+
+/// The ad-hoc operations of `drover service`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServiceAction {
+    /// Start if not running.
+    Start,
+    /// Stop if running.
+    Stop,
+    /// Restart.
+    Restart,
+    /// Reload (start if not running).
+    Reload,
+}
+
+/// `drover service`.
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// What to do.
+    #[arg(value_enum)]
+    pub action: ServiceAction,
+    /// The unit (a bare name gets `.service`).
+    pub unit: String,
+    /// Hosts (selector).
+    #[arg(long, value_name = "SEL")]
+    pub target: String,
+    /// The inventory file.
+    #[arg(short, long)]
+    pub inventory: PathBuf,
+    /// Show the plan instead of doing it.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the job report (JSON) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Hosts worked on in parallel.
+    #[arg(long, default_value_t = 16)]
+    pub forks: usize,
+    /// Allow stop/restart of protected units.
+    #[arg(long)]
+    pub allow_protected: bool,
+    /// Give up on one host after this long (it is then `failed`).
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub timeout: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+/// `drover facts`.
+#[derive(Debug, Args)]
+pub struct FactsArgs {
+    /// The inventory file.
+    #[arg(short, long)]
+    pub inventory: PathBuf,
+    /// Only these hosts (selector, default `_all`).
+    #[arg(long, value_name = "SEL")]
+    pub target: Option<String>,
+    /// Units to read (default: every service unit file and loaded service).
+    pub units: Vec<String>,
+    /// Where to write the facts (JSON).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Hosts read in parallel.
+    #[arg(long, default_value_t = 16)]
+    pub forks: usize,
+}
+
+/// Output format of `plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// For a terminal (coloured on a TTY).
+    Text,
+    /// For a pull-request comment.
+    Markdown,
+    /// For machines; schema `drover.plan/1` (see README).
+    Json,
+}
+
+impl From<PlanFormat> for Format {
+    fn from(f: PlanFormat) -> Format {
+        match f {
+            PlanFormat::Text => Format::Text,
+            PlanFormat::Markdown => Format::Markdown,
+            PlanFormat::Json => Format::Json,
+        }
+    }
+}
+
+/// Which schema `drover schema` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    /// A playbook (schema/playbook.schema.json).
+    Playbook,
+    /// An inventory (schema/inventory.schema.json).
+    Inventory,
+}
+
+impl From<SchemaKind> for Kind {
+    fn from(k: SchemaKind) -> Kind {
+        match k {
+            SchemaKind::Playbook => Kind::Playbook,
+            SchemaKind::Inventory => Kind::Inventory,
+        }
+    }
+}
+
+impl From<ServiceAction> for EngineServiceAction {
+    fn from(a: ServiceAction) -> EngineServiceAction {
+        match a {
+            ServiceAction::Start => EngineServiceAction::Start,
+            ServiceAction::Stop => EngineServiceAction::Stop,
+            ServiceAction::Restart => EngineServiceAction::Restart,
+            ServiceAction::Reload => EngineServiceAction::Reload,
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! `drover check` and `drover plan`.
+
+use crate::engine::events::NoEvents;
+use crate::engine::files::write_atomic_with;
+use crate::engine::job::Job;
+use crate::engine::plan::PlanOptions;
+use crate::model::dag::Dag;
+use crate::model::error::{Error, Result};
+use crate::model::facts::Facts;
+use crate::model::playbook::Playbook;
+use crate::model::report::Verdict;
+use crate::render::plan::{render_to, write_json, Format};
+
+use super::args::{CheckArgs, PlanArgs};
+
+/// `drover check`: validate, touch nothing.
+pub(super) fn check(a: &CheckArgs) -> Result<i32> {
+    let CheckArgs {
+        playbook,
+        inventory,
+        ..
+    } = a;
+    match inventory {
+        Some(inv) => {
+            let job = Job::load(playbook, inv, None)?;
+            let tasks: usize = job.expanded.iter().map(|e| e.tasks.len()).sum();
+            outln!(
+                "ok: {} is valid: {} steps in {} waves, {} host tasks over {} hosts of {}",
+                playbook.display(),
+                job.playbook.steps.len(),
+                job.dag.waves().len(),
+                tasks,
+                job.inventory.hosts.len(),
+                inv.display()
+            );
+        }
+        None => {
+            let pb = Playbook::load(playbook)?;
+            let dag = Dag::build(&pb)?;
+            outln!(
+                "ok: {} is valid: {} steps in {} waves (add -i INVENTORY to check targets and templates)",
+                playbook.display(),
+                pb.steps.len(),
+                dag.waves().len()
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// `drover plan | head` closes the pipe early; that is not an error.
+fn ignore_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// The job, and the facts file's content when one is given: read side by
+/// side, they are independent.
+fn load(a: &PlanArgs) -> Result<(Job, Option<Facts>)> {
+    let Some(facts_path) = &a.facts else {
+        return Ok((
+            Job::load(&a.playbook, &a.inventory, a.limit.as_deref())?,
+            None,
+        ));
+    };
+    let (job, facts) = std::thread::scope(|s| {
+        let facts = s.spawn(|| Facts::load(facts_path));
+        let job = Job::load(&a.playbook, &a.inventory, a.limit.as_deref());
+        let facts = facts
+            .join()
+            .unwrap_or_else(|_| Err(Error::Internal("facts reader panicked".into())));
+        (job, facts)
+    });
+    Ok((job?, Some(facts?)))
+}
+
+/// `drover plan`: predict, render, change nothing.
+pub(super) fn plan(a: &PlanArgs, color: bool) -> Result<i32> {
+    let format: Format = a.format.into();
+    let (job, facts) = load(a)?;
+    let opts = PlanOptions {
+        forks: a.forks,
+        limit: a.limit.clone(),
+        facts_label: a
+            .facts
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        keep_facts: a.out.is_some() || format == Format::Json,
+    };
+    let (plan, incomplete) =
+        super::runtime()?.block_on(crate::engine::plan::plan(&job, facts, &opts, &NoEvents))?;
+    tracing::debug!("plan simulated");
+    if let Some(out) = &a.out {
+        write_atomic_with(out, |w| write_json(&plan, w))?;
+    }
+    {
+        let stdout = std::io::stdout();
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        render_to(&plan, format, color && format == Format::Text, &mut w)
+            .and_then(|_| std::io::Write::flush(&mut w))
+            .or_else(ignore_broken_pipe)
+            .map_err(|e| Error::io("write", "stdout", e))?;
+    }
+    tracing::debug!("plan rendered");
+    // A host without facts makes a live plan incomplete: exit 4 (DESIGN.md),
+    // never 2, which --detailed-exitcode uses for "changes pending".
+    let verdict = if incomplete {
+        Verdict::Unreachable
+    } else if a.detailed_exitcode && plan.has_changes() {
+        Verdict::ChangesPending
+    } else {
+        Verdict::Ok
+    };
+    // The process ends here: freeing a 10,000-host plan piece by piece is
+    // wasted time, so leave it to the OS.
+    std::mem::forget((plan, job));
+    Ok(verdict.exit_code())
+}

@@ -1,0 +1,160 @@
+//! `apply`: the unattended-safety wrapper around the executor. Window,
+//! protected units, the playbook's lock and a saved plan's drift are
+//! checked before anything runs; the journal records each result as it
+//! happens and the report is written at the end, also when interrupted.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::engine::events::{Event, EventSink, StopFlag};
+use crate::engine::execute::{execute, RunSpec};
+use crate::engine::job::Job;
+use crate::engine::journal::{save_report, Journal};
+use crate::engine::saved::{Drift, SavedPlan};
+use crate::model::decide::check_protected;
+use crate::model::error::{Error, Result};
+use crate::model::report::JobReport;
+
+/// How to apply a job.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Hosts in flight at once.
+    pub forks: usize,
+    /// Bound on one host's work in one step.
+    pub step_timeout: Duration,
+    /// Stop/restart/mask protected units.
+    pub allow_protected: bool,
+    /// Run outside the playbook's window.
+    pub ignore_window: bool,
+    /// Take the playbook's run lock (a playbook file's path), waiting up
+    /// to `wait_lock` for it; None: ad-hoc jobs, no lock.
+    pub lock: Option<PathBuf>,
+    /// How long to wait for the lock (None: refuse at once).
+    pub wait_lock: Option<Duration>,
+    /// Where the report goes (its journal beside it); None: the journal in
+    /// the state directory, no report file.
+    pub report: Option<PathBuf>,
+    /// Apply only what this saved plan reviewed.
+    pub saved: Option<SavedPlan>,
+    /// With `saved`: apply although the hosts drifted.
+    pub allow_drift: bool,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            forks: 16,
+            step_timeout: Duration::from_secs(600),
+            allow_protected: false,
+            ignore_window: false,
+            lock: None,
+            wait_lock: None,
+            report: None,
+            saved: None,
+            allow_drift: false,
+        }
+    }
+}
+
+/// What an apply produced besides its report.
+#[derive(Debug)]
+pub struct Applied {
+    /// The report (also in `report` when a path was given).
+    pub report: JobReport,
+    /// Where the journal is, if one could be written.
+    pub journal: Option<PathBuf>,
+    /// Drift of a saved plan let through by `allow_drift`.
+    pub drift: Vec<Drift>,
+}
+
+/// Apply a job: refuse what must be refused before anything connects,
+/// take the lock, run, write the report. `stop` ends the run gracefully.
+pub async fn apply(
+    job: &Job,
+    opts: &ApplyOptions,
+    stop: &StopFlag,
+    events: &dyn EventSink,
+) -> Result<Applied> {
+    if let Some(s) = &opts.saved {
+        s.check_inputs(job)?;
+    }
+    if let Some(w) = &job.playbook.window {
+        if !opts.ignore_window && !w.contains(chrono::Utc::now()) {
+            return Err(Error::Refused(format!(
+                "outside the window of {} ({}); pass --ignore-window to run anyway",
+                job.playbook.path.display(),
+                w.describe()
+            )));
+        }
+    }
+    check_protected(
+        &job.playbook,
+        &job.inventory,
+        &job.expanded,
+        opts.allow_protected,
+    )?;
+    let _lock = match &opts.lock {
+        Some(path) => Some(take_lock(path, opts.wait_lock).await?),
+        None => None,
+    };
+    // Drift is checked under the lock: no other apply of this playbook runs between.
+    let drift = match &opts.saved {
+        Some(s) => crate::engine::saved::gate(job, s, opts.forks, opts.allow_drift).await?,
+        None => Vec::new(),
+    };
+    let job_id = uuid::Uuid::new_v4().to_string();
+    let journal = open_journal(job, opts, &job_id)?;
+    events.event(&Event::JobStarted {
+        job_id: job_id.clone(),
+        name: job.playbook.name.clone(),
+    });
+    let report = execute(RunSpec {
+        job,
+        forks: opts.forks,
+        stop,
+        journal: journal.as_ref(),
+        events,
+        job_id: job_id.clone(),
+        step_timeout: opts.step_timeout,
+        allow_protected: opts.allow_protected,
+    })
+    .await;
+    if let Some(path) = &opts.report {
+        save_report(&report, path)?;
+    }
+    events.event(&Event::Finished {
+        job_id,
+        outcome: report.outcome,
+    });
+    Ok(Applied {
+        report,
+        journal: journal.map(|j| j.path),
+        drift,
+    })
+}
+
+/// The playbook's lock; waiting for it blocks, so off the async threads.
+async fn take_lock(path: &Path, wait: Option<Duration>) -> Result<crate::engine::lock::RunLock> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::engine::lock::acquire(&path, wait))
+        .await
+        .map_err(|e| Error::Internal(format!("lock task failed: {e}")))?
+}
+
+/// The run's journal: beside the report, else in the state directory.
+fn open_journal(job: &Job, opts: &ApplyOptions, job_id: &str) -> Result<Option<Journal>> {
+    let path = match &opts.report {
+        Some(r) => Journal::beside(r),
+        None => Journal::default_path(job_id),
+    };
+    match Journal::create(&path, job_id, &job.playbook.name) {
+        Ok(j) => Ok(Some(j)),
+        // With a report file a journal that cannot be written is fatal:
+        // the promise is that a killed run loses nothing.
+        Err(e) if opts.report.is_some() => Err(e),
+        Err(e) => {
+            tracing::warn!("no journal for this run: {}", e.details());
+            Ok(None)
+        }
+    }
+}

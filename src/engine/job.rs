@@ -1,0 +1,211 @@
+//! A job: a validated playbook over an inventory, everything checked
+//! before the first connection. Built from files (the command line), from
+//! text in memory (tests, a server's request), or generated for one ad-hoc
+//! operation (`drover service`, `drover maintenance`).
+
+use std::path::Path;
+
+use crate::model::dag::Dag;
+use crate::model::error::{Error, Result};
+use crate::model::expand::{expand, ExpandedStep};
+use crate::model::inventory::Inventory;
+use crate::model::playbook::Playbook;
+use crate::model::target::Selector;
+use crate::model::unit::UnitName;
+
+/// Everything validated before the first connection.
+#[derive(Debug)]
+pub struct Job {
+    /// The playbook.
+    pub playbook: Playbook,
+    /// The inventory.
+    pub inventory: Inventory,
+    /// The DAG.
+    pub dag: Dag,
+    /// Steps with targets and templates resolved.
+    pub expanded: Vec<ExpandedStep>,
+}
+
+impl Job {
+    /// Load and validate playbook + inventory files (+ `--limit`).
+    pub fn load(playbook: &Path, inventory: &Path, limit: Option<&str>) -> Result<Job> {
+        let t = std::time::Instant::now();
+        let playbook = Playbook::load(playbook)?;
+        let inventory = Inventory::load(inventory)?;
+        tracing::debug!(elapsed = ?t.elapsed(), hosts = inventory.hosts.len(), "model loaded");
+        let job = Job::new(playbook, inventory, limit)?;
+        tracing::debug!(elapsed = ?t.elapsed(), "targets and templates expanded");
+        Ok(job)
+    }
+
+    /// Build a job from playbook and inventory text held in memory; the
+    /// labels name them in errors (and anchor relative paths).
+    pub fn from_text(
+        playbook: &str,
+        playbook_label: &Path,
+        inventory: &str,
+        inventory_label: &Path,
+        limit: Option<&str>,
+    ) -> Result<Job> {
+        let playbook = Playbook::from_str(playbook, playbook_label)?;
+        let inventory = Inventory::from_str(inventory, inventory_label)?;
+        Job::new(playbook, inventory, limit)
+    }
+
+    /// DAG, limit and expansion of a parsed playbook over an inventory.
+    pub fn new(playbook: Playbook, inventory: Inventory, limit: Option<&str>) -> Result<Job> {
+        let dag = Dag::build(&playbook)?;
+        let limit = limit.map(|l| parse_selector("--limit", l)).transpose()?;
+        let expanded = expand(&playbook, &inventory, limit.as_ref())?;
+        Ok(Job {
+            playbook,
+            inventory,
+            dag,
+            expanded,
+        })
+    }
+}
+
+/// Parse a `--limit`/`--target` selector given by the caller.
+pub fn parse_selector(flag: &str, raw: &str) -> Result<Selector> {
+    Selector::parse(raw).map_err(|m| Error::Usage(format!("{flag} `{raw}`: {m}")))
+}
+
+/// The ad-hoc service operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceAction {
+    /// Start if not running.
+    Start,
+    /// Stop if running.
+    Stop,
+    /// Restart.
+    Restart,
+    /// Reload (start if not running).
+    Reload,
+}
+
+/// One ad-hoc operation over selected hosts, as a one-step job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdHoc {
+    /// `drover service ACTION UNIT --target SEL`.
+    Service {
+        /// What to do.
+        action: ServiceAction,
+        /// The unit as given (a bare name gets `.service`).
+        unit: String,
+        /// The hosts.
+        target: String,
+    },
+    /// `drover maintenance enable|disable [UNIT] --target SEL`.
+    Maintenance {
+        /// On or off.
+        enable: bool,
+        /// The unit, or the whole host.
+        unit: Option<String>,
+        /// The hosts.
+        target: String,
+        /// Why (required to enable).
+        reason: Option<String>,
+    },
+}
+
+impl AdHoc {
+    /// The operation's one-step playbook, validated; [`Job::new`] puts it
+    /// over an inventory.
+    pub fn playbook(&self) -> Result<Playbook> {
+        let (text, label) = match self {
+            AdHoc::Service {
+                action,
+                unit,
+                target,
+            } => (service_playbook(*action, unit, target)?, "<drover service>"),
+            AdHoc::Maintenance {
+                enable,
+                unit,
+                target,
+                reason,
+            } => (
+                maintenance_playbook(*enable, unit.as_deref(), target, reason.as_deref())?,
+                "<drover maintenance>",
+            ),
+        };
+        Playbook::from_str(&text, Path::new(label))
+    }
+}
+
+/// The one-step playbook of an ad-hoc service operation. Values are
+/// validated first and written as JSON strings, which YAML reads verbatim.
+fn service_playbook(action: ServiceAction, unit: &str, target: &str) -> Result<String> {
+    let unit = UnitName::parse(unit).map_err(|m| Error::Usage(format!("UNIT `{unit}`: {m}")))?;
+    parse_selector("--target", target)?;
+    let state = match action {
+        ServiceAction::Start => "started",
+        ServiceAction::Stop => "stopped",
+        ServiceAction::Restart => "restarted",
+        ServiceAction::Reload => "reloaded",
+    };
+    let q = |v: &str| serde_json::Value::from(v).to_string();
+    Ok(format!(
+        "name: {}\nsteps:\n  - id: {}\n    target: {}\n    service: {{ name: {}, state: {state} }}\n",
+        q(&format!("drover service {state} {unit}")),
+        q(&format!("{state}-{}", unit.as_str().replace(['@', ':', '\\'], "_"))),
+        q(target),
+        q(unit.as_str())
+    ))
+}
+
+/// The one-step playbook of an ad-hoc `drover maintenance` command. Values
+/// are validated first and written as JSON strings, which YAML reads verbatim.
+fn maintenance_playbook(
+    enable: bool,
+    unit: Option<&str>,
+    target: &str,
+    reason: Option<&str>,
+) -> Result<String> {
+    let unit = unit
+        .map(|u| UnitName::parse(u).map_err(|m| Error::Usage(format!("UNIT `{u}`: {m}"))))
+        .transpose()?;
+    parse_selector("--target", target)?;
+    if enable && reason.is_none_or(|r| r.trim().is_empty()) {
+        return Err(Error::Usage(
+            "`maintenance enable` needs --reason: say why, it is shown to everyone".into(),
+        ));
+    }
+    let q = |v: &str| serde_json::Value::from(v).to_string();
+    let word = if enable { "enable" } else { "disable" };
+    let what = unit.as_ref().map_or("host", |u| u.as_str());
+    let mut body = format!("enable: {enable}");
+    if let Some(r) = reason {
+        body.push_str(&format!(", reason: {}", q(r)));
+    }
+    if let Some(u) = &unit {
+        body.push_str(&format!(", unit: {}", q(u.as_str())));
+    }
+    Ok(format!(
+        "name: {}\nsteps:\n  - id: {}\n    target: {}\n    maintenance: {{ {body} }}\n",
+        q(&format!("drover maintenance {word} {what}")),
+        q(&format!(
+            "maintenance-{word}-{}",
+            what.replace(['@', ':', '\\'], "_")
+        )),
+        q(target),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ad_hoc_playbooks_quote_everything() {
+        let text =
+            maintenance_playbook(true, Some("demo-web"), "lab-1", Some("x\"; rm -rf / #")).unwrap();
+        let pb = Playbook::from_str(&text, Path::new("t")).unwrap();
+        assert_eq!(pb.steps.len(), 1);
+        assert!(maintenance_playbook(true, None, "lab-1", None).is_err());
+        assert!(maintenance_playbook(false, Some("bad name;"), "lab-1", None).is_err());
+        let text = service_playbook(ServiceAction::Restart, "demo@a:b", "role:web,!x").unwrap();
+        let pb = Playbook::from_str(&text, Path::new("t")).unwrap();
+        assert_eq!(pb.steps[0].id, "restarted-demo_a_b.service");
+    }
+}

@@ -1,0 +1,24 @@
+//! The engine: jobs (a validated playbook over an inventory), plan, apply,
+//! status, facts, health, locks, journals and saved plans. It is a library:
+//! the command line, a server and tests call the same async functions with
+//! the same types. It emits typed [`events::Event`]s to a sink the caller
+//! gives and returns typed values; it never prints and never builds a
+//! runtime of its own.
+
+pub mod apply;
+pub mod events;
+mod execute;
+pub mod files;
+pub mod health;
+pub mod job;
+pub mod journal;
+pub mod live;
+mod lock;
+pub mod plan;
+pub mod saved;
+pub mod status;
+
+pub use apply::{apply, Applied, ApplyOptions};
+pub use events::{Event, EventSink, NoEvents, StopFlag};
+pub use job::{AdHoc, Job, ServiceAction};
+pub use plan::{plan, Plan, PlanOptions};

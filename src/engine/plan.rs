@@ -1,0 +1,677 @@
+//! The plan: what each step will do on each host, predicted from facts
+//! with the same decisions apply uses ([`crate::model::decide`],
+//! [`crate::model::service`], ...). Planning never changes anything; with
+//! a facts file it does not even connect.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::engine::events::EventSink;
+use crate::engine::job::Job;
+use crate::model::decide::{batch_size, pick_any, refuse_protected, Candidate, RunBook};
+use crate::model::error::{Error, Result};
+use crate::model::expand::{goal_of, HostTask};
+use crate::model::facts::{Facts, HostFacts, UnitFacts};
+use crate::model::maintenance::{
+    decide_maintenance, MaintenanceGoal, MaintenanceState, HOST_SCOPE,
+};
+use crate::model::outcome::{Failure, Kind, Outcome, SkipReason, Status};
+use crate::model::playbook::{Module, Step, UnitFileGoal};
+use crate::model::service::{decide_service, Action};
+use crate::model::unit::UnitName;
+use crate::model::unitfile::{decide_unit, predict, UnitFileWant};
+
+/// One predicted result, in the job report's shape plus prediction detail.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedResult {
+    /// Inventory name.
+    pub hostname: Arc<str>,
+    /// ok, failed or skipped.
+    pub status: Status,
+    /// The unit.
+    pub name: UnitName,
+    /// Whether systemd state will change.
+    pub changed: bool,
+    /// Why not ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The kind of failure or skip (as in the job report).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Kind>,
+    /// The step id.
+    pub step: Arc<str>,
+    /// Operations, in order (empty: no change).
+    pub actions: Vec<Action>,
+    /// Rolling batch number within the step (1-based).
+    pub batch: usize,
+}
+
+/// All predicted results of one step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepPlan {
+    /// Step id.
+    pub id: String,
+    /// Targets as written.
+    pub target: Vec<String>,
+    /// Ids of the steps it waits for.
+    pub needs: Vec<String>,
+    /// Hosts `_any` picked.
+    pub picked: Vec<String>,
+    /// Hosts per batch (0: all at once).
+    pub batch_size: usize,
+    /// Results in inventory order.
+    pub results: Vec<PlannedResult>,
+}
+
+/// One unit's before/after on one host, over the whole run: the diff's input.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitChange {
+    /// The unit.
+    pub name: String,
+    /// State now.
+    pub before: UnitFacts,
+    /// State after the run.
+    pub after: UnitFacts,
+    /// `step: action` lines, in run order.
+    pub actions: Vec<String>,
+    /// Extra state lines now (maintenance flag, unit file content).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub before_extra: Vec<String>,
+    /// Extra state lines after the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after_extra: Vec<String>,
+}
+
+/// The name of the host-wide entry in a host's diff (maintenance).
+pub const HOST_DOC: &str = "(host)";
+
+/// Record a step's actions against a unit of a host, for the diff.
+fn note_actions(
+    list: &mut Vec<(UnitName, Vec<String>)>,
+    unit: &UnitName,
+    actions: &[Action],
+    step: &str,
+) {
+    let i = match list.iter().position(|(u, _)| u == unit) {
+        Some(i) => i,
+        None => {
+            list.push((unit.clone(), Vec::new()));
+            list.len() - 1
+        }
+    };
+    for a in actions {
+        list[i].1.push(format!("{a} ({step})"));
+    }
+}
+
+/// State lines beyond active/enabled: the maintenance flag of the unit (or
+/// the host, for the host entry) and, for units a `unit:` step touches,
+/// the file's content line by line.
+fn extra_lines(unit: &UnitName, m: &MaintenanceState, file: Option<Option<String>>) -> Vec<String> {
+    let mut v = Vec::new();
+    let flag = if unit.as_str() == HOST_SCOPE {
+        Some(m.host.as_ref())
+    } else {
+        m.units.get(unit.as_str()).map(Some)
+    };
+    match flag {
+        Some(Some(f)) => v.push(format!("  maintenance: on ({})", f.reason)),
+        Some(None) => v.push("  maintenance: off".to_string()),
+        None => {}
+    }
+    match file {
+        Some(Some(text)) => {
+            v.push(format!(
+                "  file: {}",
+                crate::model::unitfile::unit_path(unit)
+            ));
+            v.extend(text.lines().map(|l| format!("    | {l}")));
+        }
+        Some(None) => v.push(format!(
+            "  file: {} (absent)",
+            crate::model::unitfile::unit_path(unit)
+        )),
+        None => {}
+    }
+    v
+}
+
+/// The units one host touches over the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostChanges {
+    /// Inventory name.
+    pub hostname: String,
+    /// Units in the order the run first touches them.
+    pub units: Vec<UnitChange>,
+}
+
+/// Where a plan's inputs came from, so a saved plan can be checked later.
+#[derive(Debug, Clone, Serialize)]
+pub struct Source {
+    /// Path as given.
+    pub path: String,
+    /// SHA-256 of the content.
+    pub digest: String,
+}
+
+/// Totals for the summary line and the exit code.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Summary {
+    /// Hosts touched by some step.
+    pub hosts: usize,
+    /// Results that change state.
+    pub changes: usize,
+    /// Results that are ok without change.
+    pub unchanged: usize,
+    /// Skipped results.
+    pub skipped: usize,
+    /// Predicted failures.
+    pub failed: usize,
+}
+
+/// A complete plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Format id of this document.
+    pub schema: &'static str,
+    /// Playbook name.
+    pub name: String,
+    /// The playbook file.
+    pub playbook: Source,
+    /// The inventory file.
+    pub inventory: Source,
+    /// "live" or the facts file path.
+    pub facts_source: String,
+    /// When the facts were read.
+    pub facts_collected_at: String,
+    /// `--limit`, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// The facts the plan was made on, for the hosts and units it touches
+    /// (in `--out` files and json output; `apply --plan` checks drift against them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facts: Option<Facts>,
+    /// Steps in execution order.
+    pub steps: Vec<StepPlan>,
+    /// Per host (inventory order), the units it touches.
+    pub hosts: Vec<HostChanges>,
+    /// Totals.
+    pub summary: Summary,
+}
+
+impl Plan {
+    /// Whether applying would change anything.
+    pub fn has_changes(&self) -> bool {
+        self.summary.changes > 0
+    }
+}
+
+/// Inputs of [`simulate`] that only label the output.
+pub struct PlanLabels<'a> {
+    /// "live" or the facts file.
+    pub facts_source: &'a str,
+    /// `--limit` as given.
+    pub limit: Option<&'a str>,
+}
+
+/// Predict every step × host result by running the shared decisions over
+/// the facts, threading each unit's predicted state through the DAG.
+pub fn simulate(job: &Job, facts: &Facts, labels: PlanLabels<'_>) -> Result<Plan> {
+    let host_facts = facts_per_host(job, facts)?;
+    let mut sim = Simulation::new(job, host_facts);
+    let steps = job
+        .dag
+        .order()
+        .iter()
+        .map(|&si| sim.step(si))
+        .collect::<Result<Vec<_>>>()?;
+    let hosts = sim.host_changes();
+    let mut summary = sim.summary;
+    summary.hosts = steps
+        .iter()
+        .flat_map(|s| s.results.iter().map(|r| &*r.hostname))
+        .collect::<BTreeSet<_>>()
+        .len();
+    let (pb, inv) = (&job.playbook, &job.inventory);
+    Ok(Plan {
+        schema: "drover.plan/1",
+        name: pb.name.clone(),
+        playbook: Source {
+            path: pb.path.display().to_string(),
+            digest: pb.digest.clone(),
+        },
+        inventory: Source {
+            path: inv.path.display().to_string(),
+            digest: inv.digest.clone(),
+        },
+        facts_source: labels.facts_source.to_string(),
+        facts_collected_at: facts.collected_at.clone(),
+        limit: labels.limit.map(str::to_string),
+        facts: None,
+        steps,
+        hosts,
+        summary,
+    })
+}
+
+/// Every inventory host's facts, or an error naming the host without any.
+fn facts_per_host<'a>(job: &Job, facts: &'a Facts) -> Result<Vec<&'a HostFacts>> {
+    let inv = &job.inventory;
+    inv.hosts
+        .iter()
+        .map(|h| {
+            facts.hosts.get(&h.name).ok_or_else(|| {
+                Error::invalid(
+                    "facts file",
+                    format!("hosts.{}", h.name),
+                    format!(
+                        "no facts for host `{}` of the inventory; collect them with `drover facts -i {} --out FILE`",
+                        h.name,
+                        inv.path.display()
+                    ),
+                    None,
+                )
+            })
+        })
+        .collect()
+}
+
+/// The predicted state of the fleet as the plan walks the DAG.
+struct Simulation<'a> {
+    job: &'a Job,
+    facts: Vec<&'a HostFacts>,
+    /// Predicted unit state per host, starting from facts. A host touches
+    /// few units, so a short list per host beats hashing.
+    units: Vec<Vec<(UnitName, UnitFacts)>>,
+    /// Unit files as the run changes them (`unit:` steps).
+    files: Vec<Vec<(UnitName, Option<Arc<str>>)>>,
+    /// Maintenance flags as the run changes them.
+    maint: Vec<MaintenanceState>,
+    /// Per host, the units touched and the actions on them, for the diff.
+    touched: Vec<Vec<(UnitName, Vec<String>)>>,
+    book: RunBook,
+    stamp: String,
+    /// Shared names: half a million results must not mean a million strings.
+    names: Vec<Arc<str>>,
+    summary: Summary,
+}
+
+impl<'a> Simulation<'a> {
+    fn new(job: &'a Job, facts: Vec<&'a HostFacts>) -> Self {
+        let n = job.inventory.hosts.len();
+        Simulation {
+            job,
+            maint: facts
+                .iter()
+                .map(|hf| MaintenanceState::of_facts(hf))
+                .collect(),
+            facts,
+            units: vec![Vec::new(); n],
+            files: vec![Vec::new(); n],
+            touched: vec![Vec::new(); n],
+            book: RunBook::new(n),
+            stamp: crate::model::now_rfc3339(),
+            names: job
+                .inventory
+                .hosts
+                .iter()
+                .map(|h| Arc::from(h.name.as_str()))
+                .collect(),
+            summary: Summary::default(),
+        }
+    }
+
+    /// One step over its hosts, batch by batch, as apply runs it.
+    fn step(&mut self, si: usize) -> Result<StepPlan> {
+        let job = self.job;
+        let step = &job.playbook.steps[si];
+        let (hosts, picked) = self.step_hosts(si);
+        let size = batch_size(step, hosts.len());
+        let step_id: Arc<str> = Arc::from(step.id.as_str());
+        let mut results = Vec::with_capacity(hosts.len());
+        let mut failed_here = 0usize;
+        for (b, batch) in hosts.chunks(size).enumerate() {
+            let aborted = self.book.before_batch();
+            for &h in batch {
+                let r = self.host(si, h, b + 1, &step_id, aborted.clone())?;
+                if r.status == Status::Failed {
+                    failed_here += 1;
+                    self.book.host_failed(h, &step.id);
+                }
+                self.summary.count(r.status, r.changed);
+                results.push(r);
+            }
+            if aborted.is_none() {
+                self.book.after_batch(step, failed_here, hosts.len());
+            }
+        }
+        Ok(StepPlan {
+            id: step.id.clone(),
+            target: step.targets.iter().map(|t| t.to_string()).collect(),
+            needs: job
+                .dag
+                .dependencies(si)
+                .iter()
+                .map(|d| job.playbook.steps[*d].id.clone())
+                .collect(),
+            picked,
+            batch_size: if step.serial.is_some() { size } else { 0 },
+            results,
+        })
+    }
+
+    /// The hosts a step works on: its fixed targets plus one `_any` pick
+    /// per group, chosen as apply chooses.
+    fn step_hosts(&self, si: usize) -> (Vec<usize>, Vec<String>) {
+        let job = self.job;
+        let step = &job.playbook.steps[si];
+        let ex = &job.expanded[si];
+        let candidate = |h: usize| Candidate {
+            reachable: self.facts[h].reachable,
+            in_maintenance: self.maint[h].host.is_some(),
+            failed: self.book.failed_at(h).is_some(),
+            protected: ex.task(h).is_some_and(|t| {
+                refuse_protected(step, t, &job.inventory.hosts[h], false).is_some()
+            }),
+        };
+        let mut selected: BTreeSet<usize> = ex.targets.fixed.iter().copied().collect();
+        let mut picked = Vec::new();
+        for g in &ex.targets.any {
+            if let Some(h) = pick_any(g, candidate) {
+                picked.push(job.inventory.hosts[h].name.clone());
+                selected.insert(h);
+            }
+        }
+        (selected.into_iter().collect(), picked)
+    }
+
+    /// One host in one step: the checks in apply's order, then the module.
+    fn host(
+        &mut self,
+        si: usize,
+        h: usize,
+        batch: usize,
+        step_id: &Arc<str>,
+        aborted: Option<SkipReason>,
+    ) -> Result<PlannedResult> {
+        let job = self.job;
+        let step = &job.playbook.steps[si];
+        let host = &job.inventory.hosts[h];
+        let task = job.expanded[si].task(h).ok_or_else(|| {
+            Error::Internal(format!(
+                "no task for host {} in step {}",
+                host.name, step.id
+            ))
+        })?;
+        let hf = self.facts[h];
+        let skip = aborted.or_else(|| self.book.before_host(h, task.when));
+        let (outcome, actions) = if let Some(why) = skip {
+            (Outcome::Skipped(why), Vec::new())
+        } else if let Some(refused) = refuse_protected(step, task, host, false) {
+            (Outcome::failed(refused), Vec::new())
+        } else if !hf.reachable {
+            let failure = match &hf.error {
+                Some(e) => Failure::Unread(e.clone()),
+                None => Failure::Unreachable("no connection".into()),
+            };
+            (Outcome::failed(failure), Vec::new())
+        } else if let Some(why) = self.maintenance_skip(step, h, task) {
+            (Outcome::Skipped(why), Vec::new())
+        } else {
+            match &step.module {
+                Module::Maintenance { enable, .. } => self.maintenance(step, h, task, *enable),
+                Module::Unit { state, .. } => self.unit_file(step, h, task, *state)?,
+                Module::Service { .. } => self.service(step, h, task)?,
+            }
+        };
+        Ok(PlannedResult {
+            hostname: self.names[h].clone(),
+            status: outcome.status(),
+            name: task.unit.clone(),
+            changed: outcome.changed(),
+            error: outcome.error(),
+            kind: outcome.kind(),
+            step: step_id.clone(),
+            actions,
+            batch,
+        })
+    }
+
+    fn maintenance_skip(&self, step: &Step, h: usize, task: &HostTask) -> Option<SkipReason> {
+        let exempt = step.ignore_maintenance || matches!(step.module, Module::Maintenance { .. });
+        (!exempt)
+            .then(|| self.maint[h].skip_reason(task.unit.as_str()))
+            .flatten()
+    }
+
+    fn maintenance(
+        &mut self,
+        step: &Step,
+        h: usize,
+        task: &HostTask,
+        enable: bool,
+    ) -> (Outcome, Vec<Action>) {
+        let goal = MaintenanceGoal {
+            enable,
+            reason: task.content.as_deref().unwrap_or_default().to_string(),
+            unit: (task.unit.as_str() != HOST_SCOPE).then(|| task.unit.clone()),
+        };
+        let d = decide_maintenance(&goal, &self.maint[h], &self.stamp);
+        let actions: Vec<Action> = d.action.into_iter().collect();
+        note_actions(&mut self.touched[h], &task.unit, &actions, &step.id);
+        self.maint[h] = d.after;
+        (
+            Outcome::Ok {
+                changed: !actions.is_empty(),
+            },
+            actions,
+        )
+    }
+
+    /// The unit's predicted state now: as an earlier step left it, else
+    /// from facts.
+    fn unit_now(&self, h: usize, unit: &UnitName) -> Option<&UnitFacts> {
+        self.units[h]
+            .iter()
+            .find(|(u, _)| u == unit)
+            .map(|(_, f)| f)
+            .or_else(|| self.facts[h].units.get(unit.as_str()))
+    }
+
+    fn set_unit(&mut self, h: usize, unit: &UnitName, after: UnitFacts) {
+        match self.units[h].iter_mut().find(|(u, _)| u == unit) {
+            Some(slot) => slot.1 = after,
+            None => self.units[h].push((unit.clone(), after)),
+        }
+    }
+
+    fn unit_file(
+        &mut self,
+        step: &Step,
+        h: usize,
+        task: &HostTask,
+        state: UnitFileGoal,
+    ) -> Result<(Outcome, Vec<Action>)> {
+        let hf = self.facts[h];
+        let file: Option<Option<Arc<str>>> =
+            match self.files[h].iter().find(|(u, _)| *u == task.unit) {
+                Some((_, f)) => Some(f.clone()),
+                None => hf
+                    .unit_files
+                    .get(task.unit.as_str())
+                    .map(|f| f.as_deref().map(Arc::from)),
+            };
+        let Some(file) = file else {
+            let host = &self.job.inventory.hosts[h].name;
+            return Err(Error::invalid(
+                "facts file",
+                format!("hosts.{host}.unit_files"),
+                format!(
+                    "no content of unit file {} on host `{host}`; collect facts again with a live plan or `drover facts` for that unit",
+                    task.unit
+                ),
+                None,
+            ));
+        };
+        let now = self
+            .unit_now(h, &task.unit)
+            .cloned()
+            .unwrap_or_else(UnitFacts::not_found);
+        let present = state == UnitFileGoal::Present;
+        let content = task.content.clone().unwrap_or_else(|| Arc::from(""));
+        let want = if present {
+            UnitFileWant::Present(&content)
+        } else {
+            UnitFileWant::Absent
+        };
+        let actions = decide_unit(&want, file.as_deref(), &now);
+        note_actions(&mut self.touched[h], &task.unit, &actions, &step.id);
+        if !actions.is_empty() {
+            self.set_unit(h, &task.unit, predict(&now, &actions, present));
+            let new_file = present.then_some(content);
+            match self.files[h].iter_mut().find(|(u, _)| *u == task.unit) {
+                Some(slot) => slot.1 = new_file,
+                None => self.files[h].push((task.unit.clone(), new_file)),
+            }
+        } else if !self.files[h].iter().any(|(u, _)| *u == task.unit) {
+            self.files[h].push((task.unit.clone(), file));
+        }
+        let changed = !actions.is_empty();
+        Ok((Outcome::Ok { changed }, actions))
+    }
+
+    fn service(
+        &mut self,
+        step: &Step,
+        h: usize,
+        task: &HostTask,
+    ) -> Result<(Outcome, Vec<Action>)> {
+        let Some(now) = self.unit_now(h, &task.unit) else {
+            let host = &self.job.inventory.hosts[h].name;
+            return Err(Error::invalid(
+                "facts file",
+                format!("hosts.{host}.units"),
+                format!(
+                    "no facts for unit {} on host `{host}`; collect facts again (`drover facts`) so they include it",
+                    task.unit
+                ),
+                None,
+            ));
+        };
+        let d = decide_service(task.unit.as_str(), &goal_of(&step.module), now);
+        let changed = !d.actions.is_empty();
+        if let Some(failure) = d.error {
+            return Ok((Outcome::Failed { failure, changed }, d.actions));
+        }
+        // A failed decision touches nothing; a good one is noted even when
+        // it does nothing, so the unit shows in the host's diff.
+        note_actions(&mut self.touched[h], &task.unit, &d.actions, &step.id);
+        if let Some(after) = d.after {
+            self.set_unit(h, &task.unit, after);
+        }
+        Ok((Outcome::Ok { changed }, d.actions))
+    }
+
+    /// Per host (inventory order), the before/after of every unit it touches.
+    fn host_changes(&self) -> Vec<HostChanges> {
+        let mut hosts = Vec::new();
+        for (h, list) in self.touched.iter().enumerate() {
+            if list.is_empty() {
+                continue;
+            }
+            let hf = self.facts[h];
+            let file_of = |unit: &UnitName| self.files[h].iter().find(|(u, _)| u == unit);
+            let units = list
+                .iter()
+                .map(|(unit, actions)| UnitChange {
+                    before_extra: extra_lines(
+                        unit,
+                        &MaintenanceState::of_facts(hf),
+                        file_of(unit).map(|_| hf.unit_files.get(unit.as_str()).cloned().flatten()),
+                    ),
+                    after_extra: extra_lines(
+                        unit,
+                        &self.maint[h],
+                        file_of(unit).map(|(_, f)| f.as_deref().map(str::to_string)),
+                    ),
+                    name: if unit.as_str() == HOST_SCOPE {
+                        HOST_DOC.to_string()
+                    } else {
+                        unit.to_string()
+                    },
+                    before: hf
+                        .units
+                        .get(unit.as_str())
+                        .cloned()
+                        .unwrap_or_else(UnitFacts::not_found),
+                    after: self
+                        .unit_now(h, unit)
+                        .cloned()
+                        .unwrap_or_else(UnitFacts::not_found),
+                    actions: actions.clone(),
+                })
+                .collect();
+            hosts.push(HostChanges {
+                hostname: self.job.inventory.hosts[h].name.clone(),
+                units,
+            });
+        }
+        hosts
+    }
+}
+
+impl Summary {
+    fn count(&mut self, status: Status, changed: bool) {
+        match (status, changed) {
+            (Status::Ok, true) => self.changes += 1,
+            (Status::Ok, false) => self.unchanged += 1,
+            (Status::Skipped, _) => self.skipped += 1,
+            (Status::Failed, _) => self.failed += 1,
+        }
+    }
+}
+
+/// Plan a job and say whether every host's facts were there: over `facts`
+/// when given (a facts file: connects to nothing), else read live from the
+/// hosts the job touches, `forks` at a time. Returns the plan and whether some host could not be read.
+pub async fn plan(
+    job: &Job,
+    facts: Option<Facts>,
+    opts: &PlanOptions,
+    events: &dyn EventSink,
+) -> Result<(Plan, bool)> {
+    let (facts, source, incomplete) = match facts {
+        Some(f) => (f, opts.facts_label.clone(), false),
+        None => {
+            let (f, incomplete) = crate::engine::live::plan_facts(job, opts.forks, events).await;
+            (f, "live".to_string(), incomplete)
+        }
+    };
+    let mut plan = simulate(
+        job,
+        &facts,
+        PlanLabels {
+            facts_source: &source,
+            limit: opts.limit.as_deref(),
+        },
+    )?;
+    if opts.keep_facts {
+        plan.facts = Some(crate::engine::saved::facts_used(job, &facts));
+    }
+    Ok((plan, incomplete))
+}
+
+/// How to plan.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// Hosts read in parallel (live).
+    pub forks: usize,
+    /// `--limit` as given (labels the plan).
+    pub limit: Option<String>,
+    /// What the given facts are called ("FILE"), when facts are given.
+    pub facts_label: String,
+    /// Record the facts used in the plan (saved plans, json output).
+    pub keep_facts: bool,
+}

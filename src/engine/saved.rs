@@ -1,0 +1,407 @@
+//! Saved plans: `plan --out plan.json` records the inputs' digests, the
+//! `--limit` and the facts the plan was made on; `apply --plan plan.json`
+//! refuses when the playbook or inventory changed since, re-reads the facts
+//! of exactly the plan's hosts and units, and refuses when the hosts
+//! drifted in a way that changes a predicted step × host result.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::engine::events::NoEvents;
+use crate::engine::job::Job;
+use crate::engine::plan::{simulate, PlanLabels};
+use crate::model::error::{Error, Result};
+use crate::model::facts::{Facts, HostFacts, UnitFacts};
+use crate::model::outcome::Status;
+use crate::model::service::Action;
+use crate::model::unit::UnitName;
+
+/// The schema id a saved plan must carry.
+pub const PLAN_SCHEMA: &str = "drover.plan/1";
+
+/// One input file of a saved plan.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SavedSource {
+    /// Path as given when planning.
+    pub path: String,
+    /// SHA-256 of the content then.
+    pub digest: String,
+}
+
+/// One predicted result of a saved plan (the fields apply compares).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SavedResult {
+    /// Inventory name.
+    pub hostname: String,
+    /// Predicted status.
+    pub status: Status,
+    /// The unit.
+    pub name: String,
+    /// Predicted `changed`.
+    pub changed: bool,
+    /// Predicted operations.
+    #[serde(default)]
+    pub actions: Vec<Action>,
+}
+
+/// One step of a saved plan.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SavedStep {
+    /// Step id.
+    pub id: String,
+    /// Predicted results.
+    pub results: Vec<SavedResult>,
+}
+
+/// The parts of a `drover.plan/1` document that `apply --plan` reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SavedPlan {
+    /// Must be [`PLAN_SCHEMA`].
+    pub schema: String,
+    /// The playbook it was made from.
+    pub playbook: SavedSource,
+    /// The inventory it was made from.
+    pub inventory: SavedSource,
+    /// `--limit` when planning.
+    #[serde(default)]
+    pub limit: Option<String>,
+    /// The facts it was made on (hosts and units it touches).
+    #[serde(default)]
+    pub facts: Option<Facts>,
+    /// Predicted results.
+    pub steps: Vec<SavedStep>,
+}
+
+impl SavedPlan {
+    /// Read and parse a saved plan.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = crate::model::yaml::read_bounded(path, "saved plan")?;
+        let de = &mut serde_json::Deserializer::from_str(&text);
+        let p: SavedPlan = serde_path_to_error::deserialize(de).map_err(|e| {
+            Error::invalid(
+                "saved plan",
+                e.path().to_string(),
+                format!("{} in {}", e.inner(), path.display()),
+                None,
+            )
+        })?;
+        if p.schema != PLAN_SCHEMA {
+            return Err(Error::invalid(
+                "saved plan",
+                "schema",
+                format!(
+                    "`{}` is not a plan this drover applies (it reads {PLAN_SCHEMA}); plan again with `drover plan --out`",
+                    p.schema
+                ),
+                None,
+            ));
+        }
+        if p.facts.is_none() {
+            return Err(Error::invalid(
+                "saved plan",
+                "facts",
+                format!(
+                    "{} records no facts, so drift cannot be checked; plan again with `drover plan --out`",
+                    path.display()
+                ),
+                None,
+            ));
+        }
+        Ok(p)
+    }
+
+    /// The `--limit` to apply with: the plan's; a different one on the
+    /// command line is a usage error (the plan covers only its own hosts).
+    pub fn limit<'a>(&'a self, cli: Option<&'a str>) -> Result<Option<&'a str>> {
+        match (cli, self.limit.as_deref()) {
+            (Some(c), p) if Some(c) != p => Err(Error::Usage(format!(
+                "--limit `{c}` differs from the saved plan's limit ({}); omit --limit to apply the plan's",
+                p.map_or_else(|| "none".to_string(), |p| format!("`{p}`"))
+            ))),
+            (_, p) => Ok(p),
+        }
+    }
+
+    /// Refuse (403) when the playbook or inventory is not what was planned.
+    pub fn check_inputs(&self, job: &Job) -> Result<()> {
+        let pairs = [
+            (
+                "playbook",
+                &self.playbook,
+                &job.playbook.digest,
+                &job.playbook.path,
+            ),
+            (
+                "inventory",
+                &self.inventory,
+                &job.inventory.digest,
+                &job.inventory.path,
+            ),
+        ];
+        for (what, saved, now, path) in pairs {
+            if saved.digest != *now {
+                return Err(Error::Refused(format!(
+                    "the {what} {} changed since the plan was made (planned from {} sha256 {}, now sha256 {}); plan again and review the new plan",
+                    path.display(),
+                    saved.path,
+                    short(&saved.digest),
+                    short(now)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The saved facts (present after [`SavedPlan::load`]).
+    pub fn saved_facts(&self) -> Result<&Facts> {
+        self.facts
+            .as_ref()
+            .ok_or_else(|| Error::Internal("saved plan without facts".into()))
+    }
+}
+
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}
+
+/// The facts a plan used: per host with a task, exactly the units its
+/// tasks touch (what `apply --plan` re-reads and compares).
+pub fn facts_used(job: &Job, facts: &Facts) -> Facts {
+    let mut per_host: BTreeMap<usize, BTreeSet<&str>> = BTreeMap::new();
+    for ex in &job.expanded {
+        for t in &ex.tasks {
+            per_host.entry(t.host).or_default().insert(t.unit.as_str());
+        }
+    }
+    let mut out = Facts {
+        version: facts.version,
+        collected_at: facts.collected_at.clone(),
+        hosts: Default::default(),
+    };
+    for (h, units) in per_host {
+        let name = &job.inventory.hosts[h].name;
+        let Some(hf) = facts.hosts.get(name) else {
+            continue;
+        };
+        let mut hf = hf.clone();
+        hf.units.retain(|u, _| units.contains(u.as_str()));
+        hf.unit_maintenance
+            .retain(|u, _| units.contains(u.as_str()));
+        out.hosts.insert(name.clone(), hf);
+    }
+    out
+}
+
+/// Read the facts of exactly the saved plan's hosts and units, live.
+pub async fn reread(job: &Job, saved: &Facts, forks: usize) -> Facts {
+    let hosts: Vec<crate::model::inventory::Host> = saved
+        .hosts
+        .keys()
+        .filter_map(|n| job.inventory.hosts.iter().find(|h| &h.name == n).cloned())
+        .collect();
+    let units: Vec<Vec<UnitName>> = hosts
+        .iter()
+        .map(|h| {
+            saved
+                .hosts
+                .get(&h.name)
+                .map(|hf| {
+                    hf.units
+                        .keys()
+                        .filter_map(|u| UnitName::parse(u).ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    let (read, _) = crate::engine::live::read_facts(
+        &hosts,
+        forks,
+        |i| crate::engine::live::UnitSet::These(units[i].clone()),
+        &NoEvents,
+    )
+    .await;
+    read
+}
+
+/// One drifted unit: its state when planned and now, and what that changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// Inventory name.
+    pub host: String,
+    /// The unit.
+    pub unit: String,
+    /// State when planned, in short words.
+    pub before: String,
+    /// State now.
+    pub now: String,
+    /// The predictions that change: `step: planned → now`.
+    pub effects: Vec<String>,
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {} → {} ({})",
+            self.host,
+            self.unit,
+            self.before,
+            self.now,
+            self.effects.join("; ")
+        )
+    }
+}
+
+fn describe(hf: Option<&HostFacts>, unit: &str) -> String {
+    match hf {
+        None => "no facts".into(),
+        Some(h) if !h.reachable => format!(
+            "unreachable ({})",
+            h.error.as_deref().unwrap_or("no connection")
+        ),
+        Some(h) => match h.units.get(unit) {
+            None => "not read".into(),
+            Some(u) => describe_unit(u),
+        },
+    }
+}
+
+fn describe_unit(u: &UnitFacts) -> String {
+    let mut s = format!("{}/{}", u.active_state, u.load_state);
+    if !u.unit_file_state.is_empty() {
+        s.push('/');
+        s.push_str(&u.unit_file_state);
+    }
+    s
+}
+
+fn prediction(status: Status, changed: bool, actions: &[Action]) -> String {
+    let ops = if actions.is_empty() {
+        "no change".to_string()
+    } else {
+        actions
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join("+")
+    };
+    let status = match status {
+        Status::Ok if changed => "changed",
+        Status::Ok => "ok",
+        Status::Failed => "failed",
+        Status::Skipped => "skipped",
+    };
+    format!("{ops}, {status}")
+}
+
+/// Re-simulate the loaded playbook on `now` (facts read live for the
+/// plan's hosts and units) and list every unit whose drift changes a
+/// predicted (status, changed, actions) of some step × host.
+pub fn drift(job: &Job, saved: &SavedPlan, now: &Facts) -> Result<Vec<Drift>> {
+    let saved_facts = saved.saved_facts()?;
+    let mut full = Facts {
+        version: now.version,
+        collected_at: now.collected_at.clone(),
+        hosts: Default::default(),
+    };
+    for h in &job.inventory.hosts {
+        let hf = now.hosts.get(&h.name).cloned().unwrap_or(HostFacts {
+            reachable: true,
+            error: None,
+            maintenance: None,
+            unit_maintenance: BTreeMap::new(),
+            units: BTreeMap::new(),
+            unit_files: BTreeMap::new(),
+        });
+        full.hosts.insert(h.name.clone(), hf);
+    }
+    let replan = simulate(
+        job,
+        &full,
+        PlanLabels {
+            facts_source: "live",
+            limit: saved.limit.as_deref(),
+        },
+    )?;
+    let mut planned: BTreeMap<(&str, &str), &SavedResult> = BTreeMap::new();
+    for s in &saved.steps {
+        for r in &s.results {
+            planned.insert((s.id.as_str(), r.hostname.as_str()), r);
+        }
+    }
+    let mut out: Vec<Drift> = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut add = |host: &str, unit: &str, effect: String| {
+        let key = (host.to_string(), unit.to_string());
+        if seen.insert(key.clone()) {
+            out.push(Drift {
+                host: host.to_string(),
+                unit: unit.to_string(),
+                before: describe(saved_facts.hosts.get(host), unit),
+                now: describe(full.hosts.get(host), unit),
+                effects: vec![effect],
+            });
+        } else if let Some(d) = out.iter_mut().find(|d| d.host == key.0 && d.unit == key.1) {
+            d.effects.push(effect);
+        }
+    };
+    for s in &replan.steps {
+        for r in &s.results {
+            let new = prediction(r.status, r.changed, &r.actions);
+            match planned.remove(&(s.id.as_str(), &*r.hostname)) {
+                Some(p) => {
+                    if p.status != r.status || p.changed != r.changed || p.actions != r.actions {
+                        let old = prediction(p.status, p.changed, &p.actions);
+                        add(
+                            &r.hostname,
+                            r.name.as_str(),
+                            format!("step {}: planned {old}, now {new}", s.id),
+                        );
+                    }
+                }
+                None => add(
+                    &r.hostname,
+                    r.name.as_str(),
+                    format!("step {}: not planned here, now {new}", s.id),
+                ),
+            }
+        }
+    }
+    for ((step, host), p) in planned {
+        let old = prediction(p.status, p.changed, &p.actions);
+        add(
+            host,
+            &p.name,
+            format!("step {step}: planned {old}, now not targeted"),
+        );
+    }
+    Ok(out)
+}
+
+/// The whole `apply --plan` gate after the model is loaded and before the
+/// run: inputs unchanged, facts re-read, drift refused unless allowed.
+/// Returns the drift that `allow_drift` let through (for a warning).
+pub async fn gate(
+    job: &Job,
+    saved: &SavedPlan,
+    forks: usize,
+    allow_drift: bool,
+) -> Result<Vec<Drift>> {
+    saved.check_inputs(job)?;
+    let now = reread(job, saved.saved_facts()?, forks).await;
+    let drifted = drift(job, saved, &now)?;
+    if drifted.is_empty() || allow_drift {
+        return Ok(drifted);
+    }
+    let list = drifted
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(Error::Refused(format!(
+        "the hosts drifted since the plan was made, so apply would not do what was reviewed: {list}; plan again, or pass --allow-drift to apply anyway"
+    )))
+}

@@ -1,0 +1,236 @@
+//! Every way drover can fail, as one enum rendered in one place.
+//!
+//! Each variant knows its class (invalid input, refused, internal), which
+//! fixes both the JSON `code` and the process exit code through
+//! [`Verdict`](crate::model::report::Verdict), so callers never pick exit
+//! codes by hand.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A position in a user's file, so every input error can point at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The file as the user named it.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: u64,
+    /// 1-based column.
+    pub column: u64,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} line {} column {}",
+            self.file.display(),
+            self.line,
+            self.column
+        )
+    }
+}
+
+/// The class of an error: decides the JSON `code` and the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// The user's input is wrong (code 400, exit 1).
+    Invalid,
+    /// drover refuses to act on purpose (code 403, exit 3).
+    Refused,
+    /// drover itself or its environment failed (code 500, exit 1).
+    Internal,
+}
+
+/// What is wrong with a user's file, and where: the payload of input errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// "playbook", "inventory", "facts file", ...
+    pub what: &'static str,
+    /// Dotted field path such as `steps[2].service.state`.
+    pub field: String,
+    /// The message, without position.
+    pub message: String,
+    /// Nearest valid key or value, when there is one.
+    pub suggestion: Option<String>,
+    /// Where in the file, when known.
+    pub position: Option<Position>,
+}
+
+/// Everything that stops a drover command before or outside per-host work.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A YAML or JSON file did not match drover's schema.
+    #[error("{} is invalid", .0.what)]
+    Parse(Box<Diagnostic>),
+    /// A file parsed but says something drover cannot accept.
+    #[error("{} is invalid", .0.what)]
+    Invalid(Box<Diagnostic>),
+    /// A file could not be read or written.
+    #[error("cannot {action} {path}")]
+    Io {
+        /// "read", "write", ...
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A command-line argument is wrong.
+    #[error("invalid argument")]
+    Usage(String),
+    /// drover refuses to act (window, lock, protected unit, drift).
+    #[error("refused")]
+    Refused(String),
+    /// A subcommand that a later release implements.
+    #[error("not implemented yet")]
+    NotImplemented(&'static str),
+    /// A bug or an environment failure that is not the user's input.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl Error {
+    /// The class, which fixes code and exit status.
+    pub fn class(&self) -> Class {
+        match self {
+            Error::Parse(_) | Error::Invalid(_) | Error::Usage(_) => Class::Invalid,
+            Error::Refused(_) => Class::Refused,
+            Error::Io { .. } | Error::NotImplemented(_) | Error::Internal(_) => Class::Internal,
+        }
+    }
+
+    /// The HTTP-like code used in JSON error output (its
+    /// [`Verdict`](crate::model::report::Verdict)'s).
+    pub fn code(&self) -> u16 {
+        crate::model::report::Verdict::of_error(self).http_status()
+    }
+
+    /// The one-line details: field path, message, suggestion and position.
+    pub fn details(&self) -> String {
+        match self {
+            Error::Parse(d) | Error::Invalid(d) => {
+                let Diagnostic {
+                    field,
+                    message,
+                    suggestion,
+                    position,
+                    ..
+                } = &**d;
+                let mut s = String::new();
+                if !field.is_empty() {
+                    s.push_str(field);
+                    s.push_str(": ");
+                }
+                s.push_str(message);
+                if let Some(sugg) = suggestion {
+                    s.push_str(&format!(", did you mean `{sugg}`?"));
+                }
+                if let Some(pos) = position {
+                    s.push_str(&format!(" at {pos}"));
+                }
+                s
+            }
+            Error::Io { source, .. } => source.to_string(),
+            Error::Usage(m) | Error::Refused(m) | Error::Internal(m) => m.clone(),
+            Error::NotImplemented(what) => {
+                format!("`{what}` needs a later drover release; use `drover plan --facts FILE` meanwhile")
+            }
+        }
+    }
+
+    /// The JSON document of DESIGN.md's error format.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": self.to_string(),
+            "details": self.details(),
+            "code": self.code(),
+        })
+    }
+
+    /// Shorthand for a validation error with no suggestion.
+    pub fn invalid(
+        what: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+        position: Option<Position>,
+    ) -> Self {
+        Error::Invalid(Box::new(Diagnostic {
+            what,
+            field: field.into(),
+            message: message.into(),
+            suggestion: None,
+            position,
+        }))
+    }
+
+    /// Fill in a missing position from a locator (which sees the field path).
+    pub fn locate_with(mut self, f: impl FnOnce(&str) -> Option<Position>) -> Self {
+        if let Error::Invalid(d) | Error::Parse(d) = &mut self {
+            if d.position.is_none() {
+                d.position = f(&d.field);
+            }
+        }
+        self
+    }
+
+    /// Attach a suggestion to a validation error.
+    pub fn with_suggestion(mut self, sugg: Option<String>) -> Self {
+        if let Error::Invalid(d) | Error::Parse(d) = &mut self {
+            d.suggestion = sugg;
+        }
+        self
+    }
+
+    /// Shorthand for an I/O error on a path.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// drover's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The nearest candidate to `word` by edit distance, if it is close enough
+/// to be a plausible typo.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let mut best: Option<(f64, &str)> = None;
+    for cand in candidates {
+        let score = strsim::jaro_winkler(word, cand);
+        if best.is_none_or(|(b, _)| score > b) {
+            best = Some((score, cand));
+        }
+    }
+    match best {
+        Some((score, cand)) if score >= 0.8 => Some(cand.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_keys_only() {
+        assert_eq!(suggest("stae", ["name", "state"]), Some("state".into()));
+        assert_eq!(
+            suggest("restart", ["started", "stopped", "restarted", "reloaded"]),
+            Some("restarted".into())
+        );
+        assert_eq!(suggest("zzzz", ["name", "state"]), None);
+    }
+
+    #[test]
+    fn classes_map_to_codes_and_exits() {
+        let e = Error::Refused("lock held by pid 7".into());
+        assert_eq!(e.code(), 403);
+        let e = Error::Usage("bad".into());
+        assert_eq!(e.code(), 400);
+    }
+}

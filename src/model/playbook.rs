@@ -1,0 +1,991 @@
+//! The playbook: an ordered runbook of service operations, parsed strictly
+//! and validated (ids, targets, unit names, templates) before anything runs.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use crate::model::error::{suggest, Error, Position, Result};
+use crate::model::target::Selector;
+use crate::model::template::Templates;
+use crate::model::yaml;
+
+const WHAT: &str = "playbook";
+
+/// Largest unit file or template drover writes (1 MiB).
+const MAX_UNIT_FILE: usize = 1 << 20;
+
+/// A day of the week, for maintenance windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum Day {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+/// When `apply` may run, as written.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// Days the window opens on (default: every day).
+    pub days: Option<Vec<Day>>,
+    /// Opening time, `HH:MM`.
+    pub start: String,
+    /// Closing time, `HH:MM` (before `start`: the window spans midnight).
+    pub end: String,
+    /// IANA time zone (default UTC).
+    pub tz: Option<String>,
+}
+
+/// The desired run state of a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    /// Running (start if not).
+    Started,
+    /// Not running (stop if running).
+    Stopped,
+    /// Restart, always.
+    Restarted,
+    /// Reload if running, start if not.
+    Reloaded,
+}
+
+/// The `service:` module as written.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Unit name or template; a bare name gets `.service`.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// Desired run state.
+    pub state: Option<ServiceState>,
+    /// Desired enablement.
+    pub enabled: Option<bool>,
+    /// Desired mask.
+    pub masked: Option<bool>,
+}
+
+/// The `maintenance:` module as written.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceSpec {
+    /// Set (true) or clear (false) the flag.
+    pub enable: bool,
+    /// Why (template); required to enable.
+    pub reason: Option<String>,
+    /// A unit (template); without it the whole host.
+    #[schemars(with = "Option<String>")]
+    pub unit: Option<Spanned<String>>,
+}
+
+/// Whether a unit file should exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitFileGoal {
+    /// Written with the given content.
+    Present,
+    /// Stopped, disabled and removed.
+    Absent,
+}
+
+/// The `unit:` module as written.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnitSpec {
+    /// Unit name (template); a bare name gets `.service`.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// The unit file's content, verbatim.
+    pub content: Option<String>,
+    /// A minijinja template file (relative to the playbook) rendered per host.
+    pub template: Option<String>,
+    /// present (default) or absent.
+    pub state: Option<UnitFileGoal>,
+}
+
+/// Where a `unit:` step's file content comes from.
+#[derive(Debug, Clone)]
+pub enum UnitSource {
+    /// Inline, verbatim.
+    Content(String),
+    /// Template id of a rendered template file.
+    Template(usize),
+    /// None (`state: absent`).
+    Nothing,
+}
+
+/// `wait:` — what must hold after the operation before the step counts as done.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitSpec {
+    /// The unit must be `active`.
+    pub active: Option<bool>,
+    /// An HTTP URL that must answer 2xx (template).
+    pub http: Option<String>,
+    /// `host:port` that must accept a TCP connection (template).
+    pub tcp: Option<String>,
+    /// Give up after this long (default 60s).
+    pub timeout: Option<String>,
+    /// Aggregated health (unit state, maintenance, http/tcp checks) at
+    /// least this good before the next batch.
+    pub health: Option<crate::model::health::Health>,
+}
+
+/// `serial:` — rolling batch size, a count or a percentage.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum Serial {
+    /// At most this many hosts per batch.
+    Count(usize),
+    /// At most this share of the step's hosts per batch (at least one).
+    Percent(f64),
+}
+
+impl Serial {
+    /// Batch size for a step of `n` hosts.
+    pub fn batch_size(&self, n: usize) -> usize {
+        match *self {
+            Serial::Count(c) => c.max(1),
+            Serial::Percent(p) => ((n as f64 * p / 100.0).floor() as usize).max(1),
+        }
+    }
+}
+
+impl JsonSchema for Serial {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Serial".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Rolling batch size: a host count (at least 1) or a percentage of the step's hosts such as \"25%\".",
+            "oneOf": [
+                { "type": "integer", "minimum": 1 },
+                { "type": "string", "pattern": "^\\s*([0-9]+|[0-9]+(\\.[0-9]+)?\\s*%)\\s*$" }
+            ]
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Serial {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Serial;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a host count such as 2 or a percentage such as \"25%\"")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> std::result::Result<Serial, E> {
+                if n == 0 {
+                    return Err(E::custom("serial must be at least 1"));
+                }
+                Ok(Serial::Count(n as usize))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> std::result::Result<Serial, E> {
+                if n < 1 {
+                    return Err(E::custom("serial must be at least 1"));
+                }
+                Ok(Serial::Count(n as usize))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<Serial, E> {
+                let s = s.trim();
+                if let Some(p) = s.strip_suffix('%') {
+                    match p.trim().parse::<f64>() {
+                        Ok(v) if v > 0.0 && v <= 100.0 => Ok(Serial::Percent(v)),
+                        _ => Err(E::custom(format!(
+                            "`{s}` is not a percentage between 0% and 100%"
+                        ))),
+                    }
+                } else {
+                    match s.parse::<usize>() {
+                        Ok(n) if n > 0 => Ok(Serial::Count(n)),
+                        _ => Err(E::custom(format!(
+                            "`{s}` is not a host count or a percentage like \"25%\""
+                        ))),
+                    }
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `target:` — one selector or a list of them (their union).
+#[derive(Debug, Clone)]
+pub struct TargetSpec(pub Vec<String>);
+
+impl JsonSchema for TargetSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Target".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A selector (hostname, `_all`, `_any`, `key:value`; `,` joins terms that must all match; `!` negates) or a list of selectors (their union).",
+            "oneOf": [
+                { "type": "string", "minLength": 1 },
+                { "type": "array", "items": { "type": "string", "minLength": 1 }, "minItems": 1 }
+            ]
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TargetSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a selector string or a list of selector strings")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<TargetSpec, E> {
+                Ok(TargetSpec(vec![s.to_string()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> std::result::Result<TargetSpec, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = a.next_element::<String>()? {
+                    v.push(s);
+                }
+                if v.is_empty() {
+                    return Err(de::Error::custom("an empty target list selects nothing"));
+                }
+                Ok(TargetSpec(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One step as written.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// Unique id, used by `needs` and in reports.
+    #[schemars(with = "String")]
+    pub id: Spanned<String>,
+    /// Free text for humans.
+    pub name: Option<String>,
+    /// Hosts (default `_all`).
+    #[schemars(with = "Option<TargetSpec>")]
+    pub target: Option<Spanned<TargetSpec>>,
+    /// Explicit dependencies; `[]` makes a root.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub needs: Option<Spanned<Vec<String>>>,
+    /// Per-host condition (minijinja expression).
+    #[schemars(with = "Option<String>")]
+    pub when: Option<Spanned<String>>,
+    /// Rolling batch size.
+    pub serial: Option<Serial>,
+    /// Abort the run when more than this share of the step's hosts fail.
+    #[schemars(with = "Option<f64>", range(min = 0, max = 100))]
+    pub max_fail_percentage: Option<Spanned<f64>>,
+    /// Gate after the operation.
+    pub wait: Option<WaitSpec>,
+    /// Run even on hosts or units in maintenance.
+    pub ignore_maintenance: Option<bool>,
+    /// The service module.
+    pub service: Option<ServiceSpec>,
+    /// The maintenance module.
+    pub maintenance: Option<MaintenanceSpec>,
+    /// The unit (file) module.
+    pub unit: Option<UnitSpec>,
+}
+
+/// How steps are ordered across hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// A step finishes on every host before the steps after it start
+    /// (Ansible's default): the runbook's order holds across the fleet.
+    #[default]
+    Linear,
+    /// Each host runs the steps in order as fast as it can, independent of
+    /// the other hosts (Ansible's `free`): for per-host work.
+    Free,
+}
+
+/// The playbook file as written.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaybookFile {
+    /// Human name of the runbook.
+    pub name: String,
+    /// linear (default) or free.
+    pub strategy: Option<Strategy>,
+    /// Free text.
+    pub description: Option<String>,
+    /// When apply may run.
+    pub window: Option<WindowSpec>,
+    /// Template variables (`vars.*`).
+    #[serde(default)]
+    pub vars: BTreeMap<String, serde_json::Value>,
+    /// The steps, in runbook order.
+    pub steps: Vec<StepSpec>,
+}
+
+/// A validated wait gate.
+#[derive(Debug, Clone, Serialize)]
+pub struct Wait {
+    /// Require ActiveState=active.
+    pub active: bool,
+    /// Template id of an HTTP URL to probe.
+    pub http: Option<usize>,
+    /// Template id of a `host:port` to probe.
+    pub tcp: Option<usize>,
+    /// Deadline for the gate.
+    pub timeout: Duration,
+    /// Required aggregated health level.
+    pub health: Option<crate::model::health::Health>,
+}
+
+/// What a step does on each host.
+#[derive(Debug, Clone)]
+pub enum Module {
+    /// Drive a unit's run state, enablement and mask.
+    Service {
+        /// Template id of the unit name.
+        name: usize,
+        /// Where the name is written, for per-host template errors.
+        name_position: Position,
+        /// Desired run state.
+        state: Option<ServiceState>,
+        /// Desired enablement.
+        enabled: Option<bool>,
+        /// Desired mask.
+        masked: Option<bool>,
+    },
+    /// Set or clear a maintenance flag on the host or a unit.
+    Maintenance {
+        /// On or off.
+        enable: bool,
+        /// Template id of the reason.
+        reason: Option<usize>,
+        /// Template id of the unit name; None: the whole host.
+        unit: Option<usize>,
+        /// Where the step is written.
+        name_position: Position,
+    },
+    /// Register (write) or deregister (remove) a unit file.
+    Unit {
+        /// Template id of the unit name.
+        name: usize,
+        /// Where the name is written.
+        name_position: Position,
+        /// The content.
+        source: UnitSource,
+        /// present or absent.
+        state: UnitFileGoal,
+    },
+}
+
+/// A validated step.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Position in the file.
+    pub index: usize,
+    /// Unique id.
+    pub id: String,
+    /// Where the id is written, for errors.
+    pub position: Position,
+    /// Union of these selectors.
+    pub targets: Vec<Selector>,
+    /// Explicit dependencies as written (None: the previous step).
+    pub needs: Option<Vec<String>>,
+    /// Template id of the `when` expression.
+    pub when: Option<usize>,
+    /// Where `when` is written.
+    pub when_position: Option<Position>,
+    /// Rolling batch size.
+    pub serial: Option<Serial>,
+    /// Abort threshold in percent (default 100: never abort).
+    pub max_fail_percentage: f64,
+    /// Gate.
+    pub wait: Option<Wait>,
+    /// Ignore maintenance.
+    pub ignore_maintenance: bool,
+    /// The operation.
+    pub module: Module,
+}
+
+/// A maintenance window, validated.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// Allowed days (empty: all).
+    pub days: Vec<Day>,
+    /// Opening minute of the day.
+    pub start_minute: u32,
+    /// Closing minute of the day.
+    pub end_minute: u32,
+    /// Time zone.
+    pub tz: chrono_tz::Tz,
+}
+
+/// A validated playbook, ready to plan.
+#[derive(Debug)]
+pub struct Playbook {
+    /// Where it came from.
+    pub path: PathBuf,
+    /// Its name.
+    pub name: String,
+    /// Its window.
+    pub window: Option<Window>,
+    /// Cross-host ordering.
+    pub strategy: Strategy,
+    /// Steps in file order.
+    pub steps: Vec<Step>,
+    /// Compiled templates, shared by all hosts.
+    pub templates: Templates,
+    /// SHA-256 of the file.
+    pub digest: String,
+}
+
+impl Playbook {
+    /// Read, parse and validate a playbook file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = yaml::read_bounded(path, WHAT)?;
+        Self::from_str(&text, path)
+    }
+
+    /// Parse and validate playbook text.
+    pub fn from_str(text: &str, path: &Path) -> Result<Self> {
+        let file: PlaybookFile = yaml::parse(text, path, WHAT)?;
+        let src = Source { text, path };
+        if file.steps.is_empty() {
+            return Err(Error::invalid(
+                WHAT,
+                "steps",
+                "no steps: a playbook needs at least one",
+                yaml::locate(text, path, &["steps"]),
+            ));
+        }
+        let mut templates = Templates::new(&file.vars)?;
+        let window = file
+            .window
+            .as_ref()
+            .map(parse_window)
+            .transpose()
+            .map_err(|e| {
+                e.locate_with(|field| {
+                    let segs: Vec<&str> = field.split('.').collect();
+                    yaml::locate(text, path, &segs)
+                })
+            })?;
+        let mut steps = Vec::with_capacity(file.steps.len());
+        let mut seen = HashSet::new();
+        for (index, spec) in file.steps.iter().enumerate() {
+            let step = StepParser {
+                src,
+                index,
+                spec,
+                id: &spec.id.value,
+                position: src.pos(spec.id.referenced),
+                templates: &mut templates,
+            };
+            steps.push(step.parse(&mut seen)?);
+        }
+        check_needs(&file, &seen, src)?;
+        let strategy = file.strategy.unwrap_or_default();
+        check_strategy(strategy, &steps, &file)?;
+        Ok(Playbook {
+            path: path.to_path_buf(),
+            name: file.name,
+            window,
+            strategy,
+            steps,
+            templates,
+            digest: crate::model::digest(text.as_bytes()),
+        })
+    }
+
+    /// Find a step by id.
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+}
+
+/// The text being parsed and its name, for positions in errors.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Source<'_> {
+    fn pos(&self, l: serde_saphyr::Location) -> Position {
+        Position {
+            file: self.path.to_path_buf(),
+            line: l.line(),
+            column: l.column(),
+        }
+    }
+}
+
+/// One step's spec validated into a [`Step`], field by field.
+struct StepParser<'a, 't> {
+    src: Source<'a>,
+    index: usize,
+    spec: &'a StepSpec,
+    id: &'a str,
+    position: Position,
+    templates: &'t mut Templates,
+}
+
+impl StepParser<'_, '_> {
+    fn field(&self, f: &str) -> String {
+        format!("steps[{}].{f}", self.index)
+    }
+
+    /// An error at `at` naming the step.
+    fn invalid(&self, f: &str, message: String, at: Position) -> Error {
+        Error::invalid(
+            WHAT,
+            self.field(f),
+            format!("step `{}`: {message}", self.id),
+            Some(at),
+        )
+    }
+
+    fn parse(mut self, seen: &mut HashSet<String>) -> Result<Step> {
+        self.check_id(seen)?;
+        let targets = self.targets()?;
+        let when = self.when()?;
+        let max_fail_percentage = self.max_fail_percentage()?;
+        let wait = self.wait()?;
+        let module = self.module()?;
+        let spec = self.spec;
+        Ok(Step {
+            index: self.index,
+            id: self.id.to_string(),
+            position: self.position,
+            targets,
+            needs: spec.needs.as_ref().map(|n| n.value.clone()),
+            when,
+            when_position: spec.when.as_ref().map(|w| self.src.pos(w.referenced)),
+            serial: spec.serial,
+            max_fail_percentage,
+            wait,
+            ignore_maintenance: spec.ignore_maintenance.unwrap_or(false),
+            module,
+        })
+    }
+
+    fn check_id(&self, seen: &mut HashSet<String>) -> Result<()> {
+        let id = self.id;
+        if let Err(m) = crate::model::inventory::validate_name(id) {
+            return Err(Error::invalid(
+                WHAT,
+                self.field("id"),
+                m,
+                Some(self.position.clone()),
+            ));
+        }
+        if !seen.insert(id.to_string()) {
+            return Err(Error::invalid(
+                WHAT,
+                self.field("id"),
+                format!("duplicate step id `{id}`; step ids must be unique"),
+                Some(self.position.clone()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The union of the step's selectors (`_all` without a target).
+    fn targets(&self) -> Result<Vec<Selector>> {
+        let Some(t) = &self.spec.target else {
+            return Ok(vec![Selector::parse("_all").map_err(Error::Internal)?]);
+        };
+        t.value
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                Selector::parse(raw).map_err(|m| {
+                    let f = if t.value.0.len() > 1 {
+                        format!("target[{i}]")
+                    } else {
+                        "target".to_string()
+                    };
+                    self.invalid(&f, m, self.src.pos(t.referenced))
+                })
+            })
+            .collect()
+    }
+
+    fn when(&mut self) -> Result<Option<usize>> {
+        let Some(w) = &self.spec.when else {
+            return Ok(None);
+        };
+        let at = self.src.pos(w.referenced);
+        match self.templates.add_expression(&w.value) {
+            Ok(t) => Ok(Some(t)),
+            Err(m) => Err(self.invalid("when", m, at)),
+        }
+    }
+
+    fn max_fail_percentage(&self) -> Result<f64> {
+        match &self.spec.max_fail_percentage {
+            Some(m) if !(0.0..=100.0).contains(&m.value) => Err(Error::invalid(
+                WHAT,
+                self.field("max_fail_percentage"),
+                format!("{} is not between 0 and 100", m.value),
+                Some(self.src.pos(m.referenced)),
+            )),
+            Some(m) => Ok(m.value),
+            None => Ok(100.0),
+        }
+    }
+
+    fn wait(&mut self) -> Result<Option<Wait>> {
+        let Some(w) = &self.spec.wait else {
+            return Ok(None);
+        };
+        let mut probe = |f: &str, raw: Option<&str>| -> Result<Option<usize>> {
+            match raw.map(|t| self.templates.add_string(t)).transpose() {
+                Ok(t) => Ok(t),
+                Err(m) => Err(Error::invalid(
+                    WHAT,
+                    format!("steps[{}].{f}", self.index),
+                    format!("step `{}`: {m}", self.id),
+                    Some(self.position.clone()),
+                )),
+            }
+        };
+        let http = probe("wait.http", w.http.as_deref())?;
+        let tcp = probe("wait.tcp", w.tcp.as_deref())?;
+        let timeout = match &w.timeout {
+            Some(t) => crate::model::parse_duration(t).map_err(|m| {
+                let at = yaml::locate(self.src.text, self.src.path, &["steps", self.id, "timeout"])
+                    .unwrap_or_else(|| self.position.clone());
+                Error::invalid(WHAT, self.field("wait.timeout"), m, Some(at))
+            })?,
+            None => Duration::from_secs(60),
+        };
+        Ok(Some(Wait {
+            active: w.active.unwrap_or(false),
+            http,
+            tcp,
+            timeout,
+            health: w.health,
+        }))
+    }
+
+    /// Exactly one of `service:`, `maintenance:`, `unit:`.
+    fn module(&mut self) -> Result<Module> {
+        let spec = self.spec;
+        let n_modules = spec.service.is_some() as u8
+            + spec.maintenance.is_some() as u8
+            + spec.unit.is_some() as u8;
+        let whole_step = |message: String| {
+            Error::invalid(
+                WHAT,
+                format!("steps[{}]", self.index),
+                message,
+                Some(self.position.clone()),
+            )
+        };
+        if n_modules > 1 {
+            return Err(whole_step(format!("step `{}` has several modules; use one of `service:`, `maintenance:`, `unit:` per step", self.id)));
+        }
+        match &spec.service {
+            Some(svc) => self.service(svc),
+            None => match (&spec.maintenance, &spec.unit) {
+                (Some(m), _) => self.maintenance(m),
+                (None, Some(u)) => self.unit(u),
+                (None, None) => Err(whole_step(format!(
+                    "step `{}` has no module; add `service:`, `maintenance:` or `unit:`",
+                    self.id
+                ))),
+            },
+        }
+    }
+
+    fn maintenance(&mut self, m: &MaintenanceSpec) -> Result<Module> {
+        let reason = match m.reason.as_deref() {
+            Some(r) if !r.trim().is_empty() => match self.templates.add_string(r) {
+                Ok(t) => Some(t),
+                Err(e) => return Err(self.invalid("maintenance.reason", e, self.position.clone())),
+            },
+            _ if m.enable => {
+                return Err(self.invalid(
+                    "maintenance.reason",
+                    "enabling maintenance needs a `reason` (it is shown to everyone)".into(),
+                    self.position.clone(),
+                ))
+            }
+            _ => None,
+        };
+        let (unit, name_position) = match &m.unit {
+            Some(u) => {
+                let at = self.src.pos(u.referenced);
+                match self.templates.add_unit_name(&u.value) {
+                    Ok(t) => (Some(t), at),
+                    Err(e) => return Err(self.invalid("maintenance.unit", e, at)),
+                }
+            }
+            None => (None, self.position.clone()),
+        };
+        Ok(Module::Maintenance {
+            enable: m.enable,
+            reason,
+            unit,
+            name_position,
+        })
+    }
+
+    fn unit(&mut self, u: &UnitSpec) -> Result<Module> {
+        let at = self.src.pos(u.name.referenced);
+        let name = match self.templates.add_unit_name(&u.name.value) {
+            Ok(n) => n,
+            Err(e) => return Err(self.invalid("unit.name", e, at)),
+        };
+        let state = u.state.unwrap_or(UnitFileGoal::Present);
+        let fail = |f: &str, m: &str| Err(self.invalid(f, m.to_string(), at.clone()));
+        let source = match (state, &u.content, &u.template) {
+            (_, Some(_), Some(_)) => return fail("unit", "give `content` or `template`, not both"),
+            (UnitFileGoal::Absent, None, None) => UnitSource::Nothing,
+            (UnitFileGoal::Absent, ..) => {
+                return fail(
+                    "unit",
+                    "`state: absent` removes the file; drop `content`/`template`",
+                )
+            }
+            (UnitFileGoal::Present, None, None) => {
+                return fail("unit", "registering a unit needs `content` or `template`")
+            }
+            (UnitFileGoal::Present, Some(c), None) => {
+                if c.len() > MAX_UNIT_FILE {
+                    return fail("unit.content", "content is larger than 1 MiB");
+                }
+                UnitSource::Content(c.clone())
+            }
+            (UnitFileGoal::Present, None, Some(t)) => self.unit_template(t, &at)?,
+        };
+        Ok(Module::Unit {
+            name,
+            name_position: at,
+            source,
+            state,
+        })
+    }
+
+    /// A unit template file, beside the playbook.
+    fn unit_template(&mut self, t: &str, at: &Position) -> Result<UnitSource> {
+        let file = self
+            .src
+            .path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(t);
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            self.invalid(
+                "unit.template",
+                format!("cannot read template {}: {e}", file.display()),
+                at.clone(),
+            )
+        })?;
+        if text.len() > MAX_UNIT_FILE {
+            return Err(self.invalid(
+                "unit.template",
+                format!("template {} is larger than 1 MiB", file.display()),
+                at.clone(),
+            ));
+        }
+        match self.templates.add_string(&text) {
+            Ok(t) => Ok(UnitSource::Template(t)),
+            Err(e) => Err(self.invalid(
+                "unit.template",
+                format!("{}: {e}", file.display()),
+                at.clone(),
+            )),
+        }
+    }
+
+    fn service(&mut self, svc: &ServiceSpec) -> Result<Module> {
+        let at = self.src.pos(svc.name.referenced);
+        if svc.state.is_none() && svc.enabled.is_none() && svc.masked.is_none() {
+            return Err(self.invalid(
+                "service",
+                "say what to do with `state`, `enabled` or `masked`".into(),
+                at,
+            ));
+        }
+        let starts = matches!(
+            svc.state,
+            Some(ServiceState::Started | ServiceState::Restarted | ServiceState::Reloaded)
+        );
+        if svc.masked == Some(true) && starts {
+            return Err(self.invalid(
+                "service.masked",
+                "a masked unit cannot be started; drop `masked: true` or use `state: stopped`"
+                    .into(),
+                at,
+            ));
+        }
+        let name = match self.templates.add_unit_name(&svc.name.value) {
+            Ok(n) => n,
+            Err(m) => return Err(self.invalid("service.name", m, at)),
+        };
+        Ok(Module::Service {
+            name,
+            name_position: at,
+            state: svc.state,
+            enabled: svc.enabled,
+            masked: svc.masked,
+        })
+    }
+}
+
+/// `needs` names known steps (checked here, with positions, so the DAG
+/// only sees valid ids).
+fn check_needs(file: &PlaybookFile, seen: &HashSet<String>, src: Source<'_>) -> Result<()> {
+    for (index, spec) in file.steps.iter().enumerate() {
+        let Some(needs) = &spec.needs else {
+            continue;
+        };
+        for (j, n) in needs.value.iter().enumerate() {
+            if !seen.contains(n) {
+                return Err(Error::invalid(
+                    WHAT,
+                    format!("steps[{index}].needs[{j}]"),
+                    format!("step `{}` needs unknown step `{n}`", spec.id.value),
+                    Some(src.pos(needs.referenced)),
+                )
+                .with_suggestion(suggest(n, seen.iter().map(|s| s.as_str()))));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `strategy: free` refuses what needs every host of a step at the same
+/// point: `serial`, `max_fail_percentage`, `_any`.
+fn check_strategy(strategy: Strategy, steps: &[Step], file: &PlaybookFile) -> Result<()> {
+    if strategy != Strategy::Free {
+        return Ok(());
+    }
+    for (index, (st, spec)) in steps.iter().zip(&file.steps).enumerate() {
+        let why = if st.serial.is_some() {
+            Some("serial")
+        } else if spec.max_fail_percentage.is_some() {
+            Some("max_fail_percentage")
+        } else if st.targets.iter().any(|t| t.is_any()) {
+            Some("an `_any` target")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(Error::invalid(
+                WHAT,
+                format!("steps[{index}]"),
+                format!("step `{}` uses {why}, which needs `strategy: linear` (hosts move through steps together)", st.id),
+                Some(st.position.clone()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse_hhmm(s: &str) -> Option<u32> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60 && (s.trim().len() == 5)).then_some(h * 60 + m)
+}
+
+fn parse_window(w: &WindowSpec) -> Result<Window> {
+    let start_minute = parse_hhmm(&w.start).ok_or_else(|| {
+        Error::invalid(
+            WHAT,
+            "window.start",
+            format!("`{}` is not a time like \"02:00\"", w.start),
+            None,
+        )
+    })?;
+    let end_minute = parse_hhmm(&w.end).ok_or_else(|| {
+        Error::invalid(
+            WHAT,
+            "window.end",
+            format!("`{}` is not a time like \"04:00\"", w.end),
+            None,
+        )
+    })?;
+    let tz_raw = w.tz.as_deref().unwrap_or("UTC");
+    let tz: chrono_tz::Tz = tz_raw.parse().map_err(|_| {
+        Error::invalid(
+            WHAT,
+            "window.tz",
+            format!("`{tz_raw}` is not an IANA time zone such as UTC or Europe/Berlin"),
+            None,
+        )
+    })?;
+    Ok(Window {
+        days: w.days.clone().unwrap_or_default(),
+        start_minute,
+        end_minute,
+        tz,
+    })
+}
+
+impl Window {
+    /// "sat, sun 02:00-04:00 UTC", for messages.
+    pub fn describe(&self) -> String {
+        let days: Vec<String> = self
+            .days
+            .iter()
+            .map(|d| format!("{d:?}").to_lowercase())
+            .collect();
+        format!(
+            "{}{:02}:{:02}-{:02}:{:02} {}",
+            if days.is_empty() {
+                String::new()
+            } else {
+                format!("{} ", days.join(", "))
+            },
+            self.start_minute / 60,
+            self.start_minute % 60,
+            self.end_minute / 60,
+            self.end_minute % 60,
+            self.tz
+        )
+    }
+
+    /// Whether `now` falls inside the window. A window whose end is before
+    /// its start spans midnight and belongs to the day it opened.
+    pub fn contains(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        use chrono::{Datelike, Timelike};
+        let local = now.with_timezone(&self.tz);
+        let minute = local.hour() * 60 + local.minute();
+        let day_of = |d: chrono::Weekday| match d {
+            chrono::Weekday::Mon => Day::Mon,
+            chrono::Weekday::Tue => Day::Tue,
+            chrono::Weekday::Wed => Day::Wed,
+            chrono::Weekday::Thu => Day::Thu,
+            chrono::Weekday::Fri => Day::Fri,
+            chrono::Weekday::Sat => Day::Sat,
+            chrono::Weekday::Sun => Day::Sun,
+        };
+        let day_ok = |d: chrono::Weekday| self.days.is_empty() || self.days.contains(&day_of(d));
+        if self.start_minute <= self.end_minute {
+            day_ok(local.weekday()) && minute >= self.start_minute && minute < self.end_minute
+        } else if minute >= self.start_minute {
+            day_ok(local.weekday())
+        } else if minute < self.end_minute {
+            day_ok(local.weekday().pred())
+        } else {
+            false
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The job report: the per-host result format of DESIGN.md, and the one
+//! mapping from a job's end (a report, or an error before it) to an exit
+//! code and an HTTP status.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::error::{Class, Error};
+use crate::model::outcome::{Kind, Outcome, Status};
+
+/// One result: the fields `hostname`, `status`, `name`, `changed` and
+/// `error` mean exactly what DESIGN.md says; the rest is extra detail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// Inventory name of the host.
+    pub hostname: String,
+    /// ok, failed or skipped.
+    pub status: Status,
+    /// The unit.
+    pub name: String,
+    /// Whether systemd state really changed.
+    pub changed: bool,
+    /// Why not ok.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The kind of failure or skip, for programs (`error` is for people).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Kind>,
+    /// The step id.
+    pub step: String,
+    /// Operations performed, `+`-joined (`none` when nothing was needed).
+    pub action: String,
+    /// Wall time on this host for this step.
+    pub duration_ms: u64,
+}
+
+impl JobResult {
+    /// The result of `outcome` for one host in one step.
+    pub fn new(hostname: &str, step: &str, unit: &str, outcome: &Outcome) -> Self {
+        JobResult {
+            hostname: hostname.to_string(),
+            status: outcome.status(),
+            name: unit.to_string(),
+            changed: outcome.changed(),
+            error: outcome.error(),
+            kind: outcome.kind(),
+            step: step.to_string(),
+            action: "none".into(),
+            duration_ms: 0,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOutcome {
+    /// Every step ran (hosts may have failed).
+    Completed,
+    /// `max_fail_percentage` was exceeded; the rest was skipped.
+    Aborted,
+    /// A signal or a cancel stopped it; the rest was skipped.
+    Interrupted,
+}
+
+impl std::fmt::Display for RunOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunOutcome::Completed => "completed",
+            RunOutcome::Aborted => "aborted",
+            RunOutcome::Interrupted => "interrupted",
+        })
+    }
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobReport {
+    /// UUID v4 of this run.
+    pub job_id: String,
+    /// The playbook's name (or the ad-hoc command).
+    pub playbook: String,
+    /// When the run started (RFC 3339).
+    pub started_at: String,
+    /// When it ended (RFC 3339).
+    pub finished_at: String,
+    /// completed, aborted (max_fail_percentage) or interrupted (signal).
+    pub outcome: RunOutcome,
+    /// Every step × host, in execution order.
+    pub results: Vec<JobResult>,
+}
+
+impl JobReport {
+    /// Counts for the summary line: (ok changed, ok unchanged, skipped, failed).
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        let mut c = (0, 0, 0, 0);
+        for r in &self.results {
+            match (r.status, r.changed) {
+                (Status::Ok, true) => c.0 += 1,
+                (Status::Ok, false) => c.1 += 1,
+                (Status::Skipped, _) => c.2 += 1,
+                (Status::Failed, _) => c.3 += 1,
+            }
+        }
+        c
+    }
+}
+
+/// How a job (or a read over hosts) ended, for whoever asked: the process
+/// exit code of DESIGN.md, or the HTTP status of the server. Every command
+/// and route decides through this one type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every result ok (or skipped by a `when`, maintenance, ...).
+    Ok,
+    /// A plan with `--detailed-exitcode` has changes pending.
+    ChangesPending,
+    /// Some host failed a step.
+    HostFailed,
+    /// Refused: window, lock, protected unit, drift; or interrupted.
+    Refused,
+    /// Some host was unreachable and none failed otherwise.
+    Unreachable,
+    /// Invalid input; nothing was changed.
+    Invalid,
+    /// drover or its environment failed.
+    Internal,
+}
+
+impl Verdict {
+    /// The process exit code (DESIGN.md, "Exit codes").
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Ok => 0,
+            Verdict::ChangesPending | Verdict::HostFailed => 2,
+            Verdict::Refused => 3,
+            Verdict::Unreachable => 4,
+            Verdict::Invalid | Verdict::Internal => 1,
+        }
+    }
+
+    /// The HTTP status: a host's failure is a result, not an HTTP error.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Verdict::Ok | Verdict::ChangesPending | Verdict::HostFailed | Verdict::Unreachable => {
+                200
+            }
+            Verdict::Refused => 403,
+            Verdict::Invalid => 400,
+            Verdict::Internal => 500,
+        }
+    }
+
+    /// The verdict of an error that stopped a command before or outside
+    /// per-host work.
+    pub fn of_error(e: &Error) -> Self {
+        match e.class() {
+            Class::Invalid => Verdict::Invalid,
+            Class::Refused => Verdict::Refused,
+            Class::Internal => Verdict::Internal,
+        }
+    }
+
+    /// The verdict of per-host outcomes: a failure beats an interrupted
+    /// run, which beats unreachable hosts.
+    pub fn of_kinds(kinds: impl IntoIterator<Item = Option<Kind>>, interrupted: bool) -> Self {
+        let (mut failed, mut refused, mut unreachable) = (false, false, false);
+        for k in kinds.into_iter().flatten() {
+            match k {
+                k if k.is_unreachable() => unreachable = true,
+                Kind::Refused => refused = true,
+                Kind::JobFailed
+                | Kind::UnitMissing
+                | Kind::UnitMasked
+                | Kind::Timeout
+                | Kind::Error => failed = true,
+                _ => {}
+            }
+        }
+        if failed {
+            Verdict::HostFailed
+        } else if interrupted || refused {
+            Verdict::Refused
+        } else if unreachable {
+            Verdict::Unreachable
+        } else {
+            Verdict::Ok
+        }
+    }
+
+    /// The verdict of a run's report.
+    pub fn of_report(r: &JobReport) -> Self {
+        Self::of_kinds(
+            r.results
+                .iter()
+                .filter(|r| r.status == Status::Failed)
+                .map(|r| r.kind.or(Some(Kind::Error))),
+            r.outcome == RunOutcome::Interrupted,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::outcome::Failure;
+
+    fn report(outcomes: &[Outcome], run: RunOutcome) -> JobReport {
+        JobReport {
+            job_id: "j".into(),
+            playbook: "p".into(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            outcome: run,
+            results: outcomes
+                .iter()
+                .map(|o| JobResult::new("h", "s", "u.service", o))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_design() {
+        let ok = Outcome::Ok { changed: true };
+        let lost = Outcome::failed(Failure::ConnectionLost {
+            step: "s".into(),
+            detail: "x".into(),
+        });
+        let job = Outcome::failed(Failure::JobFailed("job failed".into()));
+        let code = |o: &[Outcome], r| Verdict::of_report(&report(o, r)).exit_code();
+        assert_eq!(code(std::slice::from_ref(&ok), RunOutcome::Completed), 0);
+        assert_eq!(code(&[ok.clone(), lost.clone()], RunOutcome::Completed), 4);
+        assert_eq!(code(&[lost.clone(), job.clone()], RunOutcome::Completed), 2);
+        assert_eq!(code(std::slice::from_ref(&ok), RunOutcome::Interrupted), 3);
+        assert_eq!(code(&[job], RunOutcome::Interrupted), 2);
+        assert_eq!(
+            code(
+                &[Outcome::failed(Failure::Refused("p".into()))],
+                RunOutcome::Completed
+            ),
+            3
+        );
+        let e = Error::Refused("lock held by pid 7".into());
+        assert_eq!(Verdict::of_error(&e).exit_code(), 3);
+        assert_eq!(Verdict::of_error(&e).http_status(), 403);
+        assert_eq!(Verdict::HostFailed.http_status(), 200);
+    }
+}

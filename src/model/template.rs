@@ -1,0 +1,297 @@
+//! minijinja templating of playbook strings and `when:` conditions.
+//!
+//! Templates are compiled once per playbook and rendered per host against a
+//! context built once per host, so planning 10,000 hosts stays cheap.
+//! Undefined variables are errors (strict), never empty strings.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use minijinja::value::{Enumerator, Object, ObjectExt, Value};
+use minijinja::{Environment, UndefinedBehavior};
+
+use crate::model::error::{Error, Result};
+use crate::model::inventory::Host;
+use crate::model::unit::UnitName;
+
+enum Item {
+    /// No template syntax: used as is (unit names pre-validated).
+    Literal(String),
+    /// A template registered in the environment under this name; the flag
+    /// says whether it reads `host` (else it renders the same everywhere).
+    Template(String, bool),
+    /// A `when:` expression registered as a boolean-rendering template.
+    Condition(String, bool),
+}
+
+/// Compiled templates of one playbook.
+pub struct Templates {
+    env: Environment<'static>,
+    items: Vec<Item>,
+    vars: Value,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Templates({} items)", self.items.len())
+    }
+}
+
+/// Per-host values for rendering: `host.*` plus the playbook's `vars`.
+pub struct HostContext {
+    strict: Value,
+    condition: Value,
+}
+
+/// Labels in `when:` conditions: a missing label is `none`, so
+/// `host.labels.role == 'web'` is simply false on a host without a role.
+#[derive(Debug)]
+struct Labels(BTreeMap<String, String>);
+
+impl Object for Labels {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let k = key.as_str()?;
+        Some(
+            self.0
+                .get(k)
+                .map(|v| Value::from(v.as_str()))
+                .unwrap_or(Value::from(())),
+        )
+    }
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        self.mapped_enumerator(|this| Box::new(this.0.keys().cloned().map(Value::from)))
+    }
+}
+
+fn has_syntax(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%") || s.contains("{#")
+}
+
+impl Templates {
+    /// A template set with the playbook's variables.
+    pub fn new(vars: &BTreeMap<String, serde_json::Value>) -> Result<Self> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Templates render unit names and URLs, never HTML.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        Ok(Templates {
+            env,
+            items: Vec::new(),
+            vars: Value::from_serialize(vars),
+        })
+    }
+
+    fn add_template(&mut self, src: &str) -> std::result::Result<usize, String> {
+        let id = self.items.len();
+        let name = format!("t{id}");
+        self.env
+            .add_template_owned(name.clone(), src.to_string())
+            .map_err(|e| format!("template error: {}", e.detail().unwrap_or(&e.to_string())))?;
+        let per_host = self.reads_host(&name);
+        self.items.push(Item::Template(name, per_host));
+        Ok(id)
+    }
+
+    /// Register a string field that may hold a template.
+    pub fn add_string(&mut self, src: &str) -> std::result::Result<usize, String> {
+        if has_syntax(src) {
+            self.add_template(src)
+        } else {
+            self.items.push(Item::Literal(src.to_string()));
+            Ok(self.items.len() - 1)
+        }
+    }
+
+    /// Register a unit name; a literal one is validated now.
+    pub fn add_unit_name(&mut self, src: &str) -> std::result::Result<usize, String> {
+        if has_syntax(src) {
+            self.add_template(src)
+        } else {
+            let unit = UnitName::parse(src)?;
+            self.items.push(Item::Literal(unit.as_str().to_string()));
+            Ok(self.items.len() - 1)
+        }
+    }
+
+    /// Register a `when:` expression.
+    pub fn add_expression(&mut self, src: &str) -> std::result::Result<usize, String> {
+        // Parse it as an expression first so a condition cannot smuggle in
+        // template blocks through the wrapper below.
+        self.env.compile_expression(src).map_err(|e| {
+            format!(
+                "bad `when` expression: {}",
+                e.detail().unwrap_or(&e.to_string())
+            )
+        })?;
+        let id = self.items.len();
+        let name = format!("w{id}");
+        self.env
+            .add_template_owned(
+                name.clone(),
+                format!("{{% if ({src}) %}}1{{% else %}}0{{% endif %}}"),
+            )
+            .map_err(|e| {
+                format!(
+                    "bad `when` expression: {}",
+                    e.detail().unwrap_or(&e.to_string())
+                )
+            })?;
+        let per_host = self.reads_host(&name);
+        self.items.push(Item::Condition(name, per_host));
+        Ok(id)
+    }
+
+    fn reads_host(&self, name: &str) -> bool {
+        self.env
+            .get_template(name)
+            .map(|t| t.undeclared_variables(false).contains("host"))
+            .unwrap_or(true)
+    }
+
+    /// Whether a registered item renders differently per host; if not,
+    /// callers render it once and reuse the result.
+    pub fn is_per_host(&self, id: usize) -> bool {
+        match self.items.get(id) {
+            Some(Item::Template(_, h) | Item::Condition(_, h)) => *h,
+            _ => false,
+        }
+    }
+
+    /// Build the context of one host, once.
+    pub fn host_context(&self, host: &Host) -> HostContext {
+        let host_value = |labels: Value| {
+            let mut m = BTreeMap::new();
+            m.insert("name", Value::from(host.name.as_str()));
+            m.insert("address", Value::from(host.address.as_str()));
+            m.insert("labels", labels);
+            m.insert("vars", Value::from_serialize(&host.vars));
+            Value::from_iter(m)
+        };
+        let ctx = |h: Value| Value::from_iter([("vars", self.vars.clone()), ("host", h)]);
+        HostContext {
+            strict: ctx(host_value(Value::from_serialize(&host.labels))),
+            condition: ctx(host_value(Value::from_object(Labels(host.labels.clone())))),
+        }
+    }
+
+    /// Render a registered string for one host.
+    pub fn render(&self, id: usize, ctx: &HostContext) -> std::result::Result<String, String> {
+        match self.items.get(id) {
+            Some(Item::Literal(s)) => Ok(s.clone()),
+            Some(Item::Template(name, _)) => self
+                .env
+                .get_template(name)
+                .and_then(|t| t.render(&ctx.strict))
+                .map_err(render_error),
+            Some(Item::Condition(..)) | None => {
+                Err(format!("internal: template {id} is not a string"))
+            }
+        }
+    }
+
+    /// Render a unit name for one host and validate the result.
+    pub fn render_unit(
+        &self,
+        id: usize,
+        ctx: &HostContext,
+    ) -> std::result::Result<UnitName, String> {
+        let s = self.render(id, ctx)?;
+        UnitName::parse(&s)
+    }
+
+    /// Evaluate a `when:` condition for one host.
+    pub fn condition(&self, id: usize, ctx: &HostContext) -> std::result::Result<bool, String> {
+        match self.items.get(id) {
+            Some(Item::Condition(name, _)) => self
+                .env
+                .get_template(name)
+                .and_then(|t| t.render(&ctx.condition))
+                .map(|s| s == "1")
+                .map_err(render_error),
+            _ => Err(format!("internal: template {id} is not a condition")),
+        }
+    }
+}
+
+fn render_error(e: minijinja::Error) -> String {
+    match e.kind() {
+        minijinja::ErrorKind::UndefinedError => {
+            "undefined variable (check the name under `vars:` or the host's `vars`/`labels`)"
+                .to_string()
+        }
+        _ => e
+            .detail()
+            .map(str::to_string)
+            .unwrap_or_else(|| e.to_string()),
+    }
+}
+
+/// Turn a per-host template failure into an input error naming step and host.
+pub fn host_error(
+    step: &str,
+    host: &str,
+    field: &str,
+    position: Option<crate::model::error::Position>,
+    msg: String,
+) -> Error {
+    Error::invalid(
+        "playbook",
+        field.to_string(),
+        format!("step `{step}` on host `{host}`: {msg}"),
+        position,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::inventory::Inventory;
+    use std::path::Path;
+
+    fn host() -> Host {
+        Inventory::from_str(
+            "hosts:\n  web-1: { labels: { role: web }, vars: { port: 8080 } }\n",
+            Path::new("i.yml"),
+        )
+        .unwrap()
+        .hosts
+        .remove(0)
+    }
+
+    #[test]
+    fn renders_vars_and_host() {
+        let vars = BTreeMap::from([("svc".to_string(), serde_json::json!("demo-web"))]);
+        let mut t = Templates::new(&vars).unwrap();
+        let a = t.add_unit_name("{{ vars.svc }}").unwrap();
+        let b = t
+            .add_string("http://{{ host.name }}:{{ host.vars.port }}/")
+            .unwrap();
+        let c = t.add_expression("host.labels.role == 'web'").unwrap();
+        let d = t.add_expression("host.labels.tier == 'db'").unwrap();
+        let ctx = t.host_context(&host());
+        assert_eq!(t.render_unit(a, &ctx).unwrap().as_str(), "demo-web.service");
+        assert_eq!(t.render(b, &ctx).unwrap(), "http://web-1:8080/");
+        assert!(t.condition(c, &ctx).unwrap());
+        assert!(!t.condition(d, &ctx).unwrap());
+    }
+
+    #[test]
+    fn undefined_is_an_error_not_empty() {
+        let mut t = Templates::new(&BTreeMap::new()).unwrap();
+        let a = t.add_string("{{ vars.nope }}").unwrap();
+        let ctx = t.host_context(&host());
+        assert!(t.render(a, &ctx).unwrap_err().contains("undefined"));
+        let w = t.add_expression("vars.nope == 1").unwrap();
+        assert!(t.condition(w, &ctx).is_err());
+    }
+
+    #[test]
+    fn rendered_unit_names_are_checked() {
+        let vars = BTreeMap::from([("svc".to_string(), serde_json::json!("x; reboot"))]);
+        let mut t = Templates::new(&vars).unwrap();
+        let a = t.add_unit_name("{{ vars.svc }}").unwrap();
+        let ctx = t.host_context(&host());
+        assert!(t.render_unit(a, &ctx).is_err());
+        assert!(t.add_expression("x %}{% raw").is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! Strict YAML loading: one place that turns a file into a typed model or
+//! into an error naming the file, line, column, field path and a suggestion.
+//!
+//! serde-saphyr is used (not serde_yaml) because it is maintained, pure
+//! Rust, reports positions and bounds alias expansion; strict booleans keep
+//! `yes`/`NO` strings (the "Norway problem").
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+use crate::model::error::{suggest, Error, Position, Result};
+
+/// Files larger than this are refused before parsing: a runbook or an
+/// inventory of this size is a mistake or an attack.
+pub const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Read a file with a size bound, naming the file on failure.
+pub fn read_bounded(path: &Path, what: &'static str) -> Result<String> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io("read", path, e))?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(Error::invalid(
+            what,
+            "",
+            format!(
+                "{} is {} bytes, more than the {} bytes drover accepts",
+                path.display(),
+                meta.len(),
+                MAX_FILE_BYTES
+            ),
+            None,
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))
+}
+
+/// Parse YAML text into `T`, strictly.
+pub fn parse<T: DeserializeOwned>(text: &str, file: &Path, what: &'static str) -> Result<T> {
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+        with_snippet: false,
+        budget: serde_saphyr::budget! {
+            max_aliases: 1_000,
+            max_recorded_anchor_events: 100_000,
+            max_events: 5_000_000,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 100_000,
+            max_replay_stack_depth: 16,
+            max_alias_expansions_per_anchor: 1_000,
+        },
+    };
+    // Fast path: plain deserialisation. Only a failing file pays for
+    // field-path tracking, on a second parse.
+    match serde_saphyr::from_str_with_options::<T>(text, options.clone()) {
+        Ok(v) => Ok(v),
+        Err(first) => {
+            let mut field = String::new();
+            let result =
+                serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+                    serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
+                        field = e.path().to_string();
+                        e.into_inner()
+                    })
+                });
+            match result {
+                Ok(_) => Err(parse_error(&first, "", file, what)),
+                Err(e) => Err(parse_error(&e, &field, file, what)),
+            }
+        }
+    }
+}
+
+/// Turn a serde-saphyr error into drover's error, keeping the position.
+fn parse_error(e: &serde_saphyr::Error, field: &str, file: &Path, what: &'static str) -> Error {
+    let position = e.location().and_then(|l| {
+        (l.line() > 0).then(|| Position {
+            file: file.to_path_buf(),
+            line: l.line(),
+            column: l.column(),
+        })
+    });
+    let mut message = e.without_snippet().to_string();
+    // The position is rendered by drover in one format; drop saphyr's copy.
+    if let Some(idx) = message.rfind(" at line ") {
+        message.truncate(idx);
+    }
+    // Speak to the user, not to a developer configuring serde-saphyr.
+    message = message.replace(
+        ", set DuplicateKeyPolicy in Options if acceptable",
+        "; each key may appear only once",
+    );
+    let field = field
+        .trim_start_matches('.')
+        .replace(".?", "")
+        .replace(".value", "")
+        .trim_end_matches('?')
+        .to_string();
+    let field = if field == "." { String::new() } else { field };
+    let suggestion = typo_suggestion(&message);
+    Error::Parse(Box::new(crate::model::error::Diagnostic {
+        what,
+        field,
+        message,
+        suggestion,
+        position,
+    }))
+}
+
+/// For "unknown field `x`, expected one of a, b" and "unknown variant" messages,
+/// the nearest expected word.
+fn typo_suggestion(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))?;
+    let (word, tail) = rest.split_once('`')?;
+    let expected = tail.split_once("expected")?.1;
+    let candidates: Vec<&str> = expected
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .filter(|w| !w.is_empty() && *w != "one" && *w != "of" && *w != "or")
+        .collect();
+    suggest(word, candidates)
+}
+
+/// Find where a key path such as `["hosts", "web-1", "labels"]` is written,
+/// for errors found after parsing (when serde no longer has positions).
+/// Each segment is searched after the previous one; good enough to point a
+/// person at the right line.
+pub fn locate(text: &str, file: &Path, path: &[&str]) -> Option<Position> {
+    let mut from = 0usize;
+    let mut found = None;
+    for seg in path {
+        let mut hit = None;
+        for (i, line) in text.lines().enumerate().skip(from) {
+            let trimmed = line.trim_start().trim_start_matches("- ");
+            let candidates = [
+                format!("{seg}:"),
+                format!("\"{seg}\":"),
+                format!("'{seg}':"),
+            ];
+            let mut col = None;
+            for c in &candidates {
+                if trimmed.starts_with(c.as_str()) {
+                    col = Some(line.len() - trimmed.len());
+                    break;
+                }
+                // Flow mappings: `{ key: value }`.
+                for pat in [format!("{{ {c}"), format!("{{{c}"), format!(", {c}")] {
+                    if let Some(p) = line.find(pat.as_str()) {
+                        col = Some(p + pat.len() - c.len());
+                        break;
+                    }
+                }
+                if col.is_some() {
+                    break;
+                }
+            }
+            if let Some(c) = col {
+                hit = Some((i, c));
+                break;
+            }
+        }
+        let (i, c) = hit?;
+        from = i;
+        found = Some(Position {
+            file: file.to_path_buf(),
+            line: i as u64 + 1,
+            column: c as u64 + 1,
+        });
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Doc {
+        name: String,
+        flag: Option<bool>,
+    }
+
+    #[test]
+    fn unknown_key_names_field_position_and_suggestion() {
+        let err = parse::<Doc>("name: x\nflgg: true\n", Path::new("f.yml"), "playbook")
+            .unwrap_err()
+            .details();
+        assert!(err.contains("unknown field `flgg`"), "{err}");
+        assert!(err.contains("did you mean `flag`?"), "{err}");
+        assert!(err.contains("f.yml line 2 column 1"), "{err}");
+    }
+
+    #[test]
+    fn norway_is_not_a_boolean() {
+        let doc = parse::<Doc>("name: NO\n", Path::new("f.yml"), "playbook").unwrap();
+        assert_eq!(doc.name, "NO");
+        let err = parse::<Doc>("name: x\nflag: yes\n", Path::new("f.yml"), "playbook")
+            .unwrap_err()
+            .details();
+        assert!(err.starts_with("flag: invalid boolean"), "{err}");
+    }
+}

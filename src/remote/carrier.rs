@@ -1,0 +1,1000 @@
+//! Carriers: how drover's one systemd client reaches a host's systemd.
+//!
+//! - `local`: the system bus of this machine (`host.bus`, else
+//!   `DBUS_SYSTEM_BUS_ADDRESS`, else the default socket).
+//! - `ssh`: one OpenSSH ControlMaster per host (openssh crate, native mux).
+//!   D-Bus travels over a stream forwarded to the host's system bus socket
+//!   (no process on the host), with one short session beside it that reads
+//!   the maintenance state file. With `become`, or when the server refuses
+//!   stream forwarding, `systemd-stdio-bridge` runs over one channel
+//!   instead (under `sudo -n` for `become`) and its stdin/stdout carry the
+//!   stream. Either way zbus talks to the remote systemd exactly as it does
+//!   locally, and unit names never reach a shell: they travel inside D-Bus
+//!   messages.
+//!
+//! A host that cannot be reached is a [`CarrierError`] returned within its
+//! connect timeout; it never hangs and never affects other hosts. A
+//! [`Session`] closes its master on [`Session::close`] and, as a last
+//! resort, when dropped, so no `ssh` process outlives drover.
+
+use std::fmt;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::model::inventory::{Host, Transport};
+use crate::remote::systemd::{Systemd, SystemdError};
+
+/// Channels drover opens per SSH connection at most. sshd refuses sessions
+/// beyond MaxSessions (default 10); the D-Bus bridge takes one, extra
+/// commands share the rest.
+pub const MAX_CHANNELS: usize = 4;
+
+/// The remote program that carries D-Bus over stdin/stdout.
+pub const BRIDGE: &str = "systemd-stdio-bridge";
+
+/// Extra time allowed beyond a host's connect timeout before drover gives
+/// up on ssh itself (ssh's own ConnectTimeout normally fires first).
+const GUARD_GRACE: Duration = Duration::from_secs(5);
+
+/// How long `close` waits for the master to exit before signalling it.
+const MASTER_EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// Why a host could not be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// No answer within the connect timeout.
+    Timeout,
+    /// The port refused the connection.
+    Refused,
+    /// The host key is unknown or changed; strict checking refused it.
+    HostKey,
+    /// The server rejected our credentials.
+    Auth,
+    /// No route, unknown name, network down.
+    Unreachable,
+    /// SSH worked but the D-Bus bridge did not start or handshake.
+    Bridge,
+    /// The D-Bus connection (local bus or via the bridge) failed.
+    Bus,
+    /// Anything else.
+    Other,
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailureKind::Timeout => "connection timed out",
+            FailureKind::Refused => "connection refused",
+            FailureKind::HostKey => "host key not trusted",
+            FailureKind::Auth => "authentication failed",
+            FailureKind::Unreachable => "host unreachable",
+            FailureKind::Bridge => "D-Bus bridge failed",
+            FailureKind::Bus => "D-Bus connection failed",
+            FailureKind::Other => "connection failed",
+        })
+    }
+}
+
+/// A host could not be reached: what kind of failure, and the details
+/// (ssh's own message, the bridge's stderr, the bus error).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{kind}: {detail}")]
+pub struct CarrierError {
+    /// The class of failure.
+    pub kind: FailureKind,
+    /// What happened, for the operator.
+    pub detail: String,
+}
+
+impl CarrierError {
+    fn new(kind: FailureKind, detail: impl Into<String>) -> Self {
+        CarrierError {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// An open connection to one host's systemd.
+pub struct Session {
+    host: String,
+    systemd: Systemd,
+    link: Link,
+    /// The maintenance state file as it was when the session opened, read
+    /// by the session's one short preread (or the bridge's preamble), so
+    /// reading it costs no further login. Taken by the first reader.
+    preread: std::sync::Mutex<Option<Preread>>,
+    /// `become: true`: host commands run through `sudo -n`.
+    become_: bool,
+}
+
+/// What the preread found at [`crate::model::maintenance::STATE_FILE`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preread {
+    /// No file.
+    Missing,
+    /// Its bytes.
+    Content(Vec<u8>),
+    /// It exists but could not be read.
+    Unreadable,
+}
+
+/// The preread script, as a literal so the bridge preamble can extend it.
+/// Prints two lines: the login's uid (from /proc, shell builtins only: the
+/// D-Bus EXTERNAL handshake over a forward must name the uid the remote bus
+/// sees) and the maintenance state file as base64 (empty: no file; `!`:
+/// unreadable). A constant: no user data.
+macro_rules! preread_script {
+    () => {
+        "while read -r k v _; do if [ \"$k\" = Uid: ]; then printf %s \"$v\"; break; fi; \
+done </proc/self/status; echo; \
+f=/var/lib/drover/maintenance.json; \
+if [ -e \"$f\" ]; then base64 -w0 \"$f\" 2>/dev/null || printf '!'; fi; echo"
+    };
+}
+
+/// Run in its own SSH session next to the D-Bus forward: see
+/// [`preread_script`].
+const PREREAD: &str = preread_script!();
+
+/// Runs in the bridge's own SSH session: the preread lines, then it becomes
+/// the bridge (which says nothing until it hears our AUTH).
+const BRIDGE_PREAMBLE: &str = concat!(preread_script!(), "; exec systemd-stdio-bridge");
+
+/// The remote system bus socket a forward connects to (the bridge's
+/// default too).
+const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
+
+/// The longest preamble line accepted (the state file is small).
+const PREAMBLE_MAX: usize = 1 << 20;
+
+enum Link {
+    Local,
+    // Boxed: the SSH side is large and Local carries nothing.
+    Ssh(Box<SshLink>),
+}
+
+/// The SSH side of a session: the master, the bridge channel and the
+/// channel budget. Dropping it without `close` still stops the master.
+struct SshLink {
+    ssh: Option<Arc<openssh::Session>>,
+    bridge: Option<openssh::Child<Arc<openssh::Session>>>,
+    master_pid: Option<u32>,
+    control_dir: Option<tempfile::TempDir>,
+    channels: Arc<Semaphore>,
+    _bridge_permit: Option<OwnedSemaphorePermit>,
+    bridge_stderr: Arc<Mutex<String>>,
+    /// The preamble's reading, until the Session takes it.
+    preread: Mutex<Option<Preread>>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("host", &self.host)
+            .field(
+                "transport",
+                &match self.link {
+                    Link::Local => "local",
+                    Link::Ssh(_) => "ssh",
+                },
+            )
+            .finish()
+    }
+}
+
+impl Session {
+    /// The inventory name of the host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The systemd client over this session's D-Bus connection.
+    pub fn systemd(&self) -> &Systemd {
+        &self.systemd
+    }
+
+    /// The maintenance state file read when the session opened, once:
+    /// later readers must read the host again (a step may have changed it).
+    pub fn take_preread(&self) -> Option<Preread> {
+        self.preread.lock().ok().and_then(|mut p| p.take())
+    }
+
+    /// Run a program on the host (over an extra SSH channel, bounded by
+    /// [`MAX_CHANNELS`]; locally for `transport: local`). Every argument is
+    /// shell-quoted for the remote shell.
+    pub async fn run(
+        &self,
+        program: &str,
+        args: &[&str],
+    ) -> Result<std::process::Output, CarrierError> {
+        // An empty, closed stdin is what a command without input sees.
+        self.run_input(program, args, &[]).await
+    }
+
+    /// Like [`Session::run`], with `input` fed to the program's stdin (then
+    /// closed): how drover writes files on a host without putting their
+    /// content on a command line.
+    pub async fn run_input(
+        &self,
+        program: &str,
+        args: &[&str],
+        input: &[u8],
+    ) -> Result<std::process::Output, CarrierError> {
+        let failed =
+            |e: String| CarrierError::new(FailureKind::Other, format!("cannot run {program}: {e}"));
+        match &self.link {
+            Link::Local => {
+                let mut child = tokio::process::Command::new(program)
+                    .args(args)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .map_err(|e| failed(e.to_string()))?;
+                if let Some(mut stdin) = child.stdin.take() {
+                    stdin
+                        .write_all(input)
+                        .await
+                        .map_err(|e| failed(e.to_string()))?;
+                }
+                child
+                    .wait_with_output()
+                    .await
+                    .map_err(|e| failed(e.to_string()))
+            }
+            Link::Ssh(l) => {
+                let ssh = l
+                    .ssh
+                    .as_ref()
+                    .ok_or_else(|| CarrierError::new(FailureKind::Other, "session is closed"))?;
+                let _permit = l
+                    .channels
+                    .acquire()
+                    .await
+                    .map_err(|_| CarrierError::new(FailureKind::Other, "session is closed"))?;
+                // With `become`, host commands run as root like the bridge.
+                let mut cmd = if self.become_ {
+                    let mut c = ssh.command("sudo");
+                    c.arg("-n").arg(program);
+                    c
+                } else {
+                    ssh.command(program)
+                };
+                cmd.args(args)
+                    .stdin(openssh::Stdio::piped())
+                    .stdout(openssh::Stdio::piped())
+                    .stderr(openssh::Stdio::piped());
+                let mut child = cmd.spawn().await.map_err(|e| failed(chain(&e)))?;
+                if let Some(mut stdin) = child.stdin().take() {
+                    stdin
+                        .write_all(input)
+                        .await
+                        .map_err(|e| failed(e.to_string()))?;
+                    stdin.shutdown().await.map_err(|e| failed(e.to_string()))?;
+                }
+                child
+                    .wait_with_output()
+                    .await
+                    .map_err(|e| failed(chain(&e)))
+            }
+        }
+    }
+
+    /// Close the D-Bus connection, the bridge and the SSH master; returns
+    /// once the master process is gone.
+    pub async fn close(mut self) {
+        let conn = self.systemd.connection().clone();
+        // Closing our write half ends the forward (or the bridge's stdin:
+        // it exits), and the channel with it.
+        let _ = conn.close().await;
+        if let Link::Ssh(l) = &mut self.link {
+            l.shutdown().await;
+        }
+    }
+}
+
+impl SshLink {
+    async fn shutdown(&mut self) {
+        let t0 = std::time::Instant::now();
+        // Our D-Bus stream is already closed, so the bridge has seen EOF;
+        // drop the channel handle without waiting for its exit status.
+        drop(self.bridge.take());
+        self._bridge_permit.take();
+        let ssh = self.ssh.take().and_then(|s| Arc::try_unwrap(s).ok());
+        match self.master_pid.take() {
+            Some(pid) => {
+                // Stop the master directly, as `ssh -O exit` does: no mux
+                // round trips, and the pid tells us when it is gone.
+                // Detach first so openssh does not also ask the (dying)
+                // master to stop.
+                if let Some(s) = ssh {
+                    let _ = s.detach();
+                }
+                terminate(pid);
+                if !wait_gone(pid, MASTER_EXIT_WAIT).await {
+                    tracing::debug!(pid, "ssh master ignored SIGTERM; killing it");
+                    kill(pid, libc::SIGKILL);
+                    wait_gone(pid, MASTER_EXIT_WAIT).await;
+                }
+            }
+            None => {
+                // Pid unknown (the alive check failed): ask politely, then
+                // make sure by the control directory's name.
+                if let Some(s) = ssh {
+                    if let Err(e) = s.close().await {
+                        tracing::debug!("closing ssh master: {}", chain(&e));
+                    }
+                }
+                if let Some(dir) = self.control_dir.as_ref() {
+                    kill_referencing(dir.path());
+                }
+            }
+        }
+        if let Some(dir) = self.control_dir.take() {
+            let _ = dir.close();
+        }
+        tracing::debug!(elapsed = ?t0.elapsed(), "ssh session closed");
+    }
+}
+
+impl Drop for SshLink {
+    fn drop(&mut self) {
+        // Reached only when `close` was not called (an error path or a
+        // panic): stop the master by pid so no ssh process is left behind.
+        if let Some(pid) = self.master_pid.take() {
+            terminate(pid);
+        }
+        if let Some(dir) = self.control_dir.as_ref() {
+            kill_referencing(dir.path());
+        }
+    }
+}
+
+/// Connect to a host's systemd over its transport. Returns within the
+/// host's connect timeout (plus a few seconds' guard) whatever happens.
+pub async fn connect(host: &Host) -> Result<Session, CarrierError> {
+    match host.transport {
+        Transport::Local => connect_local(host).await,
+        Transport::Ssh => connect_ssh(host).await,
+    }
+}
+
+async fn connect_local(host: &Host) -> Result<Session, CarrierError> {
+    let bus_err = |e: zbus::Error| CarrierError::new(FailureKind::Bus, e.to_string());
+    let builder = match host.bus.as_deref() {
+        Some(addr) => zbus::connection::Builder::address(addr).map_err(bus_err)?,
+        // zbus reads DBUS_SYSTEM_BUS_ADDRESS, else the default socket.
+        None => zbus::connection::Builder::system().map_err(bus_err)?,
+    };
+    let conn = tokio::time::timeout(host.connect_timeout, builder.build())
+        .await
+        .map_err(|_| {
+            CarrierError::new(
+                FailureKind::Timeout,
+                format!(
+                    "no answer from the system bus within {}",
+                    humantime::format_duration(host.connect_timeout)
+                ),
+            )
+        })?
+        .map_err(|e| {
+            let text = e.to_string();
+            let kind = if text.contains("No such file") || text.contains("Connection refused") {
+                FailureKind::Unreachable
+            } else {
+                FailureKind::Bus
+            };
+            CarrierError::new(
+                kind,
+                format!(
+                    "system bus {}: {text}",
+                    host.bus.as_deref().unwrap_or("(default)")
+                ),
+            )
+        })?;
+    let systemd = Systemd::new(conn).await.map_err(bus_failure)?;
+    Ok(Session {
+        host: host.name.clone(),
+        systemd,
+        link: Link::Local,
+        preread: std::sync::Mutex::new(None),
+        become_: false,
+    })
+}
+
+fn bus_failure(e: SystemdError) -> CarrierError {
+    CarrierError::new(FailureKind::Bus, e.to_string())
+}
+
+/// The `ssh -F`-like builder for a host: strict host keys always.
+fn session_builder(host: &Host, control_dir: &Path) -> openssh::SessionBuilder {
+    let mut b = openssh::SessionBuilder::default();
+    b.known_hosts_check(openssh::KnownHosts::Strict)
+        // ssh's ConnectTimeout is whole seconds; never 0 (= system default).
+        .connect_timeout(host.connect_timeout.max(Duration::from_secs(1)))
+        .control_directory(control_dir)
+        // A host that dies mid-run (no FIN, no RST) is noticed within ~15 s
+        // instead of TCP's many minutes: the master exits, the bridge's
+        // stream ends, and that host's pending D-Bus calls fail.
+        .server_alive_interval(Duration::from_secs(5))
+        // A safety net if drover is SIGKILLed: an idle master exits by itself.
+        .control_persist(openssh::ControlPersist::IdleFor(
+            std::num::NonZeroUsize::new(60).unwrap_or(std::num::NonZeroUsize::MIN),
+        ));
+    if let Some(cfg) = &host.ssh_config {
+        b.config_file(cfg);
+    }
+    if let Some(user) = &host.user {
+        b.user(user.clone());
+    }
+    if let Some(port) = host.port {
+        b.port(port);
+    }
+    b
+}
+
+async fn connect_ssh(host: &Host) -> Result<Session, CarrierError> {
+    if let Some(cfg) = &host.ssh_config {
+        if !cfg.is_file() {
+            return Err(CarrierError::new(
+                FailureKind::Other,
+                format!("ssh_config {} does not exist", cfg.display()),
+            ));
+        }
+    }
+    // A private directory per host for the control socket: its path names
+    // exactly our ssh processes, which makes cleanup by pid certain.
+    let control_dir = tempfile::Builder::new()
+        .prefix("drover-ssh-")
+        .tempdir_in(runtime_dir())
+        .map_err(|e| {
+            CarrierError::new(
+                FailureKind::Other,
+                format!("cannot create a control directory: {e}"),
+            )
+        })?;
+    let builder = session_builder(host, control_dir.path());
+    let t0 = std::time::Instant::now();
+    let guard = host.connect_timeout * 2 + GUARD_GRACE;
+    let master = match tokio::time::timeout(guard, builder.launch_master(&host.address)).await {
+        Ok(Ok(dir)) => dir,
+        Ok(Err(e)) => {
+            kill_referencing(control_dir.path());
+            return Err(classify_ssh(&e));
+        }
+        Err(_) => {
+            kill_referencing(control_dir.path());
+            return Err(CarrierError::new(
+                FailureKind::Timeout,
+                format!(
+                    "ssh did not connect within {}",
+                    humantime::format_duration(guard)
+                ),
+            ));
+        }
+    };
+    tracing::debug!(host = %host.name, elapsed = ?t0.elapsed(), "ssh master up");
+    let ctl = master.path().join("master");
+    let ssh = Arc::new(openssh::Session::new_native_mux(master));
+    let mut link = SshLink {
+        ssh: Some(ssh.clone()),
+        bridge: None,
+        master_pid: None,
+        control_dir: Some(control_dir),
+        channels: Arc::new(Semaphore::new(MAX_CHANNELS)),
+        _bridge_permit: None,
+        bridge_stderr: Default::default(),
+        preread: Default::default(),
+    };
+    // The master's pid, so close (and Drop) can make sure it is gone.
+    link.master_pid = master_pid(&ctl).await;
+    let setup = async {
+        // Without `become`, D-Bus goes over a forwarded stream to the bus
+        // socket: no process on the host. `become` needs root's bus
+        // identity, which only the bridge under sudo has; a server that
+        // refuses stream forwarding gets the bridge too.
+        let conn = if host.become_ {
+            start_bridge(&mut link, &ssh, host).await?
+        } else {
+            match open_forward(&mut link, &ssh, &ctl).await {
+                Ok(conn) => conn,
+                Err(fwd) => {
+                    tracing::debug!(host = %host.name, "D-Bus forward unavailable ({fwd}); using {BRIDGE}");
+                    start_bridge(&mut link, &ssh, host).await.map_err(|e| {
+                        CarrierError::new(
+                            e.kind,
+                            format!("{} (tried first: {})", e.detail, fwd.detail),
+                        )
+                    })?
+                }
+            }
+        };
+        Systemd::new(conn).await.map_err(bus_failure)
+    };
+    let systemd =
+        match tokio::time::timeout(host.connect_timeout.max(Duration::from_secs(1)), setup).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                link.shutdown().await;
+                return Err(e);
+            }
+            Err(_) => {
+                link.shutdown().await;
+                return Err(CarrierError::new(
+                    FailureKind::Bridge,
+                    format!(
+                        "{BRIDGE} did not answer within {}",
+                        humantime::format_duration(host.connect_timeout)
+                    ),
+                ));
+            }
+        };
+    tracing::debug!(host = %host.name, elapsed = ?t0.elapsed(), "D-Bus over ssh up");
+    let preread = link.preread.lock().ok().and_then(|mut p| p.take());
+    Ok(Session {
+        host: host.name.clone(),
+        systemd,
+        link: Link::Ssh(Box::new(link)),
+        preread: std::sync::Mutex::new(preread),
+        become_: host.become_,
+    })
+}
+
+/// D-Bus over a forwarded unix stream to the host's bus socket, with the
+/// preread in a short session beside it (both on the one connection).
+async fn open_forward(
+    link: &mut SshLink,
+    ssh: &Arc<openssh::Session>,
+    ctl: &Path,
+) -> Result<zbus::Connection, CarrierError> {
+    let fail = |what: String| CarrierError::new(FailureKind::Bus, what);
+    let local = ctl.with_file_name("bus");
+    let preread = async {
+        let _permit = link
+            .channels
+            .acquire()
+            .await
+            .map_err(|_| CarrierError::new(FailureKind::Other, "channel budget closed"))?;
+        let mut child = ssh
+            .command("sh")
+            .arg("-c")
+            .arg(PREREAD)
+            .stdin(openssh::Stdio::null())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::null())
+            .spawn()
+            .await
+            .map_err(|e| fail(format!("reading the host's state: {}", chain(&e))))?;
+        // Bounded like the bridge's preamble: a huge state file must not
+        // fill our memory.
+        let limit = PREAMBLE_MAX as u64 + 64;
+        let mut out = Vec::new();
+        if let Some(stdout) = child.stdout().take() {
+            stdout
+                .take(limit)
+                .read_to_end(&mut out)
+                .await
+                .map_err(|e| fail(format!("reading the host's state: {e}")))?;
+        }
+        if out.len() as u64 >= limit {
+            return Err(fail("the maintenance state file is too large".into()));
+        }
+        let _ = child.wait().await;
+        let mut lines = out.split(|b| *b == b'\n');
+        let uid = lines
+            .next()
+            .and_then(|l| std::str::from_utf8(l).ok()?.trim().parse().ok());
+        let state = lines.next().map(parse_preread);
+        match (uid, state) {
+            (Some(uid), Some(state)) => Ok((uid, state)),
+            _ => Err(fail("reading the host's state: unexpected answer".into())),
+        }
+    };
+    let forward = async {
+        ssh.request_port_forward(
+            openssh::ForwardType::Local,
+            openssh::Socket::UnixSocket {
+                path: local.as_path().into(),
+            },
+            openssh::Socket::UnixSocket {
+                path: Path::new(SYSTEM_BUS_SOCKET).into(),
+            },
+        )
+        .await
+        .map_err(|e| fail(format!("forwarding {SYSTEM_BUS_SOCKET}: {}", chain(&e))))
+    };
+    let (pre, fwd) = tokio::join!(preread, forward);
+    let (uid, state) = pre?;
+    fwd?;
+    let stream = tokio::net::UnixStream::connect(&local)
+        .await
+        .map_err(|e| fail(format!("connecting to the forward: {e}")))?;
+    let (r, w) = stream.into_split();
+    // Our own halves, not a unix socket to zbus: fds cannot cross ssh, so
+    // zbus must not offer to pass them.
+    let split = stream_split(r, w);
+    // A server that refuses the forward closes the stream: the handshake
+    // fails here and the caller falls back to the bridge.
+    let conn = zbus::connection::Builder::socket(split)
+        .user_id(uid)
+        .build()
+        .await
+        .map_err(|e| fail(format!("D-Bus over the forward: {e}")))?;
+    *link
+        .preread
+        .lock()
+        .map_err(|_| CarrierError::new(FailureKind::Other, "poisoned"))? = Some(state);
+    Ok(conn)
+}
+
+/// What a preread line says about the maintenance state file.
+fn parse_preread(line: &[u8]) -> Preread {
+    match line {
+        b"" => Preread::Missing,
+        b"!" => Preread::Unreadable,
+        text => {
+            use base64::Engine;
+            match base64::engine::general_purpose::STANDARD.decode(text) {
+                Ok(bytes) => Preread::Content(bytes),
+                Err(_) => Preread::Unreadable,
+            }
+        }
+    }
+}
+
+/// One line of the bridge's preamble, read a byte at a time so no D-Bus
+/// byte after it is consumed. `None`: the stream ended first.
+async fn preamble_line<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<Option<Vec<u8>>, CarrierError> {
+    let mut line = Vec::new();
+    loop {
+        let mut b = [0u8; 1];
+        let n = r.read(&mut b).await.map_err(|e| {
+            CarrierError::new(
+                FailureKind::Bridge,
+                format!("reading the bridge preamble: {e}"),
+            )
+        })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if b[0] == b'\n' {
+            return Ok(Some(line));
+        }
+        if line.len() >= PREAMBLE_MAX {
+            return Err(CarrierError::new(
+                FailureKind::Bridge,
+                "bridge preamble too long",
+            ));
+        }
+        line.push(b[0]);
+    }
+}
+
+/// `systemd-stdio-bridge` over one SSH channel (under `sudo -n` with
+/// `become`), after the preread lines.
+async fn start_bridge(
+    link: &mut SshLink,
+    ssh: &Arc<openssh::Session>,
+    host: &Host,
+) -> Result<zbus::Connection, CarrierError> {
+    let permit = link
+        .channels
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| CarrierError::new(FailureKind::Other, "channel budget closed"))?;
+    link._bridge_permit = Some(permit);
+    let mut cmd = if host.become_ {
+        let mut c = openssh::Session::to_command(ssh.clone(), "sudo");
+        c.arg("-n").arg("sh").arg("-c").arg(BRIDGE_PREAMBLE);
+        c
+    } else {
+        let mut c = openssh::Session::to_command(ssh.clone(), "sh");
+        c.arg("-c").arg(BRIDGE_PREAMBLE);
+        c
+    };
+    cmd.stdin(openssh::Stdio::piped())
+        .stdout(openssh::Stdio::piped())
+        .stderr(openssh::Stdio::piped());
+    let mut child = cmd.spawn().await.map_err(|e| {
+        CarrierError::new(
+            FailureKind::Bridge,
+            format!("cannot start {BRIDGE}: {}", chain(&e)),
+        )
+    })?;
+    let stdin = child.stdin().take();
+    let stdout = child.stdout().take();
+    let stderr = child.stderr().take();
+    if let Some(mut err) = stderr {
+        let sink = link.bridge_stderr.clone();
+        // Keep the first few KiB of the bridge's complaints (sudo asking
+        // for a password, bridge missing) to explain a failed handshake.
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = err.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut s) = sink.lock() {
+                    if s.len() < 4096 {
+                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            }
+        });
+    }
+    link.bridge = Some(child);
+    let (Some(stdin), Some(mut stdout)) = (stdin, stdout) else {
+        return Err(CarrierError::new(
+            FailureKind::Bridge,
+            "bridge has no stdio",
+        ));
+    };
+    let stderr_text = |link: &SshLink| {
+        link.bridge_stderr
+            .lock()
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    // The uid line is for forwards; the bridge authenticates us itself.
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        match preamble_line(&mut stdout).await? {
+            Some(l) => lines.push(l),
+            None => {
+                return Err(CarrierError::new(
+                    FailureKind::Bridge,
+                    format!("{BRIDGE} exited before starting: {}", stderr_text(link)),
+                ))
+            }
+        }
+    }
+    *link
+        .preread
+        .lock()
+        .map_err(|_| CarrierError::new(FailureKind::Other, "poisoned"))? =
+        Some(parse_preread(&lines[1]));
+    let split = stream_split(stdout, stdin);
+    zbus::connection::Builder::socket(split)
+        .build()
+        .await
+        .map_err(|e| {
+            let stderr = stderr_text(link);
+            let detail = if stderr.is_empty() {
+                format!("{BRIDGE}: {e}")
+            } else {
+                format!("{BRIDGE}: {e}: {stderr}")
+            };
+            CarrierError::new(FailureKind::Bridge, detail)
+        })
+}
+
+/// Where control directories go: $XDG_RUNTIME_DIR (private, tmpfs) when
+/// set, else the system temp dir.
+fn runtime_dir() -> PathBuf {
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+async fn master_pid(ctl: &Path) -> Option<u32> {
+    let mut conn = openssh_mux_client::Connection::connect(ctl).await.ok()?;
+    conn.send_alive_check().await.ok().map(|p| p.get())
+}
+
+/// The error and its sources on one line: openssh puts ssh's own message
+/// (the useful part) in the source.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = inner.source();
+    }
+    s
+}
+
+/// Turn ssh's message into a failure kind an operator can act on.
+fn classify_ssh(e: &openssh::Error) -> CarrierError {
+    let text = chain(e);
+    let lower = text.to_lowercase();
+    let kind = if lower.contains("host key verification failed")
+        || lower.contains("remote host identification has changed")
+        || lower.contains("host key is known")
+        || lower.contains("no matching host key")
+    {
+        FailureKind::HostKey
+    } else if lower.contains("timed out") {
+        FailureKind::Timeout
+    } else if lower.contains("connection refused") {
+        FailureKind::Refused
+    } else if lower.contains("permission denied")
+        || lower.contains("too many authentication failures")
+    {
+        FailureKind::Auth
+    } else if lower.contains("no route to host")
+        || lower.contains("network is unreachable")
+        || lower.contains("could not resolve")
+        || lower.contains("name or service not known")
+    {
+        FailureKind::Unreachable
+    } else {
+        FailureKind::Other
+    };
+    let detail = match kind {
+        FailureKind::HostKey => format!(
+            "{text} (the host's key is not in known_hosts or has changed; drover checks host keys strictly and never accepts one silently: verify the key, then add it with ssh-keyscan or ssh)"
+        ),
+        _ => text,
+    };
+    CarrierError::new(kind, detail)
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Wait (bounded) for a process that is not our child to exit. There is no
+/// exit notification for a non-child short of pidfd, so this checks /proc
+/// every 10 ms; it runs only while closing.
+async fn wait_gone(pid: u32, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while pid_alive(pid) {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+fn terminate(pid: u32) {
+    kill(pid, libc::SIGTERM);
+}
+
+fn kill(pid: u32, signal: libc::c_int) {
+    if let Ok(p) = i32::try_from(pid) {
+        // SAFETY: kill(2) on a pid of our own ssh process; no memory is
+        // involved.
+        unsafe {
+            libc::kill(p, signal);
+        }
+    }
+}
+
+/// SIGTERM every `ssh` process whose command line names `dir` (our private
+/// control directory): the master, or an ssh still connecting after a
+/// timeout. Nothing else can name that directory.
+fn kill_referencing(dir: &Path) {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let is_ssh = cmdline
+            .split(|b| *b == 0)
+            .next()
+            .is_some_and(|argv0| argv0 == b"ssh" || argv0.ends_with(b"/ssh"));
+        if is_ssh && cmdline.windows(needle.len().max(1)).any(|w| w == needle) {
+            terminate(pid);
+        }
+    }
+}
+
+/// zbus's socket over a byte stream's two halves (fd passing refused).
+fn stream_split<R, W>(r: R, w: W) -> zbus::connection::socket::BoxedSplit
+where
+    R: tokio::io::AsyncRead + Unpin + Send + Sync + fmt::Debug + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + Sync + fmt::Debug + 'static,
+{
+    zbus::connection::socket::Split::new(
+        Box::new(StreamRead(r)) as Box<dyn zbus::connection::socket::ReadHalf>,
+        Box::new(StreamWrite(Some(w))) as Box<dyn zbus::connection::socket::WriteHalf>,
+    )
+}
+
+/// A byte stream's read half as zbus's read half: the bridge's stdout or
+/// a forwarded socket. Never carries fds.
+#[derive(Debug)]
+struct StreamRead<R>(R);
+
+#[async_trait::async_trait]
+impl<R> zbus::connection::socket::ReadHalf for StreamRead<R>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + Sync + fmt::Debug + 'static,
+{
+    async fn recvmsg(&mut self, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+        let n = self.0.read(buf).await?;
+        Ok((n, Vec::new()))
+    }
+}
+
+/// A byte stream's write half as zbus's write half. `close` drops it: the
+/// bridge's stdin pipe then sees EOF (shutdown alone does nothing on a
+/// pipe), a socket half shuts down.
+#[derive(Debug)]
+struct StreamWrite<W>(Option<W>);
+
+#[async_trait::async_trait]
+impl<W> zbus::connection::socket::WriteHalf for StreamWrite<W>
+where
+    W: tokio::io::AsyncWrite + Unpin + Send + Sync + fmt::Debug + 'static,
+{
+    async fn sendmsg(
+        &mut self,
+        buf: &[u8],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> io::Result<usize> {
+        if !fds.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "file descriptors cannot cross an ssh channel",
+            ));
+        }
+        match self.0.as_mut() {
+            Some(w) => w.write(buf).await,
+            None => Err(io::Error::new(io::ErrorKind::BrokenPipe, "stream closed")),
+        }
+    }
+
+    async fn close(&mut self) -> io::Result<()> {
+        match self.0.take() {
+            Some(mut w) => w.flush().await,
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_messages_are_classified() {
+        let e = openssh::Error::Connect(io::Error::other("Host key verification failed."));
+        assert_eq!(classify_ssh(&e).kind, FailureKind::HostKey);
+        let e = openssh::Error::Connect(io::Error::other(
+            "connect to host 10.77.0.99 port 22: Connection timed out",
+        ));
+        assert_eq!(classify_ssh(&e).kind, FailureKind::Timeout);
+        let e = openssh::Error::Connect(io::Error::other(
+            "connect to host x port 22: Connection refused",
+        ));
+        assert_eq!(classify_ssh(&e).kind, FailureKind::Refused);
+    }
+}

@@ -1,0 +1,11 @@
+//! Reaching hosts: the one systemd client (typed zbus proxies) and its two
+//! carriers (the local system bus, ssh), fan-out over many hosts, and the
+//! few files drover keeps on a host (maintenance flags, unit files) and
+//! the health probes that reach out.
+
+pub mod carrier;
+pub mod fanout;
+pub mod maintenance;
+pub mod probe;
+pub mod systemd;
+pub mod unitfile;
