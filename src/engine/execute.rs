@@ -29,7 +29,7 @@ use crate::model::now_rfc3339;
 use crate::model::outcome::{Failure, Outcome, SkipReason, Status};
 use crate::model::playbook::{Module, ServiceState, Step, Strategy, UnitFileGoal, Wait};
 use crate::model::report::{JobReport, JobResult, RunOutcome};
-use crate::model::service::{decide_service, Action, ServiceGoal};
+use crate::model::service::{decide_service, join_actions, Action, ServiceGoal};
 use crate::model::unit::UnitName;
 use crate::model::unitfile::UnitFileWant;
 use crate::remote::carrier::Session;
@@ -717,15 +717,7 @@ async fn host_maintenance(
 }
 
 fn joined(actions: &[Action]) -> String {
-    if actions.is_empty() {
-        "none".into()
-    } else {
-        actions
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join("+")
-    }
+    join_actions(actions, "none")
 }
 
 /// Whether systemd's state really differs between two readings.

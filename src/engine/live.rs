@@ -247,19 +247,7 @@ pub async fn plan_facts(job: &Job, forks: usize, events: &dyn EventSink) -> (Fac
         events,
     )
     .await;
-    let mut facts = Facts::new();
-    facts.collected_at = read.collected_at.clone();
-    for h in &inv.hosts {
-        let hf = read.hosts.get(&h.name).cloned().unwrap_or(HostFacts {
-            reachable: true,
-            error: None,
-            maintenance: None,
-            unit_maintenance: BTreeMap::new(),
-            units: BTreeMap::new(),
-            unit_files: BTreeMap::new(),
-        });
-        facts.hosts.insert(h.name.clone(), hf);
-    }
+    let facts = read.covering(inv.hosts.iter().map(|h| h.name.as_str()));
     for r in &results {
         if let Err(e) = &r.result {
             tracing::warn!("{}: {e}", r.host);

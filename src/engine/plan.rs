@@ -412,11 +412,8 @@ impl<'a> Simulation<'a> {
         } else if let Some(refused) = refuse_protected(step, task, host, false) {
             (Outcome::failed(refused), Vec::new())
         } else if !hf.reachable {
-            let failure = match &hf.error {
-                Some(e) => Failure::Unread(e.clone()),
-                None => Failure::Unreachable("no connection".into()),
-            };
-            (Outcome::failed(failure), Vec::new())
+            let why = hf.error.as_deref().unwrap_or("no connection").to_string();
+            (Outcome::failed(Failure::Unreachable(why)), Vec::new())
         } else if let Some(why) = self.maintenance_skip(step, h, task) {
             (Outcome::Skipped(why), Vec::new())
         } else {

@@ -15,7 +15,7 @@ use crate::engine::plan::{simulate, PlanLabels};
 use crate::model::error::{Error, Result};
 use crate::model::facts::{Facts, HostFacts, UnitFacts};
 use crate::model::outcome::Status;
-use crate::model::service::Action;
+use crate::model::service::{join_actions, Action};
 use crate::model::unit::UnitName;
 
 /// The schema id a saved plan must carry.
@@ -279,15 +279,7 @@ fn describe_unit(u: &UnitFacts) -> String {
 }
 
 fn prediction(status: Status, changed: bool, actions: &[Action]) -> String {
-    let ops = if actions.is_empty() {
-        "no change".to_string()
-    } else {
-        actions
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join("+")
-    };
+    let ops = join_actions(actions, "no change");
     let status = match status {
         Status::Ok if changed => "changed",
         Status::Ok => "ok",
@@ -302,22 +294,7 @@ fn prediction(status: Status, changed: bool, actions: &[Action]) -> String {
 /// predicted (status, changed, actions) of some step × host.
 pub fn drift(job: &Job, saved: &SavedPlan, now: &Facts) -> Result<Vec<Drift>> {
     let saved_facts = saved.saved_facts()?;
-    let mut full = Facts {
-        version: now.version,
-        collected_at: now.collected_at.clone(),
-        hosts: Default::default(),
-    };
-    for h in &job.inventory.hosts {
-        let hf = now.hosts.get(&h.name).cloned().unwrap_or(HostFacts {
-            reachable: true,
-            error: None,
-            maintenance: None,
-            unit_maintenance: BTreeMap::new(),
-            units: BTreeMap::new(),
-            unit_files: BTreeMap::new(),
-        });
-        full.hosts.insert(h.name.clone(), hf);
-    }
+    let full = now.covering(job.inventory.hosts.iter().map(|h| h.name.as_str()));
     let replan = simulate(
         job,
         &full,

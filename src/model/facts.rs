@@ -91,15 +91,24 @@ pub struct HostFacts {
 }
 
 impl HostFacts {
+    /// A reachable host of which nothing was read (no step touches it).
+    pub fn unread() -> Self {
+        HostFacts {
+            reachable: true,
+            error: None,
+            maintenance: None,
+            unit_maintenance: BTreeMap::new(),
+            units: BTreeMap::new(),
+            unit_files: BTreeMap::new(),
+        }
+    }
+
     /// Facts of a host that could not be reached.
     pub fn unreachable(error: impl Into<String>) -> Self {
         HostFacts {
             reachable: false,
             error: Some(error.into()),
-            maintenance: None,
-            unit_maintenance: BTreeMap::new(),
-            units: BTreeMap::new(),
-            unit_files: BTreeMap::new(),
+            ..HostFacts::unread()
         }
     }
 }
@@ -123,6 +132,22 @@ impl Facts {
             version: FACTS_VERSION,
             collected_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             hosts: IndexMap::new(),
+        }
+    }
+
+    /// These facts for exactly `hosts`, in that order: a host without facts
+    /// here gets an empty reachable entry (one that nothing needed read).
+    pub fn covering<'a>(&self, hosts: impl IntoIterator<Item = &'a str>) -> Facts {
+        Facts {
+            version: self.version,
+            collected_at: self.collected_at.clone(),
+            hosts: hosts
+                .into_iter()
+                .map(|h| {
+                    let hf = self.hosts.get(h).cloned().unwrap_or_else(HostFacts::unread);
+                    (h.to_string(), hf)
+                })
+                .collect(),
         }
     }
 

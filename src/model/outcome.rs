@@ -25,9 +25,6 @@ pub enum Status {
 pub enum Failure {
     /// The host could not be reached at all (connect failed).
     Unreachable(String),
-    /// The host's facts could not be read (the plan's view of an
-    /// unreachable host); the text is the read's own error.
-    Unread(String),
     /// The connection broke while the step was working on the host.
     ConnectionLost {
         /// The step it broke in.
@@ -55,7 +52,6 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Unreachable(d) => write!(f, "unreachable: {d}"),
-            Failure::Unread(d) => f.write_str(d),
             Failure::ConnectionLost { step, detail } => {
                 write!(
                     f,
@@ -81,7 +77,7 @@ impl Failure {
     /// The kind, as the report records it beside the text.
     pub fn kind(&self) -> Kind {
         match self {
-            Failure::Unreachable(_) | Failure::Unread(_) => Kind::Unreachable,
+            Failure::Unreachable(_) => Kind::Unreachable,
             Failure::ConnectionLost { .. } => Kind::ConnectionLost,
             Failure::JobFailed(_) => Kind::JobFailed,
             Failure::UnitMissing(_) => Kind::UnitMissing,

@@ -61,6 +61,18 @@ impl fmt::Display for Action {
     }
 }
 
+/// Operations as one word, `+`-joined (`none` when there are none).
+pub fn join_actions(actions: &[Action], none: &str) -> String {
+    if actions.is_empty() {
+        return none.to_string();
+    }
+    actions
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
 /// What the service module wants of a unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ServiceGoal {

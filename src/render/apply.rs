@@ -3,10 +3,9 @@
 
 use std::path::Path;
 
-use owo_colors::OwoColorize;
-
 use crate::model::outcome::Status;
 use crate::model::report::{JobReport, JobResult};
+use crate::render::paint;
 
 /// One result as a line: host, step, unit, action, verdict, time, error.
 pub fn result_line(r: &JobResult, color: bool) -> String {
@@ -16,13 +15,7 @@ pub fn result_line(r: &JobResult, color: bool) -> String {
         (Status::Skipped, _) => "skipped",
         (Status::Failed, _) => "FAILED",
     };
-    let word = match (color, r.status, r.changed) {
-        (false, ..) => word.to_string(),
-        (true, Status::Ok, true) => word.yellow().to_string(),
-        (true, Status::Ok, false) => word.green().to_string(),
-        (true, Status::Skipped, _) => word.dimmed().to_string(),
-        (true, Status::Failed, _) => word.red().bold().to_string(),
-    };
+    let word = paint(word, r.status, r.changed, color);
     let mut s = format!(
         "{:<14} {:<16} {:<24} {:<16} {} ({} ms)",
         r.hostname, r.step, r.name, r.action, word, r.duration_ms

@@ -6,3 +6,19 @@ pub mod apply;
 pub mod health;
 pub mod plan;
 pub mod status;
+
+use owo_colors::OwoColorize;
+
+use crate::model::outcome::Status;
+
+/// A result's word in the colour of its status (changed yellow, ok green,
+/// skipped dim, failed red), or plain.
+pub fn paint(word: &str, status: Status, changed: bool, color: bool) -> String {
+    match (color, status, changed) {
+        (false, ..) => word.to_string(),
+        (true, Status::Ok, true) => word.yellow().to_string(),
+        (true, Status::Ok, false) => word.green().to_string(),
+        (true, Status::Skipped, _) => word.dimmed().to_string(),
+        (true, Status::Failed, _) => word.red().bold().to_string(),
+    }
+}

@@ -11,6 +11,8 @@ use similar::TextDiff;
 use crate::engine::plan::{HostChanges, Plan, HOST_DOC};
 use crate::model::facts::UnitFacts;
 use crate::model::outcome::Status;
+use crate::model::service::join_actions;
+use crate::render::paint;
 
 /// Output format of `plan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,23 +147,8 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
             .max()
             .unwrap_or(0);
         for r in &s.results {
-            let what = if r.actions.is_empty() {
-                "-".to_string()
-            } else {
-                r.actions
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect::<Vec<_>>()
-                    .join("+")
-            };
-            let word = result_word(r.status, r.changed);
-            let word = match (color, r.status, r.changed) {
-                (false, ..) => word.to_string(),
-                (true, Status::Ok, true) => word.yellow().to_string(),
-                (true, Status::Ok, false) => word.green().to_string(),
-                (true, Status::Skipped, _) => word.dimmed().to_string(),
-                (true, Status::Failed, _) => word.red().bold().to_string(),
-            };
+            let what = join_actions(&r.actions, "-");
+            let word = paint(result_word(r.status, r.changed), r.status, r.changed, color);
             let batch = if s.batch_size > 0 {
                 format!(" [batch {}]", r.batch)
             } else {
