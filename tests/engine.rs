@@ -64,11 +64,11 @@ fn plan_of(job: &Job) -> Plan {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let (plan, incomplete) = rt
+    let planned = rt
         .block_on(plan(job, Some(facts()), &opts, &NoEvents))
         .unwrap();
-    assert!(!incomplete);
-    plan
+    assert!(!planned.incomplete);
+    planned.plan
 }
 
 #[test]

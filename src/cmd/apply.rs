@@ -67,8 +67,9 @@ pub(super) fn service(a: &ServiceArgs, color: bool) -> Result<i32> {
             facts_label: String::new(),
             keep_facts: false,
         };
-        let (plan, incomplete) =
+        let planned =
             runtime()?.block_on(crate::engine::plan::plan(&job, None, &opts, &NoEvents))?;
+        let (plan, incomplete) = (planned.plan, planned.incomplete);
         let format = match a.format {
             ReportFormat::Json => Format::Json,
             ReportFormat::Text => Format::Text,

@@ -113,6 +113,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))
 }
 
+/// A runtime on this thread alone, for work that connects to nothing.
+fn local_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))
+}
+
 fn run(cli: &Cli) -> Result<i32> {
     let color = use_color(cli.color);
     match &cli.command {

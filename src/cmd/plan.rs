@@ -91,16 +91,21 @@ pub(super) fn plan(a: &PlanArgs, color: bool) -> Result<i32> {
             .unwrap_or_default(),
         keep_facts: a.out.is_some() || format == Format::Json,
     };
-    let (plan, incomplete) =
-        super::runtime()?.block_on(crate::engine::plan::plan(&job, facts, &opts, &NoEvents))?;
+    let rt = match facts {
+        // Facts from a file: nothing to connect to, one thread is enough.
+        Some(_) => super::local_runtime()?,
+        None => super::runtime()?,
+    };
+    let planned = rt.block_on(crate::engine::plan::plan(&job, facts, &opts, &NoEvents))?;
+    let (plan, incomplete) = (&planned.plan, planned.incomplete);
     tracing::debug!("plan simulated");
     if let Some(out) = &a.out {
-        write_atomic_with(out, |w| write_json(&plan, w))?;
+        write_atomic_with(out, |w| write_json(plan, w))?;
     }
     {
         let stdout = std::io::stdout();
         let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-        render_to(&plan, format, color && format == Format::Text, &mut w)
+        render_to(plan, format, color && format == Format::Text, &mut w)
             .and_then(|_| std::io::Write::flush(&mut w))
             .or_else(ignore_broken_pipe)
             .map_err(|e| Error::io("write", "stdout", e))?;
@@ -117,6 +122,6 @@ pub(super) fn plan(a: &PlanArgs, color: bool) -> Result<i32> {
     };
     // The process ends here: freeing a 10,000-host plan piece by piece is
     // wasted time, so leave it to the OS.
-    std::mem::forget((plan, job));
+    std::mem::forget((planned, job));
     Ok(verdict.exit_code())
 }

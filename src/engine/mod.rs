@@ -21,4 +21,4 @@ pub mod status;
 pub use apply::{apply, Applied, ApplyOptions};
 pub use events::{Event, EventSink, NoEvents, StopFlag};
 pub use job::{AdHoc, Job, ServiceAction};
-pub use plan::{plan, Plan, PlanOptions};
+pub use plan::{plan, Plan, PlanOptions, Planned};

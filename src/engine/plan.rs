@@ -630,15 +630,15 @@ impl Summary {
     }
 }
 
-/// Plan a job and say whether every host's facts were there: over `facts`
-/// when given (a facts file: connects to nothing), else read live from the
-/// hosts the job touches, `forks` at a time. Returns the plan and whether some host could not be read.
+/// Plan a job: over `facts` when given (a facts file: connects to
+/// nothing), else over facts read live from the hosts the job touches,
+/// `forks` at a time.
 pub async fn plan(
     job: &Job,
     facts: Option<Facts>,
     opts: &PlanOptions,
     events: &dyn EventSink,
-) -> Result<(Plan, bool)> {
+) -> Result<Planned> {
     let (facts, source, incomplete) = match facts {
         Some(f) => (f, opts.facts_label.clone(), false),
         None => {
@@ -657,7 +657,22 @@ pub async fn plan(
     if opts.keep_facts {
         plan.facts = Some(crate::engine::saved::facts_used(job, &facts));
     }
-    Ok((plan, incomplete))
+    Ok(Planned {
+        plan,
+        facts,
+        incomplete,
+    })
+}
+
+/// A plan with the facts it was made on.
+#[derive(Debug)]
+pub struct Planned {
+    /// The plan.
+    pub plan: Plan,
+    /// The facts (given, or read live).
+    pub facts: Facts,
+    /// Some host's facts could not be read (a live plan is incomplete).
+    pub incomplete: bool,
 }
 
 /// How to plan.
