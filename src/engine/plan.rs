@@ -571,27 +571,29 @@ impl<'a> Simulation<'a> {
         Ok((Outcome::Ok { changed }, d.actions))
     }
 
-    /// Per host (inventory order), the before/after of every unit it touches.
-    fn host_changes(&self) -> Vec<HostChanges> {
+    /// Per host (inventory order), the before/after of every unit it
+    /// touches; the actions noted move into the result.
+    fn host_changes(&mut self) -> Vec<HostChanges> {
+        let touched = std::mem::take(&mut self.touched);
         let mut hosts = Vec::new();
-        for (h, list) in self.touched.iter().enumerate() {
+        for (h, list) in touched.into_iter().enumerate() {
             if list.is_empty() {
                 continue;
             }
             let hf = self.facts[h];
             let file_of = |unit: &UnitName| self.files[h].iter().find(|(u, _)| u == unit);
             let units = list
-                .iter()
+                .into_iter()
                 .map(|(unit, actions)| UnitChange {
                     before_extra: extra_lines(
-                        unit,
+                        &unit,
                         &MaintenanceState::of_facts(hf),
-                        file_of(unit).map(|_| hf.unit_files.get(unit.as_str()).cloned().flatten()),
+                        file_of(&unit).map(|_| hf.unit_files.get(unit.as_str()).cloned().flatten()),
                     ),
                     after_extra: extra_lines(
-                        unit,
+                        &unit,
                         &self.maint[h],
-                        file_of(unit).map(|(_, f)| f.as_deref().map(str::to_string)),
+                        file_of(&unit).map(|(_, f)| f.as_deref().map(str::to_string)),
                     ),
                     name: if unit.as_str() == HOST_SCOPE {
                         HOST_DOC.to_string()
@@ -604,10 +606,10 @@ impl<'a> Simulation<'a> {
                         .cloned()
                         .unwrap_or_else(UnitFacts::not_found),
                     after: self
-                        .unit_now(h, unit)
+                        .unit_now(h, &unit)
                         .cloned()
                         .unwrap_or_else(UnitFacts::not_found),
-                    actions: actions.clone(),
+                    actions,
                 })
                 .collect();
             hosts.push(HostChanges {
