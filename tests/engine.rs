@@ -176,3 +176,29 @@ fn bad_input_in_memory_is_a_positioned_error() {
     );
     assert!(e.details().contains("<playbook> line"), "{}", e.details());
 }
+
+#[test]
+fn unit_file_steps_on_a_protected_unit_are_refused() {
+    for module in [
+        "unit: { name: demo-worker, state: absent }",
+        "unit: { name: demo-worker, content: \"[Service]\\nExecStart=/bin/true\\n\" }",
+    ] {
+        let j = job(&format!(
+            "name: x\nsteps:\n  - id: replace\n    target: db-1\n    {module}\n"
+        ))
+        .unwrap();
+        let e = check_protected(&j.playbook, &j.inventory, &j.expanded, false).unwrap_err();
+        assert_eq!(e.code(), 403, "{module}: {}", e.details());
+        assert!(
+            e.details()
+                .contains("unit file of demo-worker.service on host `db-1`"),
+            "{}",
+            e.details()
+        );
+        check_protected(&j.playbook, &j.inventory, &j.expanded, true).unwrap();
+    }
+    // An unprotected unit is not refused.
+    let j = job("name: x\nsteps:\n  - id: other\n    target: db-1\n    unit: { name: demo-web, state: absent }\n")
+        .unwrap();
+    check_protected(&j.playbook, &j.inventory, &j.expanded, false).unwrap();
+}

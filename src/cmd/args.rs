@@ -207,7 +207,8 @@ pub struct ApplyArgs {
     /// Run even outside the playbook's `window`.
     #[arg(long)]
     pub ignore_window: bool,
-    /// Allow stop/restart/mask of units the inventory marks `protected`.
+    /// Allow stop/restart/mask of units the inventory marks `protected`, and
+    /// replacing or removing their unit files (`unit:` steps).
     #[arg(long)]
     pub allow_protected: bool,
     /// Give up on one host's step after this long (it is then `failed`); the run never hangs.

@@ -8,7 +8,7 @@ use crate::model::error::{Error, Result};
 use crate::model::expand::{goal_of, ExpandedStep, HostTask};
 use crate::model::inventory::{Host, Inventory};
 use crate::model::outcome::{Failure, SkipReason};
-use crate::model::playbook::{Playbook, ServiceState, Step};
+use crate::model::playbook::{Module, Playbook, ServiceState, Step};
 
 /// Whether `failed` of `total` exceeds `max_pct` percent.
 pub fn failure_exceeded(failed: usize, total: usize, max_pct: f64) -> bool {
@@ -21,9 +21,13 @@ pub fn batch_size(step: &Step, n: usize) -> usize {
     step.serial.map_or(n.max(1), |s| s.batch_size(n)).max(1)
 }
 
-/// Whether a step stops, restarts or masks its unit: what `protected`
-/// guards against.
+/// Whether a step stops, restarts or masks its unit, or replaces or
+/// removes its unit file (a `unit:` step: `absent` stops, disables and
+/// deletes; `present` overwrites): what `protected` guards against.
 pub fn is_disruptive(step: &Step) -> bool {
+    if let Module::Unit { .. } = step.module {
+        return true;
+    }
     let goal = goal_of(&step.module);
     matches!(
         goal.state,
@@ -76,8 +80,14 @@ pub fn pick_any(group: &[usize], candidate: impl Fn(usize) -> Candidate) -> Opti
 pub fn refuse_protected(step: &Step, task: &HostTask, host: &Host, allow: bool) -> Option<Failure> {
     (!allow && touches_protected(step, task, host)).then(|| {
         Failure::Refused(format!(
-            "step `{}` would stop/restart/mask {} on host `{}`, which the inventory marks protected; pass --allow-protected if that is intended",
-            step.id, task.unit, host.name
+            "step `{}` would {} {} on host `{}`, which the inventory marks protected; pass --allow-protected if that is intended",
+            step.id,
+            match step.module {
+                Module::Unit { .. } => "replace or remove the unit file of",
+                _ => "stop/restart/mask",
+            },
+            task.unit,
+            host.name
         ))
     })
 }
