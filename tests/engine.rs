@@ -56,7 +56,7 @@ fn job(playbook: &str) -> Result<Job, Error> {
 
 fn plan_of(job: &Job) -> Plan {
     let opts = PlanOptions {
-        forks: 4,
+        reach: drover::remote::fanout::Reach::default(),
         limit: None,
         facts_label: "<memory>".into(),
         keep_facts: false,

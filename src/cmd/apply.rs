@@ -42,6 +42,7 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
         report: a.report.clone(),
         saved,
         allow_drift: a.allow_drift,
+        ..ApplyOptions::default()
     };
     run(&job, &opts, a.format)
 }
@@ -62,7 +63,7 @@ pub(super) fn service(a: &ServiceArgs, color: bool) -> Result<i32> {
     )?;
     if a.dry_run {
         let opts = PlanOptions {
-            forks: a.forks,
+            reach: super::reach(a.forks, &a.timeout)?,
             limit: None,
             facts_label: String::new(),
             keep_facts: false,

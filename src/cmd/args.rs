@@ -144,6 +144,10 @@ pub struct HealthArgs {
     /// Hosts checked in parallel.
     #[arg(long, default_value_t = 16)]
     pub forks: usize,
+    /// Give up on a host that has not answered after this long; it is then
+    /// that host's error and the others are reported.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub timeout: String,
 }
 
 /// `drover check`.
@@ -185,6 +189,10 @@ pub struct PlanArgs {
     /// Hosts read in parallel (live plan).
     #[arg(long, default_value_t = 16)]
     pub forks: usize,
+    /// Give up on a host that has not answered after this long; it is then
+    /// that host's error and the others are reported.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub timeout: String,
 }
 
 /// `drover apply`.
@@ -246,6 +254,10 @@ pub struct StatusArgs {
     /// Hosts read in parallel.
     #[arg(long, default_value_t = 16)]
     pub forks: usize,
+    /// Give up on a host that has not answered after this long; it is then
+    /// that host's error and the others are reported.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub timeout: String,
 }
 
 /// The ad-hoc operations of `drover service`.
@@ -312,6 +324,10 @@ pub struct FactsArgs {
     /// Hosts read in parallel.
     #[arg(long, default_value_t = 16)]
     pub forks: usize,
+    /// Give up on a host that has not answered after this long; it is then
+    /// that host's error and the others are reported.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub timeout: String,
 }
 
 /// Output format of `plan`.

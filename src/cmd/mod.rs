@@ -139,6 +139,14 @@ fn run(cli: &Cli) -> Result<i32> {
     }
 }
 
+/// How hosts are read: `--forks` at once, each bounded by `--timeout`.
+fn reach(forks: usize, timeout: &str) -> Result<crate::remote::fanout::Reach> {
+    Ok(crate::remote::fanout::Reach::new(
+        forks,
+        duration_flag("--timeout", timeout)?,
+    ))
+}
+
 /// Parse a `--timeout`-like duration flag.
 fn duration_flag(flag: &str, raw: &str) -> Result<std::time::Duration> {
     crate::model::parse_duration(raw).map_err(|m| Error::Usage(format!("{flag}: {m}")))

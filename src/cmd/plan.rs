@@ -82,7 +82,7 @@ pub(super) fn plan(a: &PlanArgs, color: bool) -> Result<i32> {
     let format: Format = a.format.into();
     let (job, facts) = load(a)?;
     let opts = PlanOptions {
-        forks: a.forks,
+        reach: super::reach(a.forks, &a.timeout)?,
         limit: a.limit.clone(),
         facts_label: a
             .facts

@@ -9,7 +9,7 @@ use crate::model::inventory::Inventory;
 use crate::render::status::render_status_text;
 
 use super::args::{FactsArgs, HealthArgs, ReportFormat, StatusArgs};
-use super::runtime;
+use super::{reach, runtime};
 
 /// `drover status`: exit 4 if some host was unreachable, 2 if a read failed.
 pub(super) fn status(a: &StatusArgs, color: bool) -> Result<i32> {
@@ -18,7 +18,7 @@ pub(super) fn status(a: &StatusArgs, color: bool) -> Result<i32> {
         &inv,
         a.target.as_deref(),
         &a.units,
-        a.forks,
+        reach(a.forks, &a.timeout)?,
         &NoEvents,
     ))?;
     if a.format == ReportFormat::Json {
@@ -39,7 +39,7 @@ pub(super) fn facts(a: &FactsArgs) -> Result<i32> {
         &inv,
         a.target.as_deref(),
         &a.units,
-        a.forks,
+        reach(a.forks, &a.timeout)?,
         &NoEvents,
     ))?;
     crate::engine::files::save_facts(&facts, &a.out)?;
@@ -67,7 +67,7 @@ pub(super) fn health(a: &HealthArgs, color: bool) -> Result<i32> {
         http: a.http.clone(),
         tcp: a.tcp.clone(),
         command: a.command.clone(),
-        forks: a.forks,
+        reach: reach(a.forks, &a.timeout)?,
     };
     let report = runtime()?.block_on(crate::engine::health::health(&inv, &req))?;
     if a.format == ReportFormat::Json {

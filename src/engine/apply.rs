@@ -14,6 +14,7 @@ use crate::engine::saved::{Drift, SavedPlan};
 use crate::model::decide::check_protected;
 use crate::model::error::{Error, Result};
 use crate::model::report::JobReport;
+use crate::remote::fanout::Reach;
 
 /// How to apply a job.
 #[derive(Debug, Clone)]
@@ -38,6 +39,10 @@ pub struct ApplyOptions {
     pub saved: Option<SavedPlan>,
     /// With `saved`: apply although the hosts drifted.
     pub allow_drift: bool,
+    /// Bound on one host's read before the run (a saved plan's drift
+    /// check), which happens under the lock: a wedged host must not hold
+    /// it.
+    pub read_timeout: Duration,
 }
 
 impl Default for ApplyOptions {
@@ -52,6 +57,7 @@ impl Default for ApplyOptions {
             report: None,
             saved: None,
             allow_drift: false,
+            read_timeout: Reach::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -99,7 +105,10 @@ pub async fn apply(
     };
     // Drift is checked under the lock: no other apply of this playbook runs between.
     let drift = match &opts.saved {
-        Some(s) => crate::engine::saved::gate(job, s, opts.forks, opts.allow_drift).await?,
+        Some(s) => {
+            let reach = Reach::new(opts.forks, opts.read_timeout);
+            crate::engine::saved::gate(job, s, reach, opts.allow_drift).await?
+        }
         None => Vec::new(),
     };
     let job_id = uuid::Uuid::new_v4().to_string();

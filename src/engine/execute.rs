@@ -33,6 +33,7 @@ use crate::model::service::{decide_service, join_actions, Action, ServiceGoal};
 use crate::model::unit::UnitName;
 use crate::model::unitfile::UnitFileWant;
 use crate::remote::carrier::Session;
+use crate::remote::fanout::{connect_within, HostError, Reach};
 use crate::remote::systemd::{StateRead, Systemd, SystemdError};
 
 /// The inputs of one run.
@@ -158,9 +159,10 @@ impl<'a> Run<'a> {
                 .iter()
                 .map(|i| job.inventory.hosts[*i].clone())
                 .collect();
-            for r in crate::remote::fanout::connect_all(&hosts, spec.forks.max(1)).await {
+            let reach = Reach::new(spec.forks.max(1), spec.step_timeout);
+            for r in crate::remote::fanout::connect_all(&hosts, reach).await {
                 let h = involved[r.index];
-                let _ = slots[h].set(r.result.map(open_slot).map_err(|e| e.to_string()));
+                let _ = slots[h].set(r.result.map(open_slot).map_err(unreachable_text));
             }
         }
         let mut order_of = vec![0; job.playbook.steps.len()];
@@ -223,6 +225,16 @@ impl<'a> Run<'a> {
 
 fn interrupted(run: &Run<'_>) -> SkipReason {
     SkipReason::Interrupted(run.spec.stop.reason())
+}
+
+/// Why a host could not be connected, as `Failure::Unreachable` words it
+/// ("unreachable: " comes with the failure).
+fn unreachable_text(e: HostError) -> String {
+    match e {
+        HostError::Unreachable(c) => c.to_string(),
+        HostError::TimedOut(t) => format!("no answer within {}", humantime::format_duration(t)),
+        HostError::Failed(m) => m,
+    }
 }
 
 /// The host's open session, if any.
@@ -488,10 +500,10 @@ impl HostStep<'_, '_> {
         }
         let slot = run.slots[h]
             .get_or_init(|| async {
-                crate::remote::carrier::connect(host)
+                connect_within(host, run.spec.step_timeout)
                     .await
                     .map(open_slot)
-                    .map_err(|e| e.to_string())
+                    .map_err(unreachable_text)
             })
             .await;
         let session = match slot.as_ref().map(|m| m.lock().ok().and_then(|s| s.clone())) {
@@ -693,6 +705,21 @@ fn next_reading(run: &Run<'_>, si: usize, h: usize) -> Option<(UnitName, StateRe
 /// A host's maintenance flags: from the run's cache, read from the host on
 /// first use.
 async fn host_maintenance(
+    run: &Run<'_>,
+    h: usize,
+) -> std::result::Result<MaintenanceState, String> {
+    let limit = run.spec.step_timeout;
+    tokio::time::timeout(limit, read_host_maintenance(run, h))
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "cannot read the maintenance state: no answer within {}",
+                humantime::format_duration(limit)
+            ))
+        })
+}
+
+async fn read_host_maintenance(
     run: &Run<'_>,
     h: usize,
 ) -> std::result::Result<MaintenanceState, String> {

@@ -11,7 +11,7 @@ use crate::model::health::{
 use crate::model::inventory::{Host, Inventory};
 use crate::model::template::Templates;
 use crate::model::unit::UnitName;
-use crate::remote::fanout::{fan_out, HostError};
+use crate::remote::fanout::{fan_out, HostError, Reach};
 use crate::remote::probe::check_host;
 
 /// What to check: a unit on some hosts, with extra checks whose strings are
@@ -28,8 +28,8 @@ pub struct HealthRequest {
     pub tcp: Vec<String>,
     /// Commands run on the host.
     pub command: Vec<String>,
-    /// Hosts checked in parallel.
-    pub forks: usize,
+    /// Hosts checked in parallel, and the bound on one host's checks.
+    pub reach: Reach,
 }
 
 /// Check a unit's health on every selected host. Every check is rendered
@@ -40,7 +40,7 @@ pub async fn health(inv: &Inventory, req: &HealthRequest) -> Result<HealthReport
         .map_err(|m| Error::Usage(format!("UNIT `{}`: {m}", req.unit)))?;
     let per_host = render_checks(req, &hosts)?;
     let (unit_ref, per_host_ref) = (&unit, &per_host);
-    let results = fan_out(&hosts, req.forks, |i, session| async move {
+    let results = fan_out(&hosts, req.reach, |i, session| async move {
         let sd = session.systemd();
         let (facts, maint) = tokio::join!(
             sd.unit_facts(std::slice::from_ref(unit_ref)),

@@ -13,7 +13,7 @@ use crate::model::inventory::{Host, Inventory};
 use crate::model::report::Verdict;
 use crate::model::target::Selector;
 use crate::model::unit::UnitName;
-use crate::remote::fanout::{fan_out, HostError, HostResult};
+use crate::remote::fanout::{fan_out, HostError, HostResult, Reach};
 
 /// The hosts a `--target` selector picks (all hosts without one), in
 /// inventory order; unknown hostnames and empty matches are usage errors.
@@ -77,18 +77,18 @@ pub enum UnitSet {
 /// cannot use it either).
 pub async fn read_facts(
     hosts: &[Host],
-    forks: usize,
+    reach: Reach,
     units: impl Fn(usize) -> UnitSet,
     events: &dyn EventSink,
 ) -> (Facts, Vec<HostResult<()>>) {
-    read_facts_with(hosts, forks, units, |_| Vec::new(), events).await
+    read_facts_with(hosts, reach, units, |_| Vec::new(), events).await
 }
 
 /// [`read_facts`], also reading the maintenance state file (always) and
 /// the unit files `files(i)` names on `hosts[i]` (for `unit:` steps).
 pub async fn read_facts_with(
     hosts: &[Host],
-    forks: usize,
+    reach: Reach,
     units: impl Fn(usize) -> UnitSet,
     files: impl Fn(usize) -> Vec<UnitName>,
     events: &dyn EventSink,
@@ -97,7 +97,7 @@ pub async fn read_facts_with(
     let sets = &sets;
     let file_sets: Vec<Vec<UnitName>> = (0..hosts.len()).map(files).collect();
     let file_sets = &file_sets;
-    let results = fan_out(hosts, forks, |i, session| async move {
+    let results = fan_out(hosts, reach, |i, session| async move {
         // The state file and unit files travel over other channels of the
         // same connection, alongside the D-Bus reads.
         let extra = async {
@@ -189,14 +189,14 @@ pub async fn collect_facts(
     inv: &Inventory,
     target: Option<&str>,
     units: &[String],
-    forks: usize,
+    reach: Reach,
     events: &dyn EventSink,
 ) -> Result<(Facts, Vec<HostResult<()>>)> {
     let hosts = select_hosts(inv, target)?;
     let units = parse_units(units)?;
     Ok(read_facts(
         &hosts,
-        forks,
+        reach,
         |_| {
             if units.is_empty() {
                 UnitSet::AllServices
@@ -212,7 +212,7 @@ pub async fn collect_facts(
 /// Facts for a live plan: per host, exactly the units the expanded steps
 /// touch, read in parallel. Hosts no step touches are not contacted; they
 /// get an empty (reachable) entry, which the plan never consults.
-pub async fn plan_facts(job: &Job, forks: usize, events: &dyn EventSink) -> (Facts, bool) {
+pub async fn plan_facts(job: &Job, reach: Reach, events: &dyn EventSink) -> (Facts, bool) {
     let (inv, expanded) = (&job.inventory, &job.expanded);
     let mut per_host: BTreeMap<usize, BTreeSet<UnitName>> = BTreeMap::new();
     let mut files: BTreeMap<usize, BTreeSet<UnitName>> = BTreeMap::new();
@@ -241,7 +241,7 @@ pub async fn plan_facts(job: &Job, forks: usize, events: &dyn EventSink) -> (Fac
         .collect();
     let (read, results) = read_facts_with(
         &hosts,
-        forks,
+        reach,
         |i| UnitSet::These(units[i].clone()),
         |i| file_sets[i].clone(),
         events,

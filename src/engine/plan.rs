@@ -644,7 +644,7 @@ pub async fn plan(
     let (facts, source, incomplete) = match facts {
         Some(f) => (f, opts.facts_label.clone(), false),
         None => {
-            let (f, incomplete) = crate::engine::live::plan_facts(job, opts.forks, events).await;
+            let (f, incomplete) = crate::engine::live::plan_facts(job, opts.reach, events).await;
             (f, "live".to_string(), incomplete)
         }
     };
@@ -680,8 +680,8 @@ pub struct Planned {
 /// How to plan.
 #[derive(Debug, Clone)]
 pub struct PlanOptions {
-    /// Hosts read in parallel (live).
-    pub forks: usize,
+    /// Hosts read in parallel, and the bound on one host's read (live).
+    pub reach: crate::remote::fanout::Reach,
     /// `--limit` as given (labels the plan).
     pub limit: Option<String>,
     /// What the given facts are called ("FILE"), when facts are given.

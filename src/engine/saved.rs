@@ -17,6 +17,7 @@ use crate::model::facts::{Facts, HostFacts, UnitFacts};
 use crate::model::outcome::Status;
 use crate::model::service::{join_actions, Action};
 use crate::model::unit::UnitName;
+use crate::remote::fanout::Reach;
 
 /// The schema id a saved plan must carry.
 pub const PLAN_SCHEMA: &str = "drover.plan/1";
@@ -195,7 +196,7 @@ pub fn facts_used(job: &Job, facts: &Facts) -> Facts {
 }
 
 /// Read the facts of exactly the saved plan's hosts and units, live.
-pub async fn reread(job: &Job, saved: &Facts, forks: usize) -> Facts {
+pub async fn reread(job: &Job, saved: &Facts, reach: Reach) -> Facts {
     let hosts: Vec<crate::model::inventory::Host> = saved
         .hosts
         .keys()
@@ -218,7 +219,7 @@ pub async fn reread(job: &Job, saved: &Facts, forks: usize) -> Facts {
         .collect();
     let (read, _) = crate::engine::live::read_facts(
         &hosts,
-        forks,
+        reach,
         |i| crate::engine::live::UnitSet::These(units[i].clone()),
         &NoEvents,
     )
@@ -364,11 +365,11 @@ pub fn drift(job: &Job, saved: &SavedPlan, now: &Facts) -> Result<Vec<Drift>> {
 pub async fn gate(
     job: &Job,
     saved: &SavedPlan,
-    forks: usize,
+    reach: Reach,
     allow_drift: bool,
 ) -> Result<Vec<Drift>> {
     saved.check_inputs(job)?;
-    let now = reread(job, saved.saved_facts()?, forks).await;
+    let now = reread(job, saved.saved_facts()?, reach).await;
     let drifted = drift(job, saved, &now)?;
     if drifted.is_empty() || allow_drift {
         return Ok(drifted);

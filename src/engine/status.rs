@@ -12,6 +12,7 @@ use crate::model::error::Result;
 use crate::model::facts::{Facts, UnitFacts};
 use crate::model::inventory::Inventory;
 use crate::model::report::Verdict;
+use crate::remote::fanout::Reach;
 
 /// A unit's status in the listing shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -195,14 +196,14 @@ pub async fn status(
     inv: &Inventory,
     target: Option<&str>,
     units: &[String],
-    forks: usize,
+    reach: Reach,
     events: &dyn EventSink,
 ) -> Result<(StatusReport, Verdict)> {
     let hosts = select_hosts(inv, target)?;
     let units = parse_units(units)?;
     let (facts, results) = read_facts(
         &hosts,
-        forks,
+        reach,
         |_| {
             if units.is_empty() {
                 UnitSet::LoadedServices

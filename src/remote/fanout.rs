@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 
@@ -20,6 +21,36 @@ pub enum HostError {
     /// Connected, but the work failed.
     #[error("{0}")]
     Failed(String),
+    /// The host did not finish within the read's time bound (a wedged
+    /// sshd or dbus-daemon): as good as unreachable.
+    #[error("unreachable: no answer within {}", humantime::format_duration(*.0))]
+    TimedOut(Duration),
+}
+
+/// How hosts are read: how many at once, and how long one host may take
+/// (connecting included) before it is that host's error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    /// Hosts in flight at once.
+    pub forks: usize,
+    /// Bound on one host's connect and work.
+    pub timeout: Duration,
+}
+
+impl Reach {
+    /// The default bound on one host's read.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// `forks` hosts at once, each bounded by `timeout`.
+    pub fn new(forks: usize, timeout: Duration) -> Self {
+        Reach { forks, timeout }
+    }
+}
+
+impl Default for Reach {
+    fn default() -> Self {
+        Reach::new(16, Reach::DEFAULT_TIMEOUT)
+    }
 }
 
 impl From<SystemdError> for HostError {
@@ -31,7 +62,7 @@ impl From<SystemdError> for HostError {
 impl HostError {
     /// Whether the host was unreachable (as opposed to failing the work).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, HostError::Unreachable(_))
+        matches!(self, HostError::Unreachable(_) | HostError::TimedOut(_))
     }
 }
 
@@ -46,18 +77,28 @@ pub struct HostResult<T> {
     pub result: Result<T, HostError>,
 }
 
-/// Connect to every host, at most `forks` connections being set up at a
-/// time. Results come back in the order of `hosts`.
-pub async fn connect_all(hosts: &[Host], forks: usize) -> Vec<HostResult<Session>> {
+/// Connect to one host within `timeout` (ssh's own connect timeout does
+/// not cover a bus that never answers the D-Bus handshake).
+pub async fn connect_within(h: &Host, timeout: Duration) -> Result<Session, HostError> {
+    match tokio::time::timeout(timeout, carrier::connect(h)).await {
+        Ok(r) => r.map_err(HostError::from),
+        Err(_) => Err(HostError::TimedOut(timeout)),
+    }
+}
+
+/// Connect to every host, at most `reach.forks` connections being set up
+/// at a time, each within `reach.timeout`. Results come back in the order
+/// of `hosts`.
+pub async fn connect_all(hosts: &[Host], reach: Reach) -> Vec<HostResult<Session>> {
     let mut out: Vec<HostResult<Session>> = stream::iter(hosts.iter().enumerate())
         .map(|(index, h)| async move {
             HostResult {
                 index,
                 host: h.name.clone(),
-                result: carrier::connect(h).await.map_err(HostError::from),
+                result: connect_within(h, reach.timeout).await,
             }
         })
-        .buffer_unordered(forks.max(1))
+        .buffer_unordered(reach.forks.max(1))
         .collect()
         .await;
     out.sort_by_key(|r| r.index);
@@ -69,10 +110,12 @@ pub async fn close_all(sessions: impl IntoIterator<Item = Session>) {
     futures_util::future::join_all(sessions.into_iter().map(Session::close)).await;
 }
 
-/// For each host: connect, run `work`, close — at most `forks` hosts in
-/// flight. `work` gets the host's index in `hosts` and its session.
-/// Results come back in the order of `hosts`.
-pub async fn fan_out<T, F, Fut>(hosts: &[Host], forks: usize, work: F) -> Vec<HostResult<T>>
+/// For each host: connect, run `work`, close — at most `reach.forks`
+/// hosts in flight, each bounded by `reach.timeout` (a host that does not
+/// answer is its own error; the others go on). `work` gets the host's
+/// index in `hosts` and its session. Results come back in the order of
+/// `hosts`.
+pub async fn fan_out<T, F, Fut>(hosts: &[Host], reach: Reach, work: F) -> Vec<HostResult<T>>
 where
     F: Fn(usize, Arc<Session>) -> Fut,
     Fut: Future<Output = Result<T, HostError>>,
@@ -80,26 +123,35 @@ where
     let work = &work;
     let mut out: Vec<HostResult<T>> = stream::iter(hosts.iter().enumerate())
         .map(|(index, h)| async move {
-            let result = match carrier::connect(h).await {
-                Err(e) => Err(HostError::Unreachable(e)),
-                Ok(session) => {
-                    let session = Arc::new(session);
-                    let r = work(index, session.clone()).await;
-                    match Arc::try_unwrap(session) {
-                        Ok(s) => s.close().await,
-                        // The work kept a clone; its Drop stops the master.
-                        Err(_) => tracing::debug!("{}: session still shared after work", h.name),
+            let one = async {
+                match carrier::connect(h).await {
+                    Err(e) => Err(HostError::Unreachable(e)),
+                    Ok(session) => {
+                        let session = Arc::new(session);
+                        let r = work(index, session.clone()).await;
+                        match Arc::try_unwrap(session) {
+                            Ok(s) => s.close().await,
+                            // The work kept a clone; its Drop stops the master.
+                            Err(_) => {
+                                tracing::debug!("{}: session still shared after work", h.name)
+                            }
+                        }
+                        r
                     }
-                    r
                 }
             };
+            // Dropping the unfinished work drops its session, whose Drop
+            // stops the ssh master: nothing of a wedged host is left behind.
+            let result = tokio::time::timeout(reach.timeout, one)
+                .await
+                .unwrap_or(Err(HostError::TimedOut(reach.timeout)));
             HostResult {
                 index,
                 host: h.name.clone(),
                 result,
             }
         })
-        .buffer_unordered(forks.max(1))
+        .buffer_unordered(reach.forks.max(1))
         .collect()
         .await;
     out.sort_by_key(|r| r.index);
