@@ -136,7 +136,8 @@ macro_rules! preread_script {
         "while read -r k v _; do if [ \"$k\" = Uid: ]; then printf %s \"$v\"; break; fi; \
 done </proc/self/status; echo; \
 f=/var/lib/drover/maintenance.json; \
-if [ -e \"$f\" ]; then base64 -w0 \"$f\" 2>/dev/null || printf '!'; fi; echo"
+if [ -f \"$f\" ]; then base64 -w0 \"$f\" 2>/dev/null || printf '!'; \
+elif [ -e \"$f\" ] || [ -L \"$f\" ]; then printf '!'; fi; echo"
     };
 }
 
@@ -152,6 +153,37 @@ const BRIDGE_PREAMBLE: &str = concat!(preread_script!(), "; exec systemd-stdio-b
 /// default too).
 const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
 
+/// Most bytes a host command may print on each of stdout and stderr: no
+/// host, however broken or hostile, makes drover hold more.
+pub const OUTPUT_MAX: usize = 1 << 20;
+
+/// Read a stream to its end, or fail once it passes [`OUTPUT_MAX`].
+async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(r: Option<R>) -> io::Result<Vec<u8>> {
+    let Some(r) = r else {
+        return Ok(Vec::new());
+    };
+    let mut buf = Vec::new();
+    r.take(OUTPUT_MAX as u64 + 1).read_to_end(&mut buf).await?;
+    if buf.len() > OUTPUT_MAX {
+        return Err(io::Error::other(format!(
+            "the command printed more than {} KiB; refusing the rest",
+            OUTPUT_MAX / 1024
+        )));
+    }
+    Ok(buf)
+}
+
+/// A command's stdout and stderr, read side by side (a full pipe on one
+/// must not stall the other), each bounded.
+async fn bounded_pair<O, E>(out: Option<O>, err: Option<E>) -> io::Result<(Vec<u8>, Vec<u8>)>
+where
+    O: tokio::io::AsyncRead + Unpin,
+    E: tokio::io::AsyncRead + Unpin,
+{
+    let (o, e) = tokio::join!(read_bounded(out), read_bounded(err));
+    Ok((o?, e?))
+}
+
 /// The longest preamble line accepted (the state file is small).
 const PREAMBLE_MAX: usize = 1 << 20;
 
@@ -166,7 +198,7 @@ enum Link {
 struct SshLink {
     ssh: Option<Arc<openssh::Session>>,
     bridge: Option<openssh::Child<Arc<openssh::Session>>>,
-    master_pid: Option<u32>,
+    master: Option<Master>,
     control_dir: Option<tempfile::TempDir>,
     channels: Arc<Semaphore>,
     _bridge_permit: Option<OwnedSemaphorePermit>,
@@ -245,10 +277,16 @@ impl Session {
                         .await
                         .map_err(|e| failed(e.to_string()))?;
                 }
-                child
-                    .wait_with_output()
+                let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+                let (out, err) = bounded_pair(stdout, stderr)
                     .await
-                    .map_err(|e| failed(e.to_string()))
+                    .map_err(|e| failed(e.to_string()))?;
+                let status = child.wait().await.map_err(|e| failed(e.to_string()))?;
+                Ok(std::process::Output {
+                    status,
+                    stdout: out,
+                    stderr: err,
+                })
             }
             Link::Ssh(l) => {
                 let ssh = l
@@ -280,10 +318,18 @@ impl Session {
                         .map_err(|e| failed(e.to_string()))?;
                     stdin.shutdown().await.map_err(|e| failed(e.to_string()))?;
                 }
-                child
-                    .wait_with_output()
+                let (stdout, stderr) = (child.stdout().take(), child.stderr().take());
+                // Over the bound, the child is dropped: its channel closes
+                // and the remote command gets no further reader.
+                let (out, err) = bounded_pair(stdout, stderr)
                     .await
-                    .map_err(|e| failed(chain(&e)))
+                    .map_err(|e| failed(e.to_string()))?;
+                let status = child.wait().await.map_err(|e| failed(chain(&e)))?;
+                Ok(std::process::Output {
+                    status,
+                    stdout: out,
+                    stderr: err,
+                })
             }
         }
     }
@@ -309,20 +355,20 @@ impl SshLink {
         drop(self.bridge.take());
         self._bridge_permit.take();
         let ssh = self.ssh.take().and_then(|s| Arc::try_unwrap(s).ok());
-        match self.master_pid.take() {
-            Some(pid) => {
+        match self.master.take() {
+            Some(master) => {
                 // Stop the master directly, as `ssh -O exit` does: no mux
-                // round trips, and the pid tells us when it is gone.
+                // round trips, and the pidfd tells us when it is gone.
                 // Detach first so openssh does not also ask the (dying)
                 // master to stop.
                 if let Some(s) = ssh {
                     let _ = s.detach();
                 }
-                terminate(pid);
-                if !wait_gone(pid, MASTER_EXIT_WAIT).await {
-                    tracing::debug!(pid, "ssh master ignored SIGTERM; killing it");
-                    kill(pid, libc::SIGKILL);
-                    wait_gone(pid, MASTER_EXIT_WAIT).await;
+                master.signal(libc::SIGTERM);
+                if !master.wait_gone(MASTER_EXIT_WAIT).await {
+                    tracing::debug!(pid = master.pid, "ssh master ignored SIGTERM; killing it");
+                    master.signal(libc::SIGKILL);
+                    master.wait_gone(MASTER_EXIT_WAIT).await;
                 }
             }
             None => {
@@ -349,8 +395,8 @@ impl Drop for SshLink {
     fn drop(&mut self) {
         // Reached only when `close` was not called (an error path or a
         // panic): stop the master by pid so no ssh process is left behind.
-        if let Some(pid) = self.master_pid.take() {
-            terminate(pid);
+        if let Some(master) = self.master.take() {
+            master.signal(libc::SIGTERM);
         }
         if let Some(dir) = self.control_dir.as_ref() {
             kill_referencing(dir.path());
@@ -487,7 +533,7 @@ async fn connect_ssh(host: &Host) -> Result<Session, CarrierError> {
     let mut link = SshLink {
         ssh: Some(ssh.clone()),
         bridge: None,
-        master_pid: None,
+        master: None,
         control_dir: Some(control_dir),
         channels: Arc::new(Semaphore::new(MAX_CHANNELS)),
         _bridge_permit: None,
@@ -495,7 +541,7 @@ async fn connect_ssh(host: &Host) -> Result<Session, CarrierError> {
         preread: Default::default(),
     };
     // The master's pid, so close (and Drop) can make sure it is gone.
-    link.master_pid = master_pid(&ctl).await;
+    link.master = master_pid(&ctl).await.and_then(Master::open);
     let setup = async {
         // Without `become`, D-Bus goes over a forwarded stream to the bus
         // socket: no process on the host. `become` needs root's bus
@@ -845,10 +891,6 @@ fn classify_ssh(e: &openssh::Error) -> CarrierError {
     CarrierError::new(kind, detail)
 }
 
-fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid)
-}
-
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -859,31 +901,58 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// Wait (bounded) for a process that is not our child to exit. There is no
-/// exit notification for a non-child short of pidfd, so this checks /proc
-/// every 10 ms; it runs only while closing.
-async fn wait_gone(pid: u32, limit: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while pid_alive(pid) {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+/// The ssh master process, held by a pidfd: a signal reaches that process
+/// and never another that reused its pid after it exited.
+struct Master {
+    pid: u32,
+    fd: OwnedFd,
+}
+
+impl Master {
+    /// Pin the process the master's alive check named, right away.
+    fn open(pid: u32) -> Option<Master> {
+        let raw = libc::pid_t::try_from(pid).ok()?;
+        // SAFETY: pidfd_open(2) takes a pid and flags and returns a new
+        // descriptor (or -1); no memory is passed.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
+        let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+        // SAFETY: the kernel just returned this descriptor to us alone.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Some(Master { pid, fd })
     }
-    true
-}
 
-fn terminate(pid: u32) {
-    kill(pid, libc::SIGTERM);
-}
+    /// Send `signal` (0: only check); false once the process is gone.
+    fn signal(&self, signal: libc::c_int) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: pidfd_send_signal(2) on a pidfd we own, with no siginfo.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        rc == 0
+    }
 
-fn kill(pid: u32, signal: libc::c_int) {
-    if let Ok(p) = i32::try_from(pid) {
-        // SAFETY: kill(2) on a pid of our own ssh process; no memory is
-        // involved.
-        unsafe {
-            libc::kill(p, signal);
+    fn alive(&self) -> bool {
+        self.signal(0) && !is_zombie(self.pid)
+    }
+
+    /// Wait (bounded) for the master to exit. It is not our child, so
+    /// there is no exit status to wait for; this checks every 10 ms and
+    /// runs only while closing.
+    async fn wait_gone(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.alive() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        true
     }
 }
 
@@ -903,15 +972,23 @@ fn kill_referencing(dir: &Path) {
         else {
             continue;
         };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
+        let ours = || {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                return false;
+            };
+            let is_ssh = cmdline
+                .split(|b| *b == 0)
+                .next()
+                .is_some_and(|argv0| argv0 == b"ssh" || argv0.ends_with(b"/ssh"));
+            is_ssh && cmdline.windows(needle.len().max(1)).any(|w| w == needle)
         };
-        let is_ssh = cmdline
-            .split(|b| *b == 0)
-            .next()
-            .is_some_and(|argv0| argv0 == b"ssh" || argv0.ends_with(b"/ssh"));
-        if is_ssh && cmdline.windows(needle.len().max(1)).any(|w| w == needle) {
-            terminate(pid);
+        if !ours() {
+            continue;
+        }
+        // Pin the process, then look again: the signal goes to the process
+        // whose command line was read, never to one that reused its pid.
+        if let Some(process) = Master::open(pid).filter(|_| ours()) {
+            process.signal(libc::SIGTERM);
         }
     }
 }

@@ -9,9 +9,12 @@ use crate::model::maintenance::{
 use crate::model::service::Action;
 use crate::remote::carrier::Session;
 
-/// Prints the file if it exists, nothing otherwise (a constant script).
-const READ_SCRIPT: &str =
-    "f=/var/lib/drover/maintenance.json; if [ -e \"$f\" ]; then cat \"$f\"; fi";
+/// Prints the file if it exists, nothing otherwise; anything there that is
+/// not a regular file (a link to /dev/zero, a fifo) is an error, never read
+/// (a constant script).
+const READ_SCRIPT: &str = "f=/var/lib/drover/maintenance.json; \
+if [ -f \"$f\" ]; then cat \"$f\"; \
+elif [ -e \"$f\" ] || [ -L \"$f\" ]; then echo \"$f is not a regular file\" >&2; exit 3; fi";
 
 /// Writes stdin to the state file atomically: temp file in the same
 /// directory, flushed, renamed over the old one (a constant script).

@@ -10,8 +10,11 @@ use crate::model::unitfile::{decide_unit, unit_path, UnitFileWant};
 use crate::remote::carrier::Session;
 use crate::remote::systemd::Systemd;
 
-const READ_SCRIPT: &str =
-    "if [ -e \"$1\" ]; then printf 'present\\n'; cat -- \"$1\"; else printf 'absent\\n'; fi";
+/// Prints `present` and the file, or `absent`; anything there that is not
+/// a regular file (a link to /dev/zero, a fifo) is an error, never read.
+const READ_SCRIPT: &str = "if [ -f \"$1\" ]; then printf 'present\\n'; cat -- \"$1\"; \
+elif [ -e \"$1\" ] || [ -L \"$1\" ]; then echo \"$1 is not a regular file\" >&2; exit 3; \
+else printf 'absent\\n'; fi";
 const WRITE_SCRIPT: &str = "set -e; umask 022; t=$(mktemp \"$1.drover.XXXXXX\"); \
 trap 'rm -f \"$t\"' EXIT; cat > \"$t\"; chmod 644 \"$t\"; sync \"$t\" 2>/dev/null || true; \
 mv -f \"$t\" \"$1\"; trap - EXIT";
