@@ -6,6 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -33,9 +34,9 @@ pub fn lock_dir() -> PathBuf {
     }
 }
 
-/// The lock file of a playbook: named after the file, keyed by its
-/// absolute path so two checkouts of one playbook do not collide.
-pub fn lock_path(playbook: &Path) -> PathBuf {
+/// The lock file's name: the playbook's stem and a hash of its absolute
+/// path, so two checkouts of one playbook do not collide.
+fn lock_name(playbook: &Path) -> String {
     let abs = std::fs::canonicalize(playbook).unwrap_or_else(|_| playbook.to_path_buf());
     let key = crate::model::digest(abs.to_string_lossy().as_bytes());
     let stem = playbook
@@ -51,7 +52,48 @@ pub fn lock_path(playbook: &Path) -> PathBuf {
             }
         })
         .collect::<String>();
-    lock_dir().join(format!("{stem}-{}.lock", &key[..16]))
+    format!("{stem}-{}.lock", &key[..16])
+}
+
+/// Make sure the lock directory is ours alone: created 0700 if missing; an
+/// existing one must be a real directory (not a link), owned by us, and
+/// writable by nobody else. Without `XDG_RUNTIME_DIR` the fallback lives in
+/// the shared temp directory, where another user could have made it first.
+fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("create", dir, e)),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io("inspect", dir, e))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let why = if !meta.file_type().is_dir() {
+        Some("is not a directory (a link?)".to_string())
+    } else if meta.uid() != me {
+        Some(format!(
+            "belongs to uid {}, not to us (uid {me})",
+            meta.uid()
+        ))
+    } else if meta.permissions().mode() & 0o022 != 0 {
+        Some(format!(
+            "is writable by others (mode {:o})",
+            meta.permissions().mode() & 0o777
+        ))
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(Error::Refused(format!(
+            "lock directory {} {why}; remove it or set DROVER_LOCK_DIR to a private directory",
+            dir.display()
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn try_flock(f: &File) -> std::io::Result<bool> {
@@ -71,15 +113,21 @@ fn try_flock(f: &File) -> std::io::Result<bool> {
 /// Take the playbook's lock, or refuse (exit 3) naming the holder; with
 /// `wait`, retry until it is free or the wait is over.
 pub fn acquire(playbook: &Path, wait: Option<Duration>) -> Result<RunLock> {
-    let path = lock_path(playbook);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-    }
+    acquire_in(&lock_dir(), playbook, wait)
+}
+
+fn acquire_in(dir: &Path, playbook: &Path, wait: Option<Duration>) -> Result<RunLock> {
+    private_dir(dir)?;
+    let path = dir.join(lock_name(playbook));
+    // Never through a link: in a shared directory a link planted in our
+    // file's place would make the pid write below truncate another file.
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(|e| Error::io("open", &path, e))?;
     let deadline = wait.map(|w| Instant::now() + w);
@@ -138,5 +186,57 @@ mod tests {
         assert!(waited.is_err());
         drop(first);
         assert!(acquire(&pb, Some(Duration::from_millis(300))).is_ok());
+    }
+
+    #[test]
+    fn a_shared_or_foreign_lock_directory_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = private_dir(&open).unwrap_err();
+        assert!(
+            e.details().contains("writable by others"),
+            "{}",
+            e.details()
+        );
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        let e = private_dir(&link).unwrap_err();
+        assert!(e.details().contains("not a directory"), "{}", e.details());
+        if unsafe { libc::geteuid() } == 0 {
+            let foreign = dir.path().join("foreign");
+            std::fs::create_dir(&foreign).unwrap();
+            std::os::unix::fs::chown(&foreign, Some(65534), None).unwrap();
+            let e = private_dir(&foreign).unwrap_err();
+            assert!(
+                e.details().contains("belongs to uid 65534"),
+                "{}",
+                e.details()
+            );
+        }
+        let fresh = dir.path().join("fresh");
+        private_dir(&fresh).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn a_link_in_place_of_the_lock_file_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let locks = dir.path().join("locks");
+        private_dir(&locks).unwrap();
+        let pb = dir.path().join("nightly.yml");
+        std::fs::write(&pb, "x").unwrap();
+        std::os::unix::fs::symlink(&victim, locks.join(lock_name(&pb))).unwrap();
+        let e = acquire_in(&locks, &pb, None).unwrap_err();
+        assert!(e.details().contains("symbolic links"), "{}", e.details());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        // A real lock directory and file work as before.
+        std::fs::remove_file(locks.join(lock_name(&pb))).unwrap();
+        acquire_in(&locks, &pb, None).unwrap();
     }
 }
