@@ -186,3 +186,284 @@ fn apply_lines_and_summary() {
     ));
     insta::assert_snapshot!(text);
 }
+
+// Hostile hosts. Hosts choose much of what drover prints: systemd's
+// StatusText (any service sets it; it lands in job errors), maintenance
+// reasons, unit states, unit file content, command output. None of it may
+// drive the reviewer's terminal, forge a line, or break out of a markdown
+// cell, code span or fence.
+
+/// A StatusText-like error: clears the screen, paints, and forges a line.
+const STATUS_TEXT: &str = "Job for myapp.service failed: \x1b[2J\x1b[31mOWNED\nweb-9 ok";
+/// A maintenance reason that returns the carriage to overwrite its line.
+const REASON: &str = "disk swap\rall hosts healthy, nothing to see";
+/// The current unit file on web-1: a line that would close a ``` fence,
+/// a backtick run of 4, an escape sequence (terminal title) and a C1 CSI.
+/// The fence line comes first so the diff's context shows the unit's
+/// (hostile) active state too.
+const UNIT_FILE: &str =
+    "```\n[Service]\nExecStart=/bin/echo ````\nEnvironment=X=\x1b]0;pwned\x07\u{9b}2J\n";
+
+/// A plan over three hosts that send hostile text: web-1 a unit file,
+/// web-2 a maintenance reason, web-3 an unreachable error.
+fn hostile_plan() -> Plan {
+    let inventory = "hosts:\n  web-1: { address: 10.0.0.11 }\n  web-2: { address: 10.0.0.12 }\n  web-3: { address: 10.0.0.13 }\n";
+    let playbook = r#"name: hostile hosts
+steps:
+  - id: register
+    target: _all
+    unit: { name: myapp, content: "[Service]\nExecStart=/usr/bin/myapp\n" }
+  - id: lift
+    target: web-2
+    maintenance: { enable: false }
+"#;
+    let job = Job::from_text(
+        playbook,
+        Path::new("pb.yml"),
+        inventory,
+        Path::new("inv.yml"),
+        None,
+    )
+    .unwrap();
+    let unit = |active: &str| {
+        serde_json::json!({
+            "load_state": "loaded", "active_state": active, "sub_state": "running",
+            "unit_file_state": "enabled",
+        })
+    };
+    let facts = serde_json::json!({
+        "version": 1,
+        "collected_at": "2026-11-25T01:55:00Z",
+        "hosts": {
+            "web-1": {
+                "reachable": true,
+                "units": { "myapp.service": unit("active\u{1b}[8m") },
+                "unit_files": { "myapp.service": UNIT_FILE },
+            },
+            "web-2": {
+                "reachable": true,
+                "maintenance": { "reason": REASON, "since": "2026-11-24T18:00:00Z" },
+                "units": { "myapp.service": unit("active") },
+                "unit_files": { "myapp.service": null },
+            },
+            "web-3": { "reachable": false, "error": STATUS_TEXT },
+        }
+    });
+    let facts = Facts::from_json(&facts.to_string(), Path::new("facts.json")).unwrap();
+    simulate(
+        &job,
+        &facts,
+        PlanLabels {
+            facts_source: "facts.json",
+            limit: None,
+        },
+    )
+    .unwrap()
+}
+
+/// What no terminal output may hold: ESC, CR, BEL, C1 controls, and a line
+/// that starts with text a host forged after a newline.
+fn assert_inert(what: &str, text: &str) {
+    for c in text.chars() {
+        assert!(
+            c == '\n' || !c.is_control(),
+            "{what}: raw control {c:?} in:\n{text}"
+        );
+    }
+    for l in text.lines() {
+        assert!(
+            !l.starts_with("web-9") && !l.starts_with("all hosts healthy"),
+            "{what}: a host forged a line: {l:?}"
+        );
+    }
+}
+
+#[test]
+fn hostile_plan_as_text() {
+    let text = render::plan::render_text(&hostile_plan(), false);
+    assert_inert("plan text", &text);
+    // The unit file keeps its line structure, each line escaped.
+    assert!(text.contains("\n-    | ```\n"), "{text}");
+    assert!(
+        text.contains("\n-    | Environment=X=\\u{1b}]0;pwned\\u{7}\\u{9b}2J\n"),
+        "{text}"
+    );
+    insta::assert_snapshot!(text);
+    // Colour adds drover's own escapes, and only those.
+    let color = render::plan::render_text(&hostile_plan(), true);
+    assert!(!color.contains("\x1b[2J") && !color.contains("\x1b]0;") && !color.contains('\r'));
+}
+
+/// Cells of a GFM table row: `|` splits unless backslash-escaped, and a
+/// backslash escapes the character after it (so `\\|` does split).
+fn gfm_cells(row: &str) -> usize {
+    let mut pipes = 0;
+    let mut chars = row.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '|' => pipes += 1,
+            _ => {}
+        }
+    }
+    pipes - 1
+}
+
+/// Every table row has its header's cells, and every fenced block is
+/// closed only by its own fence.
+fn assert_markdown_holds(md: &str) {
+    let mut header = None;
+    let mut fence: Option<usize> = None;
+    for l in md.lines() {
+        // A closing fence may be indented by up to three spaces.
+        let bare = l
+            .strip_prefix("   ")
+            .or(l.strip_prefix("  "))
+            .or(l.strip_prefix(' '));
+        let bare = bare.unwrap_or(l);
+        let ticks = bare.len() - bare.trim_start_matches('`').len();
+        match fence {
+            Some(n) if ticks >= n && bare[ticks..].trim().is_empty() => fence = None,
+            Some(_) => {}
+            None if ticks >= 3 => fence = Some(ticks),
+            None if l.starts_with('|') => {
+                let n = gfm_cells(l);
+                let h = *header.get_or_insert(n);
+                assert_eq!(n, h, "row with {n} cells, header has {h}: {l}");
+            }
+            None => header = None,
+        }
+        if fence.is_some() && ticks < 3 {
+            assert!(!l.starts_with("</details>"), "a fence swallowed its block");
+        }
+    }
+    assert_eq!(fence, None, "a fence is left open");
+}
+
+#[test]
+fn hostile_plan_as_markdown() {
+    let md = render::plan::render_markdown(&hostile_plan());
+    assert_inert("plan markdown", &md);
+    assert_markdown_holds(&md);
+    // The unit file holds runs of 3 and 4 backticks: a fence of 5.
+    assert!(md.contains("\n`````diff\n"), "{md}");
+    insta::assert_snapshot!(md);
+}
+
+#[test]
+fn markdown_tables_keep_their_cells() {
+    // A step with two targets joins them with `|` in a cell.
+    assert_markdown_holds(&render::plan::render_markdown(&example_plan()));
+}
+
+#[test]
+fn hostile_plan_as_json_stays_raw_and_escaped_by_serde() {
+    let json = render::plan::render_json(&hostile_plan());
+    assert!(!json.contains('\x1b') && !json.contains('\r'));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let errors: Vec<&str> = v["steps"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["error"].as_str())
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.ends_with(STATUS_TEXT)),
+        "{errors:?}"
+    );
+    assert!(errors.iter().any(|e| e.ends_with(REASON)), "{errors:?}");
+}
+
+#[test]
+fn hostile_status_table() {
+    let mut odd = entry(
+        "web-1",
+        "evil\x1b[2J.service",
+        ServiceStatus::Running,
+        Some(7),
+    );
+    odd.start_time = Some("2026-11-27T01:00:00Z\r1999-01-01".into());
+    let mut masked = entry("web-1", "demo-web.service", ServiceStatus::Stopped, None);
+    masked.load_state = "masked\x1b[31m".into();
+    let report = StatusReport {
+        services: vec![odd, masked],
+        errors: vec![StatusError {
+            hostname: "web-3".into(),
+            error: format!("cannot read units: {STATUS_TEXT}"),
+            unreachable: false,
+        }],
+        maintenance: vec![MaintenanceEntry {
+            hostname: "web-2".into(),
+            unit: Some("demo\u{9b}web.service".into()),
+            reason: REASON.into(),
+            since: "2026-11-29T22:00:00.000Z\x07".into(),
+        }],
+    };
+    let text = render::status::render_status_text(&report, false);
+    assert_inert("status", &text);
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn hostile_apply_lines() {
+    let failed = result(
+        "web-3",
+        "restart-web",
+        "restart",
+        1503,
+        Outcome::failed(Failure::JobFailed(STATUS_TEXT.into())),
+    );
+    let skipped = result(
+        "web-4",
+        "restart-web",
+        "none",
+        0,
+        Outcome::Skipped(SkipReason::Maintenance(REASON.into())),
+    );
+    let mut odd = result(
+        "web-5",
+        "restart-web",
+        "restart",
+        1,
+        Outcome::Ok { changed: true },
+    );
+    odd.name = "demo\tweb\x1b[1A.service".into();
+    let text: String = [failed, skipped, odd]
+        .iter()
+        .map(|r| render::apply::result_line(r, false) + "\n")
+        .collect();
+    assert_inert("apply lines", &text);
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn hostile_health_text() {
+    use drover::model::health::{Health, HealthReport, HostHealth};
+    let host = |name: &str, status: Health, note: &str| HostHealth {
+        hostname: name.into(),
+        status,
+        note: note.into(),
+        checks: Vec::new(),
+    };
+    let report = HealthReport {
+        unit: "demo-web.service".into(),
+        status: Health::Critical,
+        hosts: vec![
+            host(
+                "web-1",
+                Health::Critical,
+                "command exited 2: \x1b[2J\x1b[32mPASSING\nweb-9 passing",
+            ),
+            host(
+                "web-2",
+                Health::Warning,
+                &format!("in maintenance: {REASON}"),
+            ),
+        ],
+    };
+    let text = render::health::render_text(&report, false);
+    assert_inert("health", &text);
+    insta::assert_snapshot!(text);
+}

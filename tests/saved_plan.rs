@@ -165,7 +165,7 @@ fn allow_drift_needs_a_plan() {
         "examples/inventory.yml",
         "--allow-drift",
     ]);
-    assert_eq!(o.status.code(), Some(2), "clap usage error");
+    assert_eq!(o.status.code(), Some(1), "a usage error is invalid input");
     assert!(String::from_utf8_lossy(&o.stderr).contains("--plan"));
 }
 

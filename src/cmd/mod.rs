@@ -26,9 +26,10 @@ mod plan;
 mod progress;
 mod read;
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::model::error::{Error, Result};
 use crate::model::report::Verdict;
@@ -64,7 +65,10 @@ fn init_logging(cli: &Cli) {
 
 /// Parse the command line, run, and return the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e, &std::env::args_os().skip(1).collect::<Vec<_>>()),
+    };
     init_logging(&cli);
     let json_errors = match &cli.command {
         Command::Check(a) => a.format == ReportFormat::Json,
@@ -88,6 +92,84 @@ pub fn main() -> i32 {
             }
         }
     }
+}
+
+/// Print what clap says about a command line it did not run, and pick the
+/// exit code.
+///
+/// clap exits 2 by itself, but 2 is drover's "a host failed" and, for
+/// `plan --detailed-exitcode`, "changes pending": a cron wrapper or a CI
+/// job would read a typo as pending changes. A usage error is invalid
+/// input (1) like any other, and 3 (unknown) for `health`, which follows
+/// the monitoring-plugin convention. `--help`, `--version` and `help`
+/// print and succeed; a bare `drover` prints help too, but to stderr, and
+/// is an error, since nothing asked for it ran.
+fn usage_error(e: &clap::Error, args: &[OsString]) -> i32 {
+    use clap::error::ErrorKind;
+    // clap's own text: help and version on stdout, errors on stderr. A
+    // closed stream is no reason to change the exit code.
+    let _ = e.print();
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        return 0;
+    }
+    if json_requested(args) {
+        outln!("{}", Error::Usage(clap_details(e)).to_json());
+    }
+    if subcommand_of(args).is_some_and(|c| c == "health") {
+        crate::model::health::Health::Unknown.exit_code()
+    } else {
+        Verdict::Invalid.exit_code()
+    }
+}
+
+/// clap's message in one line, for the `details` of a JSON error.
+fn clap_details(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l).to_string())
+        .unwrap_or_else(|| "the command line could not be parsed".into())
+}
+
+/// Whether the command line asks for JSON (`--format json` or
+/// `--format=json`), read from the raw arguments since clap gave up.
+fn json_requested(args: &[OsString]) -> bool {
+    args.iter().enumerate().any(|(i, a)| {
+        a == "--format=json" || (a == "--format" && args.get(i + 1).is_some_and(|v| v == "json"))
+    })
+}
+
+/// The subcommand of a command line clap could not parse: the first
+/// argument that is neither a flag nor the value of a global flag.
+fn subcommand_of(args: &[OsString]) -> Option<String> {
+    let cli = Cli::command();
+    let global_takes_value = |flag: &str| {
+        cli.get_arguments().any(|a| {
+            a.get_action().takes_values()
+                && (flag
+                    .strip_prefix("--")
+                    .is_some_and(|l| a.get_long() == Some(l))
+                    || flag
+                        .strip_prefix('-')
+                        .and_then(|s| s.parse::<char>().ok())
+                        .is_some_and(|s| a.get_short() == Some(s)))
+        })
+    };
+    let mut args = args.iter();
+    while let Some(a) = args.next() {
+        let a = a.to_string_lossy();
+        if a == "--" {
+            return args.next().map(|a| a.to_string_lossy().into_owned());
+        }
+        if !a.starts_with('-') || a == "-" {
+            return Some(a.into_owned());
+        }
+        if !a.contains('=') && global_takes_value(&a) {
+            args.next();
+        }
+    }
+    None
 }
 
 /// Print an error in the one format drover uses.

@@ -5,9 +5,11 @@ use std::path::Path;
 
 use crate::model::outcome::Status;
 use crate::model::report::{JobReport, JobResult};
+use crate::render::escape::one_line;
 use crate::render::paint;
 
 /// One result as a line: host, step, unit, action, verdict, time, error.
+/// Every field is escaped: the error carries host text (StatusText, stderr).
 pub fn result_line(r: &JobResult, color: bool) -> String {
     let word = match (r.status, r.changed) {
         (Status::Ok, true) => "changed",
@@ -18,22 +20,27 @@ pub fn result_line(r: &JobResult, color: bool) -> String {
     let word = paint(word, r.status, r.changed, color);
     let mut s = format!(
         "{:<14} {:<16} {:<24} {:<16} {} ({} ms)",
-        r.hostname, r.step, r.name, r.action, word, r.duration_ms
+        one_line(&r.hostname),
+        one_line(&r.step),
+        one_line(&r.name),
+        one_line(&r.action),
+        word,
+        r.duration_ms
     );
     if let Some(e) = &r.error {
-        s.push_str(&format!(": {e}"));
+        s.push_str(&format!(": {}", one_line(e)));
     }
     s
 }
 
 /// The first line of a run.
 pub fn job_header(job_id: &str, name: &str) -> String {
-    format!("job {job_id}: {name}")
+    format!("job {}: {}", one_line(job_id), one_line(name))
 }
 
 /// The line when a step starts (plain output).
 pub fn step_line(step: &str, hosts: usize) -> String {
-    format!("step {step}: {hosts} host(s)")
+    format!("step {}: {hosts} host(s)", one_line(step))
 }
 
 /// The closing lines: counts, and where the report and journal are.
@@ -41,13 +48,17 @@ pub fn summary(report: &JobReport, report_file: Option<&Path>, journal: Option<&
     let (changed, ok, skipped, failed) = report.counts();
     let mut s = format!(
         "job {} {}: {changed} changed, {ok} ok, {skipped} skipped, {failed} failed\n",
-        report.job_id, report.outcome
+        one_line(&report.job_id),
+        report.outcome
     );
     if let Some(r) = report_file {
-        s.push_str(&format!("report: {}\n", r.display()));
+        s.push_str(&format!("report: {}\n", one_line(&r.display().to_string())));
     }
     if let Some(j) = journal {
-        s.push_str(&format!("journal: {}\n", j.display()));
+        s.push_str(&format!(
+            "journal: {}\n",
+            one_line(&j.display().to_string())
+        ));
     }
     s
 }

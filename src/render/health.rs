@@ -1,8 +1,10 @@
 //! `health` as text: the worst level with counts, then a line per host.
 
 use crate::model::health::{Health, HealthReport};
+use crate::render::escape::one_line;
 
-/// Text: the worst level with counts, then one line per host.
+/// Text: the worst level with counts, then one line per host. Notes are
+/// host text (a check command's output, a maintenance reason): escaped.
 pub fn render_text(r: &HealthReport, color: bool) -> String {
     use owo_colors::OwoColorize;
     let paint = |h: Health| {
@@ -21,20 +23,25 @@ pub fn render_text(r: &HealthReport, color: bool) -> String {
     let mut out = format!(
         "HEALTH {} {}: {} passing, {} warning, {} critical, {} unknown\n",
         paint(r.status),
-        r.unit,
+        one_line(&r.unit),
         count(Health::Passing),
         count(Health::Warning),
         count(Health::Critical),
         count(Health::Unknown)
     );
-    let width = r.hosts.iter().map(|h| h.hostname.len()).max().unwrap_or(0);
+    let width = r
+        .hosts
+        .iter()
+        .map(|h| one_line(&h.hostname).len())
+        .max()
+        .unwrap_or(0);
     for h in &r.hosts {
         let pad = " ".repeat(8usize.saturating_sub(h.status.as_str().len()));
         out.push_str(&format!(
             "{:<width$}  {}{pad}  {}\n",
-            h.hostname,
+            one_line(&h.hostname),
             paint(h.status),
-            h.note
+            one_line(&h.note)
         ));
     }
     out

@@ -12,6 +12,7 @@ use crate::engine::plan::{HostChanges, Plan, HOST_DOC};
 use crate::model::facts::UnitFacts;
 use crate::model::outcome::Status;
 use crate::model::service::join_actions;
+use crate::render::escape::one_line;
 use crate::render::paint;
 
 /// Output format of `plan`.
@@ -35,22 +36,27 @@ fn enabled_word(u: &UnitFacts) -> &str {
     }
 }
 
-/// The state document of one unit: what the diff compares.
+/// The state document of one unit: what the diff compares. Each line is
+/// escaped on its own: states, maintenance reasons and unit file content
+/// come from the host, and one of them must neither drive the terminal nor
+/// add a line of its own to the document (unit file content arrives
+/// already split into lines, so the file keeps its shape).
 fn state_doc(name: &str, u: &UnitFacts, extra: &[String], actions: &[String]) -> String {
+    let name = one_line(name);
     let mut s = if name == HOST_DOC {
         format!("{name}\n")
     } else {
         format!(
             "{name}\n  active: {}\n  enabled: {}\n",
-            u.active_state,
-            enabled_word(u)
+            one_line(&u.active_state),
+            one_line(enabled_word(u))
         )
     };
     for l in extra {
-        let _ = writeln!(s, "{l}");
+        let _ = writeln!(s, "{}", one_line(l));
     }
     for a in actions {
-        let _ = writeln!(s, "  do: {a}");
+        let _ = writeln!(s, "  do: {}", one_line(a));
     }
     s
 }
@@ -75,7 +81,8 @@ pub fn host_diff_cached(h: &HostChanges, cache: &mut DiffCache) -> String {
         before.push_str(&state_doc(&u.name, &u.before, &u.before_extra, &[]));
         after.push_str(&state_doc(&u.name, &u.after, &u.after_extra, &u.actions));
     }
-    let header = format!("--- {} (now)\n+++ {} (planned)\n", h.hostname, h.hostname);
+    let host = one_line(&h.hostname);
+    let header = format!("--- {host} (now)\n+++ {host} (planned)\n");
     let key = (before, after);
     if let Some(hunks) = cache.hunks.get(&key) {
         return format!("{header}{hunks}");
@@ -106,7 +113,8 @@ fn result_word(status: Status, changed: bool) -> &'static str {
 
 const BANNER: &str = "DRY RUN: drover plan changed nothing on any host.";
 
-/// Terminal text; `color` only on a TTY.
+/// Terminal text; `color` only on a TTY. Everything not drover's own
+/// words is escaped (see [`one_line`]).
 pub fn render_text(plan: &Plan, color: bool) -> String {
     let mut o = String::new();
     let banner = if color {
@@ -115,26 +123,37 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         BANNER.to_string()
     };
     let _ = writeln!(o, "{banner}");
-    let _ = writeln!(o, "playbook: {} ({})", plan.name, plan.playbook.path);
-    let _ = writeln!(o, "inventory: {}", plan.inventory.path);
+    let _ = writeln!(
+        o,
+        "playbook: {} ({})",
+        one_line(&plan.name),
+        one_line(&plan.playbook.path)
+    );
+    let _ = writeln!(o, "inventory: {}", one_line(&plan.inventory.path));
     let _ = writeln!(
         o,
         "facts: {} (collected {})",
-        plan.facts_source, plan.facts_collected_at
+        one_line(&plan.facts_source),
+        one_line(&plan.facts_collected_at)
     );
     if let Some(l) = &plan.limit {
-        let _ = writeln!(o, "limit: {l}");
+        let _ = writeln!(o, "limit: {}", one_line(l));
     }
     for s in &plan.steps {
-        let _ = write!(o, "\nstep {}  target {}", s.id, s.target.join(" | "));
+        let _ = write!(
+            o,
+            "\nstep {}  target {}",
+            one_line(&s.id),
+            one_line(&s.target.join(" | "))
+        );
         if !s.needs.is_empty() {
-            let _ = write!(o, "  after {}", s.needs.join(", "));
+            let _ = write!(o, "  after {}", one_line(&s.needs.join(", ")));
         }
         if s.batch_size > 0 {
             let _ = write!(o, "  serial {}", s.batch_size);
         }
         if !s.picked.is_empty() {
-            let _ = write!(o, "  _any picks {}", s.picked.join(", "));
+            let _ = write!(o, "  _any picks {}", one_line(&s.picked.join(", ")));
         }
         o.push('\n');
         if s.results.is_empty() {
@@ -143,7 +162,7 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         let width = s
             .results
             .iter()
-            .map(|r| r.hostname.len())
+            .map(|r| one_line(&r.hostname).len())
             .max()
             .unwrap_or(0);
         for r in &s.results {
@@ -157,10 +176,13 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
             let _ = write!(
                 o,
                 "  {:width$}  {:<9} {}  {}{batch}",
-                r.hostname, what, r.name, word
+                one_line(&r.hostname),
+                what,
+                one_line(r.name.as_str()),
+                word
             );
             if let Some(e) = &r.error {
-                let _ = write!(o, "  ({e})");
+                let _ = write!(o, "  ({})", one_line(e));
             }
             o.push('\n');
         }
@@ -191,31 +213,99 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
     o
 }
 
-fn md_escape(s: &str) -> String {
-    s.replace('|', "\\|")
+/// Text for markdown prose or a table cell: one line (a newline would end
+/// the table row), no cell break (`|`), no HTML and no link, and a
+/// backslash of the content cannot escape drover's own characters (`\|`
+/// would otherwise read as an escaped backslash and a cell break).
+fn md_text(s: &str) -> String {
+    let s = one_line(s);
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' | '|' | '[' | ']' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text inside HTML (the `<summary>` of a host's diff).
+fn html_text(s: &str) -> String {
+    one_line(s)
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
 
-/// Markdown for a pull-request comment: summary table, then a collapsible diff per host.
+/// The longest run of backticks in `s`.
+fn backtick_run(s: &str) -> usize {
+    s.split(|c| c != '`').map(str::len).max().unwrap_or(0)
+}
+
+/// `s` as an inline code span that its own backticks cannot close: the
+/// fence is longer than any run inside, padded with a space when the
+/// content starts or ends with a backtick, as CommonMark allows. In a
+/// table cell a `|` is escaped too: GFM splits cells before code spans.
+fn md_code(s: &str, in_table: bool) -> String {
+    let mut text = one_line(s).into_owned();
+    if in_table {
+        text = text.replace('|', "\\|");
+    }
+    if text.is_empty() {
+        return text;
+    }
+    let ticks = "`".repeat(backtick_run(&text) + 1);
+    let pad = if text.starts_with('`')
+        || text.ends_with('`')
+        || (text.starts_with(' ') && text.ends_with(' ') && !text.trim().is_empty())
+    {
+        " "
+    } else {
+        ""
+    };
+    format!("{ticks}{pad}{text}{pad}{ticks}")
+}
+
+/// A fenced code block that no line of `body` can close: the fence is
+/// longer than any backtick run inside (at least three), as CommonMark
+/// allows, so a unit file holding a ``` line stays inside the diff.
+fn md_fence(info: &str, body: &str) -> String {
+    let fence = "`".repeat(backtick_run(body).max(2) + 1);
+    let nl = if body.is_empty() || body.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
+    format!("{fence}{info}\n{body}{nl}{fence}")
+}
+
+/// Markdown for a pull-request comment: summary table, then a collapsible
+/// diff per host. Content from hosts and files cannot break out of its
+/// cell, code span or fence, nor carry controls into a CI log.
 pub fn render_markdown(plan: &Plan) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "### drover plan: {}\n", md_escape(&plan.name));
+    let _ = writeln!(o, "### drover plan: {}\n", md_text(&plan.name));
     let _ = writeln!(o, "> **Dry run**: nothing was changed on any host.");
     let _ = writeln!(
         o,
-        "> Playbook `{}`, inventory `{}`, facts {} (collected {}).{}\n",
-        plan.playbook.path,
-        plan.inventory.path,
+        "> Playbook {}, inventory {}, facts {} (collected {}).{}\n",
+        md_code(&plan.playbook.path, false),
+        md_code(&plan.inventory.path, false),
         if plan.facts_source == "live" {
             "read live".to_string()
         } else {
-            format!("`{}`", plan.facts_source)
+            md_code(&plan.facts_source, false)
         },
-        plan.facts_collected_at,
+        md_text(&plan.facts_collected_at),
         plan.limit
             .as_ref()
-            .map(|l| format!(" Limit `{l}`."))
+            .map(|l| format!(" Limit {}.", md_code(l, false)))
             .unwrap_or_default()
     );
     let s = plan.summary;
@@ -250,8 +340,8 @@ pub fn render_markdown(plan: &Plan) -> String {
     for (h, (c, ops)) in &rows {
         let _ = writeln!(
             o,
-            "| `{}` | {} | {} | {} | {} | {} |",
-            h,
+            "| {} | {} | {} | {} | {} | {} |",
+            md_code(h, true),
             c[0],
             c[1],
             c[2],
@@ -259,7 +349,7 @@ pub fn render_markdown(plan: &Plan) -> String {
             if ops.is_empty() {
                 "-".to_string()
             } else {
-                md_escape(&ops.join(", "))
+                md_text(&ops.join(", "))
             }
         );
     }
@@ -274,18 +364,18 @@ pub fn render_markdown(plan: &Plan) -> String {
             let ops: Vec<String> = r.actions.iter().map(|a| a.to_string()).collect();
             let _ = writeln!(
                 o,
-                "| `{}` | `{}` | `{}` | `{}` | {} | {} | {} |",
-                st.id,
-                md_escape(&st.target.join(" \\| ")),
-                r.hostname,
-                r.name,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                md_code(&st.id, true),
+                md_code(&st.target.join(" | "), true),
+                md_code(&r.hostname, true),
+                md_code(r.name.as_str(), true),
                 result_word(r.status, r.changed),
                 if ops.is_empty() {
                     "-".into()
                 } else {
                     ops.join("+")
                 },
-                md_escape(r.error.as_deref().unwrap_or(""))
+                md_text(r.error.as_deref().unwrap_or(""))
             );
         }
     }
@@ -298,13 +388,13 @@ pub fn render_markdown(plan: &Plan) -> String {
             let _ = writeln!(
                 o,
                 "<details><summary><code>{}</code>: {n} operation{}</summary>\n",
-                h.hostname,
+                html_text(&h.hostname),
                 if n == 1 { "" } else { "s" }
             );
             let _ = writeln!(
                 o,
-                "```diff\n{}```\n</details>\n",
-                host_diff_cached(h, &mut cache)
+                "{}\n</details>\n",
+                md_fence("diff", &host_diff_cached(h, &mut cache))
             );
         }
     }

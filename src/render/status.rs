@@ -1,6 +1,7 @@
 //! The `status` listing as aligned columns.
 
 use crate::engine::status::{ServiceStatus, StatusReport};
+use crate::render::escape::one_line;
 
 /// An uptime as Python's timedelta prints it: "3 days, 0:58:59", "0:00:07".
 pub fn format_uptime(secs: u64) -> String {
@@ -15,23 +16,27 @@ pub fn format_uptime(secs: u64) -> String {
 }
 
 /// Render the report as aligned columns; `color` adds colour (on a TTY).
+/// Every cell, error and reason is host text, escaped before it is
+/// measured so the columns stay aligned.
 pub fn render_status_text(r: &StatusReport, color: bool) -> String {
     use owo_colors::OwoColorize;
     let header = ["HOST", "UNIT", "STATUS", "START TIME", "UPTIME"];
     let mut rows: Vec<[String; 5]> = Vec::new();
     for s in &r.services {
-        let mut name = s.name.clone();
+        let mut name = one_line(&s.name).into_owned();
         if s.load_state != "loaded" {
-            name.push_str(&format!(" ({})", s.load_state));
+            name.push_str(&format!(" ({})", one_line(&s.load_state)));
         }
         if s.maintenance.is_some() {
             name.push_str(" [maintenance]");
         }
         rows.push([
-            s.hostname.clone(),
+            one_line(&s.hostname).into_owned(),
             name,
             s.status.as_str().to_string(),
-            s.start_time.clone().unwrap_or_else(|| "-".into()),
+            s.start_time
+                .as_deref()
+                .map_or_else(|| "-".into(), |t| one_line(t).into_owned()),
             s.uptime.map(format_uptime).unwrap_or_else(|| "-".into()),
         ]);
     }
@@ -86,8 +91,8 @@ pub fn render_status_text(r: &StatusReport, color: bool) -> String {
         };
         out.push_str(&format!(
             "{:<w$}  {word}  {}\n",
-            e.hostname,
-            e.error,
+            one_line(&e.hostname),
+            one_line(&e.error),
             w = width[0]
         ));
     }
@@ -99,10 +104,10 @@ pub fn render_status_text(r: &StatusReport, color: bool) -> String {
         };
         out.push_str(&format!(
             "{:<w$}  {word}  {}: {} (since {})\n",
-            m.hostname,
-            m.unit.as_deref().unwrap_or("whole host"),
-            m.reason,
-            m.since,
+            one_line(&m.hostname),
+            one_line(m.unit.as_deref().unwrap_or("whole host")),
+            one_line(&m.reason),
+            one_line(&m.since),
             w = width[0]
         ));
     }
