@@ -14,6 +14,7 @@ use crate::model::error::{Error, Result};
 use crate::model::inventory::Inventory;
 use crate::model::report::Verdict;
 use crate::render::apply::{job_header, summary};
+use crate::render::escape::one_line;
 use crate::render::plan::{render, Format};
 
 use super::args::{ApplyArgs, MaintenanceAction, MaintenanceArgs, ReportFormat, ServiceArgs};
@@ -131,7 +132,11 @@ fn run(job: &Job, opts: &ApplyOptions, format: ReportFormat) -> Result<i32> {
         applied
     })?;
     if !applied.drift.is_empty() {
-        let list: Vec<String> = applied.drift.iter().map(|d| d.to_string()).collect();
+        let list: Vec<String> = applied
+            .drift
+            .iter()
+            .map(|d| one_line(&d.to_string()).into_owned())
+            .collect();
         eprintln!(
             "drover: warning: {} unit(s) drifted since the plan was made, applying anyway (--allow-drift): {}",
             list.len(),

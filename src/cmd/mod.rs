@@ -183,7 +183,10 @@ fn report_error(e: &Error, json: bool, color: bool) {
         } else {
             "error".to_string()
         };
-        eprintln!("{head}: {e}: {}", e.details());
+        eprintln!(
+            "{head}: {e}: {}",
+            crate::render::escape::one_line(&e.details())
+        );
     }
 }
 

@@ -9,6 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::engine::events::{Event, EventSink};
 use crate::render::apply::{result_line, step_line};
+use crate::render::escape::one_line;
 
 /// Off a TTY (cron, CI): one plain line per step and per result, no
 /// colour, no bar.
@@ -60,7 +61,7 @@ impl EventSink for Bars {
             }
             Event::GateWaiting { step, host, gate } => {
                 if let Some(bar) = self.bar(step) {
-                    bar.set_message(format!("{host}: waiting for {gate}"));
+                    bar.set_message(format!("{}: waiting for {gate}", one_line(host)));
                 }
             }
             Event::StepFinished { step } => {

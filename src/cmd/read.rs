@@ -6,6 +6,7 @@ use crate::engine::events::NoEvents;
 use crate::engine::health::HealthRequest;
 use crate::model::error::{Error, Result};
 use crate::model::inventory::Inventory;
+use crate::render::escape::one_line;
 use crate::render::status::render_status_text;
 
 use super::args::{FactsArgs, HealthArgs, ReportFormat, StatusArgs};
@@ -45,7 +46,7 @@ pub(super) fn facts(a: &FactsArgs) -> Result<i32> {
     crate::engine::files::save_facts(&facts, &a.out)?;
     for r in &results {
         if let Err(e) = &r.result {
-            eprintln!("{}: {e}", r.host);
+            eprintln!("{}: {}", r.host, one_line(&e.to_string()));
         }
     }
     let n_units: usize = facts.hosts.values().map(|h| h.units.len()).sum();
