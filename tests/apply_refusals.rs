@@ -93,3 +93,36 @@ fn ad_hoc_input_is_validated_like_files() {
         );
     }
 }
+
+#[test]
+fn durations_on_the_command_line_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("pb.yml");
+    // A closed window as a safety net: were a flag accepted, apply would be
+    // refused there, still before any connection.
+    std::fs::write(
+        &pb,
+        "name: d\nwindow: { start: \"00:00\", end: \"00:00\", tz: UTC }\nsteps:\n  - { id: a, target: web-2, service: { name: demo-idle, state: stopped } }\n",
+    )
+    .unwrap();
+    for (flag, value) in [
+        ("--timeout", "500000000000y"),
+        ("--timeout", "8d"),
+        ("--wait-lock", "8d"),
+    ] {
+        let out = drover()
+            .args(["apply", "--format", "json", flag, value, "-i"])
+            .arg(inventory(dir.path()))
+            .arg(&pb)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}");
+        let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(e["code"], 400, "{e}");
+        let d = e["details"].as_str().unwrap();
+        assert!(
+            d.starts_with(&format!("{flag}: ")) && d.contains("longer than 7 days"),
+            "{d}"
+        );
+    }
+}

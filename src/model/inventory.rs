@@ -229,6 +229,81 @@ pub fn validate_label(key: &str, value: &str) -> std::result::Result<(), String>
     Ok(())
 }
 
+/// An address reaches ssh as its destination argument and, through
+/// `%h`, inside a ProxyCommand that a shell runs (CVE-2023-51385): only
+/// hostname and IP characters may pass, and nothing that ssh reads as an
+/// option.
+fn validate_address(address: &str) -> std::result::Result<(), String> {
+    const ALLOWED: &str =
+        "an address may hold only letters, digits, `.`, `-`, `_`, `:` (IPv6) and `[`/`]` around an IPv6 literal";
+    let shown = address.escape_default();
+    if address.is_empty() {
+        return Err(format!(
+            "an empty address is not a usable address; {ALLOWED}"
+        ));
+    }
+    if address.starts_with('-') {
+        return Err(format!(
+            "`{shown}` is not a usable address: it starts with `-`, which ssh would read as an option"
+        ));
+    }
+    // `[` and `]` only as the brackets of an IPv6 literal such as `[::1]`.
+    let (body, ipv6_literal) = match address.strip_prefix('[') {
+        Some(rest) => match rest.strip_suffix(']') {
+            Some(inner) if inner.contains(':') => (inner, true),
+            _ => {
+                return Err(format!(
+                    "`{shown}` is not a usable address: brackets must enclose a whole IPv6 address such as `[::1]`"
+                ))
+            }
+        },
+        None => (address, false),
+    };
+    let ok = |c: char| {
+        if ipv6_literal {
+            c.is_ascii_hexdigit() || matches!(c, ':' | '.')
+        } else {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':')
+        }
+    };
+    if let Some(bad) = body.chars().find(|c| !ok(*c)) {
+        return Err(format!(
+            "`{shown}` is not a usable address: it contains `{}`; {ALLOWED}",
+            bad.escape_default()
+        ));
+    }
+    Ok(())
+}
+
+/// `bus:` is handed to the D-Bus library as an address; a `unixexec:` or
+/// `tcp:` address (or a `;`-separated list hiding one) would run a program
+/// or leave the machine, so only one `unix:path=` socket is accepted.
+fn validate_bus(bus: &str) -> std::result::Result<(), String> {
+    let shown = bus.escape_default();
+    let Some(path) = bus.strip_prefix("unix:path=") else {
+        return Err(format!(
+            "`{shown}` is not accepted: `bus` must be a `unix:path=` address such as `unix:path=/run/dbus/system_bus_socket`"
+        ));
+    };
+    if path.is_empty() {
+        return Err(
+            "`unix:path=` names no socket; write e.g. `unix:path=/run/dbus/system_bus_socket`"
+                .into(),
+        );
+    }
+    // `;` would add a second address, `,` another key (such as a guid).
+    if let Some(bad) = path
+        .chars()
+        .find(|c| matches!(c, ';' | ',') || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "`{shown}` contains `{}`; `bus` is one `unix:path=` address, a socket path without `;`, `,` or whitespace",
+            bad.escape_default()
+        ));
+    }
+    Ok(())
+}
+
 fn resolve_host(name: &str, spec: &HostSpec, defaults: &HostSpec, base: &Path) -> Result<Host> {
     let field = |f: &str| format!("hosts.{name}.{f}");
     validate_name(name).map_err(|m| Error::invalid(WHAT, format!("hosts.{name}"), m, None))?;
@@ -262,16 +337,9 @@ fn resolve_host(name: &str, spec: &HostSpec, defaults: &HostSpec, base: &Path) -
         );
     }
     let address = spec.address.clone().unwrap_or_else(|| name.to_string());
-    if address.is_empty()
-        || address.starts_with('-')
-        || address.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(Error::invalid(
-            WHAT,
-            field("address"),
-            format!("`{}` is not a usable address", address.escape_default()),
-            None,
-        ));
+    validate_address(&address).map_err(|m| Error::invalid(WHAT, field("address"), m, None))?;
+    if let Some(bus) = spec.bus.as_ref().or(defaults.bus.as_ref()) {
+        validate_bus(bus).map_err(|m| Error::invalid(WHAT, field("bus"), m, None))?;
     }
     if let Some(user) = spec.user.as_ref().or(defaults.user.as_ref()) {
         if user.is_empty()
@@ -340,6 +408,102 @@ hosts:
         assert_eq!(inv.hosts[0].labels["dc"], "a");
         assert_eq!(inv.hosts[2].transport, Transport::Local);
         assert_eq!(inv.hosts[0].connect_timeout, Duration::from_secs(3));
+    }
+
+    fn one_host(spec: &str) -> Result<Inventory> {
+        Inventory::from_str(&format!("hosts:\n  web-1: {spec}\n"), Path::new("i.yml"))
+    }
+
+    #[test]
+    fn addresses_are_hostnames_or_ips() {
+        for good in [
+            "10.0.0.11",
+            "web-1.example.com",
+            "under_score",
+            "fe80::1",
+            "[::1]",
+            "[2001:db8::10]",
+            "[::ffff:10.0.0.1]",
+        ] {
+            let inv = one_host(&format!("{{ address: \"{good}\" }}")).unwrap();
+            assert_eq!(inv.hosts[0].address, good);
+        }
+        for bad in [
+            "a;reboot",
+            "$(reboot)",
+            "`reboot`",
+            "a b",
+            "-oProxyCommand=x",
+            "a%h",
+            "user@host",
+            "[web-1]",
+            "[::1",
+            "::1]",
+            "a[::1]",
+            "",
+        ] {
+            let e = one_host(&format!("{{ address: \"{bad}\" }}"))
+                .unwrap_err()
+                .details();
+            assert!(e.starts_with("hosts.web-1.address: "), "{bad}: {e}");
+            assert!(e.contains("i.yml line 2"), "{bad}: {e}");
+        }
+        let e = one_host("{ address: \"a;b\" }").unwrap_err().details();
+        assert!(
+            e.contains("contains `;`") && e.contains("letters, digits"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bus_is_one_unix_path() {
+        let inv = one_host("{ transport: local, bus: \"unix:path=/run/dbus/system_bus_socket\" }")
+            .unwrap();
+        assert_eq!(
+            inv.hosts[0].bus.as_deref(),
+            Some("unix:path=/run/dbus/system_bus_socket")
+        );
+        for bad in [
+            "unixexec:path=/bin/sh,argv1=-c,argv2=reboot",
+            "tcp:host=10.0.0.1,port=1",
+            "unix:abstract=x",
+            "unix:path=",
+            "unix:path=/a;unixexec:path=/bin/sh",
+            "unix:path=/a,guid=00",
+            " unix:path=/a",
+        ] {
+            let e = one_host(&format!("{{ transport: local, bus: \"{bad}\" }}"))
+                .unwrap_err()
+                .details();
+            assert!(e.starts_with("hosts.web-1.bus: "), "{bad}: {e}");
+            assert!(e.contains("i.yml line 2"), "{bad}: {e}");
+        }
+        // A bus in defaults is checked for every host it reaches.
+        let e = Inventory::from_str(
+            "defaults: { bus: \"unixexec:path=/bin/true\" }\nhosts:\n  web-1: {}\n",
+            Path::new("i.yml"),
+        )
+        .unwrap_err()
+        .details();
+        assert!(e.starts_with("hosts.web-1.bus: "), "{e}");
+    }
+
+    #[test]
+    fn connect_timeout_is_capped() {
+        assert_eq!(
+            one_host("{ connect_timeout: 7d }").unwrap().hosts[0].connect_timeout,
+            crate::model::MAX_DURATION
+        );
+        for long in ["8d", "500000000000y"] {
+            let e = one_host(&format!("{{ connect_timeout: {long} }}"))
+                .unwrap_err()
+                .details();
+            assert!(
+                e.starts_with("hosts.web-1.connect_timeout: ") && e.contains("longer than 7 days"),
+                "{long}: {e}"
+            );
+            assert!(e.contains("i.yml line 2"), "{long}: {e}");
+        }
     }
 
     #[test]

@@ -782,28 +782,42 @@ impl StepParser<'_, '_> {
         })
     }
 
-    /// A unit template file, beside the playbook.
+    /// A unit template file, beside the playbook. It is rendered into a
+    /// file under /etc/systemd/system as root, so it must come from the
+    /// playbook's own directory (a reviewed runbook cannot pull in
+    /// `/etc/shadow` or another user's files through `../`), and reading it
+    /// is bounded (`/dev/zero` or a FIFO must not hang or exhaust memory).
     fn unit_template(&mut self, t: &str, at: &Position) -> Result<UnitSource> {
-        let file = self
-            .src
-            .path
-            .parent()
-            .unwrap_or_else(|| Path::new("."))
-            .join(t);
-        let text = std::fs::read_to_string(&file).map_err(|e| {
-            self.invalid(
-                "unit.template",
-                format!("cannot read template {}: {e}", file.display()),
-                at.clone(),
-            )
-        })?;
-        if text.len() > MAX_UNIT_FILE {
-            return Err(self.invalid(
-                "unit.template",
-                format!("template {} is larger than 1 MiB", file.display()),
-                at.clone(),
+        let refuse = |message: String| Err(self.invalid("unit.template", message, at.clone()));
+        if Path::new(t).is_absolute() {
+            return refuse(format!(
+                "template `{}` is an absolute path; name a file relative to the playbook's directory",
+                t.escape_default()
             ));
         }
+        let dir = match self.src.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let file = dir.join(t);
+        let (dir_real, file_real) = match (dir.canonicalize(), file.canonicalize()) {
+            (Ok(d), Ok(f)) => (d, f),
+            (_, Err(e)) | (Err(e), _) => {
+                return refuse(format!("cannot read template {}: {e}", file.display()))
+            }
+        };
+        if !file_real.starts_with(&dir_real) {
+            return refuse(format!(
+                "template {} resolves to {}, outside the playbook's directory {}; keep unit templates beside the playbook",
+                file.display(),
+                file_real.display(),
+                dir_real.display()
+            ));
+        }
+        let text = match read_template(&file_real) {
+            Ok(text) => text,
+            Err(why) => return refuse(format!("template {} {why}", file.display())),
+        };
         match self.templates.add_string(&text) {
             Ok(t) => Ok(UnitSource::Template(t)),
             Err(e) => Err(self.invalid(
@@ -847,6 +861,35 @@ impl StepParser<'_, '_> {
             masked: svc.masked,
         })
     }
+}
+
+/// Read a unit template: a regular file (judged on the opened file, so a
+/// swap after the check does not count), at most [`MAX_UNIT_FILE`] bytes,
+/// never reading more than one byte past that.
+fn read_template(path: &Path) -> std::result::Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking so that opening a FIFO returns at once and is refused
+    // below instead of waiting forever for a writer; no effect on files.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_UNIT_FILE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if bytes.len() > MAX_UNIT_FILE {
+        return Err("is larger than 1 MiB".into());
+    }
+    String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".into())
 }
 
 /// `needs` names known steps (checked here, with positions, so the DAG
@@ -986,6 +1029,121 @@ impl Window {
             day_ok(local.weekday().pred())
         } else {
             false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A playbook with one `unit:` step whose template is `t`, in `dir`.
+    fn with_template(dir: &Path, t: &str) -> Result<Playbook> {
+        let text =
+            format!("name: t\nsteps:\n  - id: a\n    unit: {{ name: app, template: \"{t}\" }}\n");
+        Playbook::from_str(&text, &dir.join("pb.yml"))
+    }
+
+    fn refusal(dir: &Path, t: &str) -> String {
+        let e = with_template(dir, t).unwrap_err().details();
+        assert!(e.starts_with("steps[0].unit.template: "), "{t}: {e}");
+        assert!(e.contains("pb.yml line 4"), "{t}: {e}");
+        e
+    }
+
+    #[test]
+    fn unit_templates_stay_in_the_playbook_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("book");
+        std::fs::create_dir_all(dir.join("templates")).unwrap();
+        std::fs::write(
+            dir.join("templates/app.j2"),
+            "[Service]\nExecStart=/bin/true\n",
+        )
+        .unwrap();
+        std::fs::write(root.path().join("secret"), "[Service]\n").unwrap();
+        std::os::unix::fs::symlink(root.path().join("secret"), dir.join("link.j2")).unwrap();
+        std::os::unix::fs::symlink("templates/app.j2", dir.join("inside.j2")).unwrap();
+
+        assert!(with_template(&dir, "templates/app.j2").is_ok());
+        assert!(with_template(&dir, "./templates/../templates/app.j2").is_ok());
+        assert!(with_template(&dir, "inside.j2").is_ok());
+        let e = refusal(&dir, "/etc/hostname");
+        assert!(e.contains("is an absolute path"), "{e}");
+        let e = refusal(&dir, "../secret");
+        assert!(e.contains("outside the playbook's directory"), "{e}");
+        let e = refusal(&dir, "link.j2");
+        assert!(e.contains("outside the playbook's directory"), "{e}");
+        let e = refusal(&dir, "missing.j2");
+        assert!(e.contains("cannot read template"), "{e}");
+    }
+
+    #[test]
+    fn unit_templates_must_be_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let e = refusal(dir.path(), "sub");
+        assert!(e.contains("is not a regular file"), "{e}");
+        // A FIFO without a writer: a blocking open would wait forever.
+        let fifo = dir.path().join("fifo.j2");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo touches nothing else.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = refusal(dir.path(), "fifo.j2");
+        assert!(e.contains("is not a regular file"), "{e}");
+    }
+
+    /// Bytes this thread has read through read(2) so far.
+    fn bytes_read_by_this_thread() -> u64 {
+        let io = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+        io.lines()
+            .find_map(|l| l.strip_prefix("rchar: "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn unit_templates_are_read_with_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        // Sparse: 256 MiB of zeros without writing them.
+        let f = std::fs::File::create(dir.path().join("huge.j2")).unwrap();
+        f.set_len(256 << 20).unwrap();
+        let before = bytes_read_by_this_thread();
+        let e = refusal(dir.path(), "huge.j2");
+        let read = bytes_read_by_this_thread() - before;
+        assert!(e.contains("larger than 1 MiB"), "{e}");
+        assert!(
+            read <= MAX_UNIT_FILE as u64 + 64 * 1024,
+            "read {read} bytes of a 256 MiB template"
+        );
+        std::fs::write(dir.path().join("bin.j2"), [0xff, 0xfe, 0]).unwrap();
+        let e = refusal(dir.path(), "bin.j2");
+        assert!(e.contains("not UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn wait_timeout_is_capped() {
+        let pb = |timeout: &str| {
+            Playbook::from_str(
+                &format!(
+                    "name: t\nsteps:\n  - id: a\n    wait: {{ active: true, timeout: {timeout} }}\n    service: {{ name: x, state: started }}\n"
+                ),
+                Path::new("pb.yml"),
+            )
+        };
+        let ok = pb("7d").unwrap();
+        assert_eq!(
+            ok.steps[0].wait.as_ref().map(|w| w.timeout),
+            Some(crate::model::MAX_DURATION)
+        );
+        for long in ["8d", "500000000000y"] {
+            let e = pb(long).unwrap_err().details();
+            assert!(
+                e.starts_with("steps[0].wait.timeout: ") && e.contains("longer than 7 days"),
+                "{long}: {e}"
+            );
+            assert!(e.contains("pb.yml line "), "{long}: {e}");
         }
     }
 }

@@ -74,6 +74,12 @@ impl Templates {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // Templates render unit names and URLs, never HTML.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        // A value spliced into `ExecStart=/bin/sh -c '...'` or a `--command`
+        // must stay one word whatever it holds.
+        env.add_filter("shell_quote", |v: Value| match v.as_str() {
+            Some(s) => shell_quote(s),
+            None => shell_quote(&v.to_string()),
+        });
         Ok(Templates {
             env,
             items: Vec::new(),
@@ -115,6 +121,15 @@ impl Templates {
 
     /// Register a `when:` expression.
     pub fn add_expression(&mut self, src: &str) -> std::result::Result<usize, String> {
+        // minijinja's expression lexer (2.24) panics ("empty lexer stack")
+        // when a `}}` closes the expression and text follows, as in
+        // `-}}{{`; a condition never needs one, so it is refused first.
+        if src.contains("}}") {
+            return Err(
+                "bad `when` expression: `}}` cannot appear in it; `when:` is already an expression, write it without `{{ }}` (e.g. `host.labels.role == 'web'`)"
+                    .into(),
+            );
+        }
         // Parse it as an expression first so a condition cannot smuggle in
         // template blocks through the wrapper below.
         self.env.compile_expression(src).map_err(|e| {
@@ -213,6 +228,23 @@ impl Templates {
     }
 }
 
+/// Quote `s` as one word for a POSIX shell: wrapped in single quotes,
+/// inside which nothing is special, and each `'` written as `'\''` (close
+/// the quotes, an escaped quote, reopen). The `shell_quote` template filter.
+pub fn shell_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
 fn render_error(e: minijinja::Error) -> String {
     match e.kind() {
         minijinja::ErrorKind::UndefinedError => {
@@ -286,6 +318,49 @@ mod tests {
     }
 
     #[test]
+    fn shell_quote_makes_one_word() {
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("plain"), "'plain'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        let nasty = "a b;c|d&e$(f)`g`\"h\"'i'\\j\nk*?[l]<m>#~!{n}%=";
+        assert_eq!(
+            shell_quote(nasty),
+            "'a b;c|d&e$(f)`g`\"h\"'\\''i'\\''\\j\nk*?[l]<m>#~!{n}%='"
+        );
+    }
+
+    /// What `sh` makes of a quoted word: the original, as one argument.
+    #[test]
+    fn shell_quote_survives_a_real_shell() {
+        let nasty = "a b;c|d&e$(echo f)`echo g`\"h\"'i'\\j\nk*?[l]<m>#~!{n}%=";
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf '%s' {}", shell_quote(nasty)))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), nasty);
+    }
+
+    #[test]
+    fn shell_quote_is_a_template_filter() {
+        let vars = BTreeMap::from([
+            ("msg".to_string(), serde_json::json!("it's $(reboot)")),
+            ("n".to_string(), serde_json::json!(8080)),
+        ]);
+        let mut t = Templates::new(&vars).unwrap();
+        let a = t
+            .add_string(
+                "ExecStart=/bin/echo {{ vars.msg | shell_quote }} {{ vars.n | shell_quote }}",
+            )
+            .unwrap();
+        let ctx = t.host_context(&host());
+        assert_eq!(
+            t.render(a, &ctx).unwrap(),
+            "ExecStart=/bin/echo 'it'\\''s $(reboot)' '8080'"
+        );
+    }
+
+    #[test]
     fn rendered_unit_names_are_checked() {
         let vars = BTreeMap::from([("svc".to_string(), serde_json::json!("x; reboot"))]);
         let mut t = Templates::new(&vars).unwrap();
@@ -293,5 +368,22 @@ mod tests {
         let ctx = t.host_context(&host());
         assert!(t.render_unit(a, &ctx).is_err());
         assert!(t.add_expression("x %}{% raw").is_err());
+    }
+
+    /// Found by tests/prop_model.rs: these panicked inside minijinja's
+    /// expression lexer instead of being refused.
+    #[test]
+    fn expressions_closing_early_are_refused_not_a_panic() {
+        let mut t = Templates::new(&BTreeMap::new()).unwrap();
+        for src in [
+            "-}}{{",
+            "1 }} x",
+            "x }}{{ y",
+            "{{ host.name == 'a' }}",
+            "'}}' == x",
+        ] {
+            let e = t.add_expression(src).unwrap_err();
+            assert!(e.contains("`}}` cannot appear"), "{src}: {e}");
+        }
     }
 }
