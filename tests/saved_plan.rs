@@ -227,3 +227,80 @@ fn review_output_is_byte_identical_whatever_the_facts_file_order() {
     let (json, _) = run(&copy, "json", &dir.path().join("c.json"));
     assert!(!json.contains(&0x1b));
 }
+
+/// A saved plan of a unit-template playbook over an inventory with an
+/// ssh_config, all in a temp dir: (dir, playbook, inventory, plan).
+fn saved_with_inputs() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("app.j2"), "[Service]\nExecStart=/bin/true\n").unwrap();
+    std::fs::write(d.join("ssh_config"), "Host web-1\n  Port 22\n").unwrap();
+    let inv = d.join("inv.yml");
+    let example = std::fs::read_to_string(root().join("examples/inventory.yml")).unwrap();
+    std::fs::write(
+        &inv,
+        example.replacen(
+            "  user: root\n",
+            "  user: root\n  ssh_config: ./ssh_config\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let pb = d.join("pb.yml");
+    std::fs::write(
+        &pb,
+        "name: app\nsteps:\n  - id: app\n    target: web-1\n    unit: { name: drover-app, template: app.j2 }\n",
+    )
+    .unwrap();
+    let mut facts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("examples/facts.json")).unwrap())
+            .unwrap();
+    facts["hosts"]["web-1"]["unit_files"] = serde_json::json!({ "drover-app.service": null });
+    let facts_path = d.join("facts.json");
+    std::fs::write(&facts_path, facts.to_string()).unwrap();
+    let out = d.join("plan.json");
+    let o = drover(&[
+        "plan",
+        pb.to_str().unwrap(),
+        "-i",
+        inv.to_str().unwrap(),
+        "--facts",
+        facts_path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (dir, pb, inv, out)
+}
+
+#[test]
+fn a_saved_plan_covers_unit_templates_and_ssh_config() {
+    let (dir, _, _, out) = saved_with_inputs();
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let paths: Vec<&str> = plan["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.iter().any(|p| p.ends_with("app.j2")), "{paths:?}");
+    assert!(paths.iter().any(|p| p.ends_with("ssh_config")), "{paths:?}");
+    drop(dir);
+
+    for edited in ["app.j2", "ssh_config"] {
+        let (dir, pb, inv, out) = saved_with_inputs();
+        let f = dir.path().join(edited);
+        let mut text = std::fs::read_to_string(&f).unwrap();
+        text.push_str("# edited after review\n");
+        std::fs::write(&f, text).unwrap();
+        let (code, v) = apply(&pb, &inv, &out, &[]);
+        assert_eq!(code, 3, "{edited}: {v}");
+        assert_eq!(v["code"], 403, "{v}");
+        let details = v["details"].as_str().unwrap();
+        assert!(
+            details.contains(edited) && details.contains("changed since the plan was made"),
+            "{details}"
+        );
+    }
+}

@@ -189,6 +189,10 @@ pub struct Plan {
     /// `--limit`, when given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
+    /// The other files that decide what apply does (unit templates, the
+    /// inventory's ssh_config files), with their digests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<crate::model::Input>,
     /// The facts the plan was made on, for the hosts and units it touches
     /// (in `--out` files and json output; `apply --plan` checks drift against them).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -249,11 +253,37 @@ pub fn simulate(job: &Job, facts: &Facts, labels: PlanLabels<'_>) -> Result<Plan
         facts_source: labels.facts_source.to_string(),
         facts_collected_at: facts.collected_at.clone(),
         limit: labels.limit.map(str::to_string),
+        inputs: other_inputs(job),
         facts: None,
         steps,
         hosts,
         summary,
     })
+}
+
+/// The files besides the playbook and the inventory that decide what apply
+/// does: the unit templates the playbook read and the ssh_config files the
+/// inventory names (which choose where a host name really leads).
+pub fn other_inputs(job: &Job) -> Vec<crate::model::Input> {
+    let mut inputs = job.playbook.inputs.clone();
+    let configs: BTreeSet<&std::path::Path> = job
+        .inventory
+        .hosts
+        .iter()
+        .filter_map(|h| h.ssh_config.as_deref())
+        .collect();
+    for path in configs {
+        // Bounded like every file drover reads; a missing file is recorded
+        // as such, so that creating it later counts as a change too.
+        let digest = crate::model::yaml::read_bounded(path, "ssh_config")
+            .map(|text| crate::model::digest(text.as_bytes()))
+            .unwrap_or_else(|_| "absent".into());
+        inputs.push(crate::model::Input {
+            path: path.display().to_string(),
+            digest,
+        });
+    }
+    inputs
 }
 
 /// Every inventory host's facts, or an error naming the host without any.

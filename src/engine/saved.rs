@@ -68,6 +68,9 @@ pub struct SavedPlan {
     /// `--limit` when planning.
     #[serde(default)]
     pub limit: Option<String>,
+    /// Unit templates and ssh_config files, with their digests then.
+    #[serde(default)]
+    pub inputs: Vec<crate::model::Input>,
     /// The facts it was made on (hosts and units it touches).
     #[serde(default)]
     pub facts: Option<Facts>,
@@ -151,6 +154,28 @@ impl SavedPlan {
                     short(now)
                 )));
             }
+        }
+        let now = crate::engine::plan::other_inputs(job);
+        for input in &now {
+            let planned = self.inputs.iter().find(|i| i.path == input.path);
+            if planned.is_none_or(|p| p.digest != input.digest) {
+                return Err(Error::Refused(format!(
+                    "{} changed since the plan was made (planned: {}, now sha256 {}); plan again and review the new plan",
+                    input.path,
+                    planned.map_or_else(|| "not an input".to_string(), |p| format!("sha256 {}", short(&p.digest))),
+                    short(&input.digest)
+                )));
+            }
+        }
+        if let Some(gone) = self
+            .inputs
+            .iter()
+            .find(|i| !now.iter().any(|n| n.path == i.path))
+        {
+            return Err(Error::Refused(format!(
+                "{} decided the plan but is no longer an input; plan again and review the new plan",
+                gone.path
+            )));
         }
         Ok(())
     }

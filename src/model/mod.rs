@@ -26,6 +26,16 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+/// A file that decides what apply does, by path and content digest: how a
+/// saved plan recognises that what was reviewed is what will run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Input {
+    /// Path as given (or as named in the file that names it).
+    pub path: String,
+    /// Hex SHA-256 of the content (`absent` when there is no such file).
+    pub digest: String,
+}
+
 /// Hex SHA-256 of some bytes: how saved plans recognise their inputs.
 pub fn digest(bytes: &[u8]) -> String {
     let d = Sha256::digest(bytes);

@@ -450,6 +450,9 @@ pub struct Playbook {
     pub templates: Templates,
     /// SHA-256 of the file.
     pub digest: String,
+    /// Files the playbook read besides itself (unit templates), with their
+    /// digests: what a saved plan must also find unchanged.
+    pub inputs: Vec<crate::model::Input>,
 }
 
 impl Playbook {
@@ -485,6 +488,7 @@ impl Playbook {
             })?;
         let mut steps = Vec::with_capacity(file.steps.len());
         let mut seen = HashSet::new();
+        let mut inputs = Vec::new();
         for (index, spec) in file.steps.iter().enumerate() {
             let step = StepParser {
                 src,
@@ -493,6 +497,7 @@ impl Playbook {
                 id: &spec.id.value,
                 position: src.pos(spec.id.referenced),
                 templates: &mut templates,
+                inputs: &mut inputs,
             };
             steps.push(step.parse(&mut seen)?);
         }
@@ -507,6 +512,7 @@ impl Playbook {
             steps,
             templates,
             digest: crate::model::digest(text.as_bytes()),
+            inputs,
         })
     }
 
@@ -541,6 +547,7 @@ struct StepParser<'a, 't> {
     id: &'a str,
     position: Position,
     templates: &'t mut Templates,
+    inputs: &'t mut Vec<crate::model::Input>,
 }
 
 impl StepParser<'_, '_> {
@@ -818,6 +825,13 @@ impl StepParser<'_, '_> {
             Ok(text) => text,
             Err(why) => return refuse(format!("template {} {why}", file.display())),
         };
+        let input = crate::model::Input {
+            path: file.display().to_string(),
+            digest: crate::model::digest(text.as_bytes()),
+        };
+        if !self.inputs.contains(&input) {
+            self.inputs.push(input);
+        }
         match self.templates.add_string(&text) {
             Ok(t) => Ok(UnitSource::Template(t)),
             Err(e) => Err(self.invalid(
