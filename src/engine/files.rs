@@ -1,5 +1,8 @@
 //! Files drover writes on the controller (reports, facts, saved plans):
-//! atomically, so a reader or a killed run never sees half of one.
+//! atomically, so a reader or a killed run never sees half of one, and
+//! private (0600): they hold hosts' states and errors. The temporary file
+//! has a random name and is created exclusively, and the rename replaces
+//! whatever is at the path (a link included) without following it.
 
 use std::path::Path;
 
@@ -24,17 +27,26 @@ pub fn write_atomic_with(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let f = std::fs::File::create(&tmp).map_err(|e| Error::io("write", &tmp, e))?;
-    let mut w = std::io::BufWriter::new(f);
+    // tempfile creates with O_EXCL and mode 0600 under a random name: no
+    // link planted at a guessable name is ever written through.
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("write", dir, e))?;
+    let mut w = std::io::BufWriter::new(tmp);
     let written = fill(&mut w)
         .and_then(|_| w.flush())
-        .and_then(|_| w.get_ref().sync_all());
+        .and_then(|_| w.get_ref().as_file().sync_all());
     if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
         return Err(Error::io("write", path, e));
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("write", path, e))
+    let tmp = w
+        .into_inner()
+        .map_err(|e| Error::io("write", path, e.into_error()))?;
+    tmp.persist(path)
+        .map(|_| ())
+        .map_err(|e| Error::io("write", path, e.error))
 }
 
 /// Write facts as pretty JSON, atomically.
@@ -42,4 +54,27 @@ pub fn save_facts(facts: &crate::model::facts::Facts, path: &Path) -> Result<()>
     let text = serde_json::to_string_pretty(facts)
         .map_err(|e| Error::Internal(format!("cannot serialise facts: {e}")))?;
     write_atomic(path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn writes_are_private_and_replace_a_link_instead_of_following_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let report = dir.path().join("report.json");
+        std::os::unix::fs::symlink(&victim, &report).unwrap();
+        write_atomic(&report, b"{}").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let meta = std::fs::symlink_metadata(&report).unwrap();
+        assert!(meta.file_type().is_file(), "the link was replaced");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&report).unwrap(), "{}");
+        // Nothing else is left in the directory.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
 }

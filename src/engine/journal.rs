@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -58,10 +59,14 @@ impl Journal {
         if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(d).map_err(|e| Error::io("create", d, e))?;
         }
+        // Private, and never through a link: a journal path in a shared
+        // directory must not let anyone make drover truncate their pick.
         let file = OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(|e| Error::io("write", path, e))?;
         let j = Journal {
@@ -89,5 +94,26 @@ impl Journal {
     /// Append one result.
     pub fn record(&self, r: &JobResult) {
         self.line(r);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_journal_is_private_and_never_written_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let link = dir.path().join("report.json.journal");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(Journal::create(&link, "j", "p").is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let path = dir.path().join("real.journal");
+        Journal::create(&path, "j", "p").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }

@@ -16,7 +16,8 @@ const READ_SCRIPT: &str = "if [ -f \"$1\" ]; then printf 'present\\n'; cat -- \"
 elif [ -e \"$1\" ] || [ -L \"$1\" ]; then echo \"$1 is not a regular file\" >&2; exit 3; \
 else printf 'absent\\n'; fi";
 const WRITE_SCRIPT: &str = "set -e; umask 022; t=$(mktemp \"$1.drover.XXXXXX\"); \
-trap 'rm -f \"$t\"' EXIT; cat > \"$t\"; chmod 644 \"$t\"; sync \"$t\" 2>/dev/null || true; \
+trap 'rm -f \"$t\"' EXIT; cat > \"$t\"; \
+if [ -f \"$1\" ]; then chmod --reference=\"$1\" \"$t\"; else chmod 644 \"$t\"; fi; sync \"$t\" 2>/dev/null || true; \
 mv -f \"$t\" \"$1\"; trap - EXIT";
 const REMOVE_SCRIPT: &str = "rm -f -- \"$1\"";
 
