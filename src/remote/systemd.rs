@@ -413,12 +413,65 @@ struct JobBoard {
     /// one job: systemd merges a second identical request into the job
     /// already queued and returns its path.
     waiting: std::collections::HashMap<String, Vec<tokio::sync::oneshot::Sender<String>>>,
-    /// (job path, result) of the last jobs that finished with nobody yet
-    /// waiting: the signal may be routed before a caller has read systemd's
-    /// reply. Entries stay (for any merged caller) until pushed out.
-    finished: std::collections::VecDeque<(String, String)>,
+    /// (job path, result, sender) of the last jobs that finished with
+    /// nobody yet waiting: the signal may be routed before a caller has
+    /// read systemd's reply. Entries stay (for any merged caller) until
+    /// pushed out.
+    finished: std::collections::VecDeque<(String, String, String)>,
+    /// systemd's unique name on this bus, from the sender of its first
+    /// reply to us. A signal carries its sender's unique name, set by the
+    /// bus and unforgeable; the match rule's well-known sender does not
+    /// protect us, because any peer may send a signal addressed to our
+    /// connection and zbus cannot check a well-known sender itself.
+    systemd: Option<String>,
     /// The signal stream ended: the connection is gone.
     closed: bool,
+}
+
+impl JobBoard {
+    /// Route one `JobRemoved` from `sender`: to the callers waiting for
+    /// `job` and into the finished list, if it comes from systemd. Before
+    /// systemd's name is known (the signal overtook its reply), it is kept
+    /// with its sender and checked when the caller claims it.
+    fn route(&mut self, job: &str, result: String, sender: &str) {
+        if self.systemd.as_deref().is_some_and(|s| s != sender) {
+            tracing::warn!(
+                sender,
+                job,
+                "ignored a JobRemoved signal not sent by systemd"
+            );
+            return;
+        }
+        if self.systemd.is_some() {
+            for tx in self.waiting.remove(job).unwrap_or_default() {
+                let _ = tx.send(result.clone());
+            }
+        }
+        if self.finished.len() >= FINISHED_KEPT {
+            self.finished.pop_front();
+        }
+        self.finished
+            .push_back((job.to_string(), result, sender.to_string()));
+    }
+
+    /// Learn systemd's name from a reply, and forget whatever was kept
+    /// from anyone else.
+    fn learn(&mut self, systemd: &str) {
+        if self.systemd.is_none() {
+            self.systemd = Some(systemd.to_string());
+            self.finished.retain(|(_, _, s)| s == systemd);
+        }
+    }
+
+    /// The result of `job` if systemd's signal for it already came.
+    fn finished(&self, job: &str) -> Option<String> {
+        let systemd = self.systemd.as_deref()?;
+        self.finished
+            .iter()
+            .rev()
+            .find(|(j, _, s)| j == job && s == systemd)
+            .map(|(_, r, _)| r.clone())
+    }
 }
 
 /// Removes a caller's registration when it stops waiting (done, or
@@ -918,18 +971,35 @@ impl Systemd {
         };
         let watch = self.job_watch().await?;
         let what = format!("{}Unit {name}", capitalized(op));
-        let job = match op {
-            JobOp::Start => self.manager.start_unit(name, "replace").await,
-            JobOp::Stop => self.manager.stop_unit(name, "replace").await,
-            JobOp::Restart => self.manager.restart_unit(name, "replace").await,
-            JobOp::Reload => self.manager.reload_unit(name, "replace").await,
-        }
-        .map_err(SystemdError::bus(what))?;
+        // The reply's own sender is systemd's unique name: the only sender
+        // whose JobRemoved is believed.
+        let reply = self
+            .conn
+            .call_method(
+                Some(DEST),
+                MANAGER_PATH,
+                Some(MANAGER_INTERFACE),
+                format!("{}Unit", capitalized(op)).as_str(),
+                &(name, "replace"),
+            )
+            .await
+            .map_err(SystemdError::bus(what.clone()))?;
+        let job: OwnedObjectPath = reply
+            .body()
+            .deserialize()
+            .map_err(SystemdError::bus(what.clone()))?;
+        let Some(systemd) = reply.header().sender().map(|s| s.to_string()) else {
+            return Err(SystemdError::Bus {
+                what,
+                source: zbus::Error::Failure("systemd's reply names no sender".into()),
+            });
+        };
         let path = job.as_str();
         let rx = {
             let mut b = watch.board.lock().map_err(|_| lost())?;
-            if let Some((_, r)) = b.finished.iter().rev().find(|(j, _)| j == path) {
-                Ok(r.clone())
+            b.learn(&systemd);
+            if let Some(r) = b.finished(path) {
+                Ok(r)
             } else if b.closed {
                 return Err(lost());
             } else {
@@ -1099,15 +1169,12 @@ impl Systemd {
                         else {
                             continue;
                         };
+                        let header = msg.header();
+                        let Some(sender) = header.sender() else {
+                            continue;
+                        };
                         let Ok(mut b) = routed.lock() else { break };
-                        let job = job.as_str();
-                        for tx in b.waiting.remove(job).unwrap_or_default() {
-                            let _ = tx.send(result.clone());
-                        }
-                        if b.finished.len() >= FINISHED_KEPT {
-                            b.finished.pop_front();
-                        }
-                        b.finished.push_back((job.to_string(), result));
+                        b.route(job.as_str(), result, sender.as_str());
                     }
                     if let Ok(mut b) = routed.lock() {
                         b.closed = true;
@@ -1214,5 +1281,27 @@ mod tests {
                 .as_deref(),
             Some("getty@tty1.service")
         );
+    }
+
+    #[test]
+    fn job_results_are_believed_only_from_systemd() {
+        let mut b = JobBoard::default();
+        let job = "/org/freedesktop/systemd1/job/42";
+        // A signal that overtook systemd's reply is kept with its sender...
+        b.route(job, "done".into(), ":1.99");
+        b.route(job, "failed".into(), ":1.2");
+        // ...and only systemd's counts once its name is known.
+        b.learn(":1.2");
+        assert_eq!(b.finished(job).as_deref(), Some("failed"));
+        // A waiting caller is not woken by a forged signal, nor is it kept.
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let next = "/org/freedesktop/systemd1/job/43";
+        b.waiting.entry(next.to_string()).or_default().push(tx);
+        b.route(next, "done".into(), ":1.99");
+        assert!(rx.try_recv().is_err());
+        assert_eq!(b.finished(next), None);
+        assert!(b.finished.iter().all(|(_, _, s)| s == ":1.2"));
+        b.route(next, "canceled".into(), ":1.2");
+        assert_eq!(rx.try_recv().ok().as_deref(), Some("canceled"));
     }
 }
