@@ -342,23 +342,47 @@ fn snapshot(lab: &Lab) -> BTreeMap<String, String> {
         .collect()
 }
 
-type Outcomes = BTreeMap<(String, String), (String, bool)>;
+/// Per (step, host): status, changed, the operations (`+`-joined, `none`
+/// for none) and the error text, as both the plan and the report say them.
+type Outcomes = BTreeMap<(String, String), Outcome>;
 
-fn outcomes(results: impl Iterator<Item = Value>) -> Outcomes {
-    results
-        .map(|r| {
-            (
-                (
-                    r["step"].as_str().unwrap_or("?").to_string(),
-                    r["hostname"].as_str().unwrap_or("?").to_string(),
-                ),
-                (
-                    r["status"].as_str().unwrap_or("?").to_string(),
-                    r["changed"].as_bool().unwrap_or(false),
-                ),
-            )
-        })
-        .collect()
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Outcome {
+    status: String,
+    changed: bool,
+    ops: String,
+    error: Option<String>,
+}
+
+/// The results as Outcomes; a step × host reported twice is an error.
+fn outcomes(results: impl Iterator<Item = Value>) -> Result<Outcomes, String> {
+    let mut out = Outcomes::new();
+    for r in results {
+        // The plan lists `actions`, the report `action`: the same words.
+        let ops = match r.get("actions").and_then(|a| a.as_array()) {
+            Some(list) if list.is_empty() => "none".to_string(),
+            Some(list) => list
+                .iter()
+                .map(|a| a.as_str().unwrap_or("?"))
+                .collect::<Vec<_>>()
+                .join("+"),
+            None => r["action"].as_str().unwrap_or("?").to_string(),
+        };
+        let key = (
+            r["step"].as_str().unwrap_or("?").to_string(),
+            r["hostname"].as_str().unwrap_or("?").to_string(),
+        );
+        let value = Outcome {
+            status: r["status"].as_str().unwrap_or("?").to_string(),
+            changed: r["changed"].as_bool().unwrap_or(false),
+            ops,
+            error: r["error"].as_str().map(str::to_string),
+        };
+        if out.insert(key.clone(), value).is_some() {
+            return Err(format!("{} × {} is reported twice", key.0, key.1));
+        }
+    }
+    Ok(out)
 }
 
 fn run_scenario(lab: &Lab, s: &Scenario, dir: &Path) -> Result<usize, String> {
@@ -405,7 +429,8 @@ fn run_scenario(lab: &Lab, s: &Scenario, dir: &Path) -> Result<usize, String> {
             .into_iter()
             .flatten()
             .flat_map(|st| st["results"].as_array().cloned().unwrap_or_default()),
-    );
+    )
+    .map_err(|e| format!("plan: {e}"))?;
 
     let (code, out, err) = run(lab
         .drover()
@@ -426,7 +451,8 @@ fn run_scenario(lab: &Lab, s: &Scenario, dir: &Path) -> Result<usize, String> {
             .cloned()
             .unwrap_or_default()
             .into_iter(),
-    );
+    )
+    .map_err(|e| format!("apply: {e}"))?;
     if planned != applied {
         let mut lines = Vec::new();
         for k in planned
@@ -450,7 +476,7 @@ fn run_scenario(lab: &Lab, s: &Scenario, dir: &Path) -> Result<usize, String> {
             out_plan = plan["steps"]
         ));
     }
-    let any_failed = applied.values().any(|(st, _)| st == "failed");
+    let any_failed = applied.values().any(|o| o.status == "failed");
     let want_code = if any_failed { 2 } else { 0 };
     if code != want_code {
         return Err(format!("apply exited {code}, expected {want_code}: {err}"));
@@ -462,8 +488,10 @@ fn run_scenario(lab: &Lab, s: &Scenario, dir: &Path) -> Result<usize, String> {
         }
     }
     for (step, host, status, changed) in s.expect {
-        let got = applied.get(&(step.to_string(), host.to_string()));
-        if got != Some(&(status.to_string(), *changed)) {
+        let got = applied
+            .get(&(step.to_string(), host.to_string()))
+            .map(|o| (o.status.as_str(), o.changed));
+        if got != Some((*status, *changed)) {
             return Err(format!(
                 "expected {step} × {host} = ({status}, {changed}), apply reported {got:?}: {report}"
             ));
@@ -485,6 +513,11 @@ fn plan_equals_apply_across_scenarios() {
         .into_iter()
         .filter(|s| only.as_deref().is_none_or(|o| s.name.contains(o)))
         .collect();
+    assert!(
+        !all.is_empty(),
+        "DROVER_SCENARIO={} matches no scenario: nothing would be compared",
+        only.unwrap_or_default()
+    );
     let mut failures = Vec::new();
     let mut pairs = 0;
     {

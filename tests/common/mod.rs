@@ -34,15 +34,16 @@ pub struct Lab {
 }
 
 /// The lab, or None (after a loud message) when it is not up. With
-/// DROVER_REQUIRE_LAB=1 (CI) a missing lab is a failure, not a skip.
+/// DROVER_REQUIRE_LAB set to anything non-empty (CI sets 1) a missing lab
+/// is a failure, not a skip.
 pub fn lab() -> Option<Lab> {
     let dir =
         PathBuf::from(std::env::var("DROVER_LAB_DIR").unwrap_or_else(|_| "/run/drover-lab".into()));
     match probe(&dir) {
         Ok(lab) => Some(lab),
         Err(why) => {
-            if std::env::var("DROVER_REQUIRE_LAB").as_deref() == Ok("1") {
-                panic!("DROVER_REQUIRE_LAB=1 but the test lab is not usable: {why}; start it with `tests/lab/lab.sh up 4` (or run tests/run.sh)");
+            if std::env::var_os("DROVER_REQUIRE_LAB").is_some_and(|v| !v.is_empty()) {
+                panic!("DROVER_REQUIRE_LAB is set but the test lab is not usable: {why}; start it with `tests/lab/lab.sh up 4` (or run tests/run.sh)");
             }
             // Straight to fd 2, not eprintln!: libtest captures the macros'
             // output of passing tests, and a skip must never go unseen.
