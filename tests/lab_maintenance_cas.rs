@@ -1,0 +1,89 @@
+//! Two drovers updating one host's maintenance flags never drop each
+//! other's: a drover that read the state file before another one wrote it
+//! finds the file changed, reads it again and keeps both flags. Needs the
+//! lab (tests/lab).
+
+mod common;
+
+use common::{lab, run, Lab};
+use drover::model::inventory::Inventory;
+use drover::model::maintenance::MaintenanceGoal;
+use drover::model::unit::UnitName;
+use drover::remote::carrier;
+
+/// Clears the host's maintenance state file, before and after.
+struct Clean<'a> {
+    lab: &'a Lab,
+    host: String,
+}
+
+impl<'a> Clean<'a> {
+    fn new(lab: &'a Lab, host: &str) -> Self {
+        lab.ssh(host, "rm -f /var/lib/drover/maintenance.json");
+        Clean {
+            lab,
+            host: host.to_string(),
+        }
+    }
+}
+
+impl Drop for Clean<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .lab
+            .ssh_output(&self.host, "rm -f /var/lib/drover/maintenance.json");
+    }
+}
+
+#[test]
+fn a_stale_read_does_not_drop_another_drovers_flag() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let host = lab.host(0).to_string();
+    let _clean = Clean::new(&lab, &host);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let inv = Inventory::load(&lab.inventory).unwrap();
+    let h = inv.host(&host).unwrap().clone();
+    // This session read the (absent) state file when it opened...
+    let session = rt.block_on(carrier::connect(&h)).expect("connect");
+    // ...then another drover sets a flag on the host.
+    let (code, out, err) = run(lab
+        .drover()
+        .args([
+            "maintenance",
+            "enable",
+            "demo-web",
+            "--target",
+            &host,
+            "--reason",
+            "the other drover",
+            "-i",
+        ])
+        .arg(&lab.inventory));
+    assert_eq!(code, 0, "{out}\n{err}");
+    // Our update, decided on the stale read, must not overwrite it.
+    let goal = MaintenanceGoal {
+        enable: true,
+        reason: "this drover".into(),
+        unit: Some(UnitName::parse("demo-worker").unwrap()),
+    };
+    let (action, now) = rt
+        .block_on(drover::remote::maintenance::apply_goal_on(&session, &goal))
+        .expect("update");
+    rt.block_on(session.close());
+    assert!(action.is_some());
+    let file = lab.ssh(&host, "cat /var/lib/drover/maintenance.json");
+    let state: serde_json::Value = serde_json::from_str(&file).unwrap();
+    assert_eq!(
+        state["units"]["demo-web.service"]["reason"], "the other drover",
+        "{file}"
+    );
+    assert_eq!(
+        state["units"]["demo-worker.service"]["reason"], "this drover",
+        "{file}"
+    );
+    assert_eq!(now.units.len(), 2, "{now:?}");
+}
