@@ -14,7 +14,8 @@ struct Expect {
     message: String,
     suggest: Option<String>,
     field: Option<String>,
-    line: Option<u64>,
+    /// `# at: LINE:COLUMN`, required: every error points at its place.
+    at: (u64, u64),
 }
 
 fn header(path: &Path) -> Expect {
@@ -29,7 +30,12 @@ fn header(path: &Path) -> Expect {
             .unwrap_or_else(|| panic!("{} has no `# expect:` line", path.display())),
         suggest: get("suggest"),
         field: get("field"),
-        line: get("line").map(|l| l.parse().unwrap()),
+        at: get("at")
+            .and_then(|a| {
+                let (l, c) = a.split_once(':')?;
+                Some((l.parse().ok()?, c.parse().ok()?))
+            })
+            .unwrap_or_else(|| panic!("{} has no `# at: LINE:COLUMN` line", path.display())),
     }
 }
 
@@ -52,11 +58,17 @@ fn check(playbook: &Path, inventory: &Path) -> (i32, serde_json::Value) {
     (out.status.code().unwrap_or(-1), json)
 }
 
-fn assert_case(file: &Path, code: i32, json: &serde_json::Value) {
+fn assert_case(file: &Path, what: &str, code: i32, json: &serde_json::Value) {
     let exp = header(file);
     let name = file.display();
     assert_eq!(code, 1, "{name}: exit code");
     assert_eq!(json["code"], 400, "{name}: {json}");
+    // The class: the file the error is about, never another one's.
+    assert_eq!(
+        json["error"],
+        format!("{what} is invalid"),
+        "{name}: {json}"
+    );
     let details = json["details"].as_str().unwrap_or_default();
     assert!(
         details.contains(&exp.message),
@@ -69,12 +81,11 @@ fn assert_case(file: &Path, code: i32, json: &serde_json::Value) {
         details.contains(&format!("{fname} line ")) && details.contains(" column "),
         "{name}: no position in `{details}`"
     );
-    if let Some(l) = exp.line {
-        assert!(
-            details.contains(&format!("{fname} line {l} column")),
-            "{name}: want line {l} in `{details}`"
-        );
-    }
+    let (l, c) = exp.at;
+    assert!(
+        details.contains(&format!("{fname} line {l} column {c}")),
+        "{name}: want line {l} column {c} in `{details}`"
+    );
     if let Some(f) = exp.field {
         assert!(
             details.starts_with(&format!("{f}: ")),
@@ -113,7 +124,7 @@ fn bad_playbooks_are_refused_with_position() {
     let mut failures = Vec::new();
     for f in &files {
         let (code, json) = check(f, &base().join("inventory.yml"));
-        if let Err(e) = std::panic::catch_unwind(|| assert_case(f, code, &json)) {
+        if let Err(e) = std::panic::catch_unwind(|| assert_case(f, "playbook", code, &json)) {
             failures.push(e.downcast_ref::<String>().cloned().unwrap_or_default());
         }
     }
@@ -131,7 +142,7 @@ fn bad_inventories_are_refused_with_position() {
     let mut failures = Vec::new();
     for f in &files {
         let (code, json) = check(&base().join("ok.yml"), f);
-        if let Err(e) = std::panic::catch_unwind(|| assert_case(f, code, &json)) {
+        if let Err(e) = std::panic::catch_unwind(|| assert_case(f, "inventory", code, &json)) {
             failures.push(e.downcast_ref::<String>().cloned().unwrap_or_default());
         }
     }
