@@ -286,6 +286,10 @@ fn a_saved_plan_covers_unit_templates_and_ssh_config() {
         .collect();
     assert!(paths.iter().any(|p| p.ends_with("app.j2")), "{paths:?}");
     assert!(paths.iter().any(|p| p.ends_with("ssh_config")), "{paths:?}");
+    assert!(
+        paths.contains(&"web-1:drover-app.service (rendered)"),
+        "{paths:?}"
+    );
     drop(dir);
 
     for edited in ["app.j2", "ssh_config"] {

@@ -261,11 +261,22 @@ pub fn simulate(job: &Job, facts: &Facts, labels: PlanLabels<'_>) -> Result<Plan
     })
 }
 
-/// The files besides the playbook and the inventory that decide what apply
-/// does: the unit templates the playbook read and the ssh_config files the
-/// inventory names (which choose where a host name really leads).
+/// The inputs besides the playbook and the inventory that decide what apply
+/// does: the unit templates the playbook read, the ssh_config files the
+/// inventory names (which choose where a host name really leads), and the
+/// unit file content rendered for each host (`HOST:UNIT (rendered)`).
 pub fn other_inputs(job: &Job) -> Vec<crate::model::Input> {
     let mut inputs = job.playbook.inputs.clone();
+    for ex in job.expanded.iter().filter(|ex| ex.reads_file) {
+        for t in &ex.tasks {
+            if let Some(content) = &t.content {
+                inputs.push(crate::model::Input {
+                    path: format!("{}:{} (rendered)", job.inventory.hosts[t.host].name, t.unit),
+                    digest: crate::model::digest(content.as_bytes()),
+                });
+            }
+        }
+    }
     let configs: BTreeSet<&std::path::Path> = job
         .inventory
         .hosts
