@@ -100,14 +100,29 @@ fn probe(dir: &Path) -> Result<Lab, String> {
     Ok(lab)
 }
 
-/// Holds the cross-process test lock until dropped.
-pub struct LabLock(File);
+/// Holds the cross-process test lock until dropped. When the test holding
+/// it fails (drops it while panicking), the lab is put back to its
+/// baseline first, so one failure does not cascade into the next tests.
+pub struct LabLock<'a> {
+    file: File,
+    lab: &'a Lab,
+}
 
-impl Drop for LabLock {
+/// The baseline of every lab host's demo units and drover state; run after
+/// a failed test. Never fails (a drop must not panic).
+const BASELINE: &str = "rm -f /var/lib/drover/maintenance.json; \
+systemctl unmask -q demo-web demo-worker demo-idle demo-broken 2>/dev/null; \
+systemctl reset-failed; systemctl stop demo-idle demo-broken; \
+systemctl start demo-web demo-worker; true";
+
+impl Drop for LabLock<'_> {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.lab.restore_baseline();
+        }
         // SAFETY: flock on a file descriptor we own.
         unsafe {
-            libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
+            libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
         }
     }
 }
@@ -126,7 +141,7 @@ impl Lab {
     /// Take the lab's test lock (flock on RUNDIR/.test.lock): tests that
     /// mutate units or stop hosts hold it so they never overlap, within a
     /// test binary or across processes.
-    pub fn lock(&self) -> LabLock {
+    pub fn lock(&self) -> LabLock<'_> {
         let path = self.dir.join(".test.lock");
         let f = File::options()
             .create(true)
@@ -137,7 +152,26 @@ impl Lab {
         // SAFETY: flock on a file descriptor we own; blocks until ours.
         let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
         assert_eq!(rc, 0, "flock {}", path.display());
-        LabLock(f)
+        LabLock { file: f, lab: self }
+    }
+
+    /// Every host up and at its baseline (see [`BASELINE`]), best effort:
+    /// a stopped host is started again. Used while a failed test unwinds,
+    /// so nothing here may panic.
+    pub fn restore_baseline(&self) {
+        let script = std::env::var_os("DROVER_LAB_SCRIPT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/lab.sh"));
+        for h in &self.hosts {
+            let up = self.ssh_output(&h.name, "true").status.success();
+            if !up {
+                let _ = Command::new(&script)
+                    .args(["start-host", &h.name])
+                    .env("DROVER_LAB_DIR", &self.dir)
+                    .output();
+            }
+            let _ = self.ssh_output(&h.name, BASELINE);
+        }
     }
 
     /// Run a command on a host with plain ssh (the lab's ssh_config).
