@@ -202,3 +202,170 @@ fn unit_file_steps_on_a_protected_unit_are_refused() {
         .unwrap();
     check_protected(&j.playbook, &j.inventory, &j.expanded, false).unwrap();
 }
+
+const TOKEN: &str = "tok-NEW-5b1f0c";
+const TOKEN_BEFORE: &str = "tok-OLD-93ad2e";
+const DB_PASSWORD: &str = "hunter2-but-longer";
+
+/// A playbook whose secrets go into a unit template, a verbatim unit file,
+/// a `wait.http` URL and a maintenance reason. `token_before` is the value
+/// the hosts hold now, listed too (as a rotation would) so the diff can
+/// show the change without showing either value.
+fn secret_job(dir: &Path) -> Job {
+    std::fs::write(
+        dir.join("app.j2"),
+        "[Service]\nEnvironment=TOKEN={{ vars.token }}\nExecStart=/usr/bin/app --db postgres://app:{{ vars.db_password }}@db/app\n",
+    )
+    .unwrap();
+    let playbook = format!(
+        r#"name: secrets
+vars:
+  token: {TOKEN}
+  token_before: {TOKEN_BEFORE}
+  db_password: "{DB_PASSWORD}"
+secret_vars: [token, token_before, db_password]
+steps:
+  - id: app
+    target: role:db
+    unit: {{ name: drover-app, template: app.j2 }}
+  - id: sidecar
+    target: db-2
+    unit: {{ name: drover-sidecar, content: "[Service]\nEnvironment=TOKEN={TOKEN}\n" }}
+  - id: web
+    target: role:db
+    service: {{ name: demo-web, state: restarted }}
+    wait: {{ http: "http://{{{{ host.name }}}}:8080/ready?token={{{{ vars.token }}}}", timeout: 5s }}
+  - id: drain
+    target: db-1
+    maintenance: {{ enable: true, reason: "rotating {{{{ vars.token }}}}" }}
+"#
+    );
+    Job::from_text(
+        &playbook,
+        &dir.join("pb.yml"),
+        INVENTORY,
+        Path::new("<inventory>"),
+        None,
+    )
+    .unwrap()
+}
+
+/// db-1 holds the app's file rendered with the previous token, db-2 has
+/// no files yet, db-3 is in maintenance for a reason quoting the token.
+fn secret_facts() -> Facts {
+    let old_file = format!(
+        "[Service]\nEnvironment=TOKEN={TOKEN_BEFORE}\nExecStart=/usr/bin/app --db postgres://app:{DB_PASSWORD}@db/app\n"
+    );
+    let units = serde_json::json!({ "demo-web.service": unit("active") });
+    let doc = serde_json::json!({
+        "version": 1,
+        "collected_at": "2026-01-01T00:00:00Z",
+        "hosts": {
+            "db-1": { "reachable": true, "units": units,
+                      "unit_files": { "drover-app.service": old_file } },
+            "db-2": { "reachable": true, "units": units,
+                      "unit_files": { "drover-app.service": null, "drover-sidecar.service": null } },
+            "db-3": { "reachable": true, "units": units,
+                      "maintenance": { "reason": format!("rotating {TOKEN_BEFORE}"), "since": "2026-01-01T00:00:00Z" },
+                      "unit_files": { "drover-app.service": null } }
+        }
+    });
+    Facts::from_json(&doc.to_string(), Path::new("<memory>")).unwrap()
+}
+
+#[test]
+fn secret_values_never_show_in_any_plan_format() {
+    use drover::model::secret::marker;
+    use drover::render::plan::{render, Format};
+    let dir = tempfile::tempdir().unwrap();
+    let job = secret_job(dir.path());
+    let opts = PlanOptions {
+        reach: drover::remote::fanout::Reach::default(),
+        limit: None,
+        facts_label: "<memory>".into(),
+        keep_facts: true,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let p = rt
+        .block_on(plan(&job, Some(secret_facts()), &opts, &NoEvents))
+        .unwrap()
+        .plan;
+
+    let (token, before) = (marker("token", TOKEN), marker("token_before", TOKEN_BEFORE));
+    for (what, out) in [
+        ("text", render(&p, Format::Text, false)),
+        ("text in colour", render(&p, Format::Text, true)),
+        ("markdown", render(&p, Format::Markdown, false)),
+        ("json", render(&p, Format::Json, false)),
+    ] {
+        for value in [TOKEN, TOKEN_BEFORE, DB_PASSWORD] {
+            assert!(!out.contains(value), "{what} shows {value}:\n{out}");
+        }
+        // The markers stand in: the unit files' lines, the maintenance
+        // reason, the skip of the host in maintenance.
+        for m in [&token, &before, &marker("db_password", DB_PASSWORD)] {
+            assert!(out.contains(m.as_str()), "{what} lacks {m}:\n{out}");
+        }
+    }
+
+    // The file changes only in the token, and the diff shows it: the
+    // markers carry different digests.
+    let app = p.hosts[0]
+        .units
+        .iter()
+        .find(|u| u.name == "drover-app.service")
+        .unwrap();
+    let line = |lines: &[String]| {
+        lines
+            .iter()
+            .find(|l| l.contains("Environment=TOKEN="))
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        line(&app.before_extra),
+        format!("    | Environment=TOKEN={before}")
+    );
+    assert_eq!(
+        line(&app.after_extra),
+        format!("    | Environment=TOKEN={token}")
+    );
+    let skipped = p.steps[0]
+        .results
+        .iter()
+        .find(|r| &*r.hostname == "db-3")
+        .unwrap();
+    assert_eq!(
+        skipped.error.as_deref(),
+        Some(format!("skipped: in maintenance: rotating {before}").as_str())
+    );
+    // What the host receives is the real value.
+    let db1 = job.expanded[0].task(0).unwrap();
+    assert!(db1.content.as_deref().unwrap().contains(TOKEN));
+}
+
+#[test]
+fn a_secret_in_a_unit_name_is_refused_and_errors_hide_it() {
+    // A valid name would be shown everywhere: refused, without the value.
+    let e = job(&format!(
+        "name: x\nvars: {{ svc: {TOKEN} }}\nsecret_vars: [svc]\nsteps:\n  - id: a\n    target: db-1\n    service: {{ name: \"{{{{ vars.svc }}}}\", state: started }}\n"
+    ))
+    .unwrap_err();
+    let d = e.details();
+    assert_eq!(e.code(), 400);
+    assert!(d.contains("contains the value of secret `svc`"), "{d}");
+    assert!(!d.contains(TOKEN), "{d}");
+    // An invalid one: the unit-name error would quote it.
+    let e = job(
+        "name: x\nvars: { svc: \"bad;name\" }\nsecret_vars: [svc]\nsteps:\n  - id: a\n    target: db-1\n    service: { name: \"{{ vars.svc }}\", state: started }\n",
+    )
+    .unwrap_err();
+    let d = e.details();
+    assert!(!d.contains("bad;name"), "{d}");
+    assert!(
+        d.contains(&drover::model::secret::marker("svc", "bad;name")),
+        "{d}"
+    );
+}

@@ -117,7 +117,13 @@ fn status_table() {
 }
 
 fn result(host: &str, step: &str, action: &str, ms: u64, outcome: Outcome) -> JobResult {
-    let mut r = JobResult::new(host, step, "demo-web.service", &outcome);
+    let mut r = JobResult::new(
+        host,
+        step,
+        "demo-web.service",
+        &outcome,
+        &drover::model::secret::Secrets::new(),
+    );
     r.action = action.into();
     r.duration_ms = ms;
     r

@@ -308,3 +308,108 @@ fn a_saved_plan_covers_unit_templates_and_ssh_config() {
         );
     }
 }
+
+const SECRET: &str = "s3cr3t-2f9a41c7";
+
+/// A saved plan of a playbook that renders a secret into a unit file and
+/// a `wait.http` URL, over facts where web-1 already holds the file with
+/// that secret: (dir, playbook, inventory, plan, what plan printed).
+fn saved_with_secret() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("app.j2"),
+        "[Service]\nEnvironment=API_TOKEN={{ vars.api_token }}\nExecStart=/bin/true\n",
+    )
+    .unwrap();
+    let inv = d.join("inv.yml");
+    std::fs::copy(root().join("examples/inventory.yml"), &inv).unwrap();
+    let pb = d.join("pb.yml");
+    std::fs::write(
+        &pb,
+        format!(
+            "name: app\nvars: {{ api_token: {SECRET} }}\nsecret_vars: [api_token]\nsteps:\n  - id: app\n    target: [web-1, web-2]\n    unit: {{ name: drover-app, template: app.j2 }}\n  - id: web\n    target: web-1\n    service: {{ name: demo-web, state: restarted }}\n    wait: {{ http: \"http://web-1:8080/ready?token={{{{ vars.api_token }}}}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let mut facts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("examples/facts.json")).unwrap())
+            .unwrap();
+    // web-1 already runs an older file holding the secret; web-2 has none.
+    facts["hosts"]["web-1"]["unit_files"] = serde_json::json!({
+        "drover-app.service": format!("[Service]\nEnvironment=API_TOKEN={SECRET}\n")
+    });
+    facts["hosts"]["web-2"]["unit_files"] = serde_json::json!({ "drover-app.service": null });
+    let facts_path = d.join("facts.json");
+    std::fs::write(&facts_path, facts.to_string()).unwrap();
+    let out = d.join("plan.json");
+    let o = drover(&[
+        "plan",
+        pb.to_str().unwrap(),
+        "-i",
+        inv.to_str().unwrap(),
+        "--facts",
+        facts_path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--format",
+        "markdown",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let printed = String::from_utf8(o.stdout).unwrap() + &String::from_utf8(o.stderr).unwrap();
+    (dir, pb, inv, out, printed)
+}
+
+#[test]
+fn a_saved_plan_never_holds_a_secret_value() {
+    let (_d, pb, inv, out, printed) = saved_with_secret();
+    let saved = std::fs::read_to_string(&out).unwrap();
+    let marker = drover::model::secret::marker("api_token", SECRET);
+    assert!(!saved.contains(SECRET), "{saved}");
+    assert!(!printed.contains(SECRET), "{printed}");
+    // The marker stands in the unit file lines and in the facts the plan
+    // recorded of web-1's current file.
+    let plan: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    let web1 = &plan["hosts"][0];
+    assert_eq!(web1["hostname"], "web-1");
+    let app = web1["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "drover-app.service")
+        .unwrap();
+    let token_line = format!("    | Environment=API_TOKEN={marker}");
+    for side in ["before_extra", "after_extra"] {
+        assert!(
+            app[side]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l.as_str() == Some(&token_line)),
+            "{side}: {app}"
+        );
+    }
+    assert_eq!(
+        plan["facts"]["hosts"]["web-1"]["unit_files"]["drover-app.service"],
+        format!("[Service]\nEnvironment=API_TOKEN={marker}\n")
+    );
+    assert!(printed.contains(&marker), "{printed}");
+
+    // A changed secret changes the playbook's digest: apply --plan refuses
+    // before connecting, without quoting either value.
+    let text = std::fs::read_to_string(&pb)
+        .unwrap()
+        .replace(SECRET, "s3cr3t-rotated-0001");
+    std::fs::write(&pb, text).unwrap();
+    let (code, v) = apply(&pb, &inv, &out, &[]);
+    assert_eq!((code, v["code"].as_u64()), (3, Some(403)), "{v}");
+    let details = v["details"].as_str().unwrap();
+    assert!(
+        details.contains("playbook") && details.contains("changed since the plan"),
+        "{details}"
+    );
+    assert!(
+        !details.contains(SECRET) && !details.contains("rotated"),
+        "{details}"
+    );
+}

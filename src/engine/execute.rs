@@ -385,6 +385,7 @@ fn result_of(run: &Run<'_>, si: usize, h: usize, outcome: &Outcome) -> JobResult
         &job.playbook.steps[si].id,
         &unit,
         outcome,
+        &job.playbook.secrets,
     )
 }
 

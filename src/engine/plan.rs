@@ -19,6 +19,7 @@ use crate::model::maintenance::{
 };
 use crate::model::outcome::{Failure, Kind, Outcome, SkipReason, Status};
 use crate::model::playbook::{Module, Step, UnitFileGoal};
+use crate::model::secret::Secrets;
 use crate::model::service::{decide_service, Action};
 use crate::model::unit::UnitName;
 use crate::model::unitfile::{decide_unit, predict, UnitFileWant};
@@ -108,8 +109,14 @@ fn note_actions(
 
 /// State lines beyond active/enabled: the maintenance flag of the unit (or
 /// the host, for the host entry) and, for units a `unit:` step touches,
-/// the file's content line by line.
-fn extra_lines(unit: &UnitName, m: &MaintenanceState, file: Option<Option<String>>) -> Vec<String> {
+/// the file's content line by line; secret values shown as their markers
+/// (the file written to the host keeps them).
+fn extra_lines(
+    unit: &UnitName,
+    m: &MaintenanceState,
+    file: Option<Option<String>>,
+    secrets: &Secrets,
+) -> Vec<String> {
     let mut v = Vec::new();
     let flag = if unit.as_str() == HOST_SCOPE {
         Some(m.host.as_ref())
@@ -117,7 +124,7 @@ fn extra_lines(unit: &UnitName, m: &MaintenanceState, file: Option<Option<String
         m.units.get(unit.as_str()).map(Some)
     };
     match flag {
-        Some(Some(f)) => v.push(format!("  maintenance: on ({})", f.reason)),
+        Some(Some(f)) => v.push(format!("  maintenance: on ({})", secrets.redact(&f.reason))),
         Some(None) => v.push("  maintenance: off".to_string()),
         None => {}
     }
@@ -127,7 +134,8 @@ fn extra_lines(unit: &UnitName, m: &MaintenanceState, file: Option<Option<String
                 "  file: {}",
                 crate::model::unitfile::unit_path(unit)
             ));
-            v.extend(text.lines().map(|l| format!("    | {l}")));
+            // Redacted whole, so that a secret spanning lines is hidden too.
+            v.extend(secrets.redact(&text).lines().map(|l| format!("    | {l}")));
         }
         Some(None) => v.push(format!(
             "  file: {} (absent)",
@@ -469,7 +477,11 @@ impl<'a> Simulation<'a> {
             status: outcome.status(),
             name: task.unit.clone(),
             changed: outcome.changed(),
-            error: outcome.error(),
+            // A skip or failure may quote a rendered value (a maintenance
+            // reason, a host's unreachable text).
+            error: outcome
+                .error()
+                .map(|e| job.playbook.secrets.redact_string(e)),
             kind: outcome.kind(),
             step: step_id.clone(),
             actions,
@@ -623,6 +635,7 @@ impl<'a> Simulation<'a> {
             }
             let hf = self.facts[h];
             let file_of = |unit: &UnitName| self.files[h].iter().find(|(u, _)| u == unit);
+            let secrets = &self.job.playbook.secrets;
             let units = list
                 .into_iter()
                 .map(|(unit, actions)| UnitChange {
@@ -630,11 +643,13 @@ impl<'a> Simulation<'a> {
                         &unit,
                         &MaintenanceState::of_facts(hf),
                         file_of(&unit).map(|_| hf.unit_files.get(unit.as_str()).cloned().flatten()),
+                        secrets,
                     ),
                     after_extra: extra_lines(
                         &unit,
                         &self.maint[h],
                         file_of(&unit).map(|(_, f)| f.as_deref().map(str::to_string)),
+                        secrets,
                     ),
                     name: if unit.as_str() == HOST_SCOPE {
                         HOST_DOC.to_string()

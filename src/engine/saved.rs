@@ -193,7 +193,9 @@ fn short(digest: &str) -> &str {
 }
 
 /// The facts a plan used: per host with a task, exactly the units its
-/// tasks touch (what `apply --plan` re-reads and compares).
+/// tasks touch (what `apply --plan` re-reads and compares), with secret
+/// values hidden: a host may already hold a rendered secret in a unit
+/// file, and these facts are shown and saved.
 pub fn facts_used(job: &Job, facts: &Facts) -> Facts {
     let mut per_host: BTreeMap<usize, BTreeSet<&str>> = BTreeMap::new();
     for ex in &job.expanded {
@@ -215,6 +217,7 @@ pub fn facts_used(job: &Job, facts: &Facts) -> Facts {
         hf.units.retain(|u, _| units.contains(u.as_str()));
         hf.unit_maintenance
             .retain(|u, _| units.contains(u.as_str()));
+        hf.redact(&job.playbook.secrets);
         out.hosts.insert(name.clone(), hf);
     }
     out
@@ -380,6 +383,12 @@ pub fn drift(job: &Job, saved: &SavedPlan, now: &Facts) -> Result<Vec<Drift>> {
             &p.name,
             format!("step {step}: planned {old}, now not targeted"),
         );
+    }
+    // A host's error text is shown in the refusal and the warning.
+    let secrets = &job.playbook.secrets;
+    for d in &mut out {
+        d.before = secrets.redact_string(std::mem::take(&mut d.before));
+        d.now = secrets.redact_string(std::mem::take(&mut d.now));
     }
     Ok(out)
 }

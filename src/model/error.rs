@@ -183,6 +183,18 @@ impl Error {
         self
     }
 
+    /// The error with every secret value in its texts replaced by its
+    /// marker: a message may quote a rendered value (a unit name, a URL).
+    pub fn redacted(mut self, secrets: &crate::model::secret::Secrets) -> Self {
+        let redact = |m: &mut String| *m = secrets.redact_string(std::mem::take(m));
+        match &mut self {
+            Error::Parse(d) | Error::Invalid(d) => redact(&mut d.message),
+            Error::Usage(m) | Error::Refused(m) | Error::Internal(m) => redact(m),
+            Error::Io { .. } | Error::NotImplemented(_) => {}
+        }
+        self
+    }
+
     /// Shorthand for an I/O error on a path.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::model::error::{Error, Result};
 use crate::model::inventory::{Host, Inventory};
 use crate::model::playbook::{Module, Playbook, Step, UnitSource};
+use crate::model::secret::Secrets;
 use crate::model::service::ServiceGoal;
 use crate::model::target::{Resolved, Selector};
 use crate::model::template::{host_error, HostContext, Templates};
@@ -107,8 +108,12 @@ pub fn expand(
             })
             .collect()
     });
-    // The first error in file order, so the message does not depend on threads.
-    results.into_iter().collect()
+    // The first error in file order, so the message does not depend on
+    // threads; a rendered value it quotes may be a secret.
+    results
+        .into_iter()
+        .collect::<Result<_>>()
+        .map_err(|e| e.redacted(&pb.secrets))
 }
 
 /// `--limit` may not pick `_any`, name unknown hosts or match nothing.
@@ -159,6 +164,7 @@ fn expand_step(
     let targets = resolve_targets(inv, limit, step)?;
     let mut render = StepRenderer {
         templates: &pb.templates,
+        secrets: &pb.secrets,
         step,
         contexts,
         when: None,
@@ -228,6 +234,7 @@ fn resolve_targets(inv: &Inventory, limit: Option<&Selector>, step: &Step) -> Re
 /// read `host` renders once per step, not once per host.
 struct StepRenderer<'a> {
     templates: &'a Templates,
+    secrets: &'a Secrets,
     step: &'a Step,
     contexts: &'a [HostContext],
     when: Option<bool>,
@@ -310,6 +317,13 @@ impl StepRenderer<'_> {
             .templates
             .render_unit(name, self.context(h)?)
             .map_err(self.error(host, field, Some(name_position.clone())))?;
+        // A unit name is shown everywhere and must stay a valid name, so a
+        // secret in it cannot be hidden: refuse it.
+        if let Some(secret) = self.secrets.found_in(u.as_str()) {
+            return Err(self.error(host, field, Some(name_position.clone()))(format!(
+                "the unit name contains the value of secret `{secret}`; unit names are shown in plans and reports and cannot be redacted"
+            )));
+        }
         if !self.templates.is_per_host(name) {
             self.unit = Some(u.clone());
         }

@@ -9,6 +9,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::error::{Error, Position, Result};
+use crate::model::secret::Secrets;
 
 /// Version of the facts file format; bumped on incompatible change.
 pub const FACTS_VERSION: u32 = 1;
@@ -100,6 +101,28 @@ impl HostFacts {
             unit_maintenance: BTreeMap::new(),
             units: BTreeMap::new(),
             unit_files: BTreeMap::new(),
+        }
+    }
+
+    /// Hide every secret value these facts hold: unit file content (a
+    /// host may already hold a rendered secret), maintenance reasons, the
+    /// error.
+    pub fn redact(&mut self, secrets: &Secrets) {
+        if secrets.is_empty() {
+            return;
+        }
+        let hide = |s: &mut String| *s = secrets.redact_string(std::mem::take(s));
+        if let Some(e) = &mut self.error {
+            hide(e);
+        }
+        if let Some(m) = &mut self.maintenance {
+            hide(&mut m.reason);
+        }
+        for m in self.unit_maintenance.values_mut() {
+            hide(&mut m.reason);
+        }
+        for text in self.unit_files.values_mut().flatten() {
+            hide(text);
         }
     }
 

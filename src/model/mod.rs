@@ -15,6 +15,7 @@ pub mod outcome;
 pub mod playbook;
 pub mod report;
 pub mod schema;
+pub mod secret;
 pub mod service;
 pub mod target;
 pub mod template;

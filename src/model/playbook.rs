@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use crate::model::error::{suggest, Error, Position, Result};
+use crate::model::secret::{self, Secrets};
 use crate::model::target::Selector;
 use crate::model::template::Templates;
 use crate::model::yaml;
@@ -332,6 +333,12 @@ pub struct PlaybookFile {
     /// Template variables (`vars.*`).
     #[serde(default)]
     pub vars: BTreeMap<String, serde_json::Value>,
+    /// Names of `vars` whose values are secret (strings or numbers of at
+    /// least 4 characters): hosts receive them, but plans, saved plans,
+    /// reports, journals and errors show `<secret NAME sha256:XXXXXXXX>`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub secret_vars: Vec<Spanned<String>>,
     /// The steps, in runbook order.
     pub steps: Vec<StepSpec>,
 }
@@ -453,6 +460,8 @@ pub struct Playbook {
     /// Files the playbook read besides itself (unit templates), with their
     /// digests: what a saved plan must also find unchanged.
     pub inputs: Vec<crate::model::Input>,
+    /// The values of `secret_vars`, hidden in everything drover shows.
+    pub secrets: Secrets,
 }
 
 impl Playbook {
@@ -474,6 +483,7 @@ impl Playbook {
                 yaml::locate(text, path, &["steps"]),
             ));
         }
+        let secrets = secrets_of(&file, src)?;
         let mut templates = Templates::new(&file.vars)?;
         let window = file
             .window
@@ -513,6 +523,7 @@ impl Playbook {
             templates,
             digest: crate::model::digest(text.as_bytes()),
             inputs,
+            secrets,
         })
     }
 
@@ -904,6 +915,40 @@ fn read_template(path: &Path) -> std::result::Result<String, String> {
         return Err("is larger than 1 MiB".into());
     }
     String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".into())
+}
+
+/// `secret_vars`: each names a key of `vars` whose value can be hidden
+/// reliably (a string or a number, at least 4 characters).
+fn secrets_of(file: &PlaybookFile, src: Source<'_>) -> Result<Secrets> {
+    let mut secrets = Secrets::new();
+    for (i, name) in file.secret_vars.iter().enumerate() {
+        let at = src.pos(name.referenced);
+        let Some(value) = file.vars.get(&name.value) else {
+            return Err(Error::invalid(
+                WHAT,
+                format!("secret_vars[{i}]"),
+                format!("`{}` is not a key of `vars`", name.value),
+                Some(at),
+            )
+            .with_suggestion(suggest(&name.value, file.vars.keys().map(String::as_str))));
+        };
+        // The value is what to fix, so the error points at it.
+        let bad = |why: String| {
+            Error::invalid(
+                WHAT,
+                format!("vars.{}", name.value),
+                format!("secret `{}` {why}", name.value),
+                yaml::locate(src.text, src.path, &["vars", &name.value]).or(Some(at.clone())),
+            )
+        };
+        let text = secret::rendered(value).map_err(|why| {
+            bad(format!(
+                "{why}; a secret must be a string or a number (give each secret value its own variable)"
+            ))
+        })?;
+        secrets.insert(&name.value, &text).map_err(bad)?;
+    }
+    Ok(secrets)
 }
 
 /// `needs` names known steps (checked here, with positions, so the DAG

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::error::{Class, Error};
 use crate::model::outcome::{Kind, Outcome, Status};
+use crate::model::secret::Secrets;
 
 /// One result: the fields `hostname`, `status`, `name`, `changed` and
 /// `error` mean exactly what DESIGN.md says; the rest is extra detail.
@@ -34,14 +35,23 @@ pub struct JobResult {
 }
 
 impl JobResult {
-    /// The result of `outcome` for one host in one step.
-    pub fn new(hostname: &str, step: &str, unit: &str, outcome: &Outcome) -> Self {
+    /// The result of `outcome` for one host in one step. Its `error` may
+    /// quote rendered values (a `wait.http` URL, a maintenance reason,
+    /// what systemd echoed back), so secret values in it become their markers
+    /// here, before the result reaches a journal, an event or a report.
+    pub fn new(
+        hostname: &str,
+        step: &str,
+        unit: &str,
+        outcome: &Outcome,
+        secrets: &Secrets,
+    ) -> Self {
         JobResult {
             hostname: hostname.to_string(),
             status: outcome.status(),
             name: unit.to_string(),
             changed: outcome.changed(),
-            error: outcome.error(),
+            error: outcome.error().map(|e| secrets.redact_string(e)),
             kind: outcome.kind(),
             step: step.to_string(),
             action: "none".into(),
@@ -213,7 +223,7 @@ mod tests {
             outcome: run,
             results: outcomes
                 .iter()
-                .map(|o| JobResult::new("h", "s", "u.service", o))
+                .map(|o| JobResult::new("h", "s", "u.service", o, &Secrets::new()))
                 .collect(),
         }
     }
@@ -243,5 +253,39 @@ mod tests {
         assert_eq!(Verdict::of_error(&e).exit_code(), 3);
         assert_eq!(Verdict::of_error(&e).http_status(), 403);
         assert_eq!(Verdict::HostFailed.http_status(), 200);
+    }
+
+    /// What the executor records for a host (journal line, event, report)
+    /// never quotes a secret value, whatever text the failure carries.
+    #[test]
+    fn result_errors_hide_secret_values() {
+        let mut secrets = Secrets::new();
+        secrets.insert("token", "tok-9f2c1e").unwrap();
+        let marker = crate::model::secret::marker("token", "tok-9f2c1e");
+        let outcomes = [
+            // The words of the executor's wait gate, quoting the URL.
+            Outcome::failed(Failure::Error(
+                "wait: http http://web-1:8080/ready?token=tok-9f2c1e did not pass within 1m: HTTP status 500".into(),
+            )),
+            // systemd echoing a rendered value back.
+            Outcome::failed(Failure::JobFailed(
+                "unit demo.service entered failed state (Environment=TOKEN=tok-9f2c1e)".into(),
+            )),
+            Outcome::failed(Failure::Unreachable("tok-9f2c1e".into())),
+            Outcome::Skipped(crate::model::outcome::SkipReason::Maintenance(
+                "rotating tok-9f2c1e".into(),
+            )),
+        ];
+        for o in &outcomes {
+            let r = JobResult::new("web-1", "deploy", "demo.service", o, &secrets);
+            let error = r.error.as_deref().unwrap_or_default();
+            assert!(error.contains(&marker), "{error}");
+            let line = serde_json::to_string(&r).unwrap();
+            assert!(!line.contains("tok-9f2c1e"), "{line}");
+            // Only the text changes: status and kind still say what happened.
+            let plain = JobResult::new("web-1", "deploy", "demo.service", o, &Secrets::new());
+            assert_eq!((r.status, r.kind), (plain.status, plain.kind));
+            assert!(plain.error.unwrap().contains("tok-9f2c1e"));
+        }
     }
 }
