@@ -10,9 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{lab, Lab};
-use drover::model::inventory::Inventory;
 use drover::model::unit::UnitName;
-use drover::remote::carrier;
 
 const SLOW: &str = "drover-slow.service";
 
@@ -62,13 +60,7 @@ fn forged_job_removed_signals_are_not_believed() {
     let _l = lab.lock();
     let host = lab.host(0).to_string();
     let _slow = SlowUnit::install(&lab, &host);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let inv = Inventory::load(&lab.inventory).unwrap();
-    let h = inv.host(&host).unwrap().clone();
-    let session = rt.block_on(carrier::connect(&h)).expect("connect");
+    let (rt, session) = lab.session(&host);
     // One job first: drover's connection then listens for job results
     // (its match is installed with the first job).
     let web = UnitName::parse("demo-web.service").unwrap();

@@ -6,10 +6,8 @@
 mod common;
 
 use common::{lab, run, Lab};
-use drover::model::inventory::Inventory;
 use drover::model::maintenance::MaintenanceGoal;
 use drover::model::unit::UnitName;
-use drover::remote::carrier;
 
 /// Clears the host's maintenance state file, before and after.
 struct Clean<'a> {
@@ -41,14 +39,8 @@ fn a_stale_read_does_not_drop_another_drovers_flag() {
     let _l = lab.lock();
     let host = lab.host(0).to_string();
     let _clean = Clean::new(&lab, &host);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let inv = Inventory::load(&lab.inventory).unwrap();
-    let h = inv.host(&host).unwrap().clone();
     // This session read the (absent) state file when it opened...
-    let session = rt.block_on(carrier::connect(&h)).expect("connect");
+    let (rt, session) = lab.session(&host);
     // ...then another drover sets a flag on the host.
     let (code, out, err) = run(lab
         .drover()

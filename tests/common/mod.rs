@@ -243,6 +243,24 @@ impl Lab {
         );
     }
 
+    /// A multi-threaded runtime and a session to `host` through drover's
+    /// own carrier (the lab inventory's settings), for tests of the library.
+    pub fn session(
+        &self,
+        host: &str,
+    ) -> (tokio::runtime::Runtime, drover::remote::carrier::Session) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let inv = drover::model::inventory::Inventory::load(&self.inventory).expect("inventory");
+        let h = inv.host(host).expect("a lab host").clone();
+        let session = rt
+            .block_on(drover::remote::carrier::connect(&h))
+            .expect("connect");
+        (rt, session)
+    }
+
     /// A `drover` command (the binary under test).
     pub fn drover(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_drover"));
