@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -231,4 +231,104 @@ fn wait_lock_runs_once_the_holder_is_done() {
     let r = results(&report, "hold");
     assert_eq!(r.len(), 1, "{report}");
     assert_eq!(r[0]["status"], "ok", "{report}");
+}
+
+/// Lines of a child's stderr, as they come.
+fn stderr_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Wait for a stderr line containing `needle`; the lines read meanwhile
+/// are appended to `seen`.
+fn wait_line(rx: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let hit = line.contains(needle);
+                seen.push(line);
+                if hit {
+                    return;
+                }
+            }
+            Err(_) => panic!("no stderr line with {needle:?}; got {seen:#?}"),
+        }
+    }
+}
+
+#[test]
+fn a_second_sigint_is_noticed_and_in_flight_work_still_finishes() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Gate::new();
+    let _open = OpenOnDrop(&gate);
+    let h = lab.host(0);
+    let pb = write(
+        dir.path(),
+        "int.yml",
+        &format!(
+            "name: int\nsteps:\n  - id: hold\n    target: {h}\n    service: {{ name: demo-idle, state: stopped }}\n    wait: {{ http: \"http://127.0.0.1:{}/\", timeout: 60s }}\n  - id: later-1\n    target: {h}\n    service: {{ name: demo-worker, state: restarted }}\n  - id: later-2\n    target: role:web\n    service: {{ name: demo-web, state: restarted }}\n",
+            gate.port
+        ),
+    );
+    let report_path = dir.path().join("r.json");
+    let web_before = lab.show(h, "demo-web")["InvocationID"].clone();
+    let worker_before = lab.show(h, "demo-worker")["InvocationID"].clone();
+    let mut child = lab
+        .drover()
+        .args(["apply", "-i"])
+        .arg(&lab.inventory)
+        .arg(&pb)
+        .arg("--report")
+        .arg(&report_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut child);
+    let mut seen = Vec::new();
+    gate.wait_reached();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    wait_line(&lines, "SIGINT: starting nothing new", &mut seen);
+    // SAFETY: as above; the first one was handled, so this is a second.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    wait_line(&lines, "SIGINT again", &mut seen);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "a second SIGINT killed the run: {seen:#?}"
+    );
+    gate.open();
+    let status = child.wait().unwrap();
+    seen.extend(lines.iter());
+    assert_eq!(status.code(), Some(3), "{seen:#?}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(report["outcome"], "interrupted", "{report}");
+    assert_eq!(
+        results(&report, "hold")[0]["status"],
+        "ok",
+        "in-flight work finishes"
+    );
+    for step in ["later-1", "later-2"] {
+        let rs = results(&report, step);
+        assert!(!rs.is_empty(), "{step} missing from the report");
+        for r in rs {
+            assert_eq!(r["status"], "skipped", "{r}");
+            assert_eq!(r["error"], "skipped: run interrupted by SIGINT", "{r}");
+        }
+    }
+    assert_eq!(lab.show(h, "demo-web")["InvocationID"], web_before);
+    assert_eq!(lab.show(h, "demo-worker")["InvocationID"], worker_before);
 }
