@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -331,4 +332,90 @@ fn a_second_sigint_is_noticed_and_in_flight_work_still_finishes() {
     }
     assert_eq!(lab.show(h, "demo-web")["InvocationID"], web_before);
     assert_eq!(lab.show(h, "demo-worker")["InvocationID"], worker_before);
+}
+
+#[test]
+fn forks_bounds_the_hosts_in_flight() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    assert!(lab.len() >= 4, "needs at least 4 lab hosts");
+    let n = lab.len();
+    let dir = tempfile::tempdir().unwrap();
+    // A gate that holds every request until the test answers it: the test
+    // itself counts the hosts waiting there at once.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (arrived_tx, arrived) = mpsc::channel::<(String, mpsc::Sender<()>)>();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { break };
+            let tx = arrived_tx.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                let len = c.read(&mut buf).unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..len]).into_owned();
+                let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
+                let (go, wait) = mpsc::channel();
+                if tx.send((path, go)).is_ok() {
+                    let _ = wait.recv();
+                }
+                let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+            });
+        }
+    });
+    let pb = write(
+        dir.path(),
+        "forks.yml",
+        &format!("name: forks\nsteps:\n  - id: hold\n    target: _all\n    service: {{ name: demo-idle, state: stopped }}\n    wait: {{ http: \"http://127.0.0.1:{port}/{{{{ host.name }}}}\", timeout: 60s }}\n"),
+    );
+    let child = lab
+        .drover()
+        .args(["apply", "--format", "json", "--forks", "2", "-i"])
+        .arg(&lab.inventory)
+        .arg(&pb)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut held: VecDeque<(String, mpsc::Sender<()>)> = VecDeque::new();
+    let mut seen: Vec<String> = Vec::new();
+    let mut most = 0;
+    let mut take = |held: &mut VecDeque<_>, seen: &mut Vec<String>, (path, go)| {
+        seen.push(path);
+        held.push_back((seen.last().unwrap().clone(), go));
+        most = most.max(held.len());
+    };
+    while seen.len() < n {
+        // Hold the hosts as they come until two wait at once (or all came).
+        while held.len() < 2 && seen.len() < n {
+            let a = arrived
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("only {seen:?} reached the gate"));
+            take(&mut held, &mut seen, a);
+        }
+        // With two held, no other host may arrive: an observation window
+        // for an event that must not happen (not a synchronisation).
+        if let Ok(a) = arrived.recv_timeout(Duration::from_millis(1500)) {
+            take(&mut held, &mut seen, a);
+        }
+        if let Some((_, go)) = held.pop_front() {
+            let _ = go.send(());
+        }
+    }
+    for (_, go) in held.drain(..) {
+        let _ = go.send(());
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(
+        most, 2,
+        "{most} hosts at the gate at once with --forks 2 (order: {seen:?})"
+    );
+    let mut hosts = seen.clone();
+    hosts.sort();
+    hosts.dedup();
+    assert_eq!(hosts.len(), n, "every host passed the gate once: {seen:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results(&report, "hold").len(), n, "{report}");
 }
