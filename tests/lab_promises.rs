@@ -419,3 +419,69 @@ fn forks_bounds_the_hosts_in_flight() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(results(&report, "hold").len(), n, "{report}");
 }
+
+#[test]
+fn a_corrupt_maintenance_file_is_an_error_never_no_maintenance() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let (p, q) = (lab.host(0).to_string(), lab.host(1).to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let inv = lab.inventory_with(dir.path(), &format!("  {p}: {{}}\n  {q}: {{}}\n"));
+    lab.ssh(
+        &p,
+        "mkdir -p /var/lib/drover && { mv -f /var/lib/drover/maintenance.json /var/lib/drover/maintenance.json.keep 2>/dev/null; true; }",
+    );
+    let _state = Undo {
+        lab: &lab,
+        host: p.clone(),
+        undo: "rm -f /var/lib/drover/maintenance.json; mv -f /var/lib/drover/maintenance.json.keep /var/lib/drover/maintenance.json 2>/dev/null; true",
+    };
+    lab.ssh(&p, "echo '{not json' > /var/lib/drover/maintenance.json");
+    let pb = write(
+        dir.path(),
+        "pb.yml",
+        "name: corrupt\nsteps:\n  - id: idle\n    service: { name: demo-idle, state: stopped }\n",
+    );
+    let (code, out, err) = run(lab
+        .drover()
+        .args(["apply", "--format", "json", "-i"])
+        .arg(&inv)
+        .arg(&pb));
+    let report: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("apply printed no report ({e}): {out}\n{err}"));
+    let of = |h: &str| {
+        results(&report, "idle")
+            .into_iter()
+            .find(|r| r["hostname"] == h)
+            .cloned()
+            .unwrap_or_else(|| panic!("no result for {h}: {report}"))
+    };
+    assert_eq!(of(&p)["status"], "failed", "{report}");
+    assert!(
+        of(&p)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("maintenance.json"),
+        "{report}"
+    );
+    assert_eq!(of(&q)["status"], "ok", "{report}");
+    assert_eq!(code, 2, "{report}\n{err}");
+
+    let (code, out, err) = run(lab
+        .drover()
+        .args(["status", "--format", "json", "-i"])
+        .arg(&inv)
+        .arg("demo-idle"));
+    assert_ne!(code, 0, "{out}\n{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let errors = v["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{v}");
+    assert_eq!(errors[0]["hostname"], p.as_str(), "{v}");
+    assert!(
+        errors[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("maintenance.json"),
+        "{v}"
+    );
+}
