@@ -485,3 +485,43 @@ fn a_corrupt_maintenance_file_is_an_error_never_no_maintenance() {
         "{v}"
     );
 }
+
+#[test]
+fn health_refuses_bad_input_and_checks_http_and_tcp_end_to_end() {
+    let Some(lab) = lab() else { return };
+    let h = lab.host(0);
+    let health = |args: &[&str]| {
+        run(lab
+            .drover()
+            .arg("health")
+            .args(args)
+            .arg("-i")
+            .arg(&lab.inventory)
+            .args(["--format", "json"]))
+    };
+    let (code, out, err) = health(&["demo/web", "--target", h]);
+    assert_eq!(code, 3, "a bad unit name: {out}\n{err}");
+    let (code, out, err) = health(&["demo-web", "--target", "no-such-host"]);
+    assert_eq!(code, 3, "an unknown host: {out}\n{err}");
+
+    let (code, out, err) = health(&[
+        "demo-web",
+        "--target",
+        h,
+        "--http",
+        "http://{{ host.vars.ip }}:8080/",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["hosts"][0]["status"], "passing", "{v}");
+    let checks = v["hosts"][0]["checks"].as_array().unwrap();
+    let http = checks.iter().find(|c| c["check"] == "http").unwrap();
+    assert_eq!(http["status"], "passing", "{v}");
+
+    let (code, out, err) = health(&["demo-web", "--target", h, "--tcp", "{{ host.vars.ip }}:9"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let checks = v["hosts"][0]["checks"].as_array().unwrap();
+    let tcp = checks.iter().find(|c| c["check"] == "tcp").unwrap();
+    assert_eq!(tcp["status"], "critical", "{v}");
+}
