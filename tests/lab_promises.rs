@@ -525,3 +525,85 @@ fn health_refuses_bad_input_and_checks_http_and_tcp_end_to_end() {
     let tcp = checks.iter().find(|c| c["check"] == "tcp").unwrap();
     assert_eq!(tcp["status"], "critical", "{v}");
 }
+
+#[test]
+fn what_a_plan_cannot_predict_is_planned_ok_and_fails_in_apply() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let (p, q, r) = (
+        lab.host(0).to_string(),
+        lab.host(1).to_string(),
+        lab.host(2).to_string(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let _broken = Undo {
+        lab: &lab,
+        host: p.clone(),
+        undo: "systemctl reset-failed demo-broken",
+    };
+    let _worker = Undo {
+        lab: &lab,
+        host: q.clone(),
+        undo: "systemctl start demo-worker",
+    };
+    let _idle = Undo {
+        lab: &lab,
+        host: r.clone(),
+        undo: "systemctl unmask demo-idle; test -f /etc/systemd/system/demo-idle.service",
+    };
+    assert_eq!(lab.show(&q, "demo-worker")["ActiveState"], "active");
+    // A start job that fails; a reload of a unit without ExecReload=; a
+    // mask of a unit whose file is in /etc/systemd/system.
+    let pb = write(
+        dir.path(),
+        "unpredictable.yml",
+        &format!(
+            "name: unpredictable\nsteps:\n  - id: start-broken\n    needs: []\n    target: {p}\n    service: {{ name: demo-broken, state: started }}\n  - id: reload-worker\n    needs: []\n    target: {q}\n    service: {{ name: demo-worker, state: reloaded }}\n  - id: mask-idle\n    needs: []\n    target: {r}\n    service: {{ name: demo-idle, masked: true }}\n"
+        ),
+    );
+    let (code, out, err) = run(lab
+        .drover()
+        .args(["plan", "--format", "json", "-i"])
+        .arg(&lab.inventory)
+        .arg(&pb));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    let steps = plan["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3, "{plan}");
+    for s in steps {
+        let rs = s["results"].as_array().unwrap();
+        assert_eq!(rs.len(), 1, "{s}");
+        assert_eq!(rs[0]["status"], "ok", "the plan predicts ok: {s}");
+        assert_eq!(rs[0]["changed"], true, "{s}");
+    }
+    let (code, out, err) = run(lab
+        .drover()
+        .args(["apply", "--format", "json", "-i"])
+        .arg(&lab.inventory)
+        .arg(&pb));
+    let report: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("apply printed no report ({e}): {out}\n{err}"));
+    assert_eq!(code, 2, "{report}\n{err}");
+    let reason = |step: &str, kind: &str| {
+        let rs = results(&report, step);
+        assert_eq!(rs.len(), 1, "{report}");
+        assert_eq!(rs[0]["status"], "failed", "{step}: {report}");
+        assert_eq!(rs[0]["kind"], kind, "{step}: {report}");
+        rs[0]["error"].as_str().unwrap_or_default().to_string()
+    };
+    // systemd's own words, each time.
+    let e = reason("start-broken", "job-failed");
+    assert!(e.contains("Result=exit-code"), "{e}");
+    let e = reason("reload-worker", "error");
+    assert!(
+        e.contains("Job type reload is not applicable for unit demo-worker.service"),
+        "{e}"
+    );
+    let e = reason("mask-idle", "error");
+    assert!(
+        e.contains("File /etc/systemd/system/demo-idle.service already exists"),
+        "{e}"
+    );
+    assert_eq!(lab.show(&q, "demo-worker")["ActiveState"], "active");
+    assert_eq!(lab.show(&r, "demo-idle")["LoadState"], "loaded");
+}
