@@ -126,3 +126,46 @@ fn durations_on_the_command_line_are_capped() {
         );
     }
 }
+
+#[test]
+fn ignore_window_runs_outside_the_window() {
+    // The same closed window; with --ignore-window the run goes on to the
+    // hosts. The one host is this machine's bus at a socket that does not
+    // exist, so "going on" is an unreachable result, never a refusal, and
+    // nothing is contacted over the network.
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inv.yml");
+    std::fs::write(
+        &inv,
+        format!(
+            "hosts:\n  here: {{ transport: local, bus: \"unix:path={}/no-bus\" }}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let pb = dir.path().join("pb.yml");
+    std::fs::write(
+        &pb,
+        "name: w\nwindow: { start: \"00:00\", end: \"00:00\", tz: UTC }\nsteps:\n  - { id: a, target: here, service: { name: demo-idle, state: stopped } }\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        drover()
+            .args(["apply", "--format", "json", "-i"])
+            .arg(&inv)
+            .arg(&pb)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(run(&[]).status.code(), Some(3), "refused inside no window");
+    let out = run(&["--ignore-window"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["results"][0]["kind"], "unreachable", "{report}");
+}

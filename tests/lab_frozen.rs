@@ -61,6 +61,16 @@ fn every_command_returns_in_bounded_time_around_a_frozen_bus() {
     // Generous against the 3 s bound: connect, the bound itself, the rest.
     let bound = Duration::from_secs(20);
 
+    // A saved plan made while every host answers, applied while one does
+    // not: the drift re-read (under the playbook's lock) is bounded too.
+    let saved = dir.path().join("saved.json");
+    let saved = saved.to_str().unwrap();
+    let (code, out, err) =
+        run(lab
+            .drover()
+            .args(["plan", pb, "-i", inv, "--out", saved, "--timeout", "30s"]));
+    assert_eq!(code, 0, "plan --out: {err}\n{out}");
+
     let frozen = Frozen::new(&lab, &p);
     let status = timed(
         &lab,
@@ -112,6 +122,21 @@ fn every_command_returns_in_bounded_time_around_a_frozen_bus() {
             pb,
             "-i",
             inv,
+            "--format",
+            "json",
+            "--timeout",
+            "3s",
+        ],
+    );
+    let drift = timed(
+        &lab,
+        &[
+            "apply",
+            pb,
+            "-i",
+            inv,
+            "--plan",
+            saved,
             "--format",
             "json",
             "--timeout",
@@ -170,6 +195,18 @@ fn every_command_returns_in_bounded_time_around_a_frozen_bus() {
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["hosts"][0]["status"], "unknown", "{v}");
     assert_eq!(v["hosts"][1]["status"], "passing", "{v}");
+
+    let (code, out, err, took) = drift;
+    assert_eq!(code, 3, "apply --plan refuses the drift: {err}\n{out}");
+    assert!(took < bound, "apply --plan took {took:?}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("drifted"),
+        "{v}"
+    );
 
     let (code, out, err, took) = apply;
     assert_eq!(code, 4, "apply: {err}\n{out}");

@@ -29,9 +29,13 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
         None => a.limit.as_deref(),
     };
     let job = Job::load(&a.playbook, &a.inventory, limit)?;
+    let step_timeout = duration_flag("--timeout", &a.timeout)?;
     let opts = ApplyOptions {
         forks: a.forks,
-        step_timeout: duration_flag("--timeout", &a.timeout)?,
+        step_timeout,
+        // The drift re-read happens under the lock: bounded by --timeout
+        // like the steps, and by the read commands' 60 s at most.
+        read_timeout: step_timeout.min(crate::remote::fanout::Reach::DEFAULT_TIMEOUT),
         allow_protected: a.allow_protected,
         ignore_window: a.ignore_window,
         lock: Some(a.playbook.clone()),
@@ -43,7 +47,6 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
         report: a.report.clone(),
         saved,
         allow_drift: a.allow_drift,
-        ..ApplyOptions::default()
     };
     run(&job, &opts, a.format)
 }
