@@ -227,9 +227,28 @@ fn huge_file_is_refused_before_parsing() {
     let (code, json) = check(&p, &base().join("inventory.yml"));
     assert_eq!(code, 1, "{json}");
     assert!(
-        json["details"].as_str().unwrap().contains("more than the"),
+        json["details"]
+            .as_str()
+            .unwrap()
+            .contains("larger than the"),
         "{json}"
     );
+}
+
+#[test]
+fn an_endless_file_is_read_only_up_to_the_bound() {
+    // /dev/zero claims size 0 and never ends: the bound is on the bytes read.
+    let start = std::time::Instant::now();
+    let (code, json) = check(Path::new("/dev/zero"), &base().join("inventory.yml"));
+    assert_eq!(code, 1, "{json}");
+    assert!(
+        json["details"]
+            .as_str()
+            .unwrap()
+            .contains("larger than the"),
+        "{json}"
+    );
+    assert!(start.elapsed().as_secs() < 20, "took {:?}", start.elapsed());
 }
 
 #[test]
