@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{lab, run, Lab};
+use common::{lab, run, Gate, Lab};
 use serde_json::Value;
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -42,51 +42,6 @@ struct Undo<'a> {
 impl Drop for Undo<'_> {
     fn drop(&mut self) {
         let _ = self.lab.ssh_output(&self.host, self.undo);
-    }
-}
-
-/// A loopback HTTP endpoint that holds each request until released (the
-/// pattern of tests/lab_apply.rs): a `wait.http` gate the test controls.
-struct Gate {
-    port: u16,
-    reached: mpsc::Receiver<()>,
-    release: mpsc::Sender<()>,
-}
-
-impl Gate {
-    fn new() -> Gate {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (reached_tx, reached) = mpsc::channel();
-        let (release, release_rx) = mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            let mut released = false;
-            for conn in listener.incoming() {
-                let Ok(mut c) = conn else { break };
-                let mut buf = [0u8; 1024];
-                let _ = c.read(&mut buf);
-                let _ = reached_tx.send(());
-                if !released {
-                    released = release_rx.recv().is_ok();
-                }
-                let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
-            }
-        });
-        Gate {
-            port,
-            reached,
-            release,
-        }
-    }
-
-    fn wait_reached(&self) {
-        self.reached
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the run never reached the gate");
-    }
-
-    fn open(&self) {
-        let _ = self.release.send(());
     }
 }
 

@@ -308,3 +308,56 @@ pub fn ssh_pids_mentioning(needle: &str) -> Vec<u32> {
     }
     pids
 }
+
+/// A loopback HTTP endpoint that holds each request until released: a
+/// `wait.http` gate the test controls, so it knows exactly where the run is.
+pub struct Gate {
+    /// The loopback port it listens on.
+    pub port: u16,
+    reached: std::sync::mpsc::Receiver<()>,
+    release: std::sync::mpsc::Sender<()>,
+}
+
+impl Gate {
+    /// Listen on a free loopback port.
+    pub fn new() -> Gate {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (reached_tx, reached) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let mut released = false;
+            for conn in listener.incoming() {
+                let Ok(mut c) = conn else { break };
+                let mut buf = [0u8; 1024];
+                let _ = std::io::Read::read(&mut c, &mut buf);
+                let _ = reached_tx.send(());
+                if !released {
+                    // Hold this request until the test says go.
+                    released = release_rx.recv().is_ok();
+                }
+                let _ = std::io::Write::write_all(
+                    &mut c,
+                    b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+                );
+            }
+        });
+        Gate {
+            port,
+            reached,
+            release,
+        }
+    }
+
+    /// Block until a request has arrived (a minute at most).
+    pub fn wait_reached(&self) {
+        self.reached
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the run never reached the gate");
+    }
+
+    /// Let the held request (and every later one) through.
+    pub fn open(&self) {
+        let _ = self.release.send(());
+    }
+}
