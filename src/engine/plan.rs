@@ -261,7 +261,7 @@ pub fn simulate(job: &Job, facts: &Facts, labels: PlanLabels<'_>) -> Result<Plan
         facts_source: labels.facts_source.to_string(),
         facts_collected_at: facts.collected_at.clone(),
         limit: labels.limit.map(str::to_string),
-        inputs: other_inputs(job),
+        inputs: Vec::new(),
         facts: None,
         steps,
         hosts,
@@ -715,6 +715,9 @@ pub async fn plan(
     if opts.keep_facts {
         plan.facts = Some(crate::engine::saved::facts_used(job, &facts));
     }
+    // Read here, not in `simulate`: the drift check of `apply --plan`
+    // simulates again and needs no second read of the ssh_config files.
+    plan.inputs = other_inputs(job);
     Ok(Planned {
         plan,
         facts,
