@@ -5,21 +5,8 @@
 
 mod common;
 
-use common::{lab, run, Lab};
+use common::{lab, run};
 use serde_json::Value;
-
-/// Removes what a test planted on a host, whatever happens.
-struct Planted<'a> {
-    lab: &'a Lab,
-    host: String,
-    undo: &'static str,
-}
-
-impl Drop for Planted<'_> {
-    fn drop(&mut self) {
-        let _ = self.lab.ssh_output(&self.host, self.undo);
-    }
-}
 
 #[test]
 fn special_files_and_floods_from_a_host_are_refused() {
@@ -35,11 +22,7 @@ fn special_files_and_floods_from_a_host_are_refused() {
         &p,
         "ln -sf /dev/zero /etc/systemd/system/drover-zero.service",
     );
-    let _unit = Planted {
-        lab: &lab,
-        host: p.clone(),
-        undo: "rm -f /etc/systemd/system/drover-zero.service",
-    };
+    let _unit = lab.undo_on_drop(&p, "rm -f /etc/systemd/system/drover-zero.service");
     let pb = dir.path().join("pb.yml");
     std::fs::write(
         &pb,
@@ -76,11 +59,7 @@ fn special_files_and_floods_from_a_host_are_refused() {
         &p,
         "mkdir -p /var/lib/drover && mv -f /var/lib/drover/maintenance.json /var/lib/drover/maintenance.json.keep 2>/dev/null; ln -sf /dev/zero /var/lib/drover/maintenance.json",
     );
-    let _state = Planted {
-        lab: &lab,
-        host: p.clone(),
-        undo: "rm -f /var/lib/drover/maintenance.json; mv -f /var/lib/drover/maintenance.json.keep /var/lib/drover/maintenance.json 2>/dev/null; true",
-    };
+    let _state = lab.undo_on_drop(&p, "rm -f /var/lib/drover/maintenance.json; mv -f /var/lib/drover/maintenance.json.keep /var/lib/drover/maintenance.json 2>/dev/null; true");
     let (code, out, err) = run(lab.drover().args([
         "status",
         "-i",

@@ -9,40 +9,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{lab, Lab};
+use common::lab;
 use drover::model::unit::UnitName;
 
 const SLOW: &str = "drover-slow.service";
-
-/// The slow unit on a host, removed again whatever happens.
-struct SlowUnit<'a> {
-    lab: &'a Lab,
-    host: String,
-}
-
-impl<'a> SlowUnit<'a> {
-    fn install(lab: &'a Lab, host: &str) -> Self {
-        lab.ssh(
-            host,
-            &format!("printf '[Service]\\nExecStartPre=/bin/sleep 2\\nExecStart=/bin/sleep infinity\\n' > /etc/systemd/system/{SLOW} && systemctl daemon-reload"),
-        );
-        SlowUnit {
-            lab,
-            host: host.to_string(),
-        }
-    }
-}
-
-impl Drop for SlowUnit<'_> {
-    fn drop(&mut self) {
-        let _ = self.lab.ssh_output(
-            &self.host,
-            &format!(
-                "systemctl stop {SLOW}; rm -f /etc/systemd/system/{SLOW}; systemctl daemon-reload"
-            ),
-        );
-    }
-}
 
 /// Kills the forging loop when dropped.
 struct Forger(Child);
@@ -59,7 +29,16 @@ fn forged_job_removed_signals_are_not_believed() {
     let Some(lab) = lab() else { return };
     let _l = lab.lock();
     let host = lab.host(0).to_string();
-    let _slow = SlowUnit::install(&lab, &host);
+    lab.ssh(
+        &host,
+        &format!("printf '[Service]\\nExecStartPre=/bin/sleep 2\\nExecStart=/bin/sleep infinity\\n' > /etc/systemd/system/{SLOW} && systemctl daemon-reload"),
+    );
+    let _slow = lab.undo_on_drop(
+        &host,
+        &format!(
+            "systemctl stop {SLOW}; rm -f /etc/systemd/system/{SLOW}; systemctl daemon-reload"
+        ),
+    );
     let (rt, session) = lab.session(&host);
     // One job first: drover's connection then listens for job results
     // (its match is installed with the first job).

@@ -10,30 +10,6 @@ use std::time::{Duration, Instant};
 use common::{lab, run, Lab};
 use serde_json::Value;
 
-/// Freezes a host's dbus-daemon; thaws it when dropped, whatever happens.
-struct Frozen<'a> {
-    lab: &'a Lab,
-    host: String,
-}
-
-impl<'a> Frozen<'a> {
-    fn new(lab: &'a Lab, host: &str) -> Self {
-        lab.ssh(host, "pkill -STOP -x dbus-daemon");
-        Frozen {
-            lab,
-            host: host.to_string(),
-        }
-    }
-}
-
-impl Drop for Frozen<'_> {
-    fn drop(&mut self) {
-        let _ = self
-            .lab
-            .ssh_output(&self.host, "pkill -CONT -x dbus-daemon");
-    }
-}
-
 /// Run drover with `args`; exit code, stdout, stderr and how long it took.
 fn timed(lab: &Lab, args: &[&str]) -> (i32, String, String, Duration) {
     let t0 = Instant::now();
@@ -71,7 +47,9 @@ fn every_command_returns_in_bounded_time_around_a_frozen_bus() {
             .args(["plan", pb, "-i", inv, "--out", saved, "--timeout", "30s"]));
     assert_eq!(code, 0, "plan --out: {err}\n{out}");
 
-    let frozen = Frozen::new(&lab, &p);
+    // Frozen until `frozen` drops (thawed also when the test fails).
+    lab.ssh(&p, "pkill -STOP -x dbus-daemon");
+    let frozen = lab.undo_on_drop(&p, "pkill -CONT -x dbus-daemon");
     let status = timed(
         &lab,
         &[

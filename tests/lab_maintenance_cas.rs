@@ -5,40 +5,18 @@
 
 mod common;
 
-use common::{lab, run, Lab};
+use common::{lab, run};
 use drover::model::maintenance::MaintenanceGoal;
 use drover::model::unit::UnitName;
-
-/// Clears the host's maintenance state file, before and after.
-struct Clean<'a> {
-    lab: &'a Lab,
-    host: String,
-}
-
-impl<'a> Clean<'a> {
-    fn new(lab: &'a Lab, host: &str) -> Self {
-        lab.ssh(host, "rm -f /var/lib/drover/maintenance.json");
-        Clean {
-            lab,
-            host: host.to_string(),
-        }
-    }
-}
-
-impl Drop for Clean<'_> {
-    fn drop(&mut self) {
-        let _ = self
-            .lab
-            .ssh_output(&self.host, "rm -f /var/lib/drover/maintenance.json");
-    }
-}
 
 #[test]
 fn a_stale_read_does_not_drop_another_drovers_flag() {
     let Some(lab) = lab() else { return };
     let _l = lab.lock();
     let host = lab.host(0).to_string();
-    let _clean = Clean::new(&lab, &host);
+    const CLEAR: &str = "rm -f /var/lib/drover/maintenance.json";
+    lab.ssh(&host, CLEAR);
+    let _clean = lab.undo_on_drop(&host, CLEAR);
     // This session read the (absent) state file when it opened...
     let (rt, session) = lab.session(&host);
     // ...then another drover sets a flag on the host.

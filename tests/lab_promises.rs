@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{lab, run, Gate, Lab};
+use common::{lab, run, Gate};
 use serde_json::Value;
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -30,19 +30,6 @@ fn results<'a>(report: &'a Value, step: &str) -> Vec<&'a Value> {
         .iter()
         .filter(|r| r["step"] == step)
         .collect()
-}
-
-/// Runs `undo` on a host when dropped, whatever happened in between.
-struct Undo<'a> {
-    lab: &'a Lab,
-    host: String,
-    undo: &'static str,
-}
-
-impl Drop for Undo<'_> {
-    fn drop(&mut self) {
-        let _ = self.lab.ssh_output(&self.host, self.undo);
-    }
 }
 
 /// Opens the gate when dropped, so a failing test never leaves a run held.
@@ -64,11 +51,10 @@ fn protected_units_are_refused_on_the_host_unless_allowed() {
         dir.path(),
         &format!("  {h}:\n    protected: [demo-worker.service]\n"),
     );
-    let _restore = Undo {
-        lab: &lab,
-        host: h.clone(),
-        undo: "systemctl unmask demo-worker 2>/dev/null; systemctl start demo-worker",
-    };
+    let _restore = lab.undo_on_drop(
+        &h,
+        "systemctl unmask demo-worker 2>/dev/null; systemctl start demo-worker",
+    );
     let before = lab.show(&h, "demo-worker");
     assert_eq!(before["ActiveState"], "active", "{before:?}");
     let apply = |pb: &Path, extra: &[&str]| {
@@ -386,11 +372,7 @@ fn a_corrupt_maintenance_file_is_an_error_never_no_maintenance() {
         &p,
         "mkdir -p /var/lib/drover && { mv -f /var/lib/drover/maintenance.json /var/lib/drover/maintenance.json.keep 2>/dev/null; true; }",
     );
-    let _state = Undo {
-        lab: &lab,
-        host: p.clone(),
-        undo: "rm -f /var/lib/drover/maintenance.json; mv -f /var/lib/drover/maintenance.json.keep /var/lib/drover/maintenance.json 2>/dev/null; true",
-    };
+    let _state = lab.undo_on_drop(&p, "rm -f /var/lib/drover/maintenance.json; mv -f /var/lib/drover/maintenance.json.keep /var/lib/drover/maintenance.json 2>/dev/null; true");
     lab.ssh(&p, "echo '{not json' > /var/lib/drover/maintenance.json");
     let pb = write(
         dir.path(),
@@ -491,21 +473,12 @@ fn what_a_plan_cannot_predict_is_planned_ok_and_fails_in_apply() {
         lab.host(2).to_string(),
     );
     let dir = tempfile::tempdir().unwrap();
-    let _broken = Undo {
-        lab: &lab,
-        host: p.clone(),
-        undo: "systemctl reset-failed demo-broken",
-    };
-    let _worker = Undo {
-        lab: &lab,
-        host: q.clone(),
-        undo: "systemctl start demo-worker",
-    };
-    let _idle = Undo {
-        lab: &lab,
-        host: r.clone(),
-        undo: "systemctl unmask demo-idle; test -f /etc/systemd/system/demo-idle.service",
-    };
+    let _broken = lab.undo_on_drop(&p, "systemctl reset-failed demo-broken");
+    let _worker = lab.undo_on_drop(&q, "systemctl start demo-worker");
+    let _idle = lab.undo_on_drop(
+        &r,
+        "systemctl unmask demo-idle; test -f /etc/systemd/system/demo-idle.service",
+    );
     assert_eq!(lab.show(&q, "demo-worker")["ActiveState"], "active");
     // A start job that fails; a reload of a unit without ExecReload=; a
     // mask of a unit whose file is in /etc/systemd/system.

@@ -4,31 +4,16 @@
 
 mod common;
 
-use common::{lab, run, Lab};
+use common::{lab, run};
 
 const TOKEN: &str = "tok-5b1f0c93-never-shown";
-
-/// Stops demo-idle again, whatever happens.
-struct Idle<'a> {
-    lab: &'a Lab,
-    host: String,
-}
-
-impl Drop for Idle<'_> {
-    fn drop(&mut self) {
-        let _ = self.lab.ssh_output(&self.host, "systemctl stop demo-idle");
-    }
-}
 
 #[test]
 fn a_secret_in_a_failing_gate_is_redacted_everywhere() {
     let Some(lab) = lab() else { return };
     let _l = lab.lock();
     let host = lab.host(0).to_string();
-    let _idle = Idle {
-        lab: &lab,
-        host: host.clone(),
-    };
+    let _idle = lab.undo_on_drop(&host, "systemctl stop demo-idle");
     let dir = tempfile::tempdir().unwrap();
     let pb = dir.path().join("secret.yml");
     std::fs::write(

@@ -228,6 +228,25 @@ fn review_output_is_byte_identical_whatever_the_facts_file_order() {
     assert!(!json.contains(&0x1b));
 }
 
+/// `drover plan PB -i INV --facts FACTS --out OUT EXTRA...`, which must
+/// succeed.
+fn plan_out(pb: &Path, inv: &Path, facts: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "plan",
+        pb.to_str().unwrap(),
+        "-i",
+        inv.to_str().unwrap(),
+        "--facts",
+        facts.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = drover(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
 /// A saved plan of a unit-template playbook over an inventory with an
 /// ssh_config, all in a temp dir: (dir, playbook, inventory, plan).
 fn saved_with_inputs() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
@@ -259,17 +278,7 @@ fn saved_with_inputs() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let facts_path = d.join("facts.json");
     std::fs::write(&facts_path, facts.to_string()).unwrap();
     let out = d.join("plan.json");
-    let o = drover(&[
-        "plan",
-        pb.to_str().unwrap(),
-        "-i",
-        inv.to_str().unwrap(),
-        "--facts",
-        facts_path.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    plan_out(&pb, &inv, &facts_path, &out, &[]);
     (dir, pb, inv, out)
 }
 
@@ -343,19 +352,7 @@ fn saved_with_secret() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf, String)
     let facts_path = d.join("facts.json");
     std::fs::write(&facts_path, facts.to_string()).unwrap();
     let out = d.join("plan.json");
-    let o = drover(&[
-        "plan",
-        pb.to_str().unwrap(),
-        "-i",
-        inv.to_str().unwrap(),
-        "--facts",
-        facts_path.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--format",
-        "markdown",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = plan_out(&pb, &inv, &facts_path, &out, &["--format", "markdown"]);
     let printed = String::from_utf8(o.stdout).unwrap() + &String::from_utf8(o.stderr).unwrap();
     (dir, pb, inv, out, printed)
 }

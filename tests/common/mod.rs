@@ -243,6 +243,17 @@ impl Lab {
         );
     }
 
+    /// Run `cmd` on `host` when the returned guard drops (best effort):
+    /// how a test puts back what it changed on a lab host, also when it
+    /// fails half-way.
+    pub fn undo_on_drop(&self, host: &str, cmd: &str) -> Undo<'_> {
+        Undo {
+            lab: self,
+            host: host.to_string(),
+            cmd: cmd.to_string(),
+        }
+    }
+
     /// A multi-threaded runtime and a session to `host` through drover's
     /// own carrier (the lab inventory's settings), for tests of the library.
     pub fn session(
@@ -359,5 +370,18 @@ impl Gate {
     /// Let the held request (and every later one) through.
     pub fn open(&self) {
         let _ = self.release.send(());
+    }
+}
+
+/// Runs a command on a lab host when dropped; see [`Lab::undo_on_drop`].
+pub struct Undo<'a> {
+    lab: &'a Lab,
+    host: String,
+    cmd: String,
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        let _ = self.lab.ssh_output(&self.host, &self.cmd);
     }
 }
