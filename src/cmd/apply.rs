@@ -47,6 +47,7 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
         report: a.report.clone(),
         saved,
         allow_drift: a.allow_drift,
+        ..ApplyOptions::default()
     };
     run(&job, &opts, a.format)
 }

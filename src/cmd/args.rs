@@ -76,6 +76,8 @@ pub enum Command {
     Maintenance(MaintenanceArgs),
     /// Aggregate a unit's health over hosts; exits 0/1/2/3 (passing/warning/critical/unknown).
     Health(HealthArgs),
+    /// Serve the HTTP API (osapi node services, jobs, runbooks) over the same engine.
+    Serve(super::serve::ServeArgs),
 }
 
 /// On or off, for `drover maintenance`.

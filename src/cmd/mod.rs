@@ -25,6 +25,7 @@ pub mod args;
 mod plan;
 mod progress;
 mod read;
+pub mod serve;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -76,7 +77,7 @@ pub fn main() -> i32 {
         Command::Apply(a) => a.format == ReportFormat::Json,
         Command::Status(a) => a.format == ReportFormat::Json,
         Command::Service(a) => a.format == ReportFormat::Json,
-        Command::Facts(_) | Command::Schema { .. } => false,
+        Command::Facts(_) | Command::Schema { .. } | Command::Serve(_) => false,
         Command::Maintenance(a) => a.format == ReportFormat::Json,
         Command::Health(a) => a.format == ReportFormat::Json,
     };
@@ -221,6 +222,7 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Status(a) => read::status(a, color),
         Command::Facts(a) => read::facts(a),
         Command::Health(a) => read::health(a, color),
+        Command::Serve(a) => serve::serve(a),
     }
 }
 

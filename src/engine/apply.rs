@@ -15,6 +15,7 @@ use crate::model::decide::check_protected;
 use crate::model::error::{Error, Result};
 use crate::model::report::JobReport;
 use crate::remote::fanout::Reach;
+use crate::remote::pool::Pool;
 
 /// How to apply a job.
 #[derive(Debug, Clone)]
@@ -43,6 +44,11 @@ pub struct ApplyOptions {
     /// check), which happens under the lock: a wedged host must not hold
     /// it.
     pub read_timeout: Duration,
+    /// Connections kept between runs (the server); None: open and close.
+    pub pool: Option<Pool>,
+    /// The run's id, when the caller must know it before the run starts
+    /// (the server answers with it); None: a new UUID.
+    pub job_id: Option<String>,
 }
 
 impl Default for ApplyOptions {
@@ -58,6 +64,8 @@ impl Default for ApplyOptions {
             saved: None,
             allow_drift: false,
             read_timeout: Reach::DEFAULT_TIMEOUT,
+            pool: None,
+            job_id: None,
         }
     }
 }
@@ -106,12 +114,15 @@ pub async fn apply(
     // Drift is checked under the lock: no other apply of this playbook runs between.
     let drift = match &opts.saved {
         Some(s) => {
-            let reach = Reach::new(opts.forks, opts.read_timeout);
+            let reach = Reach::new(opts.forks, opts.read_timeout).with_pool(opts.pool.clone());
             crate::engine::saved::gate(job, s, reach, opts.allow_drift).await?
         }
         None => Vec::new(),
     };
-    let job_id = uuid::Uuid::new_v4().to_string();
+    let job_id = opts
+        .job_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let journal = open_journal(job, opts, &job_id)?;
     events.event(&Event::JobStarted {
         job_id: job_id.clone(),
@@ -126,6 +137,7 @@ pub async fn apply(
         job_id: job_id.clone(),
         step_timeout: opts.step_timeout,
         allow_protected: opts.allow_protected,
+        pool: opts.pool.clone(),
     })
     .await;
     if let Some(path) = &opts.report {

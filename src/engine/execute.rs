@@ -33,7 +33,8 @@ use crate::model::service::{decide_service, join_actions, Action, ServiceGoal};
 use crate::model::unit::UnitName;
 use crate::model::unitfile::UnitFileWant;
 use crate::remote::carrier::Session;
-use crate::remote::fanout::{connect_within, HostError, Reach};
+use crate::remote::fanout::{HostError, Reach};
+use crate::remote::pool::Pool;
 use crate::remote::systemd::{StateRead, Systemd, SystemdError};
 
 /// The inputs of one run.
@@ -54,14 +55,25 @@ pub struct RunSpec<'a> {
     pub step_timeout: Duration,
     /// Stop/restart/mask protected units (`--allow-protected`).
     pub allow_protected: bool,
+    /// Connections kept between runs (the server); None: this run opens
+    /// and closes its own.
+    pub pool: Option<Pool>,
+}
+
+impl RunSpec<'_> {
+    /// How this run reaches a host: its forks, the step timeout as the
+    /// connect bound, its pool.
+    fn reach(&self) -> Reach {
+        Reach::new(self.forks.max(1), self.step_timeout).with_pool(self.pool.clone())
+    }
 }
 
 /// A host's connection for one run: `Err` if it could not be made; the
 /// session is taken out when released.
 type Slot = tokio::sync::OnceCell<std::result::Result<Mutex<Option<Arc<Session>>>, String>>;
 
-fn open_slot(s: Session) -> Mutex<Option<Arc<Session>>> {
-    Mutex::new(Some(Arc::new(s)))
+fn open_slot(s: Arc<Session>) -> Mutex<Option<Arc<Session>>> {
+    Mutex::new(Some(s))
 }
 
 /// Everything the host workers share.
@@ -97,7 +109,8 @@ pub async fn execute(spec: RunSpec<'_>) -> JobReport {
     let run = Run::new(spec, &involved).await;
     if job.playbook.strategy == Strategy::Linear {
         // `_any` never picks a host in maintenance: know the flags first.
-        futures_util::future::join_all(involved.iter().map(|&h| host_maintenance(&run, h))).await;
+        futures_util::future::join_all(involved.iter().copied().map(|h| host_maintenance(&run, h)))
+            .await;
     }
     let mut started = vec![false; job.playbook.steps.len()];
     match job.playbook.strategy {
@@ -159,8 +172,8 @@ impl<'a> Run<'a> {
                 .iter()
                 .map(|i| job.inventory.hosts[*i].clone())
                 .collect();
-            let reach = Reach::new(spec.forks.max(1), spec.step_timeout);
-            for r in crate::remote::fanout::connect_all(&hosts, reach).await {
+            let reach = spec.reach();
+            for r in crate::remote::fanout::connect_all(&hosts, &reach).await {
                 let h = involved[r.index];
                 let _ = slots[h].set(r.result.map(open_slot).map_err(unreachable_text));
             }
@@ -410,7 +423,7 @@ async fn run_step(run: &Run<'_>, si: usize) -> usize {
             }
             continue;
         }
-        let outcomes = futures_util::future::join_all(batch.iter().map(|&h| async move {
+        let outcomes = futures_util::future::join_all(batch.iter().copied().map(|h| async move {
             // Linear: other hosts run between a host's steps, so no
             // reading is carried from one step to the next.
             run_host(run, si, h, &mut None, None).await
@@ -501,7 +514,7 @@ impl HostStep<'_, '_> {
         }
         let slot = run.slots[h]
             .get_or_init(|| async {
-                connect_within(host, run.spec.step_timeout)
+                crate::remote::fanout::open(host, &run.spec.reach())
                     .await
                     .map(open_slot)
                     .map_err(unreachable_text)

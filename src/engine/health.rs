@@ -40,7 +40,7 @@ pub async fn health(inv: &Inventory, req: &HealthRequest) -> Result<HealthReport
         .map_err(|m| Error::Usage(format!("UNIT `{}`: {m}", req.unit)))?;
     let per_host = render_checks(req, &hosts)?;
     let (unit_ref, per_host_ref) = (&unit, &per_host);
-    let results = fan_out(&hosts, req.reach, |i, session| async move {
+    let results = fan_out(&hosts, req.reach.clone(), |i, session| async move {
         let sd = session.systemd();
         let (facts, maint) = tokio::join!(
             sd.unit_facts(std::slice::from_ref(unit_ref)),

@@ -82,6 +82,27 @@ pub enum ServiceAction {
     Restart,
     /// Reload (start if not running).
     Reload,
+    /// Enable the unit file (start at boot).
+    Enable,
+    /// Disable the unit file.
+    Disable,
+}
+
+impl std::str::FromStr for ServiceAction {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "start" => ServiceAction::Start,
+            "stop" => ServiceAction::Stop,
+            "restart" => ServiceAction::Restart,
+            "reload" => ServiceAction::Reload,
+            "enable" => ServiceAction::Enable,
+            "disable" => ServiceAction::Disable,
+            other => return Err(format!(
+                "`{other}` is not an action; use start, stop, restart, reload, enable or disable"
+            )),
+        })
+    }
 }
 
 /// One ad-hoc operation over selected hosts, as a one-step job.
@@ -138,17 +159,22 @@ impl AdHoc {
 fn service_playbook(action: ServiceAction, unit: &str, target: &str) -> Result<String> {
     let unit = UnitName::parse(unit).map_err(|m| Error::Usage(format!("UNIT `{unit}`: {m}")))?;
     parse_selector("--target", target)?;
-    let state = match action {
-        ServiceAction::Start => "started",
-        ServiceAction::Stop => "stopped",
-        ServiceAction::Restart => "restarted",
-        ServiceAction::Reload => "reloaded",
+    let (state, field) = match action {
+        ServiceAction::Start => ("started", "state: started"),
+        ServiceAction::Stop => ("stopped", "state: stopped"),
+        ServiceAction::Restart => ("restarted", "state: restarted"),
+        ServiceAction::Reload => ("reloaded", "state: reloaded"),
+        ServiceAction::Enable => ("enabled", "enabled: true"),
+        ServiceAction::Disable => ("disabled", "enabled: false"),
     };
     let q = |v: &str| serde_json::Value::from(v).to_string();
     Ok(format!(
-        "name: {}\nsteps:\n  - id: {}\n    target: {}\n    service: {{ name: {}, state: {state} }}\n",
+        "name: {}\nsteps:\n  - id: {}\n    target: {}\n    service: {{ name: {}, {field} }}\n",
         q(&format!("drover service {state} {unit}")),
-        q(&format!("{state}-{}", unit.as_str().replace(['@', ':', '\\'], "_"))),
+        q(&format!(
+            "{state}-{}",
+            unit.as_str().replace(['@', ':', '\\'], "_")
+        )),
         q(target),
         q(unit.as_str())
     ))

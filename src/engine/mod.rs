@@ -6,11 +6,13 @@
 //! runtime of its own.
 
 pub mod apply;
+pub mod claims;
 pub mod events;
 mod execute;
 pub mod files;
 pub mod health;
 pub mod job;
+pub mod jobs;
 pub mod journal;
 pub mod live;
 mod lock;

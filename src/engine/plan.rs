@@ -700,7 +700,8 @@ pub async fn plan(
     let (facts, source, incomplete) = match facts {
         Some(f) => (f, opts.facts_label.clone(), false),
         None => {
-            let (f, incomplete) = crate::engine::live::plan_facts(job, opts.reach, events).await;
+            let (f, incomplete) =
+                crate::engine::live::plan_facts(job, opts.reach.clone(), events).await;
             (f, "live".to_string(), incomplete)
         }
     };

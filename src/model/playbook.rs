@@ -398,6 +398,17 @@ pub enum Module {
     },
 }
 
+impl Module {
+    /// The module's name as a playbook writes it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Module::Service { .. } => "service",
+            Module::Maintenance { .. } => "maintenance",
+            Module::Unit { .. } => "unit",
+        }
+    }
+}
+
 /// A validated step.
 #[derive(Debug, Clone)]
 pub struct Step {

@@ -10,7 +10,7 @@ use crate::model::secret::Secrets;
 
 /// One result: the fields `hostname`, `status`, `name`, `changed` and
 /// `error` mean exactly what DESIGN.md says; the rest is extra detail.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobResult {
     /// Inventory name of the host.
     pub hostname: String,
@@ -61,7 +61,7 @@ impl JobResult {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunOutcome {
     /// Every step ran (hosts may have failed).
@@ -83,7 +83,7 @@ impl std::fmt::Display for RunOutcome {
 }
 
 /// The whole report.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobReport {
     /// UUID v4 of this run.
     pub job_id: String,

@@ -10,6 +10,7 @@ use futures_util::stream::{self, StreamExt};
 
 use crate::model::inventory::Host;
 use crate::remote::carrier::{self, CarrierError, Session};
+use crate::remote::pool::Pool;
 use crate::remote::systemd::SystemdError;
 
 /// Why a host has no result.
@@ -29,12 +30,15 @@ pub enum HostError {
 
 /// How hosts are read: how many at once, and how long one host may take
 /// (connecting included) before it is that host's error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Reach {
     /// Hosts in flight at once.
     pub forks: usize,
     /// Bound on one host's connect and work.
     pub timeout: Duration,
+    /// Connections kept open between jobs (the server); None: each read
+    /// or run opens and closes its own.
+    pub pool: Option<Pool>,
 }
 
 impl Reach {
@@ -43,7 +47,17 @@ impl Reach {
 
     /// `forks` hosts at once, each bounded by `timeout`.
     pub fn new(forks: usize, timeout: Duration) -> Self {
-        Reach { forks, timeout }
+        Reach {
+            forks,
+            timeout,
+            pool: None,
+        }
+    }
+
+    /// The same, taking connections from `pool` (and leaving them there).
+    pub fn with_pool(mut self, pool: Option<Pool>) -> Self {
+        self.pool = pool;
+        self
     }
 }
 
@@ -86,16 +100,36 @@ pub async fn connect_within(h: &Host, timeout: Duration) -> Result<Session, Host
     }
 }
 
+/// The host's session: from the pool if there is one (it stays open
+/// there when the caller lets go), else a new connection the caller closes.
+pub async fn open(h: &Host, reach: &Reach) -> Result<Arc<Session>, HostError> {
+    match &reach.pool {
+        Some(pool) => pool.get(h, reach.timeout).await,
+        None => connect_within(h, reach.timeout).await.map(Arc::new),
+    }
+}
+
+/// Close a session after use, unless a pool (or another job) keeps it.
+pub async fn release(session: Arc<Session>) {
+    if let Ok(s) = Arc::try_unwrap(session) {
+        s.close().await;
+    }
+}
+
 /// Connect to every host, at most `reach.forks` connections being set up
 /// at a time, each within `reach.timeout`. Results come back in the order
 /// of `hosts`.
-pub async fn connect_all(hosts: &[Host], reach: Reach) -> Vec<HostResult<Session>> {
-    let mut out: Vec<HostResult<Session>> = stream::iter(hosts.iter().enumerate())
-        .map(|(index, h)| async move {
+pub async fn connect_all(hosts: &[Host], reach: &Reach) -> Vec<HostResult<Arc<Session>>> {
+    // Indices, not `(usize, &Host)` items: a closure taking a reference
+    // argument makes the future not provably Send (rust-lang/rust#102211),
+    // and the server spawns these.
+    let mut out: Vec<HostResult<Arc<Session>>> = stream::iter(0..hosts.len())
+        .map(|index| async move {
+            let h = &hosts[index];
             HostResult {
                 index,
                 host: h.name.clone(),
-                result: connect_within(h, reach.timeout).await,
+                result: open(h, reach).await,
             }
         })
         .buffer_unordered(reach.forks.max(1))
@@ -120,25 +154,28 @@ where
     F: Fn(usize, Arc<Session>) -> Fut,
     Fut: Future<Output = Result<T, HostError>>,
 {
-    let work = &work;
-    let mut out: Vec<HostResult<T>> = stream::iter(hosts.iter().enumerate())
-        .map(|(index, h)| async move {
+    let (work, reach) = (&work, &reach);
+    let mut out: Vec<HostResult<T>> = stream::iter(0..hosts.len())
+        .map(|index| async move {
+            let h = &hosts[index];
             let one = async {
-                match carrier::connect(h).await {
-                    Err(e) => Err(HostError::Unreachable(e)),
-                    Ok(session) => {
-                        let session = Arc::new(session);
-                        let r = work(index, session.clone()).await;
-                        match Arc::try_unwrap(session) {
-                            Ok(s) => s.close().await,
-                            // The work kept a clone; its Drop stops the master.
-                            Err(_) => {
-                                tracing::debug!("{}: session still shared after work", h.name)
-                            }
-                        }
-                        r
-                    }
+                let session = match &reach.pool {
+                    Some(pool) => pool.get(h, reach.timeout).await?,
+                    None => Arc::new(carrier::connect(h).await.map_err(HostError::Unreachable)?),
+                };
+                let r = work(index, session.clone()).await;
+                if let (Some(pool), Err(HostError::Failed(_))) = (&reach.pool, &r) {
+                    // Whatever failed may have been the connection: the
+                    // next job connects anew rather than trust it.
+                    pool.discard(&h.name, &session);
                 }
+                match Arc::try_unwrap(session) {
+                    Ok(s) => s.close().await,
+                    // A pool keeps it, or the work kept a clone (whose Drop
+                    // stops the master).
+                    Err(_) => tracing::trace!("{}: session kept after work", h.name),
+                }
+                r
             };
             // Dropping the unfinished work drops its session, whose Drop
             // stops the ssh master: nothing of a wedged host is left behind.

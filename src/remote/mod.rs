@@ -6,6 +6,7 @@
 pub mod carrier;
 pub mod fanout;
 pub mod maintenance;
+pub mod pool;
 pub mod probe;
 pub mod systemd;
 pub mod unitfile;

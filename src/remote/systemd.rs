@@ -897,8 +897,12 @@ impl Systemd {
         // the next. Units without a listed file state (generated,
         // transient) get theirs from the unit itself.
         let file_state_ref = &file_state;
-        let extra: Vec<RunHistory> = futures_util::stream::iter(&history)
-            .map(|u| async move {
+        // By index: a closure over `&UnitName` items makes the future not
+        // provably Send (rust-lang/rust#102211), and the server spawns it.
+        let history_ref = &history;
+        let extra: Vec<RunHistory> = futures_util::stream::iter(0..history.len())
+            .map(|i| async move {
+                let u = &history_ref[i];
                 let path = unit_object_path(u.as_str());
                 let get = |iface: &'static str, prop: &'static str| {
                     let path = path.clone();

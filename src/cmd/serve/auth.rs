@@ -1,0 +1,146 @@
+//! Who is asking: the key from `Authorization: Bearer` (or, for the Consul
+//! routes' clients, `X-Consul-Token`), its role and the hosts it may act
+//! on; and the audit line of every request a key was given for.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::model::inventory::{Host, Inventory};
+use crate::model::keys::Role;
+use crate::model::target::Selector;
+
+use super::audit::AuditLine;
+use super::error::ApiError;
+use super::listen::Peer;
+use super::state::AppState;
+
+/// The caller of a request, once its key was recognised.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The key's name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// The hosts it may act on; None: all.
+    pub targets: Option<Selector>,
+}
+
+/// Put in a response's extensions by handlers that start or touch a job,
+/// for the audit line.
+#[derive(Debug, Clone)]
+pub struct JobId(pub String);
+
+impl Caller {
+    /// Refuse unless the role includes `need`.
+    pub fn require(&self, need: Role) -> Result<(), ApiError> {
+        if self.role >= need {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this key may not {}",
+                match need {
+                    Role::Read => "read",
+                    Role::Operate => "change services, run runbooks or cancel jobs",
+                    Role::Admin => "do this (it needs an admin key)",
+                }
+            )))
+        }
+    }
+
+    /// Whether the key may act on `h`.
+    pub fn may_reach(&self, h: &Host) -> bool {
+        self.targets.as_ref().is_none_or(|s| s.matches(h))
+    }
+
+    /// The inventory as this key sees it: only the hosts it may act on.
+    pub fn inventory(&self, inv: &Inventory) -> Inventory {
+        let mut mine = inv.clone();
+        mine.hosts.retain(|h| self.may_reach(h));
+        mine
+    }
+
+    /// Refuse if any of `hosts` is outside the key's targets.
+    pub fn check_hosts<'a>(
+        &self,
+        hosts: impl IntoIterator<Item = &'a Host>,
+    ) -> Result<(), ApiError> {
+        match hosts.into_iter().find(|h| !self.may_reach(h)) {
+            None => Ok(()),
+            Some(h) => Err(ApiError::forbidden(format!(
+                "this key may not act on host `{}`",
+                h.name
+            ))),
+        }
+    }
+}
+
+fn presented_key(req: &Request) -> Option<String> {
+    let h = req.headers();
+    if let Some(v) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        let (scheme, rest) = v.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| rest.trim().to_string());
+    }
+    h.get("x-consul-token")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+}
+
+/// Recognise the key (401 without a known one, on every route but
+/// `GET /health`), run the request, write its audit line.
+pub async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if req.uri().path() == "/health" {
+        return next.run(req).await;
+    }
+    let t0 = Instant::now();
+    let loaded = state.loaded();
+    let caller = match presented_key(&req)
+        .as_deref()
+        .and_then(|k| loaded.keys.find(k))
+    {
+        Some(k) => Caller {
+            name: k.name.clone(),
+            role: k.role,
+            targets: k.targets.clone(),
+        },
+        None => return ApiError::unauthorized().into_response(),
+    };
+    drop(loaded);
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let dry_run = req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv == "dry_run=true" || kv == "dry_run=1")
+    });
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .map(|c| c.0 .0.clone())
+        .unwrap_or_default();
+    req.extensions_mut().insert(caller.clone());
+    let resp = next.run(req).await;
+    state.audit.record(AuditLine {
+        time: crate::model::now_rfc3339(),
+        key: caller.name,
+        role: caller.role.as_str().to_string(),
+        method,
+        path,
+        status: resp.status().as_u16(),
+        job_id: resp.extensions().get::<JobId>().map(|j| j.0.clone()),
+        dry_run,
+        duration_ms: t0.elapsed().as_millis() as u64,
+        peer,
+    });
+    resp
+}

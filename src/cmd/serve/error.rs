@@ -1,0 +1,146 @@
+//! The API's one error shape, `{error, details, code}`, for every failure:
+//! drover's own errors, the framework's rejections and panics alike.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::model::error::Error;
+
+/// An error answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ApiError {
+    /// What went wrong, in a few words.
+    pub error: String,
+    /// What exactly, and what to do about it.
+    pub details: String,
+    /// The HTTP status.
+    pub code: u16,
+    #[serde(skip)]
+    #[schema(ignore)]
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with this status.
+    pub fn new(code: StatusCode, error: &str, details: impl Into<String>) -> Self {
+        ApiError {
+            error: error.to_string(),
+            details: details.into(),
+            code: code.as_u16(),
+            retry_after: None,
+        }
+    }
+
+    /// 400: the request is wrong.
+    pub fn bad_request(details: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid request", details)
+    }
+
+    /// 401: no key or an unknown key.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send a key as `Authorization: Bearer KEY`; keys come from `drover serve keygen`",
+        )
+    }
+
+    /// 403: the key may not do this. Never lists what it may do.
+    pub fn forbidden(details: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", details)
+    }
+
+    /// 404.
+    pub fn not_found(details: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not found", details)
+    }
+
+    /// 409: another job holds what this one needs.
+    pub fn conflict(details: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", details)
+    }
+
+    /// 429, with the seconds to wait.
+    pub fn rate_limited(retry_after: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate limited",
+            format!("too many changes from this key; retry in {retry_after}s"),
+        );
+        e.retry_after = Some(retry_after);
+        e
+    }
+
+    /// 500.
+    pub fn internal(details: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", details)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let code = StatusCode::from_u16(e.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError::new(code, &e.to_string(), e.details())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut r = (code, Json(&self)).into_response();
+        if code == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(s) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+}
+
+/// Turn what the framework and tower layers answer on their own (405, 408,
+/// 413, a rejected extractor) into the API's error shape.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let r = next.run(req).await;
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !status.is_client_error() && !status.is_server_error() || is_json {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let error = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let details = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "the body is over 1 MiB".to_string(),
+        StatusCode::METHOD_NOT_ALLOWED => "this route does not take that method".to_string(),
+        _ if text.is_empty() => error.clone(),
+        _ => text,
+    };
+    let mut out = ApiError::new(status, &error, details).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+/// The answer to a panic in a handler: a 500 in the error shape (the
+/// connection stays up), with nothing of the panic's text, which may hold
+/// anything.
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::internal("drover hit a bug answering this request; it is logged").into_response()
+}

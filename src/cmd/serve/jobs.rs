@@ -1,0 +1,332 @@
+//! Jobs (list, report, live events, cancel), runbooks, and the server's
+//! own routes (health, reload, audit).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::claims::Claim;
+use crate::engine::jobs::{JobQuery, JobStatus, JobView};
+use crate::model::keys::Role;
+
+use super::audit::AuditLine;
+use super::auth::{Caller, JobId};
+use super::error::ApiError;
+use super::node::{job_for, run_job, ChangeQuery};
+use super::state::{valid_runbook_name, AppState};
+
+/// Query of `GET /job`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct JobsQuery {
+    /// At most this many (default 50, at most 1000).
+    pub limit: Option<usize>,
+    /// Skip this many of the newest.
+    pub offset: Option<usize>,
+    /// running, completed, aborted or interrupted.
+    pub status: Option<String>,
+}
+
+fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+/// `GET /job`: jobs newest first.
+#[utoipa::path(get, path = "/job", params(JobsQuery),
+    responses((status = 200, body = [JobView]), (status = 400, body = ApiError), (status = 401, body = ApiError)),
+    security(("bearer" = [])), tag = "jobs")]
+pub async fn list_jobs(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<JobView>>, ApiError> {
+    let q = query(q)?;
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<JobStatus>)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let limit = q.limit.unwrap_or(50);
+    if limit > 1000 {
+        return Err(ApiError::bad_request("limit: at most 1000"));
+    }
+    Ok(Json(state.jobs.list(&JobQuery {
+        limit,
+        offset: q.offset.unwrap_or(0),
+        status,
+    })))
+}
+
+fn entry(state: &AppState, id: &str) -> Result<Arc<crate::engine::jobs::Entry>, ApiError> {
+    state
+        .jobs
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(format!("no job `{id}`; GET /job lists them")))
+}
+
+/// `GET /job/{id}`: the report, `outcome` running while it runs.
+#[utoipa::path(get, path = "/job/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = JobView), (status = 401, body = ApiError), (status = 404, body = ApiError)),
+    security(("bearer" = [])), tag = "jobs")]
+pub async fn get_job(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let e = entry(&state, &id)?;
+    let mut r = Json(e.view()).into_response();
+    r.extensions_mut().insert(JobId(id));
+    Ok(r)
+}
+
+/// `GET /job/{id}/events`: a `result` event per result as it happens (all
+/// of them, from the first), then `done` with the outcome.
+#[utoipa::path(get, path = "/job/{id}/events", params(("id" = String, Path)),
+    responses((status = 200, description = "text/event-stream: `result` events (a job result each), then `done` ({job_id, outcome})", content_type = "text/event-stream"),
+        (status = 401, body = ApiError), (status = 404, body = ApiError)),
+    security(("bearer" = [])), tag = "jobs")]
+pub async fn job_events(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let e = entry(&state, &id)?;
+    let mut shutdown = state.shutdown.clone();
+    let stream = async_stream(move |tx| async move {
+        let mut rx = e.subscribe();
+        let mut sent = 0usize;
+        loop {
+            let (rest, done) = e.results_since(sent);
+            for r in &rest {
+                let ev = SseEvent::default().event("result").json_data(r);
+                if let Ok(ev) = ev {
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            sent += rest.len();
+            if let Some(outcome) = done {
+                let data = serde_json::json!({ "job_id": id, "outcome": outcome });
+                if let Ok(ev) = SseEvent::default().event("done").json_data(data) {
+                    let _ = tx.send(Ok(ev)).await;
+                }
+                return;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// A stream fed by a task through a small channel.
+fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Result<SseEvent, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<SseEvent, Infallible>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// `POST /job/{id}/cancel`: as SIGTERM, nothing new starts and systemd jobs
+/// in flight finish; answers 202 with the job as it is.
+#[utoipa::path(post, path = "/job/{id}/cancel", params(("id" = String, Path)),
+    responses((status = 202, body = JobView), (status = 401, body = ApiError), (status = 403, body = ApiError),
+        (status = 404, body = ApiError), (status = 409, description = "the job is not running", body = ApiError)),
+    security(("bearer" = [])), tag = "jobs")]
+pub async fn cancel_job(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Operate)?;
+    let e = entry(&state, &id)?;
+    if !e.cancel() {
+        return Err(ApiError::conflict(format!(
+            "job {id} is not running; nothing to cancel"
+        )));
+    }
+    let mut r = (StatusCode::ACCEPTED, Json(e.view())).into_response();
+    r.extensions_mut().insert(JobId(id));
+    Ok(r)
+}
+
+/// A runbook as listed.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RunbookView {
+    /// Its name (POST /runbook/{name}).
+    pub name: String,
+    /// The playbook's `name:`.
+    pub title: String,
+    /// Its steps.
+    pub steps: Vec<StepView>,
+}
+
+/// A step as listed.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StepView {
+    /// Its id.
+    pub id: String,
+    /// Its targets, as written.
+    pub target: Vec<String>,
+    /// service, maintenance or unit.
+    pub module: String,
+}
+
+/// `GET /runbook`: the playbooks of `--playbooks`, with their steps.
+#[utoipa::path(get, path = "/runbook",
+    responses((status = 200, body = [RunbookView]), (status = 401, body = ApiError)),
+    security(("bearer" = [])), tag = "runbooks")]
+pub async fn list_runbooks(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<Vec<RunbookView>>, ApiError> {
+    let loaded = state.loaded();
+    let mut out = Vec::new();
+    for rb in loaded.runbooks.values() {
+        let pb = rb.playbook()?;
+        out.push(RunbookView {
+            name: rb.name.clone(),
+            title: pb.name.clone(),
+            steps: pb
+                .steps
+                .iter()
+                .map(|s| StepView {
+                    id: s.id.clone(),
+                    target: s.targets.iter().map(|t| t.to_string()).collect(),
+                    module: s.module.kind().to_string(),
+                })
+                .collect(),
+        });
+    }
+    Ok(Json(out))
+}
+
+/// Query of `POST /runbook/{name}`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RunbookQuery {
+    /// Answer the plan and change nothing.
+    pub dry_run: Option<bool>,
+    /// Only these hosts (a selector), as `--limit`.
+    pub limit: Option<String>,
+    /// As for service operations: `30s` default, at most `10m`.
+    pub wait: Option<String>,
+    /// Admin keys only: stop, restart or mask protected units.
+    pub allow_protected: Option<bool>,
+}
+
+/// Optional body of `POST /runbook/{name}`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunbookBody {
+    /// Only these hosts (a selector); the query's `limit` wins.
+    pub limit: Option<String>,
+}
+
+/// `POST /runbook/{name}`: run (or with dry_run=true, plan) one runbook.
+#[utoipa::path(post, path = "/runbook/{name}", params(("name" = String, Path), RunbookQuery),
+    request_body(content = Option<RunbookBody>, description = "optional", content_type = "application/json"),
+    responses(
+        (status = 200, description = "the job report, or with dry_run=true the plan (drover.plan/1)", body = crate::model::report::JobReport),
+        (status = 202, body = JobView),
+        (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError),
+        (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 413, body = ApiError),
+        (status = 429, body = ApiError)),
+    security(("bearer" = [])), tag = "runbooks")]
+pub async fn run_runbook(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    q: Result<Query<RunbookQuery>, axum::extract::rejection::QueryRejection>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let body: RunbookBody = if body.is_empty() {
+        RunbookBody::default()
+    } else {
+        let text = std::str::from_utf8(&body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not UTF-8: {e}")))?;
+        serde_json::from_str(text).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body: {e}; it is optional, and takes only {{\"limit\": \"SELECTOR\"}}"
+            ))
+        })?
+    };
+    if !valid_runbook_name(&name) {
+        return Err(ApiError::bad_request(format!(
+            "`{name}` is not a runbook name (letters, digits, `-`, `_`, `.`; never a path)"
+        )));
+    }
+    let loaded = state.loaded();
+    let rb = loaded.runbooks.get(&name).cloned().ok_or_else(|| {
+        ApiError::not_found(format!("no runbook `{name}`; GET /runbook lists them"))
+    })?;
+    drop(loaded);
+    let limit = q.limit.or(body.limit);
+    let job = job_for(&state, &caller, rb.playbook()?, limit.as_deref())?;
+    let change = ChangeQuery {
+        dry_run: q.dry_run,
+        wait: q.wait,
+        allow_protected: q.allow_protected,
+    };
+    run_job(&state, &caller, job, &change, vec![Claim::Runbook(name)]).await
+}
+
+/// `GET /health`: the server is up (no key needed; for load balancers).
+#[utoipa::path(get, path = "/health", responses((status = 200, description = "{\"status\": \"ok\"}")), tag = "server")]
+pub async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `POST /reload`: re-read inventory, keys and runbooks (as SIGHUP);
+/// invalid new files leave the old ones in place and answer 400.
+#[utoipa::path(post, path = "/reload",
+    responses((status = 200, description = "{hosts, keys, runbooks}"), (status = 400, body = ApiError),
+        (status = 401, body = ApiError), (status = 403, body = ApiError)),
+    security(("bearer" = [])), tag = "server")]
+pub async fn reload(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Admin)?;
+    let l = state.reload()?;
+    Ok(Json(serde_json::json!({
+        "hosts": l.inventory.hosts.len(),
+        "keys": l.keys.len(),
+        "runbooks": l.runbooks.len(),
+        "node": l.node,
+    })))
+}
+
+/// Query of `GET /audit`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// At most this many lines (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// `GET /audit`: the newest audit lines (admin).
+#[utoipa::path(get, path = "/audit", params(AuditQuery),
+    responses((status = 200, body = [AuditLine]), (status = 401, body = ApiError), (status = 403, body = ApiError)),
+    security(("bearer" = [])), tag = "server")]
+pub async fn audit(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<AuditLine>>, ApiError> {
+    caller.require(Role::Admin)?;
+    let q = query(q)?;
+    Ok(Json(state.audit.recent(q.limit.unwrap_or(100).min(1000))))
+}

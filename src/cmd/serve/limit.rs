@@ -1,0 +1,58 @@
+//! Mutations per key: a token bucket each, so a runaway script or a
+//! leaked key cannot restart a fleet in a loop. Reads are not limited.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Buckets by key name.
+pub struct Limiter {
+    per_minute: u32,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl Limiter {
+    /// `per_minute` mutations per key, in bursts of as many; 0: no limit.
+    pub fn new(per_minute: u32) -> Self {
+        Limiter {
+            per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Take one token for `key`, or the whole seconds until there is one.
+    pub fn check(&self, key: &str) -> Result<(), u64> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let cap = f64::from(self.per_minute);
+        let rate = cap / 60.0;
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let (tokens, at) = b.entry(key.to_string()).or_insert((cap, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(cap);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / rate).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_past_the_limit_is_told_when_to_retry() {
+        let l = Limiter::new(2);
+        assert!(l.check("a").is_ok());
+        assert!(l.check("a").is_ok());
+        let wait = l.check("a").unwrap_err();
+        assert!((1..=30).contains(&wait), "{wait}");
+        assert!(l.check("b").is_ok(), "buckets are per key");
+        assert!(Limiter::new(0).check("a").is_ok());
+    }
+}

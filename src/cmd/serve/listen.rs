@@ -1,0 +1,234 @@
+//! Where the server listens: TCP (loopback by default), TCP with TLS
+//! (rustls), or a unix socket; all behind one listener type so the rest of
+//! the server does not care.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::mpsc;
+
+use crate::model::error::{Error, Result};
+
+/// A TLS handshake that takes longer than this is dropped: a client that
+/// connects and says nothing must not hold a task forever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The peer of a connection, as the audit log shows it.
+#[derive(Debug, Clone)]
+pub struct Peer(pub String);
+
+/// A byte stream of any of the listeners.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// Any of the three listeners.
+pub enum AnyListener {
+    /// Plain TCP.
+    Tcp(TcpListener),
+    /// TLS over TCP: handshakes run in their own tasks and arrive here.
+    Tls {
+        /// Handshaken streams.
+        rx: mpsc::Receiver<(Pin<Box<dyn Stream>>, Peer)>,
+        /// The bound address.
+        addr: SocketAddr,
+    },
+    /// A unix socket.
+    Unix(UnixListener, PathBuf),
+}
+
+/// What `--listen` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    /// host:port.
+    Tcp(SocketAddr),
+    /// unix:PATH.
+    Unix(PathBuf),
+}
+
+impl Address {
+    /// Parse `--listen`.
+    pub fn parse(raw: &str) -> Result<Address> {
+        if let Some(p) = raw.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err(Error::Usage(
+                    "--listen unix: needs a path, e.g. unix:/run/drover.sock".into(),
+                ));
+            }
+            return Ok(Address::Unix(PathBuf::from(p)));
+        }
+        raw.parse().map(Address::Tcp).map_err(|_| {
+            Error::Usage(format!(
+                "--listen `{raw}` is neither HOST:PORT (e.g. 127.0.0.1:7480, [::1]:7480) nor unix:PATH"
+            ))
+        })
+    }
+
+    /// Whether only this machine can connect.
+    pub fn is_local(&self) -> bool {
+        match self {
+            Address::Tcp(a) => a.ip().is_loopback(),
+            Address::Unix(_) => true,
+        }
+    }
+}
+
+impl axum::serve::Listener for AnyListener {
+    type Io = Pin<Box<dyn Stream>>;
+    type Addr = Peer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self {
+                AnyListener::Tcp(l) => match TcpListener::accept(l).await {
+                    Ok((s, a)) => {
+                        let _ = s.set_nodelay(true);
+                        return (Box::pin(s), Peer(a.to_string()));
+                    }
+                    Err(e) => accept_error(e).await,
+                },
+                AnyListener::Tls { rx, .. } => match rx.recv().await {
+                    Some(x) => return x,
+                    // The acceptor task is gone; nothing will arrive.
+                    None => std::future::pending::<()>().await,
+                },
+                AnyListener::Unix(l, path) => match UnixListener::accept(l).await {
+                    Ok((s, _)) => return (Box::pin(s), Peer(format!("unix:{}", path.display()))),
+                    Err(e) => accept_error(e).await,
+                },
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(Peer(match self {
+            AnyListener::Tcp(l) => l.local_addr()?.to_string(),
+            AnyListener::Tls { addr, .. } => addr.to_string(),
+            AnyListener::Unix(_, p) => format!("unix:{}", p.display()),
+        }))
+    }
+}
+
+async fn accept_error(e: std::io::Error) {
+    // Out of file descriptors and the like: say so and breathe, as axum's
+    // own listener does, instead of spinning.
+    tracing::warn!("accept: {e}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+impl Connected<IncomingStream<'_, AnyListener>> for Peer {
+    fn connect_info(s: IncomingStream<'_, AnyListener>) -> Self {
+        s.remote_addr().clone()
+    }
+}
+
+/// Bind `addr`, with TLS when `tls` is given.
+pub async fn bind(addr: &Address, tls: Option<(&Path, &Path)>) -> Result<AnyListener> {
+    match addr {
+        Address::Unix(path) => {
+            // A stale socket of a dead server would make bind fail; a live
+            // one answers a connect, and then we refuse.
+            if path.exists() {
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    return Err(Error::Usage(format!(
+                        "--listen: {} is in use by a running server",
+                        path.display()
+                    )));
+                }
+                let _ = std::fs::remove_file(path);
+            }
+            let l = UnixListener::bind(path).map_err(|e| Error::io("listen on", path, e))?;
+            Ok(AnyListener::Unix(l, path.clone()))
+        }
+        Address::Tcp(a) => {
+            let l = TcpListener::bind(a)
+                .await
+                .map_err(|e| Error::io("listen on", a.to_string(), e))?;
+            match tls {
+                None => Ok(AnyListener::Tcp(l)),
+                Some((cert, key)) => {
+                    let acceptor = tls_acceptor(cert, key)?;
+                    let addr = l
+                        .local_addr()
+                        .map_err(|e| Error::io("listen on", a.to_string(), e))?;
+                    let (tx, rx) = mpsc::channel(64);
+                    tokio::spawn(accept_tls(l, acceptor, tx));
+                    Ok(AnyListener::Tls { rx, addr })
+                }
+            }
+        }
+    }
+}
+
+async fn accept_tls(
+    l: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    tx: mpsc::Sender<(Pin<Box<dyn Stream>>, Peer)>,
+) {
+    loop {
+        let (s, a) = match l.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                accept_error(e).await;
+                continue;
+            }
+        };
+        let _ = s.set_nodelay(true);
+        if tx.is_closed() {
+            return;
+        }
+        let (acceptor, tx) = (acceptor.clone(), tx.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(s)).await {
+                Ok(Ok(t)) => {
+                    let _ = tx
+                        .send((Box::pin(t) as Pin<Box<dyn Stream>>, Peer(a.to_string())))
+                        .await;
+                }
+                Ok(Err(e)) => tracing::debug!("TLS handshake with {a}: {e}"),
+                Err(_) => tracing::debug!("TLS handshake with {a}: timed out"),
+            }
+        });
+    }
+}
+
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let bad =
+        |what: &str, p: &Path, e: String| Error::Usage(format!("{what} {}: {e}", p.display()));
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad("--tls-cert", cert, e.to_string()))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| bad("--tls-cert", cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("--tls-cert", cert, "no PEM certificate in it".into()));
+    }
+    // The error names the file only: a key file's content must never
+    // reach a log.
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|_| {
+        bad(
+            "--tls-key",
+            key,
+            "not a PEM private key (PKCS#8, PKCS#1 or SEC1)".into(),
+        )
+    })?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::Internal(format!("TLS: {e}")))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key_der)
+    .map_err(|e| bad("--tls-cert/--tls-key", cert, e.to_string()))?;
+    let mut config = config;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}

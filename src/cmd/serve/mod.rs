@@ -1,0 +1,298 @@
+//! `drover serve`: the seeds' HTTP APIs over the same engine as the command
+//! line, with keys, roles, an audit log, jobs that outlive a request, and
+//! connections kept open between jobs.
+
+mod audit;
+mod auth;
+mod error;
+mod jobs;
+mod limit;
+mod listen;
+mod node;
+mod openapi;
+mod state;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::header;
+use axum::routing::{get, post};
+use axum::Router;
+use clap::{Args, Subcommand};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::engine::jobs::JobStore;
+use crate::model::error::{Error, Result};
+use crate::model::keys::Role;
+use crate::remote::pool::Pool;
+
+use self::audit::Audit;
+use self::limit::Limiter;
+use self::listen::{Address, Peer};
+use self::state::{AppState, Settings, Sources};
+
+/// Bodies over this are refused with 413.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// `drover serve`: the HTTP API.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ServeArgs {
+    /// `keygen`: make a new key.
+    #[command(subcommand)]
+    pub sub: Option<ServeSub>,
+    /// The inventory (loaded at start; SIGHUP or POST /reload re-reads it).
+    #[arg(short, long)]
+    pub inventory: Option<PathBuf>,
+    /// The keys file (hashed keys with roles; see `drover serve keygen`).
+    #[arg(long)]
+    pub keys: Option<PathBuf>,
+    /// Where to listen: HOST:PORT or unix:PATH. Not loopback needs TLS or
+    /// --insecure-http.
+    #[arg(long, default_value = "127.0.0.1:7480")]
+    pub listen: String,
+    /// Serve the playbooks of this directory as runbooks (by file name).
+    #[arg(long)]
+    pub playbooks: Option<PathBuf>,
+    /// The inventory host node-local routes act on (default: the only
+    /// `transport: local` host).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Job reports and journals (default: the state directory's jobs/).
+    #[arg(long)]
+    pub jobs_dir: Option<PathBuf>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address (keys then cross the
+    /// network in clear; a warning is logged).
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Append audit lines (JSON) to this file instead of stderr.
+    #[arg(long)]
+    pub audit: Option<PathBuf>,
+    /// Hosts in flight at once per job.
+    #[arg(long, default_value_t = 16)]
+    pub forks: usize,
+    /// Bound on one host's step in a job.
+    #[arg(long, default_value = "10m")]
+    pub timeout: String,
+    /// Bound on one host's read (GET routes, plans).
+    #[arg(long, default_value = "60s")]
+    pub read_timeout: String,
+    /// Keep each host's connection open this long after its last use.
+    #[arg(long, default_value = "60s")]
+    pub idle: String,
+    /// Changes allowed per key per minute (in bursts of as many); 0: no limit.
+    #[arg(long, default_value_t = 60)]
+    pub rate_limit: u32,
+}
+
+/// `drover serve` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ServeSub {
+    /// Print a new random key once, and its entry for the keys file.
+    Keygen {
+        /// Its name (what the audit log shows).
+        #[arg(long)]
+        name: String,
+        /// read, operate or admin.
+        #[arg(long)]
+        role: String,
+        /// Only these hosts (a selector).
+        #[arg(long)]
+        targets: Option<String>,
+    },
+    /// Print the OpenAPI 3.1 document of the API (as GET /openapi.json).
+    Openapi,
+}
+
+/// Run `drover serve`.
+pub fn serve(a: &ServeArgs) -> Result<i32> {
+    if let Some(ServeSub::Keygen {
+        name,
+        role,
+        targets,
+    }) = &a.sub
+    {
+        return keygen(name, role, targets.as_deref());
+    }
+    if let Some(ServeSub::Openapi) = &a.sub {
+        out!("{}", openapi::spec_json());
+        return Ok(0);
+    }
+    let need = |v: &Option<PathBuf>, flag: &str| {
+        v.clone()
+            .ok_or_else(|| Error::Usage(format!("drover serve needs {flag}")))
+    };
+    let sources = Sources {
+        inventory: need(&a.inventory, "-i INVENTORY")?,
+        keys: need(
+            &a.keys,
+            "--keys KEYS.yml (make one with `drover serve keygen`)",
+        )?,
+        playbooks: a.playbooks.clone(),
+        node: a.node.clone(),
+    };
+    let loaded = sources.load()?;
+    let address = Address::parse(&a.listen)?;
+    let tls = a.tls_cert.as_deref().zip(a.tls_key.as_deref());
+    if !address.is_local() && tls.is_none() {
+        if !a.insecure_http {
+            return Err(Error::Usage(format!(
+                "--listen {} is reachable from other machines: give --tls-cert and --tls-key, or --insecure-http to send keys in clear",
+                a.listen
+            )));
+        }
+        tracing::warn!(
+            "serving plain HTTP on {}: keys cross the network in clear",
+            a.listen
+        );
+    }
+    let settings = Settings {
+        forks: a.forks.max(1),
+        step_timeout: super::duration_flag("--timeout", &a.timeout)?,
+        read_timeout: super::duration_flag("--read-timeout", &a.read_timeout)?,
+    };
+    let idle = super::duration_flag("--idle", &a.idle)?;
+    let jobs_dir = a.jobs_dir.clone().unwrap_or_else(|| {
+        crate::engine::journal::Journal::default_path("x")
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("jobs"))
+    });
+    let audit = Audit::open(a.audit.as_deref())?;
+    let rt = super::runtime()?;
+    rt.block_on(async move {
+        let jobs = Arc::new(JobStore::open(&jobs_dir)?);
+        let pool = Pool::new(idle);
+        let listener = listen::bind(&address, tls).await?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let state = Arc::new(AppState {
+            sources,
+            loaded: std::sync::RwLock::new(Arc::new(loaded)),
+            jobs: jobs.clone(),
+            claims: Default::default(),
+            pool: pool.clone(),
+            audit,
+            limiter: Limiter::new(a.rate_limit),
+            settings,
+            shutdown: stop_rx,
+        });
+        let app = router(state.clone());
+        let bound = axum::serve::Listener::local_addr(&listener)
+            .map(|p| p.0)
+            .unwrap_or_default();
+        // One line on stdout that scripts (and tests) wait for.
+        outln!("drover serve: listening on {bound}");
+        let shutdown = signals(state.clone(), stop_tx);
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        jobs.shutdown("SIGTERM").await;
+        pool.shutdown().await;
+        if let Address::Unix(p) = &address {
+            let _ = std::fs::remove_file(p);
+        }
+        served.map_err(|e| Error::Internal(format!("serving: {e}")))?;
+        Ok(0)
+    })
+}
+
+fn keygen(name: &str, role: &str, targets: Option<&str>) -> Result<i32> {
+    let role: Role = role
+        .parse()
+        .map_err(|m: String| Error::Usage(format!("--role: {m}")))?;
+    let (key, entry) = crate::model::keys::generate(name, role, targets)?;
+    eprintln!("drover: the key is shown once; store it now. Add the entry to the keys file.");
+    outln!("key: {key}");
+    outln!("entry:");
+    outln!("  - name: {}", serde_json::Value::from(entry.name));
+    outln!("    sha256: {}", entry.sha256);
+    outln!("    role: {}", entry.role.as_str());
+    if let Some(t) = entry.targets {
+        outln!("    targets: {}", serde_json::Value::from(t));
+    }
+    Ok(0)
+}
+
+/// SIGTERM/SIGINT: stop running jobs as apply does, end event streams,
+/// stop accepting; SIGHUP: reload.
+async fn signals(state: Arc<AppState>, stop: tokio::sync::watch::Sender<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; the server stops only when killed");
+        return std::future::pending().await;
+    };
+    let why = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => match state.reload() {
+                Ok(l) => tracing::info!(hosts = l.inventory.hosts.len(), keys = l.keys.len(), runbooks = l.runbooks.len(), "reloaded"),
+                Err(e) => tracing::error!("reload failed, keeping what was loaded: {}: {}", e, e.details()),
+            },
+        }
+    };
+    tracing::info!("{why}: stopping jobs, then the server");
+    // Jobs first: a request waiting for its job then answers with the
+    // interrupted report instead of holding the shutdown.
+    state.jobs.stop_all(why);
+    let _ = stop.send(true);
+}
+
+/// Every route, and the layers around them.
+fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/node/{target}/service", get(node::list_services))
+        .route("/node/{target}/service/{name}", get(node::one_service))
+        .route(
+            "/node/{target}/service/{name}/{action}",
+            post(node::service_action),
+        )
+        .route("/job", get(jobs::list_jobs))
+        .route("/job/{id}", get(jobs::get_job))
+        .route("/job/{id}/events", get(jobs::job_events))
+        .route("/job/{id}/cancel", post(jobs::cancel_job))
+        .route("/runbook", get(jobs::list_runbooks))
+        .route("/runbook/{name}", post(jobs::run_runbook))
+        .route("/reload", post(jobs::reload))
+        .route("/audit", get(jobs::audit))
+        .route("/openapi.json", get(openapi::serve_spec))
+        .route("/health", get(jobs::health))
+        .fallback(|| async {
+            error::ApiError::not_found("no such route; GET /openapi.json lists them")
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    api.with_state(state)
+        .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        // Past the longest `wait` (10m): only a wedged handler meets it.
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(11 * 60),
+        ))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+            header::HeaderName::from_static("x-consul-token"),
+        ]))
+}

@@ -1,0 +1,361 @@
+//! osapi's node service API: service operations on targeted hosts, and
+//! their units' status, through the same engine and report as `drover
+//! service` and `drover status`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::apply::ApplyOptions;
+use crate::engine::claims::{claims_of, Claim};
+use crate::engine::events::NoEvents;
+use crate::engine::job::{AdHoc, Job, ServiceAction};
+use crate::engine::plan::PlanOptions;
+use crate::engine::status::StatusReport;
+use crate::model::keys::Role;
+use crate::model::target::Selector;
+use crate::remote::fanout::Reach;
+
+use super::auth::{Caller, JobId};
+use super::error::ApiError;
+use super::state::AppState;
+
+/// How long a change waits for its job by default, and at most.
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// Query of a change.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeQuery {
+    /// Answer the plan (drover.plan/1) and change nothing.
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    /// How long to wait for the job (and for a busy unit) before answering
+    /// 202: a duration such as `30s` (default) or `2m`, at most `10m`.
+    #[serde(default)]
+    pub wait: Option<String>,
+    /// Admin keys only: stop, restart or mask a protected unit.
+    #[serde(default)]
+    pub allow_protected: Option<bool>,
+}
+
+/// The wait a request asked for.
+pub fn wait_of(raw: Option<&str>) -> Result<Duration, ApiError> {
+    match raw {
+        None => Ok(DEFAULT_WAIT),
+        Some(w) => {
+            let d = crate::model::parse_duration(w)
+                .map_err(|m| ApiError::bad_request(format!("wait: {m}")))?;
+            if d > MAX_WAIT {
+                return Err(ApiError::bad_request(format!(
+                    "wait: `{w}` is longer than 10m; poll /job/ID past that"
+                )));
+            }
+            Ok(d)
+        }
+    }
+}
+
+/// A selector from a path segment (axum has already percent-decoded it).
+fn selector(raw: &str) -> Result<Selector, ApiError> {
+    Selector::parse(raw).map_err(|m| ApiError::bad_request(format!("target `{raw}`: {m}")))
+}
+
+/// Refuse targets the key may not reach, then build the job over the
+/// hosts the key may act on (so `_any` picks only among them).
+pub fn job_for(
+    state: &AppState,
+    caller: &Caller,
+    playbook: crate::model::playbook::Playbook,
+    limit: Option<&str>,
+) -> Result<Job, ApiError> {
+    let loaded = state.loaded();
+    let full = Job::new(playbook, loaded.inventory.clone(), limit)?;
+    let mut fixed = Vec::new();
+    for ex in &full.expanded {
+        fixed.extend(ex.targets.fixed.iter().copied());
+    }
+    caller.check_hosts(fixed.iter().filter_map(|&h| full.inventory.hosts.get(h)))?;
+    if caller.targets.is_none() {
+        return Ok(full);
+    }
+    let Job { playbook, .. } = full;
+    Ok(Job::new(
+        playbook,
+        caller.inventory(&loaded.inventory),
+        limit,
+    )?)
+}
+
+/// Plan (dry run) or start a job, then answer as DESIGN.md says: the plan;
+/// the report within `wait`; or 202 with `Location` and the results so far.
+pub async fn run_job(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    job: Job,
+    q: &ChangeQuery,
+    extra_claims: Vec<Claim>,
+) -> Result<Response, ApiError> {
+    let allow_protected = q.allow_protected.unwrap_or(false);
+    if allow_protected {
+        caller.require(Role::Admin)?;
+    }
+    crate::model::decide::check_protected(
+        &job.playbook,
+        &job.inventory,
+        &job.expanded,
+        allow_protected,
+    )
+    .map_err(|e| match caller.role {
+        Role::Admin => ApiError::from(e),
+        _ => ApiError::forbidden(format!(
+            "{}; only an admin key may, with ?allow_protected=true",
+            e.details()
+        )),
+    })?;
+    if q.dry_run.unwrap_or(false) {
+        let opts = PlanOptions {
+            reach: reach(state),
+            limit: None,
+            facts_label: String::new(),
+            keep_facts: false,
+        };
+        let planned = engine(move || async move {
+            crate::engine::plan::plan(&job, None, &opts, &NoEvents).await
+        })
+        .await??;
+        let body = crate::render::plan::render_json(&planned.plan);
+        return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+    }
+    caller.require(Role::Operate)?;
+    state
+        .limiter
+        .check(&caller.name)
+        .map_err(ApiError::rate_limited)?;
+    let wait = wait_of(q.wait.as_deref())?;
+    let t0 = tokio::time::Instant::now();
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut claims = claims_of(&job);
+    claims.extend(extra_claims);
+    let held = state.claims.take(claims, &id, wait).await.map_err(|b| {
+        ApiError::conflict(format!(
+            "job {} holds {}; retry when it ends (GET /job/{})",
+            b.job_id, b.claim, b.job_id
+        ))
+    })?;
+    let opts = ApplyOptions {
+        forks: state.settings.forks,
+        step_timeout: state.settings.step_timeout,
+        read_timeout: state.settings.read_timeout,
+        allow_protected,
+        pool: Some(state.pool.clone()),
+        job_id: Some(id.clone()),
+        ..ApplyOptions::default()
+    };
+    let entry = state.jobs.start(job, opts, held, None).await?;
+    let left = wait.saturating_sub(t0.elapsed());
+    let mut resp = if entry.wait(left).await {
+        match entry.report() {
+            Some(r) => Json(r).into_response(),
+            None => Json(entry.view()).into_response(),
+        }
+    } else {
+        let mut r = (StatusCode::ACCEPTED, Json(entry.view())).into_response();
+        if let Ok(v) = header::HeaderValue::from_str(&format!("/job/{id}")) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        r
+    };
+    resp.extensions_mut().insert(JobId(id));
+    Ok(resp)
+}
+
+/// Run engine work on a blocking-pool thread driven by the server's
+/// runtime. The engine's futures are not provably Send (closures over
+/// borrowed hosts and units; rust-lang/rust#102211), which axum's handlers
+/// must be; its I/O still runs on the runtime's reactor.
+pub async fn engine<F, Fut, T>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(f()))
+        .await
+        .map_err(|e| ApiError::internal(format!("engine task: {e}")))
+}
+
+fn reach(state: &AppState) -> Reach {
+    Reach::new(state.settings.forks, state.settings.read_timeout)
+        .with_pool(Some(state.pool.clone()))
+}
+
+/// `POST /node/{target}/service/{name}/{action}`.
+#[utoipa::path(post, path = "/node/{target}/service/{name}/{action}",
+    params(
+        ("target" = String, Path, description = "hostname, `_any`, `_all`, `key:value` or any selector (percent-encoded)"),
+        ("name" = String, Path, description = "unit name; a bare name gets `.service`"),
+        ("action" = String, Path, description = "start, stop, restart, reload, enable or disable"),
+        ChangeQuery),
+    responses(
+        (status = 200, description = "the job report, or with dry_run=true the plan (drover.plan/1)", body = crate::model::report::JobReport),
+        (status = 202, description = "still running past `wait`; `Location: /job/{id}`", body = crate::engine::jobs::JobView),
+        (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError),
+        (status = 409, body = ApiError), (status = 429, body = ApiError), (status = 500, body = ApiError)),
+    security(("bearer" = [])), tag = "node")]
+pub async fn service_action(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((target, name, action)): Path<(String, String, String)>,
+    q: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let action: ServiceAction = action.parse().map_err(ApiError::bad_request)?;
+    selector(&target)?;
+    let op = AdHoc::Service {
+        action,
+        unit: name,
+        target,
+    };
+    let playbook = op.playbook()?;
+    let job = job_for(&state, &caller, playbook, None)?;
+    run_job(&state, &caller, job, &q, Vec::new()).await
+}
+
+/// One unit of one host, as the node API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct UnitView {
+    /// RUNNING, STOPPED, STARTING, RESTARTING or FAILED.
+    pub status: String,
+    /// When it entered the active state (RFC 3339), while up.
+    pub start_time: Option<String>,
+    /// `3 days, 0:58:59`, while up.
+    pub uptime: Option<String>,
+    /// The same in seconds.
+    pub uptime_seconds: Option<u64>,
+    /// Its (or its host's) maintenance flag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceView>,
+}
+
+/// A maintenance flag.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MaintenanceView {
+    /// Why.
+    pub reason: String,
+    /// Since when (RFC 3339).
+    pub since: String,
+}
+
+/// One host's units.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct HostUnits {
+    /// The host's inventory name.
+    pub hostname: String,
+    /// Its units by name.
+    pub units: BTreeMap<String, UnitView>,
+    /// Why it could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Per-host views of a status report, in the order of `hosts`.
+pub fn host_units(report: &StatusReport, hosts: &[String]) -> Vec<HostUnits> {
+    let mut out: Vec<HostUnits> = hosts
+        .iter()
+        .map(|h| HostUnits {
+            hostname: h.clone(),
+            units: BTreeMap::new(),
+            error: None,
+        })
+        .collect();
+    let find = |out: &mut Vec<HostUnits>, h: &str| out.iter().position(|x| x.hostname == h);
+    for s in &report.services {
+        if let Some(i) = find(&mut out, &s.hostname) {
+            out[i].units.insert(
+                s.name.clone(),
+                UnitView {
+                    status: s.status.as_str().to_string(),
+                    start_time: s.start_time.clone(),
+                    uptime: s.uptime.map(crate::render::status::format_uptime),
+                    uptime_seconds: s.uptime,
+                    maintenance: s.maintenance.as_ref().map(|m| MaintenanceView {
+                        reason: m.reason.clone(),
+                        since: m.since.clone(),
+                    }),
+                },
+            );
+        }
+    }
+    for e in &report.errors {
+        if let Some(i) = find(&mut out, &e.hostname) {
+            out[i].error = Some(e.error.clone());
+        }
+    }
+    out
+}
+
+/// Read units of the targeted hosts the key may see.
+pub async fn read_units(
+    state: &AppState,
+    caller: &Caller,
+    target: &str,
+    units: &[String],
+) -> Result<Vec<HostUnits>, ApiError> {
+    let sel = selector(target)?;
+    let loaded = state.loaded();
+    let inv = if sel.is_any() {
+        caller.inventory(&loaded.inventory)
+    } else {
+        let hosts = crate::engine::live::select_hosts(&loaded.inventory, Some(target))?;
+        caller.check_hosts(hosts.iter())?;
+        loaded.inventory.clone()
+    };
+    let hosts: Vec<String> = crate::engine::live::select_hosts(&inv, Some(target))?
+        .into_iter()
+        .map(|h| h.name)
+        .collect();
+    let (target, units, reach) = (target.to_string(), units.to_vec(), reach(state));
+    let (report, _) = engine(move || async move {
+        crate::engine::status::status(&inv, Some(&target), &units, reach, &NoEvents).await
+    })
+    .await??;
+    Ok(host_units(&report, &hosts))
+}
+
+/// `GET /node/{target}/service`.
+#[utoipa::path(get, path = "/node/{target}/service",
+    params(("target" = String, Path, description = "hostname, `_any`, `_all` or a selector")),
+    responses((status = 200, body = [HostUnits]), (status = 400, body = ApiError),
+        (status = 401, body = ApiError), (status = 403, body = ApiError)),
+    security(("bearer" = [])), tag = "node")]
+pub async fn list_services(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(target): Path<String>,
+) -> Result<Json<Vec<HostUnits>>, ApiError> {
+    Ok(Json(read_units(&state, &caller, &target, &[]).await?))
+}
+
+/// `GET /node/{target}/service/{name}`.
+#[utoipa::path(get, path = "/node/{target}/service/{name}",
+    params(("target" = String, Path, description = "hostname, `_any`, `_all` or a selector"),
+        ("name" = String, Path, description = "unit name; a bare name gets `.service`")),
+    responses((status = 200, body = [HostUnits]), (status = 400, body = ApiError),
+        (status = 401, body = ApiError), (status = 403, body = ApiError)),
+    security(("bearer" = [])), tag = "node")]
+pub async fn one_service(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path((target, name)): Path<(String, String)>,
+) -> Result<Json<Vec<HostUnits>>, ApiError> {
+    Ok(Json(read_units(&state, &caller, &target, &[name]).await?))
+}

@@ -1,0 +1,51 @@
+//! The OpenAPI 3.1 document of every route, generated from the handlers'
+//! annotations and the types they answer with.
+
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let c = api.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "drover", description = "drover serve: osapi's node service API, jobs and runbooks over the drover engine. Errors are always {error, details, code}."),
+    paths(
+        super::node::service_action, super::node::list_services, super::node::one_service,
+        super::jobs::list_jobs, super::jobs::get_job, super::jobs::job_events, super::jobs::cancel_job,
+        super::jobs::list_runbooks, super::jobs::run_runbook,
+        super::jobs::health, super::jobs::reload, super::jobs::audit, serve_spec,
+    ),
+    components(schemas(super::error::ApiError)),
+    modifiers(&Bearer),
+)]
+struct Api;
+
+/// The document as JSON text (what `schema/openapi.json` holds).
+pub fn spec_json() -> String {
+    let mut text = Api::openapi().to_pretty_json().unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json",
+    responses((status = 200, description = "this document"), (status = 401, body = super::error::ApiError)),
+    security(("bearer" = [])), tag = "server")]
+pub async fn serve_spec() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        spec_json(),
+    )
+        .into_response()
+}

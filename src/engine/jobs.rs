@@ -1,0 +1,459 @@
+//! Jobs run in the background and looked at while and after they run (the
+//! server's jobs): each is an ordinary `apply` with its report and journal
+//! in one directory, so a restarted server lists them again, and a job that
+//! was running when the server died is `interrupted` with the results its
+//! journal holds.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{oneshot, watch};
+
+use crate::engine::apply::{apply, ApplyOptions};
+use crate::engine::claims::Held;
+use crate::engine::events::{Event, EventSink, StopFlag};
+use crate::engine::job::Job;
+use crate::engine::journal::{save_report, Journal};
+use crate::model::error::{Error, Result};
+use crate::model::report::{JobReport, JobResult, RunOutcome};
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Still running.
+    Running,
+    /// Every step ran (hosts may have failed).
+    Completed,
+    /// `max_fail_percentage` stopped it.
+    Aborted,
+    /// A cancel, a signal or the server's death stopped it.
+    Interrupted,
+}
+
+impl From<RunOutcome> for JobStatus {
+    fn from(o: RunOutcome) -> Self {
+        match o {
+            RunOutcome::Completed => JobStatus::Completed,
+            RunOutcome::Aborted => JobStatus::Aborted,
+            RunOutcome::Interrupted => JobStatus::Interrupted,
+        }
+    }
+}
+
+impl std::str::FromStr for JobStatus {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "running" => JobStatus::Running,
+            "completed" => JobStatus::Completed,
+            "aborted" => JobStatus::Aborted,
+            "interrupted" => JobStatus::Interrupted,
+            other => {
+                return Err(format!(
+                    "`{other}` is not a job status; use running, completed, aborted or interrupted"
+                ))
+            }
+        })
+    }
+}
+
+/// A job as the API shows it: the report's fields, with `outcome` also
+/// `running` while it runs.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct JobView {
+    /// UUID v4 of the job.
+    pub job_id: String,
+    /// The playbook's (or the ad-hoc operation's) name.
+    pub playbook: String,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// When it ended (RFC 3339), once it has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// running, completed, aborted or interrupted.
+    pub outcome: JobStatus,
+    /// Every result so far, in execution order.
+    pub results: Vec<JobResult>,
+}
+
+#[derive(Debug)]
+struct State {
+    view: JobView,
+    /// The finished report, once there is one.
+    report: Option<JobReport>,
+}
+
+/// One job of the store.
+#[derive(Debug)]
+pub struct Entry {
+    state: Mutex<State>,
+    /// Bumped on every result and at the end: what the event streams and
+    /// waiters watch.
+    changes: watch::Sender<u64>,
+    stop: Arc<StopFlag>,
+}
+
+impl Entry {
+    fn new(view: JobView, report: Option<JobReport>) -> Arc<Entry> {
+        Arc::new(Entry {
+            state: Mutex::new(State { view, report }),
+            changes: watch::channel(0).0,
+            stop: Arc::new(StopFlag::default()),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The job as it is now.
+    pub fn view(&self) -> JobView {
+        self.state().view.clone()
+    }
+
+    /// The finished report, if it has finished.
+    pub fn report(&self) -> Option<JobReport> {
+        self.state().report.clone()
+    }
+
+    /// Results from `from` on, and whether the job is over (then these are
+    /// all of them).
+    pub fn results_since(&self, from: usize) -> (Vec<JobResult>, Option<JobStatus>) {
+        let s = self.state();
+        let rest = s.view.results.get(from..).unwrap_or_default().to_vec();
+        let done = (s.view.outcome != JobStatus::Running).then_some(s.view.outcome);
+        (rest, done)
+    }
+
+    /// A receiver that changes with every result and at the end.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Wait until the job is over or `wait` has passed; true if over.
+    pub async fn wait(&self, wait: Duration) -> bool {
+        let mut rx = self.subscribe();
+        let over = async {
+            loop {
+                if self.state().view.outcome != JobStatus::Running {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(wait, over).await.is_ok()
+    }
+
+    /// Ask the job to stop as SIGTERM does: nothing new starts, systemd
+    /// jobs in flight finish. False if it is not running.
+    pub fn cancel(&self) -> bool {
+        if self.state().view.outcome != JobStatus::Running {
+            return false;
+        }
+        self.stop.stop("cancel");
+        true
+    }
+
+    fn push(&self, r: &JobResult) {
+        self.state().view.results.push(r.clone());
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    fn finish(&self, report: JobReport) {
+        {
+            let mut s = self.state();
+            s.view.outcome = report.outcome.into();
+            s.view.finished_at = Some(report.finished_at.clone());
+            s.view.results = report.results.clone();
+            s.report = Some(report);
+        }
+        self.changes.send_modify(|n| *n += 1);
+    }
+}
+
+/// Forwards a job's events to its entry, and tells the starter once the
+/// job has really started (or could not).
+struct Sink {
+    entry: Arc<Entry>,
+    started: Mutex<Option<oneshot::Sender<()>>>,
+    extra: Option<Arc<dyn EventSink>>,
+}
+
+impl EventSink for Sink {
+    fn event(&self, e: &Event) {
+        match e {
+            Event::HostResult(r) => self.entry.push(r),
+            Event::JobStarted { .. } => {
+                if let Some(tx) = self.started.lock().ok().and_then(|mut s| s.take()) {
+                    let _ = tx.send(());
+                }
+            }
+            _ => {}
+        }
+        if let Some(x) = &self.extra {
+            x.event(e);
+        }
+    }
+}
+
+/// Every job the store knows, newest first in listings.
+#[derive(Debug)]
+pub struct JobStore {
+    dir: PathBuf,
+    jobs: Mutex<Vec<Arc<Entry>>>,
+    tasks: Mutex<Vec<oneshot::Receiver<()>>>,
+}
+
+/// A page of jobs.
+#[derive(Debug, Clone, Default)]
+pub struct JobQuery {
+    /// At most this many.
+    pub limit: usize,
+    /// Skipping this many of the newest.
+    pub offset: usize,
+    /// Only those in this state.
+    pub status: Option<JobStatus>,
+}
+
+impl JobStore {
+    /// The store of `dir`: its reports are read back, and a journal without
+    /// its report (a job running when the last server died) becomes an
+    /// `interrupted` report holding the journal's results.
+    pub fn open(dir: &Path) -> Result<JobStore> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        let mut jobs = Vec::new();
+        let listing = std::fs::read_dir(dir).map_err(|e| Error::io("read", dir, e))?;
+        let mut names: Vec<PathBuf> = listing.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        names.sort();
+        for path in &names {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if let Some(id) = name.strip_suffix(".json") {
+                match read_report(path) {
+                    Ok(r) => jobs.push(Entry::new(view_of(&r), Some(r))),
+                    Err(e) => tracing::warn!("jobs dir: skipping {}: {e}", path.display()),
+                }
+                let _ = id;
+            } else if let Some(report_name) = name.strip_suffix(".journal") {
+                let report_path = dir.join(report_name);
+                if report_path.exists() {
+                    continue;
+                }
+                match recover(path) {
+                    Ok(r) => {
+                        if let Err(e) = save_report(&r, &report_path) {
+                            tracing::warn!("jobs dir: cannot write {}: {e}", report_path.display());
+                        }
+                        jobs.push(Entry::new(view_of(&r), Some(r)));
+                    }
+                    Err(e) => tracing::warn!("jobs dir: skipping {}: {e}", path.display()),
+                }
+            }
+        }
+        Ok(JobStore {
+            dir: dir.to_path_buf(),
+            jobs: Mutex::new(jobs),
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn jobs(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Entry>>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A job by id.
+    pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
+        self.jobs()
+            .iter()
+            .find(|e| e.state().view.job_id == id)
+            .cloned()
+    }
+
+    /// Jobs newest first, filtered and paged.
+    pub fn list(&self, q: &JobQuery) -> Vec<JobView> {
+        let mut all: Vec<JobView> = self.jobs().iter().map(|e| e.view()).collect();
+        all.retain(|v| q.status.is_none_or(|s| v.outcome == s));
+        all.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        all.into_iter().skip(q.offset).take(q.limit).collect()
+    }
+
+    /// Start `job` in the background with `opts` (its report and journal
+    /// go to the store's directory), holding `held` until it ends. Returns
+    /// once the job has started, or with the error that kept it from
+    /// starting (window, protection, lock): then nothing ran.
+    pub async fn start(
+        self: &Arc<Self>,
+        job: Job,
+        mut opts: ApplyOptions,
+        held: Held,
+        extra: Option<Arc<dyn EventSink>>,
+    ) -> Result<Arc<Entry>> {
+        let id = opts
+            .job_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        opts.job_id = Some(id.clone());
+        opts.report = Some(self.dir.join(format!("{id}.json")));
+        let entry = Entry::new(
+            JobView {
+                job_id: id.clone(),
+                playbook: job.playbook.name.clone(),
+                started_at: crate::model::now_rfc3339(),
+                finished_at: None,
+                outcome: JobStatus::Running,
+                results: Vec::new(),
+            },
+            None,
+        );
+        let (tx, started) = oneshot::channel();
+        let sink = Sink {
+            entry: entry.clone(),
+            started: Mutex::new(Some(tx)),
+            extra,
+        };
+        let (err_tx, err_rx) = oneshot::channel();
+        let e2 = entry.clone();
+        let store = self.clone();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let handle = tokio::runtime::Handle::current();
+        let run = move || async move {
+            let stop = e2.stop.clone();
+            match apply(&job, &opts, &stop, &sink).await {
+                Ok(applied) => e2.finish(applied.report),
+                Err(e) => {
+                    // Before JobStarted nothing ran: the starter answers
+                    // with the error and the job is forgotten.
+                    store.jobs().retain(|x| !Arc::ptr_eq(x, &e2));
+                    let _ = err_tx.send(e);
+                    e2.changes.send_modify(|n| *n += 1);
+                }
+            }
+            drop(held);
+            let _ = done_tx.send(());
+        };
+        // A thread of its own driven by the server's runtime: the
+        // executor's future is not provably Send (rust-lang/rust#102211:
+        // closures over borrowed hosts), so it cannot be a spawned task.
+        std::thread::Builder::new()
+            .name(format!("job-{}", &id[..8.min(id.len())]))
+            .spawn(move || handle.block_on(run()))
+            .map_err(|e| Error::Internal(format!("cannot start the job's thread: {e}")))?;
+        let task = done_rx;
+        self.jobs().push(entry.clone());
+        {
+            let mut t = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            t.retain(|h| !h.is_terminated());
+            t.push(task);
+        }
+        tokio::select! {
+            r = started => {
+                if r.is_ok() {
+                    return Ok(entry);
+                }
+            }
+            e = err_rx => {
+                if let Ok(e) = e {
+                    return Err(e);
+                }
+            }
+        }
+        // The sink went away without a start: the task ended; its error,
+        // if any, was sent.
+        Err(Error::Internal("the job ended before it started".into()))
+    }
+
+    /// Ask every running job to stop as SIGTERM does; returns at once.
+    pub fn stop_all(&self, why: &str) {
+        for e in self.jobs().iter() {
+            if e.state().view.outcome == JobStatus::Running {
+                e.stop.stop(why);
+            }
+        }
+    }
+
+    /// Stop every running job as SIGTERM does and wait for them to write
+    /// their reports.
+    pub async fn shutdown(&self, why: &str) {
+        self.stop_all(why);
+        let tasks: Vec<_> = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        futures_util::future::join_all(tasks).await;
+    }
+}
+
+fn view_of(r: &JobReport) -> JobView {
+    JobView {
+        job_id: r.job_id.clone(),
+        playbook: r.playbook.clone(),
+        started_at: r.started_at.clone(),
+        finished_at: Some(r.finished_at.clone()),
+        outcome: r.outcome.into(),
+        results: r.results.clone(),
+    }
+}
+
+fn read_report(path: &Path) -> Result<JobReport> {
+    let text = crate::model::yaml::read_bounded(path, "job report")?;
+    serde_json::from_str(&text).map_err(|e| {
+        Error::invalid(
+            "job report",
+            "",
+            e.to_string(),
+            Some(crate::model::error::Position {
+                file: path.to_path_buf(),
+                line: e.line() as u64,
+                column: e.column() as u64,
+            }),
+        )
+    })
+}
+
+/// The report of a job whose process died: the journal's header and
+/// results, `interrupted`, finished when the journal was last written.
+fn recover(journal: &Path) -> Result<JobReport> {
+    let text = crate::model::yaml::read_bounded(journal, "journal")?;
+    let mut lines = text.lines();
+    let header: serde_json::Value = lines
+        .next()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| Error::invalid("journal", "", "no header line", None))?;
+    let field = |k: &str| {
+        header
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    // A line cut short by the kill is the only one that may not parse.
+    let results: Vec<JobResult> = lines.filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let finished_at = std::fs::metadata(journal)
+        .and_then(|m| m.modified())
+        .map(|t| {
+            chrono::DateTime::<chrono::Utc>::from(t)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        })
+        .unwrap_or_else(|_| crate::model::now_rfc3339());
+    Ok(JobReport {
+        job_id: field("job_id"),
+        playbook: field("playbook"),
+        started_at: field("started_at"),
+        finished_at,
+        outcome: RunOutcome::Interrupted,
+        results,
+    })
+}
+
+/// Where a store keeps a job's journal (beside its report).
+pub fn journal_path(dir: &Path, id: &str) -> PathBuf {
+    Journal::beside(&dir.join(format!("{id}.json")))
+}
