@@ -16,10 +16,19 @@ struct Expect {
     field: Option<String>,
     /// `# at: LINE:COLUMN`, required: every error points at its place.
     at: (u64, u64),
+    /// `# file: NAME`: the name the position gives, when it is not the
+    /// case's own (a file of a directory case, a program's output).
+    file: Option<String>,
 }
 
+/// A case's header: the `# key: value` lines of the file, or of the
+/// `EXPECT` file of a directory case (drover reads only `*.yml` there).
 fn header(path: &Path) -> Expect {
-    let text = std::fs::read_to_string(path).unwrap();
+    let text = if path.is_dir() {
+        std::fs::read_to_string(path.join("EXPECT")).unwrap()
+    } else {
+        std::fs::read_to_string(path).unwrap()
+    };
     let get = |k: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("# {k}: ")))
@@ -36,6 +45,7 @@ fn header(path: &Path) -> Expect {
                 Some((l.parse().ok()?, c.parse().ok()?))
             })
             .unwrap_or_else(|| panic!("{} has no `# at: LINE:COLUMN` line", path.display())),
+        file: get("file"),
     }
 }
 
@@ -76,7 +86,10 @@ fn assert_case(file: &Path, what: &str, code: i32, json: &serde_json::Value) {
         exp.message
     );
     // Every error names a position in the file it is about.
-    let fname = file.file_name().unwrap().to_string_lossy();
+    let fname = exp
+        .file
+        .clone()
+        .unwrap_or_else(|| file.file_name().unwrap().to_string_lossy().into_owned());
     assert!(
         details.contains(&format!("{fname} line ")) && details.contains(" column "),
         "{name}: no position in `{details}`"
@@ -141,6 +154,36 @@ fn bad_inventories_are_refused_with_position() {
     let files = corpus("inventory");
     let mut failures = Vec::new();
     for f in &files {
+        let (code, json) = check(&base().join("ok.yml"), f);
+        if let Err(e) = std::panic::catch_unwind(|| assert_case(f, "inventory", code, &json)) {
+            failures.push(e.downcast_ref::<String>().cloned().unwrap_or_default());
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Every entry of a corpus directory, whatever it is (executables, directories).
+fn entries(dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(base().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn bad_dynamic_and_directory_inventories_are_refused_with_position() {
+    let exec = entries("inventory-exec");
+    let dirs = entries("inventory-dir");
+    assert!(exec.len() >= 3 && dirs.len() >= 3, "{exec:?} {dirs:?}");
+    let mut failures = Vec::new();
+    for f in exec.iter().chain(&dirs) {
         let (code, json) = check(&base().join("ok.yml"), f);
         if let Err(e) = std::panic::catch_unwind(|| assert_case(f, "inventory", code, &json)) {
             failures.push(e.downcast_ref::<String>().cloned().unwrap_or_default());

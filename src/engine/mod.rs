@@ -10,6 +10,7 @@ pub mod events;
 mod execute;
 pub mod files;
 pub mod health;
+pub mod inventory;
 pub mod job;
 pub mod journal;
 pub mod live;

@@ -109,13 +109,7 @@ fn parse_error(e: &serde_saphyr::Error, field: &str, file: &Path, what: &'static
         ", set DuplicateKeyPolicy in Options if acceptable",
         "; each key may appear only once",
     );
-    let field = field
-        .trim_start_matches('.')
-        .replace(".?", "")
-        .replace(".value", "")
-        .trim_end_matches('?')
-        .to_string();
-    let field = if field == "." { String::new() } else { field };
+    let field = clean_field(field);
     let suggestion = typo_suggestion(&message);
     Error::Parse(Box::new(crate::model::error::Diagnostic {
         what,
@@ -124,6 +118,73 @@ fn parse_error(e: &serde_saphyr::Error, field: &str, file: &Path, what: &'static
         suggestion,
         position,
     }))
+}
+
+/// Parse JSON text into `T`, strictly, with the same kind of errors as
+/// [`parse`]: field path, position, suggestion. A dynamic inventory's
+/// output comes through here.
+pub fn parse_json<T: DeserializeOwned>(text: &str, file: &Path, what: &'static str) -> Result<T> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let (field, inner) = match serde_path_to_error::deserialize::<_, T>(&mut *de) {
+        Ok(v) => match de.end() {
+            Ok(()) => return Ok(v),
+            Err(e) => (String::new(), e),
+        },
+        Err(e) => (e.path().to_string(), e.into_inner()),
+    };
+    let mut message = inner.to_string();
+    if let Some(idx) = message.rfind(" at line ") {
+        message.truncate(idx);
+    }
+    if inner.is_syntax() || inner.is_eof() {
+        message = format!("not valid JSON: {message}");
+    }
+    let mut position = (inner.line() > 0).then(|| Position {
+        file: file.to_path_buf(),
+        line: inner.line() as u64,
+        column: inner.column().max(1) as u64,
+    });
+    let field = if inner.is_syntax() || inner.is_eof() {
+        String::new()
+    } else {
+        clean_field(&field)
+    };
+    // serde_json points past the key it rejects; the key's own start, on
+    // the same line, is where YAML errors point too.
+    if !field.is_empty() {
+        let segs: Vec<&str> = field
+            .split('.')
+            .map(|s| s.split('[').next().unwrap_or(s))
+            .collect();
+        if let (Some(at), Some(key)) = (&mut position, locate(text, file, &segs)) {
+            if key.line == at.line && key.column < at.column {
+                *at = key;
+            }
+        }
+    }
+    let suggestion = typo_suggestion(&message);
+    Err(Error::Parse(Box::new(crate::model::error::Diagnostic {
+        what,
+        field,
+        message,
+        suggestion,
+        position,
+    })))
+}
+
+/// serde_path_to_error's path as drover writes field paths.
+fn clean_field(field: &str) -> String {
+    let field = field
+        .trim_start_matches('.')
+        .replace(".?", "")
+        .replace(".value", "")
+        .trim_end_matches('?')
+        .to_string();
+    if field == "." {
+        String::new()
+    } else {
+        field
+    }
 }
 
 /// For "unknown field `x`, expected one of a, b" and "unknown variant" messages,
