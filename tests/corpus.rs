@@ -309,3 +309,32 @@ fn missing_file_is_a_clear_error() {
         "{json}"
     );
 }
+
+#[test]
+fn text_errors_show_the_line_with_a_caret_and_no_colour_off_a_tty() {
+    let out = drover()
+        .current_dir(base())
+        .args(["check", "-i", "inventory/bad-port.yml", "ok.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    // The first line as before; the snippet below it.
+    assert!(
+        lines[0].starts_with("error: inventory is invalid: hosts.web-1.port: ")
+            && lines[0].ends_with("at inventory/bad-port.yml line 5 column 18"),
+        "{err}"
+    );
+    assert_eq!(
+        &lines[1..],
+        [
+            " --> inventory/bad-port.yml:5:18",
+            "  |",
+            "5 |   web-1: { port: 70000 }",
+            "  |                  ^^^^^",
+        ],
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "{err}");
+}

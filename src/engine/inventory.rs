@@ -121,10 +121,13 @@ pub fn run(program: &Path, limit: Duration) -> Result<String> {
                     shown(text.as_bytes())
                 ),
                 suggestion: None,
-                position: (e.line() > 0).then(|| Position {
-                    file: output_name(program),
-                    line: e.line() as u64,
-                    column: e.column().max(1) as u64,
+                position: (e.line() > 0).then(|| {
+                    Position::at(
+                        &output_name(program),
+                        &text,
+                        e.line() as u64,
+                        e.column().max(1) as u64,
+                    )
                 }),
             })));
         }

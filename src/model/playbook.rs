@@ -542,11 +542,7 @@ struct Source<'a> {
 
 impl Source<'_> {
     fn pos(&self, l: serde_saphyr::Location) -> Position {
-        Position {
-            file: self.path.to_path_buf(),
-            line: l.line(),
-            column: l.column(),
-        }
+        Position::at(self.path, self.text, l.line(), l.column())
     }
 }
 

@@ -83,22 +83,24 @@ pub fn parse<T: DeserializeOwned>(text: &str, file: &Path, what: &'static str) -
                     })
                 });
             match result {
-                Ok(_) => Err(parse_error(&first, "", file, what)),
-                Err(e) => Err(parse_error(&e, &field, file, what)),
+                Ok(_) => Err(parse_error(&first, "", text, file, what)),
+                Err(e) => Err(parse_error(&e, &field, text, file, what)),
             }
         }
     }
 }
 
 /// Turn a serde-saphyr error into drover's error, keeping the position.
-fn parse_error(e: &serde_saphyr::Error, field: &str, file: &Path, what: &'static str) -> Error {
-    let position = e.location().and_then(|l| {
-        (l.line() > 0).then(|| Position {
-            file: file.to_path_buf(),
-            line: l.line(),
-            column: l.column(),
-        })
-    });
+fn parse_error(
+    e: &serde_saphyr::Error,
+    field: &str,
+    text: &str,
+    file: &Path,
+    what: &'static str,
+) -> Error {
+    let position = e
+        .location()
+        .and_then(|l| (l.line() > 0).then(|| Position::at(file, text, l.line(), l.column())));
     let mut message = e.without_snippet().to_string();
     // The position is rendered by drover in one format; drop saphyr's copy.
     if let Some(idx) = message.rfind(" at line ") {
@@ -138,11 +140,17 @@ pub fn parse_json<T: DeserializeOwned>(text: &str, file: &Path, what: &'static s
     }
     if inner.is_syntax() || inner.is_eof() {
         message = format!("not valid JSON: {message}");
+    } else if let Some((head, expected)) = message.split_once(", expected ") {
+        // serde_json quotes each expected word; the YAML errors do not.
+        message = format!("{head}, expected {}", expected.replace('`', ""));
     }
-    let mut position = (inner.line() > 0).then(|| Position {
-        file: file.to_path_buf(),
-        line: inner.line() as u64,
-        column: inner.column().max(1) as u64,
+    let mut position = (inner.line() > 0).then(|| {
+        Position::at(
+            file,
+            text,
+            inner.line() as u64,
+            inner.column().max(1) as u64,
+        )
     });
     let field = if inner.is_syntax() || inner.is_eof() {
         String::new()
@@ -242,11 +250,7 @@ pub fn locate(text: &str, file: &Path, path: &[&str]) -> Option<Position> {
         }
         let (i, c) = hit?;
         from = i;
-        found = Some(Position {
-            file: file.to_path_buf(),
-            line: i as u64 + 1,
-            column: c as u64 + 1,
-        });
+        found = Some(Position::at(file, text, i as u64 + 1, c as u64 + 1));
     }
     found
 }

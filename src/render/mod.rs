@@ -6,6 +6,7 @@ pub mod apply;
 pub mod escape;
 pub mod health;
 pub mod plan;
+pub mod snippet;
 pub mod status;
 
 use owo_colors::OwoColorize;
