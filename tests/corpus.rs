@@ -99,17 +99,40 @@ fn assert_case(file: &Path, what: &str, code: i32, json: &serde_json::Value) {
         details.contains(&format!("{fname} line {l} column {c}")),
         "{name}: want line {l} column {c} in `{details}`"
     );
-    if let Some(f) = exp.field {
+    if let Some(f) = &exp.field {
         assert!(
             details.starts_with(&format!("{f}: ")),
             "{name}: want field `{f}` in `{details}`"
         );
     }
-    if let Some(s) = exp.suggest {
+    if let Some(s) = &exp.suggest {
         assert!(
             details.contains(&format!("did you mean `{s}`?")),
             "{name}: want suggestion `{s}` in `{details}`"
         );
+    }
+    // `check --format json` also lists the error as a diagnostic, with the
+    // same position, field and suggestion as separate values.
+    assert_eq!(json["ok"], false, "{name}: {json}");
+    let d = &json["diagnostics"][0];
+    assert!(
+        d["file"].as_str().unwrap_or_default().ends_with(&fname),
+        "{name}: diagnostic file in {d}"
+    );
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(l), Some(c)),
+        "{name}: {d}"
+    );
+    assert!(
+        details.contains(d["message"].as_str().unwrap_or("?")),
+        "{name}: diagnostic message in {d}"
+    );
+    if let Some(f) = &exp.field {
+        assert_eq!(d["field"], f.as_str(), "{name}: {d}");
+    }
+    if let Some(s) = &exp.suggest {
+        assert_eq!(d["suggestion"], s.as_str(), "{name}: {d}");
     }
 }
 
@@ -194,6 +217,37 @@ fn bad_dynamic_and_directory_inventories_are_refused_with_position() {
         "{} cases failed:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+}
+
+#[test]
+fn check_json_reports_ok_with_no_diagnostics() {
+    let out = drover()
+        .args(["check", "--format", "json", "-i"])
+        .arg(base().join("inventory.yml"))
+        .arg(base().join("ok.yml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["diagnostics"], serde_json::json!([]), "{v}");
+    assert_eq!(v["hosts"], 3, "{v}");
+    // A file that cannot be read is a diagnostic too, without a position.
+    let out = drover()
+        .args(["check", "--format", "json", "/nonexistent/pb.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["file"], "/nonexistent/pb.yml", "{v}");
+    assert_eq!(d["line"], serde_json::Value::Null, "{v}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

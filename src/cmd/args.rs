@@ -158,7 +158,11 @@ pub struct CheckArgs {
     /// Also resolve targets and templates against this inventory.
     #[arg(short, long)]
     pub inventory: Option<PathBuf>,
-    /// Error output format.
+    /// Output: a line (errors on stderr with the offending source line), or
+    /// JSON diagnostics on stdout for editors and CI annotations:
+    /// {"ok", "diagnostics": [{"file", "line", "column", "field",
+    /// "message", "suggestion"}], "error", "details", "code"}. Exit codes
+    /// are the same.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
 }

@@ -3,6 +3,7 @@
 //! what they return. Their output is snapshot-tested.
 
 pub mod apply;
+pub mod check;
 pub mod escape;
 pub mod health;
 pub mod plan;
