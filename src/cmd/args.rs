@@ -98,7 +98,7 @@ pub struct MaintenanceArgs {
     /// Hosts (selector).
     #[arg(long, value_name = "SEL")]
     pub target: String,
-    /// The inventory file.
+    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
     #[arg(short, long)]
     pub inventory: PathBuf,
     /// Why (required to enable); shown by status and health.
@@ -126,7 +126,7 @@ pub struct HealthArgs {
     /// Hosts (selector, default `_all`).
     #[arg(long, value_name = "SEL")]
     pub target: Option<String>,
-    /// The inventory file.
+    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
     #[arg(short, long)]
     pub inventory: PathBuf,
     /// HTTP check from this machine (template: `http://{{ host.address }}:8080/`); repeatable.
@@ -155,7 +155,7 @@ pub struct HealthArgs {
 pub struct CheckArgs {
     /// The playbook file.
     pub playbook: PathBuf,
-    /// Also resolve targets and templates against this inventory.
+    /// Also resolve targets and templates against this inventory (a YAML file, a directory of them, or an executable printing it as JSON).
     #[arg(short, long)]
     pub inventory: Option<PathBuf>,
     /// Output: a line (errors on stderr with the offending source line), or
@@ -172,7 +172,7 @@ pub struct CheckArgs {
 pub struct PlanArgs {
     /// The playbook file.
     pub playbook: PathBuf,
-    /// The inventory file.
+    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
     #[arg(short, long)]
     pub inventory: PathBuf,
     /// Intersect every step's hosts with this selector (e.g. `role:web,!web-3`).
@@ -204,7 +204,7 @@ pub struct PlanArgs {
 pub struct ApplyArgs {
     /// The playbook file.
     pub playbook: PathBuf,
-    /// The inventory file.
+    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
     #[arg(short, long)]
     pub inventory: PathBuf,
     /// Intersect every step's hosts with this selector.
@@ -244,7 +244,7 @@ pub struct ApplyArgs {
 /// `drover status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The inventory file.
+    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
     #[arg(short, long)]
     pub inventory: PathBuf,
     /// Only these hosts (selector, default `_all`).
@@ -288,7 +288,7 @@ pub struct ServiceArgs {
     /// Hosts (selector).
     #[arg(long, value_name = "SEL")]
     pub target: String,
-    /// The inventory file.
+    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
     #[arg(short, long)]
     pub inventory: PathBuf,
     /// Show the plan instead of doing it.
@@ -314,7 +314,7 @@ pub struct ServiceArgs {
 /// `drover facts`.
 #[derive(Debug, Args)]
 pub struct FactsArgs {
-    /// The inventory file.
+    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
     #[arg(short, long)]
     pub inventory: PathBuf,
     /// Only these hosts (selector, default `_all`).

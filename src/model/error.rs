@@ -40,18 +40,29 @@ impl Position {
     /// The position at `line`:`column` (1-based) of `text`, keeping that
     /// line for a snippet.
     pub fn at(file: &std::path::Path, text: &str, line: u64, column: u64) -> Position {
-        let source = usize::try_from(line)
+        let line_text = usize::try_from(line)
             .ok()
             .and_then(|l| l.checked_sub(1))
-            .and_then(|l| text.lines().nth(l))
-            .map(|l| {
-                let col = usize::try_from(column).unwrap_or(1).max(1);
-                let start = col.saturating_sub(WINDOW + 1);
-                SourceLine {
-                    text: l.chars().skip(start).take(2 * WINDOW).collect(),
-                    column: col - start,
-                }
-            });
+            .and_then(|l| text.lines().nth(l));
+        Position::on_line(file, line_text, line, column)
+    }
+
+    /// The position at `line`:`column` (1-based), whose line's text the
+    /// caller already has (a parser that indexed its lines once).
+    pub fn on_line(
+        file: &std::path::Path,
+        line_text: Option<&str>,
+        line: u64,
+        column: u64,
+    ) -> Position {
+        let source = line_text.map(|l| {
+            let col = usize::try_from(column).unwrap_or(1).max(1);
+            let start = col.saturating_sub(WINDOW + 1);
+            SourceLine {
+                text: l.chars().skip(start).take(2 * WINDOW).collect(),
+                column: col - start,
+            }
+        });
         Position {
             file: file.to_path_buf(),
             line,

@@ -860,6 +860,42 @@ hosts:
     }
 
     #[test]
+    fn json_output_is_the_same_format_and_a_host_twice_is_refused() {
+        let inv = Inventory::from_output(
+            r#"{"defaults": {"user": "ops"}, "hosts": {"b": {"port": 2222}, "a": null}}"#,
+            Path::new("/opt/inv/cmdb"),
+        )
+        .unwrap();
+        let names: Vec<_> = inv.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"]);
+        assert_eq!(inv.hosts[1].user.as_deref(), Some("ops"));
+        assert_eq!(inv.path, Path::new("/opt/inv/cmdb"));
+        for (text, want) in [
+            (
+                r#"{"hosts": {"a": {}, "a": {}}}"#,
+                "host `a` is defined twice",
+            ),
+            (r#"{"hosts": {}}"#, "no hosts"),
+            (
+                r#"{"hosts": {"a": {}}, "extra": 1}"#,
+                "unknown field `extra`",
+            ),
+            (
+                r#"{"hosts": {"a": {"labels": {"r": "a b"}}}}"#,
+                "label value",
+            ),
+        ] {
+            let e = Inventory::from_output(text, Path::new("cmdb"))
+                .unwrap_err()
+                .details();
+            assert!(e.contains(want), "{text}: {e}");
+            assert!(e.contains("cmdb (output) line 1 column "), "{text}: {e}");
+        }
+        // YAML files refuse a host twice too (the YAML parser's own check).
+        assert!(Inventory::from_str("hosts:\n  a: {}\n  a: {}\n", Path::new("i.yml")).is_err());
+    }
+
+    #[test]
     fn reserved_and_bad_names_are_refused() {
         for bad in ["_all", "a:b", "a,b", "!x", "a b"] {
             let text = format!("hosts:\n  '{bad}': {{}}\n");
