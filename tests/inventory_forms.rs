@@ -378,3 +378,20 @@ fn a_saved_plan_records_each_file_of_a_directory_and_names_the_changed_one() {
         "{details}"
     );
 }
+
+#[test]
+fn a_program_printing_without_end_is_stopped_at_the_output_bound() {
+    let start = Instant::now();
+    let (code, details) = check(&fixture("huge"), &[]);
+    assert_eq!(code, 1, "{details}");
+    assert!(
+        details.contains("tests/fixtures/inventory/huge printed more than the 33554432 bytes"),
+        "{details}"
+    );
+    // Well before the 30 s limit: the bound, not the clock, stopped it.
+    assert!(
+        start.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        start.elapsed()
+    );
+}

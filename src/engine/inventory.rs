@@ -199,12 +199,18 @@ fn spawn_bounded(exe: &Path, dir: &Path, limit: Duration) -> std::result::Result
         .spawn()
         .map_err(Failure::Io)?;
     let pid = child.id();
-    let reader = |stream: Option<Box<dyn Read + Send>>, bound: u64| {
+    // `drain`: read on past the bound into nothing, so a program chatty on
+    // stderr never blocks on a full pipe (stdout past its bound is an
+    // error instead, and the program is killed).
+    let reader = |stream: Option<Box<dyn Read + Send>>, bound: u64, drain: bool| {
         let (tx, rx) = mpsc::channel();
-        if let Some(s) = stream {
+        if let Some(mut s) = stream {
             std::thread::spawn(move || {
                 let mut buf = Vec::new();
-                let _ = s.take(bound).read_to_end(&mut buf);
+                let _ = s.by_ref().take(bound).read_to_end(&mut buf);
+                if drain {
+                    let _ = std::io::copy(&mut s, &mut std::io::sink());
+                }
                 let _ = tx.send(buf);
             });
         }
@@ -216,6 +222,7 @@ fn spawn_bounded(exe: &Path, dir: &Path, limit: Duration) -> std::result::Result
             .take()
             .map(|s| Box::new(s) as Box<dyn Read + Send>),
         MAX_FILE_BYTES + 1,
+        false,
     );
     let err_rx = reader(
         child
@@ -223,6 +230,7 @@ fn spawn_bounded(exe: &Path, dir: &Path, limit: Duration) -> std::result::Result
             .take()
             .map(|s| Box::new(s) as Box<dyn Read + Send>),
         STDERR_KEPT,
+        true,
     );
     let (status_tx, status_rx) = mpsc::channel();
     std::thread::spawn(move || {
