@@ -16,10 +16,19 @@ struct Expect {
     field: Option<String>,
     /// `# at: LINE:COLUMN`, required: every error points at its place.
     at: (u64, u64),
+    /// `# file: NAME`: the name the position gives, when it is not the
+    /// case's own (a file of a directory case, a program's output).
+    file: Option<String>,
 }
 
+/// A case's header: the `# key: value` lines of the file, or of the
+/// `EXPECT` file of a directory case (drover reads only `*.yml` there).
 fn header(path: &Path) -> Expect {
-    let text = std::fs::read_to_string(path).unwrap();
+    let text = if path.is_dir() {
+        std::fs::read_to_string(path.join("EXPECT")).unwrap()
+    } else {
+        std::fs::read_to_string(path).unwrap()
+    };
     let get = |k: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("# {k}: ")))
@@ -36,6 +45,7 @@ fn header(path: &Path) -> Expect {
                 Some((l.parse().ok()?, c.parse().ok()?))
             })
             .unwrap_or_else(|| panic!("{} has no `# at: LINE:COLUMN` line", path.display())),
+        file: get("file"),
     }
 }
 
@@ -76,7 +86,10 @@ fn assert_case(file: &Path, what: &str, code: i32, json: &serde_json::Value) {
         exp.message
     );
     // Every error names a position in the file it is about.
-    let fname = file.file_name().unwrap().to_string_lossy();
+    let fname = exp
+        .file
+        .clone()
+        .unwrap_or_else(|| file.file_name().unwrap().to_string_lossy().into_owned());
     assert!(
         details.contains(&format!("{fname} line ")) && details.contains(" column "),
         "{name}: no position in `{details}`"
@@ -86,17 +99,40 @@ fn assert_case(file: &Path, what: &str, code: i32, json: &serde_json::Value) {
         details.contains(&format!("{fname} line {l} column {c}")),
         "{name}: want line {l} column {c} in `{details}`"
     );
-    if let Some(f) = exp.field {
+    if let Some(f) = &exp.field {
         assert!(
             details.starts_with(&format!("{f}: ")),
             "{name}: want field `{f}` in `{details}`"
         );
     }
-    if let Some(s) = exp.suggest {
+    if let Some(s) = &exp.suggest {
         assert!(
             details.contains(&format!("did you mean `{s}`?")),
             "{name}: want suggestion `{s}` in `{details}`"
         );
+    }
+    // `check --format json` also lists the error as a diagnostic, with the
+    // same position, field and suggestion as separate values.
+    assert_eq!(json["ok"], false, "{name}: {json}");
+    let d = &json["diagnostics"][0];
+    assert!(
+        d["file"].as_str().unwrap_or_default().ends_with(&fname),
+        "{name}: diagnostic file in {d}"
+    );
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(l), Some(c)),
+        "{name}: {d}"
+    );
+    assert!(
+        details.contains(d["message"].as_str().unwrap_or("?")),
+        "{name}: diagnostic message in {d}"
+    );
+    if let Some(f) = &exp.field {
+        assert_eq!(d["field"], f.as_str(), "{name}: {d}");
+    }
+    if let Some(s) = &exp.suggest {
+        assert_eq!(d["suggestion"], s.as_str(), "{name}: {d}");
     }
 }
 
@@ -151,6 +187,67 @@ fn bad_inventories_are_refused_with_position() {
         "{} cases failed:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+}
+
+/// Every entry of a corpus directory, whatever it is (executables, directories).
+fn entries(dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(base().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn bad_dynamic_and_directory_inventories_are_refused_with_position() {
+    let exec = entries("inventory-exec");
+    let dirs = entries("inventory-dir");
+    assert!(exec.len() >= 3 && dirs.len() >= 3, "{exec:?} {dirs:?}");
+    let mut failures = Vec::new();
+    for f in exec.iter().chain(&dirs) {
+        let (code, json) = check(&base().join("ok.yml"), f);
+        if let Err(e) = std::panic::catch_unwind(|| assert_case(f, "inventory", code, &json)) {
+            failures.push(e.downcast_ref::<String>().cloned().unwrap_or_default());
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn check_json_reports_ok_with_no_diagnostics() {
+    let out = drover()
+        .args(["check", "--format", "json", "-i"])
+        .arg(base().join("inventory.yml"))
+        .arg(base().join("ok.yml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["diagnostics"], serde_json::json!([]), "{v}");
+    assert_eq!(v["hosts"], 3, "{v}");
+    // A file that cannot be read is a diagnostic too, without a position.
+    let out = drover()
+        .args(["check", "--format", "json", "/nonexistent/pb.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["file"], "/nonexistent/pb.yml", "{v}");
+    assert_eq!(d["line"], serde_json::Value::Null, "{v}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -265,4 +362,33 @@ fn missing_file_is_a_clear_error() {
             .contains("/nonexistent/pb.yml"),
         "{json}"
     );
+}
+
+#[test]
+fn text_errors_show_the_line_with_a_caret_and_no_colour_off_a_tty() {
+    let out = drover()
+        .current_dir(base())
+        .args(["check", "-i", "inventory/bad-port.yml", "ok.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    // The first line as before; the snippet below it.
+    assert!(
+        lines[0].starts_with("error: inventory is invalid: hosts.web-1.port: ")
+            && lines[0].ends_with("at inventory/bad-port.yml line 5 column 18"),
+        "{err}"
+    );
+    assert_eq!(
+        &lines[1..],
+        [
+            " --> inventory/bad-port.yml:5:18",
+            "  |",
+            "5 |   web-1: { port: 70000 }",
+            "  |                  ^^^^^",
+        ],
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "{err}");
 }

@@ -473,3 +473,61 @@ fn hostile_health_text() {
     assert_inert("health", &text);
     insta::assert_snapshot!(text);
 }
+
+/// The snippets under errors: a playbook typo, an inventory value, a
+/// directory conflict and a dynamic inventory's bad JSON, plain (off a
+/// TTY) and, for the first, coloured.
+#[test]
+fn error_snippets() {
+    use drover::model::inventory::Inventory;
+    use drover::model::playbook::Playbook;
+    let snippet = |e: drover::model::error::Error, color: bool| {
+        format!(
+            "{}\n{}",
+            e.details(),
+            render::snippet::render_error(&e, color).expect("a snippet")
+        )
+    };
+    let pb = Playbook::from_str(
+        "name: x\nsteps:\n  - id: a\n    service: { name: demo-web, stae: started }\n",
+        Path::new("pb.yml"),
+    )
+    .unwrap_err();
+    let inv = Inventory::from_str(
+        "hosts:\n  web-1:\n    address: \"a;reboot\"\n",
+        Path::new("inv.yml"),
+    )
+    .unwrap_err();
+    let dir = Inventory::from_texts(
+        Path::new("inv.d"),
+        &["inv.d/a.yml".into(), "inv.d/b.yml".into()],
+        &[
+            "hosts:\n  web-1: {}\n".into(),
+            "hosts:\n  web-2: {}\n  web-1: {}\n".into(),
+        ],
+    )
+    .unwrap_err();
+    let json = Inventory::from_output(
+        "{\n  \"hosts\": {\n    \"web-1\": { \"prot\": 22 }\n  }\n}\n",
+        Path::new("cmdb-hosts"),
+    )
+    .unwrap_err();
+    let plain = [&pb, &inv, &dir, &json]
+        .into_iter()
+        .map(|e| snippet(clone(e), false))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    insta::assert_snapshot!("error_snippets", plain);
+    let colored = snippet(pb, true);
+    assert!(colored.contains("\u{1b}["), "{colored}");
+    insta::assert_snapshot!("error_snippet_color", colored);
+}
+
+fn clone(e: &drover::model::error::Error) -> drover::model::error::Error {
+    use drover::model::error::Error;
+    match e {
+        Error::Parse(d) => Error::Parse(d.clone()),
+        Error::Invalid(d) => Error::Invalid(d.clone()),
+        other => panic!("not an input error: {other}"),
+    }
+}

@@ -11,7 +11,6 @@ use crate::engine::job::{AdHoc, Job};
 use crate::engine::plan::PlanOptions;
 use crate::engine::saved::SavedPlan;
 use crate::model::error::{Error, Result};
-use crate::model::inventory::Inventory;
 use crate::model::report::Verdict;
 use crate::render::apply::{job_header, summary};
 use crate::render::escape::one_line;
@@ -59,7 +58,11 @@ pub(super) fn service(a: &ServiceArgs, color: bool) -> Result<i32> {
         unit: a.unit.clone(),
         target: a.target.clone(),
     };
-    let job = Job::new(op.playbook()?, Inventory::load(&a.inventory)?, None)?;
+    let job = Job::new(
+        op.playbook()?,
+        crate::engine::inventory::load(&a.inventory)?,
+        None,
+    )?;
     crate::model::decide::check_protected(
         &job.playbook,
         &job.inventory,
@@ -107,7 +110,11 @@ pub(super) fn maintenance(a: &MaintenanceArgs) -> Result<i32> {
         target: a.target.clone(),
         reason: a.reason.clone(),
     };
-    let job = Job::new(op.playbook()?, Inventory::load(&a.inventory)?, None)?;
+    let job = Job::new(
+        op.playbook()?,
+        crate::engine::inventory::load(&a.inventory)?,
+        None,
+    )?;
     let opts = ApplyOptions {
         forks: a.forks,
         step_timeout: duration_flag("--timeout", &a.timeout)?,

@@ -100,7 +100,7 @@ pub struct MaintenanceArgs {
     /// Hosts (selector).
     #[arg(long, value_name = "SEL")]
     pub target: String,
-    /// The inventory file.
+    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
     #[arg(short, long)]
     pub inventory: PathBuf,
     /// Why (required to enable); shown by status and health.
@@ -128,7 +128,7 @@ pub struct HealthArgs {
     /// Hosts (selector, default `_all`).
     #[arg(long, value_name = "SEL")]
     pub target: Option<String>,
-    /// The inventory file.
+    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
     #[arg(short, long)]
     pub inventory: PathBuf,
     /// HTTP check from this machine (template: `http://{{ host.address }}:8080/`); repeatable.
@@ -157,10 +157,14 @@ pub struct HealthArgs {
 pub struct CheckArgs {
     /// The playbook file.
     pub playbook: PathBuf,
-    /// Also resolve targets and templates against this inventory.
+    /// Also resolve targets and templates against this inventory (a YAML file, a directory of them, or an executable printing it as JSON).
     #[arg(short, long)]
     pub inventory: Option<PathBuf>,
-    /// Error output format.
+    /// Output: a line (errors on stderr with the offending source line), or
+    /// JSON diagnostics on stdout for editors and CI annotations:
+    /// {"ok", "diagnostics": [{"file", "line", "column", "field",
+    /// "message", "suggestion"}], "error", "details", "code"}. Exit codes
+    /// are the same.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
 }
@@ -170,7 +174,7 @@ pub struct CheckArgs {
 pub struct PlanArgs {
     /// The playbook file.
     pub playbook: PathBuf,
-    /// The inventory file.
+    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
     #[arg(short, long)]
     pub inventory: PathBuf,
     /// Intersect every step's hosts with this selector (e.g. `role:web,!web-3`).
@@ -202,7 +206,7 @@ pub struct PlanArgs {
 pub struct ApplyArgs {
     /// The playbook file.
     pub playbook: PathBuf,
-    /// The inventory file.
+    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
     #[arg(short, long)]
     pub inventory: PathBuf,
     /// Intersect every step's hosts with this selector.
@@ -242,7 +246,7 @@ pub struct ApplyArgs {
 /// `drover status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The inventory file.
+    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
     #[arg(short, long)]
     pub inventory: PathBuf,
     /// Only these hosts (selector, default `_all`).
@@ -286,7 +290,7 @@ pub struct ServiceArgs {
     /// Hosts (selector).
     #[arg(long, value_name = "SEL")]
     pub target: String,
-    /// The inventory file.
+    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
     #[arg(short, long)]
     pub inventory: PathBuf,
     /// Show the plan instead of doing it.
@@ -312,7 +316,7 @@ pub struct ServiceArgs {
 /// `drover facts`.
 #[derive(Debug, Args)]
 pub struct FactsArgs {
-    /// The inventory file.
+    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
     #[arg(short, long)]
     pub inventory: PathBuf,
     /// Only these hosts (selector, default `_all`).

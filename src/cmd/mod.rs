@@ -179,7 +179,8 @@ fn report_error(e: &Error, json: bool, color: bool) {
         outln!("{}", e.to_json());
     } else {
         use owo_colors::OwoColorize;
-        let head = if color && std::io::stderr().is_terminal() {
+        let color = color && std::io::stderr().is_terminal();
+        let head = if color {
             "error".red().bold().to_string()
         } else {
             "error".to_string()
@@ -188,6 +189,9 @@ fn report_error(e: &Error, json: bool, color: bool) {
             "{head}: {e}: {}",
             crate::render::escape::one_line(&e.details())
         );
+        if let Some(snippet) = crate::render::snippet::render_error(e, color) {
+            eprintln!("{snippet}");
+        }
     }
 }
 

@@ -11,10 +11,46 @@ use crate::model::playbook::Playbook;
 use crate::model::report::Verdict;
 use crate::render::plan::{render_to, write_json, Format};
 
-use super::args::{CheckArgs, PlanArgs};
+use crate::render::check::Checked;
 
-/// `drover check`: validate, touch nothing.
+use super::args::{CheckArgs, PlanArgs, ReportFormat};
+
+/// `drover check`: validate, touch nothing. With `--format json` the
+/// outcome is a diagnostics document on stdout, errors included; the exit
+/// code is the same either way.
 pub(super) fn check(a: &CheckArgs) -> Result<i32> {
+    let checked = validate(a);
+    if a.format == ReportFormat::Json {
+        let (doc, code) = match &checked {
+            Ok(c) => (crate::render::check::passed(c), 0),
+            Err(e) => (
+                crate::render::check::failed(e),
+                Verdict::of_error(e).exit_code(),
+            ),
+        };
+        outln!("{doc}");
+        return Ok(code);
+    }
+    let c = checked?;
+    match (&c.inventory, c.tasks, c.hosts) {
+        (Some(inv), Some(tasks), Some(hosts)) => outln!(
+            "ok: {} is valid: {} steps in {} waves, {tasks} host tasks over {hosts} hosts of {inv}",
+            c.playbook,
+            c.steps,
+            c.waves,
+        ),
+        _ => outln!(
+            "ok: {} is valid: {} steps in {} waves (add -i INVENTORY to check targets and templates)",
+            c.playbook,
+            c.steps,
+            c.waves
+        ),
+    }
+    Ok(0)
+}
+
+/// Load and validate what `check` names.
+fn validate(a: &CheckArgs) -> Result<Checked> {
     let CheckArgs {
         playbook,
         inventory,
@@ -23,29 +59,28 @@ pub(super) fn check(a: &CheckArgs) -> Result<i32> {
     match inventory {
         Some(inv) => {
             let job = Job::load(playbook, inv, None)?;
-            let tasks: usize = job.expanded.iter().map(|e| e.tasks.len()).sum();
-            outln!(
-                "ok: {} is valid: {} steps in {} waves, {} host tasks over {} hosts of {}",
-                playbook.display(),
-                job.playbook.steps.len(),
-                job.dag.waves().len(),
-                tasks,
-                job.inventory.hosts.len(),
-                inv.display()
-            );
+            Ok(Checked {
+                playbook: playbook.display().to_string(),
+                inventory: Some(inv.display().to_string()),
+                steps: job.playbook.steps.len(),
+                waves: job.dag.waves().len(),
+                tasks: Some(job.expanded.iter().map(|e| e.tasks.len()).sum()),
+                hosts: Some(job.inventory.hosts.len()),
+            })
         }
         None => {
             let pb = Playbook::load(playbook)?;
             let dag = Dag::build(&pb)?;
-            outln!(
-                "ok: {} is valid: {} steps in {} waves (add -i INVENTORY to check targets and templates)",
-                playbook.display(),
-                pb.steps.len(),
-                dag.waves().len()
-            );
+            Ok(Checked {
+                playbook: playbook.display().to_string(),
+                inventory: None,
+                steps: pb.steps.len(),
+                waves: dag.waves().len(),
+                tasks: None,
+                hosts: None,
+            })
         }
     }
-    Ok(0)
 }
 
 /// `drover plan | head` closes the pipe early; that is not an error.

@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use crate::engine::events::NoEvents;
 use crate::engine::health::HealthRequest;
 use crate::model::error::{Error, Result};
-use crate::model::inventory::Inventory;
 use crate::render::escape::one_line;
 use crate::render::status::render_status_text;
 
@@ -14,7 +13,7 @@ use super::{reach, runtime};
 
 /// `drover status`: exit 4 if some host was unreachable, 2 if a read failed.
 pub(super) fn status(a: &StatusArgs, color: bool) -> Result<i32> {
-    let inv = Inventory::load(&a.inventory)?;
+    let inv = crate::engine::inventory::load(&a.inventory)?;
     let (report, verdict) = runtime()?.block_on(crate::engine::status::status(
         &inv,
         a.target.as_deref(),
@@ -35,7 +34,7 @@ pub(super) fn status(a: &StatusArgs, color: bool) -> Result<i32> {
 
 /// `drover facts`: write the facts file; exit 4 if some host was unreachable.
 pub(super) fn facts(a: &FactsArgs) -> Result<i32> {
-    let inv = Inventory::load(&a.inventory)?;
+    let inv = crate::engine::inventory::load(&a.inventory)?;
     let (facts, results) = runtime()?.block_on(crate::engine::live::collect_facts(
         &inv,
         a.target.as_deref(),
@@ -61,7 +60,7 @@ pub(super) fn facts(a: &FactsArgs) -> Result<i32> {
 
 /// `drover health UNIT`: exit 0 passing, 1 warning, 2 critical, 3 unknown.
 pub(super) fn health(a: &HealthArgs, color: bool) -> Result<i32> {
-    let inv = Inventory::load(&a.inventory)?;
+    let inv = crate::engine::inventory::load(&a.inventory)?;
     let req = HealthRequest {
         unit: a.unit.clone(),
         target: a.target.clone(),

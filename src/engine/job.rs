@@ -31,7 +31,7 @@ impl Job {
     pub fn load(playbook: &Path, inventory: &Path, limit: Option<&str>) -> Result<Job> {
         let t = std::time::Instant::now();
         let playbook = Playbook::load(playbook)?;
-        let inventory = Inventory::load(inventory)?;
+        let inventory = crate::engine::inventory::load(inventory)?;
         tracing::debug!(elapsed = ?t.elapsed(), hosts = inventory.hosts.len(), "model loaded");
         let job = Job::new(playbook, inventory, limit)?;
         tracing::debug!(elapsed = ?t.elapsed(), "targets and templates expanded");

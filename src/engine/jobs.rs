@@ -409,11 +409,12 @@ fn read_report(path: &Path) -> Result<JobReport> {
             "job report",
             "",
             e.to_string(),
-            Some(crate::model::error::Position {
-                file: path.to_path_buf(),
-                line: e.line() as u64,
-                column: e.column() as u64,
-            }),
+            Some(crate::model::error::Position::at(
+                path,
+                &text,
+                e.line() as u64,
+                e.column() as u64,
+            )),
         )
     })
 }

@@ -11,6 +11,7 @@ pub mod events;
 mod execute;
 pub mod files;
 pub mod health;
+pub mod inventory;
 pub mod job;
 pub mod jobs;
 pub mod journal;

@@ -270,11 +270,13 @@ pub fn simulate(job: &Job, facts: &Facts, labels: PlanLabels<'_>) -> Result<Plan
 }
 
 /// The inputs besides the playbook and the inventory that decide what apply
-/// does: the unit templates the playbook read, the ssh_config files the
+/// does: the unit templates the playbook read, the files of a directory
+/// inventory (each, beside the directory's digest), the ssh_config files the
 /// inventory names (which choose where a host name really leads), and the
 /// unit file content rendered for each host (`HOST:UNIT (rendered)`).
 pub fn other_inputs(job: &Job) -> Vec<crate::model::Input> {
     let mut inputs = job.playbook.inputs.clone();
+    inputs.extend(job.inventory.inputs.iter().cloned());
     for ex in job.expanded.iter().filter(|ex| ex.reads_file) {
         for t in &ex.tasks {
             if let Some(content) = &t.content {

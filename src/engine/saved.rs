@@ -130,6 +130,19 @@ impl SavedPlan {
 
     /// Refuse (403) when the playbook or inventory is not what was planned.
     pub fn check_inputs(&self, job: &Job) -> Result<()> {
+        // A directory inventory's files first: the refusal names the one
+        // that changed, not only the directory.
+        for input in &job.inventory.inputs {
+            let planned = self.inputs.iter().find(|i| i.path == input.path);
+            if planned.is_none_or(|p| p.digest != input.digest) {
+                return Err(Error::Refused(format!(
+                    "the inventory file {} changed since the plan was made (planned: {}, now sha256 {}); plan again and review the new plan",
+                    input.path,
+                    planned.map_or_else(|| "not in the inventory".to_string(), |p| format!("sha256 {}", short(&p.digest))),
+                    short(&input.digest)
+                )));
+            }
+        }
         let pairs = [
             (
                 "playbook",

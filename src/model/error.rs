@@ -17,6 +17,59 @@ pub struct Position {
     pub line: u64,
     /// 1-based column.
     pub column: u64,
+    /// The line it points into, for a snippet under the error (None when
+    /// the text is not at hand).
+    pub source: Option<SourceLine>,
+}
+
+/// The line an error points at, as written: cut to a window around the
+/// column when it is very long (a one-line JSON document).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceLine {
+    /// The line's text (or the window of it), raw: renderers escape it.
+    pub text: String,
+    /// 1-based column of the position within `text`, in characters.
+    pub column: usize,
+}
+
+/// How many characters of a long line a snippet keeps on each side of the
+/// column.
+const WINDOW: usize = 200;
+
+impl Position {
+    /// The position at `line`:`column` (1-based) of `text`, keeping that
+    /// line for a snippet.
+    pub fn at(file: &std::path::Path, text: &str, line: u64, column: u64) -> Position {
+        let line_text = usize::try_from(line)
+            .ok()
+            .and_then(|l| l.checked_sub(1))
+            .and_then(|l| text.lines().nth(l));
+        Position::on_line(file, line_text, line, column)
+    }
+
+    /// The position at `line`:`column` (1-based), whose line's text the
+    /// caller already has (a parser that indexed its lines once).
+    pub fn on_line(
+        file: &std::path::Path,
+        line_text: Option<&str>,
+        line: u64,
+        column: u64,
+    ) -> Position {
+        let source = line_text.map(|l| {
+            let col = usize::try_from(column).unwrap_or(1).max(1);
+            let start = col.saturating_sub(WINDOW + 1);
+            SourceLine {
+                text: l.chars().skip(start).take(2 * WINDOW).collect(),
+                column: col - start,
+            }
+        });
+        Position {
+            file: file.to_path_buf(),
+            line,
+            column,
+            source,
+        }
+    }
 }
 
 impl fmt::Display for Position {

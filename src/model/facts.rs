@@ -187,7 +187,7 @@ impl Facts {
             Ok(f) => f,
             Err(_) => {
                 let de = &mut serde_json::Deserializer::from_str(text);
-                return Err(Self::error_at(de, path));
+                return Err(Self::error_at(de, text, path));
             }
         };
         Self::check_version(facts)
@@ -195,6 +195,7 @@ impl Facts {
 
     fn error_at(
         de: &mut serde_json::Deserializer<serde_json::de::StrRead<'_>>,
+        text: &str,
         path: &Path,
     ) -> Error {
         match serde_path_to_error::deserialize::<_, Facts>(de).map_err(|e| {
@@ -208,11 +209,12 @@ impl Facts {
                 field: e.path().to_string().trim_start_matches('.').to_string(),
                 message,
                 suggestion: None,
-                position: Some(Position {
-                    file: path.to_path_buf(),
-                    line: inner.line() as u64,
-                    column: inner.column() as u64,
-                }),
+                position: Some(Position::at(
+                    path,
+                    text,
+                    inner.line() as u64,
+                    inner.column() as u64,
+                )),
             }))
         }) {
             Ok(_) => Error::Internal("facts file failed to parse once and then parsed".into()),

@@ -52,7 +52,8 @@ pub struct HostSpec {
     pub protected: Option<Vec<String>>,
 }
 
-/// The inventory file as written.
+/// The inventory as written: a YAML file, and also the JSON a dynamic
+/// inventory (an executable given to `-i`) prints: one schema for both.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InventoryFile {
@@ -61,7 +62,51 @@ pub struct InventoryFile {
     pub defaults: HostSpec,
     /// Hosts in inventory order (which `_any` follows).
     #[schemars(with = "BTreeMap<String, Option<HostSpec>>")]
+    #[serde(deserialize_with = "unique_hosts")]
     pub hosts: IndexMap<String, Option<HostSpec>>,
+}
+
+/// One file of an inventory directory: the same keys, each optional (a
+/// file may hold only defaults, or only hosts).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InventoryPart {
+    #[serde(default)]
+    defaults: HostSpec,
+    #[serde(default, deserialize_with = "unique_hosts")]
+    hosts: IndexMap<String, Option<HostSpec>>,
+}
+
+/// A host written twice in one document is an error, in JSON too (where
+/// a map would silently keep the last one).
+fn unique_hosts<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> std::result::Result<IndexMap<String, Option<HostSpec>>, D::Error> {
+    struct Visit;
+    impl<'de> serde::de::Visitor<'de> for Visit {
+        type Value = IndexMap<String, Option<HostSpec>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of host names to host settings")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut out = IndexMap::new();
+            while let Some(name) = map.next_key::<String>()? {
+                let spec = map.next_value::<Option<HostSpec>>()?;
+                if out.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "host `{}` is defined twice; each host may appear only once",
+                        name.escape_default()
+                    )));
+                }
+                out.insert(name, spec);
+            }
+            Ok(out)
+        }
+    }
+    de.deserialize_map(Visit)
 }
 
 /// A host with every default applied: what the rest of drover sees.
@@ -104,12 +149,16 @@ mod humantime_serde_compat {
 /// A loaded inventory.
 #[derive(Debug, Clone)]
 pub struct Inventory {
-    /// Where it came from.
+    /// Where it came from: the file, the directory or the program.
     pub path: PathBuf,
-    /// Hosts in file order.
+    /// Hosts in inventory order (files in name order, then file order).
     pub hosts: Vec<Host>,
-    /// SHA-256 of the file, for saved plans.
+    /// SHA-256 of what was read, for saved plans: the file, the program's
+    /// output, or (for a directory) the list of its files and their digests.
     pub digest: String,
+    /// The files a directory inventory was merged from, each with its
+    /// digest, so a saved plan names the one that changed (empty otherwise).
+    pub inputs: Vec<crate::model::Input>,
 }
 
 /// Default connect timeout, as DESIGN.md's example.
@@ -117,45 +166,278 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const WHAT: &str = "inventory";
 
+/// What `-i PATH` names: how drover reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One YAML file.
+    File,
+    /// A directory: every `*.yml`/`*.yaml` in it, merged in name order.
+    Directory,
+    /// An executable that prints the inventory as JSON (a dynamic
+    /// inventory): a file with an execute bit whose name does not end in
+    /// `.yml` or `.yaml`.
+    Program,
+}
+
+impl Layout {
+    /// How to read `path` (which must exist to be anything but a file).
+    pub fn of(path: &Path) -> Layout {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => Layout::Directory,
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 && !is_yaml_name(path) => {
+                Layout::Program
+            }
+            _ => Layout::File,
+        }
+    }
+}
+
+fn is_yaml_name(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "yml" || e == "yaml")
+}
+
+/// One inventory document and where it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// The document.
+    pub text: &'a str,
+    /// Its name in errors: the file, or `PROGRAM (output)`.
+    pub name: &'a Path,
+    /// The directory that relative `ssh_config` paths are resolved
+    /// against: the defining file's, or the program's.
+    pub base: &'a Path,
+}
+
+/// A document's settings, before merging.
+struct Parsed {
+    defaults: HostSpec,
+    hosts: IndexMap<String, Option<HostSpec>>,
+}
+
 impl Inventory {
-    /// Read, parse and validate an inventory file.
+    /// Read, parse and validate an inventory file or directory. A program
+    /// (a dynamic inventory) is run by the engine
+    /// (`engine::inventory::load`), which then calls [`Inventory::from_output`].
     pub fn load(path: &Path) -> Result<Self> {
-        let text = yaml::read_bounded(path, WHAT)?;
-        Self::from_str(&text, path)
+        match Layout::of(path) {
+            Layout::File => {
+                let text = yaml::read_bounded(path, WHAT)?;
+                Self::from_str(&text, path)
+            }
+            Layout::Directory => Self::load_dir(path),
+            Layout::Program => Err(Error::Usage(format!(
+                "{} is an executable (a dynamic inventory), which the model does not run; load it with engine::inventory::load",
+                path.display()
+            ))),
+        }
     }
 
     /// Parse and validate inventory text; `path` names it in errors and
     /// anchors relative `ssh_config` paths.
     pub fn from_str(text: &str, path: &Path) -> Result<Self> {
-        let file: InventoryFile = yaml::parse(text, path, WHAT)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        if file.defaults.address.is_some() {
+        let src = Source {
+            text,
+            name: path,
+            base,
+        };
+        let file: InventoryFile = yaml::parse(text, path, WHAT)?;
+        let parsed = Parsed {
+            defaults: file.defaults,
+            hosts: file.hosts,
+        };
+        let mut inv = Self::merge(path, &[(src, parsed)], "add at least one under `hosts:`")?;
+        inv.digest = crate::model::digest(text.as_bytes());
+        Ok(inv)
+    }
+
+    /// Parse and validate what a dynamic inventory printed: JSON of the
+    /// same schema as a file. `program` names it in errors (as `PROGRAM
+    /// (output)`) and its directory anchors relative `ssh_config` paths.
+    pub fn from_output(output: &str, program: &Path) -> Result<Self> {
+        let name = output_name(program);
+        let base = program.parent().unwrap_or(Path::new("."));
+        let src = Source {
+            text: output,
+            name: &name,
+            base,
+        };
+        let file: InventoryFile = yaml::parse_json(output, &name, WHAT)?;
+        let parsed = Parsed {
+            defaults: file.defaults,
+            hosts: file.hosts,
+        };
+        let mut inv = Self::merge(
+            program,
+            &[(src, parsed)],
+            "the program printed an empty `hosts` object",
+        )?;
+        inv.digest = crate::model::digest(output.as_bytes());
+        Ok(inv)
+    }
+
+    /// Read every `*.yml`/`*.yaml` of a directory, in name order, and merge.
+    fn load_dir(dir: &Path) -> Result<Self> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io("read", dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_yaml_name(p) && p.is_file())
+            .collect();
+        files.sort();
+        if files.is_empty() {
             return Err(Error::invalid(
                 WHAT,
-                "defaults.address",
-                "an address belongs to one host, not to defaults",
-                yaml::locate(text, path, &["defaults", "address"]),
+                "",
+                format!(
+                    "the directory {} holds no `*.yml` or `*.yaml` file",
+                    dir.display()
+                ),
+                None,
             ));
         }
-        if file.hosts.is_empty() {
+        let mut texts = Vec::with_capacity(files.len());
+        let mut total = 0u64;
+        for f in &files {
+            let text = yaml::read_bounded(f, WHAT)?;
+            total += text.len() as u64;
+            if total > yaml::MAX_FILE_BYTES {
+                return Err(Error::invalid(
+                    WHAT,
+                    "",
+                    format!(
+                        "the files of {} add up to more than the {} bytes drover accepts",
+                        dir.display(),
+                        yaml::MAX_FILE_BYTES
+                    ),
+                    None,
+                ));
+            }
+            texts.push(text);
+        }
+        Self::from_texts(dir, &files, &texts)
+    }
+
+    /// Merge the documents of a directory (`files[i]` holds `texts[i]`).
+    pub fn from_texts(dir: &Path, files: &[PathBuf], texts: &[String]) -> Result<Self> {
+        let mut parts = Vec::with_capacity(files.len());
+        let mut inputs = Vec::with_capacity(files.len());
+        for (file, text) in files.iter().zip(texts) {
+            let parsed = if text.trim().is_empty() {
+                InventoryPart {
+                    defaults: HostSpec::default(),
+                    hosts: IndexMap::new(),
+                }
+            } else {
+                yaml::parse::<InventoryPart>(text, file, WHAT)?
+            };
+            let src = Source {
+                text,
+                name: file,
+                base: file.parent().unwrap_or(dir),
+            };
+            parts.push((
+                src,
+                Parsed {
+                    defaults: parsed.defaults,
+                    hosts: parsed.hosts,
+                },
+            ));
+            inputs.push(crate::model::Input {
+                path: file.display().to_string(),
+                digest: crate::model::digest(text.as_bytes()),
+            });
+        }
+        let mut inv = Self::merge(
+            dir,
+            &parts,
+            "add at least one under `hosts:` in one of its files",
+        )?;
+        // Adding, removing or renaming a file changes the inventory too.
+        let listing: String = inputs
+            .iter()
+            .map(|i| format!("{}\0{}\n", i.path, i.digest))
+            .collect();
+        inv.digest = crate::model::digest(listing.as_bytes());
+        inv.inputs = inputs;
+        Ok(inv)
+    }
+
+    /// Merge parsed documents: a `defaults` key or a host set by two of
+    /// them is an error naming both; then resolve every host.
+    fn merge(path: &Path, parts: &[(Source<'_>, Parsed)], no_hosts_hint: &str) -> Result<Self> {
+        // Which part set each defaults key, and the merged defaults.
+        let mut defaults = HostSpec::default();
+        let mut set_by: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for (i, (src, p)) in parts.iter().enumerate() {
+            if p.defaults.address.is_some() {
+                return Err(Error::invalid(
+                    WHAT,
+                    "defaults.address",
+                    "an address belongs to one host, not to defaults",
+                    yaml::locate(src.text, src.name, &["defaults", "address"]),
+                ));
+            }
+            for key in p.defaults.keys() {
+                if let Some(&first) = set_by.get(key) {
+                    return Err(Error::invalid(
+                        WHAT,
+                        format!("defaults.{key}"),
+                        format!(
+                            "`defaults.{key}` is set in both {} and {}; set it in one file",
+                            parts[first].0.name.display(),
+                            src.name.display()
+                        ),
+                        yaml::locate(src.text, src.name, &["defaults", key]),
+                    ));
+                }
+                set_by.insert(key, i);
+            }
+            defaults.fill_from(&p.defaults);
+        }
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut hosts = Vec::new();
+        for (i, (src, p)) in parts.iter().enumerate() {
+            for (name, spec) in &p.hosts {
+                if let Some(&first) = seen.get(name.as_str()) {
+                    return Err(Error::invalid(
+                        WHAT,
+                        format!("hosts.{name}"),
+                        format!(
+                            "host `{}` is defined in both {} and {}; define it in one file",
+                            name.escape_default(),
+                            parts[first].0.name.display(),
+                            src.name.display()
+                        ),
+                        yaml::locate(src.text, src.name, &["hosts", name]),
+                    ));
+                }
+                seen.insert(name, i);
+                let spec = spec.clone().unwrap_or_default();
+                // A relative ssh_config is resolved against the file that
+                // wrote it: the host's own, or the one that set the default.
+                let defaults_base = set_by
+                    .get("ssh_config")
+                    .map_or(src.base, |&d| parts[d].0.base);
+                let host = resolve_host(name, &spec, &defaults, src.base, defaults_base)
+                    .map_err(|e| locate_error(e, parts, i, &set_by))?;
+                hosts.push(host);
+            }
+        }
+        if hosts.is_empty() {
+            let (src, _) = &parts[0];
             return Err(Error::invalid(
                 WHAT,
                 "hosts",
-                "no hosts: add at least one under `hosts:`",
-                yaml::locate(text, path, &["hosts"]),
+                format!("no hosts: {no_hosts_hint}"),
+                yaml::locate(src.text, src.name, &["hosts"]),
             ));
-        }
-        let mut hosts = Vec::with_capacity(file.hosts.len());
-        for (name, spec) in &file.hosts {
-            let spec = spec.clone().unwrap_or_default();
-            let host = resolve_host(name, &spec, &file.defaults, base)
-                .map_err(|e| locate_error(e, text, path))?;
-            hosts.push(host);
         }
         Ok(Inventory {
             path: path.to_path_buf(),
             hosts,
-            digest: crate::model::digest(text.as_bytes()),
+            digest: String::new(),
+            inputs: Vec::new(),
         })
     }
 
@@ -170,17 +452,75 @@ impl Inventory {
     }
 }
 
-/// Give a post-parse validation error the position of its field path.
-fn locate_error(e: Error, text: &str, path: &Path) -> Error {
+/// How a program's output is named in errors and saved plans.
+pub fn output_name(program: &Path) -> PathBuf {
+    PathBuf::from(format!("{} (output)", program.display()))
+}
+
+impl HostSpec {
+    /// The keys this spec sets, as written in a file.
+    fn keys(&self) -> Vec<&'static str> {
+        let set = [
+            ("address", self.address.is_some()),
+            ("port", self.port.is_some()),
+            ("user", self.user.is_some()),
+            ("transport", self.transport.is_some()),
+            ("ssh_config", self.ssh_config.is_some()),
+            ("connect_timeout", self.connect_timeout.is_some()),
+            ("become", self.become_.is_some()),
+            ("bus", self.bus.is_some()),
+            ("labels", self.labels.is_some()),
+            ("vars", self.vars.is_some()),
+            ("protected", self.protected.is_some()),
+        ];
+        set.iter().filter(|(_, s)| *s).map(|(k, _)| *k).collect()
+    }
+
+    /// Take every key `other` sets and this one does not.
+    fn fill_from(&mut self, other: &HostSpec) {
+        fn take<T: Clone>(a: &mut Option<T>, b: &Option<T>) {
+            if a.is_none() {
+                a.clone_from(b);
+            }
+        }
+        take(&mut self.address, &other.address);
+        take(&mut self.port, &other.port);
+        take(&mut self.user, &other.user);
+        take(&mut self.transport, &other.transport);
+        take(&mut self.ssh_config, &other.ssh_config);
+        take(&mut self.connect_timeout, &other.connect_timeout);
+        take(&mut self.become_, &other.become_);
+        take(&mut self.bus, &other.bus);
+        take(&mut self.labels, &other.labels);
+        take(&mut self.vars, &other.vars);
+        take(&mut self.protected, &other.protected);
+    }
+}
+
+/// Give a post-parse validation error the position of its field path: in
+/// the host's own document, else where the default it inherited is set,
+/// else at the host's line.
+fn locate_error(
+    e: Error,
+    parts: &[(Source<'_>, Parsed)],
+    host_part: usize,
+    defaults_by: &BTreeMap<&'static str, usize>,
+) -> Error {
     e.locate_with(|field| {
         let segs: Vec<&str> = field
             .split('.')
             .map(|s| s.split('[').next().unwrap_or(s))
             .collect();
-        // Fall back to the host's line when the field itself is not written
-        // there (a value inherited from `defaults`).
-        yaml::locate(text, path, &segs)
-            .or_else(|| yaml::locate(text, path, &segs[..segs.len().min(2)]))
+        let src = &parts[host_part].0;
+        let from_default = || {
+            let key = *segs.get(2)?;
+            let (key, &d) = defaults_by.get_key_value(key)?;
+            let def = &parts[d].0;
+            yaml::locate(def.text, def.name, &["defaults", key])
+        };
+        yaml::locate(src.text, src.name, &segs)
+            .or_else(|| (parts.len() > 1).then(from_default).flatten())
+            .or_else(|| yaml::locate(src.text, src.name, &segs[..segs.len().min(2)]))
     })
 }
 
@@ -304,7 +644,13 @@ fn validate_bus(bus: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-fn resolve_host(name: &str, spec: &HostSpec, defaults: &HostSpec, base: &Path) -> Result<Host> {
+fn resolve_host(
+    name: &str,
+    spec: &HostSpec,
+    defaults: &HostSpec,
+    base: &Path,
+    defaults_base: &Path,
+) -> Result<Host> {
     let field = |f: &str| format!("hosts.{name}.{f}");
     validate_name(name).map_err(|m| Error::invalid(WHAT, format!("hosts.{name}"), m, None))?;
     let mut labels = defaults.labels.clone().unwrap_or_default();
@@ -356,11 +702,18 @@ fn resolve_host(name: &str, spec: &HostSpec, defaults: &HostSpec, base: &Path) -
             ));
         }
     }
-    let ssh_config = spec
-        .ssh_config
-        .clone()
-        .or_else(|| defaults.ssh_config.clone())
-        .map(|p| if p.is_relative() { base.join(p) } else { p });
+    let anchor = |p: &PathBuf, base: &Path| {
+        if p.is_relative() {
+            base.join(p)
+        } else {
+            p.clone()
+        }
+    };
+    let ssh_config = match (&spec.ssh_config, &defaults.ssh_config) {
+        (Some(p), _) => Some(anchor(p, base)),
+        (None, Some(p)) => Some(anchor(p, defaults_base)),
+        (None, None) => None,
+    };
     Ok(Host {
         name: name.to_string(),
         address,
@@ -504,6 +857,42 @@ hosts:
             );
             assert!(e.contains("i.yml line 2"), "{long}: {e}");
         }
+    }
+
+    #[test]
+    fn json_output_is_the_same_format_and_a_host_twice_is_refused() {
+        let inv = Inventory::from_output(
+            r#"{"defaults": {"user": "ops"}, "hosts": {"b": {"port": 2222}, "a": null}}"#,
+            Path::new("/opt/inv/cmdb"),
+        )
+        .unwrap();
+        let names: Vec<_> = inv.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"]);
+        assert_eq!(inv.hosts[1].user.as_deref(), Some("ops"));
+        assert_eq!(inv.path, Path::new("/opt/inv/cmdb"));
+        for (text, want) in [
+            (
+                r#"{"hosts": {"a": {}, "a": {}}}"#,
+                "host `a` is defined twice",
+            ),
+            (r#"{"hosts": {}}"#, "no hosts"),
+            (
+                r#"{"hosts": {"a": {}}, "extra": 1}"#,
+                "unknown field `extra`",
+            ),
+            (
+                r#"{"hosts": {"a": {"labels": {"r": "a b"}}}}"#,
+                "label value",
+            ),
+        ] {
+            let e = Inventory::from_output(text, Path::new("cmdb"))
+                .unwrap_err()
+                .details();
+            assert!(e.contains(want), "{text}: {e}");
+            assert!(e.contains("cmdb (output) line 1 column "), "{text}: {e}");
+        }
+        // YAML files refuse a host twice too (the YAML parser's own check).
+        assert!(Inventory::from_str("hosts:\n  a: {}\n  a: {}\n", Path::new("i.yml")).is_err());
     }
 
     #[test]

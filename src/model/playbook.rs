@@ -485,7 +485,12 @@ impl Playbook {
     /// Parse and validate playbook text.
     pub fn from_str(text: &str, path: &Path) -> Result<Self> {
         let file: PlaybookFile = yaml::parse(text, path, WHAT)?;
-        let src = Source { text, path };
+        let starts = line_starts(text);
+        let src = Source {
+            text,
+            path,
+            starts: &starts,
+        };
         if file.steps.is_empty() {
             return Err(Error::invalid(
                 WHAT,
@@ -549,16 +554,32 @@ impl Playbook {
 struct Source<'a> {
     text: &'a str,
     path: &'a Path,
+    /// Byte offset of each line's start: every step keeps a position with
+    /// its line, found here without rescanning the file per step.
+    starts: &'a [usize],
 }
 
 impl Source<'_> {
     fn pos(&self, l: serde_saphyr::Location) -> Position {
-        Position {
-            file: self.path.to_path_buf(),
-            line: l.line(),
-            column: l.column(),
-        }
+        let line_text = usize::try_from(l.line())
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|n| {
+                let start = *self.starts.get(n)?;
+                let end = self.starts.get(n + 1).copied().unwrap_or(self.text.len());
+                self.text.get(start..end)
+            })
+            .map(|t| t.trim_end_matches(['\n', '\r']));
+        Position::on_line(self.path, line_text, l.line(), l.column())
     }
+}
+
+/// Byte offsets where the lines of `text` start.
+fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .filter(|&i| i < text.len())
+        .collect()
 }
 
 /// One step's spec validated into a [`Step`], field by field.
@@ -1215,5 +1236,21 @@ mod tests {
             );
             assert!(e.contains("pb.yml line "), "{long}: {e}");
         }
+    }
+
+    #[test]
+    fn step_positions_keep_their_line() {
+        let text = "name: x\r\nsteps:\r\n  - { id: a, service: { name: x, state: started } }\r\n  - { id: a, service: { name: y, state: started } }";
+        let e = Playbook::from_str(text, Path::new("p.yml")).unwrap_err();
+        let Error::Invalid(d) = e else {
+            panic!("{e:?}")
+        };
+        let src = d.position.unwrap().source.unwrap();
+        assert_eq!(
+            src.text,
+            "  - { id: a, service: { name: y, state: started } }"
+        );
+        assert_eq!(line_starts("a\nb\n"), [0, 2]);
+        assert_eq!(line_starts(""), Vec::<usize>::new());
     }
 }

@@ -83,22 +83,24 @@ pub fn parse<T: DeserializeOwned>(text: &str, file: &Path, what: &'static str) -
                     })
                 });
             match result {
-                Ok(_) => Err(parse_error(&first, "", file, what)),
-                Err(e) => Err(parse_error(&e, &field, file, what)),
+                Ok(_) => Err(parse_error(&first, "", text, file, what)),
+                Err(e) => Err(parse_error(&e, &field, text, file, what)),
             }
         }
     }
 }
 
 /// Turn a serde-saphyr error into drover's error, keeping the position.
-fn parse_error(e: &serde_saphyr::Error, field: &str, file: &Path, what: &'static str) -> Error {
-    let position = e.location().and_then(|l| {
-        (l.line() > 0).then(|| Position {
-            file: file.to_path_buf(),
-            line: l.line(),
-            column: l.column(),
-        })
-    });
+fn parse_error(
+    e: &serde_saphyr::Error,
+    field: &str,
+    text: &str,
+    file: &Path,
+    what: &'static str,
+) -> Error {
+    let position = e
+        .location()
+        .and_then(|l| (l.line() > 0).then(|| Position::at(file, text, l.line(), l.column())));
     let mut message = e.without_snippet().to_string();
     // The position is rendered by drover in one format; drop saphyr's copy.
     if let Some(idx) = message.rfind(" at line ") {
@@ -109,13 +111,7 @@ fn parse_error(e: &serde_saphyr::Error, field: &str, file: &Path, what: &'static
         ", set DuplicateKeyPolicy in Options if acceptable",
         "; each key may appear only once",
     );
-    let field = field
-        .trim_start_matches('.')
-        .replace(".?", "")
-        .replace(".value", "")
-        .trim_end_matches('?')
-        .to_string();
-    let field = if field == "." { String::new() } else { field };
+    let field = clean_field(field);
     let suggestion = typo_suggestion(&message);
     Error::Parse(Box::new(crate::model::error::Diagnostic {
         what,
@@ -124,6 +120,79 @@ fn parse_error(e: &serde_saphyr::Error, field: &str, file: &Path, what: &'static
         suggestion,
         position,
     }))
+}
+
+/// Parse JSON text into `T`, strictly, with the same kind of errors as
+/// [`parse`]: field path, position, suggestion. A dynamic inventory's
+/// output comes through here.
+pub fn parse_json<T: DeserializeOwned>(text: &str, file: &Path, what: &'static str) -> Result<T> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let (field, inner) = match serde_path_to_error::deserialize::<_, T>(&mut *de) {
+        Ok(v) => match de.end() {
+            Ok(()) => return Ok(v),
+            Err(e) => (String::new(), e),
+        },
+        Err(e) => (e.path().to_string(), e.into_inner()),
+    };
+    let mut message = inner.to_string();
+    if let Some(idx) = message.rfind(" at line ") {
+        message.truncate(idx);
+    }
+    if inner.is_syntax() || inner.is_eof() {
+        message = format!("not valid JSON: {message}");
+    } else if let Some((head, expected)) = message.split_once(", expected ") {
+        // serde_json quotes each expected word; the YAML errors do not.
+        message = format!("{head}, expected {}", expected.replace('`', ""));
+    }
+    let mut position = (inner.line() > 0).then(|| {
+        Position::at(
+            file,
+            text,
+            inner.line() as u64,
+            inner.column().max(1) as u64,
+        )
+    });
+    let field = if inner.is_syntax() || inner.is_eof() {
+        String::new()
+    } else {
+        clean_field(&field)
+    };
+    // serde_json points past the key it rejects; the key's own start, on
+    // the same line, is where YAML errors point too.
+    if !field.is_empty() {
+        let segs: Vec<&str> = field
+            .split('.')
+            .map(|s| s.split('[').next().unwrap_or(s))
+            .collect();
+        if let (Some(at), Some(key)) = (&mut position, locate(text, file, &segs)) {
+            if key.line == at.line && key.column < at.column {
+                *at = key;
+            }
+        }
+    }
+    let suggestion = typo_suggestion(&message);
+    Err(Error::Parse(Box::new(crate::model::error::Diagnostic {
+        what,
+        field,
+        message,
+        suggestion,
+        position,
+    })))
+}
+
+/// serde_path_to_error's path as drover writes field paths.
+fn clean_field(field: &str) -> String {
+    let field = field
+        .trim_start_matches('.')
+        .replace(".?", "")
+        .replace(".value", "")
+        .trim_end_matches('?')
+        .to_string();
+    if field == "." {
+        String::new()
+    } else {
+        field
+    }
 }
 
 /// For "unknown field `x`, expected one of a, b" and "unknown variant" messages,
@@ -181,11 +250,7 @@ pub fn locate(text: &str, file: &Path, path: &[&str]) -> Option<Position> {
         }
         let (i, c) = hit?;
         from = i;
-        found = Some(Position {
-            file: file.to_path_buf(),
-            line: i as u64 + 1,
-            column: c as u64 + 1,
-        });
+        found = Some(Position::at(file, text, i as u64 + 1, c as u64 + 1));
     }
     found
 }

@@ -3,9 +3,11 @@
 //! what they return. Their output is snapshot-tested.
 
 pub mod apply;
+pub mod check;
 pub mod escape;
 pub mod health;
 pub mod plan;
+pub mod snippet;
 pub mod status;
 
 use owo_colors::OwoColorize;

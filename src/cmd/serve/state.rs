@@ -66,7 +66,7 @@ impl Sources {
     /// Read and validate everything; any error leaves the caller's old
     /// copy in place.
     pub fn load(&self) -> Result<Loaded> {
-        let inventory = Inventory::load(&self.inventory)?;
+        let inventory = crate::engine::inventory::load(&self.inventory)?;
         let keys = Keys::load(&self.keys)?;
         let runbooks = match &self.playbooks {
             Some(dir) => load_runbooks(dir)?,
