@@ -15,6 +15,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 "$lab" deps
+# tests/lab_package.rs builds the .deb with cargo-deb. Pinned: newer
+# releases announce refusing the dev profile that test packages from.
+cargo deb --version >/dev/null 2>&1 || cargo install --locked cargo-deb@3.8.0
 "$lab" image
 trap '"$lab" down || true' EXIT
 DROVER_LAB_DIR=$("$lab" up "$hosts")

@@ -78,6 +78,28 @@ pub enum Command {
     Health(HealthArgs),
     /// Serve the HTTP API (osapi node services, jobs, runbooks) over the same engine.
     Serve(super::serve::ServeArgs),
+    /// Print the shell completion script (e.g. `drover completions bash > /etc/bash_completion.d/drover`).
+    Completions {
+        /// Which shell.
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Write the manual pages (drover.1, drover-SUBCOMMAND.1) into DIR.
+    Man {
+        /// Where to write them (created if missing).
+        dir: PathBuf,
+    },
+}
+
+/// The shells `drover completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    /// bash (bash-completion).
+    Bash,
+    /// zsh (a `_drover` file on $fpath).
+    Zsh,
+    /// fish.
+    Fish,
 }
 
 /// On or off, for `drover maintenance`.

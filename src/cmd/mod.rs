@@ -22,6 +22,7 @@ macro_rules! outln {
 
 mod apply;
 pub mod args;
+mod docs;
 mod plan;
 mod progress;
 mod read;
@@ -78,6 +79,7 @@ pub fn main() -> i32 {
         Command::Status(a) => a.format == ReportFormat::Json,
         Command::Service(a) => a.format == ReportFormat::Json,
         Command::Facts(_) | Command::Schema { .. } | Command::Serve(_) => false,
+        Command::Completions { .. } | Command::Man { .. } => false,
         Command::Maintenance(a) => a.format == ReportFormat::Json,
         Command::Health(a) => a.format == ReportFormat::Json,
     };
@@ -227,6 +229,8 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Facts(a) => read::facts(a),
         Command::Health(a) => read::health(a, color),
         Command::Serve(a) => serve::serve(a),
+        Command::Completions { shell } => docs::completions(*shell),
+        Command::Man { dir } => docs::man(dir),
     }
 }
 

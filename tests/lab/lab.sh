@@ -34,7 +34,9 @@ NET=10.77.0                 # bridge .1, host i at .(10+i)
 CG_NAME=drover-lab          # cgroup dir under every hierarchy
 MAX_HOSTS=40
 SUITE=bookworm
-MACHINE_PACKAGES=(debootstrap systemd-container openssh-client iproute2 procps)
+# man-db renders the generated man pages and dpkg-dev (dpkg-shlibdeps)
+# gives the .deb its libc6 dependency (tests/docs.rs, tests/lab_package.rs).
+MACHINE_PACKAGES=(debootstrap systemd-container openssh-client iproute2 procps man-db dpkg-dev)
 IMAGE_PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,iproute2,procps,sudo
 # Without these masks each host holds many inotify instances and past ~22
 # hosts boots die with "Too many open files" (max_user_instances is shared).
