@@ -98,9 +98,11 @@ impl std::str::FromStr for ServiceAction {
             "reload" => ServiceAction::Reload,
             "enable" => ServiceAction::Enable,
             "disable" => ServiceAction::Disable,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "`{other}` is not an action; use start, stop, restart, reload, enable or disable"
-            )),
+            ))
+            }
         })
     }
 }

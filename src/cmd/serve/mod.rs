@@ -279,8 +279,22 @@ fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             auth::authenticate,
         ));
+    // A route that panics, only when the tests ask for it: how they prove
+    // a panic is answered with a 500 in the error shape.
+    let api = if std::env::var_os("DROVER_SERVE_TEST_PANIC").is_some() {
+        api.route(
+            "/debug/panic",
+            get(|| async {
+                if std::env::var_os("DROVER_SERVE_TEST_PANIC").is_some() {
+                    panic!("test panic");
+                }
+                error::ApiError::not_found("no such route")
+            }),
+        )
+    } else {
+        api
+    };
     api.with_state(state)
-        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(CatchPanicLayer::custom(error::panic_response))
         // Past the longest `wait` (10m): only a wedged handler meets it.
         .layer(TimeoutLayer::with_status_code(
@@ -295,4 +309,7 @@ fn router(state: Arc<AppState>) -> Router {
             header::COOKIE,
             header::HeaderName::from_static("x-consul-token"),
         ]))
+        // Outermost: whatever a layer above answers on its own (413, 408,
+        // 405) leaves in the API's error shape.
+        .layer(axum::middleware::from_fn(error::json_errors))
 }

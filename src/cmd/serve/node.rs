@@ -323,12 +323,32 @@ pub async fn read_units(
         .into_iter()
         .map(|h| h.name)
         .collect();
-    let (target, units, reach) = (target.to_string(), units.to_vec(), reach(state));
+    let (target, wanted, reach) = (target.to_string(), units.to_vec(), reach(state));
     let (report, _) = engine(move || async move {
-        crate::engine::status::status(&inv, Some(&target), &units, reach, &NoEvents).await
+        crate::engine::status::status(&inv, Some(&target), &wanted, reach, &NoEvents).await
     })
     .await??;
-    Ok(host_units(&report, &hosts))
+    let out = host_units(&report, &hosts);
+    // One unit asked for and no host that answered knows it: 404, as for
+    // an unknown job or runbook.
+    let read: Vec<&HostUnits> = out.iter().filter(|h| h.error.is_none()).collect();
+    if units.len() == 1 && !read.is_empty() {
+        let unknown = report.services.iter().all(|s| s.load_state == "not-found");
+        if unknown {
+            return Err(ApiError::not_found(format!(
+                "no unit `{}` on {}",
+                report
+                    .services
+                    .first()
+                    .map_or(units[0].as_str(), |s| s.name.as_str()),
+                read.iter()
+                    .map(|h| h.hostname.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    Ok(out)
 }
 
 /// `GET /node/{target}/service`.
