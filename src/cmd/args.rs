@@ -161,6 +161,9 @@ pub struct CheckArgs {
     /// Error output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
+    /// Also look for `use:` modules in DIR (after `modules/` beside the playbook).
+    #[arg(long, value_name = "DIR")]
+    pub modules: Option<PathBuf>,
 }
 
 /// `drover plan`.
@@ -193,6 +196,9 @@ pub struct PlanArgs {
     /// that host's error and the others are reported.
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub timeout: String,
+    /// Also look for `use:` modules in DIR (after `modules/` beside the playbook).
+    #[arg(long, value_name = "DIR")]
+    pub modules: Option<PathBuf>,
 }
 
 /// `drover apply`.
@@ -235,6 +241,9 @@ pub struct ApplyArgs {
     /// With --plan: apply even if the hosts drifted since the plan (listed on stderr).
     #[arg(long, requires = "plan")]
     pub allow_drift: bool,
+    /// Also look for `use:` modules in DIR (after `modules/` beside the playbook).
+    #[arg(long, value_name = "DIR")]
+    pub modules: Option<PathBuf>,
 }
 
 /// `drover status`.

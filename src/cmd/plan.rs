@@ -22,7 +22,7 @@ pub(super) fn check(a: &CheckArgs) -> Result<i32> {
     } = a;
     match inventory {
         Some(inv) => {
-            let job = Job::load(playbook, inv, None)?;
+            let job = Job::load_with_modules(playbook, inv, None, a.modules.as_deref())?;
             let tasks: usize = job.expanded.iter().map(|e| e.tasks.len()).sum();
             outln!(
                 "ok: {} is valid: {} steps in {} waves, {} host tasks over {} hosts of {}",
@@ -35,7 +35,7 @@ pub(super) fn check(a: &CheckArgs) -> Result<i32> {
             );
         }
         None => {
-            let pb = Playbook::load(playbook)?;
+            let pb = Playbook::load_with_modules(playbook, a.modules.as_deref())?;
             let dag = Dag::build(&pb)?;
             outln!(
                 "ok: {} is valid: {} steps in {} waves (add -i INVENTORY to check targets and templates)",
@@ -62,13 +62,23 @@ fn ignore_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
 fn load(a: &PlanArgs) -> Result<(Job, Option<Facts>)> {
     let Some(facts_path) = &a.facts else {
         return Ok((
-            Job::load(&a.playbook, &a.inventory, a.limit.as_deref())?,
+            Job::load_with_modules(
+                &a.playbook,
+                &a.inventory,
+                a.limit.as_deref(),
+                a.modules.as_deref(),
+            )?,
             None,
         ));
     };
     let (job, facts) = std::thread::scope(|s| {
         let facts = s.spawn(|| Facts::load(facts_path));
-        let job = Job::load(&a.playbook, &a.inventory, a.limit.as_deref());
+        let job = Job::load_with_modules(
+            &a.playbook,
+            &a.inventory,
+            a.limit.as_deref(),
+            a.modules.as_deref(),
+        );
         let facts = facts
             .join()
             .unwrap_or_else(|_| Err(Error::Internal("facts reader panicked".into())));

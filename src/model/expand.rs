@@ -306,6 +306,9 @@ impl StepRenderer<'_> {
                 name_position,
                 ..
             } => (Some(*name), name_position, "unit.name"),
+            // A script module's result is named after the module, not a
+            // unit; the task carries the host scope.
+            Module::Script(_) => (None, &self.step.position, "use"),
         };
         let Some(name) = name else {
             return UnitName::parse(crate::model::maintenance::HOST_SCOPE).map_err(Error::Internal);
@@ -388,13 +391,16 @@ fn module_templates(m: &Module) -> Vec<usize> {
             UnitSource::Template(t) => vec![*name, *t],
             _ => vec![*name],
         },
+        Module::Script(_) => Vec::new(),
     }
 }
 
 /// The goal of a step's module (empty for modules other than `service`).
 pub fn goal_of(module: &Module) -> ServiceGoal {
     match module {
-        Module::Maintenance { .. } | Module::Unit { .. } => ServiceGoal::default(),
+        Module::Maintenance { .. } | Module::Unit { .. } | Module::Script(_) => {
+            ServiceGoal::default()
+        }
         Module::Service {
             state,
             enabled,

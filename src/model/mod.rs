@@ -11,6 +11,7 @@ pub mod facts;
 pub mod health;
 pub mod inventory;
 pub mod maintenance;
+pub mod module;
 pub mod outcome;
 pub mod playbook;
 pub mod report;

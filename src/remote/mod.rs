@@ -7,5 +7,6 @@ pub mod carrier;
 pub mod fanout;
 pub mod maintenance;
 pub mod probe;
+pub mod script;
 pub mod systemd;
 pub mod unitfile;
