@@ -367,6 +367,10 @@ pub enum SchemaKind {
     Playbook,
     /// An inventory (schema/inventory.schema.json).
     Inventory,
+    /// A composite module (`modules/NAME.yml`).
+    Module,
+    /// A script module's `modules/NAME/module.yml`.
+    ScriptModule,
 }
 
 impl From<SchemaKind> for Kind {
@@ -374,6 +378,8 @@ impl From<SchemaKind> for Kind {
         match k {
             SchemaKind::Playbook => Kind::Playbook,
             SchemaKind::Inventory => Kind::Inventory,
+            SchemaKind::Module => Kind::Module,
+            SchemaKind::ScriptModule => Kind::ScriptModule,
         }
     }
 }
