@@ -237,7 +237,7 @@ fn script_params_full_of_shell_metacharacters_reach_the_program_intact_and_no_sh
     let marker = "/tmp/drover-pwned-by-a-param";
     let _undo = lab.undo_on_drop("lab-2", &format!("rm -f {marker}"));
     let nasty = format!(
-        "a'b\"c $(touch {marker}) `touch {marker}`; touch {marker} | & > < * ? ~ # \\ \\n ${{HOME}} {{% raw %}} \u{e9}"
+        "a'b\"c $(touch {marker}) `touch {marker}`; touch {marker} | & > < * ? ~ # \\ \\n ${{HOME}} %s \u{e9}"
     );
     let text = serde_json::to_string(&nasty).unwrap();
     let pb = write(
@@ -247,12 +247,6 @@ fn script_params_full_of_shell_metacharacters_reach_the_program_intact_and_no_sh
             "name: echo\nsteps:\n  - id: echo\n    target: lab-2\n    use: echo\n    with: {{ text: {text} }}\n"
         ),
     );
-    // Templates in `with:` are rendered once by drover; the param is data.
-    let pb_text = std::fs::read_to_string(&pb)
-        .unwrap()
-        .replace("{% raw %}", "");
-    std::fs::write(&pb, pb_text).unwrap();
-    let nasty = nasty.replace("{% raw %}", "");
     let (code, report, _) = apply(&lab, dir.path(), &pb);
     assert_eq!(code, 0, "{report}");
     let r = result(&report, "echo", "lab-2");
@@ -485,5 +479,51 @@ fn journal_clean_passes_a_quiet_unit_and_fails_a_noisy_one() {
     assert!(
         noisy["error"].as_str().unwrap().contains("disk on fire"),
         "{noisy}"
+    );
+}
+
+#[test]
+fn script_modules_honour_become() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let dir = tempfile::tempdir().unwrap();
+    script(
+        dir.path(),
+        "whoami",
+        "description: who runs me\n",
+        "#!/bin/sh\nprintf '{\"changed\": false, \"msg\": \"uid=%s\"}' \"$(id -u)\"\n",
+    );
+    let pb = write(
+        dir.path(),
+        "p.yml",
+        "name: whoami\nsteps:\n  - { id: who, use: whoami }\n",
+    );
+    let h = lab.host(1).to_string();
+    let uid_with = |become_: bool| {
+        let inv = write(
+            dir.path(),
+            "inv.yml",
+            &format!(
+                "defaults: {{ user: drover, become: {become_}, transport: ssh, ssh_config: {}, connect_timeout: 5s }}\nhosts:\n  {h}: {{}}\n",
+                lab.ssh_config.display()
+            ),
+        );
+        let (code, out, err) = run(lab
+            .drover()
+            .args(["apply", "--format", "json", "-i"])
+            .arg(&inv)
+            .arg(&pb));
+        assert_eq!(code, 0, "{out}\n{err}");
+        let report: Value = serde_json::from_str(&out).unwrap();
+        result(&report, "who", &h)["msg"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(uid_with(true), "uid=0", "become runs the program as root");
+    assert_ne!(
+        uid_with(false),
+        "uid=0",
+        "without become, as the login user"
     );
 }

@@ -1185,7 +1185,7 @@ impl Loader<'_> {
                 other => {
                     let script = match other {
                         Some(crate::model::module::Found::Script(dir)) => {
-                            Some(self.script(src, spec, &dir)?)
+                            Some(self.script(src, k, spec, &dir)?)
                         }
                         _ => None,
                     };
@@ -1235,17 +1235,19 @@ impl Loader<'_> {
     fn bind(
         &self,
         src: Source<'_>,
+        k: usize,
         spec: &StepSpec,
         declared: &BTreeMap<String, crate::model::module::ParamSpec>,
         module_file: &Path,
     ) -> Result<serde_json::Value> {
+        let index = k;
         let with = spec.with.clone().unwrap_or_default();
         let mut rendered = BTreeMap::new();
         for (k, v) in with {
             let v = render_value(self.templates, v).map_err(|m| {
                 Error::invalid(
                     WHAT,
-                    format!("with.{k}"),
+                    format!("steps[{index}].with.{k}"),
                     format!("step `{}`: {m}", spec.id.value),
                     yaml::locate(src.text, src.path, &["with", &k])
                         .or_else(|| Some(src.pos(spec.id.referenced))),
@@ -1256,7 +1258,7 @@ impl Loader<'_> {
         crate::model::module::bind_params(declared, &rendered).map_err(|(k, m, sugg)| {
             Error::invalid(
                 WHAT,
-                format!("with.{k}"),
+                format!("steps[{index}].with.{k}"),
                 format!(
                     "step `{}` calls module {}: {m}",
                     spec.id.value,
@@ -1283,6 +1285,7 @@ impl Loader<'_> {
     fn script(
         &mut self,
         src: Source<'_>,
+        k: usize,
         spec: &StepSpec,
         dir: &Path,
     ) -> Result<Arc<crate::model::module::ScriptModule>> {
@@ -1294,7 +1297,7 @@ impl Loader<'_> {
         );
         let (file, program, timeout) =
             crate::model::module::load_script(dir).map_err(|e| e.in_call(&note))?;
-        let params = self.bind(src, spec, &file.params, &dir.join("module.yml"))?;
+        let params = self.bind(src, k, spec, &file.params, &dir.join("module.yml"))?;
         self.record_input(&dir.join("run"), &program);
         let name = spec
             .use_
@@ -1419,10 +1422,9 @@ impl Loader<'_> {
                 "a call of module `{name}` cannot `wait:`; gates belong to the module's steps"
             )));
         }
-        if let Some((_, link)) = self.chain.iter().find(|(n, _)| *n == name) {
+        if self.chain.iter().any(|(n, _)| *n == name) {
             let mut chain: Vec<String> = self.chain.iter().map(|(_, l)| l.clone()).collect();
             chain.push(format!("step `{}` ({site}) uses `{name}`", spec.id.value));
-            let _ = link;
             return Err(whole(format!(
                 "module `{name}` calls itself: {}",
                 chain.join(" -> ")
@@ -1457,7 +1459,7 @@ impl Loader<'_> {
             )
             .in_call(&note));
         }
-        let params = self.bind(src, spec, &module.params, file)?;
+        let params = self.bind(src, k, spec, &module.params, file)?;
         let msrc = Source {
             text: &text,
             path: file,
