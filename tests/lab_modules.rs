@@ -362,6 +362,52 @@ fn a_check_capable_script_is_previewed_by_a_live_plan_and_changes_on_apply() {
         .arg(&pb));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("will run; cannot predict"), "{out}");
+    // A saved plan with a script module applies: its check-mode prediction
+    // is not mistaken for drift.
+    lab.ssh("lab-4", &format!("rm -f {path}"));
+    let saved = dir.path().join("plan.json");
+    let (code, _, err) = run(lab
+        .drover()
+        .args(["plan", "--out"])
+        .arg(&saved)
+        .arg("-i")
+        .arg(&lab.inventory)
+        .arg(&pb));
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(lab
+        .drover()
+        .args(["apply", "--format", "json", "--plan"])
+        .arg(&saved)
+        .arg("-i")
+        .arg(&lab.inventory)
+        .arg(&pb));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(result(&report, "w", "lab-4")["changed"], true, "{report}");
+    // A module changed after the review is refused like a changed playbook.
+    let (code, _, err) = run(lab
+        .drover()
+        .args(["plan", "--out"])
+        .arg(&saved)
+        .arg("-i")
+        .arg(&lab.inventory)
+        .arg(&pb));
+    assert_eq!(code, 0, "{err}");
+    let run_file = dir.path().join("modules/writer/run");
+    let text = std::fs::read_to_string(&run_file).unwrap();
+    std::fs::write(&run_file, format!("{text}\n# edited after the review\n")).unwrap();
+    let (code, out, err) = run(lab
+        .drover()
+        .args(["apply", "--plan"])
+        .arg(&saved)
+        .arg("-i")
+        .arg(&lab.inventory)
+        .arg(&pb));
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("modules/writer/run changed since the plan was made"),
+        "names the changed file: {err}"
+    );
 }
 
 #[test]
