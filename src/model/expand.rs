@@ -195,7 +195,7 @@ fn resolve_targets(inv: &Inventory, limit: Option<&Selector>, step: &Step) -> Re
         if let Some(h) = sel.unknown_hosts(inv).first() {
             return Err(Error::invalid(
                 "playbook",
-                format!("steps[{}].target", step.index),
+                format!("steps[{}].target", step.file_index),
                 format!(
                     "step `{}`: target `{sel}` names unknown host `{h}`",
                     step.id
@@ -208,7 +208,7 @@ fn resolve_targets(inv: &Inventory, limit: Option<&Selector>, step: &Step) -> Re
             Resolved::Hosts(v) | Resolved::AnyOf(v) if v.is_empty() => {
                 return Err(Error::invalid(
                     "playbook",
-                    format!("steps[{}].target", step.index),
+                    format!("steps[{}].target", step.file_index),
                     format!(
                         "step `{}`: target `{sel}` matches no host of {}",
                         step.id,
@@ -266,7 +266,7 @@ impl StepRenderer<'_> {
         field: &str,
         at: Option<crate::model::error::Position>,
     ) -> impl FnOnce(String) -> Error + '_ {
-        let field = format!("steps[{}].{field}", self.step.index);
+        let field = format!("steps[{}].{field}", self.step.file_index);
         let host = host.name.clone();
         move |m| host_error(&self.step.id, &host, &field, at, m)
     }

@@ -432,8 +432,11 @@ pub struct Group {
 /// A validated step.
 #[derive(Debug, Clone)]
 pub struct Step {
-    /// Position in the file.
+    /// Position in the playbook's step list (module calls expanded).
     pub index: usize,
+    /// Position in the file it is written in (the playbook, or a module),
+    /// for field paths in errors.
+    pub file_index: usize,
     /// Unique id.
     pub id: String,
     /// Where the id is written, for errors.
@@ -635,6 +638,7 @@ impl StepParser<'_, '_> {
         let spec = self.spec;
         Ok(Step {
             index: self.index,
+            file_index: self.file_index,
             id: self.id.to_string(),
             position: self.position,
             targets,
@@ -1030,7 +1034,7 @@ fn check_strategy(strategy: Strategy, steps: &[Step], mfp_given: &[bool]) -> Res
         if let Some(why) = why {
             return Err(Error::invalid(
                 WHAT,
-                format!("steps[{}]", st.index),
+                format!("steps[{}]", st.file_index),
                 format!("step `{}` uses {why}, which needs `strategy: linear` (hosts move through steps together)", st.id),
                 Some(st.position.clone()),
             ));
