@@ -436,3 +436,83 @@ fn an_offline_plan_batches_the_whole_call_and_cannot_predict_scripts() {
     let text = host.to_string();
     assert!(text.contains("will run; cannot predict"), "{text}");
 }
+
+#[test]
+fn an_offline_plan_of_a_failing_serial_call_keeps_the_host_drained_and_aborts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut facts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("examples/facts.json")).unwrap())
+            .unwrap();
+    facts["hosts"]["web-1"]["units"]["demo-web.service"]["load_state"] = "not-found".into();
+    let facts_path = write(dir.path(), "facts.json", &facts.to_string());
+    let pb = write(
+        dir.path(),
+        "p.yml",
+        "name: t\nsteps:\n  - id: web\n    target: role:web\n    use: drain-restart\n    with: { unit: demo-web }\n    serial: 1\n    max_fail_percentage: 0\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .current_dir(root())
+        .args(["plan", "--format", "json", "-i", "examples/inventory.yml"])
+        .arg("--facts")
+        .arg(&facts_path)
+        .args(["--modules", "modules"])
+        .arg(&pb)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = |step: &str, host: &str| -> (String, String) {
+        let r = plan["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == step)
+            .and_then(|s| {
+                s["results"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|r| r["hostname"] == host)
+                    .cloned()
+            })
+            .unwrap_or_else(|| panic!("no {step} on {host}"));
+        (
+            r["status"].as_str().unwrap().to_string(),
+            r["error"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    assert_eq!(status("web.drain", "web-1").0, "ok");
+    assert_eq!(status("web.restart", "web-1").0, "failed");
+    assert!(status("web.undrain", "web-1")
+        .1
+        .contains("failed at step web.restart"));
+    assert_eq!(status("web.keep-drained", "web-1").0, "ok");
+    for host in ["web-2", "web-3"] {
+        for step in [
+            "web.drain",
+            "web.restart",
+            "web.undrain",
+            "web.keep-drained",
+        ] {
+            let (s, e) = status(step, host);
+            assert_eq!(s, "skipped", "{step} {host}");
+            assert!(e.contains("aborted at step web"), "{step} {host}: {e}");
+        }
+    }
+    // The diff shows the flag the failing host keeps, with the failed step.
+    let web1 = plan["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["hostname"] == "web-1")
+        .unwrap()
+        .to_string();
+    assert!(
+        web1.contains("maintenance: on (drain-restart failed at restart)"),
+        "{web1}"
+    );
+}
