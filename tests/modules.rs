@@ -516,3 +516,21 @@ fn an_offline_plan_of_a_failing_serial_call_keeps_the_host_drained_and_aborts() 
         "{web1}"
     );
 }
+
+#[test]
+fn a_bad_value_found_per_host_names_the_module_and_the_call_site() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "modules/pair.yml", PAIR);
+    let e = job(
+        dir.path(),
+        "name: t\nsteps:\n  - id: first\n    service: { name: y, state: started }\n  - id: c\n    target: web-1\n    use: pair\n    with: { unit: \"bad;name\" }\n",
+    )
+    .unwrap_err()
+    .details();
+    assert!(e.contains("step `c.one` on host `web-1`"), "{e}");
+    assert!(e.contains("pair.yml line 6"), "the module's line: {e}");
+    assert!(
+        e.contains("called by step `c` at ") && e.contains("p.yml line 5"),
+        "the call site: {e}"
+    );
+}

@@ -94,7 +94,14 @@ pub fn expand(
                 scope.spawn(move || {
                     steps
                         .iter()
-                        .map(|st| expand_step(pb, inv, limit, st, contexts))
+                        .map(|st| {
+                            expand_step(pb, inv, limit, st, contexts).map_err(|e| {
+                                match &st.called_from {
+                                    Some(note) => e.in_call(note),
+                                    None => e,
+                                }
+                            })
+                        })
                         .collect::<Vec<_>>()
                 })
             })

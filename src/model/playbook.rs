@@ -464,6 +464,9 @@ pub struct Step {
     /// An `on_failure` step of this module call: it runs only on hosts that
     /// failed one of the call's steps.
     pub on_failure: Option<String>,
+    /// For a module's step: where the module was called from, added to
+    /// errors found later (per-host templates, targets).
+    pub called_from: Option<String>,
 }
 
 /// A maintenance window, validated.
@@ -652,6 +655,7 @@ impl StepParser<'_, '_> {
             module,
             group: None,
             on_failure: None,
+            called_from: None,
         })
     }
 
@@ -1376,6 +1380,7 @@ impl Loader<'_> {
         if on_failure {
             step.on_failure = inh.map(|i| i.prefix.trim_end_matches('.').to_string());
         }
+        step.called_from = inh.map(|i| i.note.clone());
         if self.steps.iter().any(|s| s.id == step.id) {
             return Err(Error::invalid(
                 WHAT,
@@ -1504,7 +1509,7 @@ impl Loader<'_> {
         let produced = self.list(msrc, &module.steps, Some(&child), Some(entry));
         self.chain.pop();
         self.templates.leave_params(scope);
-        let produced = produced.map_err(|e| if inh.is_none() { e.in_call(&note) } else { e })?;
+        let produced = produced.map_err(|e| e.in_call(&note))?;
         if let (None, Some(serial)) = (inh, spec.serial) {
             let max = match &spec.max_fail_percentage {
                 Some(m) if !(0.0..=100.0).contains(&m.value) => {
