@@ -270,6 +270,45 @@ mod tests {
     }
 
     #[test]
+    fn on_failure_steps_run_only_after_a_failure_in_their_call() {
+        let pb = crate::model::playbook::Playbook::from_str(
+            "name: t\nsteps:\n  - { id: a, service: { name: x, state: started } }\n",
+            std::path::Path::new("p.yml"),
+        )
+        .unwrap();
+        let mut step = pb.steps[0].clone();
+        step.id = "roll.keep".into();
+        step.on_failure = Some("roll".into());
+        let mut b = RunBook::new(3);
+        b.host_failed(0, "roll.restart");
+        b.host_failed(1, "before");
+        assert_eq!(b.before_step_host(&step, 0, true), None);
+        assert_eq!(
+            b.before_step_host(&step, 0, false),
+            Some(SkipReason::WhenFalse)
+        );
+        assert_eq!(
+            b.before_step_host(&step, 1, true),
+            Some(SkipReason::FailedAt("before".into()))
+        );
+        assert_eq!(
+            b.before_step_host(&step, 2, true),
+            Some(SkipReason::NoFailure("roll".into()))
+        );
+        // `rollout.x` is not a step of `roll`.
+        b.host_failed(2, "rollout.x");
+        assert!(matches!(
+            b.before_step_host(&step, 2, true),
+            Some(SkipReason::FailedAt(_))
+        ));
+        let text = format!("failed at {}", crate::model::template::FAILED_STEP);
+        assert_eq!(
+            failure_text(&step, &text, b.failed_at(0)),
+            "failed at restart"
+        );
+    }
+
+    #[test]
     fn the_book_skips_failed_hosts_and_aborts() {
         let mut b = RunBook::new(3);
         assert_eq!(b.before_host(0, false), Some(SkipReason::WhenFalse));

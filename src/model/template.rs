@@ -387,6 +387,44 @@ mod tests {
     }
 
     #[test]
+    fn module_params_are_seen_only_by_their_calls_templates() {
+        let vars = BTreeMap::from([("svc".to_string(), serde_json::json!("shop"))]);
+        let mut t = Templates::new(&vars).unwrap();
+        let outside = t.add_string("{{ params.unit }}").unwrap();
+        let prev = t.enter_params(&serde_json::json!({"unit": "demo-web", "n": 2}));
+        assert_eq!(
+            t.render_static("{{ vars.svc }}-{{ params.n }}").unwrap(),
+            "shop-2"
+        );
+        assert!(t
+            .render_static("{{ host.name }}")
+            .unwrap_err()
+            .contains("`host` is not known"));
+        let inside = t.add_unit_name("{{ params.unit }}").unwrap();
+        let when = t
+            .add_expression("params.n == 2 and host.name == 'web-1'")
+            .unwrap();
+        let outer = t.enter_failure_scope();
+        let failure = t
+            .add_string("{{ params.unit }} failed at {{ failed_step }}")
+            .unwrap();
+        t.leave_params(outer);
+        t.leave_params(prev);
+        let ctx = t.host_context(&host());
+        assert!(t.render(outside, &ctx).is_err(), "no params outside a call");
+        assert_eq!(
+            t.render_unit(inside, &ctx).unwrap().as_str(),
+            "demo-web.service"
+        );
+        assert!(t.condition(when, &ctx).unwrap());
+        let text = t.render(failure, &ctx).unwrap();
+        assert_eq!(
+            fill_failed_step(&text, "restart"),
+            "demo-web failed at restart"
+        );
+    }
+
+    #[test]
     fn undefined_is_an_error_not_empty() {
         let mut t = Templates::new(&BTreeMap::new()).unwrap();
         let a = t.add_string("{{ vars.nope }}").unwrap();
