@@ -69,6 +69,13 @@ fn check(playbook: &Path, inventory: &Path) -> (i32, serde_json::Value) {
 }
 
 fn assert_case(file: &Path, what: &str, code: i32, json: &serde_json::Value) {
+    let shown = file.file_name().unwrap().to_string_lossy().into_owned();
+    assert_case_shown(file, &shown, what, code, json)
+}
+
+/// [`assert_case`] for a corpus file checked under another name (a
+/// script module's `module.yml`).
+fn assert_case_shown(file: &Path, shown: &str, what: &str, code: i32, json: &serde_json::Value) {
     let exp = header(file);
     let name = file.display();
     assert_eq!(code, 1, "{name}: exit code");
@@ -86,10 +93,7 @@ fn assert_case(file: &Path, what: &str, code: i32, json: &serde_json::Value) {
         exp.message
     );
     // Every error names a position in the file it is about.
-    let fname = exp
-        .file
-        .clone()
-        .unwrap_or_else(|| file.file_name().unwrap().to_string_lossy().into_owned());
+    let fname = exp.file.clone().unwrap_or_else(|| shown.to_string());
     assert!(
         details.contains(&format!("{fname} line ")) && details.contains(" column "),
         "{name}: no position in `{details}`"
@@ -209,6 +213,57 @@ fn bad_dynamic_and_directory_inventories_are_refused_with_position() {
     for f in exec.iter().chain(&dirs) {
         let (code, json) = check(&base().join("ok.yml"), f);
         if let Err(e) = std::panic::catch_unwind(|| assert_case(f, "inventory", code, &json)) {
+            failures.push(e.downcast_ref::<String>().cloned().unwrap_or_default());
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Bad module files: each is called by a one-step playbook; the error is
+/// the module's, at its place in the module file.
+#[test]
+fn bad_modules_are_refused_with_position() {
+    let mut failures = Vec::new();
+    for f in corpus("module") {
+        let dir = tempfile::tempdir().unwrap();
+        let name = f.file_stem().unwrap().to_string_lossy().into_owned();
+        std::fs::create_dir_all(dir.path().join("modules")).unwrap();
+        std::fs::copy(&f, dir.path().join("modules").join(format!("{name}.yml"))).unwrap();
+        let pb = dir.path().join("p.yml");
+        std::fs::write(
+            &pb,
+            format!("name: t\nsteps:\n  - {{ id: c, use: {name} }}\n"),
+        )
+        .unwrap();
+        let (code, json) = check(&pb, &base().join("inventory.yml"));
+        if let Err(e) = std::panic::catch_unwind(|| assert_case(&f, "module", code, &json)) {
+            failures.push(e.downcast_ref::<String>().cloned().unwrap_or_default());
+        }
+    }
+    for f in corpus("script-module") {
+        let dir = tempfile::tempdir().unwrap();
+        let name = f.file_stem().unwrap().to_string_lossy().into_owned();
+        let mdir = dir.path().join("modules").join(&name);
+        std::fs::create_dir_all(&mdir).unwrap();
+        std::fs::copy(&f, mdir.join("module.yml")).unwrap();
+        std::fs::write(mdir.join("run"), "#!/bin/sh\necho '{}'\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(mdir.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let pb = dir.path().join("p.yml");
+        std::fs::write(
+            &pb,
+            format!("name: t\nsteps:\n  - {{ id: c, use: {name} }}\n"),
+        )
+        .unwrap();
+        let (code, json) = check(&pb, &base().join("inventory.yml"));
+        if let Err(e) =
+            std::panic::catch_unwind(|| assert_case_shown(&f, "module.yml", "module", code, &json))
+        {
             failures.push(e.downcast_ref::<String>().cloned().unwrap_or_default());
         }
     }

@@ -167,6 +167,11 @@ fn man_writes_one_page_per_subcommand_that_man_renders() {
 
     let mut expected = vec!["drover.1".to_string()];
     expected.extend(subcommands().iter().map(|s| format!("drover-{s}.1")));
+    // Nested subcommands get theirs too.
+    expected.extend([
+        "drover-serve-keygen.1".to_string(),
+        "drover-serve-openapi.1".to_string(),
+    ]);
     let mut written: Vec<String> = std::fs::read_dir(&out_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

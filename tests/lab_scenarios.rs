@@ -280,7 +280,40 @@ fn scenarios() -> Vec<Scenario> {
                 ("idle-stop", "lab-3", "ok", true),
             ],
         },
+        // Modules: a call's serial batches hosts through all its steps; the
+        // plan must predict the same batches, skips and failures.
+        Scenario {
+            name: "module: drain-restart rolls two hosts",
+            setup: &[],
+            steps: "  - id: roll\n    target: [lab-1, lab-3]\n    use: drain-restart\n    with: { unit: demo-web, reason: scenario, timeout: 30s }\n    serial: 1\n  - id: after\n    target: lab-2\n    service: { name: demo-worker, state: started }\n",
+            limit: None,
+            expect: &[
+                ("roll.drain", "lab-1", "ok", true),
+                ("roll.restart", "lab-3", "ok", true),
+                ("roll.undrain", "lab-3", "ok", true),
+                ("roll.keep-drained", "lab-1", "skipped", false),
+                ("after", "lab-2", "ok", false),
+            ],
+        },
+        Scenario {
+            name: "module: drain-restart of a missing unit keeps the host drained",
+            setup: &[],
+            steps: "  - id: roll\n    target: [lab-1, lab-3]\n    use: drain-restart\n    with: { unit: demo-missing }\n    serial: 1\n    max_fail_percentage: 0\n",
+            limit: None,
+            expect: &[
+                ("roll.drain", "lab-1", "ok", true),
+                ("roll.restart", "lab-1", "failed", false),
+                ("roll.undrain", "lab-1", "skipped", false),
+                ("roll.keep-drained", "lab-1", "ok", true),
+                ("roll.drain", "lab-3", "skipped", false),
+            ],
+        },
     ]
+}
+
+/// The shipped modules (`use:` in the module scenarios).
+fn modules_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("modules")
 }
 
 fn playbook_text(s: &Scenario) -> String {
@@ -410,6 +443,8 @@ fn run_scenario(lab: &Lab, s: &Scenario, dir: &Path) -> Result<usize, String> {
         .arg(&pb)
         .arg("-i")
         .arg(&lab.inventory)
+        .arg("--modules")
+        .arg(modules_dir())
         .args(["--format", "json", "--out"])
         .arg(&saved)
         .args(&limit));
@@ -441,6 +476,8 @@ fn run_scenario(lab: &Lab, s: &Scenario, dir: &Path) -> Result<usize, String> {
         .arg(&pb)
         .arg("-i")
         .arg(&lab.inventory)
+        .arg("--modules")
+        .arg(modules_dir())
         .args(["--format", "json", "--plan"])
         .arg(&saved));
     let report: Value = serde_json::from_str(&out)

@@ -19,7 +19,7 @@ fn generated(kind: &str) -> String {
 
 #[test]
 fn shipped_schemas_match_the_types() {
-    for kind in ["playbook", "inventory"] {
+    for kind in ["playbook", "inventory", "module", "script-module"] {
         let path = format!("{}/schema/{kind}.schema.json", env!("CARGO_MANIFEST_DIR"));
         let shipped = std::fs::read_to_string(&path).unwrap_or_default();
         let now = generated(kind);

@@ -419,8 +419,8 @@ async fn the_openapi_document_is_served_shipped_and_generated_alike() {
             .unwrap(),
     )
     .unwrap();
-    assert_eq!(
-        served, shipped,
+    assert!(
+        served == shipped,
         "schema/openapi.json is stale: regenerate it with `drover serve openapi > schema/openapi.json`"
     );
     assert_eq!(served["openapi"], "3.1.0");

@@ -27,7 +27,7 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
         Some(s) => s.limit(a.limit.as_deref())?,
         None => a.limit.as_deref(),
     };
-    let job = Job::load(&a.playbook, &a.inventory, limit)?;
+    let job = Job::load_with_modules(&a.playbook, &a.inventory, limit, a.modules.as_deref())?;
     let step_timeout = duration_flag("--timeout", &a.timeout)?;
     let opts = ApplyOptions {
         forks: a.forks,

@@ -189,6 +189,9 @@ pub struct CheckArgs {
     /// are the same.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
+    /// Also look for `use:` modules in DIR (after `modules/` beside the playbook).
+    #[arg(long, value_name = "DIR")]
+    pub modules: Option<PathBuf>,
 }
 
 /// `drover plan`.
@@ -221,6 +224,9 @@ pub struct PlanArgs {
     /// that host's error and the others are reported.
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub timeout: String,
+    /// Also look for `use:` modules in DIR (after `modules/` beside the playbook).
+    #[arg(long, value_name = "DIR")]
+    pub modules: Option<PathBuf>,
 }
 
 /// `drover apply`.
@@ -263,6 +269,9 @@ pub struct ApplyArgs {
     /// With --plan: apply even if the hosts drifted since the plan (listed on stderr).
     #[arg(long, requires = "plan")]
     pub allow_drift: bool,
+    /// Also look for `use:` modules in DIR (after `modules/` beside the playbook).
+    #[arg(long, value_name = "DIR")]
+    pub modules: Option<PathBuf>,
 }
 
 /// `drover status`.
@@ -386,6 +395,10 @@ pub enum SchemaKind {
     Playbook,
     /// An inventory (schema/inventory.schema.json).
     Inventory,
+    /// A composite module (`modules/NAME.yml`).
+    Module,
+    /// A script module's `modules/NAME/module.yml`.
+    ScriptModule,
 }
 
 impl From<SchemaKind> for Kind {
@@ -393,6 +406,8 @@ impl From<SchemaKind> for Kind {
         match k {
             SchemaKind::Playbook => Kind::Playbook,
             SchemaKind::Inventory => Kind::Inventory,
+            SchemaKind::Module => Kind::Module,
+            SchemaKind::ScriptModule => Kind::ScriptModule,
         }
     }
 }

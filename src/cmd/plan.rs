@@ -58,7 +58,7 @@ fn validate(a: &CheckArgs) -> Result<Checked> {
     } = a;
     match inventory {
         Some(inv) => {
-            let job = Job::load(playbook, inv, None)?;
+            let job = Job::load_with_modules(playbook, inv, None, a.modules.as_deref())?;
             Ok(Checked {
                 playbook: playbook.display().to_string(),
                 inventory: Some(inv.display().to_string()),
@@ -69,7 +69,7 @@ fn validate(a: &CheckArgs) -> Result<Checked> {
             })
         }
         None => {
-            let pb = Playbook::load(playbook)?;
+            let pb = Playbook::load_with_modules(playbook, a.modules.as_deref())?;
             let dag = Dag::build(&pb)?;
             Ok(Checked {
                 playbook: playbook.display().to_string(),
@@ -97,13 +97,23 @@ fn ignore_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
 fn load(a: &PlanArgs) -> Result<(Job, Option<Facts>)> {
     let Some(facts_path) = &a.facts else {
         return Ok((
-            Job::load(&a.playbook, &a.inventory, a.limit.as_deref())?,
+            Job::load_with_modules(
+                &a.playbook,
+                &a.inventory,
+                a.limit.as_deref(),
+                a.modules.as_deref(),
+            )?,
             None,
         ));
     };
     let (job, facts) = std::thread::scope(|s| {
         let facts = s.spawn(|| Facts::load(facts_path));
-        let job = Job::load(&a.playbook, &a.inventory, a.limit.as_deref());
+        let job = Job::load_with_modules(
+            &a.playbook,
+            &a.inventory,
+            a.limit.as_deref(),
+            a.modules.as_deref(),
+        );
         let facts = facts
             .join()
             .unwrap_or_else(|_| Err(Error::Internal("facts reader panicked".into())));

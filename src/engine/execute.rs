@@ -21,13 +21,16 @@ use tokio::sync::Semaphore;
 use crate::engine::events::{Event, EventSink, StopFlag};
 use crate::engine::job::Job;
 use crate::engine::journal::Journal;
-use crate::model::decide::{batch_size, pick_any, refuse_protected, Candidate, RunBook};
+use crate::model::decide::{
+    batch_size, failure_text, group_batch_size, pick_any, refuse_protected, Candidate, RunBook,
+};
 use crate::model::expand::{goal_of, HostTask};
 use crate::model::facts::UnitFacts;
 use crate::model::maintenance::{MaintenanceGoal, MaintenanceState, HOST_SCOPE};
+use crate::model::module::ScriptModule;
 use crate::model::now_rfc3339;
 use crate::model::outcome::{Failure, Outcome, SkipReason, Status};
-use crate::model::playbook::{Module, ServiceState, Step, Strategy, UnitFileGoal, Wait};
+use crate::model::playbook::{Group, Module, ServiceState, Step, Strategy, UnitFileGoal, Wait};
 use crate::model::report::{JobReport, JobResult, RunOutcome};
 use crate::model::service::{decide_service, join_actions, Action, ServiceGoal};
 use crate::model::unit::UnitName;
@@ -290,22 +293,106 @@ async fn run_linear(run: &Run<'_>, started: &mut [bool]) {
     loop {
         if !run.spec.stop.is_stopped() {
             for s in sched.take_ready() {
-                started[s] = true;
-                running.push(run_step(run, s));
+                if started[s] {
+                    // A step of a module call already run as a group.
+                    continue;
+                }
+                match &run.job.playbook.steps[s].group {
+                    Some(g) => {
+                        for &gs in &g.steps {
+                            started[gs] = true;
+                        }
+                        running.push(futures_util::future::Either::Left(run_group(
+                            run,
+                            g.clone(),
+                        )));
+                    }
+                    None => {
+                        started[s] = true;
+                        running.push(futures_util::future::Either::Right(async move {
+                            vec![run_step(run, s).await]
+                        }));
+                    }
+                }
             }
         }
         match running.next().await {
-            Some(s) => {
-                sched.finish(s);
-                for h in run.job.expanded[s].targets.candidates() {
-                    if run.pending[h].fetch_sub(1, Ordering::SeqCst) == 1 {
-                        release(run, h);
+            Some(done) => {
+                for s in done {
+                    sched.finish(s);
+                    for h in run.job.expanded[s].targets.candidates() {
+                        if run.pending[h].fetch_sub(1, Ordering::SeqCst) == 1 {
+                            release(run, h);
+                        }
                     }
                 }
             }
             None => break,
         }
     }
+}
+
+/// A module call with `serial`: its hosts go through all of its steps
+/// batch by batch (batch 1 runs every step, then batch 2), the rolling
+/// drain-restart-undrain. The call's steps share its target, so the first
+/// step's hosts (and `_any` pick) are the group's.
+async fn run_group(run: &Run<'_>, group: Arc<Group>) -> Vec<usize> {
+    let Some(&first) = group.steps.first() else {
+        return Vec::new();
+    };
+    let hosts = step_hosts(run, first);
+    for &si in &group.steps {
+        run.spec.events.event(&Event::StepStarted {
+            step: run.job.playbook.steps[si].id.clone(),
+            hosts: hosts.len(),
+        });
+    }
+    let mut failed_hosts = BTreeSet::new();
+    for (b, batch) in hosts
+        .chunks(group_batch_size(&group, hosts.len()))
+        .enumerate()
+    {
+        for &si in &group.steps {
+            let aborted = run.book().before_batch();
+            let skip = aborted.or_else(|| run.spec.stop.is_stopped().then(|| interrupted(run)));
+            if let Some(why) = skip {
+                for &h in batch {
+                    if run.job.expanded[si].task(h).is_some() {
+                        record_skip(run, si, h, why.clone());
+                    }
+                }
+                continue;
+            }
+            let outcomes = futures_util::future::join_all(
+                batch
+                    .iter()
+                    .map(|&h| async move { run_host(run, si, h, &mut None, None).await }),
+            )
+            .await;
+            let mut book = run.book();
+            for (h, status) in batch.iter().zip(outcomes) {
+                if status == Status::Failed {
+                    failed_hosts.insert(*h);
+                    book.host_failed(*h, &run.job.playbook.steps[si].id);
+                }
+            }
+        }
+        run.book()
+            .after_group_batch(&group, failed_hosts.len(), hosts.len());
+        if let Some(&last) = group.steps.last() {
+            run.spec.events.event(&Event::BatchDone {
+                step: run.job.playbook.steps[last].id.clone(),
+                batch: b + 1,
+                failed: failed_hosts.len(),
+            });
+        }
+    }
+    for &si in &group.steps {
+        run.spec.events.event(&Event::StepFinished {
+            step: run.job.playbook.steps[si].id.clone(),
+        });
+    }
+    group.steps.clone()
 }
 
 /// Free: every host walks the steps in DAG order on its own, at most
@@ -389,10 +476,13 @@ fn push(run: &Run<'_>, si: usize, h: usize, r: JobResult) {
 /// The result of a host in a step, from its outcome.
 fn result_of(run: &Run<'_>, si: usize, h: usize, outcome: &Outcome) -> JobResult {
     let job = run.job;
-    let unit = job.expanded[si]
-        .task(h)
-        .map(|t| t.unit.to_string())
-        .unwrap_or_default();
+    let unit = match &job.playbook.steps[si].module {
+        Module::Script(m) => m.name.clone(),
+        _ => job.expanded[si]
+            .task(h)
+            .map(|t| t.unit.to_string())
+            .unwrap_or_default(),
+    };
     JobResult::new(
         &job.inventory.hosts[h].name,
         &job.playbook.steps[si].id,
@@ -480,8 +570,8 @@ async fn run_host(
         task,
     };
     let t0 = Instant::now();
-    let (outcome, action) = match hs.prepare().await {
-        Err(outcome) => (outcome, "none".to_string()),
+    let (outcome, action, msg) = match hs.prepare().await {
+        Err(outcome) => (outcome, "none".to_string(), None),
         Ok(session) => {
             let _permit = run.forks.acquire().await;
             hs.work(&session, carried, next, carry).await
@@ -491,6 +581,7 @@ async fn run_host(
     if !matches!(outcome, Outcome::Skipped(_)) {
         r.duration_ms = t0.elapsed().as_millis() as u64;
         r.action = action;
+        r.msg = msg.map(|m| job.playbook.secrets.redact_string(m));
     }
     let status = r.status;
     push(run, si, h, r);
@@ -503,7 +594,7 @@ impl HostStep<'_, '_> {
     /// host's outcome for this step.
     async fn prepare(&self) -> std::result::Result<Arc<Session>, Outcome> {
         let (run, h) = (self.run, self.h);
-        if let Some(why) = run.book().before_host(h, self.task.when) {
+        if let Some(why) = run.book().before_step_host(self.step, h, self.task.when) {
             return Err(Outcome::Skipped(why));
         }
         let host = &run.job.inventory.hosts[h];
@@ -552,7 +643,7 @@ impl HostStep<'_, '_> {
         carried: Option<Reading>,
         next: Option<(UnitName, StateRead)>,
         carry: &mut Option<Reading>,
-    ) -> (Outcome, String) {
+    ) -> (Outcome, String, Option<String>) {
         let work = async {
             match &self.step.module {
                 Module::Service { .. } => {
@@ -566,6 +657,7 @@ impl HostStep<'_, '_> {
                 }
                 Module::Maintenance { enable, .. } => self.maintenance(session, *enable).await,
                 Module::Unit { state, .. } => self.unit_file(session, *state).await,
+                Module::Script(m) => self.script(session, m).await,
             }
         };
         let timeout = self.run.spec.step_timeout;
@@ -577,6 +669,7 @@ impl HostStep<'_, '_> {
                         changed: done.changed,
                     },
                     done.action,
+                    done.msg,
                 )
             }
             Ok(Err(f)) => (
@@ -585,8 +678,13 @@ impl HostStep<'_, '_> {
                     changed: f.changed,
                 },
                 f.action,
+                None,
             ),
-            Err(_) => (Outcome::failed(Failure::Timeout(timeout)), "unknown".into()),
+            Err(_) => (
+                Outcome::failed(Failure::Timeout(timeout)),
+                "unknown".into(),
+                None,
+            ),
         }
     }
 
@@ -606,9 +704,14 @@ impl HostStep<'_, '_> {
     /// A `maintenance:` step on one host.
     async fn maintenance(&self, session: &Session, enable: bool) -> Result<Done, Failed> {
         let (run, h, task) = (self.run, self.h, self.task);
+        let failed_at = run.book().failed_at(h).map(str::to_string);
         let goal = MaintenanceGoal {
             enable,
-            reason: task.content.as_deref().unwrap_or_default().to_string(),
+            reason: failure_text(
+                self.step,
+                task.content.as_deref().unwrap_or_default(),
+                failed_at.as_deref(),
+            ),
             unit: (task.unit.as_str() != HOST_SCOPE).then(|| task.unit.clone()),
         };
         let _w = run.maint_write[h].lock().await;
@@ -633,6 +736,42 @@ impl HostStep<'_, '_> {
             changed: action.is_some(),
             action: joined(&action.into_iter().collect::<Vec<_>>()),
             next: None,
+            msg: None,
+        })
+    }
+
+    /// A script module on one host: its program runs there with the input
+    /// JSON on stdin; its one JSON object is the result.
+    async fn script(&self, session: &Session, m: &ScriptModule) -> Result<Done, Failed> {
+        let host = &self.run.job.inventory.hosts[self.h];
+        let input = crate::model::module::input_json(&m.params, false, host);
+        let limit = m.timeout.min(self.run.spec.step_timeout);
+        let action = joined(&[Action::Run]);
+        let ran = crate::remote::script::run(session, &m.program, &input, limit)
+            .await
+            .map_err(|e| Failed {
+                // Whether it ran is unknown: the host must be looked at.
+                changed: true,
+                action: action.clone(),
+                failure: Failure::Error(format!("module `{}`: {e}", m.name)),
+            })?;
+        let rep = crate::model::module::read_report(&m.name, ran.code, &ran.stdout, &ran.stderr);
+        if rep.failed {
+            return Err(Failed {
+                changed: rep.changed,
+                action,
+                failure: Failure::Error(if rep.msg.is_empty() {
+                    format!("module `{}` failed", m.name)
+                } else {
+                    rep.msg
+                }),
+            });
+        }
+        Ok(Done {
+            changed: rep.changed,
+            action,
+            next: None,
+            msg: (!rep.msg.is_empty()).then_some(rep.msg),
         })
     }
 
@@ -654,6 +793,7 @@ impl HostStep<'_, '_> {
                 changed: o.changed,
                 action: joined(&o.done),
                 next: None,
+                msg: None,
             }),
         }
     }
@@ -662,6 +802,8 @@ impl HostStep<'_, '_> {
 struct Done {
     changed: bool,
     action: String,
+    /// What a script module said.
+    msg: Option<String>,
     /// The next step's unit, read together with this step's last reading.
     next: Option<Reading>,
 }
@@ -851,6 +993,7 @@ impl ServiceStep<'_, '_, '_> {
                 changed: false,
                 action: joined(&[]),
                 next: None,
+                msg: None,
             });
         }
         let done = self.act(&d.actions, &before, fs).await?;
@@ -988,6 +1131,7 @@ impl ServiceStep<'_, '_, '_> {
             changed,
             action: joined(&done),
             next,
+            msg: None,
         })
     }
 

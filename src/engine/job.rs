@@ -29,8 +29,18 @@ pub struct Job {
 impl Job {
     /// Load and validate playbook + inventory files (+ `--limit`).
     pub fn load(playbook: &Path, inventory: &Path, limit: Option<&str>) -> Result<Job> {
+        Job::load_with_modules(playbook, inventory, limit, None)
+    }
+
+    /// [`Job::load`], with `--modules DIR` searched for `use:` modules.
+    pub fn load_with_modules(
+        playbook: &Path,
+        inventory: &Path,
+        limit: Option<&str>,
+        modules: Option<&Path>,
+    ) -> Result<Job> {
         let t = std::time::Instant::now();
-        let playbook = Playbook::load(playbook)?;
+        let playbook = Playbook::load_with_modules(playbook, modules)?;
         let inventory = crate::engine::inventory::load(inventory)?;
         tracing::debug!(elapsed = ?t.elapsed(), hosts = inventory.hosts.len(), "model loaded");
         let job = Job::new(playbook, inventory, limit)?;

@@ -10,15 +10,18 @@ use serde::Serialize;
 
 use crate::engine::events::EventSink;
 use crate::engine::job::Job;
-use crate::model::decide::{batch_size, pick_any, refuse_protected, Candidate, RunBook};
+use crate::model::decide::{
+    batch_size, failure_text, group_batch_size, pick_any, refuse_protected, Candidate, RunBook,
+};
 use crate::model::error::{Error, Result};
 use crate::model::expand::{goal_of, HostTask};
 use crate::model::facts::{Facts, HostFacts, UnitFacts};
 use crate::model::maintenance::{
     decide_maintenance, MaintenanceGoal, MaintenanceState, HOST_SCOPE,
 };
+use crate::model::module::{ScriptModule, ScriptReport};
 use crate::model::outcome::{Failure, Kind, Outcome, SkipReason, Status};
-use crate::model::playbook::{Module, Step, UnitFileGoal};
+use crate::model::playbook::{Group, Module, Step, UnitFileGoal};
 use crate::model::secret::Secrets;
 use crate::model::service::{decide_service, Action};
 use crate::model::unit::UnitName;
@@ -31,8 +34,8 @@ pub struct PlannedResult {
     pub hostname: Arc<str>,
     /// ok, failed or skipped.
     pub status: Status,
-    /// The unit.
-    pub name: UnitName,
+    /// The unit (a script module's name for a script module).
+    pub name: String,
     /// Whether systemd state will change.
     pub changed: bool,
     /// Why not ok.
@@ -83,7 +86,14 @@ pub struct UnitChange {
     /// Extra state lines after the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after_extra: Vec<String>,
+    /// A script module's entry (no unit state; its lines are its diff).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub module: bool,
 }
+
+/// Check-mode reports of script modules, per (step, host): what a live
+/// plan learnt by running check-capable modules with `check: true`.
+pub type ModuleChecks = std::collections::HashMap<(usize, usize), ScriptReport>;
 
 /// The name of the host-wide entry in a host's diff (maintenance).
 pub const HOST_DOC: &str = "(host)";
@@ -231,14 +241,31 @@ pub struct PlanLabels<'a> {
 /// Predict every step × host result by running the shared decisions over
 /// the facts, threading each unit's predicted state through the DAG.
 pub fn simulate(job: &Job, facts: &Facts, labels: PlanLabels<'_>) -> Result<Plan> {
+    simulate_with_checks(job, facts, labels, &ModuleChecks::new())
+}
+
+/// [`simulate`], with the check-mode reports of script modules.
+pub fn simulate_with_checks(
+    job: &Job,
+    facts: &Facts,
+    labels: PlanLabels<'_>,
+    checks: &ModuleChecks,
+) -> Result<Plan> {
     let host_facts = facts_per_host(job, facts)?;
     let mut sim = Simulation::new(job, host_facts);
-    let steps = job
-        .dag
-        .order()
-        .iter()
-        .map(|&si| sim.step(si))
-        .collect::<Result<Vec<_>>>()?;
+    sim.checks = checks;
+    let mut steps = Vec::with_capacity(job.playbook.steps.len());
+    let mut groups_done = std::collections::HashSet::new();
+    for &si in job.dag.order() {
+        match &job.playbook.steps[si].group {
+            Some(g) => {
+                if groups_done.insert(g.call.clone()) {
+                    steps.extend(sim.group(g)?);
+                }
+            }
+            None => steps.push(sim.step(si)?),
+        }
+    }
     let hosts = sim.host_changes();
     let mut summary = sim.summary;
     summary.hosts = steps
@@ -347,7 +374,12 @@ struct Simulation<'a> {
     /// Shared names: half a million results must not mean a million strings.
     names: Vec<Arc<str>>,
     summary: Summary,
+    checks: &'a ModuleChecks,
+    /// Per host, script module entries for the diff.
+    modules: Vec<Vec<UnitChange>>,
 }
+
+static NO_CHECKS: std::sync::LazyLock<ModuleChecks> = std::sync::LazyLock::new(ModuleChecks::new);
 
 impl<'a> Simulation<'a> {
     fn new(job: &'a Job, facts: Vec<&'a HostFacts>) -> Self {
@@ -371,7 +403,131 @@ impl<'a> Simulation<'a> {
                 .map(|h| Arc::from(h.name.as_str()))
                 .collect(),
             summary: Summary::default(),
+            checks: &NO_CHECKS,
+            modules: vec![Vec::new(); n],
         }
+    }
+
+    /// A module call with `serial`: batch by batch through all its steps,
+    /// as apply runs it (see `run_group` in the executor).
+    fn group(&mut self, g: &Group) -> Result<Vec<StepPlan>> {
+        let job = self.job;
+        let Some(&first) = g.steps.first() else {
+            return Ok(Vec::new());
+        };
+        let (hosts, picked) = self.step_hosts(first);
+        let size = group_batch_size(g, hosts.len());
+        let ids: Vec<Arc<str>> = g
+            .steps
+            .iter()
+            .map(|&si| Arc::from(job.playbook.steps[si].id.as_str()))
+            .collect();
+        let mut results: Vec<Vec<PlannedResult>> = vec![Vec::new(); g.steps.len()];
+        let mut failed = BTreeSet::new();
+        for (b, batch) in hosts.chunks(size).enumerate() {
+            for (k, &si) in g.steps.iter().enumerate() {
+                let aborted = self.book.before_batch();
+                for &h in batch {
+                    if job.expanded[si].task(h).is_none() {
+                        continue;
+                    }
+                    let r = self.host(si, h, b + 1, &ids[k], aborted.clone())?;
+                    if r.status == Status::Failed {
+                        failed.insert(h);
+                        self.book.host_failed(h, &job.playbook.steps[si].id);
+                    }
+                    self.summary.count(r.status, r.changed);
+                    results[k].push(r);
+                }
+            }
+            if self.book.before_batch().is_none() {
+                self.book.after_group_batch(g, failed.len(), hosts.len());
+            }
+        }
+        Ok(g.steps
+            .iter()
+            .zip(results)
+            .map(|(&si, results)| {
+                let step = &job.playbook.steps[si];
+                StepPlan {
+                    id: step.id.clone(),
+                    target: step.targets.iter().map(|t| t.to_string()).collect(),
+                    needs: job
+                        .dag
+                        .dependencies(si)
+                        .iter()
+                        .map(|d| job.playbook.steps[*d].id.clone())
+                        .collect(),
+                    picked: picked.clone(),
+                    batch_size: size,
+                    results,
+                }
+            })
+            .collect())
+    }
+
+    /// A script module: its check-mode report when the plan ran one, else
+    /// "will run; cannot predict".
+    fn script(&mut self, si: usize, h: usize, m: &ScriptModule) -> (Outcome, Vec<Action>) {
+        let step = &self.job.playbook.steps[si];
+        let secrets = &self.job.playbook.secrets;
+        let (outcome, before, after) = match self.checks.get(&(si, h)) {
+            Some(rep) if rep.failed => (
+                Outcome::Failed {
+                    failure: Failure::Error(rep.msg.clone()),
+                    changed: false,
+                },
+                Vec::new(),
+                vec![format!("  check failed: {}", secrets.redact(&rep.msg))],
+            ),
+            Some(rep) => {
+                let lines = |t: &str| -> Vec<String> {
+                    secrets
+                        .redact(t)
+                        .lines()
+                        .map(|l| format!("    | {l}"))
+                        .collect()
+                };
+                let (b, a) = match &rep.diff {
+                    Some((b, a)) => (lines(b), lines(a)),
+                    None => (Vec::new(), Vec::new()),
+                };
+                let mut after = a;
+                if !rep.msg.is_empty() {
+                    after.push(format!("  check: {}", secrets.redact(&rep.msg)));
+                }
+                (
+                    Outcome::Ok {
+                        changed: rep.changed,
+                    },
+                    b,
+                    after,
+                )
+            }
+            None => (
+                Outcome::Ok { changed: true },
+                Vec::new(),
+                vec!["  will run; cannot predict".to_string()],
+            ),
+        };
+        let actions = if outcome.changed() || self.checks.get(&(si, h)).is_none() {
+            vec![Action::Run]
+        } else {
+            Vec::new()
+        };
+        self.modules[h].push(UnitChange {
+            name: format!("module {} ({})", m.name, step.id),
+            before: UnitFacts::not_found(),
+            after: UnitFacts::not_found(),
+            actions: actions
+                .iter()
+                .map(|a| format!("{a} ({})", step.id))
+                .collect(),
+            before_extra: before,
+            after_extra: after,
+            module: true,
+        });
+        (outcome, actions)
     }
 
     /// One step over its hosts, batch by batch, as apply runs it.
@@ -457,7 +613,7 @@ impl<'a> Simulation<'a> {
             ))
         })?;
         let hf = self.facts[h];
-        let skip = aborted.or_else(|| self.book.before_host(h, task.when));
+        let skip = aborted.or_else(|| self.book.before_step_host(step, h, task.when));
         let (outcome, actions) = if let Some(why) = skip {
             (Outcome::Skipped(why), Vec::new())
         } else if let Some(refused) = refuse_protected(step, task, host, false) {
@@ -469,6 +625,7 @@ impl<'a> Simulation<'a> {
             (Outcome::Skipped(why), Vec::new())
         } else {
             match &step.module {
+                Module::Script(m) => self.script(si, h, m),
                 Module::Maintenance { enable, .. } => self.maintenance(step, h, task, *enable),
                 Module::Unit { state, .. } => self.unit_file(step, h, task, *state)?,
                 Module::Service { .. } => self.service(step, h, task)?,
@@ -477,7 +634,10 @@ impl<'a> Simulation<'a> {
         Ok(PlannedResult {
             hostname: self.names[h].clone(),
             status: outcome.status(),
-            name: task.unit.clone(),
+            name: match &step.module {
+                Module::Script(m) => m.name.clone(),
+                _ => task.unit.to_string(),
+            },
             changed: outcome.changed(),
             // A skip or failure may quote a rendered value (a maintenance
             // reason, a host's unreachable text).
@@ -507,7 +667,11 @@ impl<'a> Simulation<'a> {
     ) -> (Outcome, Vec<Action>) {
         let goal = MaintenanceGoal {
             enable,
-            reason: task.content.as_deref().unwrap_or_default().to_string(),
+            reason: failure_text(
+                step,
+                task.content.as_deref().unwrap_or_default(),
+                self.book.failed_at(h),
+            ),
             unit: (task.unit.as_str() != HOST_SCOPE).then(|| task.unit.clone()),
         };
         let d = decide_maintenance(&goal, &self.maint[h], &self.stamp);
@@ -630,9 +794,11 @@ impl<'a> Simulation<'a> {
     /// touches; the actions noted move into the result.
     fn host_changes(&mut self) -> Vec<HostChanges> {
         let touched = std::mem::take(&mut self.touched);
+        let mut modules = std::mem::take(&mut self.modules);
         let mut hosts = Vec::new();
         for (h, list) in touched.into_iter().enumerate() {
-            if list.is_empty() {
+            let scripts = modules.get_mut(h).map(std::mem::take).unwrap_or_default();
+            if list.is_empty() && scripts.is_empty() {
                 continue;
             }
             let hf = self.facts[h];
@@ -668,7 +834,9 @@ impl<'a> Simulation<'a> {
                         .cloned()
                         .unwrap_or_else(UnitFacts::not_found),
                     actions,
+                    module: false,
                 })
+                .chain(scripts)
                 .collect();
             hosts.push(HostChanges {
                 hostname: self.job.inventory.hosts[h].name.clone(),
@@ -699,21 +867,23 @@ pub async fn plan(
     opts: &PlanOptions,
     events: &dyn EventSink,
 ) -> Result<Planned> {
-    let (facts, source, incomplete) = match facts {
-        Some(f) => (f, opts.facts_label.clone(), false),
+    let (facts, source, incomplete, checks) = match facts {
+        Some(f) => (f, opts.facts_label.clone(), false, ModuleChecks::new()),
         None => {
             let (f, incomplete) =
                 crate::engine::live::plan_facts(job, opts.reach.clone(), events).await;
-            (f, "live".to_string(), incomplete)
+            let checks = module_checks(job, &f, opts.reach.clone()).await;
+            (f, "live".to_string(), incomplete, checks)
         }
     };
-    let mut plan = simulate(
+    let mut plan = simulate_with_checks(
         job,
         &facts,
         PlanLabels {
             facts_source: &source,
             limit: opts.limit.as_deref(),
         },
+        &checks,
     )?;
     if opts.keep_facts {
         plan.facts = Some(crate::engine::saved::facts_used(job, &facts));
@@ -726,6 +896,89 @@ pub async fn plan(
         facts,
         incomplete,
     })
+}
+
+/// Run every check-capable script module with `check: true` on the live
+/// hosts it may run on (reachable, `when` true): one connection per host,
+/// `forks` hosts at a time, each run bounded by the module's time limit.
+/// The state it sees is the host's now, before the run's earlier steps.
+async fn module_checks(
+    job: &Job,
+    facts: &Facts,
+    reach: crate::remote::fanout::Reach,
+) -> ModuleChecks {
+    use futures_util::stream::StreamExt;
+    let mut per_host: std::collections::BTreeMap<usize, Vec<(usize, Arc<ScriptModule>)>> =
+        std::collections::BTreeMap::new();
+    for (si, step) in job.playbook.steps.iter().enumerate() {
+        let Module::Script(m) = &step.module else {
+            continue;
+        };
+        if !m.check {
+            continue;
+        }
+        for t in job.expanded[si].tasks.iter().filter(|t| t.when) {
+            let host = &job.inventory.hosts[t.host];
+            if facts.hosts.get(&host.name).is_some_and(|f| f.reachable) {
+                per_host.entry(t.host).or_default().push((si, m.clone()));
+            }
+        }
+    }
+    let runs = futures_util::stream::iter(per_host)
+        .map(|(h, list)| async move {
+            let host = &job.inventory.hosts[h];
+            let mut out = Vec::new();
+            let session = match crate::remote::fanout::connect_within(host, reach.timeout).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let msg = format!("cannot run the check: {e}");
+                    for (si, _) in list {
+                        out.push(((si, h), failed_check(&msg)));
+                    }
+                    return out;
+                }
+            };
+            for (si, m) in list {
+                let input = crate::model::module::input_json(&m.params, true, host);
+                let limit = m.timeout.min(reach.timeout);
+                let rep = match tokio::time::timeout(
+                    limit + std::time::Duration::from_secs(10),
+                    crate::remote::script::run(&session, &m.program, &input, limit),
+                )
+                .await
+                {
+                    Ok(Ok(ran)) => crate::model::module::read_report(
+                        &m.name,
+                        ran.code,
+                        &ran.stdout,
+                        &ran.stderr,
+                    ),
+                    Ok(Err(e)) => failed_check(&format!("module `{}`: {e}", m.name)),
+                    Err(_) => failed_check(&format!(
+                        "module `{}` did not finish within its time limit",
+                        m.name
+                    )),
+                };
+                out.push(((si, h), rep));
+            }
+            session.close().await;
+            out
+        })
+        .buffer_unordered(reach.forks.max(1));
+    runs.collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn failed_check(msg: &str) -> ScriptReport {
+    ScriptReport {
+        changed: false,
+        failed: true,
+        msg: msg.to_string(),
+        diff: None,
+    }
 }
 
 /// A plan with the facts it was made on.

@@ -345,8 +345,22 @@ pub fn drift(job: &Job, saved: &SavedPlan, now: &Facts) -> Result<Vec<Drift>> {
             limit: saved.limit.as_deref(),
         },
     )?;
+    // A script module's prediction comes from running its check on the
+    // host, not from facts: unit drift cannot change it, and a re-simulation
+    // (which runs nothing) cannot reproduce it. Its steps are left out.
+    let scripts: BTreeSet<&str> = job
+        .playbook
+        .steps
+        .iter()
+        .filter(|st| matches!(st.module, crate::model::playbook::Module::Script(_)))
+        .map(|st| st.id.as_str())
+        .collect();
     let mut planned: BTreeMap<(&str, &str), &SavedResult> = BTreeMap::new();
-    for s in &saved.steps {
+    for s in saved
+        .steps
+        .iter()
+        .filter(|s| !scripts.contains(s.id.as_str()))
+    {
         for r in &s.results {
             planned.insert((s.id.as_str(), r.hostname.as_str()), r);
         }
@@ -367,7 +381,11 @@ pub fn drift(job: &Job, saved: &SavedPlan, now: &Facts) -> Result<Vec<Drift>> {
             d.effects.push(effect);
         }
     };
-    for s in &replan.steps {
+    for s in replan
+        .steps
+        .iter()
+        .filter(|s| !scripts.contains(s.id.as_str()))
+    {
         for r in &s.results {
             let new = prediction(r.status, r.changed, &r.actions);
             match planned.remove(&(s.id.as_str(), &*r.hostname)) {

@@ -33,7 +33,7 @@ impl Dag {
                         let j = index_of(n).ok_or_else(|| {
                             Error::invalid(
                                 "playbook",
-                                format!("steps[{i}].needs"),
+                                format!("steps[{}].needs", step.file_index),
                                 format!("step `{}` needs unknown step `{n}`", step.id),
                                 Some(step.position.clone()),
                             )
@@ -57,7 +57,7 @@ impl Dag {
                 let first = &pb.steps[idx[0]];
                 return Err(Error::invalid(
                     "playbook",
-                    format!("steps[{}].needs", first.index),
+                    format!("steps[{}].needs", first.file_index),
                     format!(
                         "dependency cycle between steps {}; remove one of their `needs`",
                         ids.join(", ")

@@ -8,7 +8,32 @@ use crate::model::error::{Error, Result};
 use crate::model::expand::{goal_of, ExpandedStep, HostTask};
 use crate::model::inventory::{Host, Inventory};
 use crate::model::outcome::{Failure, SkipReason};
-use crate::model::playbook::{Module, Playbook, ServiceState, Step};
+use crate::model::playbook::{Group, Module, Playbook, ServiceState, Step};
+
+/// Hosts per rolling batch of a module call with `serial` over `n` hosts.
+pub fn group_batch_size(group: &Group, n: usize) -> usize {
+    group.serial.batch_size(n).max(1)
+}
+
+/// Whether a step id is one of a module call's steps.
+fn in_call(step: &str, call: &str) -> bool {
+    step.strip_prefix(call).is_some_and(|r| r.starts_with('.'))
+}
+
+/// The text of an `on_failure` step with the step the host failed at (its
+/// id inside the module) in place of `{{ failed_step }}`.
+pub fn failure_text(step: &Step, text: &str, failed_at: Option<&str>) -> String {
+    match (&step.on_failure, failed_at) {
+        (Some(call), Some(at)) => {
+            let local = at
+                .strip_prefix(call.as_str())
+                .and_then(|r| r.strip_prefix('.'))
+                .unwrap_or(at);
+            crate::model::template::fill_failed_step(text, local)
+        }
+        _ => text.to_string(),
+    }
+}
 
 /// Whether `failed` of `total` exceeds `max_pct` percent.
 pub fn failure_exceeded(failed: usize, total: usize, max_pct: f64) -> bool {
@@ -170,6 +195,20 @@ impl RunBook {
         (!when).then_some(SkipReason::WhenFalse)
     }
 
+    /// [`RunBook::before_host`] for any step: an `on_failure` step of a
+    /// module call runs only on the hosts that failed one of the call's
+    /// steps (and skips hosts that failed before the call).
+    pub fn before_step_host(&self, step: &Step, h: usize, when: bool) -> Option<SkipReason> {
+        let Some(call) = &step.on_failure else {
+            return self.before_host(h, when);
+        };
+        match self.failed_at(h) {
+            Some(at) if in_call(at, call) => (!when).then_some(SkipReason::WhenFalse),
+            Some(at) => Some(SkipReason::FailedAt(at.to_string())),
+            None => Some(SkipReason::NoFailure(call.clone())),
+        }
+    }
+
     /// The step a host failed at, if it did.
     pub fn failed_at(&self, h: usize) -> Option<&str> {
         self.failed_at.get(h).and_then(|f| f.as_deref())
@@ -187,6 +226,14 @@ impl RunBook {
     pub fn after_batch(&mut self, step: &Step, failed_in_step: usize, hosts_in_step: usize) {
         if failure_exceeded(failed_in_step, hosts_in_step, step.max_fail_percentage) {
             self.aborted_at.get_or_insert_with(|| step.id.clone());
+        }
+    }
+
+    /// After a batch of a module call with `serial`: abort the run when the
+    /// hosts that failed any of its steps so far exceed its threshold.
+    pub fn after_group_batch(&mut self, group: &Group, failed: usize, hosts: usize) {
+        if failure_exceeded(failed, hosts, group.max_fail_percentage) {
+            self.aborted_at.get_or_insert_with(|| group.call.clone());
         }
     }
 
@@ -220,6 +267,45 @@ mod tests {
         assert_eq!(pick_any(&[0, 1, 2], |h| table[h]), Some(2));
         assert_eq!(pick_any(&[0, 1], |h| table[h]), Some(0));
         assert_eq!(pick_any(&[], |h| table[h]), None);
+    }
+
+    #[test]
+    fn on_failure_steps_run_only_after_a_failure_in_their_call() {
+        let pb = crate::model::playbook::Playbook::from_str(
+            "name: t\nsteps:\n  - { id: a, service: { name: x, state: started } }\n",
+            std::path::Path::new("p.yml"),
+        )
+        .unwrap();
+        let mut step = pb.steps[0].clone();
+        step.id = "roll.keep".into();
+        step.on_failure = Some("roll".into());
+        let mut b = RunBook::new(3);
+        b.host_failed(0, "roll.restart");
+        b.host_failed(1, "before");
+        assert_eq!(b.before_step_host(&step, 0, true), None);
+        assert_eq!(
+            b.before_step_host(&step, 0, false),
+            Some(SkipReason::WhenFalse)
+        );
+        assert_eq!(
+            b.before_step_host(&step, 1, true),
+            Some(SkipReason::FailedAt("before".into()))
+        );
+        assert_eq!(
+            b.before_step_host(&step, 2, true),
+            Some(SkipReason::NoFailure("roll".into()))
+        );
+        // `rollout.x` is not a step of `roll`.
+        b.host_failed(2, "rollout.x");
+        assert!(matches!(
+            b.before_step_host(&step, 2, true),
+            Some(SkipReason::FailedAt(_))
+        ));
+        let text = format!("failed at {}", crate::model::template::FAILED_STEP);
+        assert_eq!(
+            failure_text(&step, &text, b.failed_at(0)),
+            "failed at restart"
+        );
     }
 
     #[test]

@@ -227,6 +227,24 @@ impl Error {
         }
         self
     }
+    /// Add where a module was called from to an input error found in the
+    /// module's file: the error is the module's, keeps the module file's
+    /// position and names the call site too.
+    pub fn in_call(mut self, note: &str) -> Self {
+        match &mut self {
+            Error::Parse(d) | Error::Invalid(d) => {
+                d.what = crate::model::module::WHAT;
+                d.message.push_str("; ");
+                d.message.push_str(note);
+            }
+            Error::Usage(m) | Error::Refused(m) | Error::Internal(m) => {
+                m.push_str("; ");
+                m.push_str(note);
+            }
+            _ => {}
+        }
+        self
+    }
 
     /// Attach a suggestion to a validation error.
     pub fn with_suggestion(mut self, sugg: Option<String>) -> Self {

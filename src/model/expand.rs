@@ -94,7 +94,14 @@ pub fn expand(
                 scope.spawn(move || {
                     steps
                         .iter()
-                        .map(|st| expand_step(pb, inv, limit, st, contexts))
+                        .map(|st| {
+                            expand_step(pb, inv, limit, st, contexts).map_err(|e| {
+                                match &st.called_from {
+                                    Some(note) => e.in_call(note),
+                                    None => e,
+                                }
+                            })
+                        })
                         .collect::<Vec<_>>()
                 })
             })
@@ -195,7 +202,7 @@ fn resolve_targets(inv: &Inventory, limit: Option<&Selector>, step: &Step) -> Re
         if let Some(h) = sel.unknown_hosts(inv).first() {
             return Err(Error::invalid(
                 "playbook",
-                format!("steps[{}].target", step.index),
+                format!("steps[{}].target", step.file_index),
                 format!(
                     "step `{}`: target `{sel}` names unknown host `{h}`",
                     step.id
@@ -208,7 +215,7 @@ fn resolve_targets(inv: &Inventory, limit: Option<&Selector>, step: &Step) -> Re
             Resolved::Hosts(v) | Resolved::AnyOf(v) if v.is_empty() => {
                 return Err(Error::invalid(
                     "playbook",
-                    format!("steps[{}].target", step.index),
+                    format!("steps[{}].target", step.file_index),
                     format!(
                         "step `{}`: target `{sel}` matches no host of {}",
                         step.id,
@@ -266,7 +273,7 @@ impl StepRenderer<'_> {
         field: &str,
         at: Option<crate::model::error::Position>,
     ) -> impl FnOnce(String) -> Error + '_ {
-        let field = format!("steps[{}].{field}", self.step.index);
+        let field = format!("steps[{}].{field}", self.step.file_index);
         let host = host.name.clone();
         move |m| host_error(&self.step.id, &host, &field, at, m)
     }
@@ -306,6 +313,9 @@ impl StepRenderer<'_> {
                 name_position,
                 ..
             } => (Some(*name), name_position, "unit.name"),
+            // A script module's result is named after the module, not a
+            // unit; the task carries the host scope.
+            Module::Script(_) => (None, &self.step.position, "use"),
         };
         let Some(name) = name else {
             return UnitName::parse(crate::model::maintenance::HOST_SCOPE).map_err(Error::Internal);
@@ -388,13 +398,16 @@ fn module_templates(m: &Module) -> Vec<usize> {
             UnitSource::Template(t) => vec![*name, *t],
             _ => vec![*name],
         },
+        Module::Script(_) => Vec::new(),
     }
 }
 
 /// The goal of a step's module (empty for modules other than `service`).
 pub fn goal_of(module: &Module) -> ServiceGoal {
     match module {
-        Module::Maintenance { .. } | Module::Unit { .. } => ServiceGoal::default(),
+        Module::Maintenance { .. } | Module::Unit { .. } | Module::Script(_) => {
+            ServiceGoal::default()
+        }
         Module::Service {
             state,
             enabled,

@@ -12,6 +12,7 @@ pub mod health;
 pub mod inventory;
 pub mod keys;
 pub mod maintenance;
+pub mod module;
 pub mod outcome;
 pub mod playbook;
 pub mod report;

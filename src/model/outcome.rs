@@ -102,6 +102,9 @@ pub enum SkipReason {
     Interrupted(String),
     /// The host, or the unit on it, is in maintenance.
     Maintenance(String),
+    /// An `on_failure` step of a module call, and the host failed none of
+    /// the call's steps.
+    NoFailure(String),
 }
 
 impl fmt::Display for SkipReason {
@@ -112,6 +115,9 @@ impl fmt::Display for SkipReason {
             SkipReason::Aborted(s) => write!(f, "skipped: run aborted at step {s}"),
             SkipReason::Interrupted(why) => write!(f, "skipped: run interrupted by {why}"),
             SkipReason::Maintenance(r) => write!(f, "skipped: in maintenance: {r}"),
+            SkipReason::NoFailure(call) => {
+                write!(f, "skipped: runs only after a failure in {call}")
+            }
         }
     }
 }
@@ -120,7 +126,7 @@ impl SkipReason {
     /// The kind, as the report records it beside the text.
     pub fn kind(&self) -> Kind {
         match self {
-            SkipReason::WhenFalse => Kind::When,
+            SkipReason::WhenFalse | SkipReason::NoFailure(_) => Kind::When,
             SkipReason::FailedAt(_) => Kind::FailedEarlier,
             SkipReason::Aborted(_) => Kind::Aborted,
             SkipReason::Interrupted(_) => Kind::Interrupted,

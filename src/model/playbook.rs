@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -303,6 +304,19 @@ pub struct StepSpec {
     pub maintenance: Option<MaintenanceSpec>,
     /// The unit (file) module.
     pub unit: Option<UnitSpec>,
+    /// Call a module: `modules/NAME.yml` (composite) or `modules/NAME/`
+    /// (script), searched beside the playbook, then in `--modules`.
+    #[serde(rename = "use")]
+    #[schemars(rename = "use", with = "Option<String>")]
+    pub use_: Option<Spanned<String>>,
+    /// Inside a module only: run this step only on the hosts that failed
+    /// an earlier step of the same call (to leave them marked), with
+    /// `{{ failed_step }}` the id of the step they failed at.
+    pub on_failure: Option<bool>,
+    /// The called module's parameters.
+    #[serde(rename = "with")]
+    #[schemars(rename = "with")]
+    pub with: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 /// How steps are ordered across hosts.
@@ -396,6 +410,23 @@ pub enum Module {
         /// present or absent.
         state: UnitFileGoal,
     },
+    /// Run a script module's program on the host.
+    Script(Arc<crate::model::module::ScriptModule>),
+}
+
+/// A module call with `serial`: its hosts go through all the module's
+/// steps batch by batch (batch 1 runs every step, then batch 2), and
+/// `max_fail_percentage` counts the hosts that failed any of them.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// The call's id.
+    pub call: String,
+    /// Rolling batch size over the call's hosts.
+    pub serial: Serial,
+    /// Abort threshold in percent, per batch over the call's hosts.
+    pub max_fail_percentage: f64,
+    /// The steps the call expanded into, in file order.
+    pub steps: Vec<usize>,
 }
 
 impl Module {
@@ -405,6 +436,7 @@ impl Module {
             Module::Service { .. } => "service",
             Module::Maintenance { .. } => "maintenance",
             Module::Unit { .. } => "unit",
+            Module::Script(_) => "script",
         }
     }
 }
@@ -412,8 +444,11 @@ impl Module {
 /// A validated step.
 #[derive(Debug, Clone)]
 pub struct Step {
-    /// Position in the file.
+    /// Position in the playbook's step list (module calls expanded).
     pub index: usize,
+    /// Position in the file it is written in (the playbook, or a module),
+    /// for field paths in errors.
+    pub file_index: usize,
     /// Unique id.
     pub id: String,
     /// Where the id is written, for errors.
@@ -436,6 +471,14 @@ pub struct Step {
     pub ignore_maintenance: bool,
     /// The operation.
     pub module: Module,
+    /// The module call with `serial` this step belongs to, if any.
+    pub group: Option<Arc<Group>>,
+    /// An `on_failure` step of this module call: it runs only on hosts that
+    /// failed one of the call's steps.
+    pub on_failure: Option<String>,
+    /// For a module's step: where the module was called from, added to
+    /// errors found later (per-host templates, targets).
+    pub called_from: Option<String>,
 }
 
 /// A maintenance window, validated.
@@ -478,12 +521,23 @@ pub struct Playbook {
 impl Playbook {
     /// Read, parse and validate a playbook file.
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with_modules(path, None)
+    }
+
+    /// Read a playbook whose module calls may also find modules in `modules`
+    /// (`--modules DIR`).
+    pub fn load_with_modules(path: &Path, modules: Option<&Path>) -> Result<Self> {
         let text = yaml::read_bounded(path, WHAT)?;
-        Self::from_str(&text, path)
+        Self::from_str_with_modules(&text, path, modules)
     }
 
     /// Parse and validate playbook text.
     pub fn from_str(text: &str, path: &Path) -> Result<Self> {
+        Self::from_str_with_modules(text, path, None)
+    }
+
+    /// Parse and validate playbook text, with `--modules DIR`.
+    pub fn from_str_with_modules(text: &str, path: &Path, modules: Option<&Path>) -> Result<Self> {
         let file: PlaybookFile = yaml::parse(text, path, WHAT)?;
         let starts = line_starts(text);
         let src = Source {
@@ -512,24 +566,21 @@ impl Playbook {
                     yaml::locate(text, path, &segs)
                 })
             })?;
-        let mut steps = Vec::with_capacity(file.steps.len());
-        let mut seen = HashSet::new();
         let mut inputs = Vec::new();
-        for (index, spec) in file.steps.iter().enumerate() {
-            let step = StepParser {
-                src,
-                index,
-                spec,
-                id: &spec.id.value,
-                position: src.pos(spec.id.referenced),
-                templates: &mut templates,
-                inputs: &mut inputs,
-            };
-            steps.push(step.parse(&mut seen)?);
-        }
-        check_needs(&file, &seen, src)?;
+        let search = module_search_path(path, modules);
+        let mut loader = Loader {
+            templates: &mut templates,
+            inputs: &mut inputs,
+            search: &search,
+            steps: Vec::new(),
+            mfp_given: Vec::new(),
+            aliases: std::collections::HashMap::new(),
+            chain: Vec::new(),
+        };
+        loader.list(src, &file.steps, None, None)?;
+        let (steps, mfp_given) = loader.finish()?;
         let strategy = file.strategy.unwrap_or_default();
-        check_strategy(strategy, &steps, &file)?;
+        check_strategy(strategy, &steps, &mfp_given)?;
         Ok(Playbook {
             path: path.to_path_buf(),
             name: file.name,
@@ -586,6 +637,11 @@ fn line_starts(text: &str) -> Vec<usize> {
 struct StepParser<'a, 't> {
     src: Source<'a>,
     index: usize,
+    /// Position of the step in its own file (playbook or module), for
+    /// field paths.
+    file_index: usize,
+    /// The script module a `use:` step runs.
+    script: Option<Arc<crate::model::module::ScriptModule>>,
     spec: &'a StepSpec,
     id: &'a str,
     position: Position,
@@ -595,7 +651,7 @@ struct StepParser<'a, 't> {
 
 impl StepParser<'_, '_> {
     fn field(&self, f: &str) -> String {
-        format!("steps[{}].{f}", self.index)
+        format!("steps[{}].{f}", self.file_index)
     }
 
     /// An error at `at` naming the step.
@@ -618,6 +674,7 @@ impl StepParser<'_, '_> {
         let spec = self.spec;
         Ok(Step {
             index: self.index,
+            file_index: self.file_index,
             id: self.id.to_string(),
             position: self.position,
             targets,
@@ -629,6 +686,9 @@ impl StepParser<'_, '_> {
             wait,
             ignore_maintenance: spec.ignore_maintenance.unwrap_or(false),
             module,
+            group: None,
+            on_failure: None,
+            called_from: None,
         })
     }
 
@@ -708,7 +768,7 @@ impl StepParser<'_, '_> {
                 Ok(t) => Ok(t),
                 Err(m) => Err(Error::invalid(
                     WHAT,
-                    format!("steps[{}].{f}", self.index),
+                    format!("steps[{}].{f}", self.file_index),
                     format!("step `{}`: {m}", self.id),
                     Some(self.position.clone()),
                 )),
@@ -717,11 +777,16 @@ impl StepParser<'_, '_> {
         let http = probe("wait.http", w.http.as_deref())?;
         let tcp = probe("wait.tcp", w.tcp.as_deref())?;
         let timeout = match &w.timeout {
-            Some(t) => crate::model::parse_duration(t).map_err(|m| {
-                let at = yaml::locate(self.src.text, self.src.path, &["steps", self.id, "timeout"])
-                    .unwrap_or_else(|| self.position.clone());
-                Error::invalid(WHAT, self.field("wait.timeout"), m, Some(at))
-            })?,
+            Some(t) => self
+                .templates
+                .render_static(t)
+                .and_then(|t| crate::model::parse_duration(&t))
+                .map_err(|m| {
+                    let at =
+                        yaml::locate(self.src.text, self.src.path, &["steps", self.id, "timeout"])
+                            .unwrap_or_else(|| self.position.clone());
+                    Error::invalid(WHAT, self.field("wait.timeout"), m, Some(at))
+                })?,
             None => Duration::from_secs(60),
         };
         Ok(Some(Wait {
@@ -738,17 +803,21 @@ impl StepParser<'_, '_> {
         let spec = self.spec;
         let n_modules = spec.service.is_some() as u8
             + spec.maintenance.is_some() as u8
-            + spec.unit.is_some() as u8;
+            + spec.unit.is_some() as u8
+            + spec.use_.is_some() as u8;
         let whole_step = |message: String| {
             Error::invalid(
                 WHAT,
-                format!("steps[{}]", self.index),
+                format!("steps[{}]", self.file_index),
                 message,
                 Some(self.position.clone()),
             )
         };
         if n_modules > 1 {
-            return Err(whole_step(format!("step `{}` has several modules; use one of `service:`, `maintenance:`, `unit:` per step", self.id)));
+            return Err(whole_step(format!("step `{}` has several modules; use one of `service:`, `maintenance:`, `unit:`, `use:` per step", self.id)));
+        }
+        if let Some(script) = &self.script {
+            return Ok(Module::Script(script.clone()));
         }
         match &spec.service {
             Some(svc) => self.service(svc),
@@ -756,7 +825,7 @@ impl StepParser<'_, '_> {
                 (Some(m), _) => self.maintenance(m),
                 (None, Some(u)) => self.unit(u),
                 (None, None) => Err(whole_step(format!(
-                    "step `{}` has no module; add `service:`, `maintenance:` or `unit:`",
+                    "step `{}` has no module; add `service:`, `maintenance:`, `unit:` or `use:`",
                     self.id
                 ))),
             },
@@ -983,38 +1052,16 @@ fn secrets_of(file: &PlaybookFile, src: Source<'_>) -> Result<Secrets> {
     Ok(secrets)
 }
 
-/// `needs` names known steps (checked here, with positions, so the DAG
-/// only sees valid ids).
-fn check_needs(file: &PlaybookFile, seen: &HashSet<String>, src: Source<'_>) -> Result<()> {
-    for (index, spec) in file.steps.iter().enumerate() {
-        let Some(needs) = &spec.needs else {
-            continue;
-        };
-        for (j, n) in needs.value.iter().enumerate() {
-            if !seen.contains(n) {
-                return Err(Error::invalid(
-                    WHAT,
-                    format!("steps[{index}].needs[{j}]"),
-                    format!("step `{}` needs unknown step `{n}`", spec.id.value),
-                    Some(src.pos(needs.referenced)),
-                )
-                .with_suggestion(suggest(n, seen.iter().map(|s| s.as_str()))));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// `strategy: free` refuses what needs every host of a step at the same
 /// point: `serial`, `max_fail_percentage`, `_any`.
-fn check_strategy(strategy: Strategy, steps: &[Step], file: &PlaybookFile) -> Result<()> {
+fn check_strategy(strategy: Strategy, steps: &[Step], mfp_given: &[bool]) -> Result<()> {
     if strategy != Strategy::Free {
         return Ok(());
     }
-    for (index, (st, spec)) in steps.iter().zip(&file.steps).enumerate() {
-        let why = if st.serial.is_some() {
+    for (st, given) in steps.iter().zip(mfp_given) {
+        let why = if st.serial.is_some() || st.group.is_some() {
             Some("serial")
-        } else if spec.max_fail_percentage.is_some() {
+        } else if *given {
             Some("max_fail_percentage")
         } else if st.targets.iter().any(|t| t.is_any()) {
             Some("an `_any` target")
@@ -1024,13 +1071,592 @@ fn check_strategy(strategy: Strategy, steps: &[Step], file: &PlaybookFile) -> Re
         if let Some(why) = why {
             return Err(Error::invalid(
                 WHAT,
-                format!("steps[{index}]"),
+                format!("steps[{}]", st.file_index),
                 format!("step `{}` uses {why}, which needs `strategy: linear` (hosts move through steps together)", st.id),
                 Some(st.position.clone()),
             ));
         }
     }
     Ok(())
+}
+
+/// Where `use: NAME` looks: `modules/` beside the playbook, then
+/// `--modules DIR`, then `modules/` beside the playbook's directory (the
+/// repository layout of `playbooks/` next to `modules/`).
+pub fn module_search_path(playbook: &Path, modules: Option<&Path>) -> Vec<PathBuf> {
+    let dir = match playbook.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut v = vec![dir.join("modules")];
+    v.extend(modules.map(Path::to_path_buf));
+    v.push(dir.join("..").join("modules"));
+    v
+}
+
+/// What a composite call hands down to the steps it expands into.
+#[derive(Clone)]
+struct Inherit {
+    /// `CALL.` (nested: `OUTER.CALL.`).
+    prefix: String,
+    target: Option<Spanned<TargetSpec>>,
+    when: Option<Spanned<String>>,
+    ignore_maintenance: Option<bool>,
+    max_fail_percentage: Option<Spanned<f64>>,
+    /// The outermost call has `serial`: the steps are batched as a group.
+    in_group: bool,
+    /// The call site, appended to errors in the module.
+    note: String,
+}
+
+/// Builds the flat step list, expanding module calls.
+struct Loader<'t> {
+    templates: &'t mut Templates,
+    inputs: &'t mut Vec<crate::model::Input>,
+    search: &'t [PathBuf],
+    steps: Vec<Step>,
+    mfp_given: Vec<bool>,
+    /// A call's id → the ids of the steps it expanded into (`needs: [CALL]`).
+    aliases: std::collections::HashMap<String, Vec<String>>,
+    /// The calls being expanded, outermost first: `step (file line N) uses NAME`.
+    chain: Vec<(String, String)>,
+}
+
+impl Loader<'_> {
+    /// The steps, `needs` naming a call replaced by the call's steps.
+    fn finish(self) -> Result<(Vec<Step>, Vec<bool>)> {
+        let Loader {
+            mut steps,
+            aliases,
+            mfp_given,
+            ..
+        } = self;
+        for st in &mut steps {
+            if let Some(needs) = &mut st.needs {
+                let mut out = Vec::with_capacity(needs.len());
+                for n in needs.drain(..) {
+                    match aliases.get(&n) {
+                        Some(ids) => out.extend(ids.iter().cloned()),
+                        None => out.push(n),
+                    }
+                }
+                out.dedup();
+                *needs = out;
+            }
+        }
+        Ok((steps, mfp_given))
+    }
+
+    /// One list of steps (the playbook's, or a module's under `inh`):
+    /// returns the ids of every step it produced. `entry` is what a
+    /// module's first step (and its `needs: []` steps) wait for.
+    fn list(
+        &mut self,
+        src: Source<'_>,
+        specs: &[StepSpec],
+        inh: Option<&Inherit>,
+        entry: Option<Vec<String>>,
+    ) -> Result<Vec<String>> {
+        let prefix = inh.map_or("", |i| i.prefix.as_str());
+        let local: Vec<&str> = specs.iter().map(|s| s.id.value.as_str()).collect();
+        let mut produced = Vec::new();
+        // What a step without `needs` waits for: None is the DAG's own rule
+        // (the step before it in the flat list).
+        let mut prev: Option<Vec<String>> = entry.clone();
+        let mut seen_local = HashSet::new();
+        for (k, spec) in specs.iter().enumerate() {
+            let at = src.pos(spec.id.referenced);
+            let field = |f: &str| format!("steps[{k}]{f}");
+            if let Err(m) = crate::model::inventory::validate_name(&spec.id.value) {
+                return Err(Error::invalid(WHAT, field(".id"), m, Some(at)));
+            }
+            if !seen_local.insert(spec.id.value.clone()) {
+                return Err(Error::invalid(
+                    WHAT,
+                    field(".id"),
+                    format!(
+                        "duplicate step id `{}`; step ids must be unique",
+                        spec.id.value
+                    ),
+                    Some(at),
+                ));
+            }
+            let needs: Option<Vec<String>> = match &spec.needs {
+                Some(n) => {
+                    for (j, name) in n.value.iter().enumerate() {
+                        if !local.contains(&name.as_str()) {
+                            return Err(Error::invalid(
+                                WHAT,
+                                field(&format!(".needs[{j}]")),
+                                format!("step `{}` needs unknown step `{name}`", spec.id.value),
+                                Some(src.pos(n.referenced)),
+                            )
+                            .with_suggestion(suggest(name, local.iter().copied())));
+                        }
+                    }
+                    if n.value.is_empty() && inh.is_some() {
+                        // A root inside a module: it waits for what the call waits for.
+                        Some(entry.clone().unwrap_or_default())
+                    } else {
+                        Some(n.value.iter().map(|n| format!("{prefix}{n}")).collect())
+                    }
+                }
+                None => prev.clone(),
+            };
+            let full_id = format!("{prefix}{}", spec.id.value);
+            let found = match &spec.use_ {
+                Some(u) => Some(self.find(src, u, &spec.id.value)?),
+                None => None,
+            };
+            let ids = match found {
+                Some(crate::model::module::Found::Composite(file)) => {
+                    let entry = match needs {
+                        Some(n) => n,
+                        None => self
+                            .steps
+                            .last()
+                            .map(|s| vec![s.id.clone()])
+                            .unwrap_or_default(),
+                    };
+                    let ids = self.call(src, k, spec, &full_id, &file, inh, entry)?;
+                    self.aliases.insert(full_id.clone(), ids.clone());
+                    prev = Some(ids.clone());
+                    ids
+                }
+                other => {
+                    let script = match other {
+                        Some(crate::model::module::Found::Script(dir)) => {
+                            Some(self.script(src, k, spec, &dir)?)
+                        }
+                        _ => None,
+                    };
+                    self.step(src, k, spec, &full_id, inh, needs, script)?;
+                    prev = inh.map(|_| vec![full_id.clone()]);
+                    vec![full_id]
+                }
+            };
+            produced.extend(ids);
+        }
+        Ok(produced)
+    }
+
+    /// Find the module a `use:` names, or say which exist.
+    fn find(
+        &self,
+        src: Source<'_>,
+        u: &Spanned<String>,
+        step: &str,
+    ) -> Result<crate::model::module::Found> {
+        let at = src.pos(u.referenced);
+        let name = &u.value;
+        crate::model::module::validate_name(name).map_err(|m| {
+            Error::invalid(WHAT, "use", format!("step `{step}`: {m}"), Some(at.clone()))
+        })?;
+        crate::model::module::find(name, self.search).ok_or_else(|| {
+            let known = crate::model::module::known(self.search);
+            Error::invalid(
+                WHAT,
+                "use",
+                format!(
+                    "step `{step}` uses unknown module `{name}`; searched {}",
+                    self.search
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Some(at),
+            )
+            .with_suggestion(suggest(name, known.iter().map(String::as_str)))
+        })
+    }
+
+    /// Bind a call's `with:` to the module's params: values rendered now
+    /// (with `vars` and the caller's own params), defaults filled in.
+    fn bind(
+        &self,
+        src: Source<'_>,
+        k: usize,
+        spec: &StepSpec,
+        declared: &BTreeMap<String, crate::model::module::ParamSpec>,
+        module_file: &Path,
+    ) -> Result<serde_json::Value> {
+        let index = k;
+        let with = spec.with.clone().unwrap_or_default();
+        let mut rendered = BTreeMap::new();
+        for (k, v) in with {
+            let v = render_value(self.templates, v).map_err(|m| {
+                Error::invalid(
+                    WHAT,
+                    format!("steps[{index}].with.{k}"),
+                    format!("step `{}`: {m}", spec.id.value),
+                    yaml::locate(src.text, src.path, &["with", &k])
+                        .or_else(|| Some(src.pos(spec.id.referenced))),
+                )
+            })?;
+            rendered.insert(k, v);
+        }
+        crate::model::module::bind_params(declared, &rendered).map_err(|(k, m, sugg)| {
+            Error::invalid(
+                WHAT,
+                format!("steps[{index}].with.{k}"),
+                format!(
+                    "step `{}` calls module {}: {m}",
+                    spec.id.value,
+                    module_file.display()
+                ),
+                yaml::locate(src.text, src.path, &["with", &k])
+                    .or_else(|| Some(src.pos(spec.id.referenced))),
+            )
+            .with_suggestion(sugg)
+        })
+    }
+
+    fn record_input(&mut self, path: &Path, bytes: &[u8]) {
+        let input = crate::model::Input {
+            path: path.display().to_string(),
+            digest: crate::model::digest(bytes),
+        };
+        if !self.inputs.contains(&input) {
+            self.inputs.push(input);
+        }
+    }
+
+    /// A `use:` of a script module: one step running the module's program.
+    fn script(
+        &mut self,
+        src: Source<'_>,
+        k: usize,
+        spec: &StepSpec,
+        dir: &Path,
+    ) -> Result<Arc<crate::model::module::ScriptModule>> {
+        let note = format!(
+            "module {} called by step `{}` at {}",
+            dir.display(),
+            spec.id.value,
+            src.pos(spec.id.referenced)
+        );
+        let (file, program, timeout) =
+            crate::model::module::load_script(dir).map_err(|e| e.in_call(&note))?;
+        let params = self.bind(src, k, spec, &file.params, &dir.join("module.yml"))?;
+        self.record_input(&dir.join("run"), &program);
+        let name = spec
+            .use_
+            .as_ref()
+            .map(|u| u.value.clone())
+            .unwrap_or_default();
+        Ok(Arc::new(crate::model::module::ScriptModule {
+            name,
+            dir: dir.to_path_buf(),
+            program,
+            check: file.check,
+            timeout,
+            params,
+        }))
+    }
+
+    /// A plain step (or a script call), with what a call hands down.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        src: Source<'_>,
+        k: usize,
+        spec: &StepSpec,
+        full_id: &str,
+        inh: Option<&Inherit>,
+        needs: Option<Vec<String>>,
+        script: Option<Arc<crate::model::module::ScriptModule>>,
+    ) -> Result<()> {
+        if spec.with.is_some() && spec.use_.is_none() {
+            return Err(Error::invalid(
+                WHAT,
+                format!("steps[{k}].with"),
+                format!("step `{}` has `with:` but no `use:`", spec.id.value),
+                Some(src.pos(spec.id.referenced)),
+            ));
+        }
+        let on_failure = spec.on_failure == Some(true);
+        let spec = match inh {
+            Some(i) => inherit(src, k, spec, i)?,
+            None if on_failure => {
+                return Err(Error::invalid(
+                    WHAT,
+                    format!("steps[{k}].on_failure"),
+                    format!(
+                        "step `{}`: `on_failure` belongs in a module's steps (it reacts to a failure of the module call)",
+                        spec.id.value
+                    ),
+                    Some(src.pos(spec.id.referenced)),
+                ))
+            }
+            None => spec.clone(),
+        };
+        let index = self.steps.len();
+        let scope = on_failure.then(|| self.templates.enter_failure_scope());
+        let mut seen = HashSet::new();
+        let parser = StepParser {
+            src,
+            index,
+            file_index: k,
+            script,
+            spec: &spec,
+            id: full_id,
+            position: src.pos(spec.id.referenced),
+            templates: self.templates,
+            inputs: self.inputs,
+        };
+        let step = parser.parse(&mut seen);
+        if let Some(previous) = scope {
+            self.templates.leave_params(previous);
+        }
+        let mut step = step?;
+        if on_failure {
+            step.on_failure = inh.map(|i| i.prefix.trim_end_matches('.').to_string());
+        }
+        step.called_from = inh.map(|i| i.note.clone());
+        if self.steps.iter().any(|s| s.id == step.id) {
+            return Err(Error::invalid(
+                WHAT,
+                format!("steps[{k}].id"),
+                format!("duplicate step id `{}`; step ids must be unique", step.id),
+                Some(step.position.clone()),
+            ));
+        }
+        step.needs = needs;
+        self.mfp_given.push(spec.max_fail_percentage.is_some());
+        self.steps.push(step);
+        Ok(())
+    }
+
+    /// Expand a composite module call into its steps.
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        &mut self,
+        src: Source<'_>,
+        k: usize,
+        spec: &StepSpec,
+        full_id: &str,
+        file: &Path,
+        inh: Option<&Inherit>,
+        entry: Vec<String>,
+    ) -> Result<Vec<String>> {
+        let site = src.pos(spec.id.referenced);
+        let name = spec
+            .use_
+            .as_ref()
+            .map(|u| u.value.clone())
+            .unwrap_or_default();
+        let whole = |m: String| {
+            Error::invalid(
+                WHAT,
+                format!("steps[{k}]"),
+                format!("step `{}`: {m}", spec.id.value),
+                Some(site.clone()),
+            )
+        };
+        if spec.service.is_some() || spec.maintenance.is_some() || spec.unit.is_some() {
+            return Err(whole(format!(
+                "`use: {name}` is the step's module; drop `service:`/`maintenance:`/`unit:` or make them separate steps"
+            )));
+        }
+        if spec.wait.is_some() {
+            return Err(whole(format!(
+                "a call of module `{name}` cannot `wait:`; gates belong to the module's steps"
+            )));
+        }
+        if self.chain.iter().any(|(n, _)| *n == name) {
+            let mut chain: Vec<String> = self.chain.iter().map(|(_, l)| l.clone()).collect();
+            chain.push(format!("step `{}` ({site}) uses `{name}`", spec.id.value));
+            return Err(whole(format!(
+                "module `{name}` calls itself: {}",
+                chain.join(" -> ")
+            )));
+        }
+        if spec.serial.is_some() && inh.is_some() {
+            return Err(whole(
+                "`serial` on a call inside a module is not supported; put it on the playbook's call"
+                    .into(),
+            ));
+        }
+        if spec.target.is_some() && inh.is_some() {
+            return Err(whole(
+                "a call inside a module takes its hosts from the outer call; drop `target`".into(),
+            ));
+        }
+        let text = yaml::read_bounded(file, crate::model::module::WHAT)?;
+        self.record_input(file, text.as_bytes());
+        let note = format!(
+            "in module {} called by step `{}` at {site}",
+            file.display(),
+            spec.id.value
+        );
+        let module: crate::model::module::CompositeFile =
+            yaml::parse(&text, file, crate::model::module::WHAT).map_err(|e| e.in_call(&note))?;
+        if module.steps.is_empty() {
+            return Err(Error::invalid(
+                crate::model::module::WHAT,
+                "steps",
+                format!("module `{name}` has no steps"),
+                yaml::locate(&text, file, &["steps"]),
+            )
+            .in_call(&note));
+        }
+        let params = self.bind(src, k, spec, &module.params, file)?;
+        let mstarts = line_starts(&text);
+        let msrc = Source {
+            text: &text,
+            path: file,
+            starts: &mstarts,
+        };
+        let child = match inh {
+            Some(i) => Inherit {
+                prefix: format!("{full_id}."),
+                when: join_when(i.when.clone(), spec.when.clone()),
+                ignore_maintenance: join_ignore(i.ignore_maintenance, spec.ignore_maintenance),
+                max_fail_percentage: spec
+                    .max_fail_percentage
+                    .clone()
+                    .or_else(|| i.max_fail_percentage.clone()),
+                note: format!("{note}; {}", i.note),
+                ..i.clone()
+            },
+            None => Inherit {
+                prefix: format!("{full_id}."),
+                target: spec.target.clone(),
+                when: spec.when.clone(),
+                ignore_maintenance: spec.ignore_maintenance,
+                // With `serial`, the threshold is the group's, per batch.
+                max_fail_percentage: if spec.serial.is_some() {
+                    None
+                } else {
+                    spec.max_fail_percentage.clone()
+                },
+                in_group: spec.serial.is_some(),
+                note: note.clone(),
+            },
+        };
+        let scope = self.templates.enter_params(&params);
+        self.chain.push((
+            name.clone(),
+            format!("step `{}` ({site}) uses `{name}`", spec.id.value),
+        ));
+        let first = self.steps.len();
+        let produced = self.list(msrc, &module.steps, Some(&child), Some(entry));
+        self.chain.pop();
+        self.templates.leave_params(scope);
+        let produced = produced.map_err(|e| e.in_call(&note))?;
+        if let (None, Some(serial)) = (inh, spec.serial) {
+            let max = match &spec.max_fail_percentage {
+                Some(m) if !(0.0..=100.0).contains(&m.value) => {
+                    return Err(Error::invalid(
+                        WHAT,
+                        format!("steps[{k}].max_fail_percentage"),
+                        format!("{} is not between 0 and 100", m.value),
+                        Some(src.pos(m.referenced)),
+                    ))
+                }
+                Some(m) => m.value,
+                None => 100.0,
+            };
+            let group = Arc::new(Group {
+                call: full_id.to_string(),
+                serial,
+                max_fail_percentage: max,
+                steps: (first..self.steps.len()).collect(),
+            });
+            for st in &mut self.steps[first..] {
+                st.group = Some(group.clone());
+            }
+            if let Some(g) = self.mfp_given.get_mut(first) {
+                *g = spec.max_fail_percentage.is_some();
+            }
+        }
+        Ok(produced)
+    }
+}
+
+/// A module's step with the call's target, `when`, maintenance and
+/// failure threshold applied; what the call decides may not be set again.
+fn inherit(src: Source<'_>, k: usize, spec: &StepSpec, i: &Inherit) -> Result<StepSpec> {
+    let at = src.pos(spec.id.referenced);
+    let refuse = |f: &str, m: &str| {
+        Err(Error::invalid(
+            WHAT,
+            format!("steps[{k}].{f}"),
+            format!("step `{}`: {m}", spec.id.value),
+            Some(at.clone()),
+        ))
+    };
+    if spec.target.is_some() {
+        return refuse(
+            "target",
+            "a module's steps take their hosts from the call's `target`; drop it here",
+        );
+    }
+    if i.in_group && spec.serial.is_some() {
+        return refuse(
+            "serial",
+            "the call's `serial` batches hosts through all the module's steps; drop it here",
+        );
+    }
+    if i.in_group && spec.max_fail_percentage.is_some() {
+        return refuse(
+            "max_fail_percentage",
+            "the call's `max_fail_percentage` counts per batch over all the module's steps; drop it here",
+        );
+    }
+    let mut s = spec.clone();
+    s.target = i.target.clone();
+    s.when = join_when(i.when.clone(), spec.when.clone());
+    s.ignore_maintenance = join_ignore(i.ignore_maintenance, spec.ignore_maintenance);
+    s.max_fail_percentage = spec
+        .max_fail_percentage
+        .clone()
+        .or_else(|| i.max_fail_percentage.clone());
+    Ok(s)
+}
+
+/// Both conditions must hold.
+fn join_when(
+    outer: Option<Spanned<String>>,
+    inner: Option<Spanned<String>>,
+) -> Option<Spanned<String>> {
+    match (outer, inner) {
+        (Some(o), Some(mut i)) => {
+            i.value = format!("({}) and ({})", o.value, i.value);
+            Some(i)
+        }
+        (o, i) => o.or(i),
+    }
+}
+
+fn join_ignore(outer: Option<bool>, inner: Option<bool>) -> Option<bool> {
+    match (outer, inner) {
+        (None, None) => None,
+        (o, i) => Some(o.unwrap_or(false) || i.unwrap_or(false)),
+    }
+}
+
+/// A `with:` value with every string rendered (vars, the caller's params).
+fn render_value(
+    t: &Templates,
+    v: serde_json::Value,
+) -> std::result::Result<serde_json::Value, String> {
+    use serde_json::Value as V;
+    Ok(match v {
+        V::String(s) => V::String(t.render_static(&s)?),
+        V::Array(a) => V::Array(
+            a.into_iter()
+                .map(|x| render_value(t, x))
+                .collect::<std::result::Result<_, _>>()?,
+        ),
+        V::Object(o) => V::Object(
+            o.into_iter()
+                .map(|(k, x)| render_value(t, x).map(|x| (k, x)))
+                .collect::<std::result::Result<_, _>>()?,
+        ),
+        other => other,
+    })
 }
 
 fn parse_hhmm(s: &str) -> Option<u32> {

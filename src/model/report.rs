@@ -32,6 +32,9 @@ pub struct JobResult {
     pub action: String,
     /// Wall time on this host for this step.
     pub duration_ms: u64,
+    /// What a script module said (`msg`), when it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg: Option<String>,
 }
 
 impl JobResult {
@@ -56,6 +59,7 @@ impl JobResult {
             step: step.to_string(),
             action: "none".into(),
             duration_ms: 0,
+            msg: None,
         }
     }
 }

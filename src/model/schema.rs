@@ -12,6 +12,10 @@ pub enum Kind {
     Playbook,
     /// An inventory (schema/inventory.schema.json).
     Inventory,
+    /// A composite module file (schema/module.schema.json).
+    Module,
+    /// A script module's `module.yml` (schema/script-module.schema.json).
+    ScriptModule,
 }
 
 impl Kind {
@@ -20,6 +24,8 @@ impl Kind {
         match self {
             Kind::Playbook => "schema/playbook.schema.json",
             Kind::Inventory => "schema/inventory.schema.json",
+            Kind::Module => "schema/module.schema.json",
+            Kind::ScriptModule => "schema/script-module.schema.json",
         }
     }
 }
@@ -34,6 +40,14 @@ pub fn generate(kind: Kind) -> Result<String> {
         Kind::Inventory => (
             schemars::schema_for!(crate::model::inventory::InventoryFile),
             "drover inventory",
+        ),
+        Kind::Module => (
+            schemars::schema_for!(crate::model::module::CompositeFile),
+            "drover composite module",
+        ),
+        Kind::ScriptModule => (
+            schemars::schema_for!(crate::model::module::ScriptFile),
+            "drover script module (module.yml)",
         ),
     };
     schema.insert("title".into(), title.into());

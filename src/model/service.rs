@@ -38,6 +38,8 @@ pub enum Action {
     /// Make systemd re-read its unit files.
     #[serde(rename = "daemon-reload")]
     DaemonReload,
+    /// Run a script module's program.
+    Run,
 }
 
 impl fmt::Display for Action {
@@ -51,6 +53,7 @@ impl fmt::Display for Action {
             Action::Restart => "restart",
             Action::Reload => "reload",
             Action::Mask => "mask",
+            Action::Run => "run",
             Action::MaintenanceOn => "maintenance-on",
             Action::MaintenanceOff => "maintenance-off",
             Action::WriteUnit => "write-unit",

@@ -19,9 +19,10 @@ enum Item {
     Literal(String),
     /// A template registered in the environment under this name; the flag
     /// says whether it reads `host` (else it renders the same everywhere).
-    Template(String, bool),
+    /// The last field is the module call whose `params` it sees.
+    Template(String, bool, Option<usize>),
     /// A `when:` expression registered as a boolean-rendering template.
-    Condition(String, bool),
+    Condition(String, bool, Option<usize>),
 }
 
 /// Compiled templates of one playbook.
@@ -29,6 +30,11 @@ pub struct Templates {
     env: Environment<'static>,
     items: Vec<Item>,
     vars: Value,
+    /// What each module call's templates see besides vars and host
+    /// (`params`, and `failed_step` in `on_failure` steps).
+    params: Vec<Value>,
+    /// The call whose steps are being compiled, if any.
+    scope: Option<usize>,
 }
 
 impl std::fmt::Debug for Templates {
@@ -63,6 +69,15 @@ impl Object for Labels {
     }
 }
 
+/// What `{{ failed_step }}` renders as until the run knows the step: a
+/// marker no user text contains, replaced by [`fill_failed_step`].
+pub const FAILED_STEP: &str = "\u{1}drover-failed-step\u{1}";
+
+/// Put the step a host failed at in place of [`FAILED_STEP`].
+pub fn fill_failed_step(text: &str, step: &str) -> String {
+    text.replace(FAILED_STEP, step)
+}
+
 fn has_syntax(s: &str) -> bool {
     s.contains("{{") || s.contains("{%") || s.contains("{#")
 }
@@ -84,6 +99,8 @@ impl Templates {
             env,
             items: Vec::new(),
             vars: Value::from_serialize(vars),
+            params: Vec::new(),
+            scope: None,
         })
     }
 
@@ -94,7 +111,7 @@ impl Templates {
             .add_template_owned(name.clone(), src.to_string())
             .map_err(|e| format!("template error: {}", e.detail().unwrap_or(&e.to_string())))?;
         let per_host = self.reads_host(&name);
-        self.items.push(Item::Template(name, per_host));
+        self.items.push(Item::Template(name, per_host, self.scope));
         Ok(id)
     }
 
@@ -152,7 +169,7 @@ impl Templates {
                 )
             })?;
         let per_host = self.reads_host(&name);
-        self.items.push(Item::Condition(name, per_host));
+        self.items.push(Item::Condition(name, per_host, self.scope));
         Ok(id)
     }
 
@@ -167,7 +184,7 @@ impl Templates {
     /// callers render it once and reuse the result.
     pub fn is_per_host(&self, id: usize) -> bool {
         match self.items.get(id) {
-            Some(Item::Template(_, h) | Item::Condition(_, h)) => *h,
+            Some(Item::Template(_, h, _) | Item::Condition(_, h, _)) => *h,
             _ => false,
         }
     }
@@ -188,15 +205,77 @@ impl Templates {
             condition: ctx(host_value(Value::from_object(Labels(host.labels.clone())))),
         }
     }
+    /// Compile the templates added from now on (until [`Templates::leave_params`])
+    /// with `params` in their context: the steps of one module call. Returns
+    /// the scope to restore afterwards (calls nest).
+    pub fn enter_params(&mut self, params: &serde_json::Value) -> Option<usize> {
+        self.enter_scope(Value::from_iter([(
+            "params",
+            Value::from_serialize(params),
+        )]))
+    }
+
+    /// Like [`Templates::enter_params`], keeping the current call's params
+    /// and adding `failed_step`, rendered as [`FAILED_STEP`] until the run
+    /// knows which step failed (a module's `on_failure` step).
+    pub fn enter_failure_scope(&mut self) -> Option<usize> {
+        let mut m = vec![("failed_step", Value::from(FAILED_STEP))];
+        if let Some(p) = self.scope.and_then(|s| self.params.get(s)) {
+            if let Ok(params) = p.get_attr("params") {
+                m.push(("params", params));
+            }
+        }
+        self.enter_scope(Value::from_iter(m))
+    }
+
+    fn enter_scope(&mut self, scope: Value) -> Option<usize> {
+        self.params.push(scope);
+        self.scope.replace(self.params.len() - 1)
+    }
+
+    /// Back to the scope [`Templates::enter_params`] returned.
+    pub fn leave_params(&mut self, previous: Option<usize>) {
+        self.scope = previous;
+    }
+
+    /// Render `src` once, now, with `vars` and the current call's `params`
+    /// but no host: a module call's `with:` values and its steps' fixed
+    /// fields (such as `wait.timeout`).
+    pub fn render_static(&self, src: &str) -> std::result::Result<String, String> {
+        if !has_syntax(src) {
+            return Ok(src.to_string());
+        }
+        let vars = Value::from_iter([("vars", self.vars.clone())]);
+        let ctx = match self.scope.and_then(|s| self.params.get(s)) {
+            Some(scope) => minijinja::value::merge_maps([scope.clone(), vars]),
+            None => vars,
+        };
+        self.env
+            .render_str(src, ctx)
+            .map_err(|e| match e.kind() {
+                minijinja::ErrorKind::UndefinedError => {
+                    "undefined variable (here only `vars.*` and the calling module's `params.*` exist; `host` is not known yet)".to_string()
+                }
+                _ => render_error(e),
+            })
+    }
+
+    /// A host's context, with the module params of a template's scope.
+    fn scoped(&self, base: &Value, scope: Option<usize>) -> Value {
+        match scope.and_then(|s| self.params.get(s)) {
+            Some(scope) => minijinja::value::merge_maps([scope.clone(), base.clone()]),
+            None => base.clone(),
+        }
+    }
 
     /// Render a registered string for one host.
     pub fn render(&self, id: usize, ctx: &HostContext) -> std::result::Result<String, String> {
         match self.items.get(id) {
             Some(Item::Literal(s)) => Ok(s.clone()),
-            Some(Item::Template(name, _)) => self
+            Some(Item::Template(name, _, scope)) => self
                 .env
                 .get_template(name)
-                .and_then(|t| t.render(&ctx.strict))
+                .and_then(|t| t.render(self.scoped(&ctx.strict, *scope)))
                 .map_err(render_error),
             Some(Item::Condition(..)) | None => {
                 Err(format!("internal: template {id} is not a string"))
@@ -217,10 +296,10 @@ impl Templates {
     /// Evaluate a `when:` condition for one host.
     pub fn condition(&self, id: usize, ctx: &HostContext) -> std::result::Result<bool, String> {
         match self.items.get(id) {
-            Some(Item::Condition(name, _)) => self
+            Some(Item::Condition(name, _, scope)) => self
                 .env
                 .get_template(name)
-                .and_then(|t| t.render(&ctx.condition))
+                .and_then(|t| t.render(self.scoped(&ctx.condition, *scope)))
                 .map(|s| s == "1")
                 .map_err(render_error),
             _ => Err(format!("internal: template {id} is not a condition")),
@@ -305,6 +384,44 @@ mod tests {
         assert_eq!(t.render(b, &ctx).unwrap(), "http://web-1:8080/");
         assert!(t.condition(c, &ctx).unwrap());
         assert!(!t.condition(d, &ctx).unwrap());
+    }
+
+    #[test]
+    fn module_params_are_seen_only_by_their_calls_templates() {
+        let vars = BTreeMap::from([("svc".to_string(), serde_json::json!("shop"))]);
+        let mut t = Templates::new(&vars).unwrap();
+        let outside = t.add_string("{{ params.unit }}").unwrap();
+        let prev = t.enter_params(&serde_json::json!({"unit": "demo-web", "n": 2}));
+        assert_eq!(
+            t.render_static("{{ vars.svc }}-{{ params.n }}").unwrap(),
+            "shop-2"
+        );
+        assert!(t
+            .render_static("{{ host.name }}")
+            .unwrap_err()
+            .contains("`host` is not known"));
+        let inside = t.add_unit_name("{{ params.unit }}").unwrap();
+        let when = t
+            .add_expression("params.n == 2 and host.name == 'web-1'")
+            .unwrap();
+        let outer = t.enter_failure_scope();
+        let failure = t
+            .add_string("{{ params.unit }} failed at {{ failed_step }}")
+            .unwrap();
+        t.leave_params(outer);
+        t.leave_params(prev);
+        let ctx = t.host_context(&host());
+        assert!(t.render(outside, &ctx).is_err(), "no params outside a call");
+        assert_eq!(
+            t.render_unit(inside, &ctx).unwrap().as_str(),
+            "demo-web.service"
+        );
+        assert!(t.condition(when, &ctx).unwrap());
+        let text = t.render(failure, &ctx).unwrap();
+        assert_eq!(
+            fill_failed_step(&text, "restart"),
+            "demo-web failed at restart"
+        );
     }
 
     #[test]

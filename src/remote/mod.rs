@@ -8,5 +8,6 @@ pub mod fanout;
 pub mod maintenance;
 pub mod pool;
 pub mod probe;
+pub mod script;
 pub mod systemd;
 pub mod unitfile;

@@ -41,9 +41,15 @@ fn enabled_word(u: &UnitFacts) -> &str {
 /// come from the host, and one of them must neither drive the terminal nor
 /// add a line of its own to the document (unit file content arrives
 /// already split into lines, so the file keeps its shape).
-fn state_doc(name: &str, u: &UnitFacts, extra: &[String], actions: &[String]) -> String {
+fn state_doc(
+    name: &str,
+    module: bool,
+    u: &UnitFacts,
+    extra: &[String],
+    actions: &[String],
+) -> String {
     let name = one_line(name);
-    let mut s = if name == HOST_DOC {
+    let mut s = if name == HOST_DOC || module {
         format!("{name}\n")
     } else {
         format!(
@@ -78,8 +84,20 @@ pub fn host_diff_cached(h: &HostChanges, cache: &mut DiffCache) -> String {
     let mut before = String::new();
     let mut after = String::new();
     for u in &h.units {
-        before.push_str(&state_doc(&u.name, &u.before, &u.before_extra, &[]));
-        after.push_str(&state_doc(&u.name, &u.after, &u.after_extra, &u.actions));
+        before.push_str(&state_doc(
+            &u.name,
+            u.module,
+            &u.before,
+            &u.before_extra,
+            &[],
+        ));
+        after.push_str(&state_doc(
+            &u.name,
+            u.module,
+            &u.after,
+            &u.after_extra,
+            &u.actions,
+        ));
     }
     let host = one_line(&h.hostname);
     let header = format!("--- {host} (now)\n+++ {host} (planned)\n");

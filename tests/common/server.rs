@@ -140,12 +140,10 @@ impl Server {
     /// SIGTERM, then wait for the exit code.
     pub fn stop(mut self) -> i32 {
         self.signal(libc::SIGTERM);
-        let code = self
-            .child
+        self.child
             .wait()
             .map(|s| s.code().unwrap_or(-1))
-            .unwrap_or(-1);
-        code
+            .unwrap_or(-1)
     }
 
     /// What it wrote on stderr so far.

@@ -24,6 +24,7 @@ use super::state::{valid_runbook_name, AppState};
 
 /// Query of `GET /job`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct JobsQuery {
     /// At most this many (default 50, at most 1000).
@@ -214,6 +215,7 @@ pub async fn list_runbooks(
 
 /// Query of `POST /runbook/{name}`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RunbookQuery {
     /// Answer the plan and change nothing.
@@ -311,6 +313,7 @@ pub async fn reload(
 
 /// Query of `GET /audit`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// At most this many lines (default 100, at most 1000).

@@ -32,6 +32,7 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// Query of a change.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeQuery {
     /// Answer the plan (drover.plan/1) and change nothing.
