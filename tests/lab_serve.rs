@@ -441,3 +441,57 @@ async fn sigterm_stops_running_jobs_and_writes_their_reports() {
         .collect();
     assert_eq!(status, ["ok", "ok", "skipped"], "{report}");
 }
+
+#[tokio::test]
+async fn the_readme_curl_examples_work_as_written() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let (_, after) = readme
+        .split_once("The examples below are run by `tests/lab_serve.rs`")
+        .expect("the README's serve examples");
+    let block = after
+        .split_once("```sh\n")
+        .and_then(|(_, b)| b.split_once("```"))
+        .map(|(b, _)| b)
+        .expect("a sh block");
+    let lines: Vec<&str> = block
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .collect();
+    assert!(lines.iter().filter(|l| l.contains("curl ")).count() >= 15, "{block}");
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::make(dir.path(), lab.host(1));
+    let books = dir.path().join("books");
+    std::fs::create_dir_all(&books).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks/rolling-restart.yml"),
+        books.join("rolling-restart.yml"),
+    )
+    .unwrap();
+    let s = serve(&lab, dir.path(), &keys, &dir.path().join("jobs"));
+    // One shell runs them in order, as a user pasting them would; `set -e`
+    // stops at the first that fails (curl -f: any status >= 400).
+    let script = format!("set -e\n{}\n", lines.join("\n"));
+    let host = lab.host(0).to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("DROVER_URL", &s.base)
+            .env("KEY", &keys.admin)
+            .env("HOST", host)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "a README example failed: {}\nstdout: {}",
+        String::from_utf8_lossy(&out.stderr),
+        &stdout[stdout.len().saturating_sub(2000)..]
+    );
+    assert!(stdout.contains("event: done"), "the SSE example streamed the job");
+}
