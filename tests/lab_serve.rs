@@ -446,7 +446,8 @@ async fn sigterm_stops_running_jobs_and_writes_their_reports() {
 async fn the_readme_curl_examples_work_as_written() {
     let Some(lab) = lab() else { return };
     let _l = lab.lock();
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let (_, after) = readme
         .split_once("The examples below are run by `tests/lab_serve.rs`")
         .expect("the README's serve examples");
@@ -459,7 +460,10 @@ async fn the_readme_curl_examples_work_as_written() {
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
         .collect();
-    assert!(lines.iter().filter(|l| l.contains("curl ")).count() >= 15, "{block}");
+    assert!(
+        lines.iter().filter(|l| l.contains("curl ")).count() >= 15,
+        "{block}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::make(dir.path(), lab.host(1));
     let books = dir.path().join("books");
@@ -493,5 +497,8 @@ async fn the_readme_curl_examples_work_as_written() {
         String::from_utf8_lossy(&out.stderr),
         &stdout[stdout.len().saturating_sub(2000)..]
     );
-    assert!(stdout.contains("event: done"), "the SSE example streamed the job");
+    assert!(
+        stdout.contains("event: done"),
+        "the SSE example streamed the job"
+    );
 }

@@ -198,6 +198,10 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             .with_graceful_shutdown(shutdown)
             .await;
         jobs.shutdown("SIGTERM").await;
+        tracing::info!(
+            connections_opened = pool.opened(),
+            "stopped; connections opened over the server's life"
+        );
         pool.shutdown().await;
         if let Address::Unix(p) = &address {
             let _ = std::fs::remove_file(p);
