@@ -312,6 +312,28 @@ async fn a_host_failure_is_200_and_the_job_is_listed_with_its_report() {
 }
 
 #[tokio::test]
+async fn runbooks_are_listed_with_their_steps_and_dry_run_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, keys) = start(dir.path(), &[]);
+    let (st, _, b) = call(Method::GET, &s.url("/runbook"), Some(&keys.read)).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b[0]["name"], "restart-web", "{b}");
+    assert_eq!(b[0]["title"], "restart web", "{b}");
+    assert_eq!(b[0]["steps"][0]["id"], "restart", "{b}");
+    assert_eq!(b[0]["steps"][0]["target"][0], "role:web", "{b}");
+    assert_eq!(b[0]["steps"][0]["module"], "service", "{b}");
+    let (st, _, b) = call(
+        Method::POST,
+        &s.url("/runbook/restart-web?dry_run=true"),
+        Some(&keys.read),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["schema"], "drover.plan/1", "{b}");
+    assert_eq!(b["name"], "restart web", "{b}");
+}
+
+#[tokio::test]
 async fn mutations_are_rate_limited_per_key() {
     let dir = tempfile::tempdir().unwrap();
     let (s, keys) = start(dir.path(), &["--rate-limit", "2"]);

@@ -186,6 +186,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             limiter: Limiter::new(a.rate_limit),
             settings,
             shutdown: stop_rx,
+            reads: Default::default(),
         });
         let app = router(state.clone());
         let bound = axum::serve::Listener::local_addr(&listener)

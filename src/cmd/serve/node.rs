@@ -324,11 +324,7 @@ pub async fn read_units(
         .into_iter()
         .map(|h| h.name)
         .collect();
-    let (target, wanted, reach) = (target.to_string(), units.to_vec(), reach(state));
-    let (report, _) = engine(move || async move {
-        crate::engine::status::status(&inv, Some(&target), &wanted, reach, &NoEvents).await
-    })
-    .await??;
+    let report = shared_read(state, caller, inv, target, units).await?;
     let out = host_units(&report, &hosts);
     // One unit asked for and no host that answered knows it: 404, as for
     // an unknown job or runbook.
@@ -350,6 +346,56 @@ pub async fn read_units(
         }
     }
     Ok(out)
+}
+
+/// Read the units of the targeted hosts, joining an identical read already
+/// in flight: under many concurrent readers (a dashboard, health checks)
+/// the hosts are read once per round, not once per request. A joined read
+/// started before the request arrived, by less than one read's time.
+async fn shared_read(
+    state: &AppState,
+    caller: &Caller,
+    inv: crate::model::inventory::Inventory,
+    target: &str,
+    units: &[String],
+) -> Result<Arc<StatusReport>, ApiError> {
+    use futures_util::FutureExt;
+    let key = format!(
+        "{:p}\0{}\0{}\0{}",
+        Arc::as_ptr(&state.loaded()),
+        caller
+            .targets
+            .as_ref()
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        target,
+        units.join("\0")
+    );
+    let read = {
+        let mut m = state.reads.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(key.clone())
+            .or_insert_with(|| {
+                let (target, wanted, reach) = (target.to_string(), units.to_vec(), reach(state));
+                engine(move || async move {
+                    crate::engine::status::status(&inv, Some(&target), &wanted, reach, &NoEvents)
+                        .await
+                })
+                .map(|r| match r {
+                    Ok(Ok((report, _))) => Ok(Arc::new(report)),
+                    Ok(Err(e)) => Err(ApiError::from(e)),
+                    Err(e) => Err(e),
+                })
+                .boxed()
+                .shared()
+            })
+            .clone()
+    };
+    let out = read.clone().await;
+    let mut m = state.reads.lock().unwrap_or_else(|p| p.into_inner());
+    if m.get(&key).is_some_and(|r| r.ptr_eq(&read)) {
+        m.remove(&key);
+    }
+    out
 }
 
 /// `GET /node/{target}/service`.
