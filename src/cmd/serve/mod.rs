@@ -4,12 +4,14 @@
 
 mod audit;
 mod auth;
+mod consul;
 mod error;
 mod jobs;
 mod limit;
 mod listen;
 mod node;
 mod openapi;
+mod redis;
 mod state;
 
 use std::path::PathBuf;
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::header;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use clap::{Args, Subcommand};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -272,6 +274,27 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/audit", get(jobs::audit))
         .route("/openapi.json", get(openapi::serve_spec))
         .route("/health", get(jobs::health))
+        .route(
+            "/v1/local/services",
+            get(redis::local_services).post(redis::local_operation),
+        )
+        .route("/v1/services", post(redis::cluster_operation))
+        .route("/v1/agent/services", get(consul::services))
+        .route("/v1/agent/service/{id}", get(consul::service))
+        .route(
+            "/v1/agent/health/service/name/{name}",
+            get(consul::health_by_name),
+        )
+        .route(
+            "/v1/agent/health/service/id/{id}",
+            get(consul::health_by_id),
+        )
+        .route("/v1/agent/service/register", put(consul::register))
+        .route("/v1/agent/service/deregister/{id}", put(consul::deregister))
+        .route(
+            "/v1/agent/service/maintenance/{id}",
+            put(consul::maintenance),
+        )
         .fallback(|| async {
             error::ApiError::not_found("no such route; GET /openapi.json lists them")
         })
