@@ -11,6 +11,7 @@ mod limit;
 mod listen;
 mod node;
 mod openapi;
+mod page;
 mod redis;
 mod state;
 
@@ -188,6 +189,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             limiter: Limiter::new(a.rate_limit),
             settings,
             shutdown: stop_rx,
+            csrf_secret: page::secret()?,
         });
         let app = router(state.clone());
         let bound = axum::serve::Listener::local_addr(&listener)
@@ -274,6 +276,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/audit", get(jobs::audit))
         .route("/openapi.json", get(openapi::serve_spec))
         .route("/health", get(jobs::health))
+        .route("/", get(page::page))
+        .route("/login", post(page::login))
+        .route("/logout", post(page::logout))
         .route(
             "/v1/local/services",
             get(redis::local_services).post(redis::local_operation),

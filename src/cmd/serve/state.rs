@@ -184,6 +184,9 @@ pub struct AppState {
     pub settings: Settings,
     /// Flipped once at shutdown: event streams end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Random at start: the status page's CSRF tokens are HMACs of the
+    /// session's key under it (a restart ends them; the page reloads).
+    pub csrf_secret: [u8; 32],
 }
 
 impl AppState {
