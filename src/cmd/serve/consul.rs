@@ -427,6 +427,12 @@ pub struct Register {
 /// Parse a JSON body: 400 naming what is wrong (invalid UTF-8 included),
 /// whatever its Content-Type says.
 pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(ApiError::bad_request(format!(
+            "body: not UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        )));
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -494,10 +500,10 @@ pub async fn register(
     if !q.dry_run.unwrap_or(false) {
         caller.require(Role::Admin)?;
     }
+    let node = node_host(&state, &caller)?;
     let r: Register = json_body(&body)?;
     let raw = r.id.as_deref().unwrap_or(&r.name);
     let unit = unit_of(raw)?;
-    let node = node_host(&state, &caller)?;
     let job = unit_job(&state, &caller, &node, &unit, Some(&r.content))?;
     run_job(&state, &caller, job, &q, Vec::new()).await
 }
@@ -520,8 +526,8 @@ pub async fn deregister(
     if !q.dry_run.unwrap_or(false) {
         caller.require(Role::Admin)?;
     }
-    let unit = unit_of(&id)?;
     let node = node_host(&state, &caller)?;
+    let unit = unit_of(&id)?;
     let job = unit_job(&state, &caller, &node, &unit, None)?;
     run_job(&state, &caller, job, &q, Vec::new()).await
 }
