@@ -130,6 +130,7 @@ fn nonce() -> String {
 }
 
 const STYLE: &str = r#"
+*{box-sizing:border-box}
 body{font-family:system-ui,sans-serif;margin:0;padding:0 .8em 2em;color:#222;background:#fafafa;max-width:70em}
 h1{font-size:1.3em;margin:.6em 0}h2{font-size:1.1em;margin:1.2em 0 .4em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;width:100%;font-size:.9em}td,th{text-align:left;padding:.2em .4em;border-bottom:1px solid #eee;vertical-align:top}
