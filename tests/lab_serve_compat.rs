@@ -565,3 +565,104 @@ async fn consul_services_health_maintenance_and_registration() {
     let (st, _, b) = call(Method::PUT, &s.url(&m("enable=yes")), Some(&keys.operate)).await;
     assert_eq!(st, 400, "{b}");
 }
+
+/// A Redis operation past its `wait` is a 202 with the job's Location; on
+/// a unit another job holds, a 409 naming that job.
+#[tokio::test]
+async fn redis_operations_answer_202_and_409_like_every_change() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let dir = tempfile::tempdir().unwrap();
+    let h0 = lab.host(0).to_string();
+    let _idle = lab.undo_on_drop(&h0, "systemctl stop demo-idle");
+    let gate = common::Gate::new();
+    let books = dir.path().join("books");
+    std::fs::create_dir_all(&books).unwrap();
+    std::fs::write(
+        books.join("held.yml"),
+        format!(
+            "name: held\nsteps:\n  - id: hold\n    target: {h0}\n    service: {{ name: demo-idle, state: started }}\n    wait: {{ http: \"http://127.0.0.1:{}/\", timeout: 60s }}\n",
+            gate.port
+        ),
+    )
+    .unwrap();
+    let inv = lab.inventory_with(dir.path(), &format!("  {h0}: {{}}\n"));
+    let keys = Keys::make(dir.path(), &h0);
+    let s = Server::start(
+        &[
+            "-i",
+            inv.to_str().unwrap(),
+            "--keys",
+            keys.file.to_str().unwrap(),
+            "--node",
+            &h0,
+            "--playbooks",
+            books.to_str().unwrap(),
+            "--jobs-dir",
+            dir.path().join("jobs").to_str().unwrap(),
+        ],
+        &dir.path().join("stderr"),
+    );
+    let (st, _, held) = call(
+        Method::POST,
+        &s.url("/runbook/held?wait=0s"),
+        Some(&keys.operate),
+    )
+    .await;
+    assert_eq!(st, 202, "{held}");
+    let held_id = held["job_id"].as_str().unwrap().to_string();
+    gate.wait_reached();
+    let local = s.url("/v1/local/services");
+
+    let (st, b) = send(
+        Method::POST,
+        &format!("{local}?wait=1s"),
+        &keys.operate,
+        r#"{"operation_type":"restart","services":["demo-idle"]}"#,
+    )
+    .await;
+    assert_eq!(st, 409, "{b}");
+    assert_error(st, &b);
+    assert!(b["details"].as_str().unwrap().contains(&held_id), "{b}");
+
+    let worker = lab.show(&h0, "demo-worker")["InvocationID"].clone();
+    let r = client()
+        .post(format!("{local}?wait=0s"))
+        .bearer_auth(&keys.operate)
+        .body(r#"{"operation_type":"restart","services":["demo-worker"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let b: Value = r.json().await.unwrap();
+    let id = b["job_id"].as_str().unwrap();
+    assert_eq!(location, format!("/job/{id}"));
+    // The event stream ends with the job.
+    let events = client()
+        .get(s.url(&format!("{location}/events")))
+        .bearer_auth(&keys.read)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(events.contains("event: done"), "{events}");
+    let (_, _, report) = call(Method::GET, &s.url(&location), Some(&keys.read)).await;
+    assert_eq!(report["outcome"], "completed", "{report}");
+    assert_eq!(report["results"][0]["status"], "ok", "{report}");
+    assert_ne!(lab.show(&h0, "demo-worker")["InvocationID"], worker);
+
+    gate.open();
+    let events = client()
+        .get(s.url(&format!("/job/{held_id}/events")))
+        .bearer_auth(&keys.read)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(events.contains("event: done"), "{events}");
+}
