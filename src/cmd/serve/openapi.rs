@@ -15,6 +15,15 @@ impl Modify for Bearer {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
         c.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "drover_session",
+                    "the status page's session (POST /login); changes also need X-CSRF-Token",
+                ),
+            )),
+        );
+        c.add_security_scheme(
             "consul_token",
             SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
                 utoipa::openapi::security::ApiKeyValue::new("X-Consul-Token"),
@@ -34,7 +43,7 @@ impl Modify for Bearer {
         super::redis::local_services, super::redis::local_operation, super::redis::cluster_operation,
         super::consul::services, super::consul::service, super::consul::health_by_name,
         super::consul::health_by_id, super::consul::register, super::consul::deregister,
-        super::consul::maintenance,
+        super::consul::maintenance, super::page::page, super::page::login, super::page::logout,
     ),
     components(schemas(super::error::ApiError)),
     modifiers(&Bearer),

@@ -164,15 +164,22 @@ fn login_form(code: StatusCode, message: Option<&str>) -> Response {
     html(code, b, &n)
 }
 
-/// Body of `POST /login`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /login` (a form).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
+    /// The key, as `drover serve keygen` printed it.
     key: String,
 }
 
 /// `POST /login`: check the key, keep it in the session cookie, back to
 /// the page; an unknown key gets the form again (401).
+#[utoipa::path(post, path = "/login",
+    request_body(content = Login, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 303, description = "logged in: `Set-Cookie: drover_session=…; HttpOnly; SameSite=Strict`, `Location: /`"),
+        (status = 400, description = "no key in the form (the form again, HTML)", content_type = "text/html"),
+        (status = 401, description = "unknown key (the form again, HTML)", content_type = "text/html")),
+    tag = "page")]
 pub async fn login(
     State(state): State<Arc<AppState>>,
     peer: Option<Extension<ConnectInfo<Peer>>>,
@@ -215,6 +222,11 @@ pub async fn login(
 
 /// `POST /logout`: forget the session cookie (a change: it needs the
 /// page's CSRF token like any other).
+#[utoipa::path(post, path = "/logout",
+    params(("X-CSRF-Token" = String, Header, description = "the page's token (with the session cookie)")),
+    responses((status = 303, description = "the cookie is emptied; `Location: /`"),
+        (status = 401, body = super::error::ApiError), (status = 403, description = "no or a wrong X-CSRF-Token", body = super::error::ApiError)),
+    security(("bearer" = []), ("session" = [])), tag = "page")]
 pub async fn logout() -> Response {
     let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
     r.headers_mut().insert(
@@ -225,6 +237,9 @@ pub async fn logout() -> Response {
 }
 
 /// `GET /`: the page, or the login form without a session.
+#[utoipa::path(get, path = "/",
+    responses((status = 200, description = "the status page, or without a session cookie the login form", content_type = "text/html")),
+    security((), ("session" = [])), tag = "page")]
 pub async fn page(
     State(state): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
