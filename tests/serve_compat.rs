@@ -384,3 +384,51 @@ async fn the_page_logs_in_with_a_cookie_and_guards_changes() {
     assert!(!audit.contains(&keys.operate));
     assert!(!s.log().contains(&keys.operate));
 }
+
+/// Over TLS the session cookie is also `Secure`.
+#[tokio::test]
+async fn over_tls_the_session_cookie_is_secure() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.key_pair.serialize_pem()).unwrap();
+    let keys = Keys::make(dir.path(), "role:web");
+    let inv = dir.path().join("inventory.yml");
+    std::fs::write(
+        &inv,
+        "hosts:\n  a: { transport: local, bus: \"unix:path=/nonexistent/x\" }\n",
+    )
+    .unwrap();
+    let s = Server::start_scheme(
+        "https",
+        &[
+            "-i",
+            inv.to_str().unwrap(),
+            "--keys",
+            keys.file.to_str().unwrap(),
+            "--jobs-dir",
+            dir.path().join("jobs").to_str().unwrap(),
+            "--tls-cert",
+            cert_pem.to_str().unwrap(),
+            "--tls-key",
+            key_pem.to_str().unwrap(),
+        ],
+        &dir.path().join("stderr"),
+    );
+    let tls = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = tls
+        .post(s.url("/login").replace("127.0.0.1", "localhost"))
+        .form(&[("key", keys.read.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let set = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(set.ends_with("; Secure"), "{set}");
+}

@@ -164,6 +164,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         forks: a.forks.max(1),
         step_timeout: super::duration_flag("--timeout", &a.timeout)?,
         read_timeout: super::duration_flag("--read-timeout", &a.read_timeout)?,
+        tls: tls.is_some(),
     };
     let idle = super::duration_flag("--idle", &a.idle)?;
     let jobs_dir = a.jobs_dir.clone().unwrap_or_else(|| {

@@ -212,8 +212,9 @@ pub async fn login(
         peer: peer.map(|p| p.0 .0 .0.clone()).unwrap_or_default(),
     });
     let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+    let secure = if state.settings.tls { "; Secure" } else { "" };
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "{COOKIE}={key}; Path=/; HttpOnly; SameSite=Strict"
+        "{COOKIE}={key}; Path=/; HttpOnly; SameSite=Strict{secure}"
     )) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }

@@ -162,6 +162,8 @@ pub struct Settings {
     pub step_timeout: Duration,
     /// Bound on one host's read.
     pub read_timeout: Duration,
+    /// Served over TLS: the page's cookie is `Secure`.
+    pub tls: bool,
 }
 
 /// The server's state, shared by every request.
