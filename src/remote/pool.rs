@@ -110,7 +110,10 @@ impl Pool {
             return Ok(s);
         }
         let session = Arc::new(connect_within(h, timeout).await?);
-        self.inner.opened.fetch_add(1, Ordering::Relaxed);
+        let n = self.inner.opened.fetch_add(1, Ordering::Relaxed) + 1;
+        // Counted by benches/health.rs: polling must not cost a connection
+        // per request.
+        tracing::debug!(opened = n, "{}: pool opened a connection", h.name);
         if !self.inner.closed.load(Ordering::SeqCst) {
             let old = self.entries().insert(
                 h.name.clone(),

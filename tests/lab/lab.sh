@@ -36,7 +36,9 @@ MAX_HOSTS=40
 SUITE=bookworm
 # man-db renders the generated man pages and dpkg-dev (dpkg-shlibdeps)
 # gives the .deb its libc6 dependency (tests/docs.rs, tests/lab_package.rs).
-MACHINE_PACKAGES=(debootstrap systemd-container openssh-client iproute2 procps man-db dpkg-dev)
+# chromium (and the fonts it only recommends) runs the status page's
+# browser test (tests/lab_page.rs).
+MACHINE_PACKAGES=(debootstrap systemd-container openssh-client iproute2 procps man-db dpkg-dev chromium fonts-liberation)
 IMAGE_PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,iproute2,procps,sudo
 # Without these masks each host holds many inotify instances and past ~22
 # hosts boots die with "Too many open files" (max_user_instances is shared).

@@ -79,6 +79,15 @@ impl Caller {
     }
 }
 
+/// The key of a request and whether it came from the status page's
+/// session cookie (whose changes must carry the CSRF token).
+fn presented(req: &Request) -> Option<(String, bool)> {
+    if let Some(k) = presented_key(req) {
+        return Some((k, false));
+    }
+    super::page::cookie_key(req.headers()).map(|k| (k, true))
+}
+
 fn presented_key(req: &Request) -> Option<String> {
     let h = req.headers();
     if let Some(v) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
@@ -94,29 +103,45 @@ fn presented_key(req: &Request) -> Option<String> {
 }
 
 /// Recognise the key (401 without a known one, on every route but
-/// `GET /health`), run the request, write its audit line.
+/// `GET /health`, the status page's login form and its POST), run the
+/// request, write its audit line. The page's session cookie counts as the
+/// key; a change made with it must carry its CSRF token.
 pub async fn authenticate(
     State(state): State<Arc<AppState>>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    if req.uri().path() == "/health" {
+    let path = req.uri().path();
+    if path == "/health" || path == "/login" {
         return next.run(req).await;
     }
+    let page = path == "/" && req.method() == axum::http::Method::GET;
     let t0 = Instant::now();
     let loaded = state.loaded();
-    let caller = match presented_key(&req)
-        .as_deref()
-        .and_then(|k| loaded.keys.find(k))
-    {
+    let presented = presented(&req);
+    let caller = match presented.as_ref().and_then(|(k, _)| loaded.keys.find(k)) {
         Some(k) => Caller {
             name: k.name.clone(),
             role: k.role,
             targets: k.targets.clone(),
         },
+        // The page without a session is its login form.
+        None if page => return next.run(req).await,
         None => return ApiError::unauthorized().into_response(),
     };
     drop(loaded);
+    if let Some((key, true)) = &presented {
+        let safe = matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
+        );
+        if !safe && !super::page::csrf_ok(&state, key, req.headers()) {
+            return ApiError::forbidden(
+                "a change made with the status page's session needs its X-CSRF-Token header",
+            )
+            .into_response();
+        }
+    }
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let dry_run = req.uri().query().is_some_and(|q| {

@@ -103,6 +103,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Put in a response's extensions by a handler whose 4xx/5xx body is its
+/// answer, not an error (Consul's 429/503 health levels, the page's login
+/// form): [`json_errors`] leaves it as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepBody;
+
 /// Turn what the framework and tower layers answer on their own (405, 408,
 /// 413, a rejected extractor) into the API's error shape.
 pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
@@ -113,7 +119,10 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if !status.is_client_error() && !status.is_server_error() || is_json {
+    if !status.is_client_error() && !status.is_server_error()
+        || is_json
+        || r.extensions().get::<KeepBody>().is_some()
+    {
         return r;
     }
     let (parts, body) = r.into_parts();

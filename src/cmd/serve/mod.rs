@@ -4,12 +4,15 @@
 
 mod audit;
 mod auth;
+mod consul;
 mod error;
 mod jobs;
 mod limit;
 mod listen;
 mod node;
 mod openapi;
+mod page;
+mod redis;
 mod state;
 
 use std::path::PathBuf;
@@ -17,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::header;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use clap::{Args, Subcommand};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -161,6 +164,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         forks: a.forks.max(1),
         step_timeout: super::duration_flag("--timeout", &a.timeout)?,
         read_timeout: super::duration_flag("--read-timeout", &a.read_timeout)?,
+        tls: tls.is_some(),
     };
     let idle = super::duration_flag("--idle", &a.idle)?;
     let jobs_dir = a.jobs_dir.clone().unwrap_or_else(|| {
@@ -187,6 +191,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             settings,
             shutdown: stop_rx,
             reads: Default::default(),
+            csrf_secret: page::secret()?,
         });
         let app = router(state.clone());
         let bound = axum::serve::Listener::local_addr(&listener)
@@ -277,6 +282,30 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/audit", get(jobs::audit))
         .route("/openapi.json", get(openapi::serve_spec))
         .route("/health", get(jobs::health))
+        .route("/", get(page::page))
+        .route("/login", post(page::login))
+        .route("/logout", post(page::logout))
+        .route(
+            "/v1/local/services",
+            get(redis::local_services).post(redis::local_operation),
+        )
+        .route("/v1/services", post(redis::cluster_operation))
+        .route("/v1/agent/services", get(consul::services))
+        .route("/v1/agent/service/{id}", get(consul::service))
+        .route(
+            "/v1/agent/health/service/name/{name}",
+            get(consul::health_by_name),
+        )
+        .route(
+            "/v1/agent/health/service/id/{id}",
+            get(consul::health_by_id),
+        )
+        .route("/v1/agent/service/register", put(consul::register))
+        .route("/v1/agent/service/deregister/{id}", put(consul::deregister))
+        .route(
+            "/v1/agent/service/maintenance/{id}",
+            put(consul::maintenance),
+        )
         .fallback(|| async {
             error::ApiError::not_found("no such route; GET /openapi.json lists them")
         })

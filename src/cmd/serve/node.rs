@@ -65,7 +65,7 @@ pub fn wait_of(raw: Option<&str>) -> Result<Duration, ApiError> {
 }
 
 /// A selector from a path segment (axum has already percent-decoded it).
-fn selector(raw: &str) -> Result<Selector, ApiError> {
+pub fn selector(raw: &str) -> Result<Selector, ApiError> {
     Selector::parse(raw).map_err(|m| ApiError::bad_request(format!("target `{raw}`: {m}")))
 }
 
@@ -104,6 +104,69 @@ pub async fn run_job(
     q: &ChangeQuery,
     extra_claims: Vec<Claim>,
 ) -> Result<Response, ApiError> {
+    Ok(start_job(state, caller, job, q, extra_claims)
+        .await?
+        .into_response())
+}
+
+/// What [`start_job`] got: a plan, a job that ended within `wait`, or one
+/// still running.
+pub enum Started {
+    /// The plan of a dry run (drover.plan/1 JSON).
+    Plan(String),
+    /// The job ended within `wait`.
+    Done(Arc<crate::engine::jobs::Entry>),
+    /// Still running past `wait`.
+    Running(Arc<crate::engine::jobs::Entry>),
+}
+
+impl Started {
+    /// The job's id, when one was started.
+    pub fn job_id(&self) -> Option<String> {
+        match self {
+            Started::Plan(_) => None,
+            Started::Done(e) | Started::Running(e) => Some(e.view().job_id),
+        }
+    }
+
+    /// The plan; the report; or 202 with `Location` and the results so far.
+    pub fn into_response(self) -> Response {
+        let id = self.job_id();
+        let mut resp = match self {
+            Started::Plan(body) => {
+                return ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+            }
+            Started::Done(entry) => match entry.report() {
+                Some(r) => Json(r).into_response(),
+                None => Json(entry.view()).into_response(),
+            },
+            Started::Running(entry) => {
+                let mut r = (StatusCode::ACCEPTED, Json(entry.view())).into_response();
+                if let Ok(v) = header::HeaderValue::from_str(&format!(
+                    "/job/{}",
+                    id.as_deref().unwrap_or_default()
+                )) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                r
+            }
+        };
+        if let Some(id) = id {
+            resp.extensions_mut().insert(JobId(id));
+        }
+        resp
+    }
+}
+
+/// Plan (dry run) or start a job and wait for it up to `wait`, under the
+/// rules of every change: protected units, roles, rate limit, claims.
+pub async fn start_job(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    job: Job,
+    q: &ChangeQuery,
+    extra_claims: Vec<Claim>,
+) -> Result<Started, ApiError> {
     let allow_protected = q.allow_protected.unwrap_or(false);
     if allow_protected {
         caller.require(Role::Admin)?;
@@ -132,8 +195,9 @@ pub async fn run_job(
             crate::engine::plan::plan(&job, None, &opts, &NoEvents).await
         })
         .await??;
-        let body = crate::render::plan::render_json(&planned.plan);
-        return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+        return Ok(Started::Plan(crate::render::plan::render_json(
+            &planned.plan,
+        )));
     }
     caller.require(Role::Operate)?;
     state
@@ -162,20 +226,11 @@ pub async fn run_job(
     };
     let entry = state.jobs.start(job, opts, held, None).await?;
     let left = wait.saturating_sub(t0.elapsed());
-    let mut resp = if entry.wait(left).await {
-        match entry.report() {
-            Some(r) => Json(r).into_response(),
-            None => Json(entry.view()).into_response(),
-        }
+    Ok(if entry.wait(left).await {
+        Started::Done(entry)
     } else {
-        let mut r = (StatusCode::ACCEPTED, Json(entry.view())).into_response();
-        if let Ok(v) = header::HeaderValue::from_str(&format!("/job/{id}")) {
-            r.headers_mut().insert(header::LOCATION, v);
-        }
-        r
-    };
-    resp.extensions_mut().insert(JobId(id));
-    Ok(resp)
+        Started::Running(entry)
+    })
 }
 
 /// Run engine work on a blocking-pool thread driven by the server's
@@ -194,7 +249,8 @@ where
         .map_err(|e| ApiError::internal(format!("engine task: {e}")))
 }
 
-fn reach(state: &AppState) -> Reach {
+/// How the server reaches hosts for reads: its forks, read timeout and pool.
+pub fn reach(state: &AppState) -> Reach {
     Reach::new(state.settings.forks, state.settings.read_timeout)
         .with_pool(Some(state.pool.clone()))
 }
@@ -425,4 +481,40 @@ pub async fn one_service(
     Path((target, name)): Path<(String, String)>,
 ) -> Result<Json<Vec<HostUnits>>, ApiError> {
     Ok(Json(read_units(&state, &caller, &target, &[name]).await?))
+}
+
+/// The `--node` host, for the node-local routes (Redis `/v1/local/*`,
+/// Consul `/v1/agent/*`): 404 without one, 403 when the key may not reach it.
+pub fn node_host(state: &AppState, caller: &Caller) -> Result<String, ApiError> {
+    let loaded = state.loaded();
+    let Some(node) = loaded.node.clone() else {
+        return Err(ApiError::not_found(
+            "this server has no node host: start it with --node HOST (or an inventory with one `transport: local` host)",
+        ));
+    };
+    caller.check_hosts(loaded.inventory.host(&node))?;
+    Ok(node)
+}
+
+/// The name the Redis and Consul routes show for a unit: a service's
+/// name without `.service` (what their clients send back), any other
+/// unit's full name.
+pub fn short_name(unit: &str) -> &str {
+    unit.strip_suffix(".service").unwrap_or(unit)
+}
+
+/// Read the whole status of `target` (every loaded service, or `units`) as
+/// the engine reports it.
+pub async fn read_status(
+    state: &AppState,
+    target: &str,
+    units: &[String],
+) -> Result<StatusReport, ApiError> {
+    let inv = state.loaded().inventory.clone();
+    let (target, wanted, reach) = (target.to_string(), units.to_vec(), reach(state));
+    let (report, _) = engine(move || async move {
+        crate::engine::status::status(&inv, Some(&target), &wanted, reach, &NoEvents).await
+    })
+    .await??;
+    Ok(report)
 }

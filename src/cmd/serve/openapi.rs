@@ -14,17 +14,36 @@ impl Modify for Bearer {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        c.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "drover_session",
+                    "the status page's session (POST /login); changes also need X-CSRF-Token",
+                ),
+            )),
+        );
+        c.add_security_scheme(
+            "consul_token",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::new("X-Consul-Token"),
+            )),
+        );
     }
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "drover", description = "drover serve: osapi's node service API, jobs and runbooks over the drover engine. Errors are always {error, details, code}."),
+    info(title = "drover", description = "drover serve: osapi's node service API, jobs and runbooks, Redis Enterprise- and Consul agent-compatible routes over the drover engine. Errors are always {error, details, code}."),
     paths(
         super::node::service_action, super::node::list_services, super::node::one_service,
         super::jobs::list_jobs, super::jobs::get_job, super::jobs::job_events, super::jobs::cancel_job,
         super::jobs::list_runbooks, super::jobs::run_runbook,
         super::jobs::health, super::jobs::reload, super::jobs::audit, serve_spec,
+        super::redis::local_services, super::redis::local_operation, super::redis::cluster_operation,
+        super::consul::services, super::consul::service, super::consul::health_by_name,
+        super::consul::health_by_id, super::consul::register, super::consul::deregister,
+        super::consul::maintenance, super::page::page, super::page::login, super::page::logout,
     ),
     components(schemas(super::error::ApiError)),
     modifiers(&Bearer),

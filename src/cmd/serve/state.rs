@@ -162,6 +162,8 @@ pub struct Settings {
     pub step_timeout: Duration,
     /// Bound on one host's read.
     pub read_timeout: Duration,
+    /// Served over TLS: the page's cookie is `Secure`.
+    pub tls: bool,
 }
 
 /// The server's state, shared by every request.
@@ -187,6 +189,9 @@ pub struct AppState {
     /// Host reads in flight, by what they read: a read asked for while
     /// the same one is running joins it instead of reading the hosts again.
     pub reads: std::sync::Mutex<std::collections::HashMap<String, SharedRead>>,
+    /// Random at start: the status page's CSRF tokens are HMACs of the
+    /// session's key under it (a restart ends them; the page reloads).
+    pub csrf_secret: [u8; 32],
 }
 
 /// A status read several requests may await.
