@@ -217,28 +217,67 @@ async fn events(url: String, key: String) -> Vec<(String, serde_json::Value)> {
     out
 }
 
-#[tokio::test]
-async fn a_long_job_answers_202_streams_its_results_holds_its_units_and_can_be_cancelled() {
-    let Some(lab) = lab() else { return };
-    let _l = lab.lock();
+/// A server whose runbook `gated` runs on host `i` and is held at its gate:
+/// started with `wait=0s` (so answered 202), its first step done.
+struct Held {
+    dir: tempfile::TempDir,
+    keys: Keys,
+    gate: Gate,
+    h: String,
+    jobs: std::path::PathBuf,
+    s: Server,
+    id: String,
+    headers: reqwest::header::HeaderMap,
+    body: serde_json::Value,
+}
+
+async fn held(lab: &Lab, i: usize) -> Held {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::make(dir.path(), lab.host(1));
     let gate = Gate::new();
-    let h = lab.host(0).to_string();
+    let h = lab.host(i % lab.len()).to_string();
     gated_runbook(dir.path(), "gated", &h, &gate);
-    let s = serve(&lab, dir.path(), &keys, &dir.path().join("jobs"));
-
-    let (st, headers, b) = call(
+    let jobs = dir.path().join("jobs");
+    let s = serve(lab, dir.path(), &keys, &jobs);
+    let (st, headers, body) = call(
         Method::POST,
         &s.url("/runbook/gated?wait=0s"),
         Some(&keys.operate),
     )
     .await;
-    assert_eq!(st, 202, "{b}");
-    let id = b["job_id"].as_str().unwrap().to_string();
+    assert_eq!(st, 202, "{body}");
+    let id = body["job_id"].as_str().unwrap().to_string();
+    gate.wait_reached();
+    Held {
+        dir,
+        keys,
+        gate,
+        h,
+        jobs,
+        s,
+        id,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn a_long_job_answers_202_streams_its_results_holds_its_units_and_can_be_cancelled() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let Held {
+        dir: _dir,
+        keys,
+        gate,
+        h,
+        jobs: _jobs,
+        s,
+        id,
+        headers,
+        body: b,
+    } = held(&lab, 0).await;
     assert_eq!(headers["location"], format!("/job/{id}").as_str());
     assert_eq!(b["outcome"], "running");
-    gate.wait_reached();
     let stream = tokio::spawn(events(
         s.url(&format!("/job/{id}/events")),
         keys.read.clone(),
@@ -324,21 +363,17 @@ async fn a_long_job_answers_202_streams_its_results_holds_its_units_and_can_be_c
 async fn a_request_for_a_busy_unit_waits_for_it_within_its_wait() {
     let Some(lab) = lab() else { return };
     let _l = lab.lock();
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::make(dir.path(), lab.host(1));
-    let gate = Gate::new();
-    let h = lab.host(2).to_string();
-    gated_runbook(dir.path(), "gated", &h, &gate);
-    let s = serve(&lab, dir.path(), &keys, &dir.path().join("jobs"));
-    let (st, _, b) = call(
-        Method::POST,
-        &s.url("/runbook/gated?wait=0s"),
-        Some(&keys.operate),
-    )
-    .await;
-    assert_eq!(st, 202, "{b}");
-    let first = b["job_id"].as_str().unwrap().to_string();
-    gate.wait_reached();
+    let Held {
+        dir: _dir,
+        keys,
+        gate,
+        h,
+        jobs: _jobs,
+        s,
+        id: first,
+        headers: _headers,
+        body: _b,
+    } = held(&lab, 2).await;
     let url = s.url(&format!("/node/{h}/service/demo-web/restart?wait=60s"));
     let key = keys.operate.clone();
     let second = tokio::spawn(async move { call(Method::POST, &url, Some(&key)).await });
@@ -367,22 +402,17 @@ async fn a_request_for_a_busy_unit_waits_for_it_within_its_wait() {
 async fn a_server_killed_mid_job_lists_it_interrupted_after_a_restart() {
     let Some(lab) = lab() else { return };
     let _l = lab.lock();
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::make(dir.path(), lab.host(1));
-    let gate = Gate::new();
-    let h = lab.host(3).to_string();
-    gated_runbook(dir.path(), "gated", &h, &gate);
-    let jobs = dir.path().join("jobs");
-    let mut s = serve(&lab, dir.path(), &keys, &jobs);
-    let (st, _, b) = call(
-        Method::POST,
-        &s.url("/runbook/gated?wait=0s"),
-        Some(&keys.operate),
-    )
-    .await;
-    assert_eq!(st, 202, "{b}");
-    let id = b["job_id"].as_str().unwrap().to_string();
-    gate.wait_reached();
+    let Held {
+        dir,
+        keys,
+        gate,
+        h: _h,
+        jobs,
+        mut s,
+        id,
+        headers: _headers,
+        body: _b,
+    } = held(&lab, 3).await;
     s.signal(libc::SIGKILL);
     s.child.wait().unwrap();
     gate.open();
@@ -410,22 +440,17 @@ async fn a_server_killed_mid_job_lists_it_interrupted_after_a_restart() {
 async fn sigterm_stops_running_jobs_and_writes_their_reports() {
     let Some(lab) = lab() else { return };
     let _l = lab.lock();
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::make(dir.path(), lab.host(1));
-    let gate = Gate::new();
-    let h = lab.host(4 % lab.len()).to_string();
-    gated_runbook(dir.path(), "gated", &h, &gate);
-    let jobs = dir.path().join("jobs");
-    let s = serve(&lab, dir.path(), &keys, &jobs);
-    let (st, _, b) = call(
-        Method::POST,
-        &s.url("/runbook/gated?wait=0s"),
-        Some(&keys.operate),
-    )
-    .await;
-    assert_eq!(st, 202, "{b}");
-    let id = b["job_id"].as_str().unwrap().to_string();
-    gate.wait_reached();
+    let Held {
+        dir: _dir,
+        keys: _keys,
+        gate,
+        h: _h,
+        jobs,
+        s,
+        id,
+        headers: _headers,
+        body: _b,
+    } = held(&lab, 4).await;
     s.signal(libc::SIGTERM);
     gate.open();
     assert_eq!(s.stop(), 0);
