@@ -39,7 +39,7 @@ SUITE=bookworm
 # chromium (and the fonts it only recommends) runs the status page's
 # browser test (tests/lab_page.rs).
 MACHINE_PACKAGES=(debootstrap systemd-container openssh-client iproute2 procps man-db dpkg-dev chromium fonts-liberation)
-IMAGE_PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,iproute2,procps,sudo
+IMAGE_PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,iproute2,procps,sudo,man-db
 # Without these masks each host holds many inotify instances and past ~22
 # hosts boots die with "Too many open files" (max_user_instances is shared).
 MASKED_UNITS=(systemd-ask-password-console.path systemd-ask-password-wall.path
