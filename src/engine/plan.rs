@@ -447,22 +447,7 @@ impl<'a> Simulation<'a> {
         Ok(g.steps
             .iter()
             .zip(results)
-            .map(|(&si, results)| {
-                let step = &job.playbook.steps[si];
-                StepPlan {
-                    id: step.id.clone(),
-                    target: step.targets.iter().map(|t| t.to_string()).collect(),
-                    needs: job
-                        .dag
-                        .dependencies(si)
-                        .iter()
-                        .map(|d| job.playbook.steps[*d].id.clone())
-                        .collect(),
-                    picked: picked.clone(),
-                    batch_size: size,
-                    results,
-                }
-            })
+            .map(|(&si, results)| step_plan(job, si, picked.clone(), size, results))
             .collect())
     }
 
@@ -554,19 +539,8 @@ impl<'a> Simulation<'a> {
                 self.book.after_batch(step, failed_here, hosts.len());
             }
         }
-        Ok(StepPlan {
-            id: step.id.clone(),
-            target: step.targets.iter().map(|t| t.to_string()).collect(),
-            needs: job
-                .dag
-                .dependencies(si)
-                .iter()
-                .map(|d| job.playbook.steps[*d].id.clone())
-                .collect(),
-            picked,
-            batch_size: if step.serial.is_some() { size } else { 0 },
-            results,
-        })
+        let batch_size = if step.serial.is_some() { size } else { 0 };
+        Ok(step_plan(job, si, picked, batch_size, results))
     }
 
     /// The hosts a step works on: its fixed targets plus one `_any` pick
@@ -1003,4 +977,29 @@ pub struct PlanOptions {
     pub facts_label: String,
     /// Record the facts used in the plan (saved plans, json output).
     pub keep_facts: bool,
+}
+
+/// A step's plan: its id, targets and dependencies as written, with what
+/// the simulation decided.
+fn step_plan(
+    job: &Job,
+    si: usize,
+    picked: Vec<String>,
+    batch_size: usize,
+    results: Vec<PlannedResult>,
+) -> StepPlan {
+    let step = &job.playbook.steps[si];
+    StepPlan {
+        id: step.id.clone(),
+        target: step.targets.iter().map(|t| t.to_string()).collect(),
+        needs: job
+            .dag
+            .dependencies(si)
+            .iter()
+            .map(|d| job.playbook.steps[*d].id.clone())
+            .collect(),
+        picked,
+        batch_size,
+        results,
+    }
 }
