@@ -99,7 +99,7 @@ fn drain_restart_takes_each_host_through_every_step_before_the_next_starts() {
     let pb = write(
         dir.path(),
         "p.yml",
-        "name: rolling\nsteps:\n  - id: web\n    target: role:web\n    use: drain-restart\n    with: { unit: demo-web, reason: lab rolling test, timeout: 30s }\n    serial: 1\n    max_fail_percentage: 0\n",
+        "name: rolling\nsteps:\n  - id: web\n    target: [lab-1, lab-3, lab-5]\n    use: drain-restart\n    with: { unit: demo-web, reason: lab rolling test, timeout: 30s }\n    serial: 1\n    max_fail_percentage: 0\n",
     );
     let (code, report, journal) = apply(&lab, dir.path(), &pb);
     assert_eq!(code, 0, "{report}");
@@ -177,7 +177,7 @@ fn drain_restart_leaves_a_failing_host_drained_and_stops_the_roll() {
     let pb = write(
         dir.path(),
         "p.yml",
-        "name: rolling broken\nsteps:\n  - id: roll\n    target: role:web\n    use: drain-restart\n    with: { unit: demo-broken, timeout: 10s }\n    serial: 1\n    max_fail_percentage: 0\n",
+        "name: rolling broken\nsteps:\n  - id: roll\n    target: [lab-1, lab-3, lab-5]\n    use: drain-restart\n    with: { unit: demo-broken, timeout: 10s }\n    serial: 1\n    max_fail_percentage: 0\n",
     );
     let (code, report, _) = apply(&lab, dir.path(), &pb);
     assert_eq!(code, 2, "{report}");
