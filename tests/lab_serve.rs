@@ -18,6 +18,7 @@ fn serve(lab: &Lab, dir: &Path, keys: &Keys, jobs: &Path) -> Server {
     std::fs::create_dir_all(&books).unwrap();
     Server::start(
         &[
+            "-v",
             "-i",
             lab.inventory.to_str().unwrap(),
             "--keys",
@@ -442,17 +443,41 @@ async fn sigterm_stops_running_jobs_and_writes_their_reports() {
     let _l = lab.lock();
     let Held {
         dir: _dir,
-        keys: _keys,
+        keys,
         gate,
-        h: _h,
+        h,
         jobs,
         s,
         id,
         headers: _headers,
         body: _b,
     } = held(&lab, 4).await;
+    // A request waiting for the held unit is answered at once when the
+    // server is told to stop, not when its wait ends.
+    let url = s.url(&format!("/node/{h}/service/demo-web/restart?wait=5m"));
+    let key = keys.operate.clone();
+    let waiting = tokio::spawn(async move { call(Method::POST, &url, Some(&key)).await });
+    // The server says when a request starts waiting for a held unit.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !s.log().contains("held by another job") {
+        assert!(
+            !waiting.is_finished(),
+            "answered before waiting: {}",
+            s.log()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never waited: {}",
+            s.log()
+        );
+        // A poll of the log, not a stand-in for it.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     s.signal(libc::SIGTERM);
     gate.open();
+    let (st, _, b) = waiting.await.unwrap();
+    assert_eq!(st, 503, "{b}");
+    assert_error(st, &b);
     assert_eq!(s.stop(), 0);
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(jobs.join(format!("{id}.json"))).unwrap())

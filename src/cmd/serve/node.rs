@@ -209,12 +209,27 @@ pub async fn start_job(
     let id = uuid::Uuid::new_v4().to_string();
     let mut claims = claims_of(&job);
     claims.extend(extra_claims);
-    let held = state.claims.take(claims, &id, wait).await.map_err(|b| {
-        ApiError::conflict(format!(
-            "job {} holds {}; retry when it ends (GET /job/{})",
-            b.job_id, b.claim, b.job_id
-        ))
-    })?;
+    // A server told to stop does not keep a request waiting for a unit
+    // until its `wait` ends: that would hold the shutdown up to 10m.
+    let mut stopping = state.shutdown.clone();
+    if let Err(b) = state.claims.take(claims.clone(), &id, Duration::ZERO).await {
+        tracing::info!(job = %id, holder = %b.job_id, "waiting for {} (held by another job)", b.claim);
+    }
+    let held = tokio::select! {
+        taken = state.claims.take(claims, &id, wait) => taken.map_err(|b| {
+            ApiError::conflict(format!(
+                "job {} holds {}; retry when it ends (GET /job/{})",
+                b.job_id, b.claim, b.job_id
+            ))
+        })?,
+        _ = stopping.wait_for(|s| *s) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting down",
+                "the server is stopping; nothing was started; retry when it is back",
+            ))
+        }
+    };
     let opts = ApplyOptions {
         forks: state.settings.forks,
         step_timeout: state.settings.step_timeout,
