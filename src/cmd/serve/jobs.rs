@@ -244,7 +244,8 @@ pub struct RunbookBody {
         (status = 202, body = JobView),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError),
         (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 413, body = ApiError),
-        (status = 429, body = ApiError)),
+        (status = 429, body = ApiError),
+        (status = 503, description = "the server is stopping; nothing was started", body = ApiError)),
     security(("bearer" = [])), tag = "runbooks")]
 pub async fn run_runbook(
     State(state): State<Arc<AppState>>,

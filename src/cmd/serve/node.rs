@@ -281,7 +281,8 @@ pub fn reach(state: &AppState) -> Reach {
         (status = 200, description = "the job report, or with dry_run=true the plan (drover.plan/1)", body = crate::model::report::JobReport),
         (status = 202, description = "still running past `wait`; `Location: /job/{id}`", body = crate::engine::jobs::JobView),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError),
-        (status = 409, body = ApiError), (status = 429, body = ApiError), (status = 500, body = ApiError)),
+        (status = 409, body = ApiError), (status = 429, body = ApiError), (status = 500, body = ApiError),
+        (status = 503, description = "the server is stopping; nothing was started", body = ApiError)),
     security(("bearer" = [])), tag = "node")]
 pub async fn service_action(
     State(state): State<Arc<AppState>>,
