@@ -22,7 +22,7 @@ use crate::model::unit::UnitName;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::node::{job_for, node_host, read_status, run_job, short_name, ChangeQuery};
+use super::node::{job_for, node_host, run_job, short_name, ChangeQuery};
 use super::state::AppState;
 
 /// Consul's reason when maintenance is enabled without one.
@@ -234,25 +234,9 @@ async fn node_status(
     state: &AppState,
     caller: &Caller,
     unit: Option<&UnitName>,
-) -> Result<(StatusReport, String), ApiError> {
-    let node = node_host(state, caller)?;
-    let address = state
-        .loaded()
-        .inventory
-        .host(&node)
-        .map(|h| h.address.clone())
-        .unwrap_or_default();
+) -> Result<(Arc<StatusReport>, String), ApiError> {
     let units: Vec<String> = unit.iter().map(|u| u.to_string()).collect();
-    let report = read_status(state, &node, &units).await?;
-    if let Some(e) = report.errors.first() {
-        // The agent cannot see its own node: Consul's agent would be down.
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "node unreachable",
-            format!("{}: {}", e.hostname, e.error),
-        ));
-    }
-    Ok((report, address))
+    super::node::node_status(state, caller, &units).await
 }
 
 /// The one unit's entry, 404 when systemd does not know it.

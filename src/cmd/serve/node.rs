@@ -396,7 +396,12 @@ pub async fn read_units(
         .into_iter()
         .map(|h| h.name)
         .collect();
-    let report = shared_read(state, caller, inv, target, units).await?;
+    let scope = caller
+        .targets
+        .as_ref()
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let report = shared_read(state, &scope, inv, target, units).await?;
     let out = host_units(&report, &hosts);
     // One unit asked for and no host that answered knows it: 404, as for
     // an unknown job or runbook.
@@ -420,13 +425,14 @@ pub async fn read_units(
     Ok(out)
 }
 
-/// Read the units of the targeted hosts, joining an identical read already
+/// Read the units of the targeted hosts (over `inv`, the hosts the key of
+/// `scope` sees), joining an identical read already
 /// in flight: under many concurrent readers (a dashboard, health checks)
 /// the hosts are read once per round, not once per request. A joined read
 /// started before the request arrived, by less than one read's time.
 async fn shared_read(
     state: &AppState,
-    caller: &Caller,
+    scope: &str,
     inv: crate::model::inventory::Inventory,
     target: &str,
     units: &[String],
@@ -435,11 +441,7 @@ async fn shared_read(
     let key = format!(
         "{:p}\0{}\0{}\0{}",
         Arc::as_ptr(&state.loaded()),
-        caller
-            .targets
-            .as_ref()
-            .map(|t| t.to_string())
-            .unwrap_or_default(),
+        scope,
         target,
         units.join("\0")
     );
@@ -519,18 +521,32 @@ pub fn short_name(unit: &str) -> &str {
     unit.strip_suffix(".service").unwrap_or(unit)
 }
 
-/// Read the whole status of `target` (every loaded service, or `units`) as
-/// the engine reports it.
-pub async fn read_status(
+/// The `--node` host's status (every loaded service, or `units`) and its
+/// address, through the shared read: 503 when the node cannot be read, as
+/// the agents these routes stand in for would be down.
+pub async fn node_status(
     state: &AppState,
-    target: &str,
+    caller: &Caller,
     units: &[String],
-) -> Result<StatusReport, ApiError> {
-    let inv = state.loaded().inventory.clone();
-    let (target, wanted, reach) = (target.to_string(), units.to_vec(), reach(state));
-    let (report, _) = engine(move || async move {
-        crate::engine::status::status(&inv, Some(&target), &wanted, reach, &NoEvents).await
-    })
-    .await??;
-    Ok(report)
+) -> Result<(Arc<StatusReport>, String), ApiError> {
+    let node = node_host(state, caller)?;
+    let loaded = state.loaded();
+    let address = loaded
+        .inventory
+        .host(&node)
+        .map(|h| h.address.clone())
+        .unwrap_or_default();
+    // The node host is inside the key's targets (node_host checked): the
+    // whole inventory reads it as the key's own would.
+    let inv = loaded.inventory.clone();
+    drop(loaded);
+    let report = shared_read(state, "", inv, &node, units).await?;
+    if let Some(e) = report.errors.first() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node unreachable",
+            format!("{}: {}", e.hostname, e.error),
+        ));
+    }
+    Ok((report, address))
 }
