@@ -15,7 +15,7 @@ use crate::engine::apply::{apply, ApplyOptions};
 use crate::engine::claims::Held;
 use crate::engine::events::{Event, EventSink, StopFlag};
 use crate::engine::job::Job;
-use crate::engine::journal::{save_report, Journal};
+use crate::engine::journal::save_report;
 use crate::model::error::{Error, Result};
 use crate::model::report::{JobReport, JobResult, RunOutcome};
 
@@ -234,12 +234,11 @@ impl JobStore {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            if let Some(id) = name.strip_suffix(".json") {
+            if name.ends_with(".json") {
                 match read_report(path) {
                     Ok(r) => jobs.push(Entry::new(view_of(&r), Some(r))),
                     Err(e) => tracing::warn!("jobs dir: skipping {}: {e}", path.display()),
                 }
-                let _ = id;
             } else if let Some(report_name) = name.strip_suffix(".journal") {
                 let report_path = dir.join(report_name);
                 if report_path.exists() {
@@ -452,9 +451,4 @@ fn recover(journal: &Path) -> Result<JobReport> {
         outcome: RunOutcome::Interrupted,
         results,
     })
-}
-
-/// Where a store keeps a job's journal (beside its report).
-pub fn journal_path(dir: &Path, id: &str) -> PathBuf {
-    Journal::beside(&dir.join(format!("{id}.json")))
 }
