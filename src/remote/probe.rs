@@ -50,6 +50,22 @@ pub async fn http_status(url: &str) -> std::result::Result<u16, String> {
         .ok_or_else(|| "no HTTP status line".to_string())
 }
 
+/// A gate's TCP probe: the address accepts a connection.
+pub async fn tcp_ok(addr: &str) -> std::result::Result<(), String> {
+    tokio::net::TcpStream::connect(addr)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// A gate's HTTP probe: the URL answers 2xx.
+pub async fn http_ok(url: &str) -> std::result::Result<(), String> {
+    match http_status(url).await? {
+        c if (200..300).contains(&c) => Ok(()),
+        c => Err(format!("HTTP status {c}")),
+    }
+}
+
 /// Run every check of one host; the unit's own state comes first.
 pub async fn check_host(
     session: Option<&Session>,
@@ -77,12 +93,11 @@ pub async fn check_host(
         });
     }
     for addr in &checks.tcp {
-        let (status, note) =
-            match tokio::time::timeout(CHECK_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-                Ok(Ok(_)) => (Health::Passing, "connected".into()),
-                Ok(Err(e)) => (Health::Critical, e.to_string()),
-                Err(_) => (Health::Critical, "timed out".into()),
-            };
+        let (status, note) = match tokio::time::timeout(CHECK_TIMEOUT, tcp_ok(addr)).await {
+            Ok(Ok(())) => (Health::Passing, "connected".into()),
+            Ok(Err(e)) => (Health::Critical, e),
+            Err(_) => (Health::Critical, "timed out".into()),
+        };
         out.push(CheckResult {
             check: "tcp".into(),
             target: addr.clone(),

@@ -1,15 +1,21 @@
-//! The plan: what each step will do on each host, predicted from facts
-//! with the same decisions apply uses ([`crate::model::decide`],
-//! [`crate::model::service`], ...). Planning never changes anything; with
-//! a facts file it does not even connect.
+//! The plan's walk: each step on each host predicted from facts, with the
+//! same decisions the executor makes.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use serde::Serialize;
-
-use crate::engine::events::EventSink;
 use crate::engine::job::Job;
+use crate::engine::plan::step_plan;
+use crate::engine::plan::HostChanges;
+use crate::engine::plan::ModuleChecks;
+use crate::engine::plan::Plan;
+use crate::engine::plan::PlanLabels;
+use crate::engine::plan::PlannedResult;
+use crate::engine::plan::Source;
+use crate::engine::plan::StepPlan;
+use crate::engine::plan::Summary;
+use crate::engine::plan::UnitChange;
+use crate::engine::plan::HOST_DOC;
 use crate::model::decide::{
     batch_size, failure_text, group_batch_size, pick_any, refuse_protected, Candidate, RunBook,
 };
@@ -19,84 +25,13 @@ use crate::model::facts::{Facts, HostFacts, UnitFacts};
 use crate::model::maintenance::{
     decide_maintenance, MaintenanceGoal, MaintenanceState, HOST_SCOPE,
 };
-use crate::model::module::{ScriptModule, ScriptReport};
-use crate::model::outcome::{Failure, Kind, Outcome, SkipReason, Status};
+use crate::model::module::ScriptModule;
+use crate::model::outcome::{Failure, Outcome, SkipReason, Status};
 use crate::model::playbook::{Group, Module, Step, UnitFileGoal};
 use crate::model::secret::Secrets;
 use crate::model::service::{decide_service, Action};
 use crate::model::unit::UnitName;
 use crate::model::unitfile::{decide_unit, predict, UnitFileWant};
-
-/// One predicted result, in the job report's shape plus prediction detail.
-#[derive(Debug, Clone, Serialize)]
-pub struct PlannedResult {
-    /// Inventory name.
-    pub hostname: Arc<str>,
-    /// ok, failed or skipped.
-    pub status: Status,
-    /// The unit (a script module's name for a script module).
-    pub name: String,
-    /// Whether systemd state will change.
-    pub changed: bool,
-    /// Why not ok.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// The kind of failure or skip (as in the job report).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kind: Option<Kind>,
-    /// The step id.
-    pub step: Arc<str>,
-    /// Operations, in order (empty: no change).
-    pub actions: Vec<Action>,
-    /// Rolling batch number within the step (1-based).
-    pub batch: usize,
-}
-
-/// All predicted results of one step.
-#[derive(Debug, Clone, Serialize)]
-pub struct StepPlan {
-    /// Step id.
-    pub id: String,
-    /// Targets as written.
-    pub target: Vec<String>,
-    /// Ids of the steps it waits for.
-    pub needs: Vec<String>,
-    /// Hosts `_any` picked.
-    pub picked: Vec<String>,
-    /// Hosts per batch (0: all at once).
-    pub batch_size: usize,
-    /// Results in inventory order.
-    pub results: Vec<PlannedResult>,
-}
-
-/// One unit's before/after on one host, over the whole run: the diff's input.
-#[derive(Debug, Clone, Serialize)]
-pub struct UnitChange {
-    /// The unit.
-    pub name: String,
-    /// State now.
-    pub before: UnitFacts,
-    /// State after the run.
-    pub after: UnitFacts,
-    /// `step: action` lines, in run order.
-    pub actions: Vec<String>,
-    /// Extra state lines now (maintenance flag, unit file content).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub before_extra: Vec<String>,
-    /// Extra state lines after the run.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub after_extra: Vec<String>,
-    /// A script module's entry (no unit state; its lines are its diff).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub module: bool,
-}
-
-/// Check-mode reports of script modules, per (step, host): what a live
-/// plan learnt by running check-capable modules with `check: true`.
-pub type ModuleChecks = std::collections::HashMap<(usize, usize), ScriptReport>;
-
-/// The name of the host-wide entry in a host's diff (maintenance).
-pub const HOST_DOC: &str = "(host)";
 
 /// Record a step's actions against a unit of a host, for the diff.
 fn note_actions(
@@ -154,88 +89,6 @@ fn extra_lines(
         None => {}
     }
     v
-}
-
-/// The units one host touches over the run.
-#[derive(Debug, Clone, Serialize)]
-pub struct HostChanges {
-    /// Inventory name.
-    pub hostname: String,
-    /// Units in the order the run first touches them.
-    pub units: Vec<UnitChange>,
-}
-
-/// Where a plan's inputs came from, so a saved plan can be checked later.
-#[derive(Debug, Clone, Serialize)]
-pub struct Source {
-    /// Path as given.
-    pub path: String,
-    /// SHA-256 of the content.
-    pub digest: String,
-}
-
-/// Totals for the summary line and the exit code.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Summary {
-    /// Hosts touched by some step.
-    pub hosts: usize,
-    /// Results that change state.
-    pub changes: usize,
-    /// Results that are ok without change.
-    pub unchanged: usize,
-    /// Skipped results.
-    pub skipped: usize,
-    /// Predicted failures.
-    pub failed: usize,
-}
-
-/// A complete plan.
-#[derive(Debug, Clone, Serialize)]
-pub struct Plan {
-    /// Format id of this document.
-    pub schema: &'static str,
-    /// Playbook name.
-    pub name: String,
-    /// The playbook file.
-    pub playbook: Source,
-    /// The inventory file.
-    pub inventory: Source,
-    /// "live" or the facts file path.
-    pub facts_source: String,
-    /// When the facts were read.
-    pub facts_collected_at: String,
-    /// `--limit`, when given.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit: Option<String>,
-    /// The other files that decide what apply does (unit templates, the
-    /// inventory's ssh_config files), with their digests.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub inputs: Vec<crate::model::Input>,
-    /// The facts the plan was made on, for the hosts and units it touches
-    /// (in `--out` files and json output; `apply --plan` checks drift against them).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub facts: Option<Facts>,
-    /// Steps in execution order.
-    pub steps: Vec<StepPlan>,
-    /// Per host (inventory order), the units it touches.
-    pub hosts: Vec<HostChanges>,
-    /// Totals.
-    pub summary: Summary,
-}
-
-impl Plan {
-    /// Whether applying would change anything.
-    pub fn has_changes(&self) -> bool {
-        self.summary.changes > 0
-    }
-}
-
-/// Inputs of [`simulate`] that only label the output.
-pub struct PlanLabels<'a> {
-    /// "live" or the facts file.
-    pub facts_source: &'a str,
-    /// `--limit` as given.
-    pub limit: Option<&'a str>,
 }
 
 /// Predict every step × host result by running the shared decisions over
@@ -818,188 +671,5 @@ impl<'a> Simulation<'a> {
             });
         }
         hosts
-    }
-}
-
-impl Summary {
-    fn count(&mut self, status: Status, changed: bool) {
-        match (status, changed) {
-            (Status::Ok, true) => self.changes += 1,
-            (Status::Ok, false) => self.unchanged += 1,
-            (Status::Skipped, _) => self.skipped += 1,
-            (Status::Failed, _) => self.failed += 1,
-        }
-    }
-}
-
-/// Plan a job: over `facts` when given (a facts file: connects to
-/// nothing), else over facts read live from the hosts the job touches,
-/// `forks` at a time.
-pub async fn plan(
-    job: &Job,
-    facts: Option<Facts>,
-    opts: &PlanOptions,
-    events: &dyn EventSink,
-) -> Result<Planned> {
-    let (facts, source, incomplete, checks) = match facts {
-        Some(f) => (f, opts.facts_label.clone(), false, ModuleChecks::new()),
-        None => {
-            let (f, incomplete) =
-                crate::engine::live::plan_facts(job, opts.reach.clone(), events).await;
-            let checks = module_checks(job, &f, opts.reach.clone()).await;
-            (f, "live".to_string(), incomplete, checks)
-        }
-    };
-    let mut plan = simulate_with_checks(
-        job,
-        &facts,
-        PlanLabels {
-            facts_source: &source,
-            limit: opts.limit.as_deref(),
-        },
-        &checks,
-    )?;
-    if opts.keep_facts {
-        plan.facts = Some(crate::engine::saved::facts_used(job, &facts));
-    }
-    // Read here, not in `simulate`: the drift check of `apply --plan`
-    // simulates again and needs no second read of the ssh_config files.
-    plan.inputs = other_inputs(job);
-    Ok(Planned {
-        plan,
-        facts,
-        incomplete,
-    })
-}
-
-/// Run every check-capable script module with `check: true` on the live
-/// hosts it may run on (reachable, `when` true): one connection per host,
-/// `forks` hosts at a time, each run bounded by the module's time limit.
-/// The state it sees is the host's now, before the run's earlier steps.
-async fn module_checks(
-    job: &Job,
-    facts: &Facts,
-    reach: crate::remote::fanout::Reach,
-) -> ModuleChecks {
-    use futures_util::stream::StreamExt;
-    let mut per_host: std::collections::BTreeMap<usize, Vec<(usize, Arc<ScriptModule>)>> =
-        std::collections::BTreeMap::new();
-    for (si, step) in job.playbook.steps.iter().enumerate() {
-        let Module::Script(m) = &step.module else {
-            continue;
-        };
-        if !m.check {
-            continue;
-        }
-        for t in job.expanded[si].tasks.iter().filter(|t| t.when) {
-            let host = &job.inventory.hosts[t.host];
-            if facts.hosts.get(&host.name).is_some_and(|f| f.reachable) {
-                per_host.entry(t.host).or_default().push((si, m.clone()));
-            }
-        }
-    }
-    let runs = futures_util::stream::iter(per_host)
-        .map(|(h, list)| async move {
-            let host = &job.inventory.hosts[h];
-            let mut out = Vec::new();
-            let session = match crate::remote::fanout::connect_within(host, reach.timeout).await {
-                Ok(s) => s,
-                Err(e) => {
-                    let msg = format!("cannot run the check: {e}");
-                    for (si, _) in list {
-                        out.push(((si, h), failed_check(&msg)));
-                    }
-                    return out;
-                }
-            };
-            for (si, m) in list {
-                let input = crate::model::module::input_json(&m.params, true, host);
-                let limit = m.timeout.min(reach.timeout);
-                let rep = match tokio::time::timeout(
-                    limit + std::time::Duration::from_secs(10),
-                    crate::remote::script::run(&session, &m.program, &input, limit),
-                )
-                .await
-                {
-                    Ok(Ok(ran)) => crate::model::module::read_report(
-                        &m.name,
-                        ran.code,
-                        &ran.stdout,
-                        &ran.stderr,
-                    ),
-                    Ok(Err(e)) => failed_check(&format!("module `{}`: {e}", m.name)),
-                    Err(_) => failed_check(&format!(
-                        "module `{}` did not finish within its time limit",
-                        m.name
-                    )),
-                };
-                out.push(((si, h), rep));
-            }
-            session.close().await;
-            out
-        })
-        .buffer_unordered(reach.forks.max(1));
-    runs.collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
-}
-
-fn failed_check(msg: &str) -> ScriptReport {
-    ScriptReport {
-        changed: false,
-        failed: true,
-        msg: msg.to_string(),
-        diff: None,
-    }
-}
-
-/// A plan with the facts it was made on.
-#[derive(Debug)]
-pub struct Planned {
-    /// The plan.
-    pub plan: Plan,
-    /// The facts (given, or read live).
-    pub facts: Facts,
-    /// Some host's facts could not be read (a live plan is incomplete).
-    pub incomplete: bool,
-}
-
-/// How to plan.
-#[derive(Debug, Clone)]
-pub struct PlanOptions {
-    /// Hosts read in parallel, and the bound on one host's read (live).
-    pub reach: crate::remote::fanout::Reach,
-    /// `--limit` as given (labels the plan).
-    pub limit: Option<String>,
-    /// What the given facts are called ("FILE"), when facts are given.
-    pub facts_label: String,
-    /// Record the facts used in the plan (saved plans, json output).
-    pub keep_facts: bool,
-}
-
-/// A step's plan: its id, targets and dependencies as written, with what
-/// the simulation decided.
-fn step_plan(
-    job: &Job,
-    si: usize,
-    picked: Vec<String>,
-    batch_size: usize,
-    results: Vec<PlannedResult>,
-) -> StepPlan {
-    let step = &job.playbook.steps[si];
-    StepPlan {
-        id: step.id.clone(),
-        target: step.targets.iter().map(|t| t.to_string()).collect(),
-        needs: job
-            .dag
-            .dependencies(si)
-            .iter()
-            .map(|d| job.playbook.steps[*d].id.clone())
-            .collect(),
-        picked,
-        batch_size,
-        results,
     }
 }

@@ -1,0 +1,396 @@
+//! One step on one host: the checks before work (skip, protected,
+//! unreachable, maintenance), then the step's module.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::engine::execute::open_slot;
+use crate::engine::execute::push;
+use crate::engine::execute::result_of;
+use crate::engine::execute::service::ServiceStep;
+use crate::engine::execute::session_of;
+use crate::engine::execute::unreachable_text;
+use crate::engine::execute::Run;
+use crate::model::decide::{failure_text, refuse_protected};
+use crate::model::expand::{goal_of, HostTask};
+use crate::model::facts::UnitFacts;
+use crate::model::maintenance::{MaintenanceGoal, MaintenanceState, HOST_SCOPE};
+use crate::model::module::ScriptModule;
+use crate::model::outcome::{Failure, Outcome, Status};
+use crate::model::playbook::{Module, ServiceState, Step, UnitFileGoal};
+use crate::model::service::{join_actions, Action, ServiceGoal};
+use crate::model::unit::UnitName;
+use crate::model::unitfile::UnitFileWant;
+use crate::remote::carrier::Session;
+use crate::remote::systemd::{StateRead, SystemdError};
+
+/// One host in one step: what every phase of its work needs.
+pub(super) struct HostStep<'r, 'a> {
+    pub(super) run: &'r Run<'a>,
+    pub(super) h: usize,
+    pub(super) step: &'a Step,
+    pub(super) task: &'a HostTask,
+}
+
+/// One host, one step: checks, connect, maintenance, then the module's
+/// read, decide, act, verify; the result is recorded.
+pub(super) async fn run_host(
+    run: &Run<'_>,
+    si: usize,
+    h: usize,
+    carry: &mut Option<Reading>,
+    next: Option<(UnitName, StateRead)>,
+) -> Status {
+    // A reading carried from the previous step is for this step only.
+    let carried = carry.take();
+    let job = run.job;
+    let Some(task) = job.expanded[si].task(h) else {
+        return Status::Skipped;
+    };
+    let hs = HostStep {
+        run,
+        h,
+        step: &job.playbook.steps[si],
+        task,
+    };
+    let t0 = Instant::now();
+    let (outcome, action, msg) = match hs.prepare().await {
+        Err(outcome) => (outcome, "none".to_string(), None),
+        Ok(session) => {
+            let _permit = run.forks.acquire().await;
+            hs.work(&session, carried, next, carry).await
+        }
+    };
+    let mut r = result_of(run, si, h, &outcome);
+    if !matches!(outcome, Outcome::Skipped(_)) {
+        r.duration_ms = t0.elapsed().as_millis() as u64;
+        r.action = action;
+        r.msg = msg.map(|m| job.playbook.secrets.redact_string(m));
+    }
+    let status = r.status;
+    push(run, si, h, r);
+    status
+}
+
+impl HostStep<'_, '_> {
+    /// Everything decided before the host's work: earlier failures,
+    /// `when`, protection, the connection, maintenance. `Err` is the
+    /// host's outcome for this step.
+    async fn prepare(&self) -> std::result::Result<Arc<Session>, Outcome> {
+        let (run, h) = (self.run, self.h);
+        if let Some(why) = run.book().before_step_host(self.step, h, self.task.when) {
+            return Err(Outcome::Skipped(why));
+        }
+        let host = &run.job.inventory.hosts[h];
+        if let Some(refused) =
+            refuse_protected(self.step, self.task, host, run.spec.allow_protected)
+        {
+            return Err(Outcome::failed(refused));
+        }
+        let slot = run.slots[h]
+            .get_or_init(|| async {
+                crate::remote::fanout::open(host, &run.spec.reach())
+                    .await
+                    .map(open_slot)
+                    .map_err(unreachable_text)
+            })
+            .await;
+        let session = match slot.as_ref().map(|m| m.lock().ok().and_then(|s| s.clone())) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(Outcome::failed(Failure::Error(
+                    "internal: the host's connection was already closed".into(),
+                )))
+            }
+            Err(e) => return Err(Outcome::failed(Failure::Unreachable(e.clone()))),
+        };
+        let exempt =
+            self.step.ignore_maintenance || matches!(self.step.module, Module::Maintenance { .. });
+        if !exempt {
+            match host_maintenance(run, h).await {
+                Ok(m) => {
+                    if let Some(why) = m.skip_reason(self.task.unit.as_str()) {
+                        return Err(Outcome::Skipped(why));
+                    }
+                }
+                Err(e) => return Err(Outcome::failed(Failure::Error(e))),
+            }
+        }
+        Ok(session)
+    }
+
+    /// The module's work, bounded by the step timeout: an unattended run
+    /// must never hang, whatever systemd or the network does.
+    async fn work(
+        &self,
+        session: &Session,
+        carried: Option<Reading>,
+        next: Option<(UnitName, StateRead)>,
+        carry: &mut Option<Reading>,
+    ) -> (Outcome, String, Option<String>) {
+        let work = async {
+            match &self.step.module {
+                Module::Service { .. } => {
+                    let svc = ServiceStep {
+                        hs: self,
+                        sd: session.systemd(),
+                        goal: goal_of(&self.step.module),
+                    };
+                    svc.apply(carried, next.as_ref().map(|(u, w)| (u, *w)))
+                        .await
+                }
+                Module::Maintenance { enable, .. } => self.maintenance(session, *enable).await,
+                Module::Unit { state, .. } => self.unit_file(session, *state).await,
+                Module::Script(m) => self.script(session, m).await,
+            }
+        };
+        let timeout = self.run.spec.step_timeout;
+        match tokio::time::timeout(timeout, work).await {
+            Ok(Ok(done)) => {
+                *carry = done.next;
+                (
+                    Outcome::Ok {
+                        changed: done.changed,
+                    },
+                    done.action,
+                    done.msg,
+                )
+            }
+            Ok(Err(f)) => (
+                Outcome::Failed {
+                    failure: f.failure,
+                    changed: f.changed,
+                },
+                f.action,
+                None,
+            ),
+            Err(_) => (
+                Outcome::failed(Failure::Timeout(timeout)),
+                "unknown".into(),
+                None,
+            ),
+        }
+    }
+
+    /// A systemd error as a failure: a broken connection makes the host
+    /// unreachable; anything else is the host's error, with `context`.
+    pub(super) fn systemd_failure(&self, e: &SystemdError, context: String) -> Failure {
+        if e.is_connection_lost() {
+            Failure::ConnectionLost {
+                step: self.step.id.clone(),
+                detail: context,
+            }
+        } else {
+            Failure::Error(context)
+        }
+    }
+
+    /// A `maintenance:` step on one host.
+    async fn maintenance(&self, session: &Session, enable: bool) -> Result<Done, Failed> {
+        let (run, h, task) = (self.run, self.h, self.task);
+        let failed_at = run.book().failed_at(h).map(str::to_string);
+        let goal = MaintenanceGoal {
+            enable,
+            reason: failure_text(
+                self.step,
+                task.content.as_deref().unwrap_or_default(),
+                failed_at.as_deref(),
+            ),
+            unit: (task.unit.as_str() != HOST_SCOPE).then(|| task.unit.clone()),
+        };
+        let _w = run.maint_write[h].lock().await;
+        let (action, now) = crate::remote::maintenance::apply_goal_on(session, &goal)
+            .await
+            .map_err(|error| Failed {
+                changed: false,
+                action: if enable {
+                    "maintenance-on"
+                } else {
+                    "maintenance-off"
+                }
+                .into(),
+                failure: Failure::Error(error),
+            })?;
+        if let Ok(mut cache) = run.maint.lock() {
+            if let Some(slot) = cache.get_mut(h) {
+                *slot = Some(now);
+            }
+        }
+        Ok(Done {
+            changed: action.is_some(),
+            action: joined(&action.into_iter().collect::<Vec<_>>()),
+            next: None,
+            msg: None,
+        })
+    }
+
+    /// A script module on one host: its program runs there with the input
+    /// JSON on stdin; its one JSON object is the result.
+    async fn script(&self, session: &Session, m: &ScriptModule) -> Result<Done, Failed> {
+        let host = &self.run.job.inventory.hosts[self.h];
+        let input = crate::model::module::input_json(&m.params, false, host);
+        let limit = m.timeout.min(self.run.spec.step_timeout);
+        let action = joined(&[Action::Run]);
+        let ran = crate::remote::script::run(session, &m.program, &input, limit)
+            .await
+            .map_err(|e| Failed {
+                // Whether it ran is unknown: the host must be looked at.
+                changed: true,
+                action: action.clone(),
+                failure: Failure::Error(format!("module `{}`: {e}", m.name)),
+            })?;
+        let rep = crate::model::module::read_report(&m.name, ran.code, &ran.stdout, &ran.stderr);
+        if rep.failed {
+            return Err(Failed {
+                changed: rep.changed,
+                action,
+                failure: Failure::Error(if rep.msg.is_empty() {
+                    format!("module `{}` failed", m.name)
+                } else {
+                    rep.msg
+                }),
+            });
+        }
+        Ok(Done {
+            changed: rep.changed,
+            action,
+            next: None,
+            msg: (!rep.msg.is_empty()).then_some(rep.msg),
+        })
+    }
+
+    /// A `unit:` step on one host.
+    async fn unit_file(&self, session: &Session, state: UnitFileGoal) -> Result<Done, Failed> {
+        let content = self.task.content.as_deref().unwrap_or_default();
+        let want = match state {
+            UnitFileGoal::Present => UnitFileWant::Present(content),
+            UnitFileGoal::Absent => UnitFileWant::Absent,
+        };
+        let o = crate::remote::unitfile::apply_unit(session, &self.task.unit, &want).await;
+        match o.error {
+            Some(error) => Err(Failed {
+                changed: o.changed,
+                action: joined(&o.done),
+                failure: Failure::Error(error),
+            }),
+            None => Ok(Done {
+                changed: o.changed,
+                action: joined(&o.done),
+                next: None,
+                msg: None,
+            }),
+        }
+    }
+}
+
+pub(super) struct Done {
+    pub(super) changed: bool,
+    pub(super) action: String,
+    /// What a script module said.
+    pub(super) msg: Option<String>,
+    /// The next step's unit, read together with this step's last reading.
+    pub(super) next: Option<Reading>,
+}
+
+pub(super) struct Failed {
+    pub(super) changed: bool,
+    pub(super) action: String,
+    pub(super) failure: Failure,
+}
+
+/// A unit's state read at the end of a host's step for that host's next
+/// step (`strategy: free`): one round trip serves both.
+pub(super) struct Reading {
+    pub(super) unit: UnitName,
+    pub(super) what: StateRead,
+    pub(super) facts: UnitFacts,
+    pub(super) at: Instant,
+}
+
+/// How old a carried reading may be and still stand in for the next step's
+/// own. It was taken by the same connection with no drover action since;
+/// normally the next step starts microseconds later, but waiting for a
+/// `forks` slot could take longer, and then the step reads again.
+pub(super) const CARRY_FRESH: Duration = Duration::from_millis(250);
+
+/// What a service step reads before deciding: enablement only when the
+/// step is about it (less bus traffic, and the same reading before and
+/// after); the InvocationID is added once the step knows it will act.
+pub(super) fn reads_for(goal: &ServiceGoal) -> StateRead {
+    StateRead {
+        file_state: goal.enabled.is_some() || goal.masked.is_some(),
+        invocation: false,
+    }
+}
+
+/// What a host's next step would read first, if it is a service step that
+/// runs there: its unit and the properties its goal needs.
+pub(super) fn next_reading(run: &Run<'_>, si: usize, h: usize) -> Option<(UnitName, StateRead)> {
+    let step = &run.job.playbook.steps[si];
+    if !matches!(step.module, Module::Service { .. }) {
+        return None;
+    }
+    let task = run.job.expanded[si].task(h).filter(|t| t.when)?;
+    let goal = goal_of(&step.module);
+    Some((
+        task.unit.clone(),
+        StateRead {
+            // A restart always needs the InvocationID before.
+            invocation: goal.state == Some(ServiceState::Restarted),
+            ..reads_for(&goal)
+        },
+    ))
+}
+
+/// A host's maintenance flags: from the run's cache, read from the host on
+/// first use.
+pub(super) async fn host_maintenance(
+    run: &Run<'_>,
+    h: usize,
+) -> std::result::Result<MaintenanceState, String> {
+    let limit = run.spec.step_timeout;
+    tokio::time::timeout(limit, read_host_maintenance(run, h))
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "cannot read the maintenance state: no answer within {}",
+                humantime::format_duration(limit)
+            ))
+        })
+}
+
+async fn read_host_maintenance(
+    run: &Run<'_>,
+    h: usize,
+) -> std::result::Result<MaintenanceState, String> {
+    if let Some(m) = run
+        .maint
+        .lock()
+        .ok()
+        .and_then(|m| m.get(h).cloned().flatten())
+    {
+        return Ok(m);
+    }
+    let Some(session) = session_of(run, h) else {
+        return Err("unreachable: no connection".into());
+    };
+    let m = crate::remote::maintenance::read(&session).await?;
+    if let Ok(mut cache) = run.maint.lock() {
+        if let Some(slot) = cache.get_mut(h) {
+            *slot = Some(m.clone());
+        }
+    }
+    Ok(m)
+}
+
+pub(super) fn joined(actions: &[Action]) -> String {
+    join_actions(actions, "none")
+}
+
+/// Whether systemd's state really differs between two readings.
+pub fn really_changed(before: &UnitFacts, after: &UnitFacts) -> bool {
+    before.active_state != after.active_state
+        || before.unit_file_state != after.unit_file_state
+        || before.load_state != after.load_state
+        || before.invocation_id != after.invocation_id
+}
