@@ -95,11 +95,7 @@ async fn become_runs_jobs_through_the_bridge() {
     // The job is queued by the bridge's bus name (root, via sudo); its
     // JobRemoved must still reach us without Subscribe.
     let job = session.systemd().restart(&idle).await.expect("restart");
-    assert_eq!(
-        job.result,
-        drover::remote::systemd::JobResult::Done,
-        "{job:?}"
-    );
+    assert_eq!(job.result, drover::remote::systemd::JobEnd::Done, "{job:?}");
     session.close().await;
     let after = lab.show(&host.name, "demo-idle.service");
     assert_eq!(after["ActiveState"], "active");

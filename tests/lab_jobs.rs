@@ -7,7 +7,7 @@ use common::{lab, Lab};
 use drover::model::inventory::Inventory;
 use drover::model::unit::UnitName;
 use drover::remote::carrier;
-use drover::remote::systemd::JobResult;
+use drover::remote::systemd::JobEnd;
 
 fn unit(s: &str) -> UnitName {
     UnitName::parse(s).expect("unit name")
@@ -34,7 +34,7 @@ async fn stop_start_and_a_failing_start_report_job_results() {
     let was_active = lab.show(&name, "demo-idle.service")["ActiveState"] == "active";
 
     let started = sd.start(&idle).await.expect("start");
-    assert_eq!(started.result, JobResult::Done, "{started:?}");
+    assert_eq!(started.result, JobEnd::Done, "{started:?}");
     assert_eq!(
         lab.show(&name, "demo-idle.service")["ActiveState"],
         "active"
@@ -47,7 +47,7 @@ async fn stop_start_and_a_failing_start_report_job_results() {
     assert!(facts["demo-idle.service"].main_pid > 0);
 
     let stopped = sd.stop(&idle).await.expect("stop");
-    assert_eq!(stopped.result, JobResult::Done, "{stopped:?}");
+    assert_eq!(stopped.result, JobEnd::Done, "{stopped:?}");
     assert!(stopped.error_message().is_none());
     assert_eq!(
         lab.show(&name, "demo-idle.service")["ActiveState"],
@@ -55,7 +55,7 @@ async fn stop_start_and_a_failing_start_report_job_results() {
     );
 
     let failed = sd.start(&broken).await.expect("start broken");
-    assert_eq!(failed.result, JobResult::Failed, "{failed:?}");
+    assert_eq!(failed.result, JobEnd::Failed, "{failed:?}");
     let msg = failed.error_message().expect("a message");
     assert!(
         msg.starts_with("job failed: unit entered failed state"),
@@ -115,7 +115,7 @@ async fn concurrent_jobs_on_one_connection_each_get_their_result() {
     let (a, b, c) = tokio::join!(sd.restart(&web), sd.restart(&web), sd.restart(&worker));
     for r in [a, b, c] {
         let r = r.expect("job");
-        assert_eq!(r.result, JobResult::Done, "{r:?}");
+        assert_eq!(r.result, JobEnd::Done, "{r:?}");
     }
     let after = lab.show(&name, "demo-web.service");
     assert_eq!(after["ActiveState"], "active");

@@ -13,7 +13,7 @@ pub mod files;
 pub mod health;
 pub mod inventory;
 pub mod job;
-pub mod jobs;
+pub mod job_store;
 pub mod journal;
 pub mod live;
 mod lock;

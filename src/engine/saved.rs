@@ -352,7 +352,7 @@ pub fn drift(job: &Job, saved: &SavedPlan, now: &Facts) -> Result<Vec<Drift>> {
         .playbook
         .steps
         .iter()
-        .filter(|st| matches!(st.module, crate::model::playbook::Module::Script(_)))
+        .filter(|st| matches!(st.operation, crate::model::playbook::Operation::Script(_)))
         .map(|st| st.id.as_str())
         .collect();
     let mut planned: BTreeMap<(&str, &str), &SavedResult> = BTreeMap::new();

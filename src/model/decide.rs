@@ -8,7 +8,7 @@ use crate::model::error::{Error, Result};
 use crate::model::expand::{goal_of, ExpandedStep, HostTask};
 use crate::model::inventory::{Host, Inventory};
 use crate::model::outcome::{Failure, SkipReason};
-use crate::model::playbook::{Group, Module, Playbook, ServiceState, Step};
+use crate::model::playbook::{Group, Operation, Playbook, ServiceState, Step};
 
 /// Hosts per rolling batch of a module call with `serial` over `n` hosts.
 pub fn group_batch_size(group: &Group, n: usize) -> usize {
@@ -50,10 +50,10 @@ pub fn batch_size(step: &Step, n: usize) -> usize {
 /// removes its unit file (a `unit:` step: `absent` stops, disables and
 /// deletes; `present` overwrites): what `protected` guards against.
 pub fn is_disruptive(step: &Step) -> bool {
-    if let Module::Unit { .. } = step.module {
+    if let Operation::Unit { .. } = step.operation {
         return true;
     }
-    let goal = goal_of(&step.module);
+    let goal = goal_of(&step.operation);
     matches!(
         goal.state,
         Some(ServiceState::Stopped | ServiceState::Restarted)
@@ -107,8 +107,8 @@ pub fn refuse_protected(step: &Step, task: &HostTask, host: &Host, allow: bool) 
         Failure::Refused(format!(
             "step `{}` would {} {} on host `{}`, which the inventory marks protected; pass --allow-protected if that is intended",
             step.id,
-            match step.module {
-                Module::Unit { .. } => "replace or remove the unit file of",
+            match step.operation {
+                Operation::Unit { .. } => "replace or remove the unit file of",
                 _ => "stop/restart/mask",
             },
             task.unit,
@@ -167,15 +167,15 @@ pub fn check_protected(
 /// The failure bookkeeping of one run, the same for plan and apply: who
 /// failed where, and whether a step's failures aborted the run.
 #[derive(Debug, Clone, Default)]
-pub struct RunBook {
+pub struct FailureLedger {
     failed_at: Vec<Option<String>>,
     aborted_at: Option<String>,
 }
 
-impl RunBook {
+impl FailureLedger {
     /// A run over `hosts` inventory hosts, nothing failed yet.
     pub fn new(hosts: usize) -> Self {
-        RunBook {
+        FailureLedger {
             failed_at: vec![None; hosts],
             aborted_at: None,
         }
@@ -195,7 +195,7 @@ impl RunBook {
         (!when).then_some(SkipReason::WhenFalse)
     }
 
-    /// [`RunBook::before_host`] for any step: an `on_failure` step of a
+    /// [`FailureLedger::before_host`] for any step: an `on_failure` step of a
     /// module call runs only on the hosts that failed one of the call's
     /// steps (and skips hosts that failed before the call).
     pub fn before_step_host(&self, step: &Step, h: usize, when: bool) -> Option<SkipReason> {
@@ -279,7 +279,7 @@ mod tests {
         let mut step = pb.steps[0].clone();
         step.id = "roll.keep".into();
         step.on_failure = Some("roll".into());
-        let mut b = RunBook::new(3);
+        let mut b = FailureLedger::new(3);
         b.host_failed(0, "roll.restart");
         b.host_failed(1, "before");
         assert_eq!(b.before_step_host(&step, 0, true), None);
@@ -310,7 +310,7 @@ mod tests {
 
     #[test]
     fn the_book_skips_failed_hosts_and_aborts() {
-        let mut b = RunBook::new(3);
+        let mut b = FailureLedger::new(3);
         assert_eq!(b.before_host(0, false), Some(SkipReason::WhenFalse));
         b.host_failed(1, "a");
         b.host_failed(1, "b");

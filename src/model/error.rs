@@ -1,9 +1,9 @@
 //! Every way drover can fail, as one enum rendered in one place.
 //!
 //! Each variant knows its class (invalid input, refused, internal), which
-//! fixes both the JSON `code` and the process exit code through
-//! [`Verdict`](crate::model::report::Verdict), so callers never pick exit
-//! codes by hand.
+//! fixes both the JSON `code` and the process exit code (through the
+//! report's `Verdict`, which sits above this file), so callers never pick
+//! exit codes by hand.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -95,6 +95,17 @@ pub enum Class {
     Internal,
 }
 
+impl Class {
+    /// The HTTP status of an error of this class.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Class::Invalid => 400,
+            Class::Refused => 403,
+            Class::Internal => 500,
+        }
+    }
+}
+
 /// What is wrong with a user's file, and where: the payload of input errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -154,10 +165,10 @@ impl Error {
         }
     }
 
-    /// The HTTP-like code used in JSON error output (its
-    /// [`Verdict`](crate::model::report::Verdict)'s).
+    /// The HTTP-like code used in JSON error output (its class's, which
+    /// `Verdict::http_status` agrees with).
     pub fn code(&self) -> u16 {
-        crate::model::report::Verdict::of_error(self).http_status()
+        self.class().http_status()
     }
 
     /// The one-line details: field path, message, suggestion and position.
@@ -230,10 +241,11 @@ impl Error {
     /// Add where a module was called from to an input error found in the
     /// module's file: the error is the module's, keeps the module file's
     /// position and names the call site too.
-    pub fn in_call(mut self, note: &str) -> Self {
+    /// `what` names the module's kind of file.
+    pub fn in_call(mut self, what: &'static str, note: &str) -> Self {
         match &mut self {
             Error::Parse(d) | Error::Invalid(d) => {
-                d.what = crate::model::module::WHAT;
+                d.what = what;
                 d.message.push_str("; ");
                 d.message.push_str(note);
             }

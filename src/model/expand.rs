@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::model::error::{Error, Result};
 use crate::model::inventory::{Host, Inventory};
-use crate::model::playbook::{Module, Playbook, Step, UnitSource};
+use crate::model::playbook::{Operation, Playbook, Step, UnitSource};
 use crate::model::secret::Secrets;
 use crate::model::service::ServiceGoal;
 use crate::model::target::{Resolved, Selector};
@@ -97,7 +97,7 @@ pub fn expand(
                         .map(|st| {
                             expand_step(pb, inv, limit, st, contexts).map_err(|e| {
                                 match &st.called_from {
-                                    Some(note) => e.in_call(note),
+                                    Some(note) => e.in_call(crate::model::module::WHAT, note),
                                     None => e,
                                 }
                             })
@@ -149,7 +149,7 @@ fn check_limit(l: &Selector, inv: &Inventory) -> Result<()> {
 fn host_contexts(pb: &Playbook, inv: &Inventory) -> Vec<HostContext> {
     let per_host = pb.steps.iter().any(|st| {
         st.when.is_some_and(|w| pb.templates.is_per_host(w))
-            || module_templates(&st.module)
+            || module_templates(&st.operation)
                 .into_iter()
                 .any(|t| pb.templates.is_per_host(t))
     });
@@ -187,7 +187,7 @@ fn expand_step(
         step: step.index,
         targets,
         tasks,
-        reads_file: matches!(step.module, Module::Unit { .. }),
+        reads_file: matches!(step.operation, Operation::Unit { .. }),
     })
 }
 
@@ -297,25 +297,25 @@ impl StepRenderer<'_> {
     }
 
     fn unit(&mut self, h: usize, host: &Host) -> Result<UnitName> {
-        let (name, name_position, field) = match &self.step.module {
-            Module::Service {
+        let (name, name_position, field) = match &self.step.operation {
+            Operation::Service {
                 name,
                 name_position,
                 ..
             } => (Some(*name), name_position, "service.name"),
-            Module::Maintenance {
+            Operation::Maintenance {
                 unit,
                 name_position,
                 ..
             } => (*unit, name_position, "maintenance.unit"),
-            Module::Unit {
+            Operation::Unit {
                 name,
                 name_position,
                 ..
             } => (Some(*name), name_position, "unit.name"),
             // A script module's result is named after the module, not a
             // unit; the task carries the host scope.
-            Module::Script(_) => (None, &self.step.position, "use"),
+            Operation::Script(_) => (None, &self.step.position, "use"),
         };
         let Some(name) = name else {
             return UnitName::parse(crate::model::maintenance::HOST_SCOPE).map_err(Error::Internal);
@@ -341,8 +341,8 @@ impl StepRenderer<'_> {
     }
 
     fn content(&mut self, h: usize, host: &Host) -> Result<Option<Arc<str>>> {
-        match &self.step.module {
-            Module::Unit {
+        match &self.step.operation {
+            Operation::Unit {
                 source: UnitSource::Content(c),
                 ..
             } => Ok(Some(
@@ -350,7 +350,7 @@ impl StepRenderer<'_> {
                     .get_or_insert_with(|| Arc::from(c.as_str()))
                     .clone(),
             )),
-            Module::Unit {
+            Operation::Unit {
                 source: UnitSource::Template(t),
                 name_position,
                 ..
@@ -373,7 +373,7 @@ impl StepRenderer<'_> {
                 }
                 Ok(Some(c))
             }
-            Module::Maintenance {
+            Operation::Maintenance {
                 reason: Some(t),
                 name_position,
                 ..
@@ -390,25 +390,25 @@ impl StepRenderer<'_> {
 }
 
 /// The template ids a module renders per host.
-fn module_templates(m: &Module) -> Vec<usize> {
+fn module_templates(m: &Operation) -> Vec<usize> {
     match m {
-        Module::Service { name, .. } => vec![*name],
-        Module::Maintenance { reason, unit, .. } => reason.iter().chain(unit).copied().collect(),
-        Module::Unit { name, source, .. } => match source {
+        Operation::Service { name, .. } => vec![*name],
+        Operation::Maintenance { reason, unit, .. } => reason.iter().chain(unit).copied().collect(),
+        Operation::Unit { name, source, .. } => match source {
             UnitSource::Template(t) => vec![*name, *t],
             _ => vec![*name],
         },
-        Module::Script(_) => Vec::new(),
+        Operation::Script(_) => Vec::new(),
     }
 }
 
 /// The goal of a step's module (empty for modules other than `service`).
-pub fn goal_of(module: &Module) -> ServiceGoal {
+pub fn goal_of(module: &Operation) -> ServiceGoal {
     match module {
-        Module::Maintenance { .. } | Module::Unit { .. } | Module::Script(_) => {
+        Operation::Maintenance { .. } | Operation::Unit { .. } | Operation::Script(_) => {
             ServiceGoal::default()
         }
-        Module::Service {
+        Operation::Service {
             state,
             enabled,
             masked,

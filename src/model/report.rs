@@ -218,6 +218,17 @@ mod tests {
     use super::*;
     use crate::model::outcome::Failure;
 
+    #[test]
+    fn an_errors_code_is_its_verdicts_status() {
+        for e in [
+            Error::Refused("window closed".into()),
+            Error::Usage("no playbook".into()),
+            Error::Internal("bug".into()),
+        ] {
+            assert_eq!(e.code(), Verdict::of_error(&e).http_status(), "{e:?}");
+        }
+    }
+
     fn report(outcomes: &[Outcome], run: RunOutcome) -> JobReport {
         JobReport {
             job_id: "j".into(),

@@ -470,7 +470,7 @@ fn change_query(
 /// `PUT /v1/agent/service/register`: write the unit file (the unit module).
 #[utoipa::path(put, path = "/v1/agent/service/register", request_body = Register, params(ChangeQuery),
     responses((status = 200, description = "the job report (or the plan with dry_run=true)", body = crate::model::report::JobReport),
-        (status = 202, body = crate::engine::jobs::JobView),
+        (status = 202, body = crate::engine::job_store::JobView),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError),
         (status = 404, description = "no --node host", body = ApiError), (status = 409, body = ApiError), (status = 429, body = ApiError)),
     security(("bearer" = []), ("consul_token" = [])), tag = "consul")]
@@ -496,7 +496,7 @@ pub async fn register(
 #[utoipa::path(put, path = "/v1/agent/service/deregister/{id}",
     params(("id" = String, Path, description = "the unit's name"), ChangeQuery),
     responses((status = 200, description = "the job report (or the plan with dry_run=true)", body = crate::model::report::JobReport),
-        (status = 202, body = crate::engine::jobs::JobView),
+        (status = 202, body = crate::engine::job_store::JobView),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError),
         (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 429, body = ApiError)),
     security(("bearer" = []), ("consul_token" = [])), tag = "consul")]
@@ -536,7 +536,7 @@ pub struct MaintenanceQuery {
 #[utoipa::path(put, path = "/v1/agent/service/maintenance/{id}",
     params(("id" = String, Path, description = "the unit's name"), MaintenanceQuery),
     responses((status = 200, description = "the job report (or the plan with dry_run=true)", body = crate::model::report::JobReport),
-        (status = 202, body = crate::engine::jobs::JobView),
+        (status = 202, body = crate::engine::job_store::JobView),
         (status = 400, description = "`Missing value for enable` or an invalid value", body = ApiError),
         (status = 401, body = ApiError), (status = 403, body = ApiError),
         (status = 404, body = ApiError), (status = 409, body = ApiError), (status = 429, body = ApiError)),

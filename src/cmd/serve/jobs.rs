@@ -13,7 +13,7 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::claims::Claim;
-use crate::engine::jobs::{JobQuery, JobStatus, JobView};
+use crate::engine::job_store::{JobQuery, JobStatus, JobView};
 use crate::model::keys::Role;
 
 use super::audit::AuditLine;
@@ -66,7 +66,7 @@ pub async fn list_jobs(
     })))
 }
 
-fn entry(state: &AppState, id: &str) -> Result<Arc<crate::engine::jobs::Entry>, ApiError> {
+fn entry(state: &AppState, id: &str) -> Result<Arc<crate::engine::job_store::Entry>, ApiError> {
     state
         .jobs
         .get(id)
@@ -205,7 +205,7 @@ pub async fn list_runbooks(
                 .map(|s| StepView {
                     id: s.id.clone(),
                     target: s.targets.iter().map(|t| t.to_string()).collect(),
-                    module: s.module.kind().to_string(),
+                    module: s.operation.kind().to_string(),
                 })
                 .collect(),
         });

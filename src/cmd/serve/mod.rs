@@ -29,7 +29,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::engine::jobs::JobStore;
+use crate::engine::job_store::JobStore;
 use crate::model::error::{Error, Result};
 use crate::model::keys::Role;
 use crate::remote::pool::Pool;

@@ -115,9 +115,9 @@ pub enum Started {
     /// The plan of a dry run (drover.plan/1 JSON).
     Plan(String),
     /// The job ended within `wait`.
-    Done(Arc<crate::engine::jobs::Entry>),
+    Done(Arc<crate::engine::job_store::Entry>),
     /// Still running past `wait`.
-    Running(Arc<crate::engine::jobs::Entry>),
+    Running(Arc<crate::engine::job_store::Entry>),
 }
 
 impl Started {
@@ -279,7 +279,7 @@ pub fn reach(state: &AppState) -> Reach {
         ChangeQuery),
     responses(
         (status = 200, description = "the job report, or with dry_run=true the plan (drover.plan/1)", body = crate::model::report::JobReport),
-        (status = 202, description = "still running past `wait`; `Location: /job/{id}`", body = crate::engine::jobs::JobView),
+        (status = 202, description = "still running past `wait`; `Location: /job/{id}`", body = crate::engine::job_store::JobView),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError),
         (status = 409, body = ApiError), (status = 429, body = ApiError), (status = 500, body = ApiError),
         (status = 503, description = "the server is stopping; nothing was started", body = ApiError)),

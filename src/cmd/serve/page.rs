@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::engine::events::NoEvents;
-use crate::engine::jobs::JobQuery;
+use crate::engine::job_store::JobQuery;
 use crate::engine::status::StatusReport;
 use crate::model::error::{Error, Result};
 

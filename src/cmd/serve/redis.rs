@@ -185,7 +185,7 @@ async fn operate(
 /// `POST /v1/local/services`: stop, start or restart services of the node.
 #[utoipa::path(post, path = "/v1/local/services", request_body = Operation, params(ChangeQuery),
     responses((status = 200, description = "{NAME: true|false}: whether each service's operation succeeded (with dry_run=true: the plan)", body = BTreeMap<String, bool>),
-        (status = 202, description = "still running past `wait`", body = crate::engine::jobs::JobView),
+        (status = 202, description = "still running past `wait`", body = crate::engine::job_store::JobView),
         (status = 400, body = ApiError), (status = 401, body = ApiError),
         (status = 403, description = "a required (protected) service, or the key may not", body = ApiError),
         (status = 404, description = "no --node host", body = ApiError), (status = 409, body = ApiError), (status = 429, body = ApiError)),
@@ -204,7 +204,7 @@ pub async fn local_operation(
 /// hosts succeeded.
 #[utoipa::path(post, path = "/v1/services", request_body = Operation, params(ChangeQuery),
     responses((status = 200, description = "{NAME: true|false}: true where every host succeeded (with dry_run=true: the plan)", body = BTreeMap<String, bool>),
-        (status = 202, description = "still running past `wait`", body = crate::engine::jobs::JobView),
+        (status = 202, description = "still running past `wait`", body = crate::engine::job_store::JobView),
         (status = 400, body = ApiError), (status = 401, body = ApiError),
         (status = 403, description = "a required (protected) service, or a host the key may not reach", body = ApiError),
         (status = 409, body = ApiError), (status = 429, body = ApiError)),

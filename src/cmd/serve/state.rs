@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::engine::claims::Claims;
-use crate::engine::jobs::JobStore;
+use crate::engine::job_store::JobStore;
 use crate::model::error::{Error, Result};
 use crate::model::inventory::{Host, Inventory, Transport};
 use crate::model::keys::Keys;

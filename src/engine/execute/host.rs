@@ -17,7 +17,7 @@ use crate::model::facts::UnitFacts;
 use crate::model::maintenance::{MaintenanceGoal, MaintenanceState, HOST_SCOPE};
 use crate::model::module::ScriptModule;
 use crate::model::outcome::{Failure, Outcome, Status};
-use crate::model::playbook::{Module, ServiceState, Step, UnitFileGoal};
+use crate::model::playbook::{Operation, ServiceState, Step, UnitFileGoal};
 use crate::model::service::{join_actions, Action, ServiceGoal};
 use crate::model::unit::UnitName;
 use crate::model::unitfile::UnitFileWant;
@@ -104,8 +104,8 @@ impl HostStep<'_, '_> {
             }
             Err(e) => return Err(Outcome::failed(Failure::Unreachable(e.clone()))),
         };
-        let exempt =
-            self.step.ignore_maintenance || matches!(self.step.module, Module::Maintenance { .. });
+        let exempt = self.step.ignore_maintenance
+            || matches!(self.step.operation, Operation::Maintenance { .. });
         if !exempt {
             match host_maintenance(run, h).await {
                 Ok(m) => {
@@ -129,19 +129,19 @@ impl HostStep<'_, '_> {
         carry: &mut Option<Reading>,
     ) -> (Outcome, String, Option<String>) {
         let work = async {
-            match &self.step.module {
-                Module::Service { .. } => {
+            match &self.step.operation {
+                Operation::Service { .. } => {
                     let svc = ServiceStep {
                         hs: self,
                         sd: session.systemd(),
-                        goal: goal_of(&self.step.module),
+                        goal: goal_of(&self.step.operation),
                     };
                     svc.apply(carried, next.as_ref().map(|(u, w)| (u, *w)))
                         .await
                 }
-                Module::Maintenance { enable, .. } => self.maintenance(session, *enable).await,
-                Module::Unit { state, .. } => self.unit_file(session, *state).await,
-                Module::Script(m) => self.script(session, m).await,
+                Operation::Maintenance { enable, .. } => self.maintenance(session, *enable).await,
+                Operation::Unit { state, .. } => self.unit_file(session, *state).await,
+                Operation::Script(m) => self.script(session, m).await,
             }
         };
         let timeout = self.run.spec.step_timeout;
@@ -327,11 +327,11 @@ pub(super) fn reads_for(goal: &ServiceGoal) -> StateRead {
 /// runs there: its unit and the properties its goal needs.
 pub(super) fn next_reading(run: &Run<'_>, si: usize, h: usize) -> Option<(UnitName, StateRead)> {
     let step = &run.job.playbook.steps[si];
-    if !matches!(step.module, Module::Service { .. }) {
+    if !matches!(step.operation, Operation::Service { .. }) {
         return None;
     }
     let task = run.job.expanded[si].task(h).filter(|t| t.when)?;
-    let goal = goal_of(&step.module);
+    let goal = goal_of(&step.operation);
     Some((
         task.unit.clone(),
         StateRead {

@@ -31,11 +31,11 @@ use crate::engine::execute::schedule::run_linear;
 use crate::engine::execute::schedule::step_hosts;
 use crate::engine::job::Job;
 use crate::engine::journal::Journal;
-use crate::model::decide::RunBook;
+use crate::model::decide::FailureLedger;
 use crate::model::maintenance::MaintenanceState;
 use crate::model::now_rfc3339;
 use crate::model::outcome::{Outcome, SkipReason};
-use crate::model::playbook::{Module, Strategy};
+use crate::model::playbook::{Operation, Strategy};
 use crate::model::report::{JobReport, JobResult, RunOutcome};
 use crate::remote::carrier::Session;
 use crate::remote::fanout::{HostError, Reach};
@@ -93,7 +93,7 @@ struct Run<'a> {
     /// Connections being closed in the background; awaited before the
     /// report.
     closing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    book: Mutex<RunBook>,
+    book: Mutex<FailureLedger>,
     forks: Semaphore,
     results: Mutex<Vec<(usize, usize, JobResult)>>,
     order_of: Vec<usize>,
@@ -199,7 +199,7 @@ impl<'a> Run<'a> {
             slots,
             pending: pending.into_iter().map(AtomicUsize::new).collect(),
             closing: Mutex::new(Vec::new()),
-            book: Mutex::new(RunBook::new(n)),
+            book: Mutex::new(FailureLedger::new(n)),
             results: Mutex::new(Vec::new()),
             order_of,
             maint: Mutex::new(vec![None; n]),
@@ -233,7 +233,7 @@ impl<'a> Run<'a> {
         results.into_iter().map(|(_, _, r)| r).collect()
     }
 
-    fn book(&self) -> std::sync::MutexGuard<'_, RunBook> {
+    fn book(&self) -> std::sync::MutexGuard<'_, FailureLedger> {
         // A poisoned book only means a worker panicked mid-update; the
         // bookkeeping itself is still consistent enough to report.
         self.book.lock().unwrap_or_else(|p| p.into_inner())
@@ -299,8 +299,8 @@ fn push(run: &Run<'_>, si: usize, h: usize, r: JobResult) {
 /// The result of a host in a step, from its outcome.
 fn result_of(run: &Run<'_>, si: usize, h: usize, outcome: &Outcome) -> JobResult {
     let job = run.job;
-    let unit = match &job.playbook.steps[si].module {
-        Module::Script(m) => m.name.clone(),
+    let unit = match &job.playbook.steps[si].operation {
+        Operation::Script(m) => m.name.clone(),
         _ => job.expanded[si]
             .task(h)
             .map(|t| t.unit.to_string())

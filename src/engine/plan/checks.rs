@@ -7,7 +7,7 @@ use crate::engine::job::Job;
 use crate::engine::plan::ModuleChecks;
 use crate::model::facts::Facts;
 use crate::model::module::{ScriptModule, ScriptReport};
-use crate::model::playbook::Module;
+use crate::model::playbook::Operation;
 
 /// Run every check-capable script module with `check: true` on the live
 /// hosts it may run on (reachable, `when` true): one connection per host,
@@ -22,7 +22,7 @@ pub(super) async fn module_checks(
     let mut per_host: std::collections::BTreeMap<usize, Vec<(usize, Arc<ScriptModule>)>> =
         std::collections::BTreeMap::new();
     for (si, step) in job.playbook.steps.iter().enumerate() {
-        let Module::Script(m) = &step.module else {
+        let Operation::Script(m) = &step.operation else {
             continue;
         };
         if !m.check {

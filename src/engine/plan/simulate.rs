@@ -17,7 +17,8 @@ use crate::engine::plan::Summary;
 use crate::engine::plan::UnitChange;
 use crate::engine::plan::HOST_DOC;
 use crate::model::decide::{
-    batch_size, failure_text, group_batch_size, pick_any, refuse_protected, Candidate, RunBook,
+    batch_size, failure_text, group_batch_size, pick_any, refuse_protected, Candidate,
+    FailureLedger,
 };
 use crate::model::error::{Error, Result};
 use crate::model::expand::{goal_of, HostTask};
@@ -27,7 +28,7 @@ use crate::model::maintenance::{
 };
 use crate::model::module::ScriptModule;
 use crate::model::outcome::{Failure, Outcome, SkipReason, Status};
-use crate::model::playbook::{Group, Module, Step, UnitFileGoal};
+use crate::model::playbook::{Group, Operation, Step, UnitFileGoal};
 use crate::model::secret::Secrets;
 use crate::model::service::{decide_service, Action};
 use crate::model::unit::UnitName;
@@ -222,7 +223,7 @@ struct Simulation<'a> {
     maint: Vec<MaintenanceState>,
     /// Per host, the units touched and the actions on them, for the diff.
     touched: Vec<Vec<(UnitName, Vec<String>)>>,
-    book: RunBook,
+    book: FailureLedger,
     stamp: String,
     /// Shared names: half a million results must not mean a million strings.
     names: Vec<Arc<str>>,
@@ -247,7 +248,7 @@ impl<'a> Simulation<'a> {
             units: vec![Vec::new(); n],
             files: vec![Vec::new(); n],
             touched: vec![Vec::new(); n],
-            book: RunBook::new(n),
+            book: FailureLedger::new(n),
             stamp: crate::model::now_rfc3339(),
             names: job
                 .inventory
@@ -451,18 +452,18 @@ impl<'a> Simulation<'a> {
         } else if let Some(why) = self.maintenance_skip(step, h, task) {
             (Outcome::Skipped(why), Vec::new())
         } else {
-            match &step.module {
-                Module::Script(m) => self.script(si, h, m),
-                Module::Maintenance { enable, .. } => self.maintenance(step, h, task, *enable),
-                Module::Unit { state, .. } => self.unit_file(step, h, task, *state)?,
-                Module::Service { .. } => self.service(step, h, task)?,
+            match &step.operation {
+                Operation::Script(m) => self.script(si, h, m),
+                Operation::Maintenance { enable, .. } => self.maintenance(step, h, task, *enable),
+                Operation::Unit { state, .. } => self.unit_file(step, h, task, *state)?,
+                Operation::Service { .. } => self.service(step, h, task)?,
             }
         };
         Ok(PlannedResult {
             hostname: self.names[h].clone(),
             status: outcome.status(),
-            name: match &step.module {
-                Module::Script(m) => m.name.clone(),
+            name: match &step.operation {
+                Operation::Script(m) => m.name.clone(),
                 _ => task.unit.to_string(),
             },
             changed: outcome.changed(),
@@ -479,7 +480,8 @@ impl<'a> Simulation<'a> {
     }
 
     fn maintenance_skip(&self, step: &Step, h: usize, task: &HostTask) -> Option<SkipReason> {
-        let exempt = step.ignore_maintenance || matches!(step.module, Module::Maintenance { .. });
+        let exempt =
+            step.ignore_maintenance || matches!(step.operation, Operation::Maintenance { .. });
         (!exempt)
             .then(|| self.maint[h].skip_reason(task.unit.as_str()))
             .flatten()
@@ -603,7 +605,7 @@ impl<'a> Simulation<'a> {
                 None,
             ));
         };
-        let d = decide_service(task.unit.as_str(), &goal_of(&step.module), now);
+        let d = decide_service(task.unit.as_str(), &goal_of(&step.operation), now);
         let changed = !d.actions.is_empty();
         if let Some(failure) = d.error {
             return Ok((Outcome::Failed { failure, changed }, d.actions));

@@ -275,8 +275,8 @@ impl Loader<'_> {
             spec.id.value,
             src.pos(spec.id.referenced)
         );
-        let (file, program, timeout) =
-            crate::model::module::load_script(dir).map_err(|e| e.in_call(&note))?;
+        let (file, program, timeout) = crate::model::module::load_script(dir)
+            .map_err(|e| e.in_call(crate::model::module::WHAT, &note))?;
         let params = self.bind(src, k, spec, &file.params, &dir.join("module.yml"))?;
         self.record_input(&dir.join("run"), &program);
         let name = spec
@@ -430,7 +430,8 @@ impl Loader<'_> {
             spec.id.value
         );
         let module: crate::model::module::CompositeFile =
-            yaml::parse(&text, file, crate::model::module::WHAT).map_err(|e| e.in_call(&note))?;
+            yaml::parse(&text, file, crate::model::module::WHAT)
+                .map_err(|e| e.in_call(crate::model::module::WHAT, &note))?;
         if module.steps.is_empty() {
             return Err(Error::invalid(
                 crate::model::module::WHAT,
@@ -438,7 +439,7 @@ impl Loader<'_> {
                 format!("module `{name}` has no steps"),
                 yaml::locate(&text, file, &["steps"]),
             )
-            .in_call(&note));
+            .in_call(crate::model::module::WHAT, &note));
         }
         let params = self.bind(src, k, spec, &module.params, file)?;
         let mstarts = line_starts(&text);
@@ -483,7 +484,7 @@ impl Loader<'_> {
         let produced = self.list(msrc, &module.steps, Some(&child), Some(entry));
         self.chain.pop();
         self.templates.leave_params(scope);
-        let produced = produced.map_err(|e| e.in_call(&note))?;
+        let produced = produced.map_err(|e| e.in_call(crate::model::module::WHAT, &note))?;
         if let (None, Some(serial)) = (inh, spec.serial) {
             let max = match &spec.max_fail_percentage {
                 Some(m) if !(0.0..=100.0).contains(&m.value) => {

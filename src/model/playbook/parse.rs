@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::model::error::{Error, Position, Result};
 use crate::model::playbook::MaintenanceSpec;
-use crate::model::playbook::Module;
+use crate::model::playbook::Operation;
 use crate::model::playbook::ServiceSpec;
 use crate::model::playbook::ServiceState;
 use crate::model::playbook::Source;
@@ -61,7 +61,7 @@ impl StepParser<'_, '_> {
         let when = self.when()?;
         let max_fail_percentage = self.max_fail_percentage()?;
         let wait = self.wait()?;
-        let module = self.module()?;
+        let operation = self.operation()?;
         let spec = self.spec;
         Ok(Step {
             index: self.index,
@@ -76,7 +76,7 @@ impl StepParser<'_, '_> {
             max_fail_percentage,
             wait,
             ignore_maintenance: spec.ignore_maintenance.unwrap_or(false),
-            module,
+            operation,
             group: None,
             on_failure: None,
             called_from: None,
@@ -190,7 +190,7 @@ impl StepParser<'_, '_> {
     }
 
     /// Exactly one of `service:`, `maintenance:`, `unit:`.
-    fn module(&mut self) -> Result<Module> {
+    fn operation(&mut self) -> Result<Operation> {
         let spec = self.spec;
         let n_modules = spec.service.is_some() as u8
             + spec.maintenance.is_some() as u8
@@ -208,7 +208,7 @@ impl StepParser<'_, '_> {
             return Err(whole_step(format!("step `{}` has several modules; use one of `service:`, `maintenance:`, `unit:`, `use:` per step", self.id)));
         }
         if let Some(script) = &self.script {
-            return Ok(Module::Script(script.clone()));
+            return Ok(Operation::Script(script.clone()));
         }
         match &spec.service {
             Some(svc) => self.service(svc),
@@ -223,7 +223,7 @@ impl StepParser<'_, '_> {
         }
     }
 
-    fn maintenance(&mut self, m: &MaintenanceSpec) -> Result<Module> {
+    fn maintenance(&mut self, m: &MaintenanceSpec) -> Result<Operation> {
         let reason = match m.reason.as_deref() {
             Some(r) if !r.trim().is_empty() => match self.templates.add_string(r) {
                 Ok(t) => Some(t),
@@ -248,7 +248,7 @@ impl StepParser<'_, '_> {
             }
             None => (None, self.position.clone()),
         };
-        Ok(Module::Maintenance {
+        Ok(Operation::Maintenance {
             enable: m.enable,
             reason,
             unit,
@@ -256,7 +256,7 @@ impl StepParser<'_, '_> {
         })
     }
 
-    fn unit(&mut self, u: &UnitSpec) -> Result<Module> {
+    fn unit(&mut self, u: &UnitSpec) -> Result<Operation> {
         let at = self.src.pos(u.name.referenced);
         let name = match self.templates.add_unit_name(&u.name.value) {
             Ok(n) => n,
@@ -284,7 +284,7 @@ impl StepParser<'_, '_> {
             }
             (UnitFileGoal::Present, None, Some(t)) => self.unit_template(t, &at)?,
         };
-        Ok(Module::Unit {
+        Ok(Operation::Unit {
             name,
             name_position: at,
             source,
@@ -345,7 +345,7 @@ impl StepParser<'_, '_> {
         }
     }
 
-    fn service(&mut self, svc: &ServiceSpec) -> Result<Module> {
+    fn service(&mut self, svc: &ServiceSpec) -> Result<Operation> {
         let at = self.src.pos(svc.name.referenced);
         if svc.state.is_none() && svc.enabled.is_none() && svc.masked.is_none() {
             return Err(self.invalid(
@@ -370,7 +370,7 @@ impl StepParser<'_, '_> {
             Ok(n) => n,
             Err(m) => return Err(self.invalid("service.name", m, at)),
         };
-        Ok(Module::Service {
+        Ok(Operation::Service {
             name,
             name_position: at,
             state: svc.state,

@@ -29,7 +29,7 @@ pub struct Wait {
 
 /// What a step does on each host.
 #[derive(Debug, Clone)]
-pub enum Module {
+pub enum Operation {
     /// Drive a unit's run state, enablement and mask.
     Service {
         /// Template id of the unit name.
@@ -84,14 +84,14 @@ pub struct Group {
     pub steps: Vec<usize>,
 }
 
-impl Module {
+impl Operation {
     /// The module's name as a playbook writes it.
     pub fn kind(&self) -> &'static str {
         match self {
-            Module::Service { .. } => "service",
-            Module::Maintenance { .. } => "maintenance",
-            Module::Unit { .. } => "unit",
-            Module::Script(_) => "script",
+            Operation::Service { .. } => "service",
+            Operation::Maintenance { .. } => "maintenance",
+            Operation::Unit { .. } => "unit",
+            Operation::Script(_) => "script",
         }
     }
 }
@@ -125,7 +125,7 @@ pub struct Step {
     /// Ignore maintenance.
     pub ignore_maintenance: bool,
     /// The operation.
-    pub module: Module,
+    pub operation: Operation,
     /// The module call with `serial` this step belongs to, if any.
     pub group: Option<Arc<Group>>,
     /// An `on_failure` step of this module call: it runs only on hosts that

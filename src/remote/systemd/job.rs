@@ -20,7 +20,7 @@ use crate::remote::systemd::MANAGER_PATH;
 /// A job's result as systemd reports it in `JobRemoved`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum JobResult {
+pub enum JobEnd {
     /// The job completed successfully.
     Done,
     /// The job was canceled before it finished.
@@ -37,41 +37,41 @@ pub enum JobResult {
     Other(String),
 }
 
-impl JobResult {
+impl JobEnd {
     /// Parse systemd's result string.
     pub fn parse(s: &str) -> Self {
         match s {
-            "done" => JobResult::Done,
-            "canceled" => JobResult::Canceled,
-            "timeout" => JobResult::Timeout,
-            "failed" => JobResult::Failed,
-            "dependency" => JobResult::Dependency,
-            "skipped" => JobResult::Skipped,
-            other => JobResult::Other(other.to_string()),
+            "done" => JobEnd::Done,
+            "canceled" => JobEnd::Canceled,
+            "timeout" => JobEnd::Timeout,
+            "failed" => JobEnd::Failed,
+            "dependency" => JobEnd::Dependency,
+            "skipped" => JobEnd::Skipped,
+            other => JobEnd::Other(other.to_string()),
         }
     }
 
     /// systemd's word for it.
     pub fn as_str(&self) -> &str {
         match self {
-            JobResult::Done => "done",
-            JobResult::Canceled => "canceled",
-            JobResult::Timeout => "timeout",
-            JobResult::Failed => "failed",
-            JobResult::Dependency => "dependency",
-            JobResult::Skipped => "skipped",
-            JobResult::Other(s) => s,
+            JobEnd::Done => "done",
+            JobEnd::Canceled => "canceled",
+            JobEnd::Timeout => "timeout",
+            JobEnd::Failed => "failed",
+            JobEnd::Dependency => "dependency",
+            JobEnd::Skipped => "skipped",
+            JobEnd::Other(s) => s,
         }
     }
 
     /// Whether the job did what was asked (`done`; `skipped` only happens
     /// for jobs that had nothing to do, so it counts as success too).
     pub fn is_success(&self) -> bool {
-        matches!(self, JobResult::Done | JobResult::Skipped)
+        matches!(self, JobEnd::Done | JobEnd::Skipped)
     }
 }
 
-impl fmt::Display for JobResult {
+impl fmt::Display for JobEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -113,7 +113,7 @@ pub struct JobOutcome {
     /// The job's object path.
     pub job: String,
     /// The result from `JobRemoved`.
-    pub result: JobResult,
+    pub result: JobEnd,
     /// On failure: the unit's ActiveState after the job.
     pub active_state: Option<String>,
     /// On failure: the service's `Result` (exit-code, signal, timeout, ...).
@@ -243,12 +243,12 @@ impl JobBoard {
 
 /// Removes a caller's registration when it stops waiting (done, or
 /// cancelled by a timeout), so the board never keeps dead senders.
-struct Claim<'a> {
+struct Waiter<'a> {
     board: &'a std::sync::Mutex<JobBoard>,
     job: &'a str,
 }
 
-impl Drop for Claim<'_> {
+impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         if let Ok(mut b) = self.board.lock() {
             if let Some(senders) = b.waiting.get_mut(self.job) {
@@ -318,7 +318,7 @@ impl Systemd {
         let result = match rx {
             Ok(r) => r,
             Err(rx) => {
-                let _claim = Claim {
+                let _waiter = Waiter {
                     board: &watch.board,
                     job: path,
                 };
@@ -326,7 +326,7 @@ impl Systemd {
                 rx.await.map_err(|_| lost())?
             }
         };
-        let result = JobResult::parse(&result);
+        let result = JobEnd::parse(&result);
         let mut outcome = JobOutcome {
             op,
             unit: name.to_string(),

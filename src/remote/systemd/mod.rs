@@ -12,7 +12,7 @@ mod proxy;
 mod read;
 mod unitfile;
 
-pub use job::{JobOp, JobOutcome, JobResult};
+pub use job::{JobEnd, JobOp, JobOutcome};
 pub use proxy::*;
 pub use read::StateRead;
 
@@ -172,13 +172,13 @@ mod tests {
             timestamp_rfc3339(1_700_000_000_123_456).as_deref(),
             Some("2023-11-14T22:13:20Z")
         );
-        assert_eq!(JobResult::parse("dependency"), JobResult::Dependency);
-        assert!(JobResult::parse("done").is_success());
+        assert_eq!(JobEnd::parse("dependency"), JobEnd::Dependency);
+        assert!(JobEnd::parse("done").is_success());
         let o = JobOutcome {
             op: JobOp::Start,
             unit: "demo-broken.service".into(),
             job: "/j/1".into(),
-            result: JobResult::Failed,
+            result: JobEnd::Failed,
             active_state: Some("failed".into()),
             unit_result: Some("exit-code".into()),
             status_text: None,

@@ -137,7 +137,7 @@ pub trait Service {
     default_service = "org.freedesktop.systemd1",
     gen_blocking = false
 )]
-pub trait Job {
+pub trait SystemdJob {
     /// start, stop, restart, reload, ...
     #[zbus(property)]
     fn job_type(&self) -> zbus::Result<String>;

@@ -12,9 +12,9 @@ use crate::model::unit::UnitName;
 use crate::remote::systemd::proxy::UnitProps;
 use crate::remote::systemd::timestamp_rfc3339;
 use crate::remote::systemd::unit_object_path;
-use crate::remote::systemd::JobProxy;
 use crate::remote::systemd::Systemd;
 use crate::remote::systemd::SystemdError;
+use crate::remote::systemd::SystemdJobProxy;
 use crate::remote::systemd::DEST;
 use crate::remote::systemd::UNITS_IN_FLIGHT;
 
@@ -117,7 +117,7 @@ impl Systemd {
         // A pending job decides STARTING vs RESTARTING in `status`; its type
         // costs one more round trip, paid only while a job is queued.
         if let Some((id, job_path)) = props.job.filter(|(id, _)| *id != 0) {
-            let ty = match JobProxy::builder(&self.conn)
+            let ty = match SystemdJobProxy::builder(&self.conn)
                 .path(job_path)
                 .map_err(SystemdError::bus(format!("job {id} of {unit}")))?
                 .cache_properties(CacheProperties::No)
