@@ -544,7 +544,8 @@ async fn the_book_serve_examples_work_as_written() {
     )
     .unwrap();
     let s = serve(&lab, dir.path(), &keys, &dir.path().join("jobs"));
-    let stdout = run_page_examples("docs/src/guide/serve.md", &s.base, &keys.admin, lab.host(0)).await;
+    let stdout =
+        run_page_examples("docs/src/guide/serve.md", &s.base, &keys.admin, lab.host(0)).await;
     assert!(
         stdout.contains("event: done"),
         "the SSE example streamed the job"
@@ -572,7 +573,13 @@ async fn the_book_compat_examples_work_as_written() {
         ],
         &dir.path().join("stderr"),
     );
-    let stdout = run_page_examples("docs/src/guide/compat.md", &s.base, &keys.admin, lab.host(0)).await;
+    let stdout = run_page_examples(
+        "docs/src/guide/compat.md",
+        &s.base,
+        &keys.admin,
+        lab.host(0),
+    )
+    .await;
     assert!(stdout.contains("passing"), "{stdout}");
     lab.restore_baseline();
 }
