@@ -413,7 +413,7 @@ pub enum PlanFormat {
     Text,
     /// For a pull-request comment.
     Markdown,
-    /// For machines; schema `drover.plan/1` (see README).
+    /// For machines; schema `drover.plan/1` (book: reference/plan-json.md).
     Json,
 }
 
