@@ -20,3 +20,10 @@ pub mod engine;
 pub mod model;
 pub mod remote;
 pub mod render;
+
+// ARCHITECTURE.md's examples are doctests: `cargo test --doc` compiles them
+// (and runs the one that needs no host), so the map cannot drift from the
+// library it shows.
+#[cfg(doctest)]
+#[doc = include_str!("../ARCHITECTURE.md")]
+pub struct ArchitectureDoctests;

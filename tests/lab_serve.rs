@@ -3,6 +3,8 @@
 //! the test controls with a `wait.http` gate, never with sleeps.
 
 mod common;
+#[path = "common/markdown.rs"]
+mod markdown;
 #[path = "common/server.rs"]
 mod server;
 
@@ -492,27 +494,45 @@ async fn sigterm_stops_running_jobs_and_writes_their_reports() {
     assert_eq!(status, ["ok", "ok", "skipped"], "{report}");
 }
 
+/// Run a book page's `sh,lab` blocks in one shell, in order, as a user
+/// pasting them would; `set -e` stops at the first that fails (curl -f:
+/// any status >= 400). `DROVER_URL`, `KEY` (an admin key) and `HOST` are
+/// set as the page says.
+async fn run_page_examples(page: &str, base: &str, key: &str, host: &str) -> String {
+    let lines = markdown::lab_script(page);
+    let script = format!("set -e\n{}\n", lines.join("\n"));
+    let (base, key, host) = (base.to_string(), key.to_string(), host.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("DROVER_URL", base)
+            .env("KEY", key)
+            .env("HOST", host)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "an example of {page} failed: {}\nstdout: {}",
+        String::from_utf8_lossy(&out.stderr),
+        &stdout[stdout.len().saturating_sub(2000)..]
+    );
+    stdout
+}
+
+/// The curl examples of the book's Serve chapter (`docs/src/guide/serve.md`).
 #[tokio::test]
-async fn the_readme_curl_examples_work_as_written() {
+async fn the_book_serve_examples_work_as_written() {
     let Some(lab) = lab() else { return };
     let _l = lab.lock();
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let (_, after) = readme
-        .split_once("The examples below are run by `tests/lab_serve.rs`")
-        .expect("the README's serve examples");
-    let block = after
-        .split_once("```sh\n")
-        .and_then(|(_, b)| b.split_once("```"))
-        .map(|(b, _)| b)
-        .expect("a sh block");
-    let lines: Vec<&str> = block
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        .collect();
+    let lines = markdown::lab_script("docs/src/guide/serve.md");
     assert!(
         lines.iter().filter(|l| l.contains("curl ")).count() >= 15,
-        "{block}"
+        "{lines:#?}"
     );
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::make(dir.path(), lab.host(1));
@@ -524,31 +544,42 @@ async fn the_readme_curl_examples_work_as_written() {
     )
     .unwrap();
     let s = serve(&lab, dir.path(), &keys, &dir.path().join("jobs"));
-    // One shell runs them in order, as a user pasting them would; `set -e`
-    // stops at the first that fails (curl -f: any status >= 400).
-    let script = format!("set -e\n{}\n", lines.join("\n"));
-    let host = lab.host(0).to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .env("DROVER_URL", &s.base)
-            .env("KEY", &keys.admin)
-            .env("HOST", host)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "a README example failed: {}\nstdout: {}",
-        String::from_utf8_lossy(&out.stderr),
-        &stdout[stdout.len().saturating_sub(2000)..]
-    );
+    let stdout =
+        run_page_examples("docs/src/guide/serve.md", &s.base, &keys.admin, lab.host(0)).await;
     assert!(
         stdout.contains("event: done"),
         "the SSE example streamed the job"
     );
+}
+
+/// The Redis- and Consul-compatible examples of the book
+/// (`docs/src/guide/compat.md`), on a server whose `--node` is `HOST`.
+#[tokio::test]
+async fn the_book_compat_examples_work_as_written() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::make(dir.path(), lab.host(1));
+    let s = Server::start(
+        &[
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            "--keys",
+            keys.file.to_str().unwrap(),
+            "--node",
+            lab.host(0),
+            "--jobs-dir",
+            dir.path().join("jobs").to_str().unwrap(),
+        ],
+        &dir.path().join("stderr"),
+    );
+    let stdout = run_page_examples(
+        "docs/src/guide/compat.md",
+        &s.base,
+        &keys.admin,
+        lab.host(0),
+    )
+    .await;
+    assert!(stdout.contains("passing"), "{stdout}");
+    lab.restore_baseline();
 }

@@ -9,13 +9,33 @@ use crate::engine::job::ServiceAction as EngineServiceAction;
 use crate::model::schema::Kind;
 use crate::render::plan::Format;
 
+/// The footer of a command's long help: the book page that explains it.
+macro_rules! book {
+    ($page:literal, $title:literal) => {
+        concat!(
+            "Book: ",
+            $title,
+            ", docs/src/",
+            $page,
+            " in drover's source (`mdbook build docs` makes it a web page)."
+        )
+    };
+}
+
 /// drover: declarative batch runbooks for systemd services.
 ///
 /// Playbooks (YAML) describe ordered service operations over an inventory
 /// of hosts. `plan` shows what would change without changing anything;
 /// `apply` does it over SSH or the local D-Bus and writes a job report.
 #[derive(Debug, Parser)]
-#[command(name = "drover", version, about, long_about, max_term_width = 100)]
+#[command(
+    name = "drover",
+    version,
+    about,
+    long_about,
+    max_term_width = 100,
+    after_long_help = book!("introduction.md", "Introduction")
+)]
 pub struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -55,38 +75,57 @@ pub enum ReportFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate a playbook (and with -i, its targets and templates); touches nothing.
+    #[command(after_long_help = book!("guide/playbooks.md", "Playbooks"))]
     Check(CheckArgs),
     /// Show what apply would change, per host, as a diff; changes nothing.
+    #[command(after_long_help = book!("guide/plan.md", "Plan and review"))]
     Plan(PlanArgs),
     /// Run a playbook against the inventory and write a job report.
+    #[command(after_long_help = book!("guide/apply.md", "Apply"))]
     Apply(ApplyArgs),
     /// List units per host: status, start time, uptime.
+    #[command(after_long_help = book!("reference/commands.md", "Commands at a glance"))]
     Status(StatusArgs),
     /// One ad-hoc operation on one unit over the targeted hosts.
+    #[command(after_long_help = book!("reference/commands.md", "Commands at a glance"))]
     Service(ServiceArgs),
     /// Read unit facts from hosts into a file that `plan --facts` reads.
+    #[command(after_long_help = book!("reference/facts.md", "The facts file"))]
     Facts(FactsArgs),
     /// Print the JSON Schema of playbook or inventory files (for editors).
+    #[command(after_long_help = book!("reference/file-formats.md", "File formats and JSON Schemas"))]
     Schema {
         /// Which file format.
         #[arg(value_enum)]
         kind: SchemaKind,
     },
     /// Set or clear maintenance on hosts or a unit (kept on the hosts).
+    #[command(after_long_help = book!("guide/maintenance.md", "Maintenance, unit files and health"))]
     Maintenance(MaintenanceArgs),
     /// Aggregate a unit's health over hosts; exits 0/1/2/3 (passing/warning/critical/unknown).
+    #[command(after_long_help = book!("guide/maintenance.md", "Maintenance, unit files and health"))]
     Health(HealthArgs),
     /// Serve the HTTP API (osapi node services, jobs, runbooks) over the same engine.
+    #[command(after_long_help = book!("guide/serve.md", "Serve: the HTTP API"))]
     Serve(super::serve::ServeArgs),
     /// Print the shell completion script (e.g. `drover completions bash > /etc/bash_completion.d/drover`).
+    #[command(after_long_help = book!("operations/install.md", "Installing drover"))]
     Completions {
         /// Which shell.
         #[arg(value_enum)]
         shell: CompletionShell,
     },
     /// Write the manual pages (drover.1, drover-SUBCOMMAND.1) into DIR.
+    #[command(after_long_help = book!("operations/install.md", "Installing drover"))]
     Man {
         /// Where to write them (created if missing).
+        dir: PathBuf,
+    },
+    /// Write the book's generated reference pages (CLI, HTTP API, file
+    /// formats) below DIR, the book's `src/`: `drover docs-gen docs/src`.
+    #[command(hide = true)]
+    DocsGen {
+        /// The book's source folder (created if missing).
         dir: PathBuf,
     },
 }
@@ -374,7 +413,7 @@ pub enum PlanFormat {
     Text,
     /// For a pull-request comment.
     Markdown,
-    /// For machines; schema `drover.plan/1` (see README).
+    /// For machines; schema `drover.plan/1` (book: reference/plan-json.md).
     Json,
 }
 

@@ -79,7 +79,7 @@ pub fn main() -> i32 {
         Command::Status(a) => a.format == ReportFormat::Json,
         Command::Service(a) => a.format == ReportFormat::Json,
         Command::Facts(_) | Command::Schema { .. } | Command::Serve(_) => false,
-        Command::Completions { .. } | Command::Man { .. } => false,
+        Command::Completions { .. } | Command::Man { .. } | Command::DocsGen { .. } => false,
         Command::Maintenance(a) => a.format == ReportFormat::Json,
         Command::Health(a) => a.format == ReportFormat::Json,
     };
@@ -231,6 +231,7 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Serve(a) => serve::serve(a),
         Command::Completions { shell } => docs::completions(*shell),
         Command::Man { dir } => docs::man(dir),
+        Command::DocsGen { dir } => docs::docs_gen(dir),
     }
 }
 
