@@ -9,7 +9,7 @@ use serde_saphyr::Spanned;
 
 use super::Source;
 use crate::model::error::{suggest, Error, Result};
-use crate::model::module::WHAT;
+use super::WHAT;
 use crate::model::playbook::line_starts;
 use crate::model::playbook::parse::StepParser;
 use crate::model::playbook::Group;
