@@ -1,12 +1,12 @@
 //! The fenced code blocks of the README and the book, for the tests that
-//! run them: `tests/docs.rs` (offline) and `tests/lab_serve.rs` (the lab).
+//! run them: `tests/offline/docs.rs` (offline) and `tests/lab/serve.rs` (the lab).
 //!
-//! A block's info string says who runs it: `sh` (tests/docs.rs, offline),
-//! `sh,lab` (tests/lab_serve.rs, against the lab), `sh,checked` (needs
-//! root, a package build or live hosts: tests/docs.rs parses its drover
+//! A block's info string says who runs it: `sh` (tests/offline/docs.rs, offline),
+//! `sh,lab` (tests/lab/serve.rs, against the lab), `sh,checked` (needs
+//! root, a package build or live hosts: tests/offline/docs.rs parses its drover
 //! command lines and checks its paths), `sh,setup` (the README's set-up
 //! commands), `console` (`$ ` commands whose output follows, compared by
-//! tests/docs.rs); anything else (`text`, `yaml`, `json`, ...) is not run.
+//! tests/offline/docs.rs); anything else (`text`, `yaml`, `json`, ...) is not run.
 
 #![allow(dead_code)]
 

@@ -2,7 +2,7 @@
 //! assertion is checked against systemd inside the hosts (over plain ssh).
 //! Tests that change state hold the lab lock and restore what they touch.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::path::Path;

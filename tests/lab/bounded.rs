@@ -3,7 +3,7 @@
 //! health command that prints megabytes is cut off at 1 MiB. Needs the
 //! lab (tests/lab).
 
-mod common;
+use crate::common;
 
 use common::{lab, run};
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! socket by default (nothing runs on the host for it), the bridge when the
 //! server refuses stream forwarding. Asserted on the host itself.
 
-mod common;
+use crate::common;
 
 use common::{lab, Lab};
 use drover::model::inventory::Inventory;

@@ -2,7 +2,7 @@
 //! applied through `drover::engine::apply` with an event channel, as a
 //! server will call it. Needs the lab (tests/lab); says so loudly without.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

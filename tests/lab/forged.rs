@@ -3,7 +3,7 @@
 //! signals straight to drover's bus connection for the next job ids, and
 //! drover still waits for systemd's own. Needs the lab (tests/lab).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -3,7 +3,7 @@
 //! return within their `--timeout`, with the other host's results and the
 //! frozen host as its own error. Needs the lab (tests/lab).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

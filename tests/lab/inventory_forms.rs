@@ -5,7 +5,7 @@
 //! and against the defining file's). Read-only; holds the lab lock so no
 //! other test changes a unit between the three reads.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

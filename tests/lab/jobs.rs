@@ -1,7 +1,7 @@
 //! The systemd client's jobs against a lab host, through the library:
 //! completion comes from JobRemoved with systemd's result string.
 
-mod common;
+use crate::common;
 
 use common::{lab, Lab};
 use drover::model::inventory::Inventory;

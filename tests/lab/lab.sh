@@ -35,9 +35,9 @@ CG_NAME=drover-lab          # cgroup dir under every hierarchy
 MAX_HOSTS=40
 SUITE=bookworm
 # man-db renders the generated man pages and dpkg-dev (dpkg-shlibdeps)
-# gives the .deb its libc6 dependency (tests/docs.rs, tests/lab_package.rs).
+# gives the .deb its libc6 dependency (tests/offline/docs.rs, tests/lab/package.rs).
 # chromium (and the fonts it only recommends) runs the status page's
-# browser test (tests/lab_page.rs).
+# browser test (tests/lab/page.rs).
 MACHINE_PACKAGES=(debootstrap systemd-container openssh-client iproute2 procps man-db dpkg-dev chromium fonts-liberation)
 IMAGE_PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,iproute2,procps,sudo,man-db
 # Without these masks each host holds many inotify instances and past ~22

@@ -2,7 +2,7 @@
 //! Every assertion is cross-checked inside the hosts over plain ssh. Tests
 //! hold the lab lock and restore what they touch.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,7 @@
 //! finds the file changed, reads it again and keeps both flags. Needs the
 //! lab (tests/lab).
 
-mod common;
+use crate::common;
 
 use common::{lab, run};
 use drover::model::maintenance::MaintenanceGoal;

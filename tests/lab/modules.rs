@@ -6,7 +6,7 @@
 //! shell); the shipped `journal-clean`. Tests hold the lab lock and put
 //! back what they touch.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

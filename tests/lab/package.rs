@@ -7,7 +7,7 @@
 //! DROVER_DEB=FILE tests that package instead of building one (e.g. the
 //! release package CI built with pkg/build-deb.sh).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

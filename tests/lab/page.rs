@@ -5,9 +5,8 @@
 //! target/page-*.png. Needs the lab and `chromium` (tests/run.sh installs
 //! it); with DROVER_REQUIRE_LAB set a missing chromium is a failure.
 
-mod common;
-#[path = "common/server.rs"]
-mod server;
+use crate::common;
+use crate::server;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;

@@ -2,7 +2,7 @@
 //! state, and it changes nothing (every unit's InvocationID and
 //! ActiveEnterTimestamp are identical before and after).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! Every playbook under playbooks/ runs against the lab as shipped: exit 0,
 //! no failed result, and the lab's units end up as the playbook says.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 //! plan cannot predict. Needs the lab (tests/lab). Tests that change hosts
 //! hold the lab lock and undo their changes in Drop guards.
 
-mod common;
+use crate::common;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -15,7 +15,7 @@
 //! lab-1..lab-4 are named, so the scenarios run on any lab of 4+ hosts.
 //! The drift refusal of `apply --plan` is tested at the end.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! a gate whose URL holds the secret fails on a lab host, and every text
 //! that quotes the URL shows the marker instead. Needs the lab (tests/lab).
 
-mod common;
+use crate::common;
 
 use common::{lab, run};
 

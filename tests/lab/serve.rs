@@ -2,11 +2,9 @@
 //! real HTTP client, real systemd on the hosts. Jobs are held at a point
 //! the test controls with a `wait.http` gate, never with sleeps.
 
-mod common;
-#[path = "common/markdown.rs"]
-mod markdown;
-#[path = "common/server.rs"]
-mod server;
+use crate::common;
+use crate::markdown;
+use crate::server;
 
 use std::path::Path;
 

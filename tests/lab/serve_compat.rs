@@ -2,9 +2,8 @@
 //! serve` against the lab: real systemd, shapes compared field by field
 //! with the seeds', every status code the routes answer.
 
-mod common;
-#[path = "common/server.rs"]
-mod server;
+use crate::common;
+use crate::server;
 
 use std::collections::BTreeSet;
 use std::path::Path;

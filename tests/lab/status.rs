@@ -1,7 +1,7 @@
 //! `drover status` and `drover facts` against the lab, over ssh (3 hosts)
 //! and over the local bus, cross-checked with `systemctl` inside the hosts.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 
@@ -95,6 +95,8 @@ fn check_against_systemctl(lab: &Lab, host: &str, services: &[Value]) {
 #[test]
 fn status_over_ssh_matches_systemctl_on_three_hosts() {
     let Some(lab) = lab() else { return };
+    // Compares with systemctl: nothing may change the lab meanwhile.
+    let _guard = lab.lock();
     assert!(lab.len() >= 3, "the lab needs at least 3 hosts");
     let dir = tempfile::tempdir().expect("tempdir");
     let hosts: String = (0..3)
@@ -113,6 +115,8 @@ fn status_over_ssh_matches_systemctl_on_three_hosts() {
 #[test]
 fn status_over_the_local_bus_matches_systemctl() {
     let Some(lab) = lab() else { return };
+    // Compares with systemctl: nothing may change the lab meanwhile.
+    let _guard = lab.lock();
     let h = lab.hosts[0].clone();
     let dir = tempfile::tempdir().expect("tempdir");
     // One host through an inventory `bus:` entry, one through the
@@ -149,6 +153,8 @@ fn status_over_the_local_bus_matches_systemctl() {
 #[test]
 fn status_without_units_lists_loaded_services_in_text() {
     let Some(lab) = lab() else { return };
+    // Compares with systemctl: nothing may change the lab meanwhile.
+    let _guard = lab.lock();
     let (code, out, err) = run(lab
         .drover()
         .args(["status", "-i"])
@@ -179,6 +185,8 @@ fn status_without_units_lists_loaded_services_in_text() {
 #[test]
 fn facts_file_matches_systemctl_and_reads_every_service() {
     let Some(lab) = lab() else { return };
+    // Compares with systemctl: nothing may change the lab meanwhile.
+    let _guard = lab.lock();
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("facts.json");
     let (code, _, err) = run(lab
@@ -237,6 +245,8 @@ fn facts_file_matches_systemctl_and_reads_every_service() {
 #[test]
 fn become_runs_the_bridge_through_sudo() {
     let Some(lab) = lab() else { return };
+    // Compares with systemctl: nothing may change the lab meanwhile.
+    let _guard = lab.lock();
     let dir = tempfile::tempdir().expect("tempdir");
     // User `drover` (passwordless sudo in the lab image) with become.
     let inv = lab.inventory_with(

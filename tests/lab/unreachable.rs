@@ -1,7 +1,7 @@
 //! A stopped lab host is reported unreachable (fast, exit 4) while the
 //! other hosts are read normally; no ssh process is left behind.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -8,12 +8,11 @@
 //!   definition, so a new subcommand is checked without editing this file.
 //! - The README and the book (docs/): the generated reference pages are
 //!   current, every shell block is run by a test (the offline ones here,
-//!   the lab ones by tests/lab_serve.rs), every relative link and anchor
+//!   the lab ones by tests/lab/serve.rs), every relative link and anchor
 //!   resolves, `mdbook build` passes, and every `--help` ends with its
 //!   book page.
 
-#[path = "common/markdown.rs"]
-mod markdown;
+use crate::markdown;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -320,7 +319,7 @@ const SHELL: [&str; 5] = ["sh", "bash", "shell", "console", "zsh"];
 
 #[test]
 fn every_shell_block_is_run_by_a_test() {
-    let lab_tests = std::fs::read_to_string(markdown::repo().join("tests/lab_serve.rs")).unwrap();
+    let lab_tests = std::fs::read_to_string(markdown::repo().join("tests/lab/serve.rs")).unwrap();
     let mut seen = 0;
     for file in doc_files() {
         let name = rel(&file);
@@ -340,7 +339,7 @@ fn every_shell_block_is_run_by_a_test() {
                 ("sh", ["setup"]) => assert_eq!(name, "README.md", "{}", b.place()),
                 ("sh", ["lab"]) => assert!(
                     lab_tests.contains(&format!("\"{name}\"")),
-                    "{}: an `sh,lab` block on a page tests/lab_serve.rs does not run",
+                    "{}: an `sh,lab` block on a page tests/lab/serve.rs does not run",
                     b.place()
                 ),
                 _ => panic!(

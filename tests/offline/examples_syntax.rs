@@ -4,7 +4,7 @@
 //! systemd timer + service pass `systemd-analyze verify` on a lab host
 //! (there is no systemd here; the test skips loudly without the lab).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1,6 +1,6 @@
 //! Saved plans offline: what `plan --out` records, and `apply --plan`
 //! refusing changed inputs before it connects anywhere. (Drift against
-//! live hosts is tested on the lab in tests/lab_scenarios.rs.)
+//! live hosts is tested on the lab in tests/lab/scenarios.rs.)
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

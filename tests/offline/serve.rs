@@ -3,10 +3,9 @@
 //! bus socket that does not exist), which is all the routes below need:
 //! keys, roles, validation and errors are decided before any connection,
 //! and a host's failure is a 200 with that host failed. The routes that
-//! change hosts are tested against the lab in `lab_serve.rs`.
+//! change hosts are tested against the lab in `tests/lab/serve.rs`.
 
-#[path = "common/server.rs"]
-mod server;
+use crate::server;
 
 use reqwest::Method;
 use server::{assert_error, call, client, Keys, Server};

@@ -1,10 +1,9 @@
 //! The Redis- and Consul-compatible routes and the status page, with no
 //! lab: everything decided before a host is reached (keys, roles, bodies,
 //! queries, protected units, the node host, the page's session and CSRF
-//! token). Their work on real hosts is tested in `lab_serve_compat.rs`.
+//! token). Their work on real hosts is tested in `tests/lab/serve_compat.rs`.
 
-#[path = "common/server.rs"]
-mod server;
+use crate::server;
 
 use reqwest::Method;
 use server::{assert_error, call, client, Keys, Server};

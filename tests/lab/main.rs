@@ -1,0 +1,35 @@
+//! The tests against the lab: real systemd, D-Bus and sshd hosts booted
+//! with systemd-nspawn (`tests/lab/lab.sh`). Without `DROVER_LAB_DIR`
+//! each test says so loudly and returns, unless `DROVER_REQUIRE_LAB` is set,
+//! which makes a missing lab a failure. Tests that change or compare host
+//! state take the lab's lock, so they never overlap.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../common/markdown.rs"]
+mod markdown;
+#[path = "../common/server.rs"]
+mod server;
+
+mod apply;
+mod bounded;
+mod carrier;
+mod engine;
+mod forged;
+mod frozen;
+mod inventory_forms;
+mod jobs;
+mod maintenance;
+mod maintenance_cas;
+mod modules;
+mod package;
+mod page;
+mod plan;
+mod playbooks;
+mod promises;
+mod scenarios;
+mod secrets;
+mod serve;
+mod serve_compat;
+mod status;
+mod unreachable;

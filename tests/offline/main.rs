@@ -1,0 +1,28 @@
+//! The tests that need no host: the command line, parsing, planning from
+//! facts, rendering, the server on a loopback port, the docs. One binary
+//! (one link on a 2-core machine instead of one per file); each module is
+//! what used to be a file of its own.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../common/markdown.rs"]
+mod markdown;
+#[path = "../common/server.rs"]
+mod server;
+
+mod apply_refusals;
+mod corpus;
+mod docs;
+mod engine;
+mod examples;
+mod examples_syntax;
+mod inventory_forms;
+mod layers;
+mod modules;
+mod plan_offline;
+mod render;
+mod saved_plan;
+mod schema;
+mod serve;
+mod serve_compat;
+mod usage;
