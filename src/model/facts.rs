@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::model::error::{Error, Position, Result};
 use crate::model::secret::Secrets;
 
+/// The largest facts file read: `drover facts` of a 100,000-host fleet
+/// with ten units each is about 300 MB.
+pub const MAX_FACTS_BYTES: u64 = 1 << 30;
+
 /// Version of the facts file format; bumped on incompatible change.
 pub const FACTS_VERSION: u32 = 1;
 
@@ -174,9 +178,10 @@ impl Facts {
         }
     }
 
-    /// Read a facts file, naming field, line and column on error.
+    /// Read a facts file (at most [`MAX_FACTS_BYTES`]), naming field, line
+    /// and column on error.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = crate::model::yaml::read_bounded(path, "facts file")?;
+        let text = crate::model::yaml::read_bounded_to(path, "facts file", MAX_FACTS_BYTES)?;
         Self::from_json(&text, path)
     }
 

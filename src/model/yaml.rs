@@ -19,23 +19,29 @@ pub const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
 /// holds for what is read, not for what metadata claims: `/dev/zero`, a
 /// pipe or a file growing meanwhile stop one byte past the limit.
 pub fn read_bounded(path: &Path, what: &'static str) -> Result<String> {
+    read_bounded_to(path, what, MAX_FILE_BYTES)
+}
+
+/// [`read_bounded`] with a bound of the caller's (a facts file of a large
+/// fleet is larger than any runbook).
+pub fn read_bounded_to(path: &Path, what: &'static str, limit: u64) -> Result<String> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| Error::io("read", path, e))?;
     // The claimed size, within the bound, saves regrowing a 20 MB facts
     // file's buffer; it decides nothing.
-    let claimed = file.metadata().map_or(0, |m| m.len().min(MAX_FILE_BYTES));
+    let claimed = file.metadata().map_or(0, |m| m.len().min(limit));
     let mut bytes = Vec::with_capacity(usize::try_from(claimed).unwrap_or(0) + 1);
-    file.take(MAX_FILE_BYTES + 1)
+    file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io("read", path, e))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
+    if bytes.len() as u64 > limit {
         return Err(Error::invalid(
             what,
             "",
             format!(
                 "{} is larger than the {} bytes drover accepts",
                 path.display(),
-                MAX_FILE_BYTES
+                limit
             ),
             None,
         ));
@@ -58,10 +64,16 @@ pub fn parse<T: DeserializeOwned>(text: &str, file: &Path, what: &'static str) -
         strict_booleans: true,
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
         with_snippet: false,
+        // Nodes and events scale with the text: every node costs at least
+        // a byte of input (an event at most two), and the text is already
+        // bounded by MAX_FILE_BYTES. What can multiply without input,
+        // aliases, has fixed limits below. A fixed node budget refused a
+        // 20,000-host inventory.
         budget: serde_saphyr::budget! {
             max_aliases: 1_000,
             max_recorded_anchor_events: 100_000,
-            max_events: 5_000_000,
+            max_events: (2 * text.len()).max(5_000_000),
+            max_nodes: text.len().max(250_000),
         },
         alias_limits: serde_saphyr::alias_limits! {
             max_total_replayed_events: 100_000,

@@ -395,3 +395,56 @@ fn a_program_printing_without_end_is_stopped_at_the_output_bound() {
         start.elapsed()
     );
 }
+
+/// A fleet of 100,000 hosts loads as one YAML file, as a directory of ten
+/// files and as a program's JSON: the YAML parser's node budget grows with
+/// the text (bounded by the file size), where a fixed budget refused
+/// 20,000 hosts.
+#[test]
+fn a_hundred_thousand_hosts_load_in_every_form() {
+    const HOSTS: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let host = |i: usize| {
+        format!(
+            "  host-{i}:\n    address: 10.{}.{}.{}\n    labels: {{ role: {}, region: eu.west.{} }}\n",
+            i / 65536,
+            (i / 256) % 256,
+            i % 256,
+            ["web", "worker", "db"][i % 3],
+            i % 4
+        )
+    };
+    let mut file = String::from("defaults:\n  user: root\nhosts:\n");
+    let parts = dir.path().join("parts");
+    std::fs::create_dir(&parts).unwrap();
+    let mut json = serde_json::Map::new();
+    for chunk in 0..10 {
+        let mut part = String::from("hosts:\n");
+        for i in chunk * HOSTS / 10..(chunk + 1) * HOSTS / 10 {
+            file.push_str(&host(i));
+            part.push_str(&host(i));
+            json.insert(
+                format!("host-{i}"),
+                serde_json::json!({"address": format!("10.0.0.{}", i % 256)}),
+            );
+        }
+        std::fs::write(parts.join(format!("{chunk:02}.yml")), part).unwrap();
+    }
+    let one = dir.path().join("fleet.yml");
+    std::fs::write(&one, &file).unwrap();
+    let json_path = dir.path().join("fleet.json");
+    std::fs::write(&json_path, serde_json::json!({ "hosts": json }).to_string()).unwrap();
+    let prog = dir.path().join("fleet-program");
+    std::fs::write(
+        &prog,
+        format!("#!/bin/sh\nexec cat '{}'\n", json_path.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    for path in [&one, &parts, &prog] {
+        let inv = load(path).unwrap_or_else(|e| panic!("{}: {e}: {}", path.display(), e.details()));
+        assert_eq!(inv.hosts.len(), HOSTS, "{}", path.display());
+        assert_eq!(inv.hosts[HOSTS - 1].name, format!("host-{}", HOSTS - 1));
+    }
+}
