@@ -28,6 +28,9 @@ fi
 mdbook build docs
 "$lab" image
 trap '"$lab" down || true' EXIT
+# .ci/run's timeout sends TERM: exit through the EXIT trap, so the lab
+# hosts are taken down.
+trap 'exit 143' TERM INT
 DROVER_LAB_DIR=$("$lab" up "$hosts")
 export DROVER_LAB_DIR
 # Lab tests must run here: a missing lab is a failure, not a skip.
