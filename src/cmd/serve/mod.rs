@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod consul;
 mod error;
+mod extract;
 mod jobs;
 mod limit;
 mod listen;

@@ -19,16 +19,12 @@ use crate::engine::job::{AdHoc, Job, ServiceAction};
 use crate::engine::plan::PlanOptions;
 use crate::engine::status::StatusReport;
 use crate::model::keys::Role;
-use crate::model::target::Selector;
 use crate::remote::fanout::Reach;
 
 use super::auth::{Caller, JobId};
 use super::error::ApiError;
+use super::extract::{query, selector, wait_of};
 use super::state::AppState;
-
-/// How long a change waits for its job by default, and at most.
-const DEFAULT_WAIT: Duration = Duration::from_secs(30);
-const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// Query of a change.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -45,28 +41,6 @@ pub struct ChangeQuery {
     /// Admin keys only: stop, restart or mask a protected unit.
     #[serde(default)]
     pub allow_protected: Option<bool>,
-}
-
-/// The wait a request asked for.
-pub fn wait_of(raw: Option<&str>) -> Result<Duration, ApiError> {
-    match raw {
-        None => Ok(DEFAULT_WAIT),
-        Some(w) => {
-            let d = crate::model::parse_duration(w)
-                .map_err(|m| ApiError::bad_request(format!("wait: {m}")))?;
-            if d > MAX_WAIT {
-                return Err(ApiError::bad_request(format!(
-                    "wait: `{w}` is longer than 10m; poll /job/ID past that"
-                )));
-            }
-            Ok(d)
-        }
-    }
-}
-
-/// A selector from a path segment (axum has already percent-decoded it).
-pub fn selector(raw: &str) -> Result<Selector, ApiError> {
-    Selector::parse(raw).map_err(|m| ApiError::bad_request(format!("target `{raw}`: {m}")))
 }
 
 /// Refuse targets the key may not reach, then build the job over the
@@ -290,7 +264,7 @@ pub async fn service_action(
     Path((target, name, action)): Path<(String, String, String)>,
     q: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let q = query(q)?;
     let action: ServiceAction = action.parse().map_err(ApiError::bad_request)?;
     selector(&target)?;
     let op = AdHoc::Service {
