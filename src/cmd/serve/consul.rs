@@ -23,7 +23,8 @@ use crate::model::unit::UnitName;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{json_body, query};
-use super::node::{job_for, node_host, run_job, short_name, ChangeQuery};
+use super::launch::{job_for, run_job, ChangeQuery};
+use super::node::{node_host, short_name};
 use super::state::AppState;
 
 /// Consul's reason when maintenance is enabled without one.

@@ -20,7 +20,7 @@ use super::audit::AuditLine;
 use super::auth::{Caller, JobId};
 use super::error::ApiError;
 use super::extract::query;
-use super::node::{job_for, run_job, ChangeQuery};
+use super::launch::{job_for, run_job, ChangeQuery};
 use super::state::{valid_runbook_name, AppState};
 
 /// Query of `GET /job`.

@@ -8,6 +8,7 @@ mod consul;
 mod error;
 mod extract;
 mod jobs;
+mod launch;
 mod limit;
 mod listen;
 mod node;

@@ -26,8 +26,8 @@ use crate::model::error::{Error, Result};
 use super::audit::AuditLine;
 use super::auth::Caller;
 use super::error::KeepBody;
+use super::launch::{on_blocking_pool, reach};
 use super::listen::Peer;
-use super::node::{engine, reach};
 use super::state::AppState;
 
 /// The session cookie's name.
@@ -265,7 +265,7 @@ pub async fn page(
     let runbooks: Vec<String> = loaded.runbooks.keys().cloned().collect();
     drop(loaded);
     let r = reach(&state);
-    let report = engine(move || async move {
+    let report = on_blocking_pool(move || async move {
         crate::engine::status::status(&inv, None, &[], r, &NoEvents).await
     })
     .await;

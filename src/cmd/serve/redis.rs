@@ -20,7 +20,8 @@ use crate::model::unit::UnitName;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{json_body, query};
-use super::node::{job_for, node_host, node_status, short_name, start_job, ChangeQuery, Started};
+use super::launch::{job_for, start_job, ChangeQuery, Started};
+use super::node::{node_host, node_status, short_name};
 use super::state::AppState;
 
 /// What Redis Enterprise answers when asked to stop a required service.
