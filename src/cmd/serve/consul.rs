@@ -24,7 +24,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{json_body, query};
 use super::launch::{job_for, run_job, ChangeQuery};
-use super::node::{node_host, short_name};
+use super::read::{node_host, short_name};
 use super::state::AppState;
 
 /// Consul's reason when maintenance is enabled without one.
@@ -238,7 +238,7 @@ async fn node_status(
     unit: Option<&UnitName>,
 ) -> Result<(Arc<StatusReport>, String), ApiError> {
     let units: Vec<String> = unit.iter().map(|u| u.to_string()).collect();
-    super::node::node_status(state, caller, &units).await
+    super::read::node_status(state, caller, &units).await
 }
 
 /// The one unit's entry, 404 when systemd does not know it.

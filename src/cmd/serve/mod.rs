@@ -14,6 +14,7 @@ mod listen;
 mod node;
 mod openapi;
 mod page;
+mod read;
 mod redis;
 mod state;
 

@@ -21,7 +21,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{json_body, query};
 use super::launch::{job_for, start_job, ChangeQuery, Started};
-use super::node::{node_host, node_status, short_name};
+use super::read::{node_host, node_status, short_name};
 use super::state::AppState;
 
 /// What Redis Enterprise answers when asked to stop a required service.
