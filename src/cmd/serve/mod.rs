@@ -16,6 +16,7 @@ mod openapi;
 mod page;
 mod read;
 mod redis;
+mod session;
 mod state;
 
 use std::path::PathBuf;
@@ -194,7 +195,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             settings,
             shutdown: stop_rx,
             reads: Default::default(),
-            csrf_secret: page::secret()?,
+            csrf_secret: session::secret()?,
         });
         let app = router(state.clone());
         let bound = axum::serve::Listener::local_addr(&listener)
