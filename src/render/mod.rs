@@ -1,11 +1,13 @@
 //! Renderers: pure functions from engine values and events to text
-//! (terminal, markdown, json). They print nothing; the command line writes
-//! what they return. Their output is snapshot-tested.
+//! (terminal, markdown, json, and the server's status page as HTML). They
+//! print nothing; the command line and the server write what they return.
+//! Their output is snapshot-tested.
 
 pub mod apply;
 pub mod check;
 pub mod escape;
 pub mod health;
+pub mod page;
 pub mod plan;
 pub mod snippet;
 pub mod status;

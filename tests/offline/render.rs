@@ -1,19 +1,23 @@
 //! Snapshots of what people read: the plan as text, markdown and json, the
-//! status table and the apply lines, each rendered by a pure function from
-//! engine values built here (no lab, no clock). A change to any of them
-//! shows up as a snapshot diff in review (`tests/snapshots/`).
+//! status table, the apply lines and the server's status page, each
+//! rendered by a pure function from engine values built here (no lab, no
+//! clock). A change to any of them shows up as a snapshot diff in review
+//! (`tests/snapshots/`).
 
 use std::path::Path;
 
 use drover::engine::job::Job;
+use drover::engine::job_store::{JobStatus, JobView};
 use drover::engine::plan::{simulate, Plan, PlanLabels};
 use drover::engine::status::{
     MaintenanceEntry, ServiceStatus, StatusEntry, StatusError, StatusReport,
 };
-use drover::model::facts::Facts;
+use drover::model::facts::{Facts, Maintenance};
+use drover::model::keys::Role;
 use drover::model::outcome::{Failure, Outcome, SkipReason};
 use drover::model::report::{JobReport, JobResult, RunOutcome};
 use drover::render;
+use drover::render::page::StatusPage;
 
 /// The bundled example: playbook, inventory and facts from examples/.
 fn example_plan() -> Plan {
@@ -530,4 +534,236 @@ fn clone(e: &drover::model::error::Error) -> drover::model::error::Error {
         Error::Invalid(d) => Error::Invalid(d.clone()),
         other => panic!("not an input error: {other}"),
     }
+}
+
+// The server's status page. The nonce and token are fixed here; the
+// server draws the nonce per answer and derives the token from the session.
+const NONCE: &str = "0123456789abcdef0123456789abcdef";
+const CSRF: &str = "5f1c0ffee5f1c0ffee5f1c0ffee5f1c0ffee5f1c0ffee5f1c0ffee5f1c0ffee0";
+
+fn job(id: &str, playbook: &str, outcome: JobStatus, results: Vec<JobResult>) -> JobView {
+    JobView {
+        job_id: id.into(),
+        playbook: playbook.into(),
+        started_at: "2026-11-30T02:00:00.000Z".into(),
+        finished_at: None,
+        outcome,
+        results,
+    }
+}
+
+fn hosts(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(n, a)| (n.to_string(), a.to_string()))
+        .collect()
+}
+
+/// Every part of the page: running, failed, restarting and starting units,
+/// quiet stopped ones, a unit and a host in maintenance, an unreachable
+/// host, a host with no units, jobs running, completed and aborted.
+#[test]
+fn status_page() {
+    let hosts = hosts(&[
+        ("web-1", "10.0.0.11"),
+        ("web-2", "10.0.0.12"),
+        ("web-3", "10.0.0.13"),
+        ("db-1", "10.0.1.1"),
+    ]);
+    let mut held = entry("web-2", "demo-web.service", ServiceStatus::Stopped, None);
+    held.maintenance = Some(Maintenance {
+        reason: "deploy".into(),
+        since: "2026-11-29T22:00:00.000Z".into(),
+    });
+    let report = StatusReport {
+        services: vec![
+            entry(
+                "web-1",
+                "demo-web.service",
+                ServiceStatus::Running,
+                Some(3 * 86_400 + 3539),
+            ),
+            entry("web-1", "demo-broken.service", ServiceStatus::Failed, None),
+            entry("web-1", "setup.service", ServiceStatus::Stopped, None),
+            entry("web-1", "cleanup.service", ServiceStatus::Stopped, None),
+            held,
+            entry(
+                "web-2",
+                "demo-worker.service",
+                ServiceStatus::Restarting,
+                Some(7),
+            ),
+            entry("web-2", "demo-cache.service", ServiceStatus::Starting, None),
+        ],
+        errors: vec![StatusError {
+            hostname: "web-3".into(),
+            error: "unreachable: connection refused: port 22".into(),
+            unreachable: true,
+        }],
+        maintenance: vec![
+            MaintenanceEntry {
+                hostname: "web-2".into(),
+                unit: None,
+                reason: "disk swap".into(),
+                since: "2026-11-29T21:00:00.000Z".into(),
+            },
+            MaintenanceEntry {
+                hostname: "web-2".into(),
+                unit: Some("demo-web.service".into()),
+                reason: "deploy".into(),
+                since: "2026-11-29T22:00:00.000Z".into(),
+            },
+        ],
+    };
+    let jobs = vec![
+        job(
+            "550e8400-e29b-41d4-a716-446655440002",
+            "nightly web restart",
+            JobStatus::Running,
+            vec![result(
+                "web-1",
+                "restart-web",
+                "restart",
+                812,
+                Outcome::Ok { changed: true },
+            )],
+        ),
+        job(
+            "550e8400-e29b-41d4-a716-446655440001",
+            "drain db",
+            JobStatus::Completed,
+            vec![
+                result("db-1", "drain", "none", 14, Outcome::Ok { changed: false }),
+                result(
+                    "web-3",
+                    "drain",
+                    "stop",
+                    1503,
+                    Outcome::failed(Failure::JobFailed(
+                        "job failed: unit entered failed state (Result=exit-code)".into(),
+                    )),
+                ),
+            ],
+        ),
+        job(
+            "550e8400-e29b-41d4-a716-446655440000",
+            "nightly web restart",
+            JobStatus::Aborted,
+            vec![result(
+                "web-2",
+                "restart-web",
+                "none",
+                0,
+                Outcome::Skipped(SkipReason::Maintenance("disk swap".into())),
+            )],
+        ),
+    ];
+    let runbooks = vec!["drain-db".to_string(), "restart-web".to_string()];
+    let page = StatusPage {
+        key_name: "oncall",
+        role: Role::Operate,
+        hosts: &hosts,
+        status: Ok(&report),
+        jobs: &jobs,
+        runbooks: &runbooks,
+    };
+    insta::assert_snapshot!(render::page::status_page(&page, NONCE, CSRF));
+}
+
+/// The hosts could not be read at all; no runbooks are served; a job id
+/// shorter than the 8 characters the page shows.
+#[test]
+fn status_page_unread() {
+    let hosts = hosts(&[("web-1", "10.0.0.11")]);
+    let jobs = vec![job("short", "p", JobStatus::Completed, vec![])];
+    let page = StatusPage {
+        key_name: "ci-preview",
+        role: Role::Read,
+        hosts: &hosts,
+        status: Err("unreachable: host unreachable: system bus: No such file or directory"),
+        jobs: &jobs,
+        runbooks: &[],
+    };
+    insta::assert_snapshot!(render::page::status_page(&page, NONCE, CSRF));
+}
+
+#[test]
+fn login_form() {
+    insta::assert_snapshot!("login_form", render::page::login_page(None, NONCE));
+    insta::assert_snapshot!(
+        "login_form_refused",
+        render::page::login_page(Some("unknown key"), NONCE)
+    );
+}
+
+/// Markup in every text the page shows from hosts, keys and playbooks.
+const MARKUP: &str = "<script>alert('x')</script> & \"quoted\"";
+
+/// Hostile hosts, keys and playbooks against the page: their text is
+/// escaped wherever it lands (element text and attributes alike), so the
+/// only script the page runs is its own.
+#[test]
+fn hostile_status_page() {
+    let hosts = vec![(
+        format!("web-1{MARKUP}"),
+        "10.0.0.1\"><img src=x onerror=alert(1)>".to_string(),
+    )];
+    let host = hosts[0].0.as_str();
+    let mut flagged = entry(
+        host,
+        &format!("demo{MARKUP}.service"),
+        ServiceStatus::Stopped,
+        None,
+    );
+    flagged.maintenance = Some(Maintenance {
+        reason: format!("reason {MARKUP}"),
+        since: "2026-11-29T22:00:00.000Z".into(),
+    });
+    let quiet = entry(
+        host,
+        &format!("quiet{MARKUP}.service"),
+        ServiceStatus::Stopped,
+        None,
+    );
+    let report = StatusReport {
+        services: vec![flagged, quiet],
+        errors: vec![],
+        maintenance: vec![MaintenanceEntry {
+            hostname: host.into(),
+            unit: None,
+            reason: format!("host {MARKUP}"),
+            since: format!("2026-11-29{MARKUP}"),
+        }],
+    };
+    let mut failed = result(
+        host,
+        &format!("step{MARKUP}"),
+        "restart",
+        1,
+        Outcome::failed(Failure::JobFailed(format!("status text {MARKUP}"))),
+    );
+    failed.name = format!("demo{MARKUP}");
+    let jobs = vec![job(
+        &format!("<b>{MARKUP}"),
+        &format!("playbook {MARKUP}"),
+        JobStatus::Interrupted,
+        vec![failed],
+    )];
+    let runbooks = vec![format!("runbook{MARKUP}")];
+    let key_name = format!("key{MARKUP}");
+    let page = StatusPage {
+        key_name: &key_name,
+        role: Role::Admin,
+        hosts: &hosts,
+        status: Ok(&report),
+        jobs: &jobs,
+        runbooks: &runbooks,
+    };
+    let html = render::page::status_page(&page, NONCE, CSRF);
+    assert!(!html.contains(MARKUP), "raw markup in the page");
+    assert!(!html.contains("<img"), "raw markup in the page");
+    assert_eq!(html.matches("<script").count(), 1, "only the page's script");
+    let login = render::page::login_page(Some(MARKUP), NONCE);
+    assert!(!login.contains(MARKUP), "raw markup in the login form");
+    insta::assert_snapshot!(html);
 }

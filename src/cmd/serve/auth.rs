@@ -17,6 +17,7 @@ use crate::model::target::Selector;
 use super::audit::AuditLine;
 use super::error::ApiError;
 use super::listen::Peer;
+use super::session::{cookie_key, csrf_ok};
 use super::state::AppState;
 
 /// The caller of a request, once its key was recognised.
@@ -85,7 +86,7 @@ fn presented(req: &Request) -> Option<(String, bool)> {
     if let Some(k) = presented_key(req) {
         return Some((k, false));
     }
-    super::page::cookie_key(req.headers()).map(|k| (k, true))
+    cookie_key(req.headers()).map(|k| (k, true))
 }
 
 fn presented_key(req: &Request) -> Option<String> {
@@ -135,7 +136,7 @@ pub async fn authenticate(
             *req.method(),
             axum::http::Method::GET | axum::http::Method::HEAD
         );
-        if !safe && !super::page::csrf_ok(&state, key, req.headers()) {
+        if !safe && !csrf_ok(&state, key, req.headers()) {
             return ApiError::forbidden(
                 "a change made with the status page's session needs its X-CSRF-Token header",
             )

@@ -22,7 +22,9 @@ use crate::model::unit::UnitName;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::node::{job_for, node_host, run_job, short_name, ChangeQuery};
+use super::extract::{json_body, query};
+use super::launch::{job_for, run_job, ChangeQuery};
+use super::read::{node_host, short_name};
 use super::state::AppState;
 
 /// Consul's reason when maintenance is enabled without one.
@@ -236,7 +238,7 @@ async fn node_status(
     unit: Option<&UnitName>,
 ) -> Result<(Arc<StatusReport>, String), ApiError> {
     let units: Vec<String> = unit.iter().map(|u| u.to_string()).collect();
-    super::node::node_status(state, caller, &units).await
+    super::read::node_status(state, caller, &units).await
 }
 
 /// The one unit's entry, 404 when systemd does not know it.
@@ -321,7 +323,7 @@ async fn health(
     headers: &HeaderMap,
     by_name: bool,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let q = query(q)?;
     if let Some(f) = q.format.as_deref().filter(|f| *f != "text") {
         return Err(ApiError::bad_request(format!(
             "format `{f}`: the only format is `text`"
@@ -408,27 +410,6 @@ pub struct Register {
     pub content: String,
 }
 
-/// Parse a JSON body: 400 naming what is wrong (invalid UTF-8 included),
-/// whatever its Content-Type says.
-pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if let Err(e) = std::str::from_utf8(body) {
-        return Err(ApiError::bad_request(format!(
-            "body: not UTF-8 (invalid byte at offset {})",
-            e.valid_up_to()
-        )));
-    }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        ApiError::bad_request(if path == "." || path.is_empty() {
-            format!("body: {inner}")
-        } else {
-            format!("body at `{path}`: {inner}")
-        })
-    })
-}
-
 /// A one-step `unit:` playbook on the node; values are JSON strings, which
 /// YAML reads verbatim.
 fn unit_job(
@@ -460,13 +441,6 @@ fn unit_job(
     job_for(state, caller, pb, None)
 }
 
-fn change_query(
-    q: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<ChangeQuery, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request(e.body_text()))
-}
-
 /// `PUT /v1/agent/service/register`: write the unit file (the unit module).
 #[utoipa::path(put, path = "/v1/agent/service/register", request_body = Register, params(ChangeQuery),
     responses((status = 200, description = "the job report (or the plan with dry_run=true)", body = crate::model::report::JobReport),
@@ -480,7 +454,7 @@ pub async fn register(
     q: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let q = change_query(q)?;
+    let q = query(q)?;
     if !q.dry_run.unwrap_or(false) {
         caller.require(Role::Admin)?;
     }
@@ -506,7 +480,7 @@ pub async fn deregister(
     Path(id): Path<String>,
     q: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let q = change_query(q)?;
+    let q = query(q)?;
     if !q.dry_run.unwrap_or(false) {
         caller.require(Role::Admin)?;
     }
@@ -547,7 +521,7 @@ pub async fn maintenance(
     Path(id): Path<String>,
     q: Result<Query<MaintenanceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let q = query(q)?;
     let enable = match q.enable.as_deref() {
         None | Some("") => return Err(ApiError::bad_request("Missing value for enable")),
         Some(v) => match v.to_ascii_lowercase().as_str() {

@@ -19,7 +19,8 @@ use crate::model::keys::Role;
 use super::audit::AuditLine;
 use super::auth::{Caller, JobId};
 use super::error::ApiError;
-use super::node::{job_for, run_job, ChangeQuery};
+use super::extract::query;
+use super::launch::{job_for, run_job, ChangeQuery};
 use super::state::{valid_runbook_name, AppState};
 
 /// Query of `GET /job`.
@@ -33,11 +34,6 @@ pub struct JobsQuery {
     pub offset: Option<usize>,
     /// running, completed, aborted or interrupted.
     pub status: Option<String>,
-}
-
-fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
 /// `GET /job`: jobs newest first.

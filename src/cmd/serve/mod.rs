@@ -6,13 +6,17 @@ mod audit;
 mod auth;
 mod consul;
 mod error;
+mod extract;
 mod jobs;
+mod launch;
 mod limit;
 mod listen;
 mod node;
 mod openapi;
 mod page;
+mod read;
 mod redis;
+mod session;
 mod state;
 
 use std::path::PathBuf;
@@ -191,7 +195,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             settings,
             shutdown: stop_rx,
             reads: Default::default(),
-            csrf_secret: page::secret()?,
+            csrf_secret: session::secret()?,
         });
         let app = router(state.clone());
         let bound = axum::serve::Listener::local_addr(&listener)

@@ -18,9 +18,10 @@ use crate::model::outcome::Status;
 use crate::model::unit::UnitName;
 
 use super::auth::Caller;
-use super::consul::json_body;
 use super::error::ApiError;
-use super::node::{job_for, node_host, node_status, short_name, start_job, ChangeQuery, Started};
+use super::extract::{json_body, query};
+use super::launch::{job_for, start_job, ChangeQuery, Started};
+use super::read::{node_host, node_status, short_name};
 use super::state::AppState;
 
 /// What Redis Enterprise answers when asked to stop a required service.
@@ -141,7 +142,7 @@ async fn operate(
     body: &[u8],
     target: &str,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let q = query(q)?;
     let op: Operation = json_body(body)?;
     let (job, units) = operation_job(state, caller, &op, target)?;
     let allowed = q.allow_protected.unwrap_or(false) && caller.role == Role::Admin;

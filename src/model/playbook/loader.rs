@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde_saphyr::Spanned;
 
 use super::Source;
-use crate::model::error::{suggest, Error, Result};
 use super::WHAT;
+use crate::model::error::{suggest, Error, Result};
 use crate::model::playbook::line_starts;
 use crate::model::playbook::parse::StepParser;
 use crate::model::playbook::Group;

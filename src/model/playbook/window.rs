@@ -1,7 +1,7 @@
 //! Maintenance windows: `window:` validated, and whether a time is inside.
 
-use crate::model::error::{Error, Result};
 use super::WHAT;
+use crate::model::error::{Error, Result};
 use crate::model::playbook::Day;
 use crate::model::playbook::WindowSpec;
 

@@ -1,0 +1,244 @@
+//! Starting a job for a request, as every route that changes hosts does:
+//! the job over the hosts the key may act on, the rules of every change
+//! (protected units, roles, rate limit, claims), the plan of a dry run,
+//! and the answer within `wait`. Shared by the node, runbook, Redis and
+//! Consul routes, so a change refused on one is refused alike on all.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use crate::engine::apply::ApplyOptions;
+use crate::engine::claims::{claims_of, Claim};
+use crate::engine::events::NoEvents;
+use crate::engine::job::Job;
+use crate::engine::plan::PlanOptions;
+use crate::model::keys::Role;
+use crate::remote::fanout::Reach;
+
+use super::auth::{Caller, JobId};
+use super::error::ApiError;
+use super::extract::wait_of;
+use super::state::AppState;
+
+/// Query of a change.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeQuery {
+    /// Answer the plan (drover.plan/1) and change nothing.
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    /// How long to wait for the job (and for a busy unit) before answering
+    /// 202: a duration such as `30s` (default) or `2m`, at most `10m`.
+    #[serde(default)]
+    pub wait: Option<String>,
+    /// Admin keys only: stop, restart or mask a protected unit.
+    #[serde(default)]
+    pub allow_protected: Option<bool>,
+}
+
+/// Refuse targets the key may not reach, then build the job over the
+/// hosts the key may act on (so `_any` picks only among them).
+pub fn job_for(
+    state: &AppState,
+    caller: &Caller,
+    playbook: crate::model::playbook::Playbook,
+    limit: Option<&str>,
+) -> Result<Job, ApiError> {
+    let loaded = state.loaded();
+    let full = Job::new(playbook, loaded.inventory.clone(), limit)?;
+    let mut fixed = Vec::new();
+    for ex in &full.expanded {
+        fixed.extend(ex.targets.fixed.iter().copied());
+    }
+    caller.check_hosts(fixed.iter().filter_map(|&h| full.inventory.hosts.get(h)))?;
+    if caller.targets.is_none() {
+        return Ok(full);
+    }
+    let Job { playbook, .. } = full;
+    Ok(Job::new(
+        playbook,
+        caller.inventory(&loaded.inventory),
+        limit,
+    )?)
+}
+
+/// Plan (dry run) or start a job, then answer as DESIGN.md says: the plan;
+/// the report within `wait`; or 202 with `Location` and the results so far.
+pub async fn run_job(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    job: Job,
+    q: &ChangeQuery,
+    extra_claims: Vec<Claim>,
+) -> Result<Response, ApiError> {
+    Ok(start_job(state, caller, job, q, extra_claims)
+        .await?
+        .into_response())
+}
+
+/// What [`start_job`] got: a plan, a job that ended within `wait`, or one
+/// still running.
+pub enum Started {
+    /// The plan of a dry run (drover.plan/1 JSON).
+    Plan(String),
+    /// The job ended within `wait`.
+    Done(Arc<crate::engine::job_store::Entry>),
+    /// Still running past `wait`.
+    Running(Arc<crate::engine::job_store::Entry>),
+}
+
+impl Started {
+    /// The job's id, when one was started.
+    pub fn job_id(&self) -> Option<String> {
+        match self {
+            Started::Plan(_) => None,
+            Started::Done(e) | Started::Running(e) => Some(e.view().job_id),
+        }
+    }
+
+    /// The plan; the report; or 202 with `Location` and the results so far.
+    pub fn into_response(self) -> Response {
+        let id = self.job_id();
+        let mut resp = match self {
+            Started::Plan(body) => {
+                return ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+            }
+            Started::Done(entry) => match entry.report() {
+                Some(r) => Json(r).into_response(),
+                None => Json(entry.view()).into_response(),
+            },
+            Started::Running(entry) => {
+                let mut r = (StatusCode::ACCEPTED, Json(entry.view())).into_response();
+                if let Ok(v) = header::HeaderValue::from_str(&format!(
+                    "/job/{}",
+                    id.as_deref().unwrap_or_default()
+                )) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                r
+            }
+        };
+        if let Some(id) = id {
+            resp.extensions_mut().insert(JobId(id));
+        }
+        resp
+    }
+}
+
+/// Plan (dry run) or start a job and wait for it up to `wait`, under the
+/// rules of every change: protected units, roles, rate limit, claims.
+pub async fn start_job(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    job: Job,
+    q: &ChangeQuery,
+    extra_claims: Vec<Claim>,
+) -> Result<Started, ApiError> {
+    let allow_protected = q.allow_protected.unwrap_or(false);
+    if allow_protected {
+        caller.require(Role::Admin)?;
+    }
+    crate::model::decide::check_protected(
+        &job.playbook,
+        &job.inventory,
+        &job.expanded,
+        allow_protected,
+    )
+    .map_err(|e| match caller.role {
+        Role::Admin => ApiError::from(e),
+        _ => ApiError::forbidden(format!(
+            "{}; only an admin key may, with ?allow_protected=true",
+            e.details()
+        )),
+    })?;
+    if q.dry_run.unwrap_or(false) {
+        let opts = PlanOptions {
+            reach: reach(state),
+            limit: None,
+            facts_label: String::new(),
+            keep_facts: false,
+        };
+        let planned = on_blocking_pool(move || async move {
+            crate::engine::plan::plan(&job, None, &opts, &NoEvents).await
+        })
+        .await??;
+        return Ok(Started::Plan(crate::render::plan::render_json(
+            &planned.plan,
+        )));
+    }
+    caller.require(Role::Operate)?;
+    state
+        .limiter
+        .check(&caller.name)
+        .map_err(ApiError::rate_limited)?;
+    let wait = wait_of(q.wait.as_deref())?;
+    let t0 = tokio::time::Instant::now();
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut claims = claims_of(&job);
+    claims.extend(extra_claims);
+    // A server told to stop does not keep a request waiting for a unit
+    // until its `wait` ends: that would hold the shutdown up to 10m.
+    let mut stopping = state.shutdown.clone();
+    if let Err(b) = state.claims.take(claims.clone(), &id, Duration::ZERO).await {
+        tracing::info!(job = %id, holder = %b.job_id, "waiting for {} (held by another job)", b.claim);
+    }
+    let held = tokio::select! {
+        taken = state.claims.take(claims, &id, wait) => taken.map_err(|b| {
+            ApiError::conflict(format!(
+                "job {} holds {}; retry when it ends (GET /job/{})",
+                b.job_id, b.claim, b.job_id
+            ))
+        })?,
+        _ = stopping.wait_for(|s| *s) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting down",
+                "the server is stopping; nothing was started; retry when it is back",
+            ))
+        }
+    };
+    let opts = ApplyOptions {
+        forks: state.settings.forks,
+        step_timeout: state.settings.step_timeout,
+        read_timeout: state.settings.read_timeout,
+        allow_protected,
+        pool: Some(state.pool.clone()),
+        job_id: Some(id.clone()),
+        ..ApplyOptions::default()
+    };
+    let entry = state.jobs.start(job, opts, held, None).await?;
+    let left = wait.saturating_sub(t0.elapsed());
+    Ok(if entry.wait(left).await {
+        Started::Done(entry)
+    } else {
+        Started::Running(entry)
+    })
+}
+
+/// Run engine work on a blocking-pool thread driven by the server's
+/// runtime. The engine's futures are not provably Send (closures over
+/// borrowed hosts and units; rust-lang/rust#102211), which axum's handlers
+/// must be; its I/O still runs on the runtime's reactor.
+pub async fn on_blocking_pool<F, Fut, T>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(f()))
+        .await
+        .map_err(|e| ApiError::internal(format!("engine task: {e}")))
+}
+
+/// How the server reaches hosts for reads: its forks, read timeout and pool.
+pub fn reach(state: &AppState) -> Reach {
+    Reach::new(state.settings.forks, state.settings.read_timeout)
+        .with_pool(Some(state.pool.clone()))
+}
