@@ -48,6 +48,18 @@ pub(super) struct Inherit {
     note: String,
 }
 
+/// A step as written: in which text, at which index, with which full id,
+/// and what the module call it sits in hands down (None: the playbook's
+/// own step).
+#[derive(Clone, Copy)]
+pub(super) struct StepSite<'a> {
+    src: Source<'a>,
+    k: usize,
+    spec: &'a StepSpec,
+    full_id: &'a str,
+    inh: Option<&'a Inherit>,
+}
+
 /// Builds the flat step list, expanding module calls.
 pub(super) struct Loader<'t> {
     pub(super) templates: &'t mut Templates,
@@ -157,7 +169,14 @@ impl Loader<'_> {
                             .map(|s| vec![s.id.clone()])
                             .unwrap_or_default(),
                     };
-                    let ids = self.call(src, k, spec, &full_id, &file, inh, entry)?;
+                    let site = StepSite {
+                        src,
+                        k,
+                        spec,
+                        full_id: &full_id,
+                        inh,
+                    };
+                    let ids = self.call(site, &file, entry)?;
                     self.aliases.insert(full_id.clone(), ids.clone());
                     prev = Some(ids.clone());
                     ids
@@ -169,7 +188,14 @@ impl Loader<'_> {
                         }
                         _ => None,
                     };
-                    self.step(src, k, spec, &full_id, inh, needs, script)?;
+                    let site = StepSite {
+                        src,
+                        k,
+                        spec,
+                        full_id: &full_id,
+                        inh,
+                    };
+                    self.step(site, needs, script)?;
                     prev = inh.map(|_| vec![full_id.clone()]);
                     vec![full_id]
                 }
@@ -295,17 +321,19 @@ impl Loader<'_> {
     }
 
     /// A plain step (or a script call), with what a call hands down.
-    #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
-        src: Source<'_>,
-        k: usize,
-        spec: &StepSpec,
-        full_id: &str,
-        inh: Option<&Inherit>,
+        site: StepSite<'_>,
         needs: Option<Vec<String>>,
         script: Option<Arc<crate::model::module::ScriptModule>>,
     ) -> Result<()> {
+        let StepSite {
+            src,
+            k,
+            spec,
+            full_id,
+            inh,
+        } = site;
         if spec.with.is_some() && spec.use_.is_none() {
             return Err(Error::invalid(
                 WHAT,
@@ -368,17 +396,14 @@ impl Loader<'_> {
     }
 
     /// Expand a composite module call into its steps.
-    #[allow(clippy::too_many_arguments)]
-    fn call(
-        &mut self,
-        src: Source<'_>,
-        k: usize,
-        spec: &StepSpec,
-        full_id: &str,
-        file: &Path,
-        inh: Option<&Inherit>,
-        entry: Vec<String>,
-    ) -> Result<Vec<String>> {
+    fn call(&mut self, site: StepSite<'_>, file: &Path, entry: Vec<String>) -> Result<Vec<String>> {
+        let StepSite {
+            src,
+            k,
+            spec,
+            full_id,
+            inh,
+        } = site;
         let site = src.pos(spec.id.referenced);
         let name = spec
             .use_
