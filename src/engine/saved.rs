@@ -205,37 +205,6 @@ fn short(digest: &str) -> &str {
     digest.get(..12).unwrap_or(digest)
 }
 
-/// The facts a plan used: per host with a task, exactly the units its
-/// tasks touch (what `apply --plan` re-reads and compares), with secret
-/// values hidden: a host may already hold a rendered secret in a unit
-/// file, and these facts are shown and saved.
-pub fn facts_used(job: &Job, facts: &Facts) -> Facts {
-    let mut per_host: BTreeMap<usize, BTreeSet<&str>> = BTreeMap::new();
-    for ex in &job.expanded {
-        for t in &ex.tasks {
-            per_host.entry(t.host).or_default().insert(t.unit.as_str());
-        }
-    }
-    let mut out = Facts {
-        version: facts.version,
-        collected_at: facts.collected_at.clone(),
-        hosts: Default::default(),
-    };
-    for (h, units) in per_host {
-        let name = &job.inventory.hosts[h].name;
-        let Some(hf) = facts.hosts.get(name) else {
-            continue;
-        };
-        let mut hf = hf.clone();
-        hf.units.retain(|u, _| units.contains(u.as_str()));
-        hf.unit_maintenance
-            .retain(|u, _| units.contains(u.as_str()));
-        hf.redact(&job.playbook.secrets);
-        out.hosts.insert(name.clone(), hf);
-    }
-    out
-}
-
 /// Read the facts of exactly the saved plan's hosts and units, live.
 pub async fn reread(job: &Job, saved: &Facts, reach: Reach) -> Facts {
     let hosts: Vec<crate::model::inventory::Host> = saved

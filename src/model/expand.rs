@@ -97,7 +97,9 @@ pub fn expand(
                         .map(|st| {
                             expand_step(pb, inv, limit, st, contexts).map_err(|e| {
                                 match &st.called_from {
-                                    Some(note) => e.in_call(crate::model::module::WHAT, note),
+                                    Some(note) => {
+                                        e.in_call(crate::model::playbook::module::WHAT, note)
+                                    }
                                     None => e,
                                 }
                             })

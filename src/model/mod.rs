@@ -12,7 +12,6 @@ pub mod health;
 pub mod inventory;
 pub mod keys;
 pub mod maintenance;
-pub mod module;
 pub mod outcome;
 pub mod playbook;
 pub mod report;

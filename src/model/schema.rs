@@ -42,11 +42,11 @@ pub fn generate(kind: Kind) -> Result<String> {
             "drover inventory",
         ),
         Kind::Module => (
-            schemars::schema_for!(crate::model::module::CompositeFile),
+            schemars::schema_for!(crate::model::playbook::module::CompositeFile),
             "drover composite module",
         ),
         Kind::ScriptModule => (
-            schemars::schema_for!(crate::model::module::ScriptFile),
+            schemars::schema_for!(crate::model::playbook::module::ScriptFile),
             "drover script module (module.yml)",
         ),
     };

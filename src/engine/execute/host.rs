@@ -15,8 +15,8 @@ use crate::model::decide::{failure_text, refuse_protected};
 use crate::model::expand::{goal_of, HostTask};
 use crate::model::facts::UnitFacts;
 use crate::model::maintenance::{MaintenanceGoal, MaintenanceState, HOST_SCOPE};
-use crate::model::module::ScriptModule;
 use crate::model::outcome::{Failure, Outcome, Status};
+use crate::model::playbook::module::ScriptModule;
 use crate::model::playbook::{Operation, ServiceState, Step, UnitFileGoal};
 use crate::model::service::{join_actions, Action, ServiceGoal};
 use crate::model::unit::UnitName;
@@ -228,7 +228,7 @@ impl HostStep<'_, '_> {
     /// JSON on stdin; its one JSON object is the result.
     async fn script(&self, session: &Session, m: &ScriptModule) -> Result<Done, Failed> {
         let host = &self.run.job.inventory.hosts[self.h];
-        let input = crate::model::module::input_json(&m.params, false, host);
+        let input = crate::model::playbook::module::input_json(&m.params, false, host);
         let limit = m.timeout.min(self.run.spec.step_timeout);
         let action = joined(&[Action::Run]);
         let ran = crate::remote::script::run(session, &m.program, &input, limit)
@@ -239,7 +239,12 @@ impl HostStep<'_, '_> {
                 action: action.clone(),
                 failure: Failure::Error(format!("module `{}`: {e}", m.name)),
             })?;
-        let rep = crate::model::module::read_report(&m.name, ran.code, &ran.stdout, &ran.stderr);
+        let rep = crate::model::playbook::module::read_report(
+            &m.name,
+            ran.code,
+            &ran.stdout,
+            &ran.stderr,
+        );
         if rep.failed {
             return Err(Failed {
                 changed: rep.changed,

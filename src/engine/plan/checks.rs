@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::engine::job::Job;
 use crate::engine::plan::ModuleChecks;
 use crate::model::facts::Facts;
-use crate::model::module::{ScriptModule, ScriptReport};
+use crate::model::playbook::module::{ScriptModule, ScriptReport};
 use crate::model::playbook::Operation;
 
 /// Run every check-capable script module with `check: true` on the live
@@ -50,7 +50,7 @@ pub(super) async fn module_checks(
                 }
             };
             for (si, m) in list {
-                let input = crate::model::module::input_json(&m.params, true, host);
+                let input = crate::model::playbook::module::input_json(&m.params, true, host);
                 let limit = m.timeout.min(reach.timeout);
                 let rep = match tokio::time::timeout(
                     limit + std::time::Duration::from_secs(10),
@@ -58,7 +58,7 @@ pub(super) async fn module_checks(
                 )
                 .await
                 {
-                    Ok(Ok(ran)) => crate::model::module::read_report(
+                    Ok(Ok(ran)) => crate::model::playbook::module::read_report(
                         &m.name,
                         ran.code,
                         &ran.stdout,

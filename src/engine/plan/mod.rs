@@ -8,6 +8,7 @@ mod simulate;
 
 pub use simulate::{other_inputs, simulate, simulate_with_checks};
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -17,8 +18,8 @@ use crate::engine::job::Job;
 use crate::engine::plan::checks::module_checks;
 use crate::model::error::Result;
 use crate::model::facts::{Facts, UnitFacts};
-use crate::model::module::ScriptReport;
 use crate::model::outcome::{Kind, Status};
+use crate::model::playbook::module::ScriptReport;
 use crate::model::service::Action;
 
 /// One predicted result, in the job report's shape plus prediction detail.
@@ -213,7 +214,7 @@ pub async fn plan(
         &checks,
     )?;
     if opts.keep_facts {
-        plan.facts = Some(crate::engine::saved::facts_used(job, &facts));
+        plan.facts = Some(facts_used(job, &facts));
     }
     // Read here, not in `simulate`: the drift check of `apply --plan`
     // simulates again and needs no second read of the ssh_config files.
@@ -272,4 +273,35 @@ fn step_plan(
         batch_size,
         results,
     }
+}
+
+/// The facts a plan used: per host with a task, exactly the units its
+/// tasks touch (what `apply --plan` re-reads and compares), with secret
+/// values hidden: a host may already hold a rendered secret in a unit
+/// file, and these facts are shown and saved.
+pub fn facts_used(job: &Job, facts: &Facts) -> Facts {
+    let mut per_host: BTreeMap<usize, BTreeSet<&str>> = BTreeMap::new();
+    for ex in &job.expanded {
+        for t in &ex.tasks {
+            per_host.entry(t.host).or_default().insert(t.unit.as_str());
+        }
+    }
+    let mut out = Facts {
+        version: facts.version,
+        collected_at: facts.collected_at.clone(),
+        hosts: Default::default(),
+    };
+    for (h, units) in per_host {
+        let name = &job.inventory.hosts[h].name;
+        let Some(hf) = facts.hosts.get(name) else {
+            continue;
+        };
+        let mut hf = hf.clone();
+        hf.units.retain(|u, _| units.contains(u.as_str()));
+        hf.unit_maintenance
+            .retain(|u, _| units.contains(u.as_str()));
+        hf.redact(&job.playbook.secrets);
+        out.hosts.insert(name.clone(), hf);
+    }
+    out
 }

@@ -26,8 +26,8 @@ use crate::model::facts::{Facts, HostFacts, UnitFacts};
 use crate::model::maintenance::{
     decide_maintenance, MaintenanceGoal, MaintenanceState, HOST_SCOPE,
 };
-use crate::model::module::ScriptModule;
 use crate::model::outcome::{Failure, Outcome, SkipReason, Status};
+use crate::model::playbook::module::ScriptModule;
 use crate::model::playbook::{Group, Operation, Step, UnitFileGoal};
 use crate::model::secret::Secrets;
 use crate::model::service::{decide_service, Action};

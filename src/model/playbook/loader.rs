@@ -160,7 +160,7 @@ impl Loader<'_> {
                 None => None,
             };
             let ids = match found {
-                Some(crate::model::module::Found::Composite(file)) => {
+                Some(crate::model::playbook::module::Found::Composite(file)) => {
                     let entry = match needs {
                         Some(n) => n,
                         None => self
@@ -183,7 +183,7 @@ impl Loader<'_> {
                 }
                 other => {
                     let script = match other {
-                        Some(crate::model::module::Found::Script(dir)) => {
+                        Some(crate::model::playbook::module::Found::Script(dir)) => {
                             Some(self.script(src, k, spec, &dir)?)
                         }
                         _ => None,
@@ -211,14 +211,14 @@ impl Loader<'_> {
         src: Source<'_>,
         u: &Spanned<String>,
         step: &str,
-    ) -> Result<crate::model::module::Found> {
+    ) -> Result<crate::model::playbook::module::Found> {
         let at = src.pos(u.referenced);
         let name = &u.value;
-        crate::model::module::validate_name(name).map_err(|m| {
+        crate::model::playbook::module::validate_name(name).map_err(|m| {
             Error::invalid(WHAT, "use", format!("step `{step}`: {m}"), Some(at.clone()))
         })?;
-        crate::model::module::find(name, self.search).ok_or_else(|| {
-            let known = crate::model::module::known(self.search);
+        crate::model::playbook::module::find(name, self.search).ok_or_else(|| {
+            let known = crate::model::playbook::module::known(self.search);
             Error::invalid(
                 WHAT,
                 "use",
@@ -243,7 +243,7 @@ impl Loader<'_> {
         src: Source<'_>,
         k: usize,
         spec: &StepSpec,
-        declared: &BTreeMap<String, crate::model::module::ParamSpec>,
+        declared: &BTreeMap<String, crate::model::playbook::module::ParamSpec>,
         module_file: &Path,
     ) -> Result<serde_json::Value> {
         let index = k;
@@ -261,7 +261,7 @@ impl Loader<'_> {
             })?;
             rendered.insert(k, v);
         }
-        crate::model::module::bind_params(declared, &rendered).map_err(|(k, m, sugg)| {
+        crate::model::playbook::module::bind_params(declared, &rendered).map_err(|(k, m, sugg)| {
             Error::invalid(
                 WHAT,
                 format!("steps[{index}].with.{k}"),
@@ -294,15 +294,15 @@ impl Loader<'_> {
         k: usize,
         spec: &StepSpec,
         dir: &Path,
-    ) -> Result<Arc<crate::model::module::ScriptModule>> {
+    ) -> Result<Arc<crate::model::playbook::module::ScriptModule>> {
         let note = format!(
             "module {} called by step `{}` at {}",
             dir.display(),
             spec.id.value,
             src.pos(spec.id.referenced)
         );
-        let (file, program, timeout) = crate::model::module::load_script(dir)
-            .map_err(|e| e.in_call(crate::model::module::WHAT, &note))?;
+        let (file, program, timeout) = crate::model::playbook::module::load_script(dir)
+            .map_err(|e| e.in_call(crate::model::playbook::module::WHAT, &note))?;
         let params = self.bind(src, k, spec, &file.params, &dir.join("module.yml"))?;
         self.record_input(&dir.join("run"), &program);
         let name = spec
@@ -310,7 +310,7 @@ impl Loader<'_> {
             .as_ref()
             .map(|u| u.value.clone())
             .unwrap_or_default();
-        Ok(Arc::new(crate::model::module::ScriptModule {
+        Ok(Arc::new(crate::model::playbook::module::ScriptModule {
             name,
             dir: dir.to_path_buf(),
             program,
@@ -325,7 +325,7 @@ impl Loader<'_> {
         &mut self,
         site: StepSite<'_>,
         needs: Option<Vec<String>>,
-        script: Option<Arc<crate::model::module::ScriptModule>>,
+        script: Option<Arc<crate::model::playbook::module::ScriptModule>>,
     ) -> Result<()> {
         let StepSite {
             src,
@@ -447,24 +447,24 @@ impl Loader<'_> {
                 "a call inside a module takes its hosts from the outer call; drop `target`".into(),
             ));
         }
-        let text = yaml::read_bounded(file, crate::model::module::WHAT)?;
+        let text = yaml::read_bounded(file, crate::model::playbook::module::WHAT)?;
         self.record_input(file, text.as_bytes());
         let note = format!(
             "in module {} called by step `{}` at {site}",
             file.display(),
             spec.id.value
         );
-        let module: crate::model::module::CompositeFile =
-            yaml::parse(&text, file, crate::model::module::WHAT)
-                .map_err(|e| e.in_call(crate::model::module::WHAT, &note))?;
+        let module: crate::model::playbook::module::CompositeFile =
+            yaml::parse(&text, file, crate::model::playbook::module::WHAT)
+                .map_err(|e| e.in_call(crate::model::playbook::module::WHAT, &note))?;
         if module.steps.is_empty() {
             return Err(Error::invalid(
-                crate::model::module::WHAT,
+                crate::model::playbook::module::WHAT,
                 "steps",
                 format!("module `{name}` has no steps"),
                 yaml::locate(&text, file, &["steps"]),
             )
-            .in_call(crate::model::module::WHAT, &note));
+            .in_call(crate::model::playbook::module::WHAT, &note));
         }
         let params = self.bind(src, k, spec, &module.params, file)?;
         let mstarts = line_starts(&text);
@@ -509,7 +509,8 @@ impl Loader<'_> {
         let produced = self.list(msrc, &module.steps, Some(&child), Some(entry));
         self.chain.pop();
         self.templates.leave_params(scope);
-        let produced = produced.map_err(|e| e.in_call(crate::model::module::WHAT, &note))?;
+        let produced =
+            produced.map_err(|e| e.in_call(crate::model::playbook::module::WHAT, &note))?;
         if let (None, Some(serial)) = (inh, spec.serial) {
             let max = match &spec.max_fail_percentage {
                 Some(m) if !(0.0..=100.0).contains(&m.value) => {

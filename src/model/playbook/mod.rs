@@ -2,6 +2,7 @@
 //! and validated (ids, targets, unit names, templates) before anything runs.
 
 mod loader;
+pub mod module;
 mod parse;
 mod spec;
 mod step;

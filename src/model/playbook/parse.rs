@@ -32,7 +32,7 @@ pub(super) struct StepParser<'a, 't> {
     /// field paths.
     pub(super) file_index: usize,
     /// The script module a `use:` step runs.
-    pub(super) script: Option<Arc<crate::model::module::ScriptModule>>,
+    pub(super) script: Option<Arc<crate::model::playbook::module::ScriptModule>>,
     pub(super) spec: &'a StepSpec,
     pub(super) id: &'a str,
     pub(super) position: Position,

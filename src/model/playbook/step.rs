@@ -66,7 +66,7 @@ pub enum Operation {
         state: UnitFileGoal,
     },
     /// Run a script module's program on the host.
-    Script(Arc<crate::model::module::ScriptModule>),
+    Script(Arc<crate::model::playbook::module::ScriptModule>),
 }
 
 /// A module call with `serial`: its hosts go through all the module's

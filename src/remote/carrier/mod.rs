@@ -17,7 +17,6 @@
 //! [`Session`] closes its master on [`Session::close`] and, as a last
 //! resort, when dropped, so no `ssh` process outlives drover.
 
-mod channel;
 mod local;
 mod ssh;
 mod stream;

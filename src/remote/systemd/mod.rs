@@ -9,7 +9,7 @@
 
 mod job;
 mod proxy;
-mod read;
+pub(super) mod read;
 mod unitfile;
 
 pub use job::{JobEnd, JobOp, JobOutcome};
