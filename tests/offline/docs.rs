@@ -146,8 +146,16 @@ fn zsh_and_fish_completions_name_every_subcommand() {
             };
             assert!(script.contains(&named), "{shell} lacks {sub}");
         }
-        // Neither shell is on a fresh Debian machine; run the check where it is.
-        if has(check[0]) {
+        // Neither shell is on a fresh Debian machine: the suite's set-up
+        // (tests/lab/lab.sh deps) installs both, so under tests/run.sh a
+        // missing shell is a failure; elsewhere the check says it skipped.
+        if !has(check[0]) {
+            assert!(
+                std::env::var_os("DROVER_REQUIRE_LAB").is_none(),
+                "{shell} is not installed: tests/lab/lab.sh deps installs it"
+            );
+            eprintln!("SKIPPED: {shell} syntax check ({shell} is not installed)");
+        } else {
             let path = dir.path().join(file);
             std::fs::write(&path, &script).unwrap();
             let o = Command::new(check[0])
