@@ -12,7 +12,7 @@ use crate::engine::job::Job;
 use crate::engine::journal::{save_report, Journal};
 use crate::engine::saved::{Drift, SavedPlan};
 use crate::model::decide::check_protected;
-use crate::model::error::{Error, Result};
+use crate::model::error::{Error, Refusal, Result};
 use crate::model::report::JobReport;
 use crate::remote::fanout::Reach;
 use crate::remote::pool::Pool;
@@ -94,11 +94,10 @@ pub async fn apply(
     }
     if let Some(w) = &job.playbook.window {
         if !opts.ignore_window && !w.contains(chrono::Utc::now()) {
-            return Err(Error::Refused(format!(
-                "outside the window of {} ({}); pass --ignore-window to run anyway",
-                job.playbook.path.display(),
-                w.describe()
-            )));
+            return Err(Error::Refused(Refusal::Window {
+                playbook: job.playbook.path.clone(),
+                window: w.describe(),
+            }));
         }
     }
     check_protected(

@@ -10,7 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::model::error::{Error, Result};
+use crate::model::error::{Error, Refusal, Result};
 
 /// A held lock; released on drop (and by the kernel at exit).
 #[derive(Debug)]
@@ -88,10 +88,10 @@ fn private_dir(dir: &Path) -> Result<()> {
         None
     };
     match why {
-        Some(why) => Err(Error::Refused(format!(
-            "lock directory {} {why}; remove it or set DROVER_LOCK_DIR to a private directory",
-            dir.display()
-        ))),
+        Some(why) => Err(Error::Refused(Refusal::LockDir {
+            dir: dir.to_path_buf(),
+            why,
+        })),
         None => Ok(()),
     }
 }
@@ -144,12 +144,11 @@ fn acquire_in(dir: &Path, playbook: &Path, wait: Option<Duration>) -> Result<Run
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
-                return Err(Error::Refused(format!(
-                    "another `drover apply` of {} is running (lock {} held by pid {}); wait for it, or pass --wait-lock DURATION",
-                    playbook.display(),
-                    path.display(),
-                    if holder.is_empty() { "unknown" } else { holder }
-                )));
+                return Err(Error::Refused(Refusal::Locked {
+                    playbook: playbook.to_path_buf(),
+                    lock: path.to_path_buf(),
+                    holder: if holder.is_empty() { "unknown" } else { holder }.to_string(),
+                }));
             }
         }
     }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::engine::events::NoEvents;
 use crate::engine::job::Job;
 use crate::engine::plan::{simulate, PlanLabels};
-use crate::model::error::{Error, Result};
+use crate::model::error::{Error, Refusal, Result};
 use crate::model::facts::{Facts, HostFacts, UnitFacts};
 use crate::model::outcome::Status;
 use crate::model::service::{join_actions, Action};
@@ -135,12 +135,12 @@ impl SavedPlan {
         for input in &job.inventory.inputs {
             let planned = self.inputs.iter().find(|i| i.path == input.path);
             if planned.is_none_or(|p| p.digest != input.digest) {
-                return Err(Error::Refused(format!(
-                    "the inventory file {} changed since the plan was made (planned: {}, now sha256 {}); plan again and review the new plan",
+                return Err(Error::Refused(Refusal::StalePlan(format!(
+                    "the inventory file {} changed since the plan was made (planned: {}, now sha256 {})",
                     input.path,
                     planned.map_or_else(|| "not in the inventory".to_string(), |p| format!("sha256 {}", short(&p.digest))),
                     short(&input.digest)
-                )));
+                ))));
             }
         }
         let pairs = [
@@ -159,25 +159,28 @@ impl SavedPlan {
         ];
         for (what, saved, now, path) in pairs {
             if saved.digest != *now {
-                return Err(Error::Refused(format!(
-                    "the {what} {} changed since the plan was made (planned from {} sha256 {}, now sha256 {}); plan again and review the new plan",
+                return Err(Error::Refused(Refusal::StalePlan(format!(
+                    "the {what} {} changed since the plan was made (planned from {} sha256 {}, now sha256 {})",
                     path.display(),
                     saved.path,
                     short(&saved.digest),
                     short(now)
-                )));
+                ))));
             }
         }
         let now = crate::engine::plan::other_inputs(job);
         for input in &now {
             let planned = self.inputs.iter().find(|i| i.path == input.path);
             if planned.is_none_or(|p| p.digest != input.digest) {
-                return Err(Error::Refused(format!(
-                    "{} changed since the plan was made (planned: {}, now sha256 {}); plan again and review the new plan",
+                return Err(Error::Refused(Refusal::StalePlan(format!(
+                    "{} changed since the plan was made (planned: {}, now sha256 {})",
                     input.path,
-                    planned.map_or_else(|| "not an input".to_string(), |p| format!("sha256 {}", short(&p.digest))),
+                    planned.map_or_else(
+                        || "not an input".to_string(),
+                        |p| format!("sha256 {}", short(&p.digest))
+                    ),
                     short(&input.digest)
-                )));
+                ))));
             }
         }
         if let Some(gone) = self
@@ -185,10 +188,10 @@ impl SavedPlan {
             .iter()
             .find(|i| !now.iter().any(|n| n.path == i.path))
         {
-            return Err(Error::Refused(format!(
-                "{} decided the plan but is no longer an input; plan again and review the new plan",
+            return Err(Error::Refused(Refusal::StalePlan(format!(
+                "{} decided the plan but is no longer an input",
                 gone.path
-            )));
+            ))));
         }
         Ok(())
     }
@@ -413,7 +416,5 @@ pub async fn gate(
         .map(|d| d.to_string())
         .collect::<Vec<_>>()
         .join("; ");
-    Err(Error::Refused(format!(
-        "the hosts drifted since the plan was made, so apply would not do what was reviewed: {list}; plan again, or pass --allow-drift to apply anyway"
-    )))
+    Err(Error::Refused(Refusal::Drift(list)))
 }

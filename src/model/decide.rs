@@ -4,7 +4,7 @@
 //! over facts; the executor over what it reads from hosts. Keeping one copy
 //! is what lets a plan promise what apply will do.
 
-use crate::model::error::{Error, Result};
+use crate::model::error::{Error, Refusal, Result};
 use crate::model::expand::{goal_of, ExpandedStep, HostTask};
 use crate::model::inventory::{Host, Inventory};
 use crate::model::outcome::{Failure, SkipReason};
@@ -103,18 +103,22 @@ pub fn pick_any(group: &[usize], candidate: impl Fn(usize) -> Candidate) -> Opti
 /// ([`check_protected`]); this catches an `_any` pick left with no
 /// eligible host.
 pub fn refuse_protected(step: &Step, task: &HostTask, host: &Host, allow: bool) -> Option<Failure> {
-    (!allow && touches_protected(step, task, host)).then(|| {
-        Failure::Refused(format!(
-            "step `{}` would {} {} on host `{}`, which the inventory marks protected; pass --allow-protected if that is intended",
-            step.id,
-            match step.operation {
-                Operation::Unit { .. } => "replace or remove the unit file of",
-                _ => "stop/restart/mask",
-            },
-            task.unit,
-            host.name
-        ))
-    })
+    (!allow && touches_protected(step, task, host))
+        .then(|| Failure::Refused(protected_refusal(step, task, host).to_string()))
+}
+
+/// The refusal of a step that would disrupt a protected unit on `host`.
+fn protected_refusal(step: &Step, task: &HostTask, host: &Host) -> Refusal {
+    Refusal::Protected(format!(
+        "step `{}` would {} {} on host `{}`, which the inventory marks protected",
+        step.id,
+        match step.operation {
+            Operation::Unit { .. } => "replace or remove the unit file of",
+            _ => "stop/restart/mask",
+        },
+        task.unit,
+        host.name
+    ))
 }
 
 /// Refuse (403, exit 3) before anything happens if a step would stop,
@@ -151,14 +155,7 @@ pub fn check_protected(
                     .and_then(|g| g.first().copied())
             });
         if let (Some(h), Some(task)) = (refused, refused.and_then(|h| ex.task(h))) {
-            let host = &inv.hosts[h];
-            let why = refuse_protected(step, task, host, false)
-                .map(|f| match f {
-                    Failure::Refused(m) => m,
-                    other => other.to_string(),
-                })
-                .unwrap_or_default();
-            return Err(Error::Refused(why));
+            return Err(Error::Refused(protected_refusal(step, task, &inv.hosts[h])));
         }
     }
     Ok(())

@@ -121,6 +121,97 @@ pub struct Diagnostic {
     pub position: Option<Position>,
 }
 
+/// Why drover refused to act, on purpose: nothing was changed, and the
+/// operator decides (exit 3, HTTP 403). Each kind says what happened and,
+/// apart, what to do about it from the command line, so another front end
+/// (the server) can offer its own remedy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Outside the playbook's maintenance window.
+    Window {
+        /// The playbook.
+        playbook: PathBuf,
+        /// The window, described.
+        window: String,
+    },
+    /// Another `drover apply` of the same playbook holds its lock.
+    Locked {
+        /// The playbook.
+        playbook: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// The holder's pid as the lock file says it ("unknown" if empty).
+        holder: String,
+    },
+    /// The lock directory is not private to this user.
+    LockDir {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A step would disrupt a unit the inventory marks protected.
+    Protected(String),
+    /// A saved plan's inputs (playbook, inventory, templates) changed since
+    /// it was made.
+    StalePlan(String),
+    /// The hosts drifted from the facts a saved plan was made from.
+    Drift(String),
+}
+
+impl Refusal {
+    /// What to do about it, from the command line.
+    pub fn remedy(&self) -> &'static str {
+        match self {
+            Refusal::Window { .. } => "pass --ignore-window to run anyway",
+            Refusal::Locked { .. } => "wait for it, or pass --wait-lock DURATION",
+            Refusal::LockDir { .. } => "remove it or set DROVER_LOCK_DIR to a private directory",
+            Refusal::Protected(_) => "pass --allow-protected if that is intended",
+            Refusal::StalePlan(_) => "plan again and review the new plan",
+            Refusal::Drift(_) => "plan again, or pass --allow-drift to apply anyway",
+        }
+    }
+
+    /// What happened, without the remedy.
+    pub fn what(&self) -> String {
+        match self {
+            Refusal::Window { playbook, window } => {
+                format!("outside the window of {} ({window})", playbook.display())
+            }
+            Refusal::Locked {
+                playbook,
+                lock,
+                holder,
+            } => format!(
+                "another `drover apply` of {} is running (lock {} held by pid {holder})",
+                playbook.display(),
+                lock.display()
+            ),
+            Refusal::LockDir { dir, why } => format!("lock directory {} {why}", dir.display()),
+            Refusal::Protected(m) | Refusal::StalePlan(m) => m.clone(),
+            Refusal::Drift(hosts) => format!(
+                "the hosts drifted since the plan was made, so apply would not do what was reviewed: {hosts}"
+            ),
+        }
+    }
+
+    /// The texts that may quote a rendered value, for redaction.
+    fn texts_mut(&mut self) -> Vec<&mut String> {
+        match self {
+            Refusal::Window { window, .. } => vec![window],
+            Refusal::Locked { holder, .. } => vec![holder],
+            Refusal::LockDir { why, .. } => vec![why],
+            Refusal::Protected(m) | Refusal::StalePlan(m) | Refusal::Drift(m) => vec![m],
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; {}", self.what(), self.remedy())
+    }
+}
+
 /// Everything that stops a drover command before or outside per-host work.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -146,7 +237,7 @@ pub enum Error {
     Usage(String),
     /// drover refuses to act (window, lock, protected unit, drift).
     #[error("refused")]
-    Refused(String),
+    Refused(Refusal),
     /// A subcommand that a later release implements.
     #[error("not implemented yet")]
     NotImplemented(&'static str),
@@ -197,7 +288,8 @@ impl Error {
                 s
             }
             Error::Io { source, .. } => source.to_string(),
-            Error::Usage(m) | Error::Refused(m) | Error::Internal(m) => m.clone(),
+            Error::Usage(m) | Error::Internal(m) => m.clone(),
+            Error::Refused(r) => r.to_string(),
             Error::NotImplemented(what) => {
                 format!("`{what}` needs a later drover release; use `drover plan --facts FILE` meanwhile")
             }
@@ -249,11 +341,12 @@ impl Error {
                 d.message.push_str("; ");
                 d.message.push_str(note);
             }
-            Error::Usage(m) | Error::Refused(m) | Error::Internal(m) => {
+            Error::Usage(m) | Error::Internal(m) => {
                 m.push_str("; ");
                 m.push_str(note);
             }
-            _ => {}
+            // Loading a module refuses nothing; a refusal keeps its words.
+            Error::Refused(_) | Error::Io { .. } | Error::NotImplemented(_) => {}
         }
         self
     }
@@ -272,7 +365,8 @@ impl Error {
         let redact = |m: &mut String| *m = secrets.redact_string(std::mem::take(m));
         match &mut self {
             Error::Parse(d) | Error::Invalid(d) => redact(&mut d.message),
-            Error::Usage(m) | Error::Refused(m) | Error::Internal(m) => redact(m),
+            Error::Usage(m) | Error::Internal(m) => redact(m),
+            Error::Refused(r) => r.texts_mut().into_iter().for_each(redact),
             Error::Io { .. } | Error::NotImplemented(_) => {}
         }
         self
@@ -312,6 +406,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_refusal_says_what_happened_then_what_to_do() {
+        let r = Refusal::Window {
+            playbook: "nightly.yml".into(),
+            window: "daily 02:00-04:00 UTC".into(),
+        };
+        assert_eq!(
+            r.to_string(),
+            "outside the window of nightly.yml (daily 02:00-04:00 UTC); pass --ignore-window to run anyway"
+        );
+        assert!(!r.what().contains("--ignore-window"));
+        let e = Error::Refused(r);
+        assert_eq!(e.class(), Class::Refused);
+        assert_eq!(e.code(), 403);
+    }
+
+    #[test]
     fn suggests_close_keys_only() {
         assert_eq!(suggest("stae", ["name", "state"]), Some("state".into()));
         assert_eq!(
@@ -323,7 +433,7 @@ mod tests {
 
     #[test]
     fn classes_map_to_codes_and_exits() {
-        let e = Error::Refused("lock held by pid 7".into());
+        let e = Error::Refused(Refusal::Drift("web-1".into()));
         assert_eq!(e.code(), 403);
         let e = Error::Usage("bad".into());
         assert_eq!(e.code(), 400);

@@ -216,12 +216,13 @@ impl Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::error::Refusal;
     use crate::model::outcome::Failure;
 
     #[test]
     fn an_errors_code_is_its_verdicts_status() {
         for e in [
-            Error::Refused("window closed".into()),
+            Error::Refused(Refusal::Drift("web-1".into())),
             Error::Usage("no playbook".into()),
             Error::Internal("bug".into()),
         ] {
@@ -264,7 +265,7 @@ mod tests {
             ),
             3
         );
-        let e = Error::Refused("lock held by pid 7".into());
+        let e = Error::Refused(Refusal::Drift("web-1".into()));
         assert_eq!(Verdict::of_error(&e).exit_code(), 3);
         assert_eq!(Verdict::of_error(&e).http_status(), 403);
         assert_eq!(Verdict::HostFailed.http_status(), 200);
