@@ -12,6 +12,7 @@ use crate::engine::plan::PlanOptions;
 use crate::engine::saved::SavedPlan;
 use crate::model::error::{Error, Result};
 use crate::model::report::Verdict;
+use crate::model::template::CallerText;
 use crate::render::apply::{job_header, summary};
 use crate::render::escape::one_line;
 use crate::render::plan::{render, Format};
@@ -108,7 +109,7 @@ pub(super) fn maintenance(a: &MaintenanceArgs) -> Result<i32> {
         enable: a.action == MaintenanceAction::Enable,
         unit: a.unit.clone(),
         target: a.target.clone(),
-        reason: a.reason.clone(),
+        reason: a.reason.clone().map(CallerText::new),
     };
     let job = Job::new(
         op.playbook()?,

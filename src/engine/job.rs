@@ -9,8 +9,9 @@ use crate::model::dag::Dag;
 use crate::model::error::{Error, Result};
 use crate::model::expand::{expand, ExpandedStep};
 use crate::model::inventory::Inventory;
-use crate::model::playbook::Playbook;
+use crate::model::playbook::{Operation, Playbook};
 use crate::model::target::Selector;
+use crate::model::template::CallerText;
 use crate::model::unit::UnitName;
 
 /// Everything validated before the first connection.
@@ -137,8 +138,8 @@ pub enum AdHoc {
         unit: Option<String>,
         /// The hosts.
         target: String,
-        /// Why (required to enable).
-        reason: Option<String>,
+        /// Why (required to enable): the caller's text, kept verbatim.
+        reason: Option<CallerText>,
     },
 }
 
@@ -157,10 +158,23 @@ impl AdHoc {
                 unit,
                 target,
                 reason,
-            } => (
-                maintenance_playbook(*enable, unit.as_deref(), target, reason.as_deref())?,
-                "<drover maintenance>",
-            ),
+            } => {
+                let text = maintenance_playbook(*enable, unit.as_deref(), target, reason.as_ref())?;
+                let mut pb = Playbook::from_str(&text, Path::new("<drover maintenance>"))?;
+                // The reason went into the text as a placeholder; the
+                // caller's words take its place as a literal.
+                if let (
+                    Some(r),
+                    Some(Operation::Maintenance {
+                        reason: Some(id), ..
+                    }),
+                ) = (reason, pb.steps.first().map(|s| &s.operation))
+                {
+                    let id = *id;
+                    pb.templates.set_literal(id, r).map_err(Error::Internal)?;
+                }
+                return Ok(pb);
+            }
         };
         Playbook::from_str(&text, Path::new(label))
     }
@@ -198,13 +212,13 @@ fn maintenance_playbook(
     enable: bool,
     unit: Option<&str>,
     target: &str,
-    reason: Option<&str>,
+    reason: Option<&CallerText>,
 ) -> Result<String> {
     let unit = unit
         .map(|u| UnitName::parse(u).map_err(|m| Error::Usage(format!("UNIT `{u}`: {m}"))))
         .transpose()?;
     parse_selector("--target", target)?;
-    if enable && reason.is_none_or(|r| r.trim().is_empty()) {
+    if enable && reason.is_none_or(CallerText::is_blank) {
         return Err(Error::Usage(
             "`maintenance enable` needs --reason: say why, it is shown to everyone".into(),
         ));
@@ -213,8 +227,8 @@ fn maintenance_playbook(
     let word = if enable { "enable" } else { "disable" };
     let what = unit.as_ref().map_or("host", |u| u.as_str());
     let mut body = format!("enable: {enable}");
-    if let Some(r) = reason {
-        body.push_str(&format!(", reason: {}", q(r)));
+    if reason.is_some() {
+        body.push_str(", reason: \"(the caller's reason)\"");
     }
     if let Some(u) = &unit {
         body.push_str(&format!(", unit: {}", q(u.as_str())));
@@ -236,8 +250,8 @@ mod tests {
 
     #[test]
     fn ad_hoc_playbooks_quote_everything() {
-        let text =
-            maintenance_playbook(true, Some("demo-web"), "lab-1", Some("x\"; rm -rf / #")).unwrap();
+        let why = CallerText::new("x\"; rm -rf / #");
+        let text = maintenance_playbook(true, Some("demo-web"), "lab-1", Some(&why)).unwrap();
         let pb = Playbook::from_str(&text, Path::new("t")).unwrap();
         assert_eq!(pb.steps.len(), 1);
         assert!(maintenance_playbook(true, None, "lab-1", None).is_err());
@@ -245,5 +259,39 @@ mod tests {
         let text = service_playbook(ServiceAction::Restart, "demo@a:b", "role:web,!x").unwrap();
         let pb = Playbook::from_str(&text, Path::new("t")).unwrap();
         assert_eq!(pb.steps[0].id, "restarted-demo_a_b.service");
+    }
+
+    /// A reason is the caller's text: template syntax in it is stored and
+    /// shown as sent, never evaluated (vars, host data, loops).
+    #[test]
+    fn a_maintenance_reason_is_never_a_template() {
+        let inv = crate::model::inventory::Inventory::from_str(
+            "hosts:\n  lab-1:\n    address: 10.0.0.1\n    vars: { secret: hunter2 }\n",
+            Path::new("inv.yml"),
+        )
+        .unwrap();
+        for sent in [
+            "{{ 7*7 }}",
+            "{{ host.vars }}",
+            "{% for i in range(10) %}x{% endfor %}",
+            "{# hidden #}",
+            "{{",
+        ] {
+            let op = AdHoc::Maintenance {
+                enable: true,
+                unit: Some("demo-web".into()),
+                target: "lab-1".into(),
+                reason: Some(CallerText::new(sent)),
+            };
+            let pb = op.playbook().unwrap();
+            let Operation::Maintenance {
+                reason: Some(id), ..
+            } = pb.steps[0].operation
+            else {
+                panic!("not a maintenance step");
+            };
+            let ctx = pb.templates.host_context(&inv.hosts[0]);
+            assert_eq!(pb.templates.render(id, &ctx).unwrap(), sent);
+        }
     }
 }

@@ -25,6 +25,32 @@ enum Item {
     Condition(String, bool, Option<usize>),
 }
 
+/// Text a caller sent (a request's query or body, a command-line value
+/// such as `--reason`): data, never a template. It does not turn into a
+/// `&str` for the template functions; the one way into a playbook is
+/// [`Templates::set_literal`], which keeps it verbatim, so `{{ 7*7 }}`
+/// sent as a reason is shown as `{{ 7*7 }}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerText(String);
+
+impl CallerText {
+    /// Wrap what a caller sent.
+    pub fn new(text: impl Into<String>) -> Self {
+        CallerText(text.into())
+    }
+
+    /// Empty or only white space.
+    pub fn is_blank(&self) -> bool {
+        self.0.trim().is_empty()
+    }
+}
+
+impl std::fmt::Display for CallerText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Compiled templates of one playbook.
 pub struct Templates {
     env: Environment<'static>,
@@ -78,6 +104,45 @@ pub fn fill_failed_step(text: &str, step: &str) -> String {
     text.replace(FAILED_STEP, step)
 }
 
+/// Instructions one render may execute: a unit name or a reason takes a
+/// few hundred; nested `range()` loops in a playbook would otherwise hold a
+/// server's thread and memory for as long as they run.
+const RENDER_FUEL: u64 = 2_000_000;
+
+/// Nesting of loops, ifs and calls one render may reach.
+const RENDER_RECURSION: usize = 100;
+
+/// The most text one render may produce (1 MiB, the largest unit file).
+const RENDER_MAX_BYTES: usize = 1 << 20;
+
+/// Render `t`, stopping once the output passes [`RENDER_MAX_BYTES`].
+fn render_bounded<S: serde::Serialize>(
+    t: &minijinja::Template<'_, '_>,
+    ctx: S,
+) -> std::result::Result<String, minijinja::Error> {
+    struct Bounded(Vec<u8>);
+    impl std::io::Write for Bounded {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.0.len() + buf.len() > RENDER_MAX_BYTES {
+                return Err(std::io::Error::other("too long"));
+            }
+            self.0.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut out = Bounded(Vec::new());
+    t.render_captured_to(ctx, &mut out)?;
+    String::from_utf8(out.0).map_err(|_| {
+        minijinja::Error::new(
+            minijinja::ErrorKind::BadSerialization,
+            "output is not UTF-8",
+        )
+    })
+}
+
 fn has_syntax(s: &str) -> bool {
     s.contains("{{") || s.contains("{%") || s.contains("{#")
 }
@@ -87,6 +152,8 @@ impl Templates {
     pub fn new(vars: &BTreeMap<String, serde_json::Value>) -> Result<Self> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(RENDER_FUEL));
+        env.set_recursion_limit(RENDER_RECURSION);
         // Templates render unit names and URLs, never HTML.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         // A value spliced into `ExecStart=/bin/sh -c '...'` or a `--command`
@@ -122,6 +189,18 @@ impl Templates {
         } else {
             self.items.push(Item::Literal(src.to_string()));
             Ok(self.items.len() - 1)
+        }
+    }
+
+    /// Make item `id` the caller's text, verbatim: whatever it holds is
+    /// rendered as itself, never evaluated.
+    pub fn set_literal(&mut self, id: usize, text: &CallerText) -> std::result::Result<(), String> {
+        match self.items.get_mut(id) {
+            Some(item) => {
+                *item = Item::Literal(text.0.clone());
+                Ok(())
+            }
+            None => Err(format!("internal: no template {id}")),
         }
     }
 
@@ -251,7 +330,8 @@ impl Templates {
             None => vars,
         };
         self.env
-            .render_str(src, ctx)
+            .template_from_str(src)
+            .and_then(|t| render_bounded(&t, ctx))
             .map_err(|e| match e.kind() {
                 minijinja::ErrorKind::UndefinedError => {
                     "undefined variable (here only `vars.*` and the calling module's `params.*` exist; `host` is not known yet)".to_string()
@@ -275,7 +355,7 @@ impl Templates {
             Some(Item::Template(name, _, scope)) => self
                 .env
                 .get_template(name)
-                .and_then(|t| t.render(self.scoped(&ctx.strict, *scope)))
+                .and_then(|t| render_bounded(&t, self.scoped(&ctx.strict, *scope)))
                 .map_err(render_error),
             Some(Item::Condition(..)) | None => {
                 Err(format!("internal: template {id} is not a string"))
@@ -299,7 +379,7 @@ impl Templates {
             Some(Item::Condition(name, _, scope)) => self
                 .env
                 .get_template(name)
-                .and_then(|t| t.render(self.scoped(&ctx.condition, *scope)))
+                .and_then(|t| render_bounded(&t, self.scoped(&ctx.condition, *scope)))
                 .map(|s| s == "1")
                 .map_err(render_error),
             _ => Err(format!("internal: template {id} is not a condition")),
@@ -326,6 +406,12 @@ pub fn shell_quote(s: &str) -> String {
 
 fn render_error(e: minijinja::Error) -> String {
     match e.kind() {
+        minijinja::ErrorKind::OutOfFuel => format!(
+            "the template takes too long to render (over {RENDER_FUEL} steps); simplify its loops"
+        ),
+        minijinja::ErrorKind::WriteFailure => format!(
+            "the template renders more than {RENDER_MAX_BYTES} bytes; drover's rendered values are at most that"
+        ),
         minijinja::ErrorKind::UndefinedError => {
             "undefined variable (check the name under `vars:` or the host's `vars`/`labels`)"
                 .to_string()
@@ -356,6 +442,37 @@ pub fn host_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A playbook's template cannot hold the process: nested loops run out
+    /// of fuel, and a huge output is cut at the bound, each a clear error.
+    #[test]
+    fn a_runaway_template_fails_with_a_clear_error() {
+        let mut t = Templates::new(&BTreeMap::new()).unwrap();
+        let inv = crate::model::inventory::Inventory::from_str(
+            "hosts:\n  h:\n    address: 10.0.0.1\n",
+            std::path::Path::new("inv.yml"),
+        )
+        .unwrap();
+        let ctx = t.host_context(&inv.hosts[0]);
+        let spin = t
+            .add_string(
+                "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            )
+            .unwrap();
+        let e = t.render(spin, &ctx).unwrap_err();
+        assert!(e.contains("takes too long"), "{e}");
+        let big = t
+            .add_string(
+                "{% for i in range(60000) %}0123456789012345678901234567890123456789{% endfor %}",
+            )
+            .unwrap();
+        let e = t.render(big, &ctx).unwrap_err();
+        assert!(e.contains("renders more than"), "{e}");
+        let ok = t
+            .add_string("{% for i in range(3) %}{{ i }}{% endfor %}")
+            .unwrap();
+        assert_eq!(t.render(ok, &ctx).unwrap(), "012");
+    }
     use crate::model::inventory::Inventory;
     use std::path::Path;
 

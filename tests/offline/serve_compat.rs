@@ -209,6 +209,18 @@ async fn consul_queries_bodies_and_roles() {
     )
     .await;
     assert_eq!(st, 400, "{b}");
+    // Authorised before any work: a read key's change is refused before
+    // the (unreachable) node is read, which would answer 503; its dry run
+    // is a read and goes on to that read.
+    let (st, _, b) = call(Method::PUT, &m("?enable=true&reason=x"), Some(&keys.read)).await;
+    assert_eq!(st, 403, "{b}");
+    let (st, _, b) = call(
+        Method::PUT,
+        &m("?enable=true&reason=x&dry_run=true"),
+        Some(&keys.read),
+    )
+    .await;
+    assert_ne!(st, 403, "{b}");
     // A node that cannot be read: health is not known, 503 (an error).
     let (st, _, b) = call(
         Method::GET,

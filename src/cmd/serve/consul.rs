@@ -18,6 +18,7 @@ use crate::engine::status::{StatusEntry, StatusReport};
 use crate::model::facts::UnitFacts;
 use crate::model::health::{unit_health, Health};
 use crate::model::keys::Role;
+use crate::model::template::CallerText;
 use crate::model::unit::UnitName;
 
 use super::auth::Caller;
@@ -534,14 +535,22 @@ pub async fn maintenance(
             }
         },
     };
+    let cq = ChangeQuery {
+        dry_run: q.dry_run,
+        wait: q.wait,
+        allow_protected: None,
+    };
+    cq.authorise(&caller)?;
     let unit = unit_of(&id)?;
     let (report, _) = node_status(&state, &caller, Some(&unit)).await?;
     known(&report, &unit)?;
     let node = node_host(&state, &caller)?;
     let reason = enable.then(|| {
-        q.reason
-            .filter(|r| !r.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_REASON.to_string())
+        CallerText::new(
+            q.reason
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_REASON.to_string()),
+        )
     });
     let op = AdHoc::Maintenance {
         enable,
@@ -550,10 +559,5 @@ pub async fn maintenance(
         reason,
     };
     let job = job_for(&state, &caller, op.playbook()?, None)?;
-    let cq = ChangeQuery {
-        dry_run: q.dry_run,
-        wait: q.wait,
-        allow_protected: None,
-    };
     run_job(&state, &caller, job, &cq, Vec::new()).await
 }

@@ -42,6 +42,18 @@ pub struct ChangeQuery {
     pub allow_protected: Option<bool>,
 }
 
+impl ChangeQuery {
+    /// Authorise before any work: a change needs an operate key (a dry
+    /// run only reads), checked before a job is built or a host is read.
+    pub fn authorise(&self, caller: &Caller) -> Result<(), ApiError> {
+        if self.dry_run.unwrap_or(false) {
+            Ok(())
+        } else {
+            caller.require(Role::Operate)
+        }
+    }
+}
+
 /// Refuse targets the key may not reach, then build the job over the
 /// hosts the key may act on (so `_any` picks only among them).
 pub fn job_for(

@@ -38,6 +38,7 @@ pub async fn service_action(
     q: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
+    q.authorise(&caller)?;
     let action: ServiceAction = action.parse().map_err(ApiError::bad_request)?;
     selector(&target)?;
     let op = AdHoc::Service {

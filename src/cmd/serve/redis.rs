@@ -143,6 +143,7 @@ async fn operate(
     target: &str,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
+    q.authorise(caller)?;
     let op: Operation = json_body(body)?;
     let (job, units) = operation_job(state, caller, &op, target)?;
     let allowed = q.allow_protected.unwrap_or(false) && caller.role == Role::Admin;
