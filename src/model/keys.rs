@@ -147,6 +147,19 @@ impl Keys {
                     at("sha256"),
                 )
             })?;
+            if let Some(j) = keys.iter().position(|k: &Key| k.digest == digest) {
+                let first = yaml::locate(text, path, &["keys", &j.to_string(), "sha256"])
+                    .map_or_else(|| format!("keys[{j}]"), |p| format!("keys[{j}] ({p})"));
+                return Err(Error::invalid(
+                    WHAT,
+                    format!("keys[{i}].sha256"),
+                    format!(
+                        "the same key as `{}` at {first}: one key would hold two names and roles; make a new key with `drover serve keygen` for one of them",
+                        keys[j].name
+                    ),
+                    at("sha256"),
+                ));
+            }
             let targets = match &e.targets {
                 None => None,
                 Some(raw) => Some(Selector::parse(raw).map_err(|m| {
@@ -258,6 +271,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.details().contains("used twice"), "{}", e.details());
+        let e = Keys::from_str(
+            &format!("keys:\n  - name: a\n    sha256: {d}\n    role: read\n  - name: b\n    sha256: {d}\n    role: admin\n"),
+            Path::new("k.yml"),
+        )
+        .unwrap_err();
+        let details = e.details();
+        assert!(details.contains("keys[1].sha256"), "{details}");
+        assert!(
+            details.contains("the same key as `a` at keys[0] (k.yml line 3"),
+            "{details}"
+        );
+        assert!(details.contains("line 6"), "{details}");
         let e = Keys::from_str(
             &format!("keys:\n  - {{name: a, sha256: {d}, role: read, targets: ''}}\n"),
             Path::new("k.yml"),

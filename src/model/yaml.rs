@@ -230,6 +230,14 @@ pub fn locate(text: &str, file: &Path, path: &[&str]) -> Option<Position> {
     let mut from = 0usize;
     let mut found = None;
     for seg in path {
+        // A number is an item of the block sequence that follows: the
+        // n-th `- ` line at the first item's indentation.
+        if let Ok(n) = seg.parse::<usize>() {
+            let (i, c) = nth_item(text, from, n)?;
+            from = i;
+            found = Some(Position::at(file, text, i as u64 + 1, c as u64 + 1));
+            continue;
+        }
         let mut hit = None;
         for (i, line) in text.lines().enumerate().skip(from) {
             let trimmed = line.trim_start().trim_start_matches("- ");
@@ -267,6 +275,35 @@ pub fn locate(text: &str, file: &Path, path: &[&str]) -> Option<Position> {
     found
 }
 
+/// Line and column of item `n` of the block sequence starting at or after
+/// line `from`.
+fn nth_item(text: &str, from: usize, n: usize) -> Option<(usize, usize)> {
+    let mut indent = None;
+    let mut seen = 0;
+    for (i, line) in text.lines().enumerate().skip(from) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let col = line.len() - trimmed.len();
+        let is_item = trimmed == "-" || trimmed.starts_with("- ");
+        match indent {
+            None if is_item => indent = Some(col),
+            None => continue,
+            // Back out of the sequence: it has no item `n`.
+            Some(ind) if col < ind => return None,
+            Some(_) => {}
+        }
+        if is_item && Some(col) == indent {
+            if seen == n {
+                return Some((i, col));
+            }
+            seen += 1;
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +315,18 @@ mod tests {
     struct Doc {
         name: String,
         flag: Option<bool>,
+    }
+
+    #[test]
+    fn a_sequence_index_is_located_at_its_item() {
+        let text = "keys:\n  - name: a\n    sha256: x\n  - name: b\n    sha256: y\nother: 1\n";
+        let p = |path: &[&str]| locate(text, Path::new("k.yml"), path).map(|p| p.to_string());
+        assert_eq!(
+            p(&["keys", "1", "sha256"]).as_deref(),
+            Some("k.yml line 5 column 5")
+        );
+        assert_eq!(p(&["keys", "0"]).as_deref(), Some("k.yml line 2 column 3"));
+        assert_eq!(p(&["keys", "2"]), None);
     }
 
     #[test]
