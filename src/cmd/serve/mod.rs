@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod consul;
 mod error;
+mod executor;
 mod extract;
 mod jobs;
 mod launch;
@@ -33,13 +34,16 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::engine::job_store::JobStore;
+use crate::engine::claims::LocalClaims;
+use crate::engine::job_store::{DirJobs, JobStore};
 use crate::model::error::{Error, Result};
 use crate::model::keys::Role;
+use crate::remote::fanout::Reach;
 use crate::remote::pool::Pool;
 
 use self::audit::Audit;
-use self::limit::Limiter;
+use self::executor::InProcess;
+use self::limit::TokenBuckets;
 use self::listen::{Address, Peer};
 use self::state::{AppState, Settings, Sources};
 
@@ -180,18 +184,20 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
     let audit = Audit::open(a.audit.as_deref())?;
     let rt = super::runtime()?;
     rt.block_on(async move {
-        let jobs = Arc::new(JobStore::open(&jobs_dir)?);
+        let jobs: Arc<dyn JobStore> = Arc::new(DirJobs::open(&jobs_dir)?);
         let pool = Pool::new(idle);
+        let reach = Reach::new(settings.forks, settings.read_timeout).with_pool(Some(pool.clone()));
         let listener = listen::bind(&address, tls).await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let state = Arc::new(AppState {
             sources,
             loaded: std::sync::RwLock::new(Arc::new(loaded)),
             jobs: jobs.clone(),
-            claims: Default::default(),
+            claims: Arc::new(LocalClaims::default()),
+            executor: Arc::new(InProcess { reach }),
             pool: pool.clone(),
             audit,
-            limiter: Limiter::new(a.rate_limit),
+            limiter: Arc::new(TokenBuckets::new(a.rate_limit)),
             settings,
             shutdown: stop_rx,
             reads: Default::default(),

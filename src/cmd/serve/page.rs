@@ -16,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
 
-use crate::engine::events::NoEvents;
 use crate::engine::job_store::JobQuery;
 use crate::engine::status::StatusReport;
 use crate::render;
@@ -25,7 +24,6 @@ use crate::render::page::StatusPage;
 use super::audit::AuditLine;
 use super::auth::Caller;
 use super::error::KeepBody;
-use super::launch::{on_blocking_pool, reach};
 use super::listen::Peer;
 use super::session::{cookie_key, csrf_token, COOKIE};
 use super::state::AppState;
@@ -165,16 +163,11 @@ pub async fn page(
         .collect();
     let runbooks: Vec<String> = loaded.runbooks.keys().cloned().collect();
     drop(loaded);
-    let r = reach(&state);
-    let report = on_blocking_pool(move || async move {
-        crate::engine::status::status(&inv, None, &[], r, &NoEvents).await
-    })
-    .await;
-    let report: std::result::Result<StatusReport, String> = match report {
-        Ok(Ok((rep, _))) => Ok(rep),
-        Ok(Err(e)) => Err(format!("{e}: {}", e.details())),
-        Err(e) => Err(e.details),
-    };
+    let report: std::result::Result<StatusReport, String> = state
+        .executor
+        .status(inv, None, Vec::new())
+        .await
+        .map_err(|e| format!("{}: {}", e.error, e.details));
     let jobs = state.jobs.list(&JobQuery {
         limit: 20,
         offset: 0,

@@ -1,13 +1,16 @@
 //! What the server holds: the inventory, keys and runbooks it loaded
 //! (swapped whole on reload, kept when the new ones are invalid), the jobs,
-//! the connections kept between jobs, and who holds what.
+//! the connections kept between jobs, and who holds what. Jobs, claims,
+//! rate limits and host work are held through traits (the seams a server
+//! shared by several machines plugs into); `serve` builds this process's
+//! implementations.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::engine::claims::Claims;
+use crate::engine::claims::ClaimStore;
 use crate::engine::job_store::JobStore;
 use crate::model::error::{Error, Result};
 use crate::model::inventory::{Host, Inventory, Transport};
@@ -16,7 +19,8 @@ use crate::model::playbook::Playbook;
 use crate::remote::pool::Pool;
 
 use super::audit::Audit;
-use super::limit::Limiter;
+use super::executor::HostExecutor;
+use super::limit::RateLimiter;
 
 /// A runbook: a playbook of `--playbooks`, by name, as validated text.
 #[derive(Debug, Clone)]
@@ -173,15 +177,17 @@ pub struct AppState {
     /// What is loaded now (see [`AppState::loaded`]).
     pub loaded: RwLock<Arc<Loaded>>,
     /// Jobs, running and past.
-    pub jobs: Arc<JobStore>,
+    pub jobs: Arc<dyn JobStore>,
     /// Who holds which unit or runbook.
-    pub claims: Claims,
+    pub claims: Arc<dyn ClaimStore>,
+    /// Where reads and dry runs reach the hosts.
+    pub executor: Arc<dyn HostExecutor>,
     /// Connections kept between jobs.
     pub pool: Pool,
     /// The audit log.
     pub audit: Audit,
     /// Mutations per key.
-    pub limiter: Limiter,
+    pub limiter: Arc<dyn RateLimiter>,
     /// Settings.
     pub settings: Settings,
     /// Flipped once at shutdown: event streams end.
