@@ -45,6 +45,7 @@ use self::audit::Audit;
 use self::executor::InProcess;
 use self::limit::TokenBuckets;
 use self::listen::{Address, Peer};
+use self::session::{MemorySessions, MAX_SESSIONS};
 use self::state::{AppState, Settings, Sources};
 
 /// Bodies over this are refused with 413.
@@ -105,6 +106,10 @@ pub struct ServeArgs {
     /// Changes allowed per key per minute (in bursts of as many); 0: no limit.
     #[arg(long, default_value_t = 60)]
     pub rate_limit: u32,
+    /// How long a status page login lasts (logout or a reload that
+    /// removes its key ends it sooner).
+    #[arg(long, default_value = "12h")]
+    pub session_ttl: String,
 }
 
 /// `drover serve` subcommands.
@@ -173,6 +178,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         step_timeout: super::duration_flag("--timeout", &a.timeout)?,
         read_timeout: super::duration_flag("--read-timeout", &a.read_timeout)?,
         tls: tls.is_some(),
+        session_ttl: super::duration_flag("--session-ttl", &a.session_ttl)?,
     };
     let idle = super::duration_flag("--idle", &a.idle)?;
     let jobs_dir = a.jobs_dir.clone().unwrap_or_else(|| {
@@ -195,6 +201,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             jobs: jobs.clone(),
             claims: Arc::new(LocalClaims::default()),
             executor: Arc::new(InProcess { reach }),
+            sessions: Arc::new(MemorySessions::new(MAX_SESSIONS)),
             pool: pool.clone(),
             audit,
             limiter: Arc::new(TokenBuckets::new(a.rate_limit)),
@@ -260,7 +267,7 @@ async fn signals(state: Arc<AppState>, stop: tokio::sync::watch::Sender<bool>) {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => match state.reload() {
+            _ = hup.recv() => match state.reload().await {
                 Ok(l) => tracing::info!(hosts = l.inventory.hosts.len(), keys = l.keys.len(), runbooks = l.runbooks.len(), "reloaded"),
                 Err(e) => tracing::error!("reload failed, keeping what was loaded: {}: {}", e, e.details()),
             },
