@@ -2,6 +2,10 @@
 //! server): a job claims every (host, unit) it touches and, for a runbook,
 //! the runbook's name. A second job wanting any of them waits until they
 //! are free or its time is up, and then learns which job holds them.
+//!
+//! [`ClaimStore`] is the seam: [`LocalClaims`] keeps them in this
+//! process's memory; a store shared by several servers (compare-and-set
+//! entries in a key-value bucket) implements the same trait.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,28 +50,57 @@ pub fn claims_of(job: &Job) -> Vec<Claim> {
     out
 }
 
-/// The claims held, by job id.
+/// Where claims are kept: all of a job's claims are taken at once or none
+/// are, and they are freed when the [`Held`] is dropped.
+#[async_trait::async_trait]
+pub trait ClaimStore: Send + Sync {
+    /// Take every claim in `keys` for `job_id`, all or none, waiting up to
+    /// `wait` for them to be free; else the claim another job holds.
+    async fn take(&self, keys: Vec<Claim>, job_id: &str, wait: Duration) -> Result<Held, Busy>;
+}
+
+/// The claims held in this process's memory, by job id.
 #[derive(Debug, Default, Clone)]
-pub struct Claims {
+pub struct LocalClaims {
     inner: Arc<(Mutex<HashMap<Claim, String>>, Notify)>,
 }
 
-/// Held claims; dropping it frees them and wakes the waiters.
-#[derive(Debug)]
+/// What frees a [`Held`]'s claims in its store.
+type Release = Box<dyn FnOnce(&[Claim]) + Send>;
+
+/// Held claims; dropping it frees them (and wakes the waiters).
 pub struct Held {
-    claims: Claims,
     keys: Vec<Claim>,
+    release: Option<Release>,
+}
+
+impl Held {
+    /// Claims taken in a store; `release` frees them there, once, when
+    /// this is dropped.
+    pub fn new(keys: Vec<Claim>, release: impl FnOnce(&[Claim]) + Send + 'static) -> Held {
+        Held {
+            keys,
+            release: Some(Box::new(release)),
+        }
+    }
+
+    /// What is held.
+    pub fn claims(&self) -> &[Claim] {
+        &self.keys
+    }
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held").field("keys", &self.keys).finish()
+    }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let (map, notify) = &*self.claims.inner;
-        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
-        for k in &self.keys {
-            m.remove(k);
+        if let Some(release) = self.release.take() {
+            release(&self.keys);
         }
-        drop(m);
-        notify.notify_waiters();
     }
 }
 
@@ -80,7 +113,24 @@ pub struct Busy {
     pub claim: Claim,
 }
 
-impl Claims {
+#[async_trait::async_trait]
+impl ClaimStore for LocalClaims {
+    async fn take(&self, keys: Vec<Claim>, job_id: &str, wait: Duration) -> Result<Held, Busy> {
+        LocalClaims::take(self, keys, job_id, wait).await
+    }
+}
+
+impl LocalClaims {
+    fn release(&self, keys: &[Claim]) {
+        let (map, notify) = &*self.inner;
+        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            m.remove(k);
+        }
+        drop(m);
+        notify.notify_waiters();
+    }
+
     /// Take every claim in `keys` for `job_id`, all or none, waiting up to
     /// `wait` for them to be free.
     pub async fn take(&self, keys: Vec<Claim>, job_id: &str, wait: Duration) -> Result<Held, Busy> {
@@ -99,10 +149,8 @@ impl Claims {
                         for k in &keys {
                             m.insert(k.clone(), job_id.to_string());
                         }
-                        return Ok(Held {
-                            claims: self.clone(),
-                            keys,
-                        });
+                        let me = self.clone();
+                        return Ok(Held::new(keys, move |k| me.release(k)));
                     }
                     Some((k, j)) => {
                         let busy = Busy {
@@ -135,7 +183,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_claim_waits_for_the_first_or_names_it() {
-        let c = Claims::default();
+        let c = LocalClaims::default();
         let unit = || vec![Claim::Unit("h".into(), "u.service".into())];
         let first = c.take(unit(), "job-1", Duration::ZERO).await.unwrap();
         let busy = c.take(unit(), "job-2", Duration::ZERO).await.unwrap_err();
@@ -151,6 +199,6 @@ mod tests {
         tokio::task::yield_now().await;
         drop(first);
         let held = waiter.await.unwrap().unwrap();
-        assert_eq!(held.keys.len(), 1);
+        assert_eq!(held.claims().len(), 1);
     }
 }

@@ -3,6 +3,11 @@
 //! in one directory, so a restarted server lists them again, and a job that
 //! was running when the server died is `interrupted` with the results its
 //! journal holds.
+//!
+//! [`JobStore`] is the seam the server holds; [`DirJobs`] is this
+//! process's store over one directory. A store shared by several servers
+//! (job summaries and results in a stream) implements the same trait; a
+//! job is then still seen through an [`Entry`], fed from that stream.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -201,11 +206,47 @@ impl EventSink for Sink {
     }
 }
 
-/// Every job the store knows, newest first in listings.
+/// Where the server's jobs are run, kept and found: what serve calls.
+#[async_trait::async_trait]
+pub trait JobStore: Send + Sync {
+    /// A job by id.
+    fn get(&self, id: &str) -> Option<Arc<Entry>>;
+    /// Jobs newest first, filtered and paged.
+    fn list(&self, q: &JobQuery) -> Vec<JobView>;
+    /// Start `job` with `opts`, holding `held` until it ends. Returns once
+    /// the job has started, or with the error that kept it from starting
+    /// (window, protection, lock): then nothing ran.
+    async fn start(&self, job: Job, opts: ApplyOptions, held: Held) -> Result<Arc<Entry>>;
+    /// Ask every running job to stop as SIGTERM does; returns at once.
+    fn stop_all(&self, why: &str);
+    /// Stop every running job and wait for them to write their reports.
+    async fn shutdown(&self, why: &str);
+}
+
+#[async_trait::async_trait]
+impl JobStore for DirJobs {
+    fn get(&self, id: &str) -> Option<Arc<Entry>> {
+        DirJobs::get(self, id)
+    }
+    fn list(&self, q: &JobQuery) -> Vec<JobView> {
+        DirJobs::list(self, q)
+    }
+    async fn start(&self, job: Job, opts: ApplyOptions, held: Held) -> Result<Arc<Entry>> {
+        DirJobs::start(self, job, opts, held, None).await
+    }
+    fn stop_all(&self, why: &str) {
+        DirJobs::stop_all(self, why)
+    }
+    async fn shutdown(&self, why: &str) {
+        DirJobs::shutdown(self, why).await
+    }
+}
+
+/// Every job of one directory, newest first in listings.
 #[derive(Debug)]
-pub struct JobStore {
+pub struct DirJobs {
     dir: PathBuf,
-    jobs: Mutex<Vec<Arc<Entry>>>,
+    jobs: Arc<Mutex<Vec<Arc<Entry>>>>,
     tasks: Mutex<Vec<oneshot::Receiver<()>>>,
 }
 
@@ -220,11 +261,11 @@ pub struct JobQuery {
     pub status: Option<JobStatus>,
 }
 
-impl JobStore {
+impl DirJobs {
     /// The store of `dir`: its reports are read back, and a journal without
     /// its report (a job running when the last server died) becomes an
     /// `interrupted` report holding the journal's results.
-    pub fn open(dir: &Path) -> Result<JobStore> {
+    pub fn open(dir: &Path) -> Result<DirJobs> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
         let mut jobs = Vec::new();
         let listing = std::fs::read_dir(dir).map_err(|e| Error::io("read", dir, e))?;
@@ -255,15 +296,15 @@ impl JobStore {
                 }
             }
         }
-        Ok(JobStore {
+        Ok(DirJobs {
             dir: dir.to_path_buf(),
-            jobs: Mutex::new(jobs),
+            jobs: Arc::new(Mutex::new(jobs)),
             tasks: Mutex::new(Vec::new()),
         })
     }
 
     fn jobs(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Entry>>> {
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+        lock_jobs(&self.jobs)
     }
 
     /// A job by id.
@@ -287,7 +328,7 @@ impl JobStore {
     /// once the job has started, or with the error that kept it from
     /// starting (window, protection, lock): then nothing ran.
     pub async fn start(
-        self: &Arc<Self>,
+        &self,
         job: Job,
         mut opts: ApplyOptions,
         held: Held,
@@ -318,7 +359,7 @@ impl JobStore {
         };
         let (err_tx, err_rx) = oneshot::channel();
         let e2 = entry.clone();
-        let store = self.clone();
+        let jobs = self.jobs.clone();
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let handle = tokio::runtime::Handle::current();
         let run = move || async move {
@@ -328,7 +369,7 @@ impl JobStore {
                 Err(e) => {
                     // Before JobStarted nothing ran: the starter answers
                     // with the error and the job is forgotten.
-                    store.jobs().retain(|x| !Arc::ptr_eq(x, &e2));
+                    lock_jobs(&jobs).retain(|x| !Arc::ptr_eq(x, &e2));
                     let _ = err_tx.send(e);
                     e2.changes.send_modify(|n| *n += 1);
                 }
@@ -388,6 +429,10 @@ impl JobStore {
             .collect();
         futures_util::future::join_all(tasks).await;
     }
+}
+
+fn lock_jobs(jobs: &Mutex<Vec<Arc<Entry>>>) -> std::sync::MutexGuard<'_, Vec<Arc<Entry>>> {
+    jobs.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn view_of(r: &JobReport) -> JobView {

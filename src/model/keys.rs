@@ -183,10 +183,15 @@ impl Keys {
     /// in constant time, and all of them always are, so neither the time
     /// taken nor its variation tells which prefix or which entry matched.
     pub fn find(&self, presented: &str) -> Option<&Key> {
-        let d = key_digest(presented);
+        self.find_digest(&key_digest(presented))
+    }
+
+    /// The key whose digest is `d` (a session's key), compared as
+    /// [`Keys::find`] does.
+    pub fn find_digest(&self, d: &[u8; 32]) -> Option<&Key> {
         let mut found = None;
         for k in &self.keys {
-            if bool::from(k.digest.ct_eq(&d)) {
+            if bool::from(k.digest.ct_eq(d)) {
                 found = Some(k);
             }
         }

@@ -195,3 +195,37 @@ pub fn assert_error(status: u16, body: &serde_json::Value) {
     assert!(body["error"].is_string(), "{body}");
     assert!(body["details"].is_string(), "{body}");
 }
+
+/// Log in on the status page with `key`; the `name=value` of its session
+/// cookie.
+pub async fn login(client: &reqwest::Client, login_url: &str, key: &str) -> String {
+    let r = client
+        .post(login_url)
+        .form(&[("key", key)])
+        .send()
+        .await
+        .expect("POST /login");
+    assert_eq!(r.status().as_u16(), 303, "login");
+    let set = r.headers()["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_string()
+}
+
+/// Poll `GET url` with `cookie` until it answers `want`, for at most
+/// `within`; the last status.
+pub async fn poll_status(url: &str, cookie: &str, want: u16, within: std::time::Duration) -> u16 {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let st = client()
+            .get(url)
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("request")
+            .status()
+            .as_u16();
+        if st == want || std::time::Instant::now() >= deadline {
+            return st;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -323,6 +323,11 @@ async fn the_page_logs_in_with_a_cookie_and_guards_changes() {
         assert!(set.contains(attr), "{set}");
     }
     let cookie = set.split(';').next().unwrap().to_string();
+    // The cookie holds a random session id, never the key.
+    let id = cookie.strip_prefix("drover_session=").expect(&set);
+    assert_eq!(id.len(), 64, "{set}");
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{set}");
+    assert!(!set.contains(&keys.operate), "the key is in the cookie");
     let with_cookie = |m: Method, path: &str| {
         client()
             .request(m, s.url(path))
@@ -383,6 +388,12 @@ async fn the_page_logs_in_with_a_cookie_and_guards_changes() {
         .to_str()
         .unwrap()
         .contains("Max-Age=0"));
+    // The session ended on the server: the old cookie, kept by a client
+    // that ignores the emptied one, opens nothing.
+    let r = with_cookie(Method::GET, "/job").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "the cookie outlived logout");
+    let r = with_cookie(Method::GET, "/").send().await.unwrap();
+    assert!(r.text().await.unwrap().contains("action=\"/login\""));
     // Bearer keys still work on the API, and API routes still answer 401
     // in JSON without one.
     let (st, _, b) = call(Method::GET, &s.url("/job"), None).await;
@@ -440,6 +451,67 @@ async fn over_tls_the_session_cookie_is_secure() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 303);
-    let set = r.headers()["set-cookie"].to_str().unwrap();
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(set.ends_with("; Secure"), "{set}");
+    // `__Host-`: no other site or subdomain can set or shadow it.
+    assert!(set.starts_with("__Host-drover_session="), "{set}");
+    assert!(set.contains("Path=/") && !set.contains("Domain"), "{set}");
+    assert!(!set.contains(&keys.read), "the key is in the cookie");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let job = s.url("/job").replace("127.0.0.1", "localhost");
+    let with = |c: String| tls.get(&job).header("cookie", c).send();
+    assert_eq!(with(cookie.clone()).await.unwrap().status().as_u16(), 200);
+    // Under TLS only the `__Host-` name counts: the same id planted
+    // under the plain name opens nothing.
+    let plain = cookie.replacen("__Host-", "", 1);
+    assert_eq!(with(plain).await.unwrap().status().as_u16(), 401);
+}
+
+/// A session ends by itself after `--session-ttl`.
+#[tokio::test]
+async fn a_page_session_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, keys) = start(&dir.path().join("p"), &["--session-ttl", "2s"]);
+    let cookie = server::login(&client(), &s.url("/login"), &keys.read).await;
+    let job = s.url("/job");
+    // One request right after login, well inside the 2s.
+    let first = server::poll_status(&job, &cookie, 200, std::time::Duration::ZERO).await;
+    assert_eq!(first, 200, "a fresh session answers");
+    let after = server::poll_status(&job, &cookie, 401, std::time::Duration::from_secs(30)).await;
+    assert_eq!(after, 401, "the session outlived --session-ttl 2s by 30s");
+}
+
+/// A reload that removes a key ends the sessions opened with it; the
+/// other keys' sessions stay.
+#[tokio::test]
+async fn a_reload_that_removes_a_key_ends_its_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, keys) = start(&dir.path().join("p"), &[]);
+    let gone = server::login(&client(), &s.url("/login"), &keys.operate).await;
+    let kept = server::login(&client(), &s.url("/login"), &keys.read).await;
+    let job = s.url("/job");
+    let now = std::time::Duration::ZERO;
+    assert_eq!(server::poll_status(&job, &gone, 200, now).await, 200);
+    // The keys file without `oncall` (the operate key's entry).
+    let text = std::fs::read_to_string(&keys.file).unwrap();
+    let mut out = String::new();
+    let mut skip = false;
+    for line in text.lines() {
+        if line.starts_with("  - ") {
+            skip = line.contains("oncall");
+        }
+        if !skip {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(
+        !out.contains("oncall") && out.contains("root-admin"),
+        "{out}"
+    );
+    std::fs::write(&keys.file, out).unwrap();
+    let (st, _, b) = call(Method::POST, &s.url("/reload"), Some(&keys.admin)).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(server::poll_status(&job, &gone, 401, now).await, 401);
+    assert_eq!(server::poll_status(&job, &kept, 200, now).await, 200);
 }

@@ -17,7 +17,7 @@ use crate::model::target::Selector;
 use super::audit::AuditLine;
 use super::error::ApiError;
 use super::listen::Peer;
-use super::session::{cookie_key, csrf_ok};
+use super::session::{cookie_name, cookie_session, csrf_ok, SessionId};
 use super::state::AppState;
 
 /// The caller of a request, once its key was recognised.
@@ -80,13 +80,18 @@ impl Caller {
     }
 }
 
-/// The key of a request and whether it came from the status page's
+/// What a request came with: a key (a header), or the status page's
 /// session cookie (whose changes must carry the CSRF token).
-fn presented(req: &Request) -> Option<(String, bool)> {
+enum Presented {
+    Key(String),
+    Session(String),
+}
+
+fn presented(req: &Request, tls: bool) -> Option<Presented> {
     if let Some(k) = presented_key(req) {
-        return Some((k, false));
+        return Some(Presented::Key(k));
     }
-    cookie_key(req.headers()).map(|k| (k, true))
+    cookie_session(req.headers(), cookie_name(tls)).map(Presented::Session)
 }
 
 fn presented_key(req: &Request) -> Option<String> {
@@ -105,8 +110,9 @@ fn presented_key(req: &Request) -> Option<String> {
 
 /// Recognise the key (401 without a known one, on every route but
 /// `GET /health`, the status page's login form and its POST), run the
-/// request, write its audit line. The page's session cookie counts as the
-/// key; a change made with it must carry its CSRF token.
+/// request, write its audit line. The page's session cookie stands for
+/// the key it logged in with while the session lasts and that key is
+/// still loaded; a change made with it must carry its CSRF token.
 pub async fn authenticate(
     State(state): State<Arc<AppState>>,
     mut req: Request,
@@ -119,8 +125,26 @@ pub async fn authenticate(
     let page = path == "/" && req.method() == axum::http::Method::GET;
     let t0 = Instant::now();
     let loaded = state.loaded();
-    let presented = presented(&req);
-    let caller = match presented.as_ref().and_then(|(k, _)| loaded.keys.find(k)) {
+    let presented = presented(&req, state.settings.tls);
+    let mut session = None;
+    let key = match &presented {
+        Some(Presented::Key(k)) => loaded.keys.find(k),
+        Some(Presented::Session(id)) => match state.sessions.get(id).await {
+            // Found again among the keys loaded now: a reload that removed
+            // or replaced the key ended the session even before its sweep.
+            Some(s) => {
+                let k = loaded.keys.find_digest(&s.key_digest);
+                if k.is_none() {
+                    state.sessions.end(id).await;
+                }
+                session = k.map(|_| id.clone());
+                k
+            }
+            None => None,
+        },
+        None => None,
+    };
+    let caller = match key {
         Some(k) => Caller {
             name: k.name.clone(),
             role: k.role,
@@ -131,17 +155,18 @@ pub async fn authenticate(
         None => return ApiError::unauthorized().into_response(),
     };
     drop(loaded);
-    if let Some((key, true)) = &presented {
+    if let Some(id) = &session {
         let safe = matches!(
             *req.method(),
             axum::http::Method::GET | axum::http::Method::HEAD
         );
-        if !safe && !csrf_ok(&state, key, req.headers()) {
+        if !safe && !csrf_ok(&state, id, req.headers()) {
             return ApiError::forbidden(
                 "a change made with the status page's session needs its X-CSRF-Token header",
             )
             .into_response();
         }
+        req.extensions_mut().insert(SessionId(id.clone()));
     }
     let method = req.method().to_string();
     let path = req.uri().path().to_string();

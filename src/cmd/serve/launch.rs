@@ -14,11 +14,8 @@ use serde::Deserialize;
 
 use crate::engine::apply::ApplyOptions;
 use crate::engine::claims::{claims_of, Claim};
-use crate::engine::events::NoEvents;
 use crate::engine::job::Job;
-use crate::engine::plan::PlanOptions;
 use crate::model::keys::Role;
-use crate::remote::fanout::Reach;
 
 use super::auth::{Caller, JobId};
 use super::error::ApiError;
@@ -170,16 +167,7 @@ pub async fn start_job(
         )),
     })?;
     if q.dry_run.unwrap_or(false) {
-        let opts = PlanOptions {
-            reach: reach(state),
-            limit: None,
-            facts_label: String::new(),
-            keep_facts: false,
-        };
-        let planned = on_blocking_pool(move || async move {
-            crate::engine::plan::plan(&job, None, &opts, &NoEvents).await
-        })
-        .await??;
+        let planned = state.executor.plan(job).await?;
         return Ok(Started::Plan(crate::render::plan::render_json(
             &planned.plan,
         )));
@@ -224,7 +212,7 @@ pub async fn start_job(
         job_id: Some(id.clone()),
         ..ApplyOptions::default()
     };
-    let entry = state.jobs.start(job, opts, held, None).await?;
+    let entry = state.jobs.start(job, opts, held).await?;
     let left = wait.saturating_sub(t0.elapsed());
     Ok(if entry.wait(left).await {
         Started::Done(entry)
@@ -247,10 +235,4 @@ where
     tokio::task::spawn_blocking(move || handle.block_on(f()))
         .await
         .map_err(|e| ApiError::internal(format!("engine task: {e}")))
-}
-
-/// How the server reaches hosts for reads: its forks, read timeout and pool.
-pub fn reach(state: &AppState) -> Reach {
-    Reach::new(state.settings.forks, state.settings.read_timeout)
-        .with_pool(Some(state.pool.clone()))
 }

@@ -1,20 +1,35 @@
 //! Mutations per key: a token bucket each, so a runaway script or a
 //! leaked key cannot restart a fleet in a loop. Reads are not limited.
+//! [`RateLimiter`] is the seam the server holds; [`TokenBuckets`] counts
+//! in this process (a limit shared by several servers implements it too).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// Buckets by key name.
-pub struct Limiter {
+/// How mutations are counted against a key.
+pub trait RateLimiter: Send + Sync {
+    /// Take one token for `key` (a key's name), or the whole seconds until
+    /// there is one.
+    fn check(&self, key: &str) -> Result<(), u64>;
+}
+
+impl RateLimiter for TokenBuckets {
+    fn check(&self, key: &str) -> Result<(), u64> {
+        TokenBuckets::check(self, key)
+    }
+}
+
+/// Buckets by key name, in this process's memory.
+pub struct TokenBuckets {
     per_minute: u32,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
 
-impl Limiter {
+impl TokenBuckets {
     /// `per_minute` mutations per key, in bursts of as many; 0: no limit.
     pub fn new(per_minute: u32) -> Self {
-        Limiter {
+        TokenBuckets {
             per_minute,
             buckets: Mutex::new(HashMap::new()),
         }
@@ -47,12 +62,12 @@ mod tests {
 
     #[test]
     fn a_burst_past_the_limit_is_told_when_to_retry() {
-        let l = Limiter::new(2);
+        let l = TokenBuckets::new(2);
         assert!(l.check("a").is_ok());
         assert!(l.check("a").is_ok());
         let wait = l.check("a").unwrap_err();
         assert!((1..=30).contains(&wait), "{wait}");
         assert!(l.check("b").is_ok(), "buckets are per key");
-        assert!(Limiter::new(0).check("a").is_ok());
+        assert!(TokenBuckets::new(0).check("a").is_ok());
     }
 }

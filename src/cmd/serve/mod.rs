@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod consul;
 mod error;
+mod executor;
 mod extract;
 mod jobs;
 mod launch;
@@ -33,14 +34,18 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::engine::job_store::JobStore;
+use crate::engine::claims::LocalClaims;
+use crate::engine::job_store::{DirJobs, JobStore};
 use crate::model::error::{Error, Result};
 use crate::model::keys::Role;
+use crate::remote::fanout::Reach;
 use crate::remote::pool::Pool;
 
 use self::audit::Audit;
-use self::limit::Limiter;
+use self::executor::InProcess;
+use self::limit::TokenBuckets;
 use self::listen::{Address, Peer};
+use self::session::{MemorySessions, MAX_SESSIONS};
 use self::state::{AppState, Settings, Sources};
 
 /// Bodies over this are refused with 413.
@@ -101,6 +106,10 @@ pub struct ServeArgs {
     /// Changes allowed per key per minute (in bursts of as many); 0: no limit.
     #[arg(long, default_value_t = 60)]
     pub rate_limit: u32,
+    /// How long a status page login lasts (logout or a reload that
+    /// removes its key ends it sooner).
+    #[arg(long, default_value = "12h")]
+    pub session_ttl: String,
 }
 
 /// `drover serve` subcommands.
@@ -169,6 +178,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         step_timeout: super::duration_flag("--timeout", &a.timeout)?,
         read_timeout: super::duration_flag("--read-timeout", &a.read_timeout)?,
         tls: tls.is_some(),
+        session_ttl: super::duration_flag("--session-ttl", &a.session_ttl)?,
     };
     let idle = super::duration_flag("--idle", &a.idle)?;
     let jobs_dir = a.jobs_dir.clone().unwrap_or_else(|| {
@@ -180,18 +190,21 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
     let audit = Audit::open(a.audit.as_deref())?;
     let rt = super::runtime()?;
     rt.block_on(async move {
-        let jobs = Arc::new(JobStore::open(&jobs_dir)?);
+        let jobs: Arc<dyn JobStore> = Arc::new(DirJobs::open(&jobs_dir)?);
         let pool = Pool::new(idle);
+        let reach = Reach::new(settings.forks, settings.read_timeout).with_pool(Some(pool.clone()));
         let listener = listen::bind(&address, tls).await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let state = Arc::new(AppState {
             sources,
             loaded: std::sync::RwLock::new(Arc::new(loaded)),
             jobs: jobs.clone(),
-            claims: Default::default(),
+            claims: Arc::new(LocalClaims::default()),
+            executor: Arc::new(InProcess { reach }),
+            sessions: Arc::new(MemorySessions::new(MAX_SESSIONS)),
             pool: pool.clone(),
             audit,
-            limiter: Limiter::new(a.rate_limit),
+            limiter: Arc::new(TokenBuckets::new(a.rate_limit)),
             settings,
             shutdown: stop_rx,
             reads: Default::default(),
@@ -254,7 +267,7 @@ async fn signals(state: Arc<AppState>, stop: tokio::sync::watch::Sender<bool>) {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => match state.reload() {
+            _ = hup.recv() => match state.reload().await {
                 Ok(l) => tracing::info!(hosts = l.inventory.hosts.len(), keys = l.keys.len(), runbooks = l.runbooks.len(), "reloaded"),
                 Err(e) => tracing::error!("reload failed, keeping what was loaded: {}: {}", e, e.details()),
             },

@@ -1,22 +1,22 @@
 //! The status page at `GET /`: hosts, units, maintenance flags and recent
 //! jobs rendered on the server, a little inline script that follows
 //! running jobs over their event streams, and a dry-run form. The key is
-//! given once in a login form and kept in an HttpOnly, SameSite=Strict
-//! cookie; changes made with that cookie carry an HMAC of it under a
-//! per-process secret (the CSRF token), which the page embeds. The key
-//! itself is never written into the page. Here: reading what the page
+//! given once in a login form, which opens a server-side session; the
+//! HttpOnly, SameSite=Strict cookie holds only the session's random id.
+//! Changes made with that cookie carry an HMAC of the id under a
+//! per-process secret (the CSRF token), which the page embeds. The key is
+//! never written into the page or a cookie. Here: reading what the page
 //! shows and answering with it (headers, CSP, cookies); its HTML is
 //! `render::page`'s, so it is snapshot-tested without a server.
 
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
 
-use crate::engine::events::NoEvents;
 use crate::engine::job_store::JobQuery;
 use crate::engine::status::StatusReport;
 use crate::render;
@@ -25,9 +25,8 @@ use crate::render::page::StatusPage;
 use super::audit::AuditLine;
 use super::auth::Caller;
 use super::error::KeepBody;
-use super::launch::{on_blocking_pool, reach};
 use super::listen::Peer;
-use super::session::{cookie_key, csrf_token, COOKIE};
+use super::session::{clear_cookie, csrf_token, set_cookie, Session, SessionId};
 use super::state::AppState;
 
 /// An HTML answer with the page's headers: no caching, no framing, no
@@ -73,13 +72,15 @@ pub struct Login {
     key: String,
 }
 
-/// `POST /login`: check the key, keep it in the session cookie, back to
-/// the page; an unknown key gets the form again (401).
+/// `POST /login`: check the key, open a session (a random id kept on the
+/// server, ending after `--session-ttl`), set its cookie, back to the
+/// page; an unknown key gets the form again (401).
 #[utoipa::path(post, path = "/login",
     request_body(content = Login, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 303, description = "logged in: `Set-Cookie: drover_session=…; HttpOnly; SameSite=Strict`, `Location: /`"),
+    responses((status = 303, description = "logged in: `Set-Cookie: drover_session=ID; Path=/; HttpOnly; SameSite=Strict` (over TLS `__Host-drover_session=ID; …; Secure`), `Location: /`. ID is a random session id kept on the server until `--session-ttl` passes, logout, or a reload that removes the key; the key is never in the cookie"),
         (status = 400, description = "no key in the form (the form again, HTML)", content_type = "text/html"),
-        (status = 401, description = "unknown key (the form again, HTML)", content_type = "text/html")),
+        (status = 401, description = "unknown key (the form again, HTML)", content_type = "text/html"),
+        (status = 500, description = "no session could be opened", body = super::error::ApiError)),
     tag = "page")]
 pub async fn login(
     State(state): State<Arc<AppState>>,
@@ -90,20 +91,29 @@ pub async fn login(
     let Ok(Form(form)) = form else {
         return login_form(StatusCode::BAD_REQUEST, Some("send the key in the form"));
     };
-    let key = form.key.trim().to_string();
+    let key = form.key.trim();
     let loaded = state.loaded();
-    // A cookie value holds no spaces, `;`, `,` or quotes; keygen's keys
-    // never do.
-    let cookie_safe = key
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_.~+/=".contains(c));
-    let Some(k) = loaded.keys.find(&key).filter(|_| cookie_safe) else {
+    let Some(k) = loaded.keys.find(key) else {
         return login_form(StatusCode::UNAUTHORIZED, Some("unknown key"));
+    };
+    let who = Session {
+        key_name: k.name.clone(),
+        key_digest: crate::model::keys::key_digest(key),
+    };
+    let role = k.role;
+    drop(loaded);
+    let id = match state
+        .sessions
+        .open(who.clone(), state.settings.session_ttl)
+        .await
+    {
+        Ok(id) => id,
+        Err(e) => return super::error::ApiError::from(e).into_response(),
     };
     state.audit.record(AuditLine {
         time: crate::model::now_rfc3339(),
-        key: k.name.clone(),
-        role: k.role.as_str().to_string(),
+        key: who.key_name,
+        role: role.as_str().to_string(),
         method: "POST".into(),
         path: "/login".into(),
         status: 303,
@@ -113,28 +123,30 @@ pub async fn login(
         peer: peer.map(|p| p.0 .0 .0.clone()).unwrap_or_default(),
     });
     let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
-    let secure = if state.settings.tls { "; Secure" } else { "" };
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{COOKIE}={key}; Path=/; HttpOnly; SameSite=Strict{secure}"
-    )) {
+    if let Ok(v) = HeaderValue::from_str(&set_cookie(state.settings.tls, &id)) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
 }
 
-/// `POST /logout`: forget the session cookie (a change: it needs the
-/// page's CSRF token like any other).
+/// `POST /logout`: end the session on the server and empty its cookie (a
+/// change: it needs the page's CSRF token like any other).
 #[utoipa::path(post, path = "/logout",
     params(("X-CSRF-Token" = String, Header, description = "the page's token (with the session cookie)")),
-    responses((status = 303, description = "the cookie is emptied; `Location: /`"),
+    responses((status = 303, description = "the session is ended on the server (its id no longer authenticates) and the cookie emptied; `Location: /`"),
         (status = 401, body = super::error::ApiError), (status = 403, description = "no or a wrong X-CSRF-Token", body = super::error::ApiError)),
     security(("bearer" = []), ("session" = [])), tag = "page")]
-pub async fn logout() -> Response {
+pub async fn logout(
+    State(state): State<Arc<AppState>>,
+    session: Option<Extension<SessionId>>,
+) -> Response {
+    if let Some(Extension(SessionId(id))) = session {
+        state.sessions.end(&id).await;
+    }
     let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("drover_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    );
+    if let Ok(v) = HeaderValue::from_str(&clear_cookie(state.settings.tls)) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
     r
 }
 
@@ -145,17 +157,17 @@ pub async fn logout() -> Response {
 pub async fn page(
     State(state): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
-    headers: HeaderMap,
+    session: Option<Extension<SessionId>>,
 ) -> Response {
     let Some(Extension(caller)) = caller else {
         return login_form(StatusCode::OK, None);
     };
-    let Some(key) = cookie_key(&headers) else {
+    let Some(Extension(SessionId(session))) = session else {
         // A bearer key reaches the page too, but the page's own requests
-        // need the cookie: log in.
+        // need the session: log in.
         return login_form(StatusCode::OK, None);
     };
-    let csrf = csrf_token(&state, &key);
+    let csrf = csrf_token(&state, &session);
     let loaded = state.loaded();
     let inv = caller.inventory(&loaded.inventory);
     let hosts: Vec<(String, String)> = inv
@@ -165,16 +177,11 @@ pub async fn page(
         .collect();
     let runbooks: Vec<String> = loaded.runbooks.keys().cloned().collect();
     drop(loaded);
-    let r = reach(&state);
-    let report = on_blocking_pool(move || async move {
-        crate::engine::status::status(&inv, None, &[], r, &NoEvents).await
-    })
-    .await;
-    let report: std::result::Result<StatusReport, String> = match report {
-        Ok(Ok((rep, _))) => Ok(rep),
-        Ok(Err(e)) => Err(format!("{e}: {}", e.details())),
-        Err(e) => Err(e.details),
-    };
+    let report: std::result::Result<StatusReport, String> = state
+        .executor
+        .status(inv, None, Vec::new())
+        .await
+        .map_err(|e| format!("{}: {}", e.error, e.details));
     let jobs = state.jobs.list(&JobQuery {
         limit: 20,
         offset: 0,

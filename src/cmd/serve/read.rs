@@ -10,13 +10,11 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use serde::Serialize;
 
-use crate::engine::events::NoEvents;
 use crate::engine::status::StatusReport;
 
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::selector;
-use super::launch::{on_blocking_pool, reach};
 use super::state::AppState;
 
 /// One unit of one host, as the node API shows it.
@@ -165,18 +163,11 @@ async fn shared_read(
         let mut m = state.reads.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(key.clone())
             .or_insert_with(|| {
-                let (target, wanted, reach) = (target.to_string(), units.to_vec(), reach(state));
-                on_blocking_pool(move || async move {
-                    crate::engine::status::status(&inv, Some(&target), &wanted, reach, &NoEvents)
-                        .await
-                })
-                .map(|r| match r {
-                    Ok(Ok((report, _))) => Ok(Arc::new(report)),
-                    Ok(Err(e)) => Err(ApiError::from(e)),
-                    Err(e) => Err(e),
-                })
-                .boxed()
-                .shared()
+                let exec = state.executor.clone();
+                let (target, wanted) = (target.to_string(), units.to_vec());
+                async move { exec.status(inv, Some(target), wanted).await.map(Arc::new) }
+                    .boxed()
+                    .shared()
             })
             .clone()
     };

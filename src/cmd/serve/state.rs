@@ -1,13 +1,16 @@
 //! What the server holds: the inventory, keys and runbooks it loaded
 //! (swapped whole on reload, kept when the new ones are invalid), the jobs,
-//! the connections kept between jobs, and who holds what.
+//! the connections kept between jobs, and who holds what. Jobs, claims,
+//! sessions, rate limits and host work are held through traits (the
+//! seams a server shared by several machines plugs into); `serve` builds
+//! this process's implementations.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::engine::claims::Claims;
+use crate::engine::claims::ClaimStore;
 use crate::engine::job_store::JobStore;
 use crate::model::error::{Error, Result};
 use crate::model::inventory::{Host, Inventory, Transport};
@@ -16,7 +19,9 @@ use crate::model::playbook::Playbook;
 use crate::remote::pool::Pool;
 
 use super::audit::Audit;
-use super::limit::Limiter;
+use super::executor::HostExecutor;
+use super::limit::RateLimiter;
+use super::session::SessionStore;
 
 /// A runbook: a playbook of `--playbooks`, by name, as validated text.
 #[derive(Debug, Clone)]
@@ -162,8 +167,10 @@ pub struct Settings {
     pub step_timeout: Duration,
     /// Bound on one host's read.
     pub read_timeout: Duration,
-    /// Served over TLS: the page's cookie is `Secure`.
+    /// Served over TLS: the page's cookie is `Secure` and `__Host-`.
     pub tls: bool,
+    /// How long a status page session lasts.
+    pub session_ttl: Duration,
 }
 
 /// The server's state, shared by every request.
@@ -173,15 +180,19 @@ pub struct AppState {
     /// What is loaded now (see [`AppState::loaded`]).
     pub loaded: RwLock<Arc<Loaded>>,
     /// Jobs, running and past.
-    pub jobs: Arc<JobStore>,
+    pub jobs: Arc<dyn JobStore>,
     /// Who holds which unit or runbook.
-    pub claims: Claims,
+    pub claims: Arc<dyn ClaimStore>,
+    /// Where reads and dry runs reach the hosts.
+    pub executor: Arc<dyn HostExecutor>,
+    /// The status page's sessions.
+    pub sessions: Arc<dyn SessionStore>,
     /// Connections kept between jobs.
     pub pool: Pool,
     /// The audit log.
     pub audit: Audit,
     /// Mutations per key.
-    pub limiter: Limiter,
+    pub limiter: Arc<dyn RateLimiter>,
     /// Settings.
     pub settings: Settings,
     /// Flipped once at shutdown: event streams end.
@@ -190,7 +201,7 @@ pub struct AppState {
     /// the same one is running joins it instead of reading the hosts again.
     pub reads: std::sync::Mutex<std::collections::HashMap<String, SharedRead>>,
     /// Random at start: the status page's CSRF tokens are HMACs of the
-    /// session's key under it (a restart ends them; the page reloads).
+    /// session's id under it.
     pub csrf_secret: [u8; 32],
 }
 
@@ -212,10 +223,14 @@ impl AppState {
     }
 
     /// Re-read inventory, keys and runbooks; on any error keep the old
-    /// ones and return the error.
-    pub fn reload(&self) -> Result<Arc<Loaded>> {
+    /// ones and return the error. Sessions of keys no longer there end.
+    pub async fn reload(&self) -> Result<Arc<Loaded>> {
         let new = Arc::new(self.sources.load()?);
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        let keys = new.keys.clone();
+        self.sessions
+            .retain(&move |s| keys.find_digest(&s.key_digest).is_some())
+            .await;
         Ok(new)
     }
 }

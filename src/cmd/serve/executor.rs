@@ -1,0 +1,74 @@
+//! How the server's host work is reached: the reads (status of units) and
+//! the dry runs (plans from live facts) that serve asks for. [`InProcess`]
+//! reaches the hosts from this process with its connection pool; a server
+//! that holds no SSH keys would send the same requests to the worker that
+//! owns the hosts, behind the same trait.
+//!
+//! Running a job (apply) is reached through the job store
+//! ([`crate::engine::job_store::JobStore::start`]), which owns the job
+//! from its start to its report; the per-host work inside a run stays the
+//! executor's walk, below this seam.
+
+use async_trait::async_trait;
+
+use crate::engine::events::NoEvents;
+use crate::engine::job::Job;
+use crate::engine::plan::{PlanOptions, Planned};
+use crate::engine::status::StatusReport;
+use crate::model::inventory::Inventory;
+use crate::remote::fanout::Reach;
+
+use super::error::ApiError;
+use super::launch::on_blocking_pool;
+
+/// Where serve's reads and plans run.
+#[async_trait]
+pub trait HostExecutor: Send + Sync {
+    /// The plan of `job` from the hosts' live state (a dry run).
+    async fn plan(&self, job: Job) -> Result<Planned, ApiError>;
+
+    /// The state of `units` (all watched ones when empty) on the hosts of
+    /// `inv` that `target` selects (all of them when None).
+    async fn status(
+        &self,
+        inv: Inventory,
+        target: Option<String>,
+        units: Vec<String>,
+    ) -> Result<StatusReport, ApiError>;
+}
+
+/// Hosts reached from this process, over its pool.
+pub struct InProcess {
+    /// Forks, read timeout and the pool.
+    pub reach: Reach,
+}
+
+#[async_trait]
+impl HostExecutor for InProcess {
+    async fn plan(&self, job: Job) -> Result<Planned, ApiError> {
+        let opts = PlanOptions {
+            reach: self.reach.clone(),
+            limit: None,
+            facts_label: String::new(),
+            keep_facts: false,
+        };
+        Ok(on_blocking_pool(move || async move {
+            crate::engine::plan::plan(&job, None, &opts, &NoEvents).await
+        })
+        .await??)
+    }
+
+    async fn status(
+        &self,
+        inv: Inventory,
+        target: Option<String>,
+        units: Vec<String>,
+    ) -> Result<StatusReport, ApiError> {
+        let reach = self.reach.clone();
+        let (report, _) = on_blocking_pool(move || async move {
+            crate::engine::status::status(&inv, target.as_deref(), &units, reach, &NoEvents).await
+        })
+        .await??;
+        Ok(report)
+    }
+}
