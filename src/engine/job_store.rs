@@ -391,20 +391,26 @@ impl DirJobs {
             t.retain(|h| !h.is_terminated());
             t.push(task);
         }
+        let mut err_rx = err_rx;
         tokio::select! {
-            r = started => {
-                if r.is_ok() {
-                    return Ok(entry);
-                }
-            }
-            e = err_rx => {
+            biased;
+            e = &mut err_rx => {
                 if let Ok(e) = e {
                     return Err(e);
                 }
             }
+            r = started => {
+                if r.is_ok() {
+                    return Ok(entry);
+                }
+                // The sink went away without a start. A refusal (window,
+                // lock, drift) was sent before it went: both can be ready
+                // at once, and the refusal must not become a 500.
+                if let Ok(e) = err_rx.try_recv() {
+                    return Err(e);
+                }
+            }
         }
-        // The sink went away without a start: the task ended; its error,
-        // if any, was sent.
         Err(Error::Internal("the job ended before it started".into()))
     }
 

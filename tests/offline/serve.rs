@@ -614,3 +614,44 @@ fn keygen_prints_a_key_once_and_an_entry_that_loads() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("read, operate or admin"));
 }
+
+/// A runbook whose window is closed: 403 in HTTP's words (no command-line
+/// flag in them); `?ignore_window=true` is an admin's, and runs it.
+#[tokio::test]
+async fn a_closed_window_is_refused_in_http_words_and_admin_may_ignore_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let books = dir.path().join("books");
+    std::fs::create_dir_all(&books).unwrap();
+    // A window that never opens: start == end.
+    std::fs::write(
+        books.join("closed.yml"),
+        "name: closed\nwindow: { start: \"00:00\", end: \"00:00\", tz: UTC }\nsteps:\n  - id: restart\n    target: a\n    service: { name: demo-web, state: restarted }\n",
+    )
+    .unwrap();
+    let (s, keys) = start(dir.path(), &[]);
+    let (st, _, b) = call(Method::POST, &s.url("/runbook/closed"), Some(&keys.operate)).await;
+    assert_eq!(st, 403, "{b}");
+    assert_error(st, &b);
+    let details = b["details"].as_str().unwrap();
+    assert!(details.contains("outside the window"), "{b}");
+    assert!(details.contains("?ignore_window=true"), "{b}");
+    assert!(!details.contains("--ignore-window"), "{b}");
+    let (st, _, b) = call(
+        Method::POST,
+        &s.url("/runbook/closed?ignore_window=true"),
+        Some(&keys.operate),
+    )
+    .await;
+    assert_eq!(st, 403, "{b}");
+    assert!(b["details"].as_str().unwrap().contains("admin"), "{b}");
+    // The admin's run goes on to the host, which cannot be reached: a
+    // report (200), not a refusal.
+    let (st, _, b) = call(
+        Method::POST,
+        &s.url("/runbook/closed?ignore_window=true"),
+        Some(&keys.admin),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["results"][0]["hostname"], "a", "{b}");
+}

@@ -539,6 +539,7 @@ pub async fn maintenance(
         dry_run: q.dry_run,
         wait: q.wait,
         allow_protected: None,
+        ignore_window: None,
     };
     cq.authorise(&caller)?;
     let unit = unit_of(&id)?;

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use crate::model::error::Error;
+use crate::model::error::{Error, Refusal};
 
 /// An error answer.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -82,7 +82,24 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let code = StatusCode::from_u16(e.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        ApiError::new(code, &e.to_string(), e.details())
+        let details = match &e {
+            // A refusal's own remedy is the command line's (`pass
+            // --ignore-window`); an HTTP caller gets the server's.
+            Error::Refused(r) => format!("{}; {}", r.what(), http_remedy(r)),
+            _ => e.details(),
+        };
+        ApiError::new(code, &e.to_string(), details)
+    }
+}
+
+/// What an HTTP caller can do about a refusal.
+fn http_remedy(r: &Refusal) -> &'static str {
+    match r {
+        Refusal::Window { .. } => "an admin key may run it anyway with ?ignore_window=true",
+        Refusal::Protected(_) => "only an admin key may, with ?allow_protected=true",
+        Refusal::Locked { .. } => "wait for it to finish, then retry",
+        Refusal::LockDir { .. } => "the server's lock directory needs fixing: see its log",
+        Refusal::StalePlan(_) | Refusal::Drift(_) => "plan again and review the new plan",
     }
 }
 

@@ -222,6 +222,8 @@ pub struct RunbookQuery {
     pub wait: Option<String>,
     /// Admin keys only: stop, restart or mask protected units.
     pub allow_protected: Option<bool>,
+    /// Admin keys only: run outside the runbook's maintenance window.
+    pub ignore_window: Option<bool>,
 }
 
 /// Optional body of `POST /runbook/{name}`.
@@ -278,6 +280,7 @@ pub async fn run_runbook(
         dry_run: q.dry_run,
         wait: q.wait,
         allow_protected: q.allow_protected,
+        ignore_window: q.ignore_window,
     };
     run_job(&state, &caller, job, &change, vec![Claim::Runbook(name)]).await
 }

@@ -37,6 +37,9 @@ pub struct ChangeQuery {
     /// Admin keys only: stop, restart or mask a protected unit.
     #[serde(default)]
     pub allow_protected: Option<bool>,
+    /// Admin keys only: run outside the playbook's maintenance window.
+    #[serde(default)]
+    pub ignore_window: Option<bool>,
 }
 
 impl ChangeQuery {
@@ -161,11 +164,12 @@ pub async fn start_job(
     )
     .map_err(|e| match caller.role {
         Role::Admin => ApiError::from(e),
-        _ => ApiError::forbidden(format!(
-            "{}; only an admin key may, with ?allow_protected=true",
-            e.details()
-        )),
+        _ => ApiError::forbidden(ApiError::from(e).details),
     })?;
+    let ignore_window = q.ignore_window.unwrap_or(false);
+    if ignore_window {
+        caller.require(Role::Admin)?;
+    }
     if q.dry_run.unwrap_or(false) {
         let planned = state.executor.plan(job).await?;
         return Ok(Started::Plan(crate::render::plan::render_json(
@@ -208,6 +212,7 @@ pub async fn start_job(
         step_timeout: state.settings.step_timeout,
         read_timeout: state.settings.read_timeout,
         allow_protected,
+        ignore_window,
         pool: Some(state.pool.clone()),
         job_id: Some(id.clone()),
         ..ApplyOptions::default()

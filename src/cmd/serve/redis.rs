@@ -150,9 +150,12 @@ async fn operate(
     if !allowed {
         crate::model::decide::check_protected(&job.playbook, &job.inventory, &job.expanded, false)
             .map_err(|e| {
+                let what = match &e {
+                    crate::model::error::Error::Refused(r) => r.what(),
+                    other => other.details(),
+                };
                 ApiError::forbidden(format!(
-                    "{}: {REQUIRED_WARNING}; an admin key may add ?allow_protected=true",
-                    e.details()
+                    "{what}: {REQUIRED_WARNING}; an admin key may add ?allow_protected=true"
                 ))
             })?;
     }
