@@ -308,6 +308,36 @@ async fn the_page_logs_in_with_a_cookie_and_guards_changes() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
     assert!(r.text().await.unwrap().contains("unknown key"));
+    // Login CSRF: another site's page posting a right key would log the
+    // browser into that key. Refused, with no cookie, whichever header
+    // gives it away; this server's own origin is welcome.
+    let own = s.url("");
+    let own = own.trim_end_matches('/');
+    for (name, value) in [
+        ("origin", "http://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "null"),
+    ] {
+        let r = client()
+            .post(s.url("/login"))
+            .header(name, value)
+            .form(&[("key", keys.operate.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "{name}: {value}");
+        assert!(r.headers().get("set-cookie").is_none(), "{name}: {value}");
+        assert!(r.text().await.unwrap().contains("another site"));
+    }
+    let r = client()
+        .post(s.url("/login"))
+        .header("origin", own)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("key", keys.operate.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303, "origin {own}");
     // The right key: a cookie that scripts cannot read and other sites
     // cannot send.
     let r = client()
@@ -402,6 +432,12 @@ async fn the_page_logs_in_with_a_cookie_and_guards_changes() {
     // The key is in neither the log nor the audit log; the login is.
     let audit = std::fs::read_to_string(dir.path().join("p/audit.log")).unwrap();
     assert!(audit.contains("\"path\":\"/login\""), "{audit}");
+    // The CSRF refusals above were audited too (two 403s on the runbook).
+    let refused = audit
+        .lines()
+        .filter(|l| l.contains("\"path\":\"/runbook/restart-web\"") && l.contains("\"status\":403"))
+        .count();
+    assert!(refused >= 2, "{audit}");
     assert!(audit.contains("\"key\":\"oncall\""), "{audit}");
     assert!(!audit.contains(&keys.operate));
     assert!(!s.log().contains(&keys.operate));

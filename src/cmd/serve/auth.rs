@@ -155,19 +155,6 @@ pub async fn authenticate(
         None => return ApiError::unauthorized().into_response(),
     };
     drop(loaded);
-    if let Some(id) = &session {
-        let safe = matches!(
-            *req.method(),
-            axum::http::Method::GET | axum::http::Method::HEAD
-        );
-        if !safe && !csrf_ok(&state, id, req.headers()) {
-            return ApiError::forbidden(
-                "a change made with the status page's session needs its X-CSRF-Token header",
-            )
-            .into_response();
-        }
-        req.extensions_mut().insert(SessionId(id.clone()));
-    }
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let dry_run = req.uri().query().is_some_and(|q| {
@@ -179,8 +166,24 @@ pub async fn authenticate(
         .get::<ConnectInfo<Peer>>()
         .map(|c| c.0 .0.clone())
         .unwrap_or_default();
-    req.extensions_mut().insert(caller.clone());
-    let resp = next.run(req).await;
+    let safe = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    // A refused change is audited like any other answer to a known key.
+    let resp = match &session {
+        Some(id) if !safe && !csrf_ok(&state, id, req.headers()) => ApiError::forbidden(
+            "a change made with the status page's session needs its X-CSRF-Token header",
+        )
+        .into_response(),
+        _ => {
+            if let Some(id) = &session {
+                req.extensions_mut().insert(SessionId(id.clone()));
+            }
+            req.extensions_mut().insert(caller.clone());
+            next.run(req).await
+        }
+    };
     state.audit.record(AuditLine {
         time: crate::model::now_rfc3339(),
         key: caller.name,

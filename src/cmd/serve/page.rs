@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
@@ -64,6 +64,27 @@ fn login_form(code: StatusCode, message: Option<&str>) -> Response {
     html(code, render::page::login_page(message, &n), &n)
 }
 
+/// Whether a login was sent by another site's page (login CSRF: it would
+/// log the browser into the attacker's key). Browsers say so in
+/// `Sec-Fetch-Site`; older ones send an `Origin` that is not this host.
+fn cross_site(headers: &HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("sec-fetch-site") == Some("cross-site") {
+        return true;
+    }
+    match (header("origin"), header("host")) {
+        // `null` (a sandboxed frame, a file) is no site of ours either.
+        (Some(origin), Some(host)) => {
+            origin
+                .split_once("://")
+                .map(|(_, authority)| authority.trim_end_matches('/'))
+                != Some(host)
+        }
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
 /// Body of `POST /login` (a form).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -85,9 +106,16 @@ pub struct Login {
 pub async fn login(
     State(state): State<Arc<AppState>>,
     peer: Option<Extension<ConnectInfo<Peer>>>,
+    headers: HeaderMap,
     form: std::result::Result<Form<Login>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let t0 = std::time::Instant::now();
+    if cross_site(&headers) {
+        return login_form(
+            StatusCode::FORBIDDEN,
+            Some("a login sent from another site is refused: open this server's own page and log in there"),
+        );
+    }
     let Ok(Form(form)) = form else {
         return login_form(StatusCode::BAD_REQUEST, Some("send the key in the form"));
     };
