@@ -239,7 +239,10 @@ fn main() {
     }
     let _ = child.wait();
     let workers = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("serve held bench: {jobs} jobs over {} hosts, {workers} cores (runtime workers)", hosts.len());
+    println!(
+        "serve held bench: {jobs} jobs over {} hosts, {workers} cores (runtime workers)",
+        hosts.len()
+    );
     println!("idle            : {idle}");
     println!("{jobs} at the gate : {at_gate}   (all there {reached:.1} s after the first POST)");
     println!("all ended       : {after}   ({ended:.1} s after the gate opened)");

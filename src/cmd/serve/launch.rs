@@ -164,10 +164,7 @@ pub async fn start_job(
             facts_label: String::new(),
             keep_facts: false,
         };
-        let planned = on_blocking_pool(move || async move {
-            crate::engine::plan::plan(&job, None, &opts, &NoEvents).await
-        })
-        .await??;
+        let planned = crate::engine::plan::plan(&job, None, &opts, &NoEvents).await?;
         return Ok(Started::Plan(crate::render::plan::render_json(
             &planned.plan,
         )));
@@ -219,22 +216,6 @@ pub async fn start_job(
     } else {
         Started::Running(entry)
     })
-}
-
-/// Run engine work on a blocking-pool thread driven by the server's
-/// runtime. The engine's futures are not provably Send (closures over
-/// borrowed hosts and units; rust-lang/rust#102211), which axum's handlers
-/// must be; its I/O still runs on the runtime's reactor.
-pub async fn on_blocking_pool<F, Fut, T>(f: F) -> Result<T, ApiError>
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-    T: Send + 'static,
-{
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(f()))
-        .await
-        .map_err(|e| ApiError::internal(format!("engine task: {e}")))
 }
 
 /// How the server reaches hosts for reads: its forks, read timeout and pool.

@@ -25,7 +25,7 @@ use crate::render::page::StatusPage;
 use super::audit::AuditLine;
 use super::auth::Caller;
 use super::error::KeepBody;
-use super::launch::{on_blocking_pool, reach};
+use super::launch::reach;
 use super::listen::Peer;
 use super::session::{cookie_key, csrf_token, COOKIE};
 use super::state::AppState;
@@ -166,14 +166,10 @@ pub async fn page(
     let runbooks: Vec<String> = loaded.runbooks.keys().cloned().collect();
     drop(loaded);
     let r = reach(&state);
-    let report = on_blocking_pool(move || async move {
-        crate::engine::status::status(&inv, None, &[], r, &NoEvents).await
-    })
-    .await;
+    let report = crate::engine::status::status(&inv, None, &[], r, &NoEvents).await;
     let report: std::result::Result<StatusReport, String> = match report {
-        Ok(Ok((rep, _))) => Ok(rep),
-        Ok(Err(e)) => Err(format!("{e}: {}", e.details())),
-        Err(e) => Err(e.details),
+        Ok((rep, _)) => Ok(rep),
+        Err(e) => Err(format!("{e}: {}", e.details())),
     };
     let jobs = state.jobs.list(&JobQuery {
         limit: 20,

@@ -16,7 +16,7 @@ use crate::engine::status::StatusReport;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::selector;
-use super::launch::{on_blocking_pool, reach};
+use super::launch::reach;
 use super::state::AppState;
 
 /// One unit of one host, as the node API shows it.
@@ -166,14 +166,13 @@ async fn shared_read(
         m.entry(key.clone())
             .or_insert_with(|| {
                 let (target, wanted, reach) = (target.to_string(), units.to_vec(), reach(state));
-                on_blocking_pool(move || async move {
+                async move {
                     crate::engine::status::status(&inv, Some(&target), &wanted, reach, &NoEvents)
                         .await
-                })
+                }
                 .map(|r| match r {
-                    Ok(Ok((report, _))) => Ok(Arc::new(report)),
-                    Ok(Err(e)) => Err(ApiError::from(e)),
-                    Err(e) => Err(e),
+                    Ok((report, _)) => Ok(Arc::new(report)),
+                    Err(e) => Err(ApiError::from(e)),
                 })
                 .boxed()
                 .shared()
