@@ -361,8 +361,7 @@ impl DirJobs {
         let e2 = entry.clone();
         let jobs = self.jobs.clone();
         let (done_tx, done_rx) = oneshot::channel::<()>();
-        let handle = tokio::runtime::Handle::current();
-        let run = move || async move {
+        let run = async move {
             let stop = e2.stop.clone();
             match apply(&job, &opts, &stop, &sink).await {
                 Ok(applied) => e2.finish(applied.report),
@@ -377,39 +376,22 @@ impl DirJobs {
             drop(held);
             let _ = done_tx.send(());
         };
-        // A thread of its own driven by the server's runtime: the
-        // executor's future is not provably Send (rust-lang/rust#102211:
-        // closures over borrowed hosts), so it cannot be a spawned task.
-        std::thread::Builder::new()
-            .name(format!("job-{}", &id[..8.min(id.len())]))
-            .spawn(move || handle.block_on(run()))
-            .map_err(|e| Error::Internal(format!("cannot start the job's thread: {e}")))?;
-        let task = done_rx;
+        // Listed before it runs: a job that fails to start removes itself
+        // from the list, which must not happen before it is on it.
         self.jobs().push(entry.clone());
         {
             let mut t = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
             t.retain(|h| !h.is_terminated());
-            t.push(task);
+            t.push(done_rx);
         }
-        let mut err_rx = err_rx;
-        tokio::select! {
-            biased;
-            e = &mut err_rx => {
-                if let Ok(e) = e {
-                    return Err(e);
-                }
-            }
-            r = started => {
-                if r.is_ok() {
-                    return Ok(entry);
-                }
-                // The sink went away without a start. A refusal (window,
-                // lock, drift) was sent before it went: both can be ready
-                // at once, and the refusal must not become a 500.
-                if let Ok(e) = err_rx.try_recv() {
-                    return Err(e);
-                }
-            }
+        tokio::spawn(run);
+        if started.await.is_ok() {
+            return Ok(entry);
+        }
+        // The sink went away without a start: the task ended, and sent its
+        // error before letting the sink go (none if it panicked).
+        if let Ok(e) = err_rx.await {
+            return Err(e);
         }
         Err(Error::Internal("the job ended before it started".into()))
     }

@@ -25,4 +25,5 @@ mod saved_plan;
 mod schema;
 mod serve;
 mod serve_compat;
+mod spawnable;
 mod usage;

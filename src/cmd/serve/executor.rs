@@ -19,7 +19,6 @@ use crate::model::inventory::Inventory;
 use crate::remote::fanout::Reach;
 
 use super::error::ApiError;
-use super::launch::on_blocking_pool;
 
 /// Where serve's reads and plans run.
 #[async_trait]
@@ -52,10 +51,7 @@ impl HostExecutor for InProcess {
             facts_label: String::new(),
             keep_facts: false,
         };
-        Ok(on_blocking_pool(move || async move {
-            crate::engine::plan::plan(&job, None, &opts, &NoEvents).await
-        })
-        .await??)
+        Ok(crate::engine::plan::plan(&job, None, &opts, &NoEvents).await?)
     }
 
     async fn status(
@@ -65,10 +61,9 @@ impl HostExecutor for InProcess {
         units: Vec<String>,
     ) -> Result<StatusReport, ApiError> {
         let reach = self.reach.clone();
-        let (report, _) = on_blocking_pool(move || async move {
-            crate::engine::status::status(&inv, target.as_deref(), &units, reach, &NoEvents).await
-        })
-        .await??;
+        let (report, _) =
+            crate::engine::status::status(&inv, target.as_deref(), &units, reach, &NoEvents)
+                .await?;
         Ok(report)
     }
 }

@@ -225,19 +225,3 @@ pub async fn start_job(
         Started::Running(entry)
     })
 }
-
-/// Run engine work on a blocking-pool thread driven by the server's
-/// runtime. The engine's futures are not provably Send (closures over
-/// borrowed hosts and units; rust-lang/rust#102211), which axum's handlers
-/// must be; its I/O still runs on the runtime's reactor.
-pub async fn on_blocking_pool<F, Fut, T>(f: F) -> Result<T, ApiError>
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-    T: Send + 'static,
-{
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(f()))
-        .await
-        .map_err(|e| ApiError::internal(format!("engine task: {e}")))
-}

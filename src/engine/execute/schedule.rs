@@ -98,9 +98,12 @@ async fn run_group(run: &Run<'_>, group: Arc<Group>) -> Vec<usize> {
                 continue;
             }
             let outcomes = futures_util::future::join_all(
+                // By value: a closure over `&usize` items makes the job's
+                // future not provably Send (rust-lang/rust#102211).
                 batch
                     .iter()
-                    .map(|&h| async move { run_host(run, si, h, &mut None, None).await }),
+                    .copied()
+                    .map(|h| async move { run_host(run, si, h, &mut None, None).await }),
             )
             .await;
             let mut book = run.book();

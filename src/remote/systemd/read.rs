@@ -55,11 +55,14 @@ impl Systemd {
     ) -> Result<BTreeMap<String, UnitFacts>, SystemdError> {
         // Bounded so the bus's per-connection limit on pending replies
         // (dbus-daemon: 128) is never hit; below it all reads overlap.
-        let reads: Vec<Result<UnitFacts, SystemdError>> = futures_util::stream::iter(units)
-            .map(|u| self.read_unit(u.as_str()))
-            .buffered(UNITS_IN_FLIGHT)
-            .collect()
-            .await;
+        // By index: a closure over `&UnitName` items makes the future not
+        // provably Send (rust-lang/rust#102211), and the server spawns it.
+        let reads: Vec<Result<UnitFacts, SystemdError>> =
+            futures_util::stream::iter(0..units.len())
+                .map(|i| self.read_unit(units[i].as_str()))
+                .buffered(UNITS_IN_FLIGHT)
+                .collect()
+                .await;
         let mut out = BTreeMap::new();
         for (u, r) in units.iter().zip(reads) {
             out.insert(u.to_string(), r?);
@@ -157,7 +160,10 @@ impl Systemd {
     ) -> Result<Vec<UnitFacts>, SystemdError> {
         let names: Vec<&str> = asked.iter().map(|(u, _)| u.as_str()).collect();
         let rows = self.manager.list_units_by_names(&names);
-        let extras = futures_util::future::join_all(asked.iter().map(|(unit, what)| async move {
+        // By index, as below: a closure over `&(&UnitName, StateRead)` items
+        // makes the future not provably Send (rust-lang/rust#102211).
+        let extras = futures_util::future::join_all((0..asked.len()).map(|i| async move {
+            let (unit, what) = &asked[i];
             let path = unit_object_path(unit.as_str());
             let inv = async {
                 if what.invocation {
