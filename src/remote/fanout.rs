@@ -9,24 +9,10 @@ use std::time::Duration;
 use futures_util::stream::{self, StreamExt};
 
 use crate::model::inventory::Host;
-use crate::remote::carrier::{self, CarrierError, Session};
+use crate::remote::carrier::{self, Session};
 use crate::remote::pool::Pool;
-use crate::remote::systemd::SystemdError;
 
-/// Why a host has no result.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum HostError {
-    /// The host could not be reached (exit code 4 territory).
-    #[error("unreachable: {0}")]
-    Unreachable(#[from] CarrierError),
-    /// Connected, but the work failed.
-    #[error("{0}")]
-    Failed(String),
-    /// The host did not finish within the read's time bound (a wedged
-    /// sshd or dbus-daemon): as good as unreachable.
-    #[error("unreachable: no answer within {}", humantime::format_duration(*.0))]
-    TimedOut(Duration),
-}
+pub use crate::remote::connect::{close_all, connect_within, HostError};
 
 /// How hosts are read: how many at once, and how long one host may take
 /// (connecting included) before it is that host's error.
@@ -67,19 +53,6 @@ impl Default for Reach {
     }
 }
 
-impl From<SystemdError> for HostError {
-    fn from(e: SystemdError) -> Self {
-        HostError::Failed(e.to_string())
-    }
-}
-
-impl HostError {
-    /// Whether the host was unreachable (as opposed to failing the work).
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, HostError::Unreachable(_) | HostError::TimedOut(_))
-    }
-}
-
 /// One host's outcome, tagged with its inventory name and index.
 #[derive(Debug)]
 pub struct HostResult<T> {
@@ -89,15 +62,6 @@ pub struct HostResult<T> {
     pub host: String,
     /// The work's value, or why there is none.
     pub result: Result<T, HostError>,
-}
-
-/// Connect to one host within `timeout` (ssh's own connect timeout does
-/// not cover a bus that never answers the D-Bus handshake).
-pub async fn connect_within(h: &Host, timeout: Duration) -> Result<Session, HostError> {
-    match tokio::time::timeout(timeout, carrier::connect(h)).await {
-        Ok(r) => r.map_err(HostError::from),
-        Err(_) => Err(HostError::TimedOut(timeout)),
-    }
 }
 
 /// The host's session: from the pool if there is one (it stays open
@@ -137,11 +101,6 @@ pub async fn connect_all(hosts: &[Host], reach: &Reach) -> Vec<HostResult<Arc<Se
         .await;
     out.sort_by_key(|r| r.index);
     out
-}
-
-/// Close sessions in parallel (each closes its SSH master).
-pub async fn close_all(sessions: impl IntoIterator<Item = Session>) {
-    futures_util::future::join_all(sessions.into_iter().map(Session::close)).await;
 }
 
 /// For each host: connect, run `work`, close — at most `reach.forks`

@@ -4,6 +4,7 @@
 //! the health probes that reach out.
 
 pub mod carrier;
+pub mod connect;
 pub mod fanout;
 pub mod maintenance;
 pub mod pool;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::model::inventory::Host;
 use crate::remote::carrier::Session;
-use crate::remote::fanout::{connect_within, HostError};
+use crate::remote::connect::{connect_within, HostError};
 
 /// How long a pooled session may take to answer the liveness check before
 /// it is replaced by a new connection.
@@ -75,7 +75,7 @@ impl Pool {
                 let Some(inner) = weak.upgrade() else { return };
                 let stale = take_idle(&inner, idle);
                 drop(inner);
-                crate::remote::fanout::close_all(stale).await;
+                crate::remote::connect::close_all(stale).await;
             }
         });
         pool
@@ -145,7 +145,7 @@ impl Pool {
         let sessions = all
             .into_iter()
             .filter_map(|e| Arc::try_unwrap(e.session).ok());
-        crate::remote::fanout::close_all(sessions).await;
+        crate::remote::connect::close_all(sessions).await;
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {

@@ -172,10 +172,12 @@ pub async fn authenticate(
     );
     // A refused change is audited like any other answer to a known key.
     let resp = match &session {
-        Some(id) if !safe && !csrf_ok(&state, id, req.headers()) => ApiError::forbidden(
-            "a change made with the status page's session needs its X-CSRF-Token header",
-        )
-        .into_response(),
+        Some(id) if !safe && !csrf_ok(&state.csrf_secret, id, req.headers()) => {
+            ApiError::forbidden(
+                "a change made with the status page's session needs its X-CSRF-Token header",
+            )
+            .into_response()
+        }
         _ => {
             if let Some(id) = &session {
                 req.extensions_mut().insert(SessionId(id.clone()));

@@ -195,7 +195,7 @@ pub async fn page(
         // need the session: log in.
         return login_form(StatusCode::OK, None);
     };
-    let csrf = csrf_token(&state, &session);
+    let csrf = csrf_token(&state.csrf_secret, &session);
     let loaded = state.loaded();
     let inv = caller.inventory(&loaded.inventory);
     let hosts: Vec<(String, String)> = inv

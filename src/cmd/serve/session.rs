@@ -22,8 +22,6 @@ use subtle::ConstantTimeEq;
 
 use crate::model::error::{Error, Result};
 
-use super::state::AppState;
-
 /// The session cookie's name over plain HTTP (loopback or
 /// `--insecure-http`).
 pub const COOKIE: &str = "drover_session";
@@ -184,13 +182,13 @@ fn hmac(secret: &[u8; 32], msg: &[u8]) -> [u8; 32] {
 }
 
 /// The CSRF token of a session.
-pub fn csrf_token(state: &AppState, session_id: &str) -> String {
-    hex::encode(hmac(&state.csrf_secret, session_id.as_bytes()))
+pub fn csrf_token(secret: &[u8; 32], session_id: &str) -> String {
+    hex::encode(hmac(secret, session_id.as_bytes()))
 }
 
 /// Whether a request made with the session `session_id` carries its token.
-pub fn csrf_ok(state: &AppState, session_id: &str, headers: &HeaderMap) -> bool {
-    let want = csrf_token(state, session_id);
+pub fn csrf_ok(secret: &[u8; 32], session_id: &str, headers: &HeaderMap) -> bool {
+    let want = csrf_token(secret, session_id);
     headers
         .get("x-csrf-token")
         .and_then(|v| v.to_str().ok())
