@@ -417,6 +417,14 @@ async fn consul_services_health_maintenance_and_registration() {
         content
     );
     lab.ssh(&h0, &format!("systemctl start --no-block {unit}"));
+    // --no-block returns once the job is queued; the unit is `activating`
+    // only when systemd runs the job. Wait for that on the host (bounded).
+    lab.ssh(
+        &h0,
+        &format!(
+            "timeout 20 sh -c 'until [ \"$(systemctl show -P ActiveState {unit})\" = activating ]; do sleep 0.1; done'"
+        ),
+    );
     let (st, _, b) = call(
         Method::GET,
         &s.url(&format!("/v1/agent/health/service/name/{unit}")),
