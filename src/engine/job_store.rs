@@ -9,6 +9,7 @@
 //! (job summaries and results in a stream) implements the same trait; a
 //! job is then still seen through an [`Entry`], fed from that stream.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -99,15 +100,31 @@ pub struct Entry {
     /// waiters watch.
     changes: watch::Sender<u64>,
     stop: Arc<StopFlag>,
+    /// Every host the job may touch (a report's: the hosts it has results
+    /// for), so a key scoped to some hosts sees only jobs within them.
+    hosts: Vec<String>,
 }
 
 impl Entry {
-    fn new(view: JobView, report: Option<JobReport>) -> Arc<Entry> {
+    fn new(view: JobView, mut hosts: Vec<String>, report: Option<JobReport>) -> Arc<Entry> {
+        hosts.sort();
+        hosts.dedup();
         Arc::new(Entry {
             state: Mutex::new(State { view, report }),
             changes: watch::channel(0).0,
             stop: Arc::new(StopFlag::default()),
+            hosts,
         })
+    }
+
+    /// The hosts the job may touch, sorted.
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+
+    /// Whether every host of the job is in `within` (None: no bound).
+    pub fn within(&self, within: Option<&BTreeSet<String>>) -> bool {
+        within.is_none_or(|w| self.hosts.iter().all(|h| w.contains(h)))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -250,6 +267,25 @@ pub struct DirJobs {
     tasks: Mutex<Vec<oneshot::Receiver<()>>>,
 }
 
+/// The hosts a job's steps may touch: every target and `_any` candidate.
+fn job_hosts(job: &Job) -> Vec<String> {
+    let mut hosts = Vec::new();
+    for ex in &job.expanded {
+        let any = ex.targets.any.iter().flatten();
+        for &h in ex.targets.fixed.iter().chain(any) {
+            if let Some(host) = job.inventory.hosts.get(h) {
+                hosts.push(host.name.clone());
+            }
+        }
+    }
+    hosts
+}
+
+/// The hosts a finished job has results for.
+fn hosts_of(report: &JobReport) -> Vec<String> {
+    report.results.iter().map(|r| r.hostname.clone()).collect()
+}
+
 /// A page of jobs.
 #[derive(Debug, Clone, Default)]
 pub struct JobQuery {
@@ -259,6 +295,9 @@ pub struct JobQuery {
     pub offset: usize,
     /// Only those in this state.
     pub status: Option<JobStatus>,
+    /// Only jobs all of whose hosts are in this set (a key's targets);
+    /// None: every job.
+    pub within: Option<BTreeSet<String>>,
 }
 
 impl DirJobs {
@@ -277,7 +316,7 @@ impl DirJobs {
             };
             if name.ends_with(".json") {
                 match read_report(path) {
-                    Ok(r) => jobs.push(Entry::new(view_of(&r), Some(r))),
+                    Ok(r) => jobs.push(Entry::new(view_of(&r), hosts_of(&r), Some(r))),
                     Err(e) => tracing::warn!("jobs dir: skipping {}: {e}", path.display()),
                 }
             } else if let Some(report_name) = name.strip_suffix(".journal") {
@@ -290,7 +329,7 @@ impl DirJobs {
                         if let Err(e) = save_report(&r, &report_path) {
                             tracing::warn!("jobs dir: cannot write {}: {e}", report_path.display());
                         }
-                        jobs.push(Entry::new(view_of(&r), Some(r)));
+                        jobs.push(Entry::new(view_of(&r), hosts_of(&r), Some(r)));
                     }
                     Err(e) => tracing::warn!("jobs dir: skipping {}: {e}", path.display()),
                 }
@@ -317,7 +356,12 @@ impl DirJobs {
 
     /// Jobs newest first, filtered and paged.
     pub fn list(&self, q: &JobQuery) -> Vec<JobView> {
-        let mut all: Vec<JobView> = self.jobs().iter().map(|e| e.view()).collect();
+        let mut all: Vec<JobView> = self
+            .jobs()
+            .iter()
+            .filter(|e| e.within(q.within.as_ref()))
+            .map(|e| e.view())
+            .collect();
         all.retain(|v| q.status.is_none_or(|s| v.outcome == s));
         all.sort_by(|a, b| b.started_at.cmp(&a.started_at));
         all.into_iter().skip(q.offset).take(q.limit).collect()
@@ -349,6 +393,7 @@ impl DirJobs {
                 outcome: JobStatus::Running,
                 results: Vec::new(),
             },
+            job_hosts(&job),
             None,
         );
         let (tx, started) = oneshot::channel();

@@ -655,3 +655,69 @@ async fn a_closed_window_is_refused_in_http_words_and_admin_may_ignore_it() {
     assert_eq!(st, 200, "{b}");
     assert_eq!(b["results"][0]["hostname"], "a", "{b}");
 }
+
+/// A key scoped to `role:web` (host `a`) sees, follows and cancels only
+/// jobs whose hosts are all inside its targets: a job on `b` is, for it,
+/// a job that does not exist (404, as an unknown id), and it is not
+/// listed. Unscoped and admin keys see every job.
+#[tokio::test]
+async fn a_scoped_key_sees_and_cancels_only_jobs_inside_its_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, keys) = start(dir.path(), &[]);
+    let post = |path: &str, key: &str| {
+        let (url, key) = (s.url(path), key.to_string());
+        async move { call(Method::POST, &url, Some(&key)).await }
+    };
+    let (st, _, on_b) = post("/node/b/service/demo-worker/restart", &keys.admin).await;
+    assert_eq!(st, 200, "{on_b}");
+    let (st, _, on_a) = post("/node/a/service/demo-worker/restart", &keys.limited).await;
+    assert_eq!(st, 200, "{on_a}");
+    let (id_b, id_a) = (
+        on_b["job_id"].as_str().unwrap().to_string(),
+        on_a["job_id"].as_str().unwrap().to_string(),
+    );
+    let ids = |b: &serde_json::Value| -> Vec<String> {
+        b.as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["job_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (st, _, b) = call(Method::GET, &s.url("/job"), Some(&keys.limited)).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(ids(&b), [id_a.clone()], "{b}");
+    let (_, _, b) = call(Method::GET, &s.url("/job"), Some(&keys.read)).await;
+    assert!(ids(&b).contains(&id_b) && ids(&b).contains(&id_a), "{b}");
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    for path in ["", "/events"] {
+        let (st, _, hidden) = call(
+            Method::GET,
+            &s.url(&format!("/job/{id_b}{path}")),
+            Some(&keys.limited),
+        )
+        .await;
+        let (st2, _, none) = call(
+            Method::GET,
+            &s.url(&format!("/job/{unknown}{path}")),
+            Some(&keys.limited),
+        )
+        .await;
+        assert_eq!((st, st2), (404, 404), "{hidden} {none}");
+        assert_eq!(
+            hidden["details"].as_str().unwrap().replace(&id_b, "ID"),
+            none["details"].as_str().unwrap().replace(unknown, "ID")
+        );
+    }
+    let (st, _, b) = post(&format!("/job/{id_b}/cancel"), &keys.limited).await;
+    assert_eq!(st, 404, "{b}");
+    // Inside its targets: found (409, the job already ended).
+    let (st, _, b) = post(&format!("/job/{id_a}/cancel"), &keys.limited).await;
+    assert_eq!(st, 409, "{b}");
+    let (st, _, b) = call(
+        Method::GET,
+        &s.url(&format!("/job/{id_b}")),
+        Some(&keys.admin),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+}

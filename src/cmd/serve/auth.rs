@@ -65,6 +65,23 @@ impl Caller {
         mine
     }
 
+    /// The hosts whose jobs this key may see, cancel and follow: None for
+    /// an admin or a key without `targets` (every job), else the hosts of
+    /// `inv` inside its targets. A job touching any other host is, for
+    /// this key, a job that does not exist.
+    pub fn job_scope(&self, inv: &Inventory) -> Option<std::collections::BTreeSet<String>> {
+        if self.role == Role::Admin || self.targets.is_none() {
+            return None;
+        }
+        Some(
+            inv.hosts
+                .iter()
+                .filter(|h| self.may_reach(h))
+                .map(|h| h.name.clone())
+                .collect(),
+        )
+    }
+
     /// Refuse if any of `hosts` is outside the key's targets.
     pub fn check_hosts<'a>(
         &self,

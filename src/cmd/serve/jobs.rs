@@ -42,6 +42,7 @@ pub struct JobsQuery {
     security(("bearer" = [])), tag = "jobs")]
 pub async fn list_jobs(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     q: Result<Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<JobView>>, ApiError> {
     let q = query(q)?;
@@ -55,17 +56,27 @@ pub async fn list_jobs(
     if limit > 1000 {
         return Err(ApiError::bad_request("limit: at most 1000"));
     }
+    let within = caller.job_scope(&state.loaded().inventory);
     Ok(Json(state.jobs.list(&JobQuery {
         limit,
         offset: q.offset.unwrap_or(0),
         status,
+        within,
     })))
 }
 
-fn entry(state: &AppState, id: &str) -> Result<Arc<crate::engine::job_store::Entry>, ApiError> {
+/// The job `id` if this key may see it: a job on hosts outside a scoped
+/// key's targets answers exactly as one that does not exist.
+fn entry(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Arc<crate::engine::job_store::Entry>, ApiError> {
+    let within = caller.job_scope(&state.loaded().inventory);
     state
         .jobs
         .get(id)
+        .filter(|e| e.within(within.as_ref()))
         .ok_or_else(|| ApiError::not_found(format!("no job `{id}`; GET /job lists them")))
 }
 
@@ -75,9 +86,10 @@ fn entry(state: &AppState, id: &str) -> Result<Arc<crate::engine::job_store::Ent
     security(("bearer" = [])), tag = "jobs")]
 pub async fn get_job(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let e = entry(&state, &id)?;
+    let e = entry(&state, &caller, &id)?;
     let mut r = Json(e.view()).into_response();
     r.extensions_mut().insert(JobId(id));
     Ok(r)
@@ -91,9 +103,10 @@ pub async fn get_job(
     security(("bearer" = [])), tag = "jobs")]
 pub async fn job_events(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let e = entry(&state, &id)?;
+    let e = entry(&state, &caller, &id)?;
     let mut shutdown = state.shutdown.clone();
     let stream = async_stream(move |tx| async move {
         let mut rx = e.subscribe();
@@ -148,7 +161,11 @@ pub async fn cancel_job(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Operate)?;
-    let e = entry(&state, &id)?;
+    let e = entry(&state, &caller, &id)?;
+    state
+        .limiter
+        .check(&caller.name)
+        .map_err(ApiError::rate_limited)?;
     if !e.cancel() {
         return Err(ApiError::conflict(format!(
             "job {id} is not running; nothing to cancel"

@@ -210,10 +210,12 @@ pub async fn page(
         .status(inv, None, Vec::new())
         .await
         .map_err(|e| format!("{}: {}", e.error, e.details));
+    let within = caller.job_scope(&state.loaded().inventory);
     let jobs = state.jobs.list(&JobQuery {
         limit: 20,
         offset: 0,
         status: None,
+        within,
     });
     let n = nonce();
     let body = render::page::status_page(
