@@ -139,3 +139,173 @@ fn the_check_sees_an_upward_import() {
     assert_eq!(named_layers("use crate::engine::job::Job;"), ["engine"]);
     assert!(rank("engine") > rank("remote"));
 }
+
+/// The sibling modules a line of a file in folder `dir` (module path
+/// `module`, e.g. `crate::model`) names: `crate::model::X` and, from a
+/// file directly in `dir`, `super::X` and `super::{X, Y}`.
+fn siblings_named(line: &str, module: &str, direct: bool, names: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut prefixes = vec![format!("{module}::")];
+    if direct {
+        prefixes.push("super::".to_string());
+    }
+    for prefix in &prefixes {
+        let mut rest = line;
+        while let Some(i) = rest.find(prefix.as_str()) {
+            // `crate::model::` must not match inside `crate::model::x::y` of
+            // another folder's path: require a boundary before it.
+            let before = rest[..i].chars().last();
+            let after = &rest[i + prefix.len()..];
+            rest = after;
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+                continue;
+            }
+            let group = after.strip_prefix('{');
+            let idents: Vec<&str> = match group {
+                Some(g) => g
+                    .split(['}', ','])
+                    .map(|s| s.trim().split("::").next().unwrap_or(""))
+                    .collect(),
+                None => vec![after
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap_or("")],
+            };
+            for id in idents {
+                if names.iter().any(|n| n == id) && !out.iter().any(|o| o == id) {
+                    out.push(id.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A cycle in `edges`, as the path that closes it, if there is one.
+fn find_cycle(edges: &std::collections::BTreeMap<String, Vec<String>>) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        edges: &std::collections::BTreeMap<String, Vec<String>>,
+        path: &mut Vec<String>,
+        done: &mut std::collections::BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == n) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(n.to_string());
+            return Some(cycle);
+        }
+        if done.contains(n) {
+            return None;
+        }
+        path.push(n.to_string());
+        for m in edges.get(n).into_iter().flatten() {
+            if let Some(c) = visit(m, edges, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(n.to_string());
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    edges
+        .keys()
+        .find_map(|n| visit(n, edges, &mut Vec::new(), &mut done))
+}
+
+/// The import graph between the files and subfolders of each folder
+/// (its mod.rs, the folder's own face, left out) has no cycle: a
+/// newcomer can read a folder bottom-up.
+#[test]
+fn no_folder_has_an_import_circle_between_its_parts() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut folders = vec![src.clone()];
+    let mut circles = Vec::new();
+    while let Some(dir) = folders.pop() {
+        let mut parts: Vec<(String, PathBuf)> = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("read folder") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                folders.push(path.clone());
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                parts.push((name, path));
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+                if !matches!(stem.as_str(), "mod" | "lib" | "main") {
+                    parts.push((stem, path));
+                }
+            }
+        }
+        let rel = dir.strip_prefix(&src).unwrap();
+        let module = std::iter::once("crate".to_string())
+            .chain(
+                rel.components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+            )
+            .collect::<Vec<_>>()
+            .join("::");
+        let names: Vec<String> = parts.iter().map(|(n, _)| n.clone()).collect();
+        let mut edges = std::collections::BTreeMap::new();
+        for (name, path) in &parts {
+            let mut files = Vec::new();
+            if path.is_dir() {
+                rust_files(path, &mut files);
+            } else {
+                files.push(path.clone());
+            }
+            let mut named = Vec::new();
+            for f in files {
+                // `super::` means this folder only from a file directly in
+                // it or from a subfolder's mod.rs.
+                let direct = f.parent() == Some(dir.as_path())
+                    || (f.file_name().is_some_and(|n| n == "mod.rs")
+                        && f.parent().and_then(Path::parent) == Some(dir.as_path()));
+                let text = std::fs::read_to_string(&f).expect("read source");
+                // Unit tests may reach anywhere; the graph is of the code.
+                let code = text.split("#[cfg(test)]").next().unwrap_or("");
+                for line in code.lines().map(str::trim).filter(|l| !l.starts_with("//")) {
+                    for s in siblings_named(line, &module, direct, &names) {
+                        if &s != name && !named.contains(&s) {
+                            named.push(s);
+                        }
+                    }
+                }
+            }
+            edges.insert(name.clone(), named);
+        }
+        if let Some(c) = find_cycle(&edges) {
+            circles.push(format!("{}: {}", dir.display(), c.join(" -> ")));
+        }
+    }
+    assert!(
+        circles.is_empty(),
+        "import circles inside a folder:\n{}",
+        circles.join("\n")
+    );
+}
+
+#[test]
+fn the_circle_check_sees_a_circle() {
+    let names = vec!["a".to_string(), "b".to_string()];
+    assert_eq!(
+        siblings_named("use crate::model::b::X;", "crate::model", false, &names),
+        ["b"]
+    );
+    assert_eq!(
+        siblings_named("use super::{a::Y, b};", "crate::model", true, &names),
+        ["a", "b"]
+    );
+    assert!(siblings_named(
+        "use crate::engine::model::b;",
+        "crate::model",
+        false,
+        &names
+    )
+    .is_empty());
+    let mut edges = std::collections::BTreeMap::new();
+    edges.insert("a".to_string(), vec!["b".to_string()]);
+    edges.insert("b".to_string(), vec!["a".to_string()]);
+    assert!(find_cycle(&edges).is_some());
+    edges.insert("b".to_string(), vec![]);
+    assert!(find_cycle(&edges).is_none());
+}

@@ -685,7 +685,7 @@ async fn a_scoped_key_sees_and_cancels_only_jobs_inside_its_targets() {
     };
     let (st, _, b) = call(Method::GET, &s.url("/job"), Some(&keys.limited)).await;
     assert_eq!(st, 200, "{b}");
-    assert_eq!(ids(&b), [id_a.clone()], "{b}");
+    assert_eq!(ids(&b), std::slice::from_ref(&id_a), "{b}");
     let (_, _, b) = call(Method::GET, &s.url("/job"), Some(&keys.read)).await;
     assert!(ids(&b).contains(&id_b) && ids(&b).contains(&id_a), "{b}");
     let unknown = "00000000-0000-4000-8000-000000000000";
