@@ -64,24 +64,26 @@ fn login_form(code: StatusCode, message: Option<&str>) -> Response {
     html(code, render::page::login_page(message, &n), &n)
 }
 
-/// Whether a login was sent by another site's page (login CSRF: it would
-/// log the browser into the attacker's key). Browsers say so in
-/// `Sec-Fetch-Site`; older ones send an `Origin` that is not this host.
+/// Whether a login was sent by another page than this server's own (login
+/// CSRF: it would log the browser into the sender's key). Browsers say
+/// where a request comes from in `Sec-Fetch-Site`: only `same-origin`
+/// and `none` (typed, bookmarked) are ours; `same-site` is another port
+/// of this host, another user's server perhaps. Without it, an `Origin`
+/// naming another host is refused. (This page's `no-referrer` policy
+/// makes browsers send `Origin: null` for its own form.)
 fn cross_site(headers: &HeaderMap) -> bool {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if header("sec-fetch-site") == Some("cross-site") {
-        return true;
+    if let Some(site) = header("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
     }
     match (header("origin"), header("host")) {
-        // `null` (a sandboxed frame, a file) is no site of ours either.
-        (Some(origin), Some(host)) => {
+        (None | Some("null"), _) => false,
+        (Some(origin), host) => {
             origin
                 .split_once("://")
                 .map(|(_, authority)| authority.trim_end_matches('/'))
-                != Some(host)
+                != host
         }
-        (Some(_), None) => true,
-        (None, _) => false,
     }
 }
 
