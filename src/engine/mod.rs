@@ -20,6 +20,7 @@ mod lock;
 pub mod plan;
 pub mod saved;
 pub mod status;
+mod walk;
 
 pub use apply::{apply, Applied, ApplyOptions};
 pub use events::{Event, EventSink, NoEvents, StopFlag};
