@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use crate::engine::clock::Clock;
 use crate::engine::events::{Event, EventSink, StopFlag};
 use crate::engine::execute::host::{host_maintenance, next_reading, HostStep, Reading};
 use crate::engine::job::Job;
@@ -31,7 +32,7 @@ use crate::engine::walk::{walk, Finished, HostAction, Presence, WalkOptions, Wor
 use crate::model::maintenance::MaintenanceState;
 use crate::model::now_rfc3339;
 use crate::model::outcome::{Failure, Outcome, SkipReason};
-use crate::model::playbook::Operation;
+use crate::model::playbook::{Operation, Window};
 use crate::model::report::{JobReport, JobResult, RunOutcome};
 use crate::model::unit::UnitName;
 use crate::remote::carrier::Session;
@@ -59,6 +60,11 @@ pub struct RunSpec<'a> {
     /// Connections kept between runs (the server); None: this run opens
     /// and closes its own.
     pub pool: Option<Pool>,
+    /// The window checked before each batch (None: no window, or
+    /// `--ignore-window`).
+    pub window: Option<&'a Window>,
+    /// The time the window is checked against.
+    pub clock: &'a Clock,
 }
 
 impl RunSpec<'_> {
@@ -111,6 +117,7 @@ pub async fn execute(spec: RunSpec<'_>) -> JobReport {
         WalkOptions {
             allow_protected: run.spec.allow_protected,
             stop: Some(run.spec.stop),
+            window: run.spec.window.map(|w| (w, run.spec.clock)),
             events: run.spec.events,
             lanes: run.spec.forks.max(1),
         },
@@ -120,7 +127,7 @@ pub async fn execute(spec: RunSpec<'_>) -> JobReport {
         Ok(end) => end,
         Err(never) => match never {},
     };
-    let outcome = if run.spec.stop.is_stopped() {
+    let outcome = if run.spec.stop.is_stopped() || end.window_closed {
         RunOutcome::Interrupted
     } else if end.aborted_at.is_some() {
         RunOutcome::Aborted

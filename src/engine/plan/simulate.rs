@@ -85,6 +85,8 @@ pub fn simulate_with_checks(
         // The plan shows what the protection refuses.
         allow_protected: false,
         stop: None,
+        // A plan is not bound to the time it is made; apply checks.
+        window: None,
         events: &NoEvents,
         lanes: 1,
     };

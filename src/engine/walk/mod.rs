@@ -5,7 +5,8 @@
 //! ready steps together; a module call with `serial`: batch by batch
 //! through all of its steps; free: every host through its steps on its
 //! own), which host `_any` picks, rolling batches, `max_fail_percentage`,
-//! a stop, and the checks before a host's work in their one order (an
+//! a stop or the window's close (checked before each batch), and the
+//! checks before a host's work in their one order (an
 //! earlier failure or `when`, a protected unit, the connection,
 //! maintenance). *What* happens on one host is a [`HostAction`]: the plan
 //! predicts it from facts, apply does it on the host. The rules themselves
@@ -16,15 +17,16 @@ mod schedule;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use crate::engine::clock::Clock;
 use crate::engine::events::{EventSink, StopFlag};
 use crate::engine::job::Job;
 use crate::model::decide::{pick_any, refuse_protected, Candidate, FailureLedger};
 use crate::model::expand::HostTask;
 use crate::model::outcome::{Failure, Outcome, SkipReason};
-use crate::model::playbook::{Step, Strategy};
+use crate::model::playbook::{Step, Strategy, Window};
 use crate::model::unit::UnitName;
 
 /// What happens to one host in one step: predicted (the plan) or done
@@ -116,6 +118,9 @@ pub(crate) struct WalkOptions<'a> {
     pub(crate) allow_protected: bool,
     /// A graceful stop: nothing new starts once it is set.
     pub(crate) stop: Option<&'a StopFlag>,
+    /// The window and the clock it is read on: no batch starts once it is
+    /// closed.
+    pub(crate) window: Option<(&'a Window, &'a Clock)>,
     /// Where StepStarted, BatchDone and StepFinished go.
     pub(crate) events: &'a dyn EventSink,
     /// Hosts walking their steps at once (`strategy: free`).
@@ -138,6 +143,8 @@ pub(crate) struct WalkEnd {
     pub(crate) aborted_at: Option<String>,
     /// Per step (by index), its picks and batch size.
     pub(crate) shapes: Vec<Shape>,
+    /// The window closed with work left: some batch never started.
+    pub(crate) window_closed: bool,
 }
 
 /// Walk `job` over its hosts, doing `action` on each host in each step.
@@ -157,8 +164,10 @@ pub(crate) async fn walk<A: HostAction>(
         }
         Strategy::Free => w.free(&involved).await?,
     }
+    let window_closed = w.closed.get().is_some();
     let book = w.book.into_inner().unwrap_or_else(|p| p.into_inner());
     Ok(WalkEnd {
+        window_closed,
         aborted_at: book.aborted_at().map(str::to_string),
         shapes: w.shapes.into_inner().unwrap_or_else(|p| p.into_inner()),
     })
@@ -185,6 +194,8 @@ struct Walk<'a, A> {
     /// the host is released.
     pending: Vec<AtomicUsize>,
     shapes: Mutex<Vec<Shape>>,
+    /// Why nothing starts any more, once the window was seen closed.
+    closed: OnceLock<SkipReason>,
 }
 
 impl<'a, A: HostAction> Walk<'a, A> {
@@ -209,6 +220,7 @@ impl<'a, A: HostAction> Walk<'a, A> {
             order_of,
             pending: pending.into_iter().map(AtomicUsize::new).collect(),
             shapes: Mutex::new(vec![Shape::default(); job.playbook.steps.len()]),
+            closed: OnceLock::new(),
         }
     }
 
@@ -218,12 +230,29 @@ impl<'a, A: HostAction> Walk<'a, A> {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Why nothing new may start now: a stop.
+    /// Why nothing new may start now: a stop, or the window closed (read
+    /// on the clock now; once closed it stays closed for this run).
     fn halted(&self) -> Option<SkipReason> {
-        self.opts
-            .stop
-            .filter(|s| s.is_stopped())
-            .map(|s| SkipReason::Interrupted(s.reason()))
+        if let Some(why) = self.stopped() {
+            return Some(why);
+        }
+        let (window, clock) = self.opts.window?;
+        if window.contains(clock.now()) {
+            return None;
+        }
+        Some(
+            self.closed
+                .get_or_init(|| SkipReason::WindowClosed(window.describe()))
+                .clone(),
+        )
+    }
+
+    /// Why the walk stopped, without reading the clock again.
+    fn stopped(&self) -> Option<SkipReason> {
+        match self.opts.stop.filter(|s| s.is_stopped()) {
+            Some(s) => Some(SkipReason::Interrupted(s.reason())),
+            None => self.closed.get().cloned(),
+        }
     }
 
     fn set_shape(&self, si: usize, shape: Shape) {

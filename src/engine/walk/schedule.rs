@@ -70,11 +70,12 @@ impl<'a, A: HostAction> Walk<'a, A> {
                 }
             }
         }
-        // Steps that never started (stopped) are reported skipped.
+        // Steps that never started (stopped, or the window closed) are
+        // reported skipped.
         for (s, was) in started.iter().enumerate() {
             if !*was {
                 let why = self
-                    .halted()
+                    .stopped()
                     .unwrap_or_else(|| SkipReason::Interrupted("signal".into()));
                 for h in self.step_hosts(s).0 {
                     self.skip(s, h, 1, why.clone());
