@@ -164,6 +164,56 @@ fn skips_carry_their_kind() {
     assert_eq!(kinds, [Some(Kind::When), Some(Kind::When), None]);
 }
 
+/// A host the facts say could not be reached fails as apply words it:
+/// "unreachable: " once, then the connection's error.
+#[test]
+fn an_unreachable_host_fails_in_apply_s_words() {
+    let job = job(
+        "name: u\nsteps:\n  - id: web\n    target: [db-2, db-3]\n    service: { name: demo-web, state: started }\n",
+    )
+    .unwrap();
+    let opts = PlanOptions {
+        reach: drover::remote::fanout::Reach::default(),
+        limit: None,
+        facts_label: "<memory>".into(),
+        keep_facts: false,
+    };
+    let mut f = facts();
+    for (host, error) in [
+        ("db-2", "unreachable: connection refused: port 22"),
+        ("db-3", "no route to host"),
+    ] {
+        let hf = f.hosts.get_mut(host).unwrap();
+        hf.reachable = false;
+        hf.error = Some(error.into());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let p = rt
+        .block_on(plan(&job, Some(f), &opts, &NoEvents))
+        .unwrap()
+        .plan;
+    let errors: Vec<(Option<&str>, Option<Kind>)> = p.steps[0]
+        .results
+        .iter()
+        .map(|r| (r.error.as_deref(), r.kind))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (
+                Some("unreachable: connection refused: port 22"),
+                Some(Kind::Unreachable)
+            ),
+            (
+                Some("unreachable: no route to host"),
+                Some(Kind::Unreachable)
+            ),
+        ]
+    );
+}
+
 #[test]
 fn bad_input_in_memory_is_a_positioned_error() {
     let e = job("name: bad\nsteps:\n  - id: a\n    target: db-9\n    service: { name: x, state: started }\n")

@@ -341,11 +341,14 @@ impl HostAction for Predict<'_> {
     async fn connect(&self, h: usize) -> std::result::Result<(), Failure> {
         let hf = self.facts[h];
         if hf.reachable {
-            Ok(())
-        } else {
-            let why = hf.error.as_deref().unwrap_or("no connection").to_string();
-            Err(Failure::Unreachable(why))
+            return Ok(());
         }
+        // Facts read live word a host that could not be reached as its
+        // connection error does ("unreachable: connection refused: ...");
+        // the failure says "unreachable: " itself, as apply's does.
+        let why = hf.error.as_deref().unwrap_or("no connection");
+        let why = why.strip_prefix("unreachable: ").unwrap_or(why);
+        Err(Failure::Unreachable(why.to_string()))
     }
 
     async fn maintenance(
