@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::engine::clock::Clock;
 use crate::engine::events::{Event, EventSink, StopFlag};
 use crate::engine::execute::{execute, RunSpec};
 use crate::engine::job::Job;
@@ -26,8 +27,11 @@ pub struct ApplyOptions {
     pub step_timeout: Duration,
     /// Stop/restart/mask protected units.
     pub allow_protected: bool,
-    /// Run outside the playbook's window.
+    /// Run outside the playbook's window (and go on when it closes).
     pub ignore_window: bool,
+    /// The time the window is checked against, before the run and before
+    /// each batch: the system clock unless a caller sets one.
+    pub clock: Clock,
     /// Take the playbook's run lock (a playbook file's path), waiting up
     /// to `wait_lock` for it; None: ad-hoc jobs, no lock.
     pub lock: Option<PathBuf>,
@@ -58,6 +62,7 @@ impl Default for ApplyOptions {
             step_timeout: Duration::from_secs(600),
             allow_protected: false,
             ignore_window: false,
+            clock: Clock::system(),
             lock: None,
             wait_lock: None,
             report: None,
@@ -93,7 +98,7 @@ pub async fn apply(
         s.check_inputs(job)?;
     }
     if let Some(w) = &job.playbook.window {
-        if !opts.ignore_window && !w.contains(chrono::Utc::now()) {
+        if !opts.ignore_window && !w.contains(opts.clock.now()) {
             return Err(Error::Refused(Refusal::Window {
                 playbook: job.playbook.path.clone(),
                 window: w.describe(),
@@ -137,6 +142,8 @@ pub async fn apply(
         step_timeout: opts.step_timeout,
         allow_protected: opts.allow_protected,
         pool: opts.pool.clone(),
+        window: job.playbook.window.as_ref().filter(|_| !opts.ignore_window),
+        clock: &opts.clock,
     })
     .await;
     if let Some(path) = &opts.report {

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod claims;
+pub mod clock;
 pub mod events;
 mod execute;
 pub mod files;
@@ -20,8 +21,10 @@ mod lock;
 pub mod plan;
 pub mod saved;
 pub mod status;
+mod walk;
 
 pub use apply::{apply, Applied, ApplyOptions};
+pub use clock::Clock;
 pub use events::{Event, EventSink, NoEvents, StopFlag};
 pub use job::{AdHoc, Job, ServiceAction};
 pub use plan::{plan, Plan, PlanOptions, Planned};

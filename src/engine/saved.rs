@@ -230,10 +230,27 @@ pub async fn reread(job: &Job, saved: &Facts, reach: Reach) -> Facts {
                 .unwrap_or_default()
         })
         .collect();
-    let (read, _) = crate::engine::live::read_facts(
+    // The unit files a `unit:` step's prediction read, read again.
+    let files: Vec<Vec<UnitName>> = hosts
+        .iter()
+        .map(|h| {
+            saved
+                .hosts
+                .get(&h.name)
+                .map(|hf| {
+                    hf.unit_files
+                        .keys()
+                        .filter_map(|u| UnitName::parse(u).ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    let (read, _) = crate::engine::live::read_facts_with(
         &hosts,
         reach,
         |i| crate::engine::live::UnitSet::These(units[i].clone()),
+        |i| files[i].clone(),
         &NoEvents,
     )
     .await;

@@ -100,6 +100,9 @@ pub enum SkipReason {
     Aborted(String),
     /// A signal (or a cancel) stopped the run before this started.
     Interrupted(String),
+    /// The playbook's window (described) closed before this batch
+    /// started: nothing new starts after it.
+    WindowClosed(String),
     /// The host, or the unit on it, is in maintenance.
     Maintenance(String),
     /// An `on_failure` step of a module call, and the host failed none of
@@ -114,6 +117,9 @@ impl fmt::Display for SkipReason {
             SkipReason::FailedAt(s) => write!(f, "skipped: failed at step {s}"),
             SkipReason::Aborted(s) => write!(f, "skipped: run aborted at step {s}"),
             SkipReason::Interrupted(why) => write!(f, "skipped: run interrupted by {why}"),
+            SkipReason::WindowClosed(w) => {
+                write!(f, "skipped: the window ({w}) closed before this batch")
+            }
             SkipReason::Maintenance(r) => write!(f, "skipped: in maintenance: {r}"),
             SkipReason::NoFailure(call) => {
                 write!(f, "skipped: runs only after a failure in {call}")
@@ -129,7 +135,8 @@ impl SkipReason {
             SkipReason::WhenFalse | SkipReason::NoFailure(_) => Kind::When,
             SkipReason::FailedAt(_) => Kind::FailedEarlier,
             SkipReason::Aborted(_) => Kind::Aborted,
-            SkipReason::Interrupted(_) => Kind::Interrupted,
+            // The run stops like an interrupted one, and reports so.
+            SkipReason::Interrupted(_) | SkipReason::WindowClosed(_) => Kind::Interrupted,
             SkipReason::Maintenance(_) => Kind::Maintenance,
         }
     }
@@ -227,7 +234,8 @@ pub enum Kind {
     FailedEarlier,
     /// Skipped: the run was aborted (max_fail_percentage).
     Aborted,
-    /// Skipped: the run was interrupted (signal, cancel).
+    /// Skipped: the run was interrupted (signal, cancel, the window's
+    /// close).
     Interrupted,
     /// Skipped: in maintenance.
     Maintenance,
@@ -263,6 +271,12 @@ mod tests {
         let o = Outcome::Skipped(SkipReason::Maintenance("disk".into()));
         assert_eq!((o.status(), o.changed()), (Status::Skipped, false));
         assert_eq!(o.error().as_deref(), Some("skipped: in maintenance: disk"));
+        let closed = Outcome::Skipped(SkipReason::WindowClosed("02:00-04:00 UTC".into()));
+        assert_eq!(
+            closed.error().as_deref(),
+            Some("skipped: the window (02:00-04:00 UTC) closed before this batch")
+        );
+        assert_eq!(closed.kind(), Some(Kind::Interrupted));
         assert_eq!(
             serde_json::to_string(&Kind::ConnectionLost).unwrap(),
             "\"connection-lost\""

@@ -72,7 +72,8 @@ pub enum RunOutcome {
     Completed,
     /// `max_fail_percentage` was exceeded; the rest was skipped.
     Aborted,
-    /// A signal or a cancel stopped it; the rest was skipped.
+    /// A signal or a cancel stopped it, or the playbook's window closed
+    /// before its last batch; the rest was skipped.
     Interrupted,
 }
 

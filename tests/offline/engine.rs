@@ -164,6 +164,56 @@ fn skips_carry_their_kind() {
     assert_eq!(kinds, [Some(Kind::When), Some(Kind::When), None]);
 }
 
+/// A host the facts say could not be reached fails as apply words it:
+/// "unreachable: " once, then the connection's error.
+#[test]
+fn an_unreachable_host_fails_in_apply_s_words() {
+    let job = job(
+        "name: u\nsteps:\n  - id: web\n    target: [db-2, db-3]\n    service: { name: demo-web, state: started }\n",
+    )
+    .unwrap();
+    let opts = PlanOptions {
+        reach: drover::remote::fanout::Reach::default(),
+        limit: None,
+        facts_label: "<memory>".into(),
+        keep_facts: false,
+    };
+    let mut f = facts();
+    for (host, error) in [
+        ("db-2", "unreachable: connection refused: port 22"),
+        ("db-3", "no route to host"),
+    ] {
+        let hf = f.hosts.get_mut(host).unwrap();
+        hf.reachable = false;
+        hf.error = Some(error.into());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let p = rt
+        .block_on(plan(&job, Some(f), &opts, &NoEvents))
+        .unwrap()
+        .plan;
+    let errors: Vec<(Option<&str>, Option<Kind>)> = p.steps[0]
+        .results
+        .iter()
+        .map(|r| (r.error.as_deref(), r.kind))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (
+                Some("unreachable: connection refused: port 22"),
+                Some(Kind::Unreachable)
+            ),
+            (
+                Some("unreachable: no route to host"),
+                Some(Kind::Unreachable)
+            ),
+        ]
+    );
+}
+
 #[test]
 fn bad_input_in_memory_is_a_positioned_error() {
     let e = job("name: bad\nsteps:\n  - id: a\n    target: db-9\n    service: { name: x, state: started }\n")
@@ -368,4 +418,140 @@ fn a_secret_in_a_unit_name_is_refused_and_errors_hide_it() {
         d.contains(&drover::model::secret::marker("svc", "bad;name")),
         "{d}"
     );
+}
+
+/// A roll begun at 03:59 in a window that closes at 04:00: batch 1 starts,
+/// the clock passes 04:00 while it runs, and no later batch (nor a later
+/// step) starts; the report says why for each and the run is interrupted
+/// (exit 3). The hosts are this machine's bus at sockets that do not
+/// exist: unreachable at once, nothing is contacted, and the clock is set
+/// instead of slept on.
+#[test]
+fn no_batch_starts_after_the_window_closes() {
+    use chrono::{DateTime, Utc};
+    use drover::engine::{apply, ApplyOptions, Clock, Event, EventSink, StopFlag};
+    use drover::model::report::{RunOutcome, Verdict};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let bus = |h: &str| {
+        format!(
+            "  {h}: {{ transport: local, bus: \"unix:path={}/no-bus-{h}\" }}\n",
+            dir.path().display()
+        )
+    };
+    let inventory = format!("hosts:\n{}{}{}", bus("a"), bus("b"), bus("c"));
+    let job = Job::from_text(
+        "name: roll\nwindow: { start: \"02:00\", end: \"04:00\", tz: UTC }\nsteps:\n  - id: roll\n    target: [a, b, c]\n    serial: 1\n    service: { name: demo-web, state: restarted }\n  - id: after\n    target: b\n    service: { name: demo-idle, state: started }\n",
+        Path::new("<playbook>"),
+        &inventory,
+        Path::new("<inventory>"),
+        None,
+    )
+    .unwrap();
+    let at = |t: &str| -> DateTime<Utc> { format!("2026-01-03T{t}Z").parse().unwrap() };
+
+    /// Moves the clock to `then` when batch 1 is over.
+    struct Roll {
+        now: Arc<Mutex<DateTime<Utc>>>,
+        then: DateTime<Utc>,
+        events: Mutex<Vec<Event>>,
+    }
+    impl EventSink for Roll {
+        fn event(&self, e: &Event) {
+            if let Event::BatchDone { batch: 1, .. } = e {
+                *self.now.lock().unwrap() = self.then;
+            }
+            self.events.lock().unwrap().push(e.clone());
+        }
+    }
+    let roll = |then: &str, ignore_window: bool| {
+        let now = Arc::new(Mutex::new(at("03:59:00")));
+        let sink = Roll {
+            now: now.clone(),
+            then: at(then),
+            events: Mutex::new(Vec::new()),
+        };
+        let opts = ApplyOptions {
+            clock: Clock::new(move || *now.lock().unwrap()),
+            ignore_window,
+            report: Some(dir.path().join("report.json")),
+            ..ApplyOptions::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let applied = rt
+            .block_on(apply(&job, &opts, &StopFlag::default(), &sink))
+            .unwrap();
+        let results: Vec<(String, String, Status, Option<String>)> = applied
+            .report
+            .results
+            .iter()
+            .map(|r| {
+                (
+                    r.step.clone(),
+                    r.hostname.clone(),
+                    r.status,
+                    r.error.clone(),
+                )
+            })
+            .collect();
+        let batches = sink
+            .events
+            .into_inner()
+            .unwrap()
+            .into_iter()
+            .filter(|e| matches!(e, Event::BatchDone { .. }))
+            .count();
+        (applied.report, results, batches)
+    };
+    let row = |step: &str, host: &str, status, error: &str| {
+        (
+            step.to_string(),
+            host.to_string(),
+            status,
+            Some(error.to_string()),
+        )
+    };
+    // The window closes while batch 1 runs.
+    let (report, results, batches) = roll("04:00:30", false);
+    let closed = "skipped: the window (02:00-04:00 UTC) closed before this batch";
+    assert_eq!(results.len(), 4, "{results:?}");
+    assert_eq!(results[0].0, "roll");
+    assert_eq!(results[0].2, Status::Failed, "batch 1 ran: {results:?}");
+    assert!(results[0].3.as_deref().unwrap().starts_with("unreachable"));
+    assert_eq!(
+        results[1..],
+        [
+            row("roll", "b", Status::Skipped, closed),
+            row("roll", "c", Status::Skipped, closed),
+            row("after", "b", Status::Skipped, closed),
+        ]
+    );
+    assert_eq!(report.results[1].kind, Some(Kind::Interrupted));
+    assert_eq!(batches, 1, "no BatchDone for the batches never started");
+    assert_eq!(report.outcome, RunOutcome::Interrupted);
+    assert_eq!(Verdict::of_report(&report).exit_code(), 3);
+
+    // Still 03:59:59 after batch 1: every batch and step starts.
+    let (report, results, batches) = roll("03:59:59", false);
+    assert_eq!(report.outcome, RunOutcome::Completed, "{results:?}");
+    assert_eq!(batches, 4, "three of `roll`, one of `after`");
+    let statuses: Vec<Status> = results.iter().map(|r| r.2).collect();
+    assert_eq!(
+        statuses,
+        [
+            Status::Failed,
+            Status::Failed,
+            Status::Failed,
+            Status::Skipped
+        ]
+    );
+    assert!(!format!("{results:?}").contains("window"), "{results:?}");
+
+    // --ignore-window: the window's close changes nothing.
+    let (report, _, batches) = roll("04:00:30", true);
+    assert_eq!((report.outcome, batches), (RunOutcome::Completed, 4));
 }

@@ -9,7 +9,7 @@ mod error;
 mod executor;
 mod extract;
 mod jobs;
-mod launch;
+pub(super) mod launch;
 mod limit;
 mod listen;
 mod node;

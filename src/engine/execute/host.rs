@@ -1,127 +1,33 @@
-//! One step on one host: the checks before work (skip, protected,
-//! unreachable, maintenance), then the step's module.
+//! One step on one host, once the walk's checks let it work: the step's
+//! module (maintenance, unit file, script; service steps in service.rs),
+//! bounded by the step timeout, and the host's maintenance flags.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use crate::engine::execute::open_slot;
-use crate::engine::execute::push;
-use crate::engine::execute::result_of;
 use crate::engine::execute::service::ServiceStep;
 use crate::engine::execute::session_of;
-use crate::engine::execute::unreachable_text;
-use crate::engine::execute::Run;
-use crate::model::decide::{failure_text, refuse_protected};
-use crate::model::expand::{goal_of, HostTask};
+use crate::engine::execute::step::joined;
+use crate::engine::execute::step::reads_for;
+use crate::engine::execute::step::Done;
+use crate::engine::execute::step::Failed;
+use crate::engine::execute::step::HostStep;
+use crate::engine::execute::step::Reading;
+use crate::engine::execute::Do;
+use crate::model::decide::failure_text;
+use crate::model::expand::goal_of;
 use crate::model::facts::UnitFacts;
 use crate::model::maintenance::{MaintenanceGoal, MaintenanceState, HOST_SCOPE};
-use crate::model::outcome::{Failure, Outcome, Status};
+use crate::model::outcome::{Failure, Outcome};
 use crate::model::playbook::module::ScriptModule;
-use crate::model::playbook::{Operation, ServiceState, Step, UnitFileGoal};
-use crate::model::service::{join_actions, Action, ServiceGoal};
+use crate::model::playbook::{Operation, ServiceState, UnitFileGoal};
+use crate::model::service::Action;
 use crate::model::unit::UnitName;
 use crate::model::unitfile::UnitFileWant;
 use crate::remote::carrier::Session;
 use crate::remote::systemd::{StateRead, SystemdError};
 
-/// One host in one step: what every phase of its work needs.
-pub(super) struct HostStep<'r, 'a> {
-    pub(super) run: &'r Run<'a>,
-    pub(super) h: usize,
-    pub(super) step: &'a Step,
-    pub(super) task: &'a HostTask,
-}
-
-/// One host, one step: checks, connect, maintenance, then the module's
-/// read, decide, act, verify; the result is recorded.
-pub(super) async fn run_host(
-    run: &Run<'_>,
-    si: usize,
-    h: usize,
-    carry: &mut Option<Reading>,
-    next: Option<(UnitName, StateRead)>,
-) -> Status {
-    // A reading carried from the previous step is for this step only.
-    let carried = carry.take();
-    let job = run.job;
-    let Some(task) = job.expanded[si].task(h) else {
-        return Status::Skipped;
-    };
-    let hs = HostStep {
-        run,
-        h,
-        step: &job.playbook.steps[si],
-        task,
-    };
-    let t0 = Instant::now();
-    let (outcome, action, msg) = match hs.prepare().await {
-        Err(outcome) => (outcome, "none".to_string(), None),
-        Ok(session) => {
-            let _permit = run.forks.acquire().await;
-            hs.work(&session, carried, next, carry).await
-        }
-    };
-    let mut r = result_of(run, si, h, &outcome);
-    if !matches!(outcome, Outcome::Skipped(_)) {
-        r.duration_ms = t0.elapsed().as_millis() as u64;
-        r.action = action;
-        r.msg = msg.map(|m| job.playbook.secrets.redact_string(m));
-    }
-    let status = r.status;
-    push(run, si, h, r);
-    status
-}
-
 impl HostStep<'_, '_> {
-    /// Everything decided before the host's work: earlier failures,
-    /// `when`, protection, the connection, maintenance. `Err` is the
-    /// host's outcome for this step.
-    async fn prepare(&self) -> std::result::Result<Arc<Session>, Outcome> {
-        let (run, h) = (self.run, self.h);
-        if let Some(why) = run.book().before_step_host(self.step, h, self.task.when) {
-            return Err(Outcome::Skipped(why));
-        }
-        let host = &run.job.inventory.hosts[h];
-        if let Some(refused) =
-            refuse_protected(self.step, self.task, host, run.spec.allow_protected)
-        {
-            return Err(Outcome::failed(refused));
-        }
-        let slot = run.slots[h]
-            .get_or_init(|| async {
-                crate::remote::fanout::open(host, &run.spec.reach())
-                    .await
-                    .map(open_slot)
-                    .map_err(unreachable_text)
-            })
-            .await;
-        let session = match slot.as_ref().map(|m| m.lock().ok().and_then(|s| s.clone())) {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                return Err(Outcome::failed(Failure::Error(
-                    "internal: the host's connection was already closed".into(),
-                )))
-            }
-            Err(e) => return Err(Outcome::failed(Failure::Unreachable(e.clone()))),
-        };
-        let exempt = self.step.ignore_maintenance
-            || matches!(self.step.operation, Operation::Maintenance { .. });
-        if !exempt {
-            match host_maintenance(run, h).await {
-                Ok(m) => {
-                    if let Some(why) = m.skip_reason(self.task.unit.as_str()) {
-                        return Err(Outcome::Skipped(why));
-                    }
-                }
-                Err(e) => return Err(Outcome::failed(Failure::Error(e))),
-            }
-        }
-        Ok(session)
-    }
-
     /// The module's work, bounded by the step timeout: an unattended run
     /// must never hang, whatever systemd or the network does.
-    async fn work(
+    pub(super) async fn work(
         &self,
         session: &Session,
         carried: Option<Reading>,
@@ -188,13 +94,12 @@ impl HostStep<'_, '_> {
     /// A `maintenance:` step on one host.
     async fn maintenance(&self, session: &Session, enable: bool) -> Result<Done, Failed> {
         let (run, h, task) = (self.run, self.h, self.task);
-        let failed_at = run.book().failed_at(h).map(str::to_string);
         let goal = MaintenanceGoal {
             enable,
             reason: failure_text(
                 self.step,
                 task.content.as_deref().unwrap_or_default(),
-                failed_at.as_deref(),
+                self.failed_at.as_deref(),
             ),
             unit: (task.unit.as_str() != HOST_SCOPE).then(|| task.unit.clone()),
         };
@@ -288,49 +193,9 @@ impl HostStep<'_, '_> {
     }
 }
 
-pub(super) struct Done {
-    pub(super) changed: bool,
-    pub(super) action: String,
-    /// What a script module said.
-    pub(super) msg: Option<String>,
-    /// The next step's unit, read together with this step's last reading.
-    pub(super) next: Option<Reading>,
-}
-
-pub(super) struct Failed {
-    pub(super) changed: bool,
-    pub(super) action: String,
-    pub(super) failure: Failure,
-}
-
-/// A unit's state read at the end of a host's step for that host's next
-/// step (`strategy: free`): one round trip serves both.
-pub(super) struct Reading {
-    pub(super) unit: UnitName,
-    pub(super) what: StateRead,
-    pub(super) facts: UnitFacts,
-    pub(super) at: Instant,
-}
-
-/// How old a carried reading may be and still stand in for the next step's
-/// own. It was taken by the same connection with no drover action since;
-/// normally the next step starts microseconds later, but waiting for a
-/// `forks` slot could take longer, and then the step reads again.
-pub(super) const CARRY_FRESH: Duration = Duration::from_millis(250);
-
-/// What a service step reads before deciding: enablement only when the
-/// step is about it (less bus traffic, and the same reading before and
-/// after); the InvocationID is added once the step knows it will act.
-pub(super) fn reads_for(goal: &ServiceGoal) -> StateRead {
-    StateRead {
-        file_state: goal.enabled.is_some() || goal.masked.is_some(),
-        invocation: false,
-    }
-}
-
 /// What a host's next step would read first, if it is a service step that
 /// runs there: its unit and the properties its goal needs.
-pub(super) fn next_reading(run: &Run<'_>, si: usize, h: usize) -> Option<(UnitName, StateRead)> {
+pub(super) fn next_reading(run: &Do<'_>, si: usize, h: usize) -> Option<(UnitName, StateRead)> {
     let step = &run.job.playbook.steps[si];
     if !matches!(step.operation, Operation::Service { .. }) {
         return None;
@@ -350,7 +215,7 @@ pub(super) fn next_reading(run: &Run<'_>, si: usize, h: usize) -> Option<(UnitNa
 /// A host's maintenance flags: from the run's cache, read from the host on
 /// first use.
 pub(super) async fn host_maintenance(
-    run: &Run<'_>,
+    run: &Do<'_>,
     h: usize,
 ) -> std::result::Result<MaintenanceState, String> {
     let limit = run.spec.step_timeout;
@@ -365,7 +230,7 @@ pub(super) async fn host_maintenance(
 }
 
 async fn read_host_maintenance(
-    run: &Run<'_>,
+    run: &Do<'_>,
     h: usize,
 ) -> std::result::Result<MaintenanceState, String> {
     if let Some(m) = run
@@ -386,10 +251,6 @@ async fn read_host_maintenance(
         }
     }
     Ok(m)
-}
-
-pub(super) fn joined(actions: &[Action]) -> String {
-    join_actions(actions, "none")
 }
 
 /// Whether systemd's state really differs between two readings.

@@ -1,42 +1,42 @@
 //! The executor: runs a job on real hosts.
 //!
-//! It is an explicit state machine over the DAG's scheduler: ready steps
-//! start together, a step's hosts run in rolling batches (`serial`) with at
-//! most `forks` hosts in flight across all steps, and a batch's gates (job
-//! result, `wait`) decide before the next batch starts. Who skips, which
-//! host `_any` picks, batching and aborting are the decisions the plan
-//! uses ([`crate::model::decide`]); every host decides what to do with the
-//! same module functions, from state read just before acting, and reports
-//! `changed` from state read just after. Results stream to the journal and
-//! to the caller's [`EventSink`] as they happen.
+//! The walk over steps, batches and hosts is the plan's too
+//! ([`crate::engine::walk`]): ready steps start together, a step's hosts
+//! run in rolling batches (`serial`), and a batch's gates (job result,
+//! `wait`) decide before the next batch starts. This is what happens on
+//! one host, [`Do`]: its connection (made up front under `linear`, on
+//! first use under `free`, closed as soon as the host has no step left),
+//! its maintenance flags, at most `forks` hosts working at once across all
+//! steps, and the module's work, deciding with the same module functions
+//! as the plan from state read just before acting and reporting `changed`
+//! from state read just after. Results stream to the journal and to the
+//! caller's [`EventSink`] as they happen.
 
 mod gate;
 mod host;
-mod schedule;
 mod service;
+mod step;
 
 pub use host::really_changed;
 
-use std::collections::BTreeSet;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use crate::engine::clock::Clock;
 use crate::engine::events::{Event, EventSink, StopFlag};
-use crate::engine::execute::host::host_maintenance;
-use crate::engine::execute::schedule::run_free;
-use crate::engine::execute::schedule::run_linear;
-use crate::engine::execute::schedule::step_hosts;
+use crate::engine::execute::host::{host_maintenance, next_reading};
+use crate::engine::execute::step::{HostStep, Reading};
 use crate::engine::job::Job;
 use crate::engine::journal::Journal;
-use crate::model::decide::FailureLedger;
+use crate::engine::walk::{walk, Finished, HostAction, Presence, WalkOptions, Work};
 use crate::model::maintenance::MaintenanceState;
 use crate::model::now_rfc3339;
-use crate::model::outcome::{Outcome, SkipReason};
-use crate::model::playbook::{Operation, Strategy};
+use crate::model::outcome::{Failure, Outcome, SkipReason};
+use crate::model::playbook::{Operation, Window};
 use crate::model::report::{JobReport, JobResult, RunOutcome};
+use crate::model::unit::UnitName;
 use crate::remote::carrier::Session;
 use crate::remote::fanout::{HostError, Reach};
 use crate::remote::pool::Pool;
@@ -62,6 +62,11 @@ pub struct RunSpec<'a> {
     /// Connections kept between runs (the server); None: this run opens
     /// and closes its own.
     pub pool: Option<Pool>,
+    /// The window checked before each batch (None: no window, or
+    /// `--ignore-window`).
+    pub window: Option<&'a Window>,
+    /// The time the window is checked against.
+    pub clock: &'a Clock,
 }
 
 impl RunSpec<'_> {
@@ -80,22 +85,20 @@ fn open_slot(s: Arc<Session>) -> Mutex<Option<Arc<Session>>> {
     Mutex::new(Some(s))
 }
 
-/// Everything the host workers share.
-struct Run<'a> {
+/// Apply's [`HostAction`]: each host's step done on the host, with what
+/// the host workers share.
+pub(crate) struct Do<'a> {
     spec: RunSpec<'a>,
     job: &'a Job,
     /// One connection per host, made up front (linear) or on first use
     /// (free), closed as soon as the host has no step left.
     slots: Vec<Slot>,
-    /// Steps not yet finished that may work on each host (linear): at zero
-    /// the host's connection is released.
-    pending: Vec<AtomicUsize>,
     /// Connections being closed in the background; awaited before the
     /// report.
     closing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    book: Mutex<FailureLedger>,
     forks: Semaphore,
     results: Mutex<Vec<(usize, usize, JobResult)>>,
+    /// Each step's position in DAG order (the report's order).
     order_of: Vec<usize>,
     /// Each host's maintenance flags, read once per run and kept up to date
     /// by the run's own `maintenance:` steps.
@@ -104,42 +107,31 @@ struct Run<'a> {
     maint_write: Vec<tokio::sync::Mutex<()>>,
 }
 
-/// Connect to every host the run may touch, run the DAG, close the
-/// sessions and return the report.
+/// Walk the job over its hosts doing each step there, close the sessions
+/// and return the report.
 pub async fn execute(spec: RunSpec<'_>) -> JobReport {
     let job = spec.job;
     let started_at = now_rfc3339();
-    let involved = involved_hosts(job);
-    let run = Run::new(spec, &involved).await;
-    if job.playbook.strategy == Strategy::Linear {
-        // `_any` never picks a host in maintenance: know the flags first.
-        futures_util::future::join_all(involved.iter().copied().map(|h| host_maintenance(&run, h)))
-            .await;
-    }
-    let mut started = vec![false; job.playbook.steps.len()];
-    match job.playbook.strategy {
-        Strategy::Linear => run_linear(&run, &mut started).await,
-        Strategy::Free => {
-            run_free(&run, &involved).await;
-            started.iter_mut().for_each(|s| *s = true);
-        }
-    }
-    // Steps that never started (interrupted) are reported skipped.
-    for (s, was) in started.iter().enumerate() {
-        if !*was {
-            for h in step_hosts(&run, s) {
-                record_skip(&run, s, h, interrupted(&run));
-            }
-        }
-    }
-    let outcome = if run.spec.stop.is_stopped() {
+    let run = Do::new(spec);
+    let end = walk(
+        job,
+        &run,
+        WalkOptions {
+            allow_protected: run.spec.allow_protected,
+            stop: Some(run.spec.stop),
+            window: run.spec.window.map(|w| (w, run.spec.clock)),
+            events: run.spec.events,
+            lanes: run.spec.forks.max(1),
+        },
+    )
+    .await;
+    let end = match end {
+        Ok(end) => end,
+        Err(never) => match never {},
+    };
+    let outcome = if run.spec.stop.is_stopped() || end.window_closed {
         RunOutcome::Interrupted
-    } else if run
-        .book
-        .lock()
-        .ok()
-        .is_some_and(|b| b.aborted_at().is_some())
-    {
+    } else if end.aborted_at.is_some() {
         RunOutcome::Aborted
     } else {
         RunOutcome::Completed
@@ -156,50 +148,159 @@ pub async fn execute(spec: RunSpec<'_>) -> JobReport {
     }
 }
 
-/// Every host some step may work on, in inventory order.
-fn involved_hosts(job: &Job) -> Vec<usize> {
-    let mut involved = BTreeSet::new();
-    for ex in &job.expanded {
-        involved.extend(ex.tasks.iter().map(|t| t.host));
-    }
-    involved.into_iter().collect()
+/// What apply's work reports beside its outcome.
+pub(crate) struct Ran {
+    /// Operations performed, `+`-joined.
+    action: String,
+    /// What a script module said.
+    msg: Option<String>,
 }
 
-impl<'a> Run<'a> {
-    async fn new(spec: RunSpec<'a>, involved: &[usize]) -> Run<'a> {
-        let job = spec.job;
-        let n = job.inventory.hosts.len();
-        let slots: Vec<Slot> = (0..n).map(|_| tokio::sync::OnceCell::new()).collect();
-        if job.playbook.strategy == Strategy::Linear {
-            // `_any` picks need to know who is reachable before the first step.
-            let hosts: Vec<_> = involved
-                .iter()
-                .map(|i| job.inventory.hosts[*i].clone())
-                .collect();
-            let reach = spec.reach();
-            for r in crate::remote::fanout::connect_all(&hosts, &reach).await {
-                let h = involved[r.index];
-                let _ = slots[h].set(r.result.map(open_slot).map_err(unreachable_text));
+impl Default for Ran {
+    fn default() -> Self {
+        Ran {
+            action: "none".into(),
+            msg: None,
+        }
+    }
+}
+
+impl HostAction for Do<'_> {
+    type Conn = Arc<Session>;
+    type Lane = Option<Reading>;
+    type Detail = Ran;
+    type Error = std::convert::Infallible;
+
+    fn presence(&self, h: usize) -> Presence {
+        let maint = self.maint.lock();
+        Presence {
+            reachable: self.slots[h].get().is_some_and(|r| r.is_ok()),
+            // Flags not read (or not readable) count as in maintenance.
+            in_maintenance: maint.map_or(true, |m| {
+                m.get(h)
+                    .is_none_or(|m| m.as_ref().is_none_or(|m| m.host.is_some()))
+            }),
+        }
+    }
+
+    /// Connect to every host up front and read its maintenance flags.
+    async fn survey(&self, involved: &[usize]) {
+        let job = self.job;
+        let hosts: Vec<_> = involved
+            .iter()
+            .map(|i| job.inventory.hosts[*i].clone())
+            .collect();
+        let reach = self.spec.reach();
+        for r in crate::remote::fanout::connect_all(&hosts, &reach).await {
+            let h = involved[r.index];
+            let _ = self.slots[h].set(r.result.map(open_slot).map_err(unreachable_text));
+        }
+        futures_util::future::join_all(involved.iter().map(|&h| host_maintenance(self, h))).await;
+    }
+
+    async fn connect(&self, h: usize) -> Result<Arc<Session>, Failure> {
+        let host = &self.job.inventory.hosts[h];
+        let slot = self.slots[h]
+            .get_or_init(|| async {
+                crate::remote::fanout::open(host, &self.spec.reach())
+                    .await
+                    .map(open_slot)
+                    .map_err(unreachable_text)
+            })
+            .await;
+        match slot.as_ref().map(|m| m.lock().ok().and_then(|s| s.clone())) {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => Err(Failure::Error(
+                "internal: the host's connection was already closed".into(),
+            )),
+            Err(e) => Err(Failure::Unreachable(e.clone())),
+        }
+    }
+
+    async fn maintenance(&self, h: usize, unit: &UnitName) -> Result<Option<SkipReason>, String> {
+        host_maintenance(self, h)
+            .await
+            .map(|m| m.skip_reason(unit.as_str()))
+    }
+
+    async fn work(
+        &self,
+        session: Arc<Session>,
+        w: Work<'_>,
+        carried: Option<Reading>,
+        lane: &mut Option<Reading>,
+    ) -> Result<(Outcome, Ran), Self::Error> {
+        // The host runs its steps back to back (free): this step's last
+        // reading also reads the next step's unit.
+        let next = w.next.and_then(|n| next_reading(self, n, w.h));
+        let hs = HostStep {
+            run: self,
+            h: w.h,
+            step: w.step,
+            task: w.task,
+            failed_at: w.failed_at,
+        };
+        let _permit = self.forks.acquire().await;
+        let (outcome, action, msg) = hs.work(&session, carried, next, lane).await;
+        Ok((outcome, Ran { action, msg }))
+    }
+
+    fn record(&self, f: Finished<Ran>) {
+        let mut r = result_of(self, f.si, f.h, &f.outcome);
+        if !matches!(f.outcome, Outcome::Skipped(_)) {
+            r.duration_ms = f.elapsed.as_millis() as u64;
+            r.action = f.detail.action;
+            r.msg = f
+                .detail
+                .msg
+                .map(|m| self.job.playbook.secrets.redact_string(m));
+        }
+        push(self, f.si, f.h, r);
+    }
+
+    /// The host has no step left: close its connection now, in the
+    /// background, instead of holding an ssh master per host until the run
+    /// ends (a large fleet would pile them up; a small one would pay every
+    /// close at the end).
+    fn release(&self, h: usize) {
+        let Some(Ok(cell)) = self.slots[h].get() else {
+            return;
+        };
+        let Some(arc) = cell.lock().ok().and_then(|mut s| s.take()) else {
+            return;
+        };
+        match Arc::try_unwrap(arc) {
+            Ok(session) => {
+                let task = tokio::spawn(session.close());
+                if let Ok(mut c) = self.closing.lock() {
+                    c.push(task);
+                }
+            }
+            // Still in use (cannot happen once the host's steps are done):
+            // put it back for the final close.
+            Err(arc) => {
+                if let Ok(mut s) = cell.lock() {
+                    *s = Some(arc);
+                }
             }
         }
+    }
+}
+
+impl<'a> Do<'a> {
+    fn new(spec: RunSpec<'a>) -> Do<'a> {
+        let job = spec.job;
+        let n = job.inventory.hosts.len();
         let mut order_of = vec![0; job.playbook.steps.len()];
         for (pos, s) in job.dag.order().iter().enumerate() {
             order_of[*s] = pos;
         }
-        let mut pending = vec![0usize; n];
-        for ex in &job.expanded {
-            for h in ex.targets.candidates() {
-                pending[h] += 1;
-            }
-        }
-        Run {
+        Do {
             forks: Semaphore::new(spec.forks.max(1)),
             spec,
             job,
-            slots,
-            pending: pending.into_iter().map(AtomicUsize::new).collect(),
+            slots: (0..n).map(|_| tokio::sync::OnceCell::new()).collect(),
             closing: Mutex::new(Vec::new()),
-            book: Mutex::new(FailureLedger::new(n)),
             results: Mutex::new(Vec::new()),
             order_of,
             maint: Mutex::new(vec![None; n]),
@@ -210,7 +311,7 @@ impl<'a> Run<'a> {
     /// Close every connection still open and return the results in
     /// execution order.
     async fn finish(self) -> Vec<JobResult> {
-        let Run {
+        let Do {
             slots,
             results,
             closing,
@@ -232,16 +333,6 @@ impl<'a> Run<'a> {
         results.sort_by_key(|(order, host, _)| (*order, *host));
         results.into_iter().map(|(_, _, r)| r).collect()
     }
-
-    fn book(&self) -> std::sync::MutexGuard<'_, FailureLedger> {
-        // A poisoned book only means a worker panicked mid-update; the
-        // bookkeeping itself is still consistent enough to report.
-        self.book.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-fn interrupted(run: &Run<'_>) -> SkipReason {
-    SkipReason::Interrupted(run.spec.stop.reason())
 }
 
 /// Why a host could not be connected, as `Failure::Unreachable` words it
@@ -255,38 +346,11 @@ fn unreachable_text(e: HostError) -> String {
 }
 
 /// The host's open session, if any.
-fn session_of(run: &Run<'_>, h: usize) -> Option<Arc<Session>> {
+fn session_of(run: &Do<'_>, h: usize) -> Option<Arc<Session>> {
     run.slots[h].get()?.as_ref().ok()?.lock().ok()?.clone()
 }
 
-/// The host has no step left: close its connection now, in the background,
-/// instead of holding an ssh master per host until the run ends (a large
-/// fleet would pile them up; a small one would pay every close at the end).
-fn release(run: &Run<'_>, h: usize) {
-    let Some(Ok(cell)) = run.slots[h].get() else {
-        return;
-    };
-    let Some(arc) = cell.lock().ok().and_then(|mut s| s.take()) else {
-        return;
-    };
-    match Arc::try_unwrap(arc) {
-        Ok(session) => {
-            let task = tokio::spawn(session.close());
-            if let Ok(mut c) = run.closing.lock() {
-                c.push(task);
-            }
-        }
-        // Still in use (cannot happen once the host's steps are done): put
-        // it back for the final close.
-        Err(arc) => {
-            if let Ok(mut s) = cell.lock() {
-                *s = Some(arc);
-            }
-        }
-    }
-}
-
-fn push(run: &Run<'_>, si: usize, h: usize, r: JobResult) {
+fn push(run: &Do<'_>, si: usize, h: usize, r: JobResult) {
     if let Some(j) = run.spec.journal {
         j.record(&r);
     }
@@ -297,7 +361,7 @@ fn push(run: &Run<'_>, si: usize, h: usize, r: JobResult) {
 }
 
 /// The result of a host in a step, from its outcome.
-fn result_of(run: &Run<'_>, si: usize, h: usize, outcome: &Outcome) -> JobResult {
+fn result_of(run: &Do<'_>, si: usize, h: usize, outcome: &Outcome) -> JobResult {
     let job = run.job;
     let unit = match &job.playbook.steps[si].operation {
         Operation::Script(m) => m.name.clone(),
@@ -313,8 +377,4 @@ fn result_of(run: &Run<'_>, si: usize, h: usize, outcome: &Outcome) -> JobResult
         outcome,
         &job.playbook.secrets,
     )
-}
-
-fn record_skip(run: &Run<'_>, si: usize, h: usize, why: SkipReason) {
-    push(run, si, h, result_of(run, si, h, &Outcome::Skipped(why)));
 }

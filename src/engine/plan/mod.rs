@@ -4,6 +4,7 @@
 //! a facts file it does not even connect.
 
 mod checks;
+mod predict;
 mod simulate;
 
 pub use simulate::{other_inputs, simulate, simulate_with_checks};

@@ -1,57 +1,31 @@
-//! The plan's walk: each step on each host predicted from facts, with the
-//! same decisions the executor makes.
+//! The plan: the engine's walk over the job ([`crate::engine::walk`]) with
+//! each host's step predicted from facts ([`Predict`]), made into a
+//! [`Plan`] with every host's before/after.
 
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
+use crate::engine::events::NoEvents;
 use crate::engine::job::Job;
+use crate::engine::plan::predict::{Fleet, Predict};
 use crate::engine::plan::step_plan;
 use crate::engine::plan::HostChanges;
 use crate::engine::plan::ModuleChecks;
 use crate::engine::plan::Plan;
 use crate::engine::plan::PlanLabels;
-use crate::engine::plan::PlannedResult;
 use crate::engine::plan::Source;
 use crate::engine::plan::StepPlan;
-use crate::engine::plan::Summary;
 use crate::engine::plan::UnitChange;
 use crate::engine::plan::HOST_DOC;
-use crate::model::decide::{
-    batch_size, failure_text, group_batch_size, pick_any, refuse_protected, Candidate,
-    FailureLedger,
-};
+use crate::engine::walk::{walk, WalkEnd, WalkOptions};
 use crate::model::error::{Error, Result};
-use crate::model::expand::{goal_of, HostTask};
 use crate::model::facts::{Facts, HostFacts, UnitFacts};
-use crate::model::maintenance::{
-    decide_maintenance, MaintenanceGoal, MaintenanceState, HOST_SCOPE,
-};
-use crate::model::outcome::{Failure, Outcome, SkipReason, Status};
-use crate::model::playbook::module::ScriptModule;
-use crate::model::playbook::{Group, Operation, Step, UnitFileGoal};
+use crate::model::maintenance::{MaintenanceState, HOST_SCOPE};
 use crate::model::secret::Secrets;
-use crate::model::service::{decide_service, Action};
 use crate::model::unit::UnitName;
-use crate::model::unitfile::{decide_unit, predict, UnitFileWant};
-
-/// Record a step's actions against a unit of a host, for the diff.
-fn note_actions(
-    list: &mut Vec<(UnitName, Vec<String>)>,
-    unit: &UnitName,
-    actions: &[Action],
-    step: &str,
-) {
-    let i = match list.iter().position(|(u, _)| u == unit) {
-        Some(i) => i,
-        None => {
-            list.push((unit.clone(), Vec::new()));
-            list.len() - 1
-        }
-    };
-    for a in actions {
-        list[i].1.push(format!("{a} ({step})"));
-    }
-}
 
 /// State lines beyond active/enabled: the maintenance flag of the unit (or
 /// the host, for the host entry) and, for units a `unit:` step touches,
@@ -106,22 +80,23 @@ pub fn simulate_with_checks(
     checks: &ModuleChecks,
 ) -> Result<Plan> {
     let host_facts = facts_per_host(job, facts)?;
-    let mut sim = Simulation::new(job, host_facts);
-    sim.checks = checks;
-    let mut steps = Vec::with_capacity(job.playbook.steps.len());
-    let mut groups_done = std::collections::HashSet::new();
-    for &si in job.dag.order() {
-        match &job.playbook.steps[si].group {
-            Some(g) => {
-                if groups_done.insert(g.call.clone()) {
-                    steps.extend(sim.group(g)?);
-                }
-            }
-            None => steps.push(sim.step(si)?),
-        }
-    }
-    let hosts = sim.host_changes();
-    let mut summary = sim.summary;
+    let predict = Predict::new(job, host_facts, checks);
+    let opts = WalkOptions {
+        // The plan shows what the protection refuses.
+        allow_protected: false,
+        stop: None,
+        // A plan is not bound to the time it is made; apply checks.
+        window: None,
+        events: &NoEvents,
+        lanes: 1,
+    };
+    let end = run_now(walk(job, &predict, opts)).ok_or_else(|| {
+        Error::Internal("the plan's walk waited for something; a prediction never waits".into())
+    })??;
+    let (host_facts, mut fleet) = predict.into_parts();
+    let steps = step_plans(job, &end, &mut fleet);
+    let hosts = host_changes(job, &host_facts, &mut fleet);
+    let mut summary = fleet.summary;
     summary.hosts = steps
         .iter()
         .flat_map(|s| s.results.iter().map(|r| &*r.hostname))
@@ -210,468 +185,124 @@ fn facts_per_host<'a>(job: &Job, facts: &'a Facts) -> Result<Vec<&'a HostFacts>>
         .collect()
 }
 
-/// The predicted state of the fleet as the plan walks the DAG.
-struct Simulation<'a> {
-    job: &'a Job,
-    facts: Vec<&'a HostFacts>,
-    /// Predicted unit state per host, starting from facts. A host touches
-    /// few units, so a short list per host beats hashing.
-    units: Vec<Vec<(UnitName, UnitFacts)>>,
-    /// Unit files as the run changes them (`unit:` steps).
-    files: Vec<Vec<(UnitName, Option<Arc<str>>)>>,
-    /// Maintenance flags as the run changes them.
-    maint: Vec<MaintenanceState>,
-    /// Per host, the units touched and the actions on them, for the diff.
-    touched: Vec<Vec<(UnitName, Vec<String>)>>,
-    book: FailureLedger,
-    stamp: String,
-    /// Shared names: half a million results must not mean a million strings.
-    names: Vec<Arc<str>>,
-    summary: Summary,
-    checks: &'a ModuleChecks,
-    /// Per host, script module entries for the diff.
-    modules: Vec<Vec<UnitChange>>,
+/// Each step's plan in DAG order (a module call's steps together, where
+/// its first step is), with its results in inventory order.
+fn step_plans(job: &Job, end: &WalkEnd, fleet: &mut Fleet) -> Vec<StepPlan> {
+    let mut steps = Vec::with_capacity(job.playbook.steps.len());
+    let mut groups_done = std::collections::HashSet::new();
+    let mut one = |si: usize| {
+        let step = &job.playbook.steps[si];
+        let shape = &end.shapes[si];
+        let picked = shape
+            .picked
+            .iter()
+            .map(|&h| job.inventory.hosts[h].name.clone())
+            .collect();
+        // A step without `serial` shows no batch size; a module call's
+        // steps show the call's.
+        let size = if step.group.is_some() || step.serial.is_some() {
+            shape.batch_size
+        } else {
+            0
+        };
+        let mut results = std::mem::take(&mut fleet.results[si]);
+        // In order already, unless hosts walked on their own (free).
+        if !results.is_sorted_by_key(|(h, _)| *h) {
+            results.sort_by_key(|(h, _)| *h);
+        }
+        let results = results.into_iter().map(|(_, r)| r).collect();
+        step_plan(job, si, picked, size, results)
+    };
+    for &si in job.dag.order() {
+        match &job.playbook.steps[si].group {
+            Some(g) => {
+                if groups_done.insert(g.call.clone()) {
+                    steps.extend(g.steps.iter().map(|&gs| one(gs)));
+                }
+            }
+            None => steps.push(one(si)),
+        }
+    }
+    steps
 }
 
-static NO_CHECKS: std::sync::LazyLock<ModuleChecks> = std::sync::LazyLock::new(ModuleChecks::new);
-
-impl<'a> Simulation<'a> {
-    fn new(job: &'a Job, facts: Vec<&'a HostFacts>) -> Self {
-        let n = job.inventory.hosts.len();
-        Simulation {
-            job,
-            maint: facts
-                .iter()
-                .map(|hf| MaintenanceState::of_facts(hf))
-                .collect(),
-            facts,
-            units: vec![Vec::new(); n],
-            files: vec![Vec::new(); n],
-            touched: vec![Vec::new(); n],
-            book: FailureLedger::new(n),
-            stamp: crate::model::now_rfc3339(),
-            names: job
-                .inventory
-                .hosts
-                .iter()
-                .map(|h| Arc::from(h.name.as_str()))
-                .collect(),
-            summary: Summary::default(),
-            checks: &NO_CHECKS,
-            modules: vec![Vec::new(); n],
+/// Poll a future that never waits to its end, here: the plan's walk,
+/// whose every host is predicted from facts in memory. `None` if it
+/// waited for something after all (nothing would ever wake it).
+fn run_now<F: Future>(fut: F) -> Option<F::Output> {
+    /// Set when the future asks to be polled again (a cooperative yield).
+    struct Again(AtomicBool);
+    impl Wake for Again {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
         }
     }
-
-    /// A module call with `serial`: batch by batch through all its steps,
-    /// as apply runs it (see `run_group` in the executor).
-    fn group(&mut self, g: &Group) -> Result<Vec<StepPlan>> {
-        let job = self.job;
-        let Some(&first) = g.steps.first() else {
-            return Ok(Vec::new());
-        };
-        let (hosts, picked) = self.step_hosts(first);
-        let size = group_batch_size(g, hosts.len());
-        let ids: Vec<Arc<str>> = g
-            .steps
-            .iter()
-            .map(|&si| Arc::from(job.playbook.steps[si].id.as_str()))
-            .collect();
-        let mut results: Vec<Vec<PlannedResult>> = vec![Vec::new(); g.steps.len()];
-        let mut failed = BTreeSet::new();
-        for (b, batch) in hosts.chunks(size).enumerate() {
-            for (k, &si) in g.steps.iter().enumerate() {
-                let aborted = self.book.before_batch();
-                for &h in batch {
-                    if job.expanded[si].task(h).is_none() {
-                        continue;
-                    }
-                    let r = self.host(si, h, b + 1, &ids[k], aborted.clone())?;
-                    if r.status == Status::Failed {
-                        failed.insert(h);
-                        self.book.host_failed(h, &job.playbook.steps[si].id);
-                    }
-                    self.summary.count(r.status, r.changed);
-                    results[k].push(r);
-                }
-            }
-            if self.book.before_batch().is_none() {
-                self.book.after_group_batch(g, failed.len(), hosts.len());
-            }
+    let again = Arc::new(Again(AtomicBool::new(false)));
+    let waker = Waker::from(again.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        again.0.store(false, Ordering::SeqCst);
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(out) => return Some(out),
+            Poll::Pending if again.0.load(Ordering::SeqCst) => continue,
+            Poll::Pending => return None,
         }
-        Ok(g.steps
-            .iter()
-            .zip(results)
-            .map(|(&si, results)| step_plan(job, si, picked.clone(), size, results))
-            .collect())
     }
+}
 
-    /// A script module: its check-mode report when the plan ran one, else
-    /// "will run; cannot predict".
-    fn script(&mut self, si: usize, h: usize, m: &ScriptModule) -> (Outcome, Vec<Action>) {
-        let step = &self.job.playbook.steps[si];
-        let secrets = &self.job.playbook.secrets;
-        let (outcome, before, after) = match self.checks.get(&(si, h)) {
-            Some(rep) if rep.failed => (
-                Outcome::Failed {
-                    failure: Failure::Error(rep.msg.clone()),
-                    changed: false,
+/// Per host (inventory order), the before/after of every unit it
+/// touches; the actions noted move into the result.
+fn host_changes(job: &Job, facts: &[&HostFacts], fleet: &mut Fleet) -> Vec<HostChanges> {
+    let touched = std::mem::take(&mut fleet.touched);
+    let mut modules = std::mem::take(&mut fleet.modules);
+    let mut hosts = Vec::new();
+    for (h, list) in touched.into_iter().enumerate() {
+        let scripts = modules.get_mut(h).map(std::mem::take).unwrap_or_default();
+        if list.is_empty() && scripts.is_empty() {
+            continue;
+        }
+        let hf = facts[h];
+        let file_of = |unit: &UnitName| fleet.files[h].iter().find(|(u, _)| u == unit);
+        let secrets = &job.playbook.secrets;
+        let units = list
+            .into_iter()
+            .map(|(unit, actions)| UnitChange {
+                before_extra: extra_lines(
+                    &unit,
+                    &MaintenanceState::of_facts(hf),
+                    file_of(&unit).map(|_| hf.unit_files.get(unit.as_str()).cloned().flatten()),
+                    secrets,
+                ),
+                after_extra: extra_lines(
+                    &unit,
+                    &fleet.maint[h],
+                    file_of(&unit).map(|(_, f)| f.as_deref().map(str::to_string)),
+                    secrets,
+                ),
+                name: if unit.as_str() == HOST_SCOPE {
+                    HOST_DOC.to_string()
+                } else {
+                    unit.to_string()
                 },
-                Vec::new(),
-                vec![format!("  check failed: {}", secrets.redact(&rep.msg))],
-            ),
-            Some(rep) => {
-                let lines = |t: &str| -> Vec<String> {
-                    secrets
-                        .redact(t)
-                        .lines()
-                        .map(|l| format!("    | {l}"))
-                        .collect()
-                };
-                let (b, a) = match &rep.diff {
-                    Some((b, a)) => (lines(b), lines(a)),
-                    None => (Vec::new(), Vec::new()),
-                };
-                let mut after = a;
-                if !rep.msg.is_empty() {
-                    after.push(format!("  check: {}", secrets.redact(&rep.msg)));
-                }
-                (
-                    Outcome::Ok {
-                        changed: rep.changed,
-                    },
-                    b,
-                    after,
-                )
-            }
-            None => (
-                Outcome::Ok { changed: true },
-                Vec::new(),
-                vec!["  will run; cannot predict".to_string()],
-            ),
-        };
-        let actions = if outcome.changed() || self.checks.get(&(si, h)).is_none() {
-            vec![Action::Run]
-        } else {
-            Vec::new()
-        };
-        self.modules[h].push(UnitChange {
-            name: format!("module {} ({})", m.name, step.id),
-            before: UnitFacts::not_found(),
-            after: UnitFacts::not_found(),
-            actions: actions
-                .iter()
-                .map(|a| format!("{a} ({})", step.id))
-                .collect(),
-            before_extra: before,
-            after_extra: after,
-            module: true,
+                before: hf
+                    .units
+                    .get(unit.as_str())
+                    .cloned()
+                    .unwrap_or_else(UnitFacts::not_found),
+                after: fleet
+                    .unit_now(hf, h, &unit)
+                    .cloned()
+                    .unwrap_or_else(UnitFacts::not_found),
+                actions,
+                module: false,
+            })
+            .chain(scripts)
+            .collect();
+        hosts.push(HostChanges {
+            hostname: job.inventory.hosts[h].name.clone(),
+            units,
         });
-        (outcome, actions)
     }
-
-    /// One step over its hosts, batch by batch, as apply runs it.
-    fn step(&mut self, si: usize) -> Result<StepPlan> {
-        let job = self.job;
-        let step = &job.playbook.steps[si];
-        let (hosts, picked) = self.step_hosts(si);
-        let size = batch_size(step, hosts.len());
-        let step_id: Arc<str> = Arc::from(step.id.as_str());
-        let mut results = Vec::with_capacity(hosts.len());
-        let mut failed_here = 0usize;
-        for (b, batch) in hosts.chunks(size).enumerate() {
-            let aborted = self.book.before_batch();
-            for &h in batch {
-                let r = self.host(si, h, b + 1, &step_id, aborted.clone())?;
-                if r.status == Status::Failed {
-                    failed_here += 1;
-                    self.book.host_failed(h, &step.id);
-                }
-                self.summary.count(r.status, r.changed);
-                results.push(r);
-            }
-            if aborted.is_none() {
-                self.book.after_batch(step, failed_here, hosts.len());
-            }
-        }
-        let batch_size = if step.serial.is_some() { size } else { 0 };
-        Ok(step_plan(job, si, picked, batch_size, results))
-    }
-
-    /// The hosts a step works on: its fixed targets plus one `_any` pick
-    /// per group, chosen as apply chooses.
-    fn step_hosts(&self, si: usize) -> (Vec<usize>, Vec<String>) {
-        let job = self.job;
-        let step = &job.playbook.steps[si];
-        let ex = &job.expanded[si];
-        let candidate = |h: usize| Candidate {
-            reachable: self.facts[h].reachable,
-            in_maintenance: self.maint[h].host.is_some(),
-            failed: self.book.failed_at(h).is_some(),
-            protected: ex.task(h).is_some_and(|t| {
-                refuse_protected(step, t, &job.inventory.hosts[h], false).is_some()
-            }),
-        };
-        let mut selected: BTreeSet<usize> = ex.targets.fixed.iter().copied().collect();
-        let mut picked = Vec::new();
-        for g in &ex.targets.any {
-            if let Some(h) = pick_any(g, candidate) {
-                picked.push(job.inventory.hosts[h].name.clone());
-                selected.insert(h);
-            }
-        }
-        (selected.into_iter().collect(), picked)
-    }
-
-    /// One host in one step: the checks in apply's order, then the module.
-    fn host(
-        &mut self,
-        si: usize,
-        h: usize,
-        batch: usize,
-        step_id: &Arc<str>,
-        aborted: Option<SkipReason>,
-    ) -> Result<PlannedResult> {
-        let job = self.job;
-        let step = &job.playbook.steps[si];
-        let host = &job.inventory.hosts[h];
-        let task = job.expanded[si].task(h).ok_or_else(|| {
-            Error::Internal(format!(
-                "no task for host {} in step {}",
-                host.name, step.id
-            ))
-        })?;
-        let hf = self.facts[h];
-        let skip = aborted.or_else(|| self.book.before_step_host(step, h, task.when));
-        let (outcome, actions) = if let Some(why) = skip {
-            (Outcome::Skipped(why), Vec::new())
-        } else if let Some(refused) = refuse_protected(step, task, host, false) {
-            (Outcome::failed(refused), Vec::new())
-        } else if !hf.reachable {
-            let why = hf.error.as_deref().unwrap_or("no connection").to_string();
-            (Outcome::failed(Failure::Unreachable(why)), Vec::new())
-        } else if let Some(why) = self.maintenance_skip(step, h, task) {
-            (Outcome::Skipped(why), Vec::new())
-        } else {
-            match &step.operation {
-                Operation::Script(m) => self.script(si, h, m),
-                Operation::Maintenance { enable, .. } => self.maintenance(step, h, task, *enable),
-                Operation::Unit { state, .. } => self.unit_file(step, h, task, *state)?,
-                Operation::Service { .. } => self.service(step, h, task)?,
-            }
-        };
-        Ok(PlannedResult {
-            hostname: self.names[h].clone(),
-            status: outcome.status(),
-            name: match &step.operation {
-                Operation::Script(m) => m.name.clone(),
-                _ => task.unit.to_string(),
-            },
-            changed: outcome.changed(),
-            // A skip or failure may quote a rendered value (a maintenance
-            // reason, a host's unreachable text).
-            error: outcome
-                .error()
-                .map(|e| job.playbook.secrets.redact_string(e)),
-            kind: outcome.kind(),
-            step: step_id.clone(),
-            actions,
-            batch,
-        })
-    }
-
-    fn maintenance_skip(&self, step: &Step, h: usize, task: &HostTask) -> Option<SkipReason> {
-        let exempt =
-            step.ignore_maintenance || matches!(step.operation, Operation::Maintenance { .. });
-        (!exempt)
-            .then(|| self.maint[h].skip_reason(task.unit.as_str()))
-            .flatten()
-    }
-
-    fn maintenance(
-        &mut self,
-        step: &Step,
-        h: usize,
-        task: &HostTask,
-        enable: bool,
-    ) -> (Outcome, Vec<Action>) {
-        let goal = MaintenanceGoal {
-            enable,
-            reason: failure_text(
-                step,
-                task.content.as_deref().unwrap_or_default(),
-                self.book.failed_at(h),
-            ),
-            unit: (task.unit.as_str() != HOST_SCOPE).then(|| task.unit.clone()),
-        };
-        let d = decide_maintenance(&goal, &self.maint[h], &self.stamp);
-        let actions: Vec<Action> = d.action.into_iter().collect();
-        note_actions(&mut self.touched[h], &task.unit, &actions, &step.id);
-        self.maint[h] = d.after;
-        (
-            Outcome::Ok {
-                changed: !actions.is_empty(),
-            },
-            actions,
-        )
-    }
-
-    /// The unit's predicted state now: as an earlier step left it, else
-    /// from facts.
-    fn unit_now(&self, h: usize, unit: &UnitName) -> Option<&UnitFacts> {
-        self.units[h]
-            .iter()
-            .find(|(u, _)| u == unit)
-            .map(|(_, f)| f)
-            .or_else(|| self.facts[h].units.get(unit.as_str()))
-    }
-
-    fn set_unit(&mut self, h: usize, unit: &UnitName, after: UnitFacts) {
-        match self.units[h].iter_mut().find(|(u, _)| u == unit) {
-            Some(slot) => slot.1 = after,
-            None => self.units[h].push((unit.clone(), after)),
-        }
-    }
-
-    fn unit_file(
-        &mut self,
-        step: &Step,
-        h: usize,
-        task: &HostTask,
-        state: UnitFileGoal,
-    ) -> Result<(Outcome, Vec<Action>)> {
-        let hf = self.facts[h];
-        let file: Option<Option<Arc<str>>> =
-            match self.files[h].iter().find(|(u, _)| *u == task.unit) {
-                Some((_, f)) => Some(f.clone()),
-                None => hf
-                    .unit_files
-                    .get(task.unit.as_str())
-                    .map(|f| f.as_deref().map(Arc::from)),
-            };
-        let Some(file) = file else {
-            let host = &self.job.inventory.hosts[h].name;
-            return Err(Error::invalid(
-                "facts file",
-                format!("hosts.{host}.unit_files"),
-                format!(
-                    "no content of unit file {} on host `{host}`; collect facts again with a live plan or `drover facts` for that unit",
-                    task.unit
-                ),
-                None,
-            ));
-        };
-        let now = self
-            .unit_now(h, &task.unit)
-            .cloned()
-            .unwrap_or_else(UnitFacts::not_found);
-        let present = state == UnitFileGoal::Present;
-        let content = task.content.clone().unwrap_or_else(|| Arc::from(""));
-        let want = if present {
-            UnitFileWant::Present(&content)
-        } else {
-            UnitFileWant::Absent
-        };
-        let actions = decide_unit(&want, file.as_deref(), &now);
-        note_actions(&mut self.touched[h], &task.unit, &actions, &step.id);
-        if !actions.is_empty() {
-            self.set_unit(h, &task.unit, predict(&now, &actions, present));
-            let new_file = present.then_some(content);
-            match self.files[h].iter_mut().find(|(u, _)| *u == task.unit) {
-                Some(slot) => slot.1 = new_file,
-                None => self.files[h].push((task.unit.clone(), new_file)),
-            }
-        } else if !self.files[h].iter().any(|(u, _)| *u == task.unit) {
-            self.files[h].push((task.unit.clone(), file));
-        }
-        let changed = !actions.is_empty();
-        Ok((Outcome::Ok { changed }, actions))
-    }
-
-    fn service(
-        &mut self,
-        step: &Step,
-        h: usize,
-        task: &HostTask,
-    ) -> Result<(Outcome, Vec<Action>)> {
-        let Some(now) = self.unit_now(h, &task.unit) else {
-            let host = &self.job.inventory.hosts[h].name;
-            return Err(Error::invalid(
-                "facts file",
-                format!("hosts.{host}.units"),
-                format!(
-                    "no facts for unit {} on host `{host}`; collect facts again (`drover facts`) so they include it",
-                    task.unit
-                ),
-                None,
-            ));
-        };
-        let d = decide_service(task.unit.as_str(), &goal_of(&step.operation), now);
-        let changed = !d.actions.is_empty();
-        if let Some(failure) = d.error {
-            return Ok((Outcome::Failed { failure, changed }, d.actions));
-        }
-        // A failed decision touches nothing; a good one is noted even when
-        // it does nothing, so the unit shows in the host's diff.
-        note_actions(&mut self.touched[h], &task.unit, &d.actions, &step.id);
-        if let Some(after) = d.after {
-            self.set_unit(h, &task.unit, after);
-        }
-        Ok((Outcome::Ok { changed }, d.actions))
-    }
-
-    /// Per host (inventory order), the before/after of every unit it
-    /// touches; the actions noted move into the result.
-    fn host_changes(&mut self) -> Vec<HostChanges> {
-        let touched = std::mem::take(&mut self.touched);
-        let mut modules = std::mem::take(&mut self.modules);
-        let mut hosts = Vec::new();
-        for (h, list) in touched.into_iter().enumerate() {
-            let scripts = modules.get_mut(h).map(std::mem::take).unwrap_or_default();
-            if list.is_empty() && scripts.is_empty() {
-                continue;
-            }
-            let hf = self.facts[h];
-            let file_of = |unit: &UnitName| self.files[h].iter().find(|(u, _)| u == unit);
-            let secrets = &self.job.playbook.secrets;
-            let units = list
-                .into_iter()
-                .map(|(unit, actions)| UnitChange {
-                    before_extra: extra_lines(
-                        &unit,
-                        &MaintenanceState::of_facts(hf),
-                        file_of(&unit).map(|_| hf.unit_files.get(unit.as_str()).cloned().flatten()),
-                        secrets,
-                    ),
-                    after_extra: extra_lines(
-                        &unit,
-                        &self.maint[h],
-                        file_of(&unit).map(|(_, f)| f.as_deref().map(str::to_string)),
-                        secrets,
-                    ),
-                    name: if unit.as_str() == HOST_SCOPE {
-                        HOST_DOC.to_string()
-                    } else {
-                        unit.to_string()
-                    },
-                    before: hf
-                        .units
-                        .get(unit.as_str())
-                        .cloned()
-                        .unwrap_or_else(UnitFacts::not_found),
-                    after: self
-                        .unit_now(h, &unit)
-                        .cloned()
-                        .unwrap_or_else(UnitFacts::not_found),
-                    actions,
-                    module: false,
-                })
-                .chain(scripts)
-                .collect();
-            hosts.push(HostChanges {
-                hostname: self.job.inventory.hosts[h].name.clone(),
-                units,
-            });
-        }
-        hosts
-    }
+    hosts
 }
