@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 
@@ -37,6 +38,9 @@ pub enum JobStatus {
     Aborted,
     /// A cancel, a signal or the server's death stopped it.
     Interrupted,
+    /// drover failed mid-job (a panic, logged); the report holds the
+    /// results recorded before.
+    Failed,
 }
 
 impl From<RunOutcome> for JobStatus {
@@ -45,6 +49,7 @@ impl From<RunOutcome> for JobStatus {
             RunOutcome::Completed => JobStatus::Completed,
             RunOutcome::Aborted => JobStatus::Aborted,
             RunOutcome::Interrupted => JobStatus::Interrupted,
+            RunOutcome::Failed => JobStatus::Failed,
         }
     }
 }
@@ -57,9 +62,10 @@ impl std::str::FromStr for JobStatus {
             "completed" => JobStatus::Completed,
             "aborted" => JobStatus::Aborted,
             "interrupted" => JobStatus::Interrupted,
+            "failed" => JobStatus::Failed,
             other => {
                 return Err(format!(
-                    "`{other}` is not a job status; use running, completed, aborted or interrupted"
+                    "`{other}` is not a job status; use running, completed, aborted, interrupted or failed"
                 ))
             }
         })
@@ -79,7 +85,7 @@ pub struct JobView {
     /// When it ended (RFC 3339), once it has.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
-    /// running, completed, aborted or interrupted.
+    /// running, completed, aborted, interrupted or failed.
     pub outcome: JobStatus,
     /// Every result so far, in execution order.
     pub results: Vec<JobResult>,
@@ -221,6 +227,41 @@ impl EventSink for Sink {
             x.event(e);
         }
     }
+}
+
+impl Sink {
+    /// Whether the job told its starter it started.
+    fn has_started(&self) -> bool {
+        self.started.lock().map_or(true, |s| s.is_none())
+    }
+}
+
+/// What a panic said, for the log.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// The report of a job that panicked: `failed`, with the results it
+/// recorded before, written where its report goes.
+fn failed_report(entry: &Entry, path: Option<&Path>) -> JobReport {
+    let view = entry.view();
+    let report = JobReport {
+        job_id: view.job_id,
+        playbook: view.playbook,
+        started_at: view.started_at,
+        finished_at: crate::model::now_rfc3339(),
+        outcome: RunOutcome::Failed,
+        results: view.results,
+    };
+    if let Some(path) = path {
+        if let Err(e) = save_report(&report, path) {
+            tracing::warn!("cannot write {}: {e}", path.display());
+        }
+    }
+    report
 }
 
 /// Where the server's jobs are run, kept and found: what serve calls.
@@ -408,9 +449,23 @@ impl DirJobs {
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let run = async move {
             let stop = e2.stop.clone();
-            match apply(&job, &opts, &stop, &sink).await {
-                Ok(applied) => e2.finish(applied.report),
-                Err(e) => {
+            let ran = std::panic::AssertUnwindSafe(apply(&job, &opts, &stop, &sink))
+                .catch_unwind()
+                .await;
+            match ran {
+                Ok(Ok(applied)) => e2.finish(applied.report),
+                Err(panic) => {
+                    let why = panic_text(panic.as_ref());
+                    tracing::error!(job = %e2.view().job_id, "the job panicked: {why}");
+                    if sink.has_started() {
+                        e2.finish(failed_report(&e2, opts.report.as_deref()));
+                    } else {
+                        lock_jobs(&jobs).retain(|x| !Arc::ptr_eq(x, &e2));
+                        let _ = err_tx.send(Error::Internal(format!("the job panicked: {why}")));
+                        e2.changes.send_modify(|n| *n += 1);
+                    }
+                }
+                Ok(Err(e)) => {
                     // Before JobStarted nothing ran: the starter answers
                     // with the error and the job is forgotten.
                     lock_jobs(&jobs).retain(|x| !Arc::ptr_eq(x, &e2));
@@ -529,4 +584,56 @@ fn recover(journal: &Path) -> Result<JobReport> {
         outcome: RunOutcome::Interrupted,
         results,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::claims::{Claim, LocalClaims};
+
+    /// An event sink that panics once the job has started: a bug in the
+    /// engine, as far as the job's task can tell.
+    struct Boom;
+    impl EventSink for Boom {
+        fn event(&self, e: &Event) {
+            if matches!(e, Event::JobStarted { .. }) {
+                panic!("boom");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_that_panics_ends_failed_with_its_report_and_frees_its_units() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = crate::model::inventory::Inventory::from_str(
+            "hosts:\n  h1: { address: 127.0.0.1, transport: local }\n",
+            Path::new("inv.yml"),
+        )
+        .unwrap();
+        let pb = crate::model::playbook::Playbook::from_str(
+            "name: p\nsteps:\n  - { id: s, target: h1, service: { name: u, state: restarted } }\n",
+            Path::new("pb.yml"),
+        )
+        .unwrap();
+        let job = Job::new(pb, inv, None).unwrap();
+        let claims = LocalClaims::default();
+        let unit = || vec![Claim::Unit("h1".into(), "u.service".into())];
+        let held = claims.take(unit(), "j", Duration::ZERO).await.unwrap();
+        let jobs = DirJobs::open(dir.path()).unwrap();
+        let entry = jobs
+            .start(job, ApplyOptions::default(), held, Some(Arc::new(Boom)))
+            .await
+            .unwrap();
+        assert!(entry.wait(Duration::from_secs(60)).await, "still running");
+        let view = entry.view();
+        assert_eq!(view.outcome, JobStatus::Failed);
+        let report: JobReport = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(format!("{}.json", view.job_id))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(report.outcome, RunOutcome::Failed);
+        jobs.shutdown("test").await;
+        // The job's units are free again.
+        assert!(claims.take(unit(), "k", Duration::ZERO).await.is_ok());
+    }
 }

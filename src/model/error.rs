@@ -183,7 +183,7 @@ impl Refusal {
                 lock,
                 holder,
             } => format!(
-                "another `drover apply` of {} is running (lock {} held by pid {holder})",
+                "another drover run of {} (an apply, or a server job of it) holds its lock {} (pid {holder})",
                 playbook.display(),
                 lock.display()
             ),

@@ -75,6 +75,9 @@ pub enum RunOutcome {
     /// A signal or a cancel stopped it, or the playbook's window closed
     /// before its last batch; the rest was skipped.
     Interrupted,
+    /// drover itself failed mid-run (a bug: the server logs the panic);
+    /// the results are those recorded before it.
+    Failed,
 }
 
 impl std::fmt::Display for RunOutcome {
@@ -83,6 +86,7 @@ impl std::fmt::Display for RunOutcome {
             RunOutcome::Completed => "completed",
             RunOutcome::Aborted => "aborted",
             RunOutcome::Interrupted => "interrupted",
+            RunOutcome::Failed => "failed",
         })
     }
 }
@@ -98,7 +102,7 @@ pub struct JobReport {
     pub started_at: String,
     /// When it ended (RFC 3339).
     pub finished_at: String,
-    /// completed, aborted (max_fail_percentage) or interrupted (signal).
+    /// completed, aborted (max_fail_percentage), interrupted (signal) or failed (a drover bug).
     pub outcome: RunOutcome,
     /// Every step × host, in execution order.
     pub results: Vec<JobResult>,

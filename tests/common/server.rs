@@ -229,3 +229,80 @@ pub async fn poll_status(url: &str, cookie: &str, want: u16, within: std::time::
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A host that never answers: a unix socket standing in for its D-Bus
+/// (`transport: local`, `bus: unix:path=…`) that accepts connections and
+/// says nothing, so a read or a job of the host waits until the test lets
+/// it go. How a test holds work in flight without sleeping.
+pub struct StuckBus {
+    path: PathBuf,
+    state: std::sync::Arc<(std::sync::Mutex<StuckState>, std::sync::Condvar)>,
+}
+
+#[derive(Default)]
+struct StuckState {
+    held: Vec<std::os::unix::net::UnixStream>,
+    accepted: usize,
+    released: bool,
+}
+
+impl StuckBus {
+    /// Listen on `dir/stuck-bus.sock`.
+    pub fn new(dir: &Path) -> StuckBus {
+        let path = dir.join("stuck-bus.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let state: std::sync::Arc<(std::sync::Mutex<StuckState>, std::sync::Condvar)> =
+            Default::default();
+        let s = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (m, cv) = &*s;
+                let mut st = m.lock().unwrap();
+                st.accepted += 1;
+                if !st.released {
+                    st.held.push(conn);
+                }
+                cv.notify_all();
+            }
+        });
+        StuckBus { path, state }
+    }
+
+    /// The inventory's `bus:` for the stuck host.
+    pub fn address(&self) -> String {
+        format!("unix:path={}", self.path.display())
+    }
+
+    /// Wait until `n` connections in all have reached the host.
+    pub fn wait_connections(&self, n: usize) {
+        let (m, cv) = &*self.state;
+        let st = m.lock().unwrap();
+        let (st, t) = cv
+            .wait_timeout_while(st, std::time::Duration::from_secs(120), |s| s.accepted < n)
+            .unwrap();
+        assert!(
+            !t.timed_out(),
+            "only {} of {n} connections came",
+            st.accepted
+        );
+    }
+
+    /// Connections so far.
+    pub fn accepted(&self) -> usize {
+        self.state.0.lock().unwrap().accepted
+    }
+
+    /// Hang up on every connection, now and later: what waited fails.
+    pub fn release(&self) {
+        let mut st = self.state.0.lock().unwrap();
+        st.released = true;
+        st.held.clear();
+    }
+}
+
+impl Drop for StuckBus {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

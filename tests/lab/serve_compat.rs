@@ -178,6 +178,31 @@ async fn redis_services_read_and_change_real_units() {
     assert_eq!(b, serde_json::json!({"demo-web": true}));
     assert_ne!(lab.show(&h1, "demo-web")["InvocationID"], before.2);
 
+    // A unit that fails on one host only: false for it, over all hosts;
+    // and each name answers as sent, the same unit under two names too.
+    lab.ssh(
+        &h1,
+        "mkdir -p /run/systemd/system/demo-idle.service.d && printf '[Service]\\nExecStartPre=/bin/false\\n' >/run/systemd/system/demo-idle.service.d/fail.conf && systemctl daemon-reload",
+    );
+    let _unfail = lab.undo_on_drop(
+        &h1,
+        "rm -rf /run/systemd/system/demo-idle.service.d; systemctl daemon-reload; systemctl reset-failed demo-idle",
+    );
+    let _stop = lab.undo_on_drop(&h0, "systemctl stop demo-idle");
+    let (st, b) = send(
+        Method::POST,
+        &s.url("/v1/services"),
+        &keys.operate,
+        r#"{"operation_type":"start","services":["demo-web","demo-web.service","demo-idle"]}"#,
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(
+        b,
+        serde_json::json!({"demo-web": true, "demo-web.service": true, "demo-idle": false})
+    );
+    assert_eq!(lab.show(&h0, "demo-idle")["ActiveState"], "active");
+
     // A required service on one host: refused before anything runs.
     let worker = lab.show(&h0, "demo-worker")["InvocationID"].clone();
     let (st, b) = send(

@@ -13,10 +13,15 @@ use server::{assert_error, call, client, Keys, Server};
 /// Two hosts that fail at once (their bus does not exist); `b` protects
 /// demo-web.
 fn offline(dir: &std::path::Path) -> (std::path::PathBuf, Keys) {
+    offline_with(dir, "")
+}
+
+/// The same, with `more_hosts` (inventory YAML under `hosts:`) added.
+pub(crate) fn offline_with(dir: &std::path::Path, more_hosts: &str) -> (std::path::PathBuf, Keys) {
     let inv = dir.join("inventory.yml");
     std::fs::write(
         &inv,
-        "defaults:\n  transport: local\n  bus: unix:path=/nonexistent/drover-test-bus\nhosts:\n  a:\n    labels: { role: web }\n  b:\n    labels: { role: db }\n    protected: [demo-web.service]\n",
+        format!("defaults:\n  transport: local\n  bus: unix:path=/nonexistent/drover-test-bus\nhosts:\n  a:\n    labels: {{ role: web }}\n  b:\n    labels: {{ role: db }}\n    protected: [demo-web.service]\n{more_hosts}"),
     )
     .unwrap();
     let keys = Keys::make(dir, "role:web");
@@ -24,7 +29,17 @@ fn offline(dir: &std::path::Path) -> (std::path::PathBuf, Keys) {
 }
 
 fn start(dir: &std::path::Path, extra: &[&str]) -> (Server, Keys) {
-    let (inv, keys) = offline(dir);
+    start_with(dir, "", extra)
+}
+
+/// A server over [`offline_with`]'s inventory, with the runbook
+/// `restart-web` in `dir/books`.
+pub(crate) fn start_with(
+    dir: &std::path::Path,
+    more_hosts: &str,
+    extra: &[&str],
+) -> (Server, Keys) {
+    let (inv, keys) = offline_with(dir, more_hosts);
     let books = dir.join("books");
     std::fs::create_dir_all(&books).unwrap();
     std::fs::write(

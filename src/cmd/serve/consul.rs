@@ -258,7 +258,7 @@ fn known<'a>(report: &'a StatusReport, unit: &UnitName) -> Result<&'a StatusEntr
 
 /// `GET /v1/agent/services`: every loaded service of the node by ID.
 #[utoipa::path(get, path = "/v1/agent/services",
-    responses((status = 200, body = BTreeMap<String, AgentService>), (status = 401, body = ApiError),
+    responses((status = 429, description = "too many host reads in flight (per key or overall); retry after `Retry-After`", body = ApiError), (status = 200, body = BTreeMap<String, AgentService>), (status = 401, body = ApiError),
         (status = 403, body = ApiError), (status = 404, description = "no --node host", body = ApiError),
         (status = 503, description = "the node cannot be read", body = ApiError)),
     security(("bearer" = []), ("consul_token" = [])), tag = "consul")]
@@ -279,7 +279,7 @@ pub async fn services(
 /// `GET /v1/agent/service/{id}`.
 #[utoipa::path(get, path = "/v1/agent/service/{id}",
     params(("id" = String, Path, description = "the unit's name; a bare name gets `.service`")),
-    responses((status = 200, body = AgentService), (status = 400, body = ApiError), (status = 401, body = ApiError),
+    responses((status = 429, description = "too many host reads in flight (per key or overall); retry after `Retry-After`", body = ApiError), (status = 200, body = AgentService), (status = 400, body = ApiError), (status = 401, body = ApiError),
         (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 503, body = ApiError)),
     security(("bearer" = []), ("consul_token" = [])), tag = "consul")]
 pub async fn service(

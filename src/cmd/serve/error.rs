@@ -73,6 +73,13 @@ impl ApiError {
         e
     }
 
+    /// 429 for reads: too many in flight; retry in a second.
+    pub fn busy(details: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "too many reads", details);
+        e.retry_after = Some(1);
+        e
+    }
+
     /// 500.
     pub fn internal(details: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", details)
@@ -81,14 +88,43 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        let code = StatusCode::from_u16(e.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut code = StatusCode::from_u16(e.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let details = match &e {
             // A refusal's own remedy is the command line's (`pass
             // --ignore-window`); an HTTP caller gets the server's.
-            Error::Refused(r) => format!("{}; {}", r.what(), http_remedy(r)),
+            Error::Refused(r) => {
+                if matches!(r, Refusal::Locked { .. }) {
+                    // Another run holds the runbook: a conflict to retry,
+                    // as when another server job holds it.
+                    code = StatusCode::CONFLICT;
+                }
+                format!("{}; {}", http_what(r), http_remedy(r))
+            }
             _ => e.details(),
         };
         ApiError::new(code, &e.to_string(), details)
+    }
+}
+
+/// What a refusal says over HTTP: as on the command line, but with file
+/// names for paths, since the server's own paths are not the caller's.
+fn http_what(r: &Refusal) -> String {
+    let name = |p: &std::path::Path| {
+        p.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    };
+    match r {
+        Refusal::Window { playbook, window } => {
+            format!("outside the window of {} ({window})", name(playbook))
+        }
+        Refusal::Locked {
+            playbook, holder, ..
+        } => format!(
+            "another drover run of {} holds its lock (pid {holder})",
+            name(playbook)
+        ),
+        Refusal::LockDir { .. } => "the server's lock directory is unusable".into(),
+        _ => r.what(),
     }
 }
 

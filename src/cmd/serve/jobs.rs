@@ -32,7 +32,7 @@ pub struct JobsQuery {
     pub limit: Option<usize>,
     /// Skip this many of the newest.
     pub offset: Option<usize>,
-    /// running, completed, aborted or interrupted.
+    /// running, completed, aborted, interrupted or failed.
     pub status: Option<String>,
 }
 

@@ -184,6 +184,12 @@ pub async fn start_job(
     let wait = wait_of(q.wait.as_deref())?;
     let t0 = tokio::time::Instant::now();
     let id = uuid::Uuid::new_v4().to_string();
+    // A runbook's file lock is the one `drover apply` takes: a served run
+    // and a cron run of the same file exclude each other.
+    let lock = extra_claims
+        .iter()
+        .any(|c| matches!(c, Claim::Runbook(_)))
+        .then(|| job.playbook.path.clone());
     let mut claims = claims_of(&job);
     claims.extend(extra_claims);
     // A server told to stop does not keep a request waiting for a unit
@@ -215,6 +221,7 @@ pub async fn start_job(
         ignore_window,
         pool: Some(state.pool.clone()),
         job_id: Some(id.clone()),
+        lock,
         ..ApplyOptions::default()
     };
     let entry = state.jobs.start(job, opts, held).await?;

@@ -8,6 +8,7 @@ mod consul;
 mod error;
 mod executor;
 mod extract;
+mod inflight;
 mod jobs;
 pub(super) mod launch;
 mod limit;

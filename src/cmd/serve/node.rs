@@ -54,7 +54,7 @@ pub async fn service_action(
 /// `GET /node/{target}/service`.
 #[utoipa::path(get, path = "/node/{target}/service",
     params(("target" = String, Path, description = "hostname, `_any`, `_all` or a selector")),
-    responses((status = 200, body = [HostUnits]), (status = 400, body = ApiError),
+    responses((status = 429, description = "too many host reads in flight (per key or overall); retry after `Retry-After`", body = ApiError), (status = 200, body = [HostUnits]), (status = 400, body = ApiError),
         (status = 401, body = ApiError), (status = 403, body = ApiError)),
     security(("bearer" = [])), tag = "node")]
 pub async fn list_services(
@@ -69,7 +69,7 @@ pub async fn list_services(
 #[utoipa::path(get, path = "/node/{target}/service/{name}",
     params(("target" = String, Path, description = "hostname, `_any`, `_all` or a selector"),
         ("name" = String, Path, description = "unit name; a bare name gets `.service`")),
-    responses((status = 200, body = [HostUnits]), (status = 400, body = ApiError),
+    responses((status = 429, description = "too many host reads in flight (per key or overall); retry after `Retry-After`", body = ApiError), (status = 200, body = [HostUnits]), (status = 400, body = ApiError),
         (status = 401, body = ApiError), (status = 403, body = ApiError)),
     security(("bearer" = [])), tag = "node")]
 pub async fn one_service(

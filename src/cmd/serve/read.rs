@@ -115,7 +115,7 @@ pub async fn read_units(
         .as_ref()
         .map(|t| t.to_string())
         .unwrap_or_default();
-    let report = shared_read(state, &scope, inv, target, units).await?;
+    let report = shared_read(state, caller, &scope, inv, target, units).await?;
     let out = host_units(&report, &hosts);
     // One unit asked for and no host that answered knows it: 404, as for
     // an unknown job or runbook.
@@ -140,43 +140,34 @@ pub async fn read_units(
 }
 
 /// Read the units of the targeted hosts (over `inv`, the hosts the key of
-/// `scope` sees), joining an identical read already
-/// in flight: under many concurrent readers (a dashboard, health checks)
-/// the hosts are read once per round, not once per request. A joined read
-/// started before the request arrived, by less than one read's time.
+/// `scope` sees), joining an identical read already in flight: under many
+/// concurrent readers (a dashboard, health checks) the hosts are read once
+/// per round, not once per request. A joined read started before the
+/// request arrived, by less than one read's time.
 async fn shared_read(
     state: &AppState,
+    caller: &Caller,
     scope: &str,
     inv: crate::model::inventory::Inventory,
     target: &str,
     units: &[String],
 ) -> Result<Arc<StatusReport>, ApiError> {
     use futures_util::FutureExt;
-    let key = format!(
+    let what = format!(
         "{:p}\0{}\0{}\0{}",
         Arc::as_ptr(&state.loaded()),
         scope,
         target,
         units.join("\0")
     );
-    let read = {
-        let mut m = state.reads.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(key.clone())
-            .or_insert_with(|| {
-                let exec = state.executor.clone();
-                let (target, wanted) = (target.to_string(), units.to_vec());
-                async move { exec.status(inv, Some(target), wanted).await.map(Arc::new) }
-                    .boxed()
-                    .shared()
-            })
-            .clone()
-    };
-    let out = read.clone().await;
-    let mut m = state.reads.lock().unwrap_or_else(|p| p.into_inner());
-    if m.get(&key).is_some_and(|r| r.ptr_eq(&read)) {
-        m.remove(&key);
-    }
-    out
+    let exec = state.executor.clone();
+    let (target, wanted) = (target.to_string(), units.to_vec());
+    state
+        .reads
+        .read(&caller.name, &what, move || {
+            async move { exec.status(inv, Some(target), wanted).await.map(Arc::new) }.boxed()
+        })
+        .await
 }
 
 /// The `--node` host, for the node-local routes (Redis `/v1/local/*`,
@@ -218,7 +209,7 @@ pub async fn node_status(
     // whole inventory reads it as the key's own would.
     let inv = loaded.inventory.clone();
     drop(loaded);
-    let report = shared_read(state, "", inv, &node, units).await?;
+    let report = shared_read(state, caller, "", inv, &node, units).await?;
     if let Some(e) = report.errors.first() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

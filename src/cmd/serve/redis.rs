@@ -43,7 +43,7 @@ pub struct RedisService {
 
 /// `GET /v1/local/services`: the node's services by name.
 #[utoipa::path(get, path = "/v1/local/services",
-    responses((status = 200, body = BTreeMap<String, RedisService>), (status = 401, body = ApiError),
+    responses((status = 429, description = "too many host reads in flight (per key or overall); retry after `Retry-After`", body = ApiError), (status = 200, body = BTreeMap<String, RedisService>), (status = 401, body = ApiError),
         (status = 403, body = ApiError), (status = 404, description = "no --node host", body = ApiError),
         (status = 503, description = "the node cannot be read", body = ApiError)),
     security(("bearer" = [])), tag = "redis")]
@@ -99,13 +99,16 @@ fn operation_job(
     if op.services.is_empty() {
         return Err(ApiError::bad_request("services: name at least one"));
     }
-    let mut units: Vec<(String, UnitName)> = Vec::new();
+    // Every name as sent, for the answer; each unit once, for the job.
+    let mut given: Vec<(String, UnitName)> = Vec::new();
+    let mut units: Vec<UnitName> = Vec::new();
     for s in &op.services {
         let u = UnitName::parse(s)
             .map_err(|m| ApiError::bad_request(format!("services: `{s}`: {m}")))?;
-        if !units.iter().any(|(_, x)| *x == u) {
-            units.push((s.clone(), u));
+        if !units.contains(&u) {
+            units.push(u.clone());
         }
+        given.push((s.clone(), u));
     }
     let state_word = match action {
         ServiceAction::Stop => "stopped",
@@ -117,7 +120,7 @@ fn operation_job(
         "name: {}\nsteps:\n",
         q(&format!("redis services {}", op.operation_type))
     );
-    for (i, (_, u)) in units.iter().enumerate() {
+    for (i, u) in units.iter().enumerate() {
         text.push_str(&format!(
             "  - id: {}\n    target: {}\n    service: {{ name: {}, state: {state_word} }}\n",
             q(&format!(
@@ -132,7 +135,7 @@ fn operation_job(
         &text,
         std::path::Path::new("<redis services>"),
     )?;
-    Ok((job_for(state, caller, pb, None)?, units))
+    Ok((job_for(state, caller, pb, None)?, given))
 }
 
 async fn operate(
@@ -166,7 +169,8 @@ async fn operate(
     let Some(report) = entry.report() else {
         return Ok(Started::Done(entry).into_response());
     };
-    // A service succeeded where every host's result for it is ok.
+    // A service succeeded where every host's result for it is ok; each
+    // name answers as sent (`demo-web` and `demo-web.service` both).
     let answer: BTreeMap<String, bool> = units
         .iter()
         .map(|(given, u)| {

@@ -198,20 +198,13 @@ pub struct AppState {
     /// Flipped once at shutdown: event streams end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Host reads in flight, by what they read: a read asked for while
-    /// the same one is running joins it instead of reading the hosts again.
-    pub reads: std::sync::Mutex<std::collections::HashMap<String, SharedRead>>,
+    /// the same one is running joins it instead of reading the hosts again;
+    /// bounded per key and overall.
+    pub reads: super::inflight::Inflight,
     /// Random at start: the status page's CSRF tokens are HMACs of the
     /// session's id under it.
     pub csrf_secret: [u8; 32],
 }
-
-/// A status read several requests may await.
-pub type SharedRead = futures_util::future::Shared<
-    futures_util::future::BoxFuture<
-        'static,
-        std::result::Result<Arc<crate::engine::status::StatusReport>, super::error::ApiError>,
-    >,
->;
 
 impl AppState {
     /// What is loaded now.
