@@ -27,4 +27,5 @@ pub use apply::{apply, Applied, ApplyOptions};
 pub use clock::Clock;
 pub use events::{Event, EventSink, NoEvents, StopFlag};
 pub use job::{AdHoc, Job, ServiceAction};
+pub use lock::lock_dir;
 pub use plan::{plan, Plan, PlanOptions, Planned};

@@ -134,13 +134,45 @@ async fn roles_and_targets_decide_403_before_anything_connects() {
     let (st, _, _) = post("/job/x/cancel", &keys.read).await;
     assert_eq!(st, 403);
     // operate limited to role:web: host b is outside.
-    let (st, _, b) = post("/node/b/service/demo-worker/restart", &keys.limited).await;
-    assert_eq!(st, 403, "{b}");
-    assert!(b["details"].as_str().unwrap().contains("`b`"), "{b}");
+    let (st, _, outside) = post("/node/b/service/demo-worker/restart", &keys.limited).await;
+    assert_eq!(st, 403, "{outside}");
     let (st, _, b) = post("/node/_all/service/demo-worker/restart", &keys.limited).await;
     assert_eq!(st, 403, "_all reaches b: {b}");
     let (st, _, b) = call(Method::GET, &s.url("/node/b/service"), Some(&keys.limited)).await;
     assert_eq!(st, 403, "{b}");
+    // For it, a host that does not exist, a label outside its targets and
+    // a label matching nothing answer as a host outside them does: the
+    // same 403 and words, so its answers do not tell which hosts exist.
+    for (method, path) in [
+        (Method::POST, "/node/nosuch/service/demo-worker/restart"),
+        (Method::POST, "/node/role:db/service/demo-worker/restart"),
+        (
+            Method::POST,
+            "/node/role:nosuch/service/demo-worker/restart",
+        ),
+        (Method::GET, "/node/b/service"),
+        (Method::GET, "/node/nosuch/service"),
+        (Method::GET, "/node/role:nosuch/service/demo-web"),
+    ] {
+        let (st, _, b) = call(method, &s.url(path), Some(&keys.limited)).await;
+        assert_eq!((st, &b), (403, &outside), "{path}");
+    }
+    assert!(!outside.to_string().contains("`b`"), "{outside}");
+    // An unscoped key still learns that a host does not exist (400).
+    let (st, _, b) = call(
+        Method::GET,
+        &s.url("/node/nosuch/service"),
+        Some(&keys.read),
+    )
+    .await;
+    assert_eq!(st, 400, "{b}");
+    // Errors and plans over HTTP name no path of the server's.
+    let server_dir = dir.path().to_str().unwrap();
+    assert!(!b.to_string().contains(server_dir), "{b}");
+    let (st, _, b) = post("/runbook/restart-web?dry_run=true", &keys.read).await;
+    assert_eq!(st, 200, "{b}");
+    assert!(!b.to_string().contains(server_dir), "{b}");
+    assert_eq!(b["inventory"]["path"], "inventory.yml", "{b}");
     // ... but `_any` picks only among its hosts: a, whose failure is a
     // host result, not an HTTP error.
     let (st, _, b) = post("/node/_any/service/demo-worker/restart", &keys.limited).await;

@@ -87,14 +87,31 @@ impl Caller {
         &self,
         hosts: impl IntoIterator<Item = &'a Host>,
     ) -> Result<(), ApiError> {
-        match hosts.into_iter().find(|h| !self.may_reach(h)) {
-            None => Ok(()),
-            Some(h) => Err(ApiError::forbidden(format!(
-                "this key may not act on host `{}`",
-                h.name
-            ))),
+        match hosts.into_iter().any(|h| !self.may_reach(h)) {
+            false => Ok(()),
+            true => Err(outside()),
         }
     }
+
+    /// A failed selection for this key: for a key with `targets`, a host
+    /// that does not exist (or a selector matching none) is refused as one
+    /// outside them is, so its answers do not tell which hosts exist;
+    /// for other keys, the error as it is (400).
+    pub fn selection(&self, e: crate::model::error::Error) -> ApiError {
+        if self.targets.is_some() && e.code() == 400 {
+            outside()
+        } else {
+            ApiError::from(e)
+        }
+    }
+}
+
+/// What a key with `targets` gets for hosts outside them, and for hosts
+/// that do not exist: the same words, naming none.
+fn outside() -> ApiError {
+    ApiError::forbidden(
+        "this key may not act on the hosts this request names: they are outside its targets, or not in the inventory",
+    )
 }
 
 /// What a request came with: a key (a header), or the status page's

@@ -139,8 +139,37 @@ fn http_remedy(r: &Refusal) -> &'static str {
     }
 }
 
+/// The server's own directories (of its inventory, keys, runbooks, jobs
+/// and the rest), set once at start: what they hold is named in answers
+/// by its path below them, never by the server's absolute paths.
+static SERVER_DIRS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Hide these directories from every error answer from now on.
+pub fn hide_dirs(dirs: impl IntoIterator<Item = std::path::PathBuf>) {
+    let mut v: Vec<String> = dirs
+        .into_iter()
+        .filter(|d| d.is_absolute() && d.parent().is_some())
+        .map(|d| d.to_string_lossy().trim_end_matches('/').to_string())
+        .collect();
+    // Longest first: a runbook dir inside the config dir is cut whole.
+    v.sort_by_key(|d| std::cmp::Reverse(d.len()));
+    v.dedup();
+    let _ = SERVER_DIRS.set(v);
+}
+
+/// `text` with the server's directories cut from the paths in it.
+pub fn without_server_paths(text: &str) -> String {
+    let mut out = text.to_string();
+    for d in SERVER_DIRS.get().into_iter().flatten() {
+        out = out.replace(&format!("{d}/"), "");
+    }
+    out
+}
+
 impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
+        self.details = without_server_paths(&self.details);
+        self.error = without_server_paths(&self.error);
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut r = (code, Json(&self)).into_response();
         if code == StatusCode::UNAUTHORIZED {

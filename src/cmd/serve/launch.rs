@@ -63,7 +63,8 @@ pub fn job_for(
     limit: Option<&str>,
 ) -> Result<Job, ApiError> {
     let loaded = state.loaded();
-    let full = Job::new(playbook, loaded.inventory.clone(), limit)?;
+    let full =
+        Job::new(playbook, loaded.inventory.clone(), limit).map_err(|e| caller.selection(e))?;
     let mut fixed = Vec::new();
     for ex in &full.expanded {
         fixed.extend(ex.targets.fixed.iter().copied());
@@ -171,10 +172,16 @@ pub async fn start_job(
         caller.require(Role::Admin)?;
     }
     if q.dry_run.unwrap_or(false) {
-        let planned = state.executor.plan(job).await?;
-        return Ok(Started::Plan(crate::render::plan::render_json(
-            &planned.plan,
-        )));
+        let mut plan = state.executor.plan(job).await?.plan;
+        // The plan names its inputs as the server's files: below the
+        // server's directories, as its errors do.
+        let hide = super::error::without_server_paths;
+        plan.playbook.path = hide(&plan.playbook.path);
+        plan.inventory.path = hide(&plan.inventory.path);
+        for i in &mut plan.inputs {
+            i.path = hide(&i.path);
+        }
+        return Ok(Started::Plan(crate::render::plan::render_json(&plan)));
     }
     caller.require(Role::Operate)?;
     state

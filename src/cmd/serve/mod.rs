@@ -160,6 +160,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         node: a.node.clone(),
     };
     let loaded = sources.load()?;
+    error::hide_dirs(server_dirs(a, &sources, &loaded));
     let address = Address::parse(&a.listen)?;
     let tls = a.tls_cert.as_deref().zip(a.tls_key.as_deref());
     if !address.is_local() && tls.is_none() {
@@ -282,6 +283,37 @@ async fn signals(state: Arc<AppState>, stop: tokio::sync::watch::Sender<bool>) {
 }
 
 /// Every route, and the layers around them.
+/// The directories whose paths answers never show: those of the server's
+/// files (inventory, its ssh_config, keys, runbooks, jobs, audit) and of
+/// the lock files, as absolute paths.
+fn server_dirs(a: &ServeArgs, sources: &Sources, loaded: &state::Loaded) -> Vec<PathBuf> {
+    let parent = |p: &std::path::Path| {
+        std::path::absolute(p)
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+    };
+    let mut dirs: Vec<PathBuf> = [
+        Some(sources.inventory.as_path()),
+        Some(sources.keys.as_path()),
+        a.audit.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(parent)
+    .collect();
+    for d in [sources.playbooks.as_deref(), a.jobs_dir.as_deref()]
+        .into_iter()
+        .flatten()
+    {
+        dirs.extend(std::path::absolute(d).ok());
+    }
+    for h in &loaded.inventory.hosts {
+        dirs.extend(h.ssh_config.as_deref().and_then(parent));
+    }
+    dirs.push(crate::engine::lock_dir());
+    dirs
+}
+
 fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/node/{target}/service", get(node::list_services))

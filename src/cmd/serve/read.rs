@@ -102,7 +102,8 @@ pub async fn read_units(
     let inv = if sel.is_any() {
         caller.inventory(&loaded.inventory)
     } else {
-        let hosts = crate::engine::live::select_hosts(&loaded.inventory, Some(target))?;
+        let hosts = crate::engine::live::select_hosts(&loaded.inventory, Some(target))
+            .map_err(|e| caller.selection(e))?;
         caller.check_hosts(hosts.iter())?;
         loaded.inventory.clone()
     };
