@@ -2,7 +2,7 @@
 //! (cargo-deb) from the binary this test run built, installed with
 //! `dpkg -i` on a lab host, used there (`drover --version`, the man page,
 //! the bash completion, the disabled timer), and removed with `dpkg -r`,
-//! leaving the host as it was.
+//! leaving the host as it was. `package_serve.rs` runs its server unit.
 //!
 //! DROVER_DEB=FILE tests that package instead of building one (e.g. the
 //! release package CI built with pkg/build-deb.sh).
@@ -31,7 +31,7 @@ fn note(text: &str) {
 /// Build the package from the debug binary `cargo test` just built: a
 /// release build would add minutes on a small CI machine, and what is
 /// tested here is the packaging, not the optimiser.
-fn build_package(out_dir: &Path) -> PathBuf {
+pub(crate) fn build_package(out_dir: &Path) -> PathBuf {
     if let Some(deb) = std::env::var_os("DROVER_DEB").filter(|v| !v.is_empty()) {
         return PathBuf::from(deb);
     }
@@ -61,7 +61,7 @@ fn build_package(out_dir: &Path) -> PathBuf {
     deb
 }
 
-fn copy_to(lab: &common::Lab, host: &str, local: &Path, remote: &str) {
+pub(crate) fn copy_to(lab: &common::Lab, host: &str, local: &Path, remote: &str) {
     let out = Command::new("scp")
         .arg("-F")
         .arg(&lab.ssh_config)
@@ -117,7 +117,7 @@ fn deb_installs_runs_documents_completes_and_removes_cleanly() {
     let _undo = lab.undo_on_drop(
         &host,
         &format!(
-            "dpkg --purge drover >/dev/null 2>&1; rm -f {REMOTE_DEB}; systemctl daemon-reload"
+            "dpkg --purge drover >/dev/null 2>&1; userdel drover >/dev/null 2>&1; groupdel drover >/dev/null 2>&1; rm -f {REMOTE_DEB}; systemctl daemon-reload"
         ),
     );
     copy_to(&lab, &host, &deb, REMOTE_DEB);
@@ -147,6 +147,8 @@ fn deb_installs_runs_documents_completes_and_removes_cleanly() {
         "/usr/share/drover/schema/inventory.schema.json",
         "/usr/lib/systemd/system/drover-nightly-restart.service",
         "/usr/lib/systemd/system/drover-nightly-restart.timer",
+        "/usr/lib/systemd/system/drover-serve.service",
+        "/usr/lib/sysusers.d/drover.conf",
         "/usr/share/doc/drover/examples/nightly-restart.yml",
     ]
     .map(String::from)
