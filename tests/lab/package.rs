@@ -28,10 +28,24 @@ fn note(text: &str) {
     let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{text}\n").as_bytes());
 }
 
+/// The package, built once per test run for every test that installs it:
+/// two builds at once would share (and delete) target/pkg-assets.
+pub(crate) fn package() -> PathBuf {
+    static DEB: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut deb = DEB.lock().unwrap_or_else(|p| p.into_inner());
+    if deb.is_none() {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-deb");
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).unwrap();
+        *deb = Some(build_package(&out));
+    }
+    deb.clone().unwrap()
+}
+
 /// Build the package from the debug binary `cargo test` just built: a
 /// release build would add minutes on a small CI machine, and what is
 /// tested here is the packaging, not the optimiser.
-pub(crate) fn build_package(out_dir: &Path) -> PathBuf {
+fn build_package(out_dir: &Path) -> PathBuf {
     if let Some(deb) = std::env::var_os("DROVER_DEB").filter(|v| !v.is_empty()) {
         return PathBuf::from(deb);
     }
@@ -90,8 +104,7 @@ fn subcommands() -> Vec<String> {
 fn deb_installs_runs_documents_completes_and_removes_cleanly() {
     let Some(lab) = common::lab() else { return };
     let started = Instant::now();
-    let tmp = tempfile::tempdir().unwrap();
-    let deb = build_package(tmp.path());
+    let deb = package();
 
     // Dependencies: the C library (found by dpkg-shlibdeps) and ssh.
     let depends = Command::new("dpkg-deb")
@@ -117,7 +130,7 @@ fn deb_installs_runs_documents_completes_and_removes_cleanly() {
     let _undo = lab.undo_on_drop(
         &host,
         &format!(
-            "dpkg --purge drover >/dev/null 2>&1; userdel drover >/dev/null 2>&1; groupdel drover >/dev/null 2>&1; rm -f {REMOTE_DEB}; systemctl daemon-reload"
+            "dpkg --purge drover >/dev/null 2>&1; userdel drover-serve >/dev/null 2>&1; groupdel drover-serve >/dev/null 2>&1; rm -f {REMOTE_DEB}; systemctl daemon-reload"
         ),
     );
     copy_to(&lab, &host, &deb, REMOTE_DEB);
@@ -148,7 +161,7 @@ fn deb_installs_runs_documents_completes_and_removes_cleanly() {
         "/usr/lib/systemd/system/drover-nightly-restart.service",
         "/usr/lib/systemd/system/drover-nightly-restart.timer",
         "/usr/lib/systemd/system/drover-serve.service",
-        "/usr/lib/sysusers.d/drover.conf",
+        "/usr/lib/sysusers.d/drover-serve.conf",
         "/usr/share/doc/drover/examples/nightly-restart.yml",
     ]
     .map(String::from)

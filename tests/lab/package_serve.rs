@@ -8,7 +8,7 @@
 //! [`MAX_EXPOSURE`]. Everything is removed afterwards, user included.
 
 use crate::common;
-use crate::package::{build_package, copy_to};
+use crate::package::{copy_to, package};
 use crate::server::{call, Keys};
 
 use std::process::{Child, Command, Stdio};
@@ -72,10 +72,8 @@ async fn wait_healthy(url: &str, within: Duration) -> Result<serde_json::Value, 
 /// The exposure of `systemd-analyze security`'s last line ("Overall
 /// exposure level for drover-serve.service: 2.1 OK :-)").
 fn exposure(text: &str) -> Option<f64> {
-    let line = text
-        .lines()
-        .find(|l| l.contains("Overall exposure level"))?;
-    line.rsplit_once(':')?
+    text.lines()
+        .find_map(|l| l.split_once("Overall exposure level for drover-serve.service:"))?
         .1
         .split_whitespace()
         .next()?
@@ -87,19 +85,19 @@ fn exposure(text: &str) -> Option<f64> {
 async fn the_packaged_serve_unit_runs_sandboxed_as_its_user_and_answers_with_a_key() {
     let Some(lab) = common::lab() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let deb = build_package(tmp.path());
+    let deb = package();
     let _l = lab.lock();
     let host = lab.host(lab.len() - 1).to_string();
-    let before = lab.ssh_output(&host, "dpkg-query -W drover");
+    let before = lab.ssh_output(&host, "dpkg-query -W drover || getent passwd drover-serve");
     assert!(
         !before.status.success(),
-        "{host} already has a drover package; the lab's baseline has none"
+        "{host} already has a drover package or a drover-serve user; the lab's baseline has neither"
     );
     let _undo = lab.undo_on_drop(
         &host,
         &format!(
             "systemctl disable --now drover-serve.service >/dev/null 2>&1; dpkg --purge drover >/dev/null 2>&1; \
-             userdel drover >/dev/null 2>&1; groupdel drover >/dev/null 2>&1; \
+             userdel drover-serve >/dev/null 2>&1; groupdel drover-serve >/dev/null 2>&1; \
              rm -rf /etc/drover /var/lib/drover-serve /var/log/drover-serve {REMOTE_DEB}; systemctl daemon-reload"
         ),
     );
@@ -107,7 +105,7 @@ async fn the_packaged_serve_unit_runs_sandboxed_as_its_user_and_answers_with_a_k
     lab.ssh(&host, &format!("dpkg -i {REMOTE_DEB}"));
 
     // Installed with its user, valid, and off.
-    let user = lab.ssh(&host, "getent passwd drover");
+    let user = lab.ssh(&host, "getent passwd drover-serve");
     assert!(user.contains(":/var/lib/drover-serve:"), "{user}");
     let verify = lab.ssh_output(
         &host,
@@ -134,7 +132,7 @@ async fn the_packaged_serve_unit_runs_sandboxed_as_its_user_and_answers_with_a_k
     copy_to(&lab, &host, &inventory, "/etc/drover/inventory.yml");
     lab.ssh(
         &host,
-        "chown root:drover /etc/drover/keys.yml /etc/drover/inventory.yml && chmod 0640 /etc/drover/keys.yml /etc/drover/inventory.yml",
+        "chown root:drover-serve /etc/drover/keys.yml /etc/drover/inventory.yml && chmod 0640 /etc/drover/keys.yml /etc/drover/inventory.yml",
     );
     lab.ssh(&host, "systemctl enable --now drover-serve.service");
 
@@ -149,12 +147,12 @@ async fn the_packaged_serve_unit_runs_sandboxed_as_its_user_and_answers_with_a_k
     });
     assert_eq!(health["status"], "ok", "{health}");
 
-    // It runs as drover, not root.
+    // It runs as drover-serve, not root.
     let owner = lab.ssh(
         &host,
-        "ps -o user= -p $(systemctl show -p MainPID --value drover-serve.service)",
+        "stat -c %U /proc/$(systemctl show -p MainPID --value drover-serve.service)",
     );
-    assert_eq!(owner.trim(), "drover");
+    assert_eq!(owner.trim(), "drover-serve");
 
     // A key reads real units through the system bus from inside the sandbox.
     let (st, _, b) = call(
@@ -201,9 +199,9 @@ async fn the_packaged_serve_unit_runs_sandboxed_as_its_user_and_answers_with_a_k
     assert_eq!(
         modes,
         [
-            "drover 700 /var/lib/drover-serve/jobs".to_string(),
-            format!("drover 600 /var/lib/drover-serve/jobs/{id}.json"),
-            "drover 600 /var/log/drover-serve/audit.jsonl".to_string(),
+            "drover-serve 700 /var/lib/drover-serve/jobs".to_string(),
+            format!("drover-serve 600 /var/lib/drover-serve/jobs/{id}.json"),
+            "drover-serve 600 /var/log/drover-serve/audit.jsonl".to_string(),
         ],
     );
     let audit = lab.ssh(&host, "cat /var/log/drover-serve/audit.jsonl");

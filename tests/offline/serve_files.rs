@@ -234,7 +234,7 @@ fn the_packaged_unit_serves_from_its_own_private_directories() {
     assert!(jobs.starts_with("/var/lib/drover-serve"), "{exec}");
     assert!(audit.starts_with("/var/log/drover-serve"), "{exec}");
     for (key, want) in [
-        ("User", "drover"),
+        ("User", "drover-serve"),
         ("StateDirectory", "drover-serve"),
         ("StateDirectoryMode", "0700"),
         ("LogsDirectory", "drover-serve"),
