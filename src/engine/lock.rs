@@ -60,37 +60,10 @@ fn lock_name(playbook: &Path) -> String {
 /// writable by nobody else. Without `XDG_RUNTIME_DIR` the fallback lives in
 /// the shared temp directory, where another user could have made it first.
 fn private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
-    }
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::io("create", dir, e)),
-    }
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io("inspect", dir, e))?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    let why = if !meta.file_type().is_dir() {
-        Some("is not a directory (a link?)".to_string())
-    } else if meta.uid() != me {
-        Some(format!(
-            "belongs to uid {}, not to us (uid {me})",
-            meta.uid()
-        ))
-    } else if meta.permissions().mode() & 0o022 != 0 {
-        Some(format!(
-            "is writable by others (mode {:o})",
-            meta.permissions().mode() & 0o777
-        ))
-    } else {
-        None
-    };
-    match why {
+    match crate::engine::private::private_dir(dir)? {
         Some(why) => Err(Error::Refused(Refusal::LockDir {
             dir: dir.to_path_buf(),
-            why,
+            why: why.to_string(),
         })),
         None => Ok(()),
     }

@@ -19,6 +19,7 @@ pub mod journal;
 pub mod live;
 mod lock;
 pub mod plan;
+pub mod private;
 pub mod saved;
 pub mod status;
 mod walk;

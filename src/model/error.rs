@@ -150,6 +150,16 @@ pub enum Refusal {
         /// What is wrong with it.
         why: String,
     },
+    /// A directory or file drover writes and reads back (the server's
+    /// jobs directory, its audit log) is not private to this user.
+    NotPrivate {
+        /// What it is, as the user named it ("--audit file").
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// What is wrong with it, and the command that fixes it.
+        why: String,
+    },
     /// A step would disrupt a unit the inventory marks protected.
     Protected(String),
     /// A saved plan's inputs (playbook, inventory, templates) changed since
@@ -166,6 +176,7 @@ impl Refusal {
             Refusal::Window { .. } => "pass --ignore-window to run anyway",
             Refusal::Locked { .. } => "wait for it, or pass --wait-lock DURATION",
             Refusal::LockDir { .. } => "remove it or set DROVER_LOCK_DIR to a private directory",
+            Refusal::NotPrivate { .. } => "or name another path",
             Refusal::Protected(_) => "pass --allow-protected if that is intended",
             Refusal::StalePlan(_) => "plan again and review the new plan",
             Refusal::Drift(_) => "plan again, or pass --allow-drift to apply anyway",
@@ -188,6 +199,7 @@ impl Refusal {
                 lock.display()
             ),
             Refusal::LockDir { dir, why } => format!("lock directory {} {why}", dir.display()),
+            Refusal::NotPrivate { what, path, why } => format!("{what} {} {why}", path.display()),
             Refusal::Protected(m) | Refusal::StalePlan(m) => m.clone(),
             Refusal::Drift(hosts) => format!(
                 "the hosts drifted since the plan was made, so apply would not do what was reviewed: {hosts}"
@@ -200,7 +212,7 @@ impl Refusal {
         match self {
             Refusal::Window { window, .. } => vec![window],
             Refusal::Locked { holder, .. } => vec![holder],
-            Refusal::LockDir { why, .. } => vec![why],
+            Refusal::LockDir { why, .. } | Refusal::NotPrivate { why, .. } => vec![why],
             Refusal::Protected(m) | Refusal::StalePlan(m) | Refusal::Drift(m) => vec![m],
         }
     }

@@ -90,12 +90,32 @@ impl Server {
 
     /// As [`Server::start`], naming the URL scheme (https with TLS flags).
     pub fn start_scheme(scheme: &str, args: &[&str], stderr: &Path) -> Server {
+        Self::spawn(scheme, args, stderr, None)
+    }
+
+    /// As [`Server::start`], under the process umask `umask`.
+    pub fn start_umask(args: &[&str], stderr: &Path, umask: u32) -> Server {
+        Self::spawn("http", args, stderr, Some(umask))
+    }
+
+    fn spawn(scheme: &str, args: &[&str], stderr: &Path, umask: Option<u32>) -> Server {
         let mut all: Vec<String> = vec!["serve".into()];
         all.extend(args.iter().map(|s| s.to_string()));
         if !args.contains(&"--listen") {
             all.extend(["--listen".into(), "127.0.0.1:0".into()]);
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_drover"));
+        if let Some(mask) = umask {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: umask is async-signal-safe and touches no memory.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(mask as libc::mode_t);
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd
             .args(&all)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -2,7 +2,7 @@
 //! (cargo-deb) from the binary this test run built, installed with
 //! `dpkg -i` on a lab host, used there (`drover --version`, the man page,
 //! the bash completion, the disabled timer), and removed with `dpkg -r`,
-//! leaving the host as it was.
+//! leaving the host as it was. `package_serve.rs` runs its server unit.
 //!
 //! DROVER_DEB=FILE tests that package instead of building one (e.g. the
 //! release package CI built with pkg/build-deb.sh).
@@ -26,6 +26,20 @@ fn root() -> &'static Path {
 /// build time and the man fallback are worth seeing.
 fn note(text: &str) {
     let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{text}\n").as_bytes());
+}
+
+/// The package, built once per test run for every test that installs it:
+/// two builds at once would share (and delete) target/pkg-assets.
+pub(crate) fn package() -> PathBuf {
+    static DEB: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut deb = DEB.lock().unwrap_or_else(|p| p.into_inner());
+    if deb.is_none() {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-deb");
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).unwrap();
+        *deb = Some(build_package(&out));
+    }
+    deb.clone().unwrap()
 }
 
 /// Build the package from the debug binary `cargo test` just built: a
@@ -61,7 +75,7 @@ fn build_package(out_dir: &Path) -> PathBuf {
     deb
 }
 
-fn copy_to(lab: &common::Lab, host: &str, local: &Path, remote: &str) {
+pub(crate) fn copy_to(lab: &common::Lab, host: &str, local: &Path, remote: &str) {
     let out = Command::new("scp")
         .arg("-F")
         .arg(&lab.ssh_config)
@@ -90,8 +104,7 @@ fn subcommands() -> Vec<String> {
 fn deb_installs_runs_documents_completes_and_removes_cleanly() {
     let Some(lab) = common::lab() else { return };
     let started = Instant::now();
-    let tmp = tempfile::tempdir().unwrap();
-    let deb = build_package(tmp.path());
+    let deb = package();
 
     // Dependencies: the C library (found by dpkg-shlibdeps) and ssh.
     let depends = Command::new("dpkg-deb")
@@ -117,7 +130,7 @@ fn deb_installs_runs_documents_completes_and_removes_cleanly() {
     let _undo = lab.undo_on_drop(
         &host,
         &format!(
-            "dpkg --purge drover >/dev/null 2>&1; rm -f {REMOTE_DEB}; systemctl daemon-reload"
+            "dpkg --purge drover >/dev/null 2>&1; userdel drover-serve >/dev/null 2>&1; groupdel drover-serve >/dev/null 2>&1; rm -f {REMOTE_DEB}; systemctl daemon-reload"
         ),
     );
     copy_to(&lab, &host, &deb, REMOTE_DEB);
@@ -147,6 +160,8 @@ fn deb_installs_runs_documents_completes_and_removes_cleanly() {
         "/usr/share/drover/schema/inventory.schema.json",
         "/usr/lib/systemd/system/drover-nightly-restart.service",
         "/usr/lib/systemd/system/drover-nightly-restart.timer",
+        "/usr/lib/systemd/system/drover-serve.service",
+        "/usr/lib/sysusers.d/drover-serve.conf",
         "/usr/share/doc/drover/examples/nightly-restart.yml",
     ]
     .map(String::from)

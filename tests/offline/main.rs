@@ -25,6 +25,7 @@ mod saved_plan;
 mod schema;
 mod serve;
 mod serve_compat;
+mod serve_files;
 mod serve_held;
 mod spawnable;
 mod usage;

@@ -12,7 +12,7 @@ use server::{assert_error, call, client, Keys, Server};
 
 /// Two hosts that fail at once (their bus does not exist); `b` protects
 /// demo-web.
-fn offline(dir: &std::path::Path) -> (std::path::PathBuf, Keys) {
+pub(crate) fn offline(dir: &std::path::Path) -> (std::path::PathBuf, Keys) {
     offline_with(dir, "")
 }
 

@@ -44,19 +44,15 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Lines to `path` (appended, 0600), or stderr without one.
+    /// Lines to `path` (appended; created 0600), or stderr without one. An
+    /// existing file another user owns or may write is refused: its owner
+    /// would read every line, and a writer could forge some.
     pub fn open(path: Option<&std::path::Path>) -> crate::model::error::Result<Audit> {
-        use std::os::unix::fs::OpenOptionsExt;
         let file = match path {
-            Some(p) => Some(Mutex::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(p)
-                    .map_err(|e| crate::model::error::Error::io("open", p, e))?,
-            )),
+            Some(p) => Some(Mutex::new(crate::engine::private::append_private(
+                "--audit file",
+                p,
+            )?)),
             None => None,
         };
         Ok(Audit {

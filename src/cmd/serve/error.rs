@@ -134,7 +134,9 @@ fn http_remedy(r: &Refusal) -> &'static str {
         Refusal::Window { .. } => "an admin key may run it anyway with ?ignore_window=true",
         Refusal::Protected(_) => "only an admin key may, with ?allow_protected=true",
         Refusal::Locked { .. } => "wait for it to finish, then retry",
-        Refusal::LockDir { .. } => "the server's lock directory needs fixing: see its log",
+        Refusal::LockDir { .. } | Refusal::NotPrivate { .. } => {
+            "the server's files need fixing: see its log"
+        }
         Refusal::StalePlan(_) | Refusal::Drift(_) => "plan again and review the new plan",
     }
 }

@@ -143,7 +143,16 @@ pub async fn bind(addr: &Address, tls: Option<(&Path, &Path)>) -> Result<AnyList
                 }
                 let _ = std::fs::remove_file(path);
             }
-            let l = UnixListener::bind(path).map_err(|e| Error::io("listen on", path, e))?;
+            // 0600 whatever the umask, from the moment it exists: a chmod
+            // after bind would leave a window for others to connect in.
+            // The umask is the process's, but nothing else creates files
+            // while the server starts.
+            // SAFETY: umask has no preconditions.
+            let old = unsafe { libc::umask(0o177) };
+            let bound = UnixListener::bind(path);
+            // SAFETY: as above.
+            unsafe { libc::umask(old) };
+            let l = bound.map_err(|e| Error::io("listen on", path, e))?;
             Ok(AnyListener::Unix(l, path.clone()))
         }
         Address::Tcp(a) => {

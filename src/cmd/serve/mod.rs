@@ -190,6 +190,9 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             .unwrap_or_else(|| PathBuf::from("jobs"))
     });
     let audit = Audit::open(a.audit.as_deref())?;
+    // Reports are read back and listed: a directory others may write would
+    // list what they forge.
+    crate::engine::private::private_dir_for("--jobs-dir", &jobs_dir)?;
     let rt = super::runtime()?;
     rt.block_on(async move {
         let jobs: Arc<dyn JobStore> = Arc::new(DirJobs::open(&jobs_dir)?);
@@ -216,9 +219,10 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         let bound = axum::serve::Listener::local_addr(&listener)
             .map(|p| p.0)
             .unwrap_or_default();
+        let caught = catch_signals();
         // One line on stdout that scripts (and tests) wait for.
         outln!("drover serve: listening on {bound}");
-        let shutdown = signals(state.clone(), stop_tx);
+        let shutdown = signals(state.clone(), stop_tx, caught);
         let served = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
             .with_graceful_shutdown(shutdown)
             .await;
@@ -255,13 +259,27 @@ fn keygen(name: &str, role: &str, targets: Option<&str>) -> Result<i32> {
 
 /// SIGTERM/SIGINT: stop running jobs as apply does, end event streams,
 /// stop accepting; SIGHUP: reload.
-async fn signals(state: Arc<AppState>, stop: tokio::sync::watch::Sender<bool>) {
+/// SIGTERM, SIGINT and SIGHUP, caught from the moment this returns.
+type Caught = std::io::Result<(
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+)>;
+
+/// Catch the signals now: installed only when first awaited, a SIGTERM
+/// (a `systemctl stop`) right after "listening on" would kill the server
+/// instead of stopping it.
+fn catch_signals() -> Caught {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
+    Ok((
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::hangup())?,
+    ))
+}
+
+async fn signals(state: Arc<AppState>, stop: tokio::sync::watch::Sender<bool>, caught: Caught) {
+    let Ok((mut term, mut int, mut hup)) = caught else {
         tracing::error!("cannot install signal handlers; the server stops only when killed");
         return std::future::pending().await;
     };
