@@ -27,5 +27,6 @@ mod serve;
 mod serve_compat;
 mod serve_files;
 mod serve_held;
+mod serve_table;
 mod spawnable;
 mod usage;

@@ -176,7 +176,10 @@ async fn redis_bodies_names_operations_and_protected_units() {
     .await;
     assert_eq!(st, 403, "{b}");
     assert!(
-        b["details"].as_str().unwrap().contains("outside its targets"),
+        b["details"]
+            .as_str()
+            .unwrap()
+            .contains("outside its targets"),
         "never naming the hosts outside: {b}"
     );
     // An unreachable node: a host's failure is a 200 with false.
