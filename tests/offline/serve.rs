@@ -23,7 +23,7 @@ fn offline(dir: &std::path::Path) -> (std::path::PathBuf, Keys) {
     (inv, keys)
 }
 
-fn start(dir: &std::path::Path, extra: &[&str]) -> (Server, Keys) {
+pub(crate) fn start(dir: &std::path::Path, extra: &[&str]) -> (Server, Keys) {
     let (inv, keys) = offline(dir);
     let books = dir.join("books");
     std::fs::create_dir_all(&books).unwrap();
