@@ -86,7 +86,10 @@ fn main() {
     // `cargo bench --bench serve -- list` (or `-- lab`): one part only.
     let args: Vec<String> = std::env::args().skip(1).collect();
     let only = |part: &str| {
-        let named: Vec<&String> = args.iter().filter(|a| *a == "list" || *a == "lab").collect();
+        let named: Vec<&String> = args
+            .iter()
+            .filter(|a| *a == "list" || *a == "lab")
+            .collect();
         named.is_empty() || named.iter().any(|a| *a == part)
     };
     if only("list") {
@@ -318,6 +321,9 @@ fn list_bench() {
             tmp.path().join("keys.yml").into(),
             "--jobs-dir".into(),
             jobs.into(),
+            // Every seeded job kept: the list is over all of them.
+            "--keep-jobs".into(),
+            n.max(1).to_string().into(),
         ]);
         let t = Instant::now();
         let s = Server::start(args, &tmp.path().join("serve.log"));
