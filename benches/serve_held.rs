@@ -13,73 +13,16 @@
 //! serve_held` for a debug build). Changes nothing on the hosts, so it does
 //! not take the lab's lock.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::ffi::OsString;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn drover() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_drover"));
-    c.stdin(Stdio::null());
-    c
-}
-
-fn keygen(dir: &Path) -> String {
-    let out = drover()
-        .args(["serve", "keygen", "--name", "bench", "--role", "admin"])
-        .output()
-        .expect("keygen");
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    let key = text
-        .lines()
-        .find_map(|l| l.strip_prefix("key: "))
-        .expect("a key")
-        .to_string();
-    let entry = text.split_once("entry:\n").expect("an entry").1;
-    std::fs::write(dir.join("keys.yml"), format!("keys:\n{entry}")).expect("keys file");
-    key
-}
-
-/// Threads, VmRSS and VmHWM (KiB) of a process.
-#[derive(Debug, Clone, Copy)]
-struct Usage {
-    threads: u64,
-    rss_kib: u64,
-    hwm_kib: u64,
-}
-
-impl Usage {
-    fn of(pid: u32) -> Usage {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-        let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-                .unwrap_or(0)
-        };
-        Usage {
-            threads: field("Threads:"),
-            rss_kib: field("VmRSS:"),
-            hwm_kib: field("VmHWM:"),
-        }
-    }
-}
-
-impl std::fmt::Display for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "threads {:>4} | VmRSS {:>7.1} MiB | VmHWM {:>7.1} MiB",
-            self.threads,
-            self.rss_kib as f64 / 1024.0,
-            self.hwm_kib as f64 / 1024.0
-        )
-    }
-}
+use common::{keygen, lab_hosts, Server, Usage};
 
 /// An HTTP endpoint that reads each request and holds it unanswered until
 /// opened; then answers every held and later request 200.
@@ -118,19 +61,10 @@ impl Gate {
 }
 
 fn main() {
-    let dir =
-        PathBuf::from(std::env::var("DROVER_LAB_DIR").unwrap_or_else(|_| "/run/drover-lab".into()));
-    let Ok(hosts_text) = std::fs::read_to_string(dir.join("hosts")) else {
-        eprintln!(
-            "BENCH SKIPPED: the lab is not up at {} (tests/lab/lab.sh up)",
-            dir.display()
-        );
+    let Some((dir, hosts)) = lab_hosts() else {
+        eprintln!("BENCH SKIPPED: the lab is not up (tests/lab/lab.sh up)");
         return;
     };
-    let hosts: Vec<String> = hosts_text
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect();
     let jobs: usize = std::env::var("JOBS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -153,31 +87,19 @@ fn main() {
         .expect("runbook");
     }
     let log = tmp.path().join("serve.log");
-    let mut child: Child = drover()
-        .args(["serve", "-i"])
-        .arg(dir.join("inventory.yml"))
-        .arg("--keys")
-        .arg(tmp.path().join("keys.yml"))
-        .arg("--playbooks")
-        .arg(&books)
-        .arg("--jobs-dir")
-        .arg(tmp.path().join("jobs"))
-        .args(["--listen", "127.0.0.1:0", "--rate-limit", "0"])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("drover serve");
-    let pid = child.id();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let base = format!(
-        "http://{}",
-        line.trim()
-            .strip_prefix("drover serve: listening on ")
-            .expect("the server started")
-    );
+    let args: Vec<OsString> = vec![
+        "serve".into(),
+        "-i".into(),
+        dir.join("inventory.yml").into(),
+        "--keys".into(),
+        tmp.path().join("keys.yml").into(),
+        "--playbooks".into(),
+        books.clone().into(),
+        "--jobs-dir".into(),
+        tmp.path().join("jobs").into(),
+    ];
+    let server = Server::start(args, &log);
+    let (pid, base) = (server.pid(), server.base.clone());
     let idle = Usage::of(pid);
     let client = reqwest::Client::new();
     let t = Instant::now();
@@ -233,11 +155,7 @@ fn main() {
     });
     let ended = t.elapsed().as_secs_f64();
     let after = Usage::of(pid);
-    // SAFETY: kill(2) on our own child.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGTERM);
-    }
-    let _ = child.wait();
+    server.stop();
     let workers = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "serve held bench: {jobs} jobs over {} hosts, {workers} cores (runtime workers)",

@@ -107,7 +107,7 @@ pub enum Command {
     Health(HealthArgs),
     /// Serve the HTTP API (osapi node services, jobs, runbooks) over the same engine.
     #[command(after_long_help = book!("guide/serve.md", "Serve: the HTTP API"))]
-    Serve(super::serve::ServeArgs),
+    Serve(Box<super::serve::ServeArgs>),
     /// Print the shell completion script (e.g. `drover completions bash > /etc/bash_completion.d/drover`).
     #[command(after_long_help = book!("operations/install.md", "Installing drover"))]
     Completions {

@@ -4,12 +4,18 @@
 //! was running when the server died is `interrupted` with the results its
 //! journal holds.
 //!
+//! Finished jobs are held as summaries (id, start, outcome, hosts, report
+//! file), at most [`Retention::keep`] of them: a listing pages over the
+//! summaries and reads only its page's reports, so neither memory nor a
+//! page's cost grows with the history. Past the retention, a finished
+//! job's report and journal are deleted; a running job is never touched.
+//!
 //! [`JobStore`] is the seam the server holds; [`DirJobs`] is this
 //! process's store over one directory. A store shared by several servers
 //! (job summaries and results in a stream) implements the same trait; a
 //! job is then still seen through an [`Entry`], fed from that stream.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +28,7 @@ use crate::engine::apply::{apply, ApplyOptions};
 use crate::engine::claims::Held;
 use crate::engine::events::{Event, EventSink, StopFlag};
 use crate::engine::job::Job;
-use crate::engine::journal::save_report;
+use crate::engine::journal::{save_report, Journal};
 use crate::model::error::{Error, Result};
 use crate::model::report::{JobReport, JobResult, RunOutcome};
 
@@ -130,7 +136,7 @@ impl Entry {
 
     /// Whether every host of the job is in `within` (None: no bound).
     pub fn within(&self, within: Option<&BTreeSet<String>>) -> bool {
-        within.is_none_or(|w| self.hosts.iter().all(|h| w.contains(h)))
+        inside(&self.hosts, within)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -300,11 +306,173 @@ impl JobStore for DirJobs {
     }
 }
 
-/// Every job of one directory, newest first in listings.
+/// How many finished jobs a [`DirJobs`] keeps, and for how long. Running
+/// jobs are never counted nor removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// At most this many finished jobs: past it, the one that finished
+    /// first goes (its report and journal deleted from the directory).
+    pub keep: usize,
+    /// A finished job goes once it ended this long ago; None: no age limit.
+    pub max_age: Option<Duration>,
+}
+
+/// `drover serve --keep-jobs`'s default.
+pub const DEFAULT_KEEP_JOBS: usize = 1000;
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep: DEFAULT_KEEP_JOBS,
+            max_age: None,
+        }
+    }
+}
+
+/// Listing order: newest start first, the id breaking ties.
+type Key = (String, String);
+
+/// A finished job as the index holds it: what listing, filtering and
+/// expiring need, and where its report is. Never its results: those are
+/// read from the report for the page asked for.
+#[derive(Debug)]
+struct Done {
+    /// Order of finishing (at open: of `finished_at`); the lowest goes
+    /// first when over the count.
+    seq: u64,
+    outcome: JobStatus,
+    /// Sorted, deduplicated: what a scoped key's `within` is checked on.
+    hosts: Vec<String>,
+    /// `finished_at` in Unix seconds; None (unreadable) is never too old.
+    finished: Option<i64>,
+    report: PathBuf,
+}
+
+/// Every job the store knows: the running ones whole, the finished ones as
+/// summaries, bounded by the retention.
+#[derive(Debug, Default)]
+struct Index {
+    running: Vec<Arc<Entry>>,
+    done: BTreeMap<Key, Done>,
+    /// Job id to its key in `done`.
+    by_id: HashMap<String, String>,
+    /// Finishing order to key: the oldest first.
+    by_seq: BTreeMap<u64, Key>,
+    /// (finished, seq) of those with a readable `finished_at`: the first
+    /// is the one to expire by age.
+    by_end: BTreeSet<(i64, u64)>,
+    next_seq: u64,
+}
+
+impl Index {
+    /// Add a finished job; false (and nothing added) if its id is known.
+    fn insert(&mut self, job_id: &str, started_at: &str, mut done: Done) -> bool {
+        if self.by_id.contains_key(job_id) {
+            return false;
+        }
+        done.seq = self.next_seq;
+        self.next_seq += 1;
+        let key = (started_at.to_string(), job_id.to_string());
+        self.by_id
+            .insert(job_id.to_string(), started_at.to_string());
+        self.by_seq.insert(done.seq, key.clone());
+        if let Some(f) = done.finished {
+            self.by_end.insert((f, done.seq));
+        }
+        self.done.insert(key, done);
+        true
+    }
+
+    fn remove_seq(&mut self, seq: u64) -> Option<Done> {
+        let key = self.by_seq.remove(&seq)?;
+        let done = self.done.remove(&key)?;
+        self.by_id.remove(&key.1);
+        if let Some(f) = done.finished {
+            self.by_end.remove(&(f, seq));
+        }
+        Some(done)
+    }
+
+    /// Remove the finished jobs past `r` at `now` (Unix seconds); returns
+    /// their report files, to delete.
+    fn expire(&mut self, r: &Retention, now: i64) -> Vec<PathBuf> {
+        let mut gone = Vec::new();
+        if let Some(age) = r.max_age {
+            let cutoff = now.saturating_sub(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
+            while let Some(&(f, seq)) = self.by_end.first() {
+                if f >= cutoff {
+                    break;
+                }
+                gone.extend(self.remove_seq(seq).map(|d| d.report));
+            }
+        }
+        while self.done.len() > r.keep {
+            let Some((&seq, _)) = self.by_seq.first_key_value() else {
+                break;
+            };
+            gone.extend(self.remove_seq(seq).map(|d| d.report));
+        }
+        gone
+    }
+}
+
+/// Delete expired jobs' reports and journals.
+fn delete(reports: Vec<PathBuf>) {
+    if reports.is_empty() {
+        return;
+    }
+    tracing::info!(
+        jobs = reports.len(),
+        "jobs dir: expired job reports deleted"
+    );
+    for report in reports {
+        for path in [Journal::beside(&report), report] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("jobs dir: cannot delete {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
+fn unix_seconds(rfc3339: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .map(|t| t.timestamp())
+}
+
+fn now_seconds() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The summary of a finished job whose report is at `report`.
+fn done_of(r: &JobReport, hosts: Vec<String>, report: PathBuf) -> Done {
+    let mut hosts = hosts;
+    hosts.sort();
+    hosts.dedup();
+    Done {
+        seq: 0,
+        outcome: r.outcome.into(),
+        hosts,
+        finished: unix_seconds(&r.finished_at),
+        report,
+    }
+}
+
+/// Whether every host is in `within` (None: no bound).
+fn inside(hosts: &[String], within: Option<&BTreeSet<String>>) -> bool {
+    within.is_none_or(|w| hosts.iter().all(|h| w.contains(h)))
+}
+
+/// Every job of one directory, newest first in listings: the running ones
+/// in memory, the finished ones as an index of summaries over their
+/// report files, at most [`Retention::keep`] of them.
 #[derive(Debug)]
 pub struct DirJobs {
     dir: PathBuf,
-    jobs: Arc<Mutex<Vec<Arc<Entry>>>>,
+    retention: Retention,
+    index: Arc<Mutex<Index>>,
     tasks: Mutex<Vec<oneshot::Receiver<()>>>,
 }
 
@@ -341,23 +509,36 @@ pub struct JobQuery {
     pub within: Option<BTreeSet<String>>,
 }
 
+/// A job of a page, before its view is made outside the index's lock.
+enum Pick {
+    Running(Arc<Entry>),
+    Finished(PathBuf),
+}
+
 impl DirJobs {
-    /// The store of `dir`: its reports are read back, and a journal without
+    /// The store of `dir`: its reports are indexed, and a journal without
     /// its report (a job running when the last server died) becomes an
-    /// `interrupted` report holding the journal's results.
-    pub fn open(dir: &Path) -> Result<DirJobs> {
+    /// `interrupted` report holding the journal's results. Finished jobs
+    /// past `retention` are deleted from `dir` at once.
+    pub fn open(dir: &Path, retention: Retention) -> Result<DirJobs> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-        let mut jobs = Vec::new();
+        // (finished_at, started_at, job_id, summary): sorted below so
+        // that finishing order, and so expiry, holds across restarts.
+        let mut found: Vec<(String, String, String, Done)> = Vec::new();
+        let mut add = |r: JobReport, path: PathBuf| {
+            let done = done_of(&r, hosts_of(&r), path);
+            found.push((r.finished_at, r.started_at, r.job_id, done));
+        };
         let listing = std::fs::read_dir(dir).map_err(|e| Error::io("read", dir, e))?;
         let mut names: Vec<PathBuf> = listing.filter_map(|e| e.ok()).map(|e| e.path()).collect();
         names.sort();
-        for path in &names {
+        for path in names {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
             if name.ends_with(".json") {
-                match read_report(path) {
-                    Ok(r) => jobs.push(Entry::new(view_of(&r), hosts_of(&r), Some(r))),
+                match read_report(&path) {
+                    Ok(r) => add(r, path),
                     Err(e) => tracing::warn!("jobs dir: skipping {}: {e}", path.display()),
                 }
             } else if let Some(report_name) = name.strip_suffix(".journal") {
@@ -365,47 +546,123 @@ impl DirJobs {
                 if report_path.exists() {
                     continue;
                 }
-                match recover(path) {
+                match recover(&path) {
                     Ok(r) => {
                         if let Err(e) = save_report(&r, &report_path) {
+                            // Unsaved, it could be neither read back nor
+                            // expired: listed again at the next start.
                             tracing::warn!("jobs dir: cannot write {}: {e}", report_path.display());
+                            continue;
                         }
-                        jobs.push(Entry::new(view_of(&r), hosts_of(&r), Some(r)));
+                        add(r, report_path);
                     }
                     Err(e) => tracing::warn!("jobs dir: skipping {}: {e}", path.display()),
                 }
             }
         }
+        found.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
+        let mut index = Index::default();
+        for (_, started_at, job_id, done) in found {
+            let path = done.report.clone();
+            if !index.insert(&job_id, &started_at, done) {
+                tracing::warn!(
+                    "jobs dir: skipping {}: job {job_id} is already in another report",
+                    path.display()
+                );
+            }
+        }
+        delete(index.expire(&retention, now_seconds()));
         Ok(DirJobs {
             dir: dir.to_path_buf(),
-            jobs: Arc::new(Mutex::new(jobs)),
+            retention,
+            index: Arc::new(Mutex::new(index)),
             tasks: Mutex::new(Vec::new()),
         })
     }
 
-    fn jobs(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Entry>>> {
-        lock_jobs(&self.jobs)
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        lock_index(&self.index)
     }
 
-    /// A job by id.
+    /// A job by id: a finished one is read from its report.
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
-        self.jobs()
-            .iter()
-            .find(|e| e.state().view.job_id == id)
-            .cloned()
+        let (report, hosts) = {
+            let idx = self.index();
+            if let Some(e) = idx.running.iter().find(|e| e.state().view.job_id == id) {
+                return Some(e.clone());
+            }
+            let started = idx.by_id.get(id)?;
+            let done = idx.done.get(&(started.clone(), id.to_string()))?;
+            (done.report.clone(), done.hosts.clone())
+        };
+        match read_report(&report) {
+            Ok(r) => Some(Entry::new(view_of(&r), hosts, Some(r))),
+            Err(e) => {
+                tracing::warn!("jobs dir: cannot read {}: {e}", report.display());
+                None
+            }
+        }
     }
 
-    /// Jobs newest first, filtered and paged.
+    /// Jobs newest first, filtered and paged. The page is picked from the
+    /// index; only its jobs are copied (running) or read (finished).
     pub fn list(&self, q: &JobQuery) -> Vec<JobView> {
-        let mut all: Vec<JobView> = self
-            .jobs()
-            .iter()
-            .filter(|e| e.within(q.within.as_ref()))
-            .map(|e| e.view())
-            .collect();
-        all.retain(|v| q.status.is_none_or(|s| v.outcome == s));
-        all.sort_by(|a, b| b.started_at.cmp(&a.started_at));
-        all.into_iter().skip(q.offset).take(q.limit).collect()
+        let picks = {
+            let mut idx = self.index();
+            // Without new jobs nothing else would expire by age.
+            if self.retention.max_age.is_some() {
+                delete(idx.expire(&self.retention, now_seconds()));
+            }
+            let within = q.within.as_ref();
+            let mut running: Vec<(Key, Arc<Entry>)> = idx
+                .running
+                .iter()
+                .filter(|_| q.status.is_none_or(|s| s == JobStatus::Running))
+                .filter(|e| e.within(within))
+                .map(|e| {
+                    let s = e.state();
+                    let key = (s.view.started_at.clone(), s.view.job_id.clone());
+                    (key, e.clone())
+                })
+                .collect();
+            running.sort_by(|a, b| b.0.cmp(&a.0));
+            let mut running = running.into_iter().peekable();
+            let mut done = idx
+                .done
+                .iter()
+                .rev()
+                .filter(|(_, d)| q.status.is_none_or(|s| d.outcome == s))
+                .filter(|(_, d)| inside(&d.hosts, within))
+                .peekable();
+            let merged = std::iter::from_fn(|| {
+                let newer_running = match (running.peek(), done.peek()) {
+                    (Some((rk, _)), Some((dk, _))) => rk > *dk,
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (None, None) => return None,
+                };
+                if newer_running {
+                    running.next().map(|(_, e)| Pick::Running(e))
+                } else {
+                    done.next().map(|(_, d)| Pick::Finished(d.report.clone()))
+                }
+            });
+            merged.skip(q.offset).take(q.limit).collect::<Vec<Pick>>()
+        };
+        picks
+            .into_iter()
+            .filter_map(|p| match p {
+                Pick::Running(e) => Some(e.view()),
+                Pick::Finished(path) => match read_report(&path) {
+                    Ok(r) => Some(view_of(&r)),
+                    // Expired between the pick and now, or changed on disk.
+                    Err(e) => {
+                        tracing::warn!("jobs dir: cannot read {}: {e}", path.display());
+                        None
+                    }
+                },
+            })
+            .collect()
     }
 
     /// Start `job` in the background with `opts` (its report and journal
@@ -424,7 +681,8 @@ impl DirJobs {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         opts.job_id = Some(id.clone());
-        opts.report = Some(self.dir.join(format!("{id}.json")));
+        let report_path = self.dir.join(format!("{id}.json"));
+        opts.report = Some(report_path.clone());
         let entry = Entry::new(
             JobView {
                 job_id: id.clone(),
@@ -445,30 +703,48 @@ impl DirJobs {
         };
         let (err_tx, err_rx) = oneshot::channel();
         let e2 = entry.clone();
-        let jobs = self.jobs.clone();
+        let index = self.index.clone();
+        let retention = self.retention;
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let run = async move {
             let stop = e2.stop.clone();
             let ran = std::panic::AssertUnwindSafe(apply(&job, &opts, &stop, &sink))
                 .catch_unwind()
                 .await;
-            match ran {
-                Ok(Ok(applied)) => e2.finish(applied.report),
+            let ended = match ran {
+                Ok(Ok(applied)) => Ok(applied.report),
+                Ok(Err(e)) => Err(e),
                 Err(panic) => {
                     let why = panic_text(panic.as_ref());
                     tracing::error!(job = %e2.view().job_id, "the job panicked: {why}");
                     if sink.has_started() {
-                        e2.finish(failed_report(&e2, opts.report.as_deref()));
+                        Ok(failed_report(&e2, opts.report.as_deref()))
                     } else {
-                        lock_jobs(&jobs).retain(|x| !Arc::ptr_eq(x, &e2));
-                        let _ = err_tx.send(Error::Internal(format!("the job panicked: {why}")));
-                        e2.changes.send_modify(|n| *n += 1);
+                        Err(Error::Internal(format!("the job panicked: {why}")))
                     }
                 }
-                Ok(Err(e)) => {
+            };
+            match ended {
+                Ok(r) => {
+                    // The report is on disk (apply wrote it): from now on
+                    // the job is a summary over that file. Moved under the
+                    // index's lock, so a listing sees it once, never twice.
+                    // Files are deleted under the lock too, so that once
+                    // a listing no longer shows a job its files are gone.
+                    let mut idx = lock_index(&index);
+                    let done = done_of(&r, e2.hosts.clone(), report_path);
+                    let (job_id, started_at) = (r.job_id.clone(), r.started_at.clone());
+                    e2.finish(r);
+                    idx.running.retain(|x| !Arc::ptr_eq(x, &e2));
+                    if !idx.insert(&job_id, &started_at, done) {
+                        tracing::warn!("job {job_id}: another report has its id; not listed");
+                    }
+                    delete(idx.expire(&retention, now_seconds()));
+                }
+                Err(e) => {
                     // Before JobStarted nothing ran: the starter answers
                     // with the error and the job is forgotten.
-                    lock_jobs(&jobs).retain(|x| !Arc::ptr_eq(x, &e2));
+                    lock_index(&index).running.retain(|x| !Arc::ptr_eq(x, &e2));
                     let _ = err_tx.send(e);
                     e2.changes.send_modify(|n| *n += 1);
                 }
@@ -478,7 +754,7 @@ impl DirJobs {
         };
         // Listed before it runs: a job that fails to start removes itself
         // from the list, which must not happen before it is on it.
-        self.jobs().push(entry.clone());
+        self.index().running.push(entry.clone());
         {
             let mut t = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
             t.retain(|h| !h.is_terminated());
@@ -498,10 +774,8 @@ impl DirJobs {
 
     /// Ask every running job to stop as SIGTERM does; returns at once.
     pub fn stop_all(&self, why: &str) {
-        for e in self.jobs().iter() {
-            if e.state().view.outcome == JobStatus::Running {
-                e.stop.stop(why);
-            }
+        for e in self.index().running.iter() {
+            e.stop.stop(why);
         }
     }
 
@@ -519,8 +793,8 @@ impl DirJobs {
     }
 }
 
-fn lock_jobs(jobs: &Mutex<Vec<Arc<Entry>>>) -> std::sync::MutexGuard<'_, Vec<Arc<Entry>>> {
-    jobs.lock().unwrap_or_else(|p| p.into_inner())
+fn lock_index(index: &Mutex<Index>) -> std::sync::MutexGuard<'_, Index> {
+    index.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn view_of(r: &JobReport) -> JobView {
@@ -619,7 +893,7 @@ mod tests {
         let claims = LocalClaims::default();
         let unit = || vec![Claim::Unit("h1".into(), "u.service".into())];
         let held = claims.take(unit(), "j", Duration::ZERO).await.unwrap();
-        let jobs = DirJobs::open(dir.path()).unwrap();
+        let jobs = DirJobs::open(dir.path(), Retention::default()).unwrap();
         let entry = jobs
             .start(job, ApplyOptions::default(), held, Some(Arc::new(Boom)))
             .await
@@ -635,5 +909,54 @@ mod tests {
         jobs.shutdown("test").await;
         // The job's units are free again.
         assert!(claims.take(unit(), "k", Duration::ZERO).await.is_ok());
+    }
+
+    fn done(finished: Option<i64>, name: &str) -> Done {
+        Done {
+            seq: 0,
+            outcome: JobStatus::Completed,
+            hosts: Vec::new(),
+            finished,
+            report: PathBuf::from(name),
+        }
+    }
+
+    #[test]
+    fn the_first_to_finish_goes_first_whatever_their_start() {
+        let mut idx = Index::default();
+        // Inserted in finishing order; started in the opposite one.
+        for (i, name) in ["c", "b", "a"].iter().enumerate() {
+            assert!(idx.insert(name, &format!("2024-01-0{}", 3 - i), done(None, name)));
+        }
+        assert!(!idx.insert("a", "2024-01-09", done(None, "again")));
+        let keep = |keep| Retention {
+            keep,
+            max_age: None,
+        };
+        assert!(idx.expire(&keep(3), 0).is_empty());
+        assert_eq!(
+            idx.expire(&keep(1), 0),
+            [PathBuf::from("c"), PathBuf::from("b")]
+        );
+        assert_eq!(idx.done.len(), 1);
+        assert_eq!(idx.by_id.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(idx.by_seq.len(), 1);
+    }
+
+    #[test]
+    fn by_age_only_those_that_ended_before_the_cutoff_go() {
+        let mut idx = Index::default();
+        idx.insert("old", "1", done(Some(100), "old"));
+        idx.insert("unknown", "2", done(None, "unknown"));
+        idx.insert("new", "3", done(Some(1_000), "new"));
+        let r = Retention {
+            keep: 10,
+            max_age: Some(Duration::from_secs(500)),
+        };
+        assert_eq!(idx.expire(&r, 1_000), [PathBuf::from("old")]);
+        assert!(idx.expire(&r, 1_500).is_empty());
+        assert_eq!(idx.expire(&r, 1_501), [PathBuf::from("new")]);
+        assert_eq!(idx.by_id.keys().collect::<Vec<_>>(), ["unknown"]);
+        assert!(idx.by_end.is_empty());
     }
 }

@@ -17,6 +17,7 @@ mod engine;
 mod examples;
 mod examples_syntax;
 mod inventory_forms;
+mod job_history;
 mod layers;
 mod modules;
 mod plan_offline;

@@ -28,7 +28,7 @@ pub(crate) fn offline_with(dir: &std::path::Path, more_hosts: &str) -> (std::pat
     (inv, keys)
 }
 
-fn start(dir: &std::path::Path, extra: &[&str]) -> (Server, Keys) {
+pub(crate) fn start(dir: &std::path::Path, extra: &[&str]) -> (Server, Keys) {
     start_with(dir, "", extra)
 }
 

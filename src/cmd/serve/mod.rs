@@ -36,7 +36,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::engine::claims::LocalClaims;
-use crate::engine::job_store::{DirJobs, JobStore};
+use crate::engine::job_store::{DirJobs, JobStore, Retention, DEFAULT_KEEP_JOBS};
 use crate::model::error::{Error, Result};
 use crate::model::keys::Role;
 use crate::remote::fanout::Reach;
@@ -79,6 +79,15 @@ pub struct ServeArgs {
     /// Job reports and journals (default: the state directory's jobs/).
     #[arg(long)]
     pub jobs_dir: Option<PathBuf>,
+    /// Keep at most this many finished jobs: past it, the reports and
+    /// journals of those that finished first are deleted from --jobs-dir.
+    /// Running jobs are never deleted nor counted.
+    #[arg(long, default_value_t = DEFAULT_KEEP_JOBS)]
+    pub keep_jobs: usize,
+    /// Also delete finished jobs that ended longer ago than this (e.g.
+    /// 30d); default: no age limit.
+    #[arg(long)]
+    pub keep_jobs_for: Option<String>,
     /// TLS certificate chain (PEM).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -132,6 +141,31 @@ pub enum ServeSub {
     Openapi,
 }
 
+/// `--keep-jobs` and `--keep-jobs-for`.
+fn retention(a: &ServeArgs) -> Result<Retention> {
+    if a.keep_jobs == 0 {
+        return Err(Error::Usage(
+            "--keep-jobs 0 would delete every job as it ends; give at least 1".into(),
+        ));
+    }
+    // Not `duration_flag`: history is kept for longer than its 7 days.
+    let max_age = a
+        .keep_jobs_for
+        .as_deref()
+        .map(|raw| {
+            humantime::parse_duration(raw.trim()).map_err(|e| {
+                Error::Usage(format!(
+                    "--keep-jobs-for: `{raw}` is not a duration ({e}); write e.g. `30d` or `12h`"
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(Retention {
+        keep: a.keep_jobs,
+        max_age,
+    })
+}
+
 /// Run `drover serve`.
 pub fn serve(a: &ServeArgs) -> Result<i32> {
     if let Some(ServeSub::Keygen {
@@ -150,6 +184,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         v.clone()
             .ok_or_else(|| Error::Usage(format!("drover serve needs {flag}")))
     };
+    let retention = retention(a)?;
     let sources = Sources {
         inventory: need(&a.inventory, "-i INVENTORY")?,
         keys: need(
@@ -195,7 +230,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
     crate::engine::private::private_dir_for("--jobs-dir", &jobs_dir)?;
     let rt = super::runtime()?;
     rt.block_on(async move {
-        let jobs: Arc<dyn JobStore> = Arc::new(DirJobs::open(&jobs_dir)?);
+        let jobs: Arc<dyn JobStore> = Arc::new(DirJobs::open(&jobs_dir, retention)?);
         let pool = Pool::new(idle);
         let reach = Reach::new(settings.forks, settings.read_timeout).with_pool(Some(pool.clone()));
         let listener = listen::bind(&address, tls).await?;
