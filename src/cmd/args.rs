@@ -72,6 +72,9 @@ pub enum ReportFormat {
 }
 
 /// The subcommands.
+// Parsed once per run: the size of its largest variant (serve's flags)
+// costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate a playbook (and with -i, its targets and templates); touches nothing.
