@@ -90,18 +90,29 @@ impl Server {
 
     /// As [`Server::start`], naming the URL scheme (https with TLS flags).
     pub fn start_scheme(scheme: &str, args: &[&str], stderr: &Path) -> Server {
+        Self::start_prepared(scheme, args, stderr, |_| {})
+    }
+
+    /// As [`Server::start_scheme`], with `prepare` adjusting the command
+    /// (its environment, limits) before it is spawned.
+    pub fn start_prepared(
+        scheme: &str,
+        args: &[&str],
+        stderr: &Path,
+        prepare: impl FnOnce(&mut Command),
+    ) -> Server {
         let mut all: Vec<String> = vec!["serve".into()];
         all.extend(args.iter().map(|s| s.to_string()));
         if !args.contains(&"--listen") {
             all.extend(["--listen".into(), "127.0.0.1:0".into()]);
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
-            .args(&all)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_drover"));
+        cmd.args(&all)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(stderr).unwrap())
-            .spawn()
-            .expect("start drover serve");
+            .stderr(std::fs::File::create(stderr).unwrap());
+        prepare(&mut cmd);
+        let mut child = cmd.spawn().expect("start drover serve");
         let out = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(out).read_line(&mut line).unwrap();

@@ -25,5 +25,6 @@ mod saved_plan;
 mod schema;
 mod serve;
 mod serve_compat;
+mod serve_conn;
 mod spawnable;
 mod usage;

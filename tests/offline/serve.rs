@@ -23,7 +23,16 @@ fn offline(dir: &std::path::Path) -> (std::path::PathBuf, Keys) {
     (inv, keys)
 }
 
-fn start(dir: &std::path::Path, extra: &[&str]) -> (Server, Keys) {
+pub(crate) fn start(dir: &std::path::Path, extra: &[&str]) -> (Server, Keys) {
+    start_with(dir, extra, |_| {})
+}
+
+/// As [`start`], with `prepare` adjusting the server's command.
+pub(crate) fn start_with(
+    dir: &std::path::Path,
+    extra: &[&str],
+    prepare: impl FnOnce(&mut std::process::Command),
+) -> (Server, Keys) {
     let (inv, keys) = offline(dir);
     let books = dir.join("books");
     std::fs::create_dir_all(&books).unwrap();
@@ -45,7 +54,10 @@ fn start(dir: &std::path::Path, extra: &[&str]) -> (Server, Keys) {
     ];
     args.extend_from_slice(extra);
     let stderr = dir.join("stderr");
-    (Server::start(&args, &stderr), keys)
+    (
+        Server::start_prepared("http", &args, &stderr, prepare),
+        keys,
+    )
 }
 
 #[tokio::test]
