@@ -202,3 +202,23 @@ async fn idle_connections_past_the_descriptor_limit_leave_room_for_a_request() {
     assert!(!log.contains("Too many open files"), "{log}");
     assert!(log.contains("max_connections=64"), "{log}");
 }
+
+/// SIGTERM with clients that never finish their headers: their
+/// connections are closed at once and the server exits 0 (it used to wait
+/// for them forever).
+#[tokio::test]
+async fn sigterm_does_not_wait_for_idle_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _keys) = start(dir.path(), &["--header-timeout", "10m"]);
+    let mut idle = idle_connections(&s.base, 4);
+    // Answered once, so the server has taken every connection above.
+    assert_eq!(call(Method::GET, &s.url("/health"), None).await.0, 200);
+    s.signal(libc::SIGTERM);
+    for (i, c) in idle.iter_mut().enumerate() {
+        assert!(
+            read_until_closed(c).is_some(),
+            "connection {i} still open after SIGTERM"
+        );
+    }
+    assert_eq!(s.stop(), 0);
+}
