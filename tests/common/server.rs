@@ -90,38 +90,43 @@ impl Server {
 
     /// As [`Server::start`], naming the URL scheme (https with TLS flags).
     pub fn start_scheme(scheme: &str, args: &[&str], stderr: &Path) -> Server {
-        Self::spawn(scheme, args, stderr, None)
+        Self::start_prepared(scheme, args, stderr, |_| {})
     }
 
     /// As [`Server::start`], under the process umask `umask`.
     pub fn start_umask(args: &[&str], stderr: &Path, umask: u32) -> Server {
-        Self::spawn("http", args, stderr, Some(umask))
+        Self::start_prepared("http", args, stderr, |cmd| {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: umask is async-signal-safe and touches no memory.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(umask as libc::mode_t);
+                    Ok(())
+                });
+            }
+        })
     }
 
-    fn spawn(scheme: &str, args: &[&str], stderr: &Path, umask: Option<u32>) -> Server {
+    /// As [`Server::start_scheme`], with `prepare` adjusting the command
+    /// (its environment, limits) before it is spawned.
+    pub fn start_prepared(
+        scheme: &str,
+        args: &[&str],
+        stderr: &Path,
+        prepare: impl FnOnce(&mut Command),
+    ) -> Server {
         let mut all: Vec<String> = vec!["serve".into()];
         all.extend(args.iter().map(|s| s.to_string()));
         if !args.contains(&"--listen") {
             all.extend(["--listen".into(), "127.0.0.1:0".into()]);
         }
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_drover"));
-        if let Some(mask) = umask {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: umask is async-signal-safe and touches no memory.
-            unsafe {
-                cmd.pre_exec(move || {
-                    libc::umask(mask as libc::mode_t);
-                    Ok(())
-                });
-            }
-        }
-        let mut child = cmd
-            .args(&all)
+        cmd.args(&all)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(stderr).unwrap())
-            .spawn()
-            .expect("start drover serve");
+            .stderr(std::fs::File::create(stderr).unwrap());
+        prepare(&mut cmd);
+        let mut child = cmd.spawn().expect("start drover serve");
         let out = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(out).read_line(&mut line).unwrap();

@@ -26,6 +26,7 @@ mod saved_plan;
 mod schema;
 mod serve;
 mod serve_compat;
+mod serve_conn;
 mod serve_files;
 mod serve_held;
 mod serve_table;

@@ -39,6 +39,24 @@ pub(crate) fn start_with(
     more_hosts: &str,
     extra: &[&str],
 ) -> (Server, Keys) {
+    start_full(dir, more_hosts, extra, |_| {})
+}
+
+/// As [`start`], with `prepare` adjusting the server's command.
+pub(crate) fn start_prepared(
+    dir: &std::path::Path,
+    extra: &[&str],
+    prepare: impl FnOnce(&mut std::process::Command),
+) -> (Server, Keys) {
+    start_full(dir, "", extra, prepare)
+}
+
+fn start_full(
+    dir: &std::path::Path,
+    more_hosts: &str,
+    extra: &[&str],
+    prepare: impl FnOnce(&mut std::process::Command),
+) -> (Server, Keys) {
     let (inv, keys) = offline_with(dir, more_hosts);
     let books = dir.join("books");
     std::fs::create_dir_all(&books).unwrap();
@@ -60,7 +78,10 @@ pub(crate) fn start_with(
     ];
     args.extend_from_slice(extra);
     let stderr = dir.join("stderr");
-    (Server::start(&args, &stderr), keys)
+    (
+        Server::start_prepared("http", &args, &stderr, prepare),
+        keys,
+    )
 }
 
 #[tokio::test]

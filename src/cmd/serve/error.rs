@@ -230,6 +230,27 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
     out
 }
 
+/// 414 for a path and query over `MAX` bytes, in the error shape (hyper's
+/// own 414, past 64 KiB, has no body and comes before any of this).
+pub async fn uri_limit<const MAX: usize>(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if len > MAX {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri too long",
+            format!(
+                "the path and query are {len} bytes, over {} KiB",
+                MAX / 1024
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// The answer to a panic in a handler: a 500 in the error shape (the
 /// connection stays up), with nothing of the panic's text, which may hold
 /// anything.

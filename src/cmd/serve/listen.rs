@@ -8,17 +8,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::mpsc;
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::model::error::{Error, Result};
-
-/// A TLS handshake that takes longer than this is dropped: a client that
-/// connects and says nothing must not hold a task forever.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The peer of a connection, as the audit log shows it.
 #[derive(Debug, Clone)]
@@ -32,15 +25,48 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 pub enum AnyListener {
     /// Plain TCP.
     Tcp(TcpListener),
-    /// TLS over TCP: handshakes run in their own tasks and arrive here.
-    Tls {
-        /// Handshaken streams.
-        rx: mpsc::Receiver<(Pin<Box<dyn Stream>>, Peer)>,
-        /// The bound address.
-        addr: SocketAddr,
-    },
+    /// TLS over TCP: the handshake is the connection's own first step
+    /// ([`Accepted::ready`]), so a client that never finishes it holds a
+    /// counted, closable connection like any other idle one.
+    Tls(TcpListener, tokio_rustls::TlsAcceptor),
     /// A unix socket.
     Unix(UnixListener, PathBuf),
+}
+
+/// A connection just accepted, before any TLS handshake.
+pub struct Accepted {
+    raw: Raw,
+    /// Who connected.
+    pub peer: Peer,
+}
+
+enum Raw {
+    Tcp(TcpStream),
+    Tls(TcpStream, tokio_rustls::TlsAcceptor),
+    Unix(UnixStream),
+}
+
+impl Accepted {
+    /// The stream to speak HTTP on: after the TLS handshake, if any, which
+    /// must end within `within`; None when it failed or timed out.
+    pub async fn ready(self, within: Duration) -> Option<Pin<Box<dyn Stream>>> {
+        let peer = self.peer;
+        match self.raw {
+            Raw::Tcp(s) => Some(Box::pin(s)),
+            Raw::Unix(s) => Some(Box::pin(s)),
+            Raw::Tls(s, acceptor) => match tokio::time::timeout(within, acceptor.accept(s)).await {
+                Ok(Ok(t)) => Some(Box::pin(t)),
+                Ok(Err(e)) => {
+                    tracing::debug!("TLS handshake with {}: {e}", peer.0);
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake with {}: timed out", peer.0);
+                    None
+                }
+            },
+        }
+    }
 }
 
 /// What `--listen` names.
@@ -79,53 +105,57 @@ impl Address {
     }
 }
 
-impl axum::serve::Listener for AnyListener {
-    type Io = Pin<Box<dyn Stream>>;
-    type Addr = Peer;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+impl AnyListener {
+    /// The next connection; errors (out of descriptors and the like) are
+    /// logged and retried.
+    pub async fn accept(&mut self) -> Accepted {
         loop {
-            match self {
-                AnyListener::Tcp(l) => match TcpListener::accept(l).await {
-                    Ok((s, a)) => {
-                        let _ = s.set_nodelay(true);
-                        return (Box::pin(s), Peer(a.to_string()));
+            let tcp = match self {
+                AnyListener::Tcp(l) | AnyListener::Tls(l, _) => l.accept().await,
+                AnyListener::Unix(l, path) => match l.accept().await {
+                    Ok((s, _)) => {
+                        return Accepted {
+                            raw: Raw::Unix(s),
+                            peer: Peer(format!("unix:{}", path.display())),
+                        }
                     }
-                    Err(e) => accept_error(e).await,
+                    Err(e) => {
+                        accept_error(e).await;
+                        continue;
+                    }
                 },
-                AnyListener::Tls { rx, .. } => match rx.recv().await {
-                    Some(x) => return x,
-                    // The acceptor task is gone; nothing will arrive.
-                    None => std::future::pending::<()>().await,
-                },
-                AnyListener::Unix(l, path) => match UnixListener::accept(l).await {
-                    Ok((s, _)) => return (Box::pin(s), Peer(format!("unix:{}", path.display()))),
-                    Err(e) => accept_error(e).await,
-                },
+            };
+            match tcp {
+                Ok((s, a)) => {
+                    let _ = s.set_nodelay(true);
+                    let raw = match self {
+                        AnyListener::Tls(_, acceptor) => Raw::Tls(s, acceptor.clone()),
+                        _ => Raw::Tcp(s),
+                    };
+                    return Accepted {
+                        raw,
+                        peer: Peer(a.to_string()),
+                    };
+                }
+                Err(e) => accept_error(e).await,
             }
         }
     }
 
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+    /// Where it listens, as `Peer` writes it.
+    pub fn local_addr(&self) -> std::io::Result<Peer> {
         Ok(Peer(match self {
-            AnyListener::Tcp(l) => l.local_addr()?.to_string(),
-            AnyListener::Tls { addr, .. } => addr.to_string(),
+            AnyListener::Tcp(l) | AnyListener::Tls(l, _) => l.local_addr()?.to_string(),
             AnyListener::Unix(_, p) => format!("unix:{}", p.display()),
         }))
     }
 }
 
 async fn accept_error(e: std::io::Error) {
-    // Out of file descriptors and the like: say so and breathe, as axum's
-    // own listener does, instead of spinning.
+    // Out of file descriptors and the like: say so and breathe instead of
+    // spinning. The connection cap (see `conns`) keeps this rare.
     tracing::warn!("accept: {e}");
     tokio::time::sleep(Duration::from_millis(100)).await;
-}
-
-impl Connected<IncomingStream<'_, AnyListener>> for Peer {
-    fn connect_info(s: IncomingStream<'_, AnyListener>) -> Self {
-        s.remote_addr().clone()
-    }
 }
 
 /// Bind `addr`, with TLS when `tls` is given.
@@ -161,49 +191,9 @@ pub async fn bind(addr: &Address, tls: Option<(&Path, &Path)>) -> Result<AnyList
                 .map_err(|e| Error::io("listen on", a.to_string(), e))?;
             match tls {
                 None => Ok(AnyListener::Tcp(l)),
-                Some((cert, key)) => {
-                    let acceptor = tls_acceptor(cert, key)?;
-                    let addr = l
-                        .local_addr()
-                        .map_err(|e| Error::io("listen on", a.to_string(), e))?;
-                    let (tx, rx) = mpsc::channel(64);
-                    tokio::spawn(accept_tls(l, acceptor, tx));
-                    Ok(AnyListener::Tls { rx, addr })
-                }
+                Some((cert, key)) => Ok(AnyListener::Tls(l, tls_acceptor(cert, key)?)),
             }
         }
-    }
-}
-
-async fn accept_tls(
-    l: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    tx: mpsc::Sender<(Pin<Box<dyn Stream>>, Peer)>,
-) {
-    loop {
-        let (s, a) = match l.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                accept_error(e).await;
-                continue;
-            }
-        };
-        let _ = s.set_nodelay(true);
-        if tx.is_closed() {
-            return;
-        }
-        let (acceptor, tx) = (acceptor.clone(), tx.clone());
-        tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(s)).await {
-                Ok(Ok(t)) => {
-                    let _ = tx
-                        .send((Box::pin(t) as Pin<Box<dyn Stream>>, Peer(a.to_string())))
-                        .await;
-                }
-                Ok(Err(e)) => tracing::debug!("TLS handshake with {a}: {e}"),
-                Err(_) => tracing::debug!("TLS handshake with {a}: timed out"),
-            }
-        });
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod audit;
 mod auth;
+mod conns;
 mod consul;
 mod error;
 mod executor;
@@ -45,12 +46,16 @@ use crate::remote::pool::Pool;
 use self::audit::Audit;
 use self::executor::InProcess;
 use self::limit::TokenBuckets;
-use self::listen::{Address, Peer};
+use self::listen::Address;
 use self::session::{MemorySessions, MAX_SESSIONS};
 use self::state::{AppState, Settings, Sources};
 
 /// Bodies over this are refused with 413.
 const MAX_BODY: usize = 1024 * 1024;
+
+/// A path and query over this is refused with 414 (hyper itself answers
+/// 414 past 64 KiB, with no body).
+const MAX_URI: usize = 8 * 1024;
 
 /// `drover serve`: the HTTP API.
 #[derive(Debug, Args)]
@@ -120,6 +125,15 @@ pub struct ServeArgs {
     /// removes its key ends it sooner).
     #[arg(long, default_value = "12h")]
     pub session_ttl: String,
+    /// A client must send a request's headers (and finish its TLS
+    /// handshake) within this after connecting or after its last answer;
+    /// else its connection is closed.
+    #[arg(long, default_value = conns::HEADER_TIMEOUT)]
+    pub header_timeout: String,
+    /// Open client connections at most (default: 1024, or a quarter of the
+    /// open files limit when lower); past it the oldest idle one is closed.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
 }
 
 /// `drover serve` subcommands.
@@ -218,6 +232,21 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         session_ttl: super::duration_flag("--session-ttl", &a.session_ttl)?,
     };
     let idle = super::duration_flag("--idle", &a.idle)?;
+    let header_read = super::duration_flag("--header-timeout", &a.header_timeout)?;
+    if header_read.is_zero() {
+        return Err(Error::Usage(
+            "--header-timeout must be more than 0s: without it a silent client holds its connection forever".into(),
+        ));
+    }
+    let nofile = conns::raise_nofile();
+    let limits = conns::Limits {
+        header_read,
+        max_connections: match a.max_connections {
+            Some(0) => return Err(Error::Usage("--max-connections must be at least 1".into())),
+            Some(n) => n,
+            None => conns::default_max_connections(nofile),
+        },
+    };
     let jobs_dir = a.jobs_dir.clone().unwrap_or_else(|| {
         crate::engine::journal::Journal::default_path("x")
             .parent()
@@ -251,16 +280,19 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             csrf_secret: session::secret()?,
         });
         let app = router(state.clone());
-        let bound = axum::serve::Listener::local_addr(&listener)
-            .map(|p| p.0)
-            .unwrap_or_default();
-        let caught = catch_signals();
+        let bound = listener.local_addr().map(|p| p.0).unwrap_or_default();
+        // Handlers first: a SIGTERM sent as soon as the line below is read
+        // must stop the server gracefully, not kill it.
+        let shutdown = signals(state.clone(), stop_tx);
         // One line on stdout that scripts (and tests) wait for.
         outln!("drover serve: listening on {bound}");
-        let shutdown = signals(state.clone(), stop_tx, caught);
-        let served = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        tracing::info!(
+            max_connections = limits.max_connections,
+            header_timeout_ms = limits.header_read.as_millis() as u64,
+            open_files_limit = nofile,
+            "serving"
+        );
+        conns::serve(listener, app, limits, shutdown).await;
         jobs.shutdown("SIGTERM").await;
         tracing::info!(
             connections_opened = pool.opened(),
@@ -270,7 +302,6 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         if let Address::Unix(p) = &address {
             let _ = std::fs::remove_file(p);
         }
-        served.map_err(|e| Error::Internal(format!("serving: {e}")))?;
         Ok(0)
     })
 }
@@ -293,28 +324,33 @@ fn keygen(name: &str, role: &str, targets: Option<&str>) -> Result<i32> {
 }
 
 /// SIGTERM/SIGINT: stop running jobs as apply does, end event streams,
-/// stop accepting; SIGHUP: reload.
-/// SIGTERM, SIGINT and SIGHUP, caught from the moment this returns.
-type Caught = std::io::Result<(
-    tokio::signal::unix::Signal,
-    tokio::signal::unix::Signal,
-    tokio::signal::unix::Signal,
-)>;
-
-/// Catch the signals now: installed only when first awaited, a SIGTERM
-/// (a `systemctl stop`) right after "listening on" would kill the server
-/// instead of stopping it.
-fn catch_signals() -> Caught {
+/// stop accepting; SIGHUP: reload. The handlers are installed when this
+/// is called, not when the future is first polled.
+fn signals(
+    state: Arc<AppState>,
+    stop: tokio::sync::watch::Sender<bool>,
+) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    Ok((
-        signal(SignalKind::terminate())?,
-        signal(SignalKind::interrupt())?,
-        signal(SignalKind::hangup())?,
-    ))
+    let handlers = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    );
+    on_signals(state, stop, handlers)
 }
 
-async fn signals(state: Arc<AppState>, stop: tokio::sync::watch::Sender<bool>, caught: Caught) {
-    let Ok((mut term, mut int, mut hup)) = caught else {
+type Handlers = (
+    std::io::Result<tokio::signal::unix::Signal>,
+    std::io::Result<tokio::signal::unix::Signal>,
+    std::io::Result<tokio::signal::unix::Signal>,
+);
+
+async fn on_signals(
+    state: Arc<AppState>,
+    stop: tokio::sync::watch::Sender<bool>,
+    handlers: Handlers,
+) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = handlers else {
         tracing::error!("cannot install signal handlers; the server stops only when killed");
         return std::future::pending().await;
     };
@@ -412,6 +448,12 @@ fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async {
             error::ApiError::not_found("no such route; GET /openapi.json lists them")
         })
+        // Inside the key check: a client without a key gets 401 whatever
+        // it sends (DESIGN: 401 on every route); the limits then bound
+        // what a known key may send.
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(error::uri_limit::<MAX_URI>))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -438,8 +480,6 @@ fn router(state: Arc<AppState>) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(11 * 60),
         ))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(TraceLayer::new_for_http())
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
