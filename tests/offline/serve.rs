@@ -425,18 +425,6 @@ async fn mutations_are_rate_limited_per_key() {
 }
 
 #[tokio::test]
-async fn a_panic_is_a_500_in_the_error_shape_and_the_server_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    std::env::set_var("DROVER_SERVE_TEST_PANIC", "1");
-    let (s, keys) = start(dir.path(), &[]);
-    let (st, _, b) = call(Method::GET, &s.url("/debug/panic"), Some(&keys.read)).await;
-    assert_eq!(st, 500, "{b}");
-    assert_error(st, &b);
-    assert!(!b["details"].as_str().unwrap().contains("test panic"));
-    assert_eq!(call(Method::GET, &s.url("/health"), None).await.0, 200);
-}
-
-#[tokio::test]
 async fn the_audit_log_names_keys_and_never_holds_one() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.log");

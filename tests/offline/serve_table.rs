@@ -78,6 +78,9 @@ const ROWS: &[Row] = &[
     row("GET", "/audit", [401, 403, 403, 403, 200]),
     row("GET", "/openapi.json", [401, 200, 200, 200, 200]),
     row("GET", "/health", [200, 200, 200, 200, 200]),
+    // No route panics on request in the binary (the panic's 500 is proven
+    // by a unit test of the layers).
+    row("GET", "/debug/panic", [401, 404, 404, 404, 404]),
     // The page answers its login form to whoever has no session.
     row("GET", "/", [200, 200, 200, 200, 200]),
     // A bearer key has no session to end (and no cookie for a CSRF token
