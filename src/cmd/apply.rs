@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::engine::apply::{apply as run_apply, ApplyOptions};
 use crate::engine::events::{EventSink, NoEvents, StopFlag};
 use crate::engine::job::{AdHoc, Job};
-use crate::engine::plan::PlanOptions;
+use crate::engine::plan::{FactsSource, PlanOptions};
 use crate::engine::saved::SavedPlan;
 use crate::model::error::{Error, Result};
 use crate::model::report::Verdict;
@@ -64,21 +64,19 @@ pub(super) fn service(a: &ServiceArgs, color: bool) -> Result<i32> {
         crate::engine::inventory::load(&a.inventory)?,
         None,
     )?;
-    crate::model::decide::check_protected(
-        &job.playbook,
-        &job.inventory,
-        &job.expanded,
-        a.allow_protected,
-    )?;
     if a.dry_run {
         let opts = PlanOptions {
             reach: super::reach(a.forks, &a.timeout)?,
             limit: None,
-            facts_label: String::new(),
+            allow_protected: a.allow_protected,
             keep_facts: false,
         };
-        let planned =
-            runtime()?.block_on(crate::engine::plan::plan(&job, None, &opts, &NoEvents))?;
+        let planned = runtime()?.block_on(crate::engine::plan::plan(
+            &job,
+            FactsSource::Live,
+            &opts,
+            &NoEvents,
+        ))?;
         let (plan, incomplete) = (planned.plan, planned.incomplete);
         let format = match a.format {
             ReportFormat::Json => Format::Json,

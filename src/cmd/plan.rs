@@ -3,7 +3,7 @@
 use crate::engine::events::NoEvents;
 use crate::engine::files::write_atomic_with;
 use crate::engine::job::Job;
-use crate::engine::plan::PlanOptions;
+use crate::engine::plan::{FactsSource, PlanOptions};
 use crate::model::dag::Dag;
 use crate::model::error::{Error, Result};
 use crate::model::facts::Facts;
@@ -94,7 +94,7 @@ fn ignore_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
 
 /// The job, and the facts file's content when one is given: read side by
 /// side, they are independent.
-fn load(a: &PlanArgs) -> Result<(Job, Option<Facts>)> {
+fn load(a: &PlanArgs) -> Result<(Job, FactsSource)> {
     let Some(facts_path) = &a.facts else {
         return Ok((
             Job::load_with_modules(
@@ -103,7 +103,7 @@ fn load(a: &PlanArgs) -> Result<(Job, Option<Facts>)> {
                 a.limit.as_deref(),
                 a.modules.as_deref(),
             )?,
-            None,
+            FactsSource::Live,
         ));
     };
     let (job, facts) = std::thread::scope(|s| {
@@ -119,29 +119,31 @@ fn load(a: &PlanArgs) -> Result<(Job, Option<Facts>)> {
             .unwrap_or_else(|_| Err(Error::Internal("facts reader panicked".into())));
         (job, facts)
     });
-    Ok((job?, Some(facts?)))
+    let source = FactsSource::Given {
+        facts: facts?,
+        label: facts_path.display().to_string(),
+    };
+    Ok((job?, source))
 }
 
 /// `drover plan`: predict, render, change nothing.
 pub(super) fn plan(a: &PlanArgs, color: bool) -> Result<i32> {
     let format: Format = a.format.into();
-    let (job, facts) = load(a)?;
+    let (job, source) = load(a)?;
     let opts = PlanOptions {
         reach: super::reach(a.forks, &a.timeout)?,
         limit: a.limit.clone(),
-        facts_label: a
-            .facts
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
+        // A plan shows what the protection refuses, host by host, rather
+        // than refusing itself: `apply` refuses.
+        allow_protected: true,
         keep_facts: a.out.is_some() || format == Format::Json,
     };
-    let rt = match facts {
+    let rt = match source {
         // Facts from a file: nothing to connect to, one thread is enough.
-        Some(_) => super::local_runtime()?,
-        None => super::runtime()?,
+        FactsSource::Given { .. } => super::local_runtime()?,
+        FactsSource::Live => super::runtime()?,
     };
-    let planned = rt.block_on(crate::engine::plan::plan(&job, facts, &opts, &NoEvents))?;
+    let planned = rt.block_on(crate::engine::plan::plan(&job, source, &opts, &NoEvents))?;
     let (plan, incomplete) = (&planned.plan, planned.incomplete);
     tracing::debug!("plan simulated");
     if let Some(out) = &a.out {

@@ -29,4 +29,4 @@ pub use clock::Clock;
 pub use events::{Event, EventSink, NoEvents, StopFlag};
 pub use job::{AdHoc, Job, ServiceAction};
 pub use lock::lock_dir;
-pub use plan::{plan, Plan, PlanOptions, Planned};
+pub use plan::{plan, FactsSource, Plan, PlanOptions, Planned};

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use drover::engine::job::Job;
-use drover::engine::plan::{plan, Plan, PlanOptions};
+use drover::engine::plan::{plan, FactsSource, Plan, PlanOptions};
 use drover::engine::NoEvents;
 use drover::model::decide::check_protected;
 use drover::model::error::Error;
@@ -54,18 +54,26 @@ fn job(playbook: &str) -> Result<Job, Error> {
     )
 }
 
+/// Facts from memory, labelled as the plan shows them.
+fn memory(facts: Facts) -> FactsSource {
+    FactsSource::Given {
+        facts,
+        label: "<memory>".into(),
+    }
+}
+
 fn plan_of(job: &Job) -> Plan {
     let opts = PlanOptions {
         reach: drover::remote::fanout::Reach::default(),
         limit: None,
-        facts_label: "<memory>".into(),
+        allow_protected: true,
         keep_facts: false,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     let planned = rt
-        .block_on(plan(job, Some(facts()), &opts, &NoEvents))
+        .block_on(plan(job, memory(facts()), &opts, &NoEvents))
         .unwrap();
     assert!(!planned.incomplete);
     planned.plan
@@ -175,7 +183,7 @@ fn an_unreachable_host_fails_in_apply_s_words() {
     let opts = PlanOptions {
         reach: drover::remote::fanout::Reach::default(),
         limit: None,
-        facts_label: "<memory>".into(),
+        allow_protected: true,
         keep_facts: false,
     };
     let mut f = facts();
@@ -191,7 +199,7 @@ fn an_unreachable_host_fails_in_apply_s_words() {
         .build()
         .unwrap();
     let p = rt
-        .block_on(plan(&job, Some(f), &opts, &NoEvents))
+        .block_on(plan(&job, memory(f), &opts, &NoEvents))
         .unwrap()
         .plan;
     let errors: Vec<(Option<&str>, Option<Kind>)> = p.steps[0]
@@ -332,14 +340,14 @@ fn secret_values_never_show_in_any_plan_format() {
     let opts = PlanOptions {
         reach: drover::remote::fanout::Reach::default(),
         limit: None,
-        facts_label: "<memory>".into(),
+        allow_protected: true,
         keep_facts: true,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     let p = rt
-        .block_on(plan(&job, Some(secret_facts()), &opts, &NoEvents))
+        .block_on(plan(&job, memory(secret_facts()), &opts, &NoEvents))
         .unwrap()
         .plan;
 

@@ -13,7 +13,7 @@ use drover::engine::events::{EventSink, NoEvents, StopFlag};
 use drover::engine::health::{health, HealthRequest};
 use drover::engine::job::Job;
 use drover::engine::live::collect_facts;
-use drover::engine::plan::{plan, PlanOptions};
+use drover::engine::plan::{plan, FactsSource, PlanOptions};
 use drover::engine::status::status;
 use drover::model::facts::Facts;
 use drover::model::inventory::Inventory;
@@ -81,15 +81,25 @@ fn the_engine_entry_points_are_spawnable_tasks() {
     let opts = PlanOptions {
         reach: reach(),
         limit: None,
-        facts_label: String::new(),
+        allow_protected: false,
         keep_facts: false,
     };
 
     let (job_live, o, ev) = (job(), opts.clone(), events.clone());
-    let planned_live = spawnable(async move { plan(&job_live, None, &o, &*ev).await });
+    let planned_live = spawnable(async move { plan(&job_live, FactsSource::Live, &o, &*ev).await });
     let (job_offline, o, ev) = (job(), opts.clone(), events.clone());
-    let planned_offline =
-        spawnable(async move { plan(&job_offline, Some(no_facts()), &o, &*ev).await });
+    let planned_offline = spawnable(async move {
+        plan(
+            &job_offline,
+            FactsSource::Given {
+                facts: no_facts(),
+                label: String::new(),
+            },
+            &o,
+            &*ev,
+        )
+        .await
+    });
     let (job_apply, ev) = (job(), events.clone());
     let jobs_dir = tempfile::tempdir().unwrap();
     let apply_opts = ApplyOptions {

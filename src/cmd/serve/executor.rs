@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use crate::engine::events::NoEvents;
 use crate::engine::job::Job;
-use crate::engine::plan::{PlanOptions, Planned};
+use crate::engine::plan::{FactsSource, PlanOptions, Planned};
 use crate::engine::status::StatusReport;
 use crate::model::inventory::Inventory;
 use crate::remote::fanout::Reach;
@@ -23,8 +23,9 @@ use super::error::ApiError;
 /// Where serve's reads and plans run.
 #[async_trait]
 pub trait HostExecutor: Send + Sync {
-    /// The plan of `job` from the hosts' live state (a dry run).
-    async fn plan(&self, job: Job) -> Result<Planned, ApiError>;
+    /// The plan of `job` from the hosts' live state (a dry run); refused
+    /// if it would disrupt a protected unit, unless `allow_protected`.
+    async fn plan(&self, job: Job, allow_protected: bool) -> Result<Planned, ApiError>;
 
     /// The state of `units` (all watched ones when empty) on the hosts of
     /// `inv` that `target` selects (all of them when None).
@@ -44,14 +45,14 @@ pub struct InProcess {
 
 #[async_trait]
 impl HostExecutor for InProcess {
-    async fn plan(&self, job: Job) -> Result<Planned, ApiError> {
+    async fn plan(&self, job: Job, allow_protected: bool) -> Result<Planned, ApiError> {
         let opts = PlanOptions {
             reach: self.reach.clone(),
             limit: None,
-            facts_label: String::new(),
+            allow_protected,
             keep_facts: false,
         };
-        Ok(crate::engine::plan::plan(&job, None, &opts, &NoEvents).await?)
+        Ok(crate::engine::plan::plan(&job, FactsSource::Live, &opts, &NoEvents).await?)
     }
 
     async fn status(

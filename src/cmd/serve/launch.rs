@@ -157,6 +157,9 @@ pub async fn start_job(
     if allow_protected {
         caller.require(Role::Admin)?;
     }
+    // Plan and apply refuse this too, but a change's apply runs after the
+    // rate limiter and the claims: a refused request must cost no token,
+    // hold no claim; and a non-admin hears "forbidden", not the refusal.
     crate::model::decide::check_protected(
         &job.playbook,
         &job.inventory,
@@ -172,7 +175,7 @@ pub async fn start_job(
         caller.require(Role::Admin)?;
     }
     if q.dry_run.unwrap_or(false) {
-        let mut plan = state.executor.plan(job).await?.plan;
+        let mut plan = state.executor.plan(job, allow_protected).await?.plan;
         // The plan names its inputs as the server's files: below the
         // server's directories, as its errors do.
         let hide = super::error::without_server_paths;

@@ -150,6 +150,9 @@ async fn operate(
     let op: Operation = json_body(body)?;
     let (job, units) = operation_job(state, caller, &op, target)?;
     let allowed = q.allow_protected.unwrap_or(false) && caller.role == Role::Admin;
+    // Before start_job, which refuses protected units too but in the
+    // API's words, and first asks a non-admin's ?allow_protected for the
+    // admin role: a Redis client hears about the unit, with the warning.
     if !allowed {
         crate::model::decide::check_protected(&job.playbook, &job.inventory, &job.expanded, false)
             .map_err(|e| {

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::engine::events::EventSink;
 use crate::engine::job::Job;
 use crate::engine::plan::checks::module_checks;
+use crate::model::decide::check_protected;
 use crate::model::error::Result;
 use crate::model::facts::{Facts, UnitFacts};
 use crate::model::outcome::{Kind, Status};
@@ -187,18 +188,37 @@ impl Summary {
     }
 }
 
-/// Plan a job: over `facts` when given (a facts file: connects to
-/// nothing), else over facts read live from the hosts the job touches,
-/// `forks` at a time.
+/// Where a plan's facts come from.
+#[derive(Debug, Clone)]
+pub enum FactsSource {
+    /// Read live from the hosts the job touches, `forks` at a time.
+    Live,
+    /// Given (a facts file): the plan connects to nothing.
+    Given {
+        /// The facts.
+        facts: Facts,
+        /// What they are called in the plan ("FILE").
+        label: String,
+    },
+}
+
+/// Plan a job over the facts of `source`. Refuses, as apply does, a
+/// step that would disrupt a protected unit unless `opts.allow_protected`.
 pub async fn plan(
     job: &Job,
-    facts: Option<Facts>,
+    source: FactsSource,
     opts: &PlanOptions,
     events: &dyn EventSink,
 ) -> Result<Planned> {
-    let (facts, source, incomplete, checks) = match facts {
-        Some(f) => (f, opts.facts_label.clone(), false, ModuleChecks::new()),
-        None => {
+    check_protected(
+        &job.playbook,
+        &job.inventory,
+        &job.expanded,
+        opts.allow_protected,
+    )?;
+    let (facts, source, incomplete, checks) = match source {
+        FactsSource::Given { facts, label } => (facts, label, false, ModuleChecks::new()),
+        FactsSource::Live => {
             let (f, incomplete) =
                 crate::engine::live::plan_facts(job, opts.reach.clone(), events).await;
             let checks = module_checks(job, &f, opts.reach.clone()).await;
@@ -245,8 +265,10 @@ pub struct PlanOptions {
     pub reach: crate::remote::fanout::Reach,
     /// `--limit` as given (labels the plan).
     pub limit: Option<String>,
-    /// What the given facts are called ("FILE"), when facts are given.
-    pub facts_label: String,
+    /// Plan a job that would stop, restart or mask a protected unit
+    /// instead of refusing it whole (the simulation still shows such
+    /// hosts' results as refused).
+    pub allow_protected: bool,
     /// Record the facts used in the plan (saved plans, json output).
     pub keep_facts: bool,
 }
