@@ -19,7 +19,7 @@ use crate::render::plan::{render, Format};
 
 use super::args::{ApplyArgs, MaintenanceAction, MaintenanceArgs, ReportFormat, ServiceArgs};
 use super::progress::{Bars, Plain};
-use super::{duration_flag, runtime};
+use super::runtime;
 
 /// `drover apply`.
 pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
@@ -28,22 +28,17 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
         Some(s) => s.limit(a.limit.as_deref())?,
         None => a.limit.as_deref(),
     };
-    let job = Job::load_with_modules(&a.playbook, &a.inventory, limit, a.modules.as_deref())?;
-    let step_timeout = duration_flag("--timeout", &a.timeout)?;
+    let job = Job::load_with_modules(&a.playbook, &a.inv.inventory, limit, a.modules.as_deref())?;
     let opts = ApplyOptions {
-        forks: a.forks,
-        step_timeout,
+        forks: a.work.forks,
+        step_timeout: a.timeout,
         // The drift re-read happens under the lock: bounded by --timeout
         // like the steps, and by the read commands' 60 s at most.
-        read_timeout: step_timeout.min(crate::remote::fanout::Reach::DEFAULT_TIMEOUT),
+        read_timeout: a.timeout.min(crate::remote::fanout::Reach::DEFAULT_TIMEOUT),
         allow_protected: a.allow_protected,
         ignore_window: a.ignore_window,
         lock: Some(a.playbook.clone()),
-        wait_lock: a
-            .wait_lock
-            .as_deref()
-            .map(|w| duration_flag("--wait-lock", w))
-            .transpose()?,
+        wait_lock: a.wait_lock,
         report: a.report.clone(),
         saved,
         allow_drift: a.allow_drift,
@@ -61,12 +56,12 @@ pub(super) fn service(a: &ServiceArgs, color: bool) -> Result<i32> {
     };
     let job = Job::new(
         op.playbook()?,
-        crate::engine::inventory::load(&a.inventory)?,
+        crate::engine::inventory::load(&a.inv.inventory)?,
         None,
     )?;
     if a.dry_run {
         let opts = PlanOptions {
-            reach: super::reach(a.forks, &a.timeout)?,
+            reach: super::reach(a.work.forks, a.timeout),
             limit: None,
             allow_protected: a.allow_protected,
             keep_facts: false,
@@ -91,8 +86,8 @@ pub(super) fn service(a: &ServiceArgs, color: bool) -> Result<i32> {
         return Ok(verdict.exit_code());
     }
     let opts = ApplyOptions {
-        forks: a.forks,
-        step_timeout: duration_flag("--timeout", &a.timeout)?,
+        forks: a.work.forks,
+        step_timeout: a.timeout,
         allow_protected: a.allow_protected,
         report: a.report.clone(),
         ..ApplyOptions::default()
@@ -111,12 +106,12 @@ pub(super) fn maintenance(a: &MaintenanceArgs) -> Result<i32> {
     };
     let job = Job::new(
         op.playbook()?,
-        crate::engine::inventory::load(&a.inventory)?,
+        crate::engine::inventory::load(&a.inv.inventory)?,
         None,
     )?;
     let opts = ApplyOptions {
-        forks: a.forks,
-        step_timeout: duration_flag("--timeout", &a.timeout)?,
+        forks: a.work.forks,
+        step_timeout: a.timeout,
         report: a.report.clone(),
         ..ApplyOptions::default()
     };

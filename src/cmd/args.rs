@@ -2,10 +2,13 @@
 //! become before anything below the command layer sees them.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::engine::job::ServiceAction as EngineServiceAction;
+// Parsed as clap reads the flag: a bad value is a usage error naming it.
+use crate::model::parse_duration;
 use crate::model::schema::Kind;
 use crate::render::plan::Format;
 
@@ -20,6 +23,31 @@ macro_rules! book {
             " in drover's source (`mdbook build docs` makes it a web page)."
         )
     };
+}
+
+/// `-i INVENTORY`, where a command needs one.
+#[derive(Debug, Args)]
+pub struct InventoryArg {
+    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
+    #[arg(short, long)]
+    pub inventory: PathBuf,
+}
+
+/// `--forks` of the commands that change hosts.
+#[derive(Debug, Args)]
+pub struct WorkForks {
+    /// Hosts worked on in parallel.
+    #[arg(long, default_value_t = 16)]
+    pub forks: usize,
+}
+
+/// `--timeout` of the commands that read hosts.
+#[derive(Debug, Args)]
+pub struct ReadTimeout {
+    /// Give up on a host that has not answered after this long; it is then
+    /// that host's error and the others are reported.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// drover: declarative batch runbooks for systemd services.
@@ -161,21 +189,21 @@ pub struct MaintenanceArgs {
     /// Hosts (selector).
     #[arg(long, value_name = "SEL")]
     pub target: String,
-    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
-    #[arg(short, long)]
-    pub inventory: PathBuf,
+    /// `-i INVENTORY`.
+    #[command(flatten)]
+    pub inv: InventoryArg,
     /// Why (required to enable); shown by status and health.
     #[arg(long)]
     pub reason: Option<String>,
     /// Write the job report (JSON) to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// Hosts worked on in parallel.
-    #[arg(long, default_value_t = 16)]
-    pub forks: usize,
+    /// `--forks`.
+    #[command(flatten)]
+    pub work: WorkForks,
     /// Give up on one host after this long (it is then `failed`).
-    #[arg(long, value_name = "DURATION", default_value = "10m")]
-    pub timeout: String,
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
@@ -189,9 +217,9 @@ pub struct HealthArgs {
     /// Hosts (selector, default `_all`).
     #[arg(long, value_name = "SEL")]
     pub target: Option<String>,
-    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
-    #[arg(short, long)]
-    pub inventory: PathBuf,
+    /// `-i INVENTORY`.
+    #[command(flatten)]
+    pub inv: InventoryArg,
     /// HTTP check from this machine (template: `http://{{ host.address }}:8080/`); repeatable.
     #[arg(long, value_name = "URL")]
     pub http: Vec<String>,
@@ -207,10 +235,9 @@ pub struct HealthArgs {
     /// Hosts checked in parallel.
     #[arg(long, default_value_t = 16)]
     pub forks: usize,
-    /// Give up on a host that has not answered after this long; it is then
-    /// that host's error and the others are reported.
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
-    pub timeout: String,
+    /// `--timeout`.
+    #[command(flatten)]
+    pub read: ReadTimeout,
 }
 
 /// `drover check`.
@@ -238,9 +265,9 @@ pub struct CheckArgs {
 pub struct PlanArgs {
     /// The playbook file.
     pub playbook: PathBuf,
-    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
-    #[arg(short, long)]
-    pub inventory: PathBuf,
+    /// `-i INVENTORY`.
+    #[command(flatten)]
+    pub inv: InventoryArg,
     /// Intersect every step's hosts with this selector (e.g. `role:web,!web-3`).
     #[arg(long, value_name = "SEL")]
     pub limit: Option<String>,
@@ -259,10 +286,9 @@ pub struct PlanArgs {
     /// Hosts read in parallel (live plan).
     #[arg(long, default_value_t = 16)]
     pub forks: usize,
-    /// Give up on a host that has not answered after this long; it is then
-    /// that host's error and the others are reported.
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
-    pub timeout: String,
+    /// `--timeout`.
+    #[command(flatten)]
+    pub read: ReadTimeout,
     /// Also look for `use:` modules in DIR (after `modules/` beside the playbook).
     #[arg(long, value_name = "DIR")]
     pub modules: Option<PathBuf>,
@@ -273,18 +299,18 @@ pub struct PlanArgs {
 pub struct ApplyArgs {
     /// The playbook file.
     pub playbook: PathBuf,
-    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
-    #[arg(short, long)]
-    pub inventory: PathBuf,
+    /// `-i INVENTORY`.
+    #[command(flatten)]
+    pub inv: InventoryArg,
     /// Intersect every step's hosts with this selector.
     #[arg(long, value_name = "SEL")]
     pub limit: Option<String>,
     /// Write the job report (JSON) to FILE; a FILE.journal beside it gets each result as it happens.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// Hosts worked on in parallel.
-    #[arg(long, default_value_t = 16)]
-    pub forks: usize,
+    /// `--forks`.
+    #[command(flatten)]
+    pub work: WorkForks,
     /// Run even outside the playbook's `window`.
     #[arg(long)]
     pub ignore_window: bool,
@@ -293,11 +319,11 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub allow_protected: bool,
     /// Give up on one host's step after this long (it is then `failed`); the run never hangs.
-    #[arg(long, value_name = "DURATION", default_value = "10m")]
-    pub timeout: String,
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
     /// Wait up to DURATION for another apply of this playbook to finish instead of exiting 3.
-    #[arg(long, value_name = "DURATION")]
-    pub wait_lock: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait_lock: Option<Duration>,
     /// Output: text lines, or the job report as JSON on stdout.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
@@ -316,9 +342,9 @@ pub struct ApplyArgs {
 /// `drover status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
-    #[arg(short, long)]
-    pub inventory: PathBuf,
+    /// `-i INVENTORY`.
+    #[command(flatten)]
+    pub inv: InventoryArg,
     /// Only these hosts (selector, default `_all`).
     #[arg(long, value_name = "SEL")]
     pub target: Option<String>,
@@ -330,10 +356,9 @@ pub struct StatusArgs {
     /// Hosts read in parallel.
     #[arg(long, default_value_t = 16)]
     pub forks: usize,
-    /// Give up on a host that has not answered after this long; it is then
-    /// that host's error and the others are reported.
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
-    pub timeout: String,
+    /// `--timeout`.
+    #[command(flatten)]
+    pub read: ReadTimeout,
 }
 
 /// The ad-hoc operations of `drover service`.
@@ -360,24 +385,24 @@ pub struct ServiceArgs {
     /// Hosts (selector).
     #[arg(long, value_name = "SEL")]
     pub target: String,
-    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
-    #[arg(short, long)]
-    pub inventory: PathBuf,
+    /// `-i INVENTORY`.
+    #[command(flatten)]
+    pub inv: InventoryArg,
     /// Show the plan instead of doing it.
     #[arg(long)]
     pub dry_run: bool,
     /// Write the job report (JSON) to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// Hosts worked on in parallel.
-    #[arg(long, default_value_t = 16)]
-    pub forks: usize,
+    /// `--forks`.
+    #[command(flatten)]
+    pub work: WorkForks,
     /// Allow stop/restart of protected units.
     #[arg(long)]
     pub allow_protected: bool,
     /// Give up on one host after this long (it is then `failed`).
-    #[arg(long, value_name = "DURATION", default_value = "10m")]
-    pub timeout: String,
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
@@ -386,9 +411,9 @@ pub struct ServiceArgs {
 /// `drover facts`.
 #[derive(Debug, Args)]
 pub struct FactsArgs {
-    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
-    #[arg(short, long)]
-    pub inventory: PathBuf,
+    /// `-i INVENTORY`.
+    #[command(flatten)]
+    pub inv: InventoryArg,
     /// Only these hosts (selector, default `_all`).
     #[arg(long, value_name = "SEL")]
     pub target: Option<String>,
@@ -400,10 +425,9 @@ pub struct FactsArgs {
     /// Hosts read in parallel.
     #[arg(long, default_value_t = 16)]
     pub forks: usize,
-    /// Give up on a host that has not answered after this long; it is then
-    /// that host's error and the others are reported.
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
-    pub timeout: String,
+    /// `--timeout`.
+    #[command(flatten)]
+    pub read: ReadTimeout,
 }
 
 /// Output format of `plan`.

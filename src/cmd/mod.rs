@@ -125,8 +125,20 @@ fn usage_error(e: &clap::Error, args: &[OsString]) -> i32 {
     }
 }
 
-/// clap's message in one line, for the `details` of a JSON error.
+/// clap's message in one line, for the `details` of a JSON error. A
+/// value its parser refused (a duration) reads `--flag: why`, as when
+/// the flags were parsed after clap.
 fn clap_details(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() == ErrorKind::ValueValidation {
+        let flag = match e.get(ContextKind::InvalidArg) {
+            Some(ContextValue::String(arg)) => arg.split(' ').next(),
+            _ => None,
+        };
+        if let (Some(flag), Some(why)) = (flag, std::error::Error::source(e)) {
+            return format!("{flag}: {why}");
+        }
+    }
     let text = e.render().to_string();
     text.lines()
         .map(str::trim)
@@ -236,14 +248,6 @@ fn run(cli: &Cli) -> Result<i32> {
 }
 
 /// How hosts are read: `--forks` at once, each bounded by `--timeout`.
-fn reach(forks: usize, timeout: &str) -> Result<crate::remote::fanout::Reach> {
-    Ok(crate::remote::fanout::Reach::new(
-        forks,
-        duration_flag("--timeout", timeout)?,
-    ))
-}
-
-/// Parse a `--timeout`-like duration flag.
-fn duration_flag(flag: &str, raw: &str) -> Result<std::time::Duration> {
-    crate::model::parse_duration(raw).map_err(|m| Error::Usage(format!("{flag}: {m}")))
+fn reach(forks: usize, timeout: std::time::Duration) -> crate::remote::fanout::Reach {
+    crate::remote::fanout::Reach::new(forks, timeout)
 }

@@ -99,7 +99,7 @@ fn load(a: &PlanArgs) -> Result<(Job, FactsSource)> {
         return Ok((
             Job::load_with_modules(
                 &a.playbook,
-                &a.inventory,
+                &a.inv.inventory,
                 a.limit.as_deref(),
                 a.modules.as_deref(),
             )?,
@@ -110,7 +110,7 @@ fn load(a: &PlanArgs) -> Result<(Job, FactsSource)> {
         let facts = s.spawn(|| Facts::load(facts_path));
         let job = Job::load_with_modules(
             &a.playbook,
-            &a.inventory,
+            &a.inv.inventory,
             a.limit.as_deref(),
             a.modules.as_deref(),
         );
@@ -131,7 +131,7 @@ pub(super) fn plan(a: &PlanArgs, color: bool) -> Result<i32> {
     let format: Format = a.format.into();
     let (job, source) = load(a)?;
     let opts = PlanOptions {
-        reach: super::reach(a.forks, &a.timeout)?,
+        reach: super::reach(a.forks, a.read.timeout),
         limit: a.limit.clone(),
         // A plan shows what the protection refuses, host by host, rather
         // than refusing itself: `apply` refuses.

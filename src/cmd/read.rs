@@ -13,12 +13,12 @@ use super::{reach, runtime};
 
 /// `drover status`: exit 4 if some host was unreachable, 2 if a read failed.
 pub(super) fn status(a: &StatusArgs, color: bool) -> Result<i32> {
-    let inv = crate::engine::inventory::load(&a.inventory)?;
+    let inv = crate::engine::inventory::load(&a.inv.inventory)?;
     let (report, verdict) = runtime()?.block_on(crate::engine::status::status(
         &inv,
         a.target.as_deref(),
         &a.units,
-        reach(a.forks, &a.timeout)?,
+        reach(a.forks, a.read.timeout),
         &NoEvents,
     ))?;
     if a.format == ReportFormat::Json {
@@ -34,12 +34,12 @@ pub(super) fn status(a: &StatusArgs, color: bool) -> Result<i32> {
 
 /// `drover facts`: write the facts file; exit 4 if some host was unreachable.
 pub(super) fn facts(a: &FactsArgs) -> Result<i32> {
-    let inv = crate::engine::inventory::load(&a.inventory)?;
+    let inv = crate::engine::inventory::load(&a.inv.inventory)?;
     let (facts, results) = runtime()?.block_on(crate::engine::live::collect_facts(
         &inv,
         a.target.as_deref(),
         &a.units,
-        reach(a.forks, &a.timeout)?,
+        reach(a.forks, a.read.timeout),
         &NoEvents,
     ))?;
     crate::engine::files::save_facts(&facts, &a.out)?;
@@ -60,14 +60,14 @@ pub(super) fn facts(a: &FactsArgs) -> Result<i32> {
 
 /// `drover health UNIT`: exit 0 passing, 1 warning, 2 critical, 3 unknown.
 pub(super) fn health(a: &HealthArgs, color: bool) -> Result<i32> {
-    let inv = crate::engine::inventory::load(&a.inventory)?;
+    let inv = crate::engine::inventory::load(&a.inv.inventory)?;
     let req = HealthRequest {
         unit: a.unit.clone(),
         target: a.target.clone(),
         http: a.http.clone(),
         tcp: a.tcp.clone(),
         command: a.command.clone(),
-        reach: reach(a.forks, &a.timeout)?,
+        reach: reach(a.forks, a.read.timeout),
     };
     let report = runtime()?.block_on(crate::engine::health::health(&inv, &req))?;
     if a.format == ReportFormat::Json {

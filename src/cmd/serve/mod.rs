@@ -40,6 +40,7 @@ use crate::engine::claims::LocalClaims;
 use crate::engine::job_store::{DirJobs, JobStore, Retention, DEFAULT_KEEP_JOBS};
 use crate::model::error::{Error, Result};
 use crate::model::keys::Role;
+use crate::model::parse_duration;
 use crate::remote::fanout::Reach;
 use crate::remote::pool::Pool;
 
@@ -91,8 +92,8 @@ pub struct ServeArgs {
     pub keep_jobs: usize,
     /// Also delete finished jobs that ended longer ago than this (e.g.
     /// 30d); default: no age limit.
-    #[arg(long)]
-    pub keep_jobs_for: Option<String>,
+    #[arg(long, value_parser = keep_for)]
+    pub keep_jobs_for: Option<Duration>,
     /// TLS certificate chain (PEM).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -110,26 +111,26 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 16)]
     pub forks: usize,
     /// Bound on one host's step in a job.
-    #[arg(long, default_value = "10m")]
-    pub timeout: String,
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
     /// Bound on one host's read (GET routes, plans).
-    #[arg(long, default_value = "60s")]
-    pub read_timeout: String,
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub read_timeout: Duration,
     /// Keep each host's connection open this long after its last use.
-    #[arg(long, default_value = "60s")]
-    pub idle: String,
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub idle: Duration,
     /// Changes allowed per key per minute (in bursts of as many); 0: no limit.
     #[arg(long, default_value_t = 60)]
     pub rate_limit: u32,
     /// How long a status page login lasts (logout or a reload that
     /// removes its key ends it sooner).
-    #[arg(long, default_value = "12h")]
-    pub session_ttl: String,
+    #[arg(long, default_value = "12h", value_parser = parse_duration)]
+    pub session_ttl: Duration,
     /// A client must send a request's headers (and finish its TLS
     /// handshake) within this after connecting or after its last answer;
     /// else its connection is closed.
-    #[arg(long, default_value = conns::HEADER_TIMEOUT)]
-    pub header_timeout: String,
+    #[arg(long, default_value = conns::HEADER_TIMEOUT, value_parser = parse_duration)]
+    pub header_timeout: Duration,
     /// Open client connections at most (default: 1024, or a quarter of the
     /// open files limit when lower); past it the oldest idle one is closed.
     #[arg(long)]
@@ -155,6 +156,13 @@ pub enum ServeSub {
     Openapi,
 }
 
+/// `--keep-jobs-for`'s value. Not [`parse_duration`]: history is kept for
+/// longer than its 7 days.
+fn keep_for(raw: &str) -> std::result::Result<Duration, String> {
+    humantime::parse_duration(raw.trim())
+        .map_err(|e| format!("`{raw}` is not a duration ({e}); write e.g. `30d` or `12h`"))
+}
+
 /// `--keep-jobs` and `--keep-jobs-for`.
 fn retention(a: &ServeArgs) -> Result<Retention> {
     if a.keep_jobs == 0 {
@@ -162,21 +170,9 @@ fn retention(a: &ServeArgs) -> Result<Retention> {
             "--keep-jobs 0 would delete every job as it ends; give at least 1".into(),
         ));
     }
-    // Not `duration_flag`: history is kept for longer than its 7 days.
-    let max_age = a
-        .keep_jobs_for
-        .as_deref()
-        .map(|raw| {
-            humantime::parse_duration(raw.trim()).map_err(|e| {
-                Error::Usage(format!(
-                    "--keep-jobs-for: `{raw}` is not a duration ({e}); write e.g. `30d` or `12h`"
-                ))
-            })
-        })
-        .transpose()?;
     Ok(Retention {
         keep: a.keep_jobs,
-        max_age,
+        max_age: a.keep_jobs_for,
     })
 }
 
@@ -226,13 +222,13 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
     }
     let settings = Settings {
         forks: a.forks.max(1),
-        step_timeout: super::duration_flag("--timeout", &a.timeout)?,
-        read_timeout: super::duration_flag("--read-timeout", &a.read_timeout)?,
+        step_timeout: a.timeout,
+        read_timeout: a.read_timeout,
         tls: tls.is_some(),
-        session_ttl: super::duration_flag("--session-ttl", &a.session_ttl)?,
+        session_ttl: a.session_ttl,
     };
-    let idle = super::duration_flag("--idle", &a.idle)?;
-    let header_read = super::duration_flag("--header-timeout", &a.header_timeout)?;
+    let idle = a.idle;
+    let header_read = a.header_timeout;
     if header_read.is_zero() {
         return Err(Error::Usage(
             "--header-timeout must be more than 0s: without it a silent client holds its connection forever".into(),
