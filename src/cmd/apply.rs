@@ -5,19 +5,24 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-use crate::engine::apply::{apply as run_apply, ApplyOptions};
+use std::path::{Path, PathBuf};
+
+use crate::engine::apply::{apply as run_apply, check_resume, ApplyOptions, Continue};
+use crate::engine::carry::{check_inputs, Carry};
 use crate::engine::events::{EventSink, NoEvents, StopFlag};
 use crate::engine::job::{AdHoc, Job};
 use crate::engine::plan::{FactsSource, PlanOptions};
 use crate::engine::saved::SavedPlan;
 use crate::model::error::{Error, Result};
-use crate::model::report::Verdict;
+use crate::model::report::{RunOutcome, Verdict};
 use crate::model::template::CallerText;
 use crate::render::apply::{job_header, summary};
 use crate::render::escape::one_line;
 use crate::render::plan::{render, Format};
 
-use super::args::{ApplyArgs, MaintenanceAction, MaintenanceArgs, ReportFormat, ServiceArgs};
+use super::args::{
+    ApplyArgs, MaintenanceAction, MaintenanceArgs, ReportFormat, RetryArgs, ServiceArgs,
+};
 use super::progress::{Bars, Plain};
 use super::runtime;
 
@@ -29,7 +34,7 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
         None => a.limit.as_deref(),
     };
     let job = Job::load_with_modules(&a.playbook, &a.inv.inventory, limit, a.modules.as_deref())?;
-    let opts = ApplyOptions {
+    let mut opts = ApplyOptions {
         forks: a.work.forks,
         step_timeout: a.timeout,
         // The drift re-read happens under the lock: bounded by --timeout
@@ -42,9 +47,57 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
         report: a.report.clone(),
         saved,
         allow_drift: a.allow_drift,
+        carry: retry_carry(&job, &a.retry)?,
         ..ApplyOptions::default()
     };
+    if let Some(path) = &a.resume {
+        resume(&job, path, a.retry.retry_changed, &mut opts)?;
+    }
     run(&job, &opts, a.format)
+}
+
+/// `--retry REPORT`: what the retry keeps of that report, refused when the
+/// job's inputs changed since (unless `--retry-changed`).
+pub(super) fn retry_carry(job: &Job, a: &RetryArgs) -> Result<Option<Carry>> {
+    let Some(path) = &a.retry else {
+        return Ok(None);
+    };
+    let parent = crate::engine::journal::load_report(path)?;
+    check_inputs(job, parent.inputs.as_ref(), "report", a.retry_changed)?;
+    Ok(Some(Carry::retry(job, &parent, a.retry_from_start)))
+}
+
+/// `--resume JOURNAL`: continue that journal, its job id and its report.
+fn resume(job: &Job, path: &Path, allow_changed: bool, opts: &mut ApplyOptions) -> Result<()> {
+    let (carry, header) = resume_carry(job, path, allow_changed)?;
+    opts.carry = Some(carry);
+    if opts.report.is_none() {
+        opts.report = header.files.report.as_deref().map(PathBuf::from);
+    }
+    opts.resume = Some(Continue {
+        journal: path.to_path_buf(),
+        header,
+    });
+    Ok(())
+}
+
+/// What resuming the journal at `path` keeps, and its header; refused when
+/// the run ended or its inputs changed.
+pub(super) fn resume_carry(
+    job: &Job,
+    path: &Path,
+    allow_changed: bool,
+) -> Result<(Carry, crate::model::journal::Header)> {
+    let read = crate::engine::journal::read(path)?;
+    if let Some(end) = read.end.filter(|e| *e != RunOutcome::Interrupted) {
+        return Err(Error::Usage(format!(
+            "job {} in {} ended {end}: there is nothing to resume; to run again what did not end ok, use --retry with its report",
+            read.header.job_id,
+            path.display()
+        )));
+    }
+    check_resume(job, &read.header, allow_changed)?;
+    Ok((Carry::resume(job, &read), read.header))
 }
 
 /// `drover service ACTION UNIT --target SEL [--dry-run]`.
@@ -65,6 +118,7 @@ pub(super) fn service(a: &ServiceArgs, color: bool) -> Result<i32> {
             limit: None,
             allow_protected: a.allow_protected,
             keep_facts: false,
+            carry: None,
         };
         let planned = runtime()?.block_on(crate::engine::plan::plan(
             &job,

@@ -33,6 +33,23 @@ pub struct InventoryArg {
     pub inventory: PathBuf,
 }
 
+/// `--retry` and its companions, on plan (a preview) and apply.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Run again only what did not end `ok` in this job report: its failed,
+    /// unreachable and stopped hosts, from the first step that did not end
+    /// `ok` there; a restart that already succeeded is not repeated.
+    #[arg(long, value_name = "REPORT")]
+    pub retry: Option<PathBuf>,
+    /// With --retry: run the retried hosts' steps from the first one.
+    #[arg(long, requires = "retry")]
+    pub retry_from_start: bool,
+    /// With --retry or --resume: go on although the playbook, inventory or
+    /// params changed since the report or journal was written.
+    #[arg(long)]
+    pub retry_changed: bool,
+}
+
 /// `--forks` of the commands that change hosts.
 #[derive(Debug, Args)]
 pub struct WorkForks {
@@ -278,7 +295,7 @@ pub struct PlanArgs {
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
     /// Also save the plan as JSON (schema drover.plan/1) to FILE.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "retry")]
     pub out: Option<PathBuf>,
     /// Exit 0 when nothing would change, 2 when changes are pending, 1 on error.
     #[arg(long)]
@@ -292,6 +309,12 @@ pub struct PlanArgs {
     /// Also look for `use:` modules in DIR (after `modules/` beside the playbook).
     #[arg(long, value_name = "DIR")]
     pub modules: Option<PathBuf>,
+    /// Preview `apply --retry REPORT`.
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    /// Preview `apply --resume JOURNAL`: what it keeps and what it runs.
+    #[arg(long, value_name = "JOURNAL", conflicts_with_all = ["retry", "out"])]
+    pub resume: Option<PathBuf>,
 }
 
 /// `drover apply`.
@@ -337,6 +360,14 @@ pub struct ApplyArgs {
     /// Also look for `use:` modules in DIR (after `modules/` beside the playbook).
     #[arg(long, value_name = "DIR")]
     pub modules: Option<PathBuf>,
+    /// `--retry REPORT`.
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    /// Continue an interrupted run from its journal (FILE.journal beside
+    /// its report): every step × host without a final result runs; a
+    /// restart that was under way is not repeated if it happened.
+    #[arg(long, value_name = "JOURNAL", conflicts_with_all = ["retry", "plan"])]
+    pub resume: Option<PathBuf>,
 }
 
 /// `drover status`.

@@ -137,6 +137,12 @@ pub(super) fn plan(a: &PlanArgs, color: bool) -> Result<i32> {
         // than refusing itself: `apply` refuses.
         allow_protected: true,
         keep_facts: a.out.is_some() || format == Format::Json,
+        carry: match &a.resume {
+            Some(journal) => {
+                Some(super::apply::resume_carry(&job, journal, a.retry.retry_changed)?.0)
+            }
+            None => super::apply::retry_carry(&job, &a.retry)?,
+        },
     };
     let rt = match source {
         // Facts from a file: nothing to connect to, one thread is enough.

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::engine::carry::{Carry, Origin};
 use crate::engine::clock::Clock;
 use crate::engine::events::{Event, EventSink, StopFlag};
 use crate::engine::execute::{execute, RunSpec};
@@ -14,6 +15,7 @@ use crate::engine::journal::{save_report, Journal};
 use crate::engine::saved::{Drift, SavedPlan};
 use crate::model::decide::check_protected;
 use crate::model::error::{Error, Refusal, Result};
+use crate::model::journal::{Files, Header, StepShape};
 use crate::model::report::JobReport;
 use crate::remote::fanout::Reach;
 use crate::remote::pool::Pool;
@@ -53,6 +55,21 @@ pub struct ApplyOptions {
     /// The run's id, when the caller must know it before the run starts
     /// (the server answers with it); None: a new UUID.
     pub job_id: Option<String>,
+    /// What an earlier run of this job already did: a retry's results to
+    /// keep, or a resume's journal (see [`crate::engine::carry`]).
+    pub carry: Option<Carry>,
+    /// Continue this journal instead of starting one (a resume): the job
+    /// keeps its id, its start time and its journal.
+    pub resume: Option<Continue>,
+}
+
+/// The journal a resume continues.
+#[derive(Debug, Clone)]
+pub struct Continue {
+    /// Its path.
+    pub journal: PathBuf,
+    /// Its header.
+    pub header: Header,
 }
 
 impl Default for ApplyOptions {
@@ -71,6 +88,8 @@ impl Default for ApplyOptions {
             read_timeout: Reach::DEFAULT_TIMEOUT,
             pool: None,
             job_id: None,
+            carry: None,
+            resume: None,
         }
     }
 }
@@ -123,11 +142,22 @@ pub async fn apply(
         }
         None => Vec::new(),
     };
-    let job_id = opts
-        .job_id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let journal = open_journal(job, opts, &job_id)?;
+    let job_id = match &opts.resume {
+        Some(c) => c.header.job_id.clone(),
+        None => opts
+            .job_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+    };
+    let retry_of = match (&opts.resume, opts.carry.as_ref().map(|c| &c.origin)) {
+        (Some(c), _) => c.header.retry_of.clone(),
+        (None, Some(Origin::Retry(parent))) => Some(parent.clone()),
+        _ => None,
+    };
+    let journal = match &opts.resume {
+        Some(c) => Some(Journal::append(&c.journal)?),
+        None => open_journal(job, opts, &job_id, retry_of.clone())?,
+    };
     events.event(&Event::JobStarted {
         job_id: job_id.clone(),
         name: job.playbook.name.clone(),
@@ -144,8 +174,18 @@ pub async fn apply(
         pool: opts.pool.clone(),
         window: job.playbook.window.as_ref().filter(|_| !opts.ignore_window),
         clock: &opts.clock,
+        carry: opts.carry.as_ref(),
     })
     .await;
+    let mut report = report;
+    report.inputs = Some(job.inputs());
+    report.retry_of = retry_of;
+    if let Some(c) = &opts.resume {
+        report.started_at = c.header.started_at.clone();
+    }
+    if let Some(j) = &journal {
+        j.end(report.outcome);
+    }
     if let Some(path) = &opts.report {
         save_report(&report, path)?;
     }
@@ -169,12 +209,19 @@ async fn take_lock(path: &Path, wait: Option<Duration>) -> Result<crate::engine:
 }
 
 /// The run's journal: beside the report, else in the state directory.
-fn open_journal(job: &Job, opts: &ApplyOptions, job_id: &str) -> Result<Option<Journal>> {
+fn open_journal(
+    job: &Job,
+    opts: &ApplyOptions,
+    job_id: &str,
+    retry_of: Option<String>,
+) -> Result<Option<Journal>> {
     let path = match &opts.report {
         Some(r) => Journal::beside(r),
         None => Journal::default_path(job_id),
     };
-    match Journal::create(&path, job_id, &job.playbook.name) {
+    let mut header = header(job, job_id, retry_of);
+    header.files.report = opts.report.as_ref().map(|r| absolute(r));
+    match Journal::create(&path, &header) {
         Ok(j) => Ok(Some(j)),
         // With a report file a journal that cannot be written is fatal:
         // the promise is that a killed run loses nothing.
@@ -184,4 +231,83 @@ fn open_journal(job: &Job, opts: &ApplyOptions, job_id: &str) -> Result<Option<J
             Ok(None)
         }
     }
+}
+
+/// A journal's header for a run of `job`: its inputs, its hosts and each
+/// step's shape, in DAG order.
+pub fn header(job: &Job, job_id: &str, retry_of: Option<String>) -> Header {
+    let names = |hs: &[usize]| -> Vec<String> {
+        hs.iter()
+            .map(|&h| job.inventory.hosts[h].name.clone())
+            .collect()
+    };
+    let steps: Vec<StepShape> = job
+        .dag
+        .order()
+        .iter()
+        .map(|&si| {
+            let step = &job.playbook.steps[si];
+            let t = &job.expanded[si].targets;
+            let n = t.fixed.len() + t.any.len();
+            StepShape {
+                step: step.id.clone(),
+                hosts: names(&t.fixed),
+                any: t.any.len(),
+                serial: if step.serial.is_some() {
+                    crate::model::decide::batch_size(step, n)
+                } else {
+                    0
+                },
+            }
+        })
+        .collect();
+    let mut hosts = std::collections::BTreeSet::new();
+    for ex in &job.expanded {
+        hosts.extend(ex.targets.candidates());
+    }
+    let hosts: Vec<usize> = hosts.into_iter().collect();
+    Header {
+        version: crate::model::journal::VERSION,
+        job_id: job_id.to_string(),
+        playbook: job.playbook.name.clone(),
+        started_at: crate::model::now_rfc3339(),
+        files: Files {
+            playbook: Some(absolute(&job.playbook.path)),
+            inventory: Some(absolute(&job.inventory.path)),
+            limit: None,
+            report: None,
+        },
+        inputs: job.inputs(),
+        params: job.params_record(),
+        retry_of,
+        hosts: names(&hosts),
+        steps,
+    }
+}
+
+fn absolute(p: &Path) -> String {
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// Refuse to resume `journal` with `job` when its inputs or its hosts are
+/// not those the journal was written for (unless `allow_changed`).
+pub fn check_resume(job: &Job, header: &Header, allow_changed: bool) -> Result<()> {
+    crate::engine::carry::check_inputs(job, Some(&header.inputs), "journal", allow_changed)?;
+    let now = self::header(job, &header.job_id, None);
+    if allow_changed || (now.hosts == header.hosts && shapes_equal(&now.steps, &header.steps)) {
+        return Ok(());
+    }
+    Err(Error::Refused(Refusal::InputsChanged(
+        "the job's hosts or steps are not those of the journal (another --limit?)".into(),
+    )))
+}
+
+fn shapes_equal(a: &[StepShape], b: &[StepShape]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.step == y.step && x.hosts == y.hosts && x.any == y.any && x.serial == y.serial
+        })
 }

@@ -28,6 +28,27 @@ pub struct Job {
 }
 
 impl Job {
+    /// Digests of what this job runs: a retry or a resume refuses when
+    /// they differ from the run it continues.
+    pub fn inputs(&self) -> crate::model::report::Inputs {
+        crate::model::report::Inputs {
+            playbook: self.playbook.digest.clone(),
+            inventory: self.inventory.digest.clone(),
+            params: self.params_digest(),
+        }
+    }
+
+    // The parameters' digest and values; playbook parameters land with
+    // their own change, which replaces these two.
+    fn params_digest(&self) -> String {
+        crate::model::digest(b"{}")
+    }
+
+    /// The parameters' values, secret ones left out.
+    pub fn params_record(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
+
     /// Load and validate playbook + inventory files (+ `--limit`).
     pub fn load(playbook: &Path, inventory: &Path, limit: Option<&str>) -> Result<Job> {
         Job::load_with_modules(playbook, inventory, limit, None)

@@ -261,6 +261,8 @@ fn failed_report(entry: &Entry, path: Option<&Path>) -> JobReport {
         finished_at: crate::model::now_rfc3339(),
         outcome: RunOutcome::Failed,
         results: view.results,
+        inputs: None,
+        retry_of: None,
     };
     if let Some(path) = path {
         if let Err(e) = save_report(&report, path) {
@@ -537,7 +539,7 @@ impl DirJobs {
                 continue;
             };
             if name.ends_with(".json") {
-                match read_report(&path) {
+                match crate::engine::journal::load_report(&path) {
                     Ok(r) => add(r, path),
                     Err(e) => tracing::warn!("jobs dir: skipping {}: {e}", path.display()),
                 }
@@ -595,7 +597,7 @@ impl DirJobs {
             let done = idx.done.get(&(started.clone(), id.to_string()))?;
             (done.report.clone(), done.hosts.clone())
         };
-        match read_report(&report) {
+        match crate::engine::journal::load_report(&report) {
             Ok(r) => Some(Entry::new(view_of(&r), hosts, Some(r))),
             Err(e) => {
                 tracing::warn!("jobs dir: cannot read {}: {e}", report.display());
@@ -653,7 +655,7 @@ impl DirJobs {
             .into_iter()
             .filter_map(|p| match p {
                 Pick::Running(e) => Some(e.view()),
-                Pick::Finished(path) => match read_report(&path) {
+                Pick::Finished(path) => match crate::engine::journal::load_report(&path) {
                     Ok(r) => Some(view_of(&r)),
                     // Expired between the pick and now, or changed on disk.
                     Err(e) => {
@@ -808,27 +810,45 @@ fn view_of(r: &JobReport) -> JobView {
     }
 }
 
-fn read_report(path: &Path) -> Result<JobReport> {
-    let text = crate::model::yaml::read_bounded(path, "job report")?;
-    serde_json::from_str(&text).map_err(|e| {
-        Error::invalid(
-            "job report",
-            "",
-            e.to_string(),
-            Some(crate::model::error::Position::at(
-                path,
-                &text,
-                e.line() as u64,
-                e.column() as u64,
-            )),
-        )
-    })
-}
-
 /// The report of a job whose process died: the journal's header and
 /// results, `interrupted`, finished when the journal was last written.
 fn recover(journal: &Path) -> Result<JobReport> {
     let text = crate::model::yaml::read_bounded(journal, "journal")?;
+    let finished_at = std::fs::metadata(journal)
+        .and_then(|m| m.modified())
+        .map(|t| {
+            chrono::DateTime::<chrono::Utc>::from(t)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        })
+        .unwrap_or_else(|_| crate::model::now_rfc3339());
+    if let Ok(read) = crate::model::journal::parse(journal, &text) {
+        // The last line for each step × host is its result; a resume may
+        // have written a host's step again.
+        let mut last = std::collections::HashMap::new();
+        for (i, r) in read.results.iter().enumerate() {
+            last.insert((r.step.as_str(), r.hostname.as_str()), i);
+        }
+        let results = read
+            .results
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| last.get(&(r.step.as_str(), r.hostname.as_str())) == Some(i))
+            .map(|(_, r)| r.clone())
+            .collect();
+        let h = read.header;
+        return Ok(JobReport {
+            job_id: h.job_id,
+            playbook: h.playbook,
+            started_at: h.started_at,
+            finished_at,
+            // It ended, but died before its report was written.
+            outcome: read.end.unwrap_or(RunOutcome::Interrupted),
+            results,
+            inputs: Some(h.inputs),
+            retry_of: h.retry_of,
+        });
+    }
+    // A journal from before format 2: a header and result lines.
     let mut lines = text.lines();
     let header: serde_json::Value = lines
         .next()
@@ -843,13 +863,6 @@ fn recover(journal: &Path) -> Result<JobReport> {
     };
     // A line cut short by the kill is the only one that may not parse.
     let results: Vec<JobResult> = lines.filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let finished_at = std::fs::metadata(journal)
-        .and_then(|m| m.modified())
-        .map(|t| {
-            chrono::DateTime::<chrono::Utc>::from(t)
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        })
-        .unwrap_or_else(|_| crate::model::now_rfc3339());
     Ok(JobReport {
         job_id: field("job_id"),
         playbook: field("playbook"),
@@ -857,6 +870,8 @@ fn recover(journal: &Path) -> Result<JobReport> {
         finished_at,
         outcome: RunOutcome::Interrupted,
         results,
+        inputs: None,
+        retry_of: None,
     })
 }
 

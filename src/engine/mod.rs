@@ -6,6 +6,7 @@
 //! runtime of its own.
 
 pub mod apply;
+pub mod carry;
 pub mod claims;
 pub mod clock;
 pub mod events;

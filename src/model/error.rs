@@ -167,6 +167,9 @@ pub enum Refusal {
     StalePlan(String),
     /// The hosts drifted from the facts a saved plan was made from.
     Drift(String),
+    /// A retry's or a resume's playbook, inventory or parameters are not
+    /// those of the run it continues.
+    InputsChanged(String),
 }
 
 impl Refusal {
@@ -180,6 +183,9 @@ impl Refusal {
             Refusal::Protected(_) => "pass --allow-protected if that is intended",
             Refusal::StalePlan(_) => "plan again and review the new plan",
             Refusal::Drift(_) => "plan again, or pass --allow-drift to apply anyway",
+            Refusal::InputsChanged(_) => {
+                "pass --retry-changed to run what is left with the changed files, or start a new run"
+            }
         }
     }
 
@@ -200,7 +206,7 @@ impl Refusal {
             ),
             Refusal::LockDir { dir, why } => format!("lock directory {} {why}", dir.display()),
             Refusal::NotPrivate { what, path, why } => format!("{what} {} {why}", path.display()),
-            Refusal::Protected(m) | Refusal::StalePlan(m) => m.clone(),
+            Refusal::Protected(m) | Refusal::StalePlan(m) | Refusal::InputsChanged(m) => m.clone(),
             Refusal::Drift(hosts) => format!(
                 "the hosts drifted since the plan was made, so apply would not do what was reviewed: {hosts}"
             ),
@@ -213,7 +219,10 @@ impl Refusal {
             Refusal::Window { window, .. } => vec![window],
             Refusal::Locked { holder, .. } => vec![holder],
             Refusal::LockDir { why, .. } | Refusal::NotPrivate { why, .. } => vec![why],
-            Refusal::Protected(m) | Refusal::StalePlan(m) | Refusal::Drift(m) => vec![m],
+            Refusal::Protected(m)
+            | Refusal::StalePlan(m)
+            | Refusal::Drift(m)
+            | Refusal::InputsChanged(m) => vec![m],
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod expand;
 pub mod facts;
 pub mod health;
 pub mod inventory;
+pub mod journal;
 pub mod keys;
 pub mod maintenance;
 pub mod outcome;

@@ -20,6 +20,16 @@ pub enum Status {
     Skipped,
 }
 
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        })
+    }
+}
+
 /// Why a host failed a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -108,6 +118,9 @@ pub enum SkipReason {
     /// An `on_failure` step of a module call, and the host failed none of
     /// the call's steps.
     NoFailure(String),
+    /// A retry (of the job named) leaves the host alone: it ended `ok`
+    /// there, or was never part of that job's step.
+    NotRetried(String),
 }
 
 impl fmt::Display for SkipReason {
@@ -124,6 +137,12 @@ impl fmt::Display for SkipReason {
             SkipReason::NoFailure(call) => {
                 write!(f, "skipped: runs only after a failure in {call}")
             }
+            SkipReason::NotRetried(job) => {
+                write!(
+                    f,
+                    "skipped: not retried (nothing to redo here from job {job})"
+                )
+            }
         }
     }
 }
@@ -132,7 +151,9 @@ impl SkipReason {
     /// The kind, as the report records it beside the text.
     pub fn kind(&self) -> Kind {
         match self {
-            SkipReason::WhenFalse | SkipReason::NoFailure(_) => Kind::When,
+            SkipReason::WhenFalse | SkipReason::NoFailure(_) | SkipReason::NotRetried(_) => {
+                Kind::When
+            }
             SkipReason::FailedAt(_) => Kind::FailedEarlier,
             SkipReason::Aborted(_) => Kind::Aborted,
             // The run stops like an interrupted one, and reports so.

@@ -35,6 +35,10 @@ pub struct JobResult {
     /// What a script module said (`msg`), when it succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msg: Option<String>,
+    /// The earlier job this result was carried over from, unchanged (a
+    /// retry keeps what already ended `ok`); absent when this run did it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried_from: Option<String>,
 }
 
 impl JobResult {
@@ -60,6 +64,7 @@ impl JobResult {
             action: "none".into(),
             duration_ms: 0,
             msg: None,
+            carried_from: None,
         }
     }
 }
@@ -106,6 +111,24 @@ pub struct JobReport {
     pub outcome: RunOutcome,
     /// Every step × host, in execution order.
     pub results: Vec<JobResult>,
+    /// Digests of what ran: a retry refuses when they changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Inputs>,
+    /// The job this one retried (`--retry`, `POST /job/{id}/retry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
+}
+
+/// Digests (hex SHA-256) of a run's inputs, so that a retry or a resume
+/// can tell that the playbook, the inventory or the parameters changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Inputs {
+    /// The playbook file.
+    pub playbook: String,
+    /// The inventory.
+    pub inventory: String,
+    /// The parameters' values, secret ones left out.
+    pub params: String,
 }
 
 impl JobReport {
@@ -246,6 +269,8 @@ mod tests {
                 .iter()
                 .map(|o| JobResult::new("h", "s", "u.service", o, &Secrets::new()))
                 .collect(),
+            inputs: None,
+            retry_of: None,
         }
     }
 

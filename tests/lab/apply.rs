@@ -297,10 +297,23 @@ fn sigterm_finishes_in_flight_work_and_skips_the_rest() {
         "nothing new started after SIGTERM"
     );
     let journal = std::fs::read_to_string(dir.path().join("r.json.journal")).unwrap();
+    let types: Vec<String> = journal
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(types.first().map(String::as_str), Some("header"));
+    assert_eq!(types.last().map(String::as_str), Some("end"));
     assert_eq!(
-        journal.lines().count(),
-        1 + report["results"].as_array().unwrap().len()
+        types.iter().filter(|t| *t == "result").count(),
+        report["results"].as_array().unwrap().len()
     );
+    // The stop in flight was announced before it was made.
+    assert!(types.iter().any(|t| t == "intent"), "{journal}");
 }
 
 #[test]

@@ -105,5 +105,16 @@ fn events_arrive_in_order_with_batches() {
     );
     // The journal holds what the events carried.
     let journal = std::fs::read_to_string(applied.journal.unwrap()).unwrap();
-    assert_eq!(journal.lines().count(), 3, "{journal}");
+    let types: Vec<String> = journal
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["type"].as_str().unwrap_or("?").to_string()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        ["header", "intent", "result", "intent", "result", "end"],
+        "{journal}"
+    );
 }

@@ -28,6 +28,7 @@ mod page;
 mod plan;
 mod playbooks;
 mod promises;
+mod resume;
 mod scenarios;
 mod secrets;
 mod serve;

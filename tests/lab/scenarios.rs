@@ -827,6 +827,9 @@ fn check_batches(s: &Scenario, plan_results: &[Value], report_file: &Path) -> Re
     let mut last: BTreeMap<String, (u64, String)> = BTreeMap::new();
     for line in text.lines().skip(1) {
         let r: Value = serde_json::from_str(line).map_err(|e| format!("journal line: {e}"))?;
+        if r["type"] != "result" {
+            continue;
+        }
         let (step, host) = (
             r["step"].as_str().unwrap_or("?").to_string(),
             r["hostname"].as_str().unwrap_or("?").to_string(),

@@ -68,6 +68,7 @@ fn plan_of(job: &Job) -> Plan {
         limit: None,
         allow_protected: true,
         keep_facts: false,
+        carry: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -185,6 +186,7 @@ fn an_unreachable_host_fails_in_apply_s_words() {
         limit: None,
         allow_protected: true,
         keep_facts: false,
+        carry: None,
     };
     let mut f = facts();
     for (host, error) in [
@@ -342,6 +344,7 @@ fn secret_values_never_show_in_any_plan_format() {
         limit: None,
         allow_protected: true,
         keep_facts: true,
+        carry: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -188,6 +188,8 @@ fn apply_lines_and_summary() {
         finished_at: "2026-11-30T02:00:03.000Z".into(),
         outcome: RunOutcome::Aborted,
         results,
+        inputs: None,
+        retry_of: None,
     };
     text.push_str(&render::apply::summary(
         &report,

@@ -83,6 +83,7 @@ fn the_engine_entry_points_are_spawnable_tasks() {
         limit: None,
         allow_protected: false,
         keep_facts: false,
+        carry: None,
     };
 
     let (job_live, o, ev) = (job(), opts.clone(), events.clone());

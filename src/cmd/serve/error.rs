@@ -138,6 +138,9 @@ fn http_remedy(r: &Refusal) -> &'static str {
             "the server's files need fixing: see its log"
         }
         Refusal::StalePlan(_) | Refusal::Drift(_) => "plan again and review the new plan",
+        Refusal::InputsChanged(_) => {
+            "send \"changed\": true to run what is left with the changed files, or start a new job"
+        }
     }
 }
 

@@ -51,6 +51,7 @@ impl HostExecutor for InProcess {
             limit: None,
             allow_protected,
             keep_facts: false,
+            carry: None,
         };
         Ok(crate::engine::plan::plan(&job, FactsSource::Live, &opts, &NoEvents).await?)
     }

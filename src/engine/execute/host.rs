@@ -104,6 +104,12 @@ impl HostStep<'_, '_> {
             unit: (task.unit.as_str() != HOST_SCOPE).then(|| task.unit.clone()),
         };
         let _w = run.maint_write[h].lock().await;
+        let intent = if enable {
+            "maintenance-on"
+        } else {
+            "maintenance-off"
+        };
+        self.intend(task.unit.as_str(), intent.into(), "");
         let (action, now) = crate::remote::maintenance::apply_goal_on(session, &goal)
             .await
             .map_err(|error| Failed {
@@ -136,6 +142,7 @@ impl HostStep<'_, '_> {
         let input = crate::model::playbook::module::input_json(&m.params, false, host);
         let limit = m.timeout.min(self.run.spec.step_timeout);
         let action = joined(&[Action::Run]);
+        self.intend(&m.name, action.clone(), "");
         let ran = crate::remote::script::run(session, &m.program, &input, limit)
             .await
             .map_err(|e| Failed {
@@ -176,6 +183,7 @@ impl HostStep<'_, '_> {
             UnitFileGoal::Present => UnitFileWant::Present(content),
             UnitFileGoal::Absent => UnitFileWant::Absent,
         };
+        self.intend(self.task.unit.as_str(), "unit-file".into(), "");
         let o = crate::remote::unitfile::apply_unit(session, &self.task.unit, &want).await;
         match o.error {
             Some(error) => Err(Failed {

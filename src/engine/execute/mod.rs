@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use crate::engine::carry::{Carry, Origin};
 use crate::engine::clock::Clock;
 use crate::engine::events::{Event, EventSink, StopFlag};
 use crate::engine::execute::host::{host_maintenance, next_reading};
@@ -67,6 +68,8 @@ pub struct RunSpec<'a> {
     pub window: Option<&'a Window>,
     /// The time the window is checked against.
     pub clock: &'a Clock,
+    /// What an earlier run of this job already did (retry, resume).
+    pub carry: Option<&'a Carry>,
 }
 
 impl RunSpec<'_> {
@@ -122,6 +125,7 @@ pub async fn execute(spec: RunSpec<'_>) -> JobReport {
             window: run.spec.window.map(|w| (w, run.spec.clock)),
             events: run.spec.events,
             lanes: run.spec.forks.max(1),
+            carry: run.spec.carry,
         },
     )
     .await;
@@ -145,6 +149,8 @@ pub async fn execute(spec: RunSpec<'_>) -> JobReport {
         finished_at: now_rfc3339(),
         outcome,
         results,
+        inputs: None,
+        retry_of: None,
     }
 }
 
@@ -235,6 +241,7 @@ impl HostAction for Do<'_> {
         let next = w.next.and_then(|n| next_reading(self, n, w.h));
         let hs = HostStep {
             run: self,
+            si: w.si,
             h: w.h,
             step: w.step,
             task: w.task,
@@ -256,6 +263,22 @@ impl HostAction for Do<'_> {
                 .map(|m| self.job.playbook.secrets.redact_string(m));
         }
         push(self, f.si, f.h, r);
+    }
+
+    fn carry(&self, si: usize, h: usize, _batch: usize, r: &JobResult) {
+        // A resume's journal already holds what it carries; a retry's is
+        // new and gets it, so that a resume of the retry finds it there.
+        let journal = match self.spec.carry.map(|c| &c.origin) {
+            Some(Origin::Resume) => None,
+            _ => self.spec.journal,
+        };
+        if let Some(j) = journal {
+            j.record(r);
+        }
+        self.spec.events.event(&Event::HostResult(r.clone()));
+        if let Ok(mut v) = self.results.lock() {
+            v.push((self.order_of[si], h, r.clone()));
+        }
     }
 
     /// The host has no step left: close its connection now, in the

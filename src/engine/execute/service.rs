@@ -97,6 +97,9 @@ impl ServiceStep<'_, '_, '_> {
         if !fs.file_state {
             before.unit_file_state.clear();
         }
+        if self.restarted_since_intent(&d.actions, &before) {
+            return self.restarted_before(before, fs, next).await;
+        }
         let wait = self.hs.step.wait.as_ref();
         if d.actions.is_empty() && wait.is_none() {
             // Nothing to do and nothing to wait for: the reading stands.
@@ -136,6 +139,49 @@ impl ServiceStep<'_, '_, '_> {
         }
     }
 
+    /// Whether the run being resumed already restarted the unit: its
+    /// journal says a restart was about to happen and the unit has had a
+    /// new invocation since. A restart is the one operation that is not
+    /// the same done twice; the others are decided from the state.
+    fn restarted_since_intent(&self, actions: &[Action], now: &UnitFacts) -> bool {
+        let Some(i) = self.hs.in_flight() else {
+            return false;
+        };
+        actions.contains(&Action::Restart)
+            && i.action.split('+').any(|a| a == "restart")
+            && !i.invocation_id.is_empty()
+            && !now.invocation_id.is_empty()
+            && now.invocation_id != i.invocation_id
+    }
+
+    /// The restart happened before the run stopped: wait for the unit to
+    /// settle (the job may still be running), pass the step's gate and
+    /// report the change without doing it again.
+    async fn restarted_before(
+        &self,
+        before: UnitFacts,
+        fs: StateRead,
+        next: Option<(&UnitName, StateRead)>,
+    ) -> Result<Done, Failed> {
+        let done = [Action::Restart];
+        let timeout = self.hs.run.spec.step_timeout;
+        if matches!(before.active_state.as_str(), "activating" | "reloading") {
+            let deadline = tokio::time::Instant::now() + timeout;
+            if let Err(e) = wait_active(self.sd, self.unit(), deadline, timeout).await {
+                return Err(self.fail(true, &done, Failure::JobFailed(e)));
+            }
+        }
+        if let Some(w) = self.hs.step.wait.as_ref() {
+            if let Err(e) = self.gate(w).await {
+                return Err(self.fail(true, &done, Failure::Error(e)));
+            }
+        }
+        let mut d = self.after(&before, fs, done.to_vec(), next).await?;
+        d.changed = true;
+        d.action = format!("{} (before the resume)", d.action);
+        Ok(d)
+    }
+
     /// Run the decided operations in order; a failed one ends the step.
     async fn act(
         &self,
@@ -144,6 +190,8 @@ impl ServiceStep<'_, '_, '_> {
         fs: StateRead,
     ) -> Result<Vec<Action>, Failed> {
         let (sd, unit) = (self.sd, self.unit());
+        self.hs
+            .intend(unit.as_str(), joined(actions), &before.invocation_id);
         let mut done: Vec<Action> = Vec::new();
         for a in actions {
             let res = match a {

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use crate::engine::execute::Do;
 use crate::model::expand::HostTask;
 use crate::model::facts::UnitFacts;
+use crate::model::journal::Intent;
+use crate::model::now_rfc3339;
 use crate::model::outcome::Failure;
 use crate::model::playbook::Step;
 use crate::model::service::{join_actions, Action, ServiceGoal};
@@ -16,11 +18,36 @@ use crate::remote::systemd::StateRead;
 /// One host in one step: what every phase of its work needs.
 pub(super) struct HostStep<'r, 'a> {
     pub(super) run: &'r Do<'a>,
+    /// The step's index.
+    pub(super) si: usize,
     pub(super) h: usize,
     pub(super) step: &'r Step,
     pub(super) task: &'r HostTask,
     /// The step the host failed at, if it did (an `on_failure` text).
     pub(super) failed_at: Option<String>,
+}
+
+impl HostStep<'_, '_> {
+    /// Write to the journal, before a change is made, what is about to
+    /// happen: a resume reads it to tell whether the change happened.
+    pub(super) fn intend(&self, unit: &str, action: String, invocation_id: &str) {
+        if let Some(j) = self.run.spec.journal {
+            j.intent(Intent {
+                step: self.step.id.clone(),
+                host: self.run.job.inventory.hosts[self.h].name.clone(),
+                unit: unit.to_string(),
+                action,
+                invocation_id: invocation_id.to_string(),
+                at: now_rfc3339(),
+            });
+        }
+    }
+
+    /// The change that was under way here when the run being resumed
+    /// stopped.
+    pub(super) fn in_flight(&self) -> Option<&Intent> {
+        self.run.spec.carry?.in_flight(self.si, self.h)
+    }
 }
 
 pub(super) struct Done {

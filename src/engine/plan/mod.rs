@@ -233,6 +233,7 @@ pub async fn plan(
             limit: opts.limit.as_deref(),
         },
         &checks,
+        opts.carry.as_ref(),
     )?;
     if opts.keep_facts {
         plan.facts = Some(facts_used(job, &facts));
@@ -271,6 +272,9 @@ pub struct PlanOptions {
     pub allow_protected: bool,
     /// Record the facts used in the plan (saved plans, json output).
     pub keep_facts: bool,
+    /// Preview a retry or a resume: what an earlier run settled is shown
+    /// as carried over, not planned again.
+    pub carry: Option<crate::engine::carry::Carry>,
 }
 
 /// A step's plan: its id, targets and dependencies as written, with what

@@ -21,6 +21,7 @@ use crate::model::maintenance::{
 use crate::model::outcome::{Failure, Outcome, SkipReason};
 use crate::model::playbook::module::ScriptModule;
 use crate::model::playbook::{Operation, Step, UnitFileGoal};
+use crate::model::report::JobResult;
 use crate::model::service::{decide_service, Action};
 use crate::model::unit::UnitName;
 use crate::model::unitfile::{decide_unit, predict, UnitFileWant};
@@ -404,6 +405,29 @@ impl HostAction for Predict<'_> {
         let mut f = self.fleet();
         f.summary.count(result.status, result.changed);
         f.results[r.si].push((r.h, result));
+    }
+
+    /// A result an earlier run settled: shown as it ended there, changing
+    /// nothing now.
+    fn carry(&self, si: usize, h: usize, batch: usize, r: &JobResult) {
+        let from = r.carried_from.as_deref().unwrap_or("the journal");
+        let result = PlannedResult {
+            hostname: self.names[h].clone(),
+            status: r.status,
+            name: r.name.clone(),
+            changed: false,
+            error: Some(match &r.error {
+                Some(e) => format!("carried over from {from}: {e}"),
+                None => format!("carried over from {from}: {}", r.status),
+            }),
+            kind: r.kind,
+            step: self.step_ids[si].clone(),
+            actions: Vec::new(),
+            batch,
+        };
+        let mut f = self.fleet();
+        f.summary.count(result.status, result.changed);
+        f.results[si].push((h, result));
     }
 
     fn release(&self, _h: usize) {}

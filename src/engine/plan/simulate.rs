@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
+use crate::engine::carry::Carry;
 use crate::engine::events::NoEvents;
 use crate::engine::job::Job;
 use crate::engine::plan::predict::{Fleet, Predict};
@@ -69,15 +70,17 @@ fn extra_lines(
 /// Predict every step × host result by running the shared decisions over
 /// the facts, threading each unit's predicted state through the DAG.
 pub fn simulate(job: &Job, facts: &Facts, labels: PlanLabels<'_>) -> Result<Plan> {
-    simulate_with_checks(job, facts, labels, &ModuleChecks::new())
+    simulate_with_checks(job, facts, labels, &ModuleChecks::new(), None)
 }
 
-/// [`simulate`], with the check-mode reports of script modules.
+/// [`simulate`], with the check-mode reports of script modules and what
+/// an earlier run settled (a retry's or a resume's preview).
 pub fn simulate_with_checks(
     job: &Job,
     facts: &Facts,
     labels: PlanLabels<'_>,
     checks: &ModuleChecks,
+    carry: Option<&Carry>,
 ) -> Result<Plan> {
     let host_facts = facts_per_host(job, facts)?;
     let predict = Predict::new(job, host_facts, checks);
@@ -89,6 +92,7 @@ pub fn simulate_with_checks(
         window: None,
         events: &NoEvents,
         lanes: 1,
+        carry,
     };
     let end = run_now(walk(job, &predict, opts)).ok_or_else(|| {
         Error::Internal("the plan's walk waited for something; a prediction never waits".into())

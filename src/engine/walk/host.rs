@@ -28,6 +28,9 @@ impl<A: HostAction> Walk<'_, A> {
         let Some(task) = self.job.expanded[si].task(h) else {
             return Ok(Status::Skipped);
         };
+        if let Some(status) = self.carried(si, h, batch) {
+            return Ok(status);
+        }
         let step = &self.job.playbook.steps[si];
         let t0 = Instant::now();
         let (outcome, detail) = match self.before_work(step, h, task).await {

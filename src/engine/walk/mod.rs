@@ -20,13 +20,15 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use crate::engine::carry::{Carried, Carry};
 use crate::engine::clock::Clock;
 use crate::engine::events::{EventSink, StopFlag};
 use crate::engine::job::Job;
 use crate::model::decide::{pick_any, refuse_protected, Candidate, FailureLedger};
 use crate::model::expand::HostTask;
-use crate::model::outcome::{Failure, Outcome, SkipReason};
+use crate::model::outcome::{Failure, Outcome, SkipReason, Status};
 use crate::model::playbook::{Step, Strategy, Window};
+use crate::model::report::JobResult;
 use crate::model::unit::UnitName;
 
 /// What happens to one host in one step: predicted (the plan) or done
@@ -72,6 +74,10 @@ pub(crate) trait HostAction {
 
     /// A host's result in a step is final.
     fn record(&self, r: Finished<Self::Detail>);
+
+    /// A host's result in a step is taken over from an earlier run (a
+    /// retry's or a resume's [`Carry`]): nothing is done on the host.
+    fn carry(&self, si: usize, h: usize, batch: usize, r: &JobResult);
 
     /// The walk has nothing more for this host.
     fn release(&self, h: usize);
@@ -125,6 +131,8 @@ pub(crate) struct WalkOptions<'a> {
     pub(crate) events: &'a dyn EventSink,
     /// Hosts walking their steps at once (`strategy: free`).
     pub(crate) lanes: usize,
+    /// What an earlier run of this job already did (retry, resume).
+    pub(crate) carry: Option<&'a Carry>,
 }
 
 /// What a step looked like when it started.
@@ -153,8 +161,8 @@ pub(crate) async fn walk<A: HostAction>(
     action: &A,
     opts: WalkOptions<'_>,
 ) -> Result<WalkEnd, A::Error> {
+    let involved = involved_hosts(job, opts.carry);
     let w = Walk::new(job, action, opts);
-    let involved = involved_hosts(job);
     match job.playbook.strategy {
         Strategy::Linear => {
             // `_any` picks need to know who is reachable and who is in
@@ -173,11 +181,30 @@ pub(crate) async fn walk<A: HostAction>(
     })
 }
 
-/// Every host some step may work on, in inventory order.
-fn involved_hosts(job: &Job) -> Vec<usize> {
+/// Every host some step may work on, in inventory order: not those whose
+/// every step an earlier run settled (a retry leaves them alone).
+fn involved_hosts(job: &Job, carry: Option<&Carry>) -> Vec<usize> {
     let mut involved = BTreeSet::new();
-    for ex in &job.expanded {
-        involved.extend(ex.tasks.iter().map(|t| t.host));
+    for (si, ex) in job.expanded.iter().enumerate() {
+        let Some(carry) = carry else {
+            involved.extend(ex.tasks.iter().map(|t| t.host));
+            continue;
+        };
+        // An `_any` group an earlier run picked needs only its pick.
+        let settled_any: BTreeSet<usize> = ex
+            .targets
+            .any
+            .iter()
+            .filter(|g| carry.picked(si, g).is_some())
+            .flatten()
+            .copied()
+            .collect();
+        involved.extend(
+            ex.tasks
+                .iter()
+                .map(|t| t.host)
+                .filter(|&h| !carry.settles(si, h) && !settled_any.contains(&h)),
+        );
     }
     involved.into_iter().collect()
 }
@@ -289,7 +316,9 @@ impl<'a, A: HostAction> Walk<'a, A> {
                 }
             };
             for g in &ex.targets.any {
-                if let Some(h) = pick_any(g, candidate) {
+                // What an earlier run picked stays picked.
+                let earlier = self.opts.carry.and_then(|c| c.picked(si, g));
+                if let Some(h) = earlier.or_else(|| pick_any(g, candidate)) {
                     picked.push(h);
                     hosts.insert(h);
                 }
@@ -298,8 +327,12 @@ impl<'a, A: HostAction> Walk<'a, A> {
         (hosts.into_iter().collect(), picked)
     }
 
-    /// Record a skip decided before any check of the host.
+    /// Record a skip decided before any check of the host (what an
+    /// earlier run settled stays as it was).
     fn skip(&self, si: usize, h: usize, batch: usize, why: SkipReason) {
+        if self.carried(si, h, batch).is_some() {
+            return;
+        }
         self.action.record(Finished {
             si,
             h,
@@ -308,5 +341,27 @@ impl<'a, A: HostAction> Walk<'a, A> {
             detail: A::Detail::default(),
             elapsed: Duration::ZERO,
         });
+    }
+
+    /// If an earlier run settled the step × host, record that and return
+    /// its status.
+    fn carried(&self, si: usize, h: usize, batch: usize) -> Option<Status> {
+        match self.opts.carry?.get(si, h)? {
+            Carried::Result(r) => {
+                self.action.carry(si, h, batch, r);
+                Some(r.status)
+            }
+            Carried::Skip(why) => {
+                self.action.record(Finished {
+                    si,
+                    h,
+                    batch,
+                    outcome: Outcome::Skipped(why.clone()),
+                    detail: A::Detail::default(),
+                    elapsed: Duration::ZERO,
+                });
+                Some(Status::Skipped)
+            }
+        }
     }
 }
