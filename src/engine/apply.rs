@@ -274,7 +274,7 @@ pub fn header(job: &Job, job_id: &str, retry_of: Option<String>) -> Header {
         files: Files {
             playbook: Some(absolute(&job.playbook.path)),
             inventory: Some(absolute(&job.inventory.path)),
-            limit: None,
+            limit: job.limit.clone(),
             report: None,
         },
         inputs: job.inputs(),

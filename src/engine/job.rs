@@ -25,6 +25,8 @@ pub struct Job {
     pub dag: Dag,
     /// Steps with targets and templates resolved.
     pub expanded: Vec<ExpandedStep>,
+    /// `--limit` as given.
+    pub limit: Option<String>,
 }
 
 impl Job {
@@ -87,13 +89,14 @@ impl Job {
     /// DAG, limit and expansion of a parsed playbook over an inventory.
     pub fn new(playbook: Playbook, inventory: Inventory, limit: Option<&str>) -> Result<Job> {
         let dag = Dag::build(&playbook)?;
-        let limit = limit.map(|l| parse_selector("--limit", l)).transpose()?;
-        let expanded = expand(&playbook, &inventory, limit.as_ref())?;
+        let selector = limit.map(|l| parse_selector("--limit", l)).transpose()?;
+        let expanded = expand(&playbook, &inventory, selector.as_ref())?;
         Ok(Job {
             playbook,
             inventory,
             dag,
             expanded,
+            limit: limit.map(str::to_string),
         })
     }
 }

@@ -29,7 +29,7 @@ use crate::engine::claims::Held;
 use crate::engine::events::{Event, EventSink, StopFlag};
 use crate::engine::job::Job;
 use crate::engine::journal::{save_report, Journal};
-use crate::model::error::{Error, Result};
+use crate::model::error::{Error, Refusal, Result};
 use crate::model::report::{JobReport, JobResult, RunOutcome};
 
 /// Where a job is.
@@ -95,6 +95,9 @@ pub struct JobView {
     pub outcome: JobStatus,
     /// Every result so far, in execution order.
     pub results: Vec<JobResult>,
+    /// The job this one retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
 }
 
 #[derive(Debug)]
@@ -287,6 +290,8 @@ pub trait JobStore: Send + Sync {
     fn stop_all(&self, why: &str);
     /// Stop every running job and wait for them to write their reports.
     async fn shutdown(&self, why: &str);
+    /// A finished job's journal, to retry or resume it from.
+    fn journal(&self, id: &str) -> Option<PathBuf>;
 }
 
 #[async_trait::async_trait]
@@ -305,6 +310,13 @@ impl JobStore for DirJobs {
     }
     async fn shutdown(&self, why: &str) {
         DirJobs::shutdown(self, why).await
+    }
+    fn journal(&self, id: &str) -> Option<PathBuf> {
+        let idx = self.index();
+        let started = idx.by_id.get(id)?;
+        let done = idx.done.get(&(started.clone(), id.to_string()))?;
+        let journal = Journal::beside(&done.report);
+        journal.exists().then_some(journal)
     }
 }
 
@@ -383,6 +395,16 @@ impl Index {
         }
         self.done.insert(key, done);
         true
+    }
+
+    /// Drop a finished job's summary (its files stay).
+    fn forget(&mut self, job_id: &str) {
+        let Some(started) = self.by_id.get(job_id).cloned() else {
+            return;
+        };
+        if let Some(seq) = self.done.get(&(started, job_id.to_string())).map(|d| d.seq) {
+            self.remove_seq(seq);
+        }
     }
 
     fn remove_seq(&mut self, seq: u64) -> Option<Done> {
@@ -683,16 +705,26 @@ impl DirJobs {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         opts.job_id = Some(id.clone());
+        let opts_resumes = opts.resume.is_some();
         let report_path = self.dir.join(format!("{id}.json"));
         opts.report = Some(report_path.clone());
         let entry = Entry::new(
             JobView {
                 job_id: id.clone(),
                 playbook: job.playbook.name.clone(),
-                started_at: crate::model::now_rfc3339(),
+                // A resumed job keeps its start.
+                started_at: match &opts.resume {
+                    Some(c) => c.header.started_at.clone(),
+                    None => crate::model::now_rfc3339(),
+                },
                 finished_at: None,
                 outcome: JobStatus::Running,
                 results: Vec::new(),
+                retry_of: match (&opts.resume, opts.carry.as_ref().map(|c| &c.origin)) {
+                    (Some(c), _) => c.header.retry_of.clone(),
+                    (None, Some(crate::engine::carry::Origin::Retry(p))) => Some(p.clone()),
+                    _ => None,
+                },
             },
             job_hosts(&job),
             None,
@@ -756,7 +788,21 @@ impl DirJobs {
         };
         // Listed before it runs: a job that fails to start removes itself
         // from the list, which must not happen before it is on it.
-        self.index().running.push(entry.clone());
+        {
+            let mut idx = self.index();
+            if opts_resumes {
+                // A resumed job is the same job running again: its
+                // finished summary goes (its files stay: the journal is
+                // being continued, the report is rewritten at the end).
+                if idx.running.iter().any(|e| e.view().job_id == id) {
+                    return Err(Error::Refused(Refusal::InputsChanged(format!(
+                        "job {id} is running already"
+                    ))));
+                }
+                idx.forget(&id);
+            }
+            idx.running.push(entry.clone());
+        }
         {
             let mut t = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
             t.retain(|h| !h.is_terminated());
@@ -807,6 +853,7 @@ fn view_of(r: &JobReport) -> JobView {
         finished_at: Some(r.finished_at.clone()),
         outcome: r.outcome.into(),
         results: r.results.clone(),
+        retry_of: r.retry_of.clone(),
     }
 }
 

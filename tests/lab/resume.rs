@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::server;
 use common::{lab, run, Lab};
 use serde_json::Value;
 
@@ -367,4 +368,169 @@ fn resume_after_sigkill_mid_roll_restarts_no_host_twice() {
         .arg(&journal));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("nothing to resume"), "{err}");
+}
+
+fn serve(lab: &Lab, dir: &Path, keys: &server::Keys) -> server::Server {
+    let books = dir.join("books");
+    std::fs::create_dir_all(&books).unwrap();
+    server::Server::start(
+        &[
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            "--keys",
+            keys.file.to_str().unwrap(),
+            "--playbooks",
+            books.to_str().unwrap(),
+            "--jobs-dir",
+            dir.join("jobs").to_str().unwrap(),
+        ],
+        &dir.join(format!("stderr-{}", std::process::id())),
+    )
+}
+
+async fn post(s: &server::Server, path: &str, key: &str) -> (u16, Value) {
+    let (st, _, body) = server::call(reqwest::Method::POST, &s.url(path), Some(key)).await;
+    (st, body)
+}
+
+#[tokio::test]
+async fn serve_resumes_a_job_after_kill_9_and_retries_only_failed_hosts() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    lab.restore_baseline();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (lab.host(0), lab.host(1), lab.host(2));
+    // The limited key sees only c: jobs on a and b are not its to see.
+    let keys = server::Keys::make(dir.path(), c);
+    let mut gate = HostGate::new(b);
+    let books = dir.path().join("books");
+    std::fs::create_dir_all(&books).unwrap();
+    std::fs::write(books.join("roll.yml"), roll(&[a, b, c], gate.port)).unwrap();
+    std::fs::write(
+        books.join("idle.yml"),
+        format!("name: idle\nsteps:\n  - id: start-idle\n    target: [{a}, {b}]\n    service: {{ name: demo-idle, state: started }}\n"),
+    )
+    .unwrap();
+    let _undo_a = lab.undo_on_drop(a, "systemctl stop demo-idle");
+    let _undo_b = lab.undo_on_drop(
+        b,
+        "rm -rf /run/systemd/system/demo-idle.service.d && systemctl daemon-reload; systemctl stop demo-idle; systemctl reset-failed",
+    );
+    let s = serve(&lab, dir.path(), &keys);
+    let before: Vec<String> = [a, b, c]
+        .iter()
+        .map(|h| invocation(&lab, h, "demo-web"))
+        .collect();
+
+    let (st, started) = post(&s, "/runbook/roll?wait=0s", &keys.operate).await;
+    assert_eq!(st, 202, "{started}");
+    let id = started["job_id"].as_str().unwrap().to_string();
+    gate.wait_reached();
+    // Running: neither resumed nor retried.
+    for what in ["resume", "retry"] {
+        let (st, body) = post(&s, &format!("/job/{id}/{what}"), &keys.operate).await;
+        assert_eq!(st, 409, "{what} of a running job: {body}");
+        server::assert_error(st, &body);
+    }
+    let mid: Vec<String> = [a, b, c]
+        .iter()
+        .map(|h| invocation(&lab, h, "demo-web"))
+        .collect();
+    assert_ne!(mid[1], before[1], "b restarted and waits at its gate");
+    s.signal(libc::SIGKILL);
+    drop(s);
+    gate.open();
+
+    let s = serve(&lab, dir.path(), &keys);
+    let (st, _, view) = server::call(
+        reqwest::Method::GET,
+        &s.url(&format!("/job/{id}")),
+        Some(&keys.read),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(view["outcome"], "interrupted", "{view}");
+    // Who may not: a read key (403), a key that cannot see the job (404),
+    // an unknown job (404), a dry run (400).
+    let (st, body) = post(&s, &format!("/job/{id}/resume"), &keys.read).await;
+    assert_eq!(st, 403, "{body}");
+    let (st, body) = post(&s, &format!("/job/{id}/resume"), &keys.limited).await;
+    assert_eq!(st, 404, "{body}");
+    let (st, body) = post(&s, "/job/no-such-job/resume", &keys.operate).await;
+    assert_eq!(st, 404, "{body}");
+    let (st, body) = post(&s, &format!("/job/{id}/resume?dry_run=true"), &keys.operate).await;
+    assert_eq!(st, 400, "{body}");
+
+    let (st, report) = post(&s, &format!("/job/{id}/resume?wait=2m"), &keys.operate).await;
+    assert_eq!(st, 200, "{report}");
+    assert_eq!(report["job_id"], id.as_str(), "the same job, continued");
+    assert_eq!(report["outcome"], "completed", "{report}");
+    let got = by_pair(&report["results"]);
+    assert_eq!(got.len(), 6, "every step × host once: {report}");
+    let after: Vec<String> = [a, b, c]
+        .iter()
+        .map(|h| invocation(&lab, h, "demo-web"))
+        .collect();
+    assert_eq!(
+        after[0], mid[0],
+        "a, done before the kill, was not restarted again"
+    );
+    assert_eq!(after[1], mid[1], "b's restart had happened: not repeated");
+    assert_ne!(after[2], before[2], "c was restarted by the resume");
+    let (st, body) = post(&s, &format!("/job/{id}/resume"), &keys.operate).await;
+    assert_eq!(st, 409, "nothing left to resume: {body}");
+
+    // Retry: b cannot start demo-idle at first; after the fix only b runs.
+    lab.ssh(
+        b,
+        "mkdir -p /run/systemd/system/demo-idle.service.d && printf '[Service]\\nExecStartPre=/bin/false\\n' > /run/systemd/system/demo-idle.service.d/fail.conf && systemctl daemon-reload",
+    );
+    let (st, first) = post(&s, "/runbook/idle?wait=2m", &keys.operate).await;
+    assert_eq!(st, 200, "{first}");
+    let first_id = first["job_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        by_pair(&first["results"])[&("start-idle".into(), b.into())].0,
+        "failed"
+    );
+    lab.ssh(
+        b,
+        "rm -rf /run/systemd/system/demo-idle.service.d && systemctl daemon-reload && systemctl reset-failed demo-idle",
+    );
+    let a_idle = invocation(&lab, a, "demo-idle");
+    let (st, retried) = post(&s, &format!("/job/{first_id}/retry?wait=2m"), &keys.operate).await;
+    assert_eq!(st, 200, "{retried}");
+    assert_eq!(retried["retry_of"], first_id.as_str());
+    let got = by_pair(&retried["results"]);
+    assert_eq!(
+        got[&("start-idle".into(), b.into())],
+        ("ok".into(), true, String::new())
+    );
+    assert_eq!(
+        invocation(&lab, a, "demo-idle"),
+        a_idle,
+        "a ended ok: not touched"
+    );
+    let new_id = retried["job_id"].as_str().unwrap();
+    let (_, _, view) = server::call(
+        reqwest::Method::GET,
+        &s.url(&format!("/job/{new_id}")),
+        Some(&keys.read),
+    )
+    .await;
+    assert_eq!(view["retry_of"], first_id.as_str(), "{view}");
+    // A changed runbook is refused (409) unless the caller says so.
+    let text = std::fs::read_to_string(books.join("idle.yml")).unwrap();
+    std::fs::write(books.join("idle.yml"), text + "# edited\n").unwrap();
+    let (st, _, _) =
+        server::call(reqwest::Method::POST, &s.url("/reload"), Some(&keys.admin)).await;
+    assert_eq!(st, 200);
+    let (st, body) = post(&s, &format!("/job/{first_id}/retry"), &keys.operate).await;
+    assert_eq!(st, 409, "{body}");
+    assert!(
+        body["details"]
+            .as_str()
+            .unwrap()
+            .contains("playbook changed"),
+        "{body}"
+    );
 }

@@ -93,9 +93,10 @@ impl From<Error> for ApiError {
             // A refusal's own remedy is the command line's (`pass
             // --ignore-window`); an HTTP caller gets the server's.
             Error::Refused(r) => {
-                if matches!(r, Refusal::Locked { .. }) {
-                    // Another run holds the runbook: a conflict to retry,
-                    // as when another server job holds it.
+                if matches!(r, Refusal::Locked { .. } | Refusal::InputsChanged(_)) {
+                    // Another run holds the runbook, or the job to retry
+                    // or resume no longer matches its files: a conflict
+                    // with the server's state, not a forbidden request.
                     code = StatusCode::CONFLICT;
                 }
                 format!("{}; {}", http_what(r), http_remedy(r))

@@ -20,7 +20,7 @@ use super::audit::AuditLine;
 use super::auth::{Caller, JobId};
 use super::error::ApiError;
 use super::extract::query;
-use super::launch::{job_for, run_job, ChangeQuery};
+use super::launch::{job_for, run_job, start_job_with, ChangeQuery, Continuation};
 use super::state::{valid_runbook_name, AppState};
 
 /// Query of `GET /job`.
@@ -174,6 +174,174 @@ pub async fn cancel_job(
     let mut r = (StatusCode::ACCEPTED, Json(e.view())).into_response();
     r.extensions_mut().insert(JobId(id));
     Ok(r)
+}
+
+/// Optional body of `POST /job/{id}/retry` and `POST /job/{id}/resume`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContinueBody {
+    /// Go on although the runbook, the inventory or the params changed
+    /// since the job ran (`--retry-changed`).
+    #[serde(default)]
+    pub changed: bool,
+    /// Retry only: run the retried hosts' steps from the first one
+    /// (`--retry-from-start`).
+    #[serde(default)]
+    pub from_start: bool,
+}
+
+/// `POST /job/{id}/retry`: a new job (`retry_of` this one) that runs again
+/// only what did not end ok: its failed, unreachable and stopped hosts,
+/// from the first step that did not end ok there.
+#[utoipa::path(post, path = "/job/{id}/retry", params(("id" = String, Path), ChangeQuery),
+    request_body(content = Option<ContinueBody>, description = "optional", content_type = "application/json"),
+    responses(
+        (status = 200, description = "the new job's report", body = crate::model::report::JobReport),
+        (status = 202, body = JobView),
+        (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError),
+        (status = 404, body = ApiError),
+        (status = 409, description = "the job is running, was not a runbook's, or its runbook, inventory or params changed", body = ApiError),
+        (status = 429, body = ApiError), (status = 503, body = ApiError)),
+    security(("bearer" = [])), tag = "jobs")]
+pub async fn retry_job(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    q: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    continue_job(state, caller, id, q, body, Kind::Retry).await
+}
+
+/// `POST /job/{id}/resume`: the same job, continued from its journal: every
+/// step × host without a final result runs; a restart that was under way
+/// when it stopped is not repeated if it happened.
+#[utoipa::path(post, path = "/job/{id}/resume", params(("id" = String, Path), ChangeQuery),
+    request_body(content = Option<ContinueBody>, description = "optional", content_type = "application/json"),
+    responses(
+        (status = 200, description = "the job's report", body = crate::model::report::JobReport),
+        (status = 202, body = JobView),
+        (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError),
+        (status = 404, body = ApiError),
+        (status = 409, description = "the job is running or ended (nothing to resume), was not a runbook's, or its runbook, inventory or params changed", body = ApiError),
+        (status = 429, body = ApiError), (status = 503, body = ApiError)),
+    security(("bearer" = [])), tag = "jobs")]
+pub async fn resume_job(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    q: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    continue_job(state, caller, id, q, body, Kind::Resume).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Retry,
+    Resume,
+}
+
+/// Retry or resume job `id`: the runbook it ran, over the same hosts, with
+/// what it already did carried over.
+async fn continue_job(
+    state: Arc<AppState>,
+    caller: Caller,
+    id: String,
+    q: Result<Query<ChangeQuery>, axum::extract::rejection::QueryRejection>,
+    body: axum::body::Bytes,
+    kind: Kind,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    caller.require(Role::Operate)?;
+    let body: ContinueBody = if body.is_empty() {
+        ContinueBody::default()
+    } else {
+        let text = std::str::from_utf8(&body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not UTF-8: {e}")))?;
+        serde_json::from_str(text).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body: {e}; it is optional, and takes only {{\"changed\": BOOL, \"from_start\": BOOL}}"
+            ))
+        })?
+    };
+    if q.dry_run.unwrap_or(false) {
+        return Err(ApiError::bad_request(
+            "dry_run is not offered here; `drover plan --retry REPORT` or `--resume JOURNAL` previews it",
+        ));
+    }
+    if kind == Kind::Resume && body.from_start {
+        return Err(ApiError::bad_request("from_start is for retry only"));
+    }
+    let e = entry(&state, &caller, &id)?;
+    let word = match kind {
+        Kind::Retry => "retry",
+        Kind::Resume => "resume",
+    };
+    if e.view().outcome == JobStatus::Running {
+        return Err(ApiError::conflict(format!(
+            "job {id} is running; {word} it once it ended (GET /job/{id})"
+        )));
+    }
+    let journal = state.jobs.journal(&id).ok_or_else(|| {
+        ApiError::conflict(format!("job {id} has no journal left to {word} from"))
+    })?;
+    let header = crate::engine::journal::read(&journal)?.header;
+    let loaded = state.loaded();
+    let rb = header.files.playbook.as_deref().and_then(|p| {
+        loaded
+            .runbooks
+            .values()
+            .find(|rb| {
+                std::path::absolute(&rb.path).is_ok_and(|a| a.as_path() == std::path::Path::new(p))
+            })
+            .cloned()
+    });
+    drop(loaded);
+    let rb = rb.ok_or_else(|| {
+        ApiError::conflict(format!(
+            "job {id} did not run a runbook of this server: only runbook jobs can be retried or resumed over HTTP"
+        ))
+    })?;
+    let job = job_for(
+        &state,
+        &caller,
+        rb.playbook()?,
+        header.files.limit.as_deref(),
+    )?;
+    let cont = match kind {
+        Kind::Retry => {
+            let parent = e.report().ok_or_else(|| {
+                ApiError::conflict(format!("job {id} has no report to retry from"))
+            })?;
+            crate::engine::carry::check_inputs(
+                &job,
+                parent.inputs.as_ref(),
+                "report",
+                body.changed,
+            )?;
+            Continuation::Retry(crate::engine::carry::Carry::retry(
+                &job,
+                &parent,
+                body.from_start,
+            ))
+        }
+        Kind::Resume => Continuation::Resume {
+            job_id: id.clone(),
+            journal,
+            allow_changed: body.changed,
+        },
+    };
+    Ok(start_job_with(
+        &state,
+        &caller,
+        job,
+        &q,
+        vec![Claim::Runbook(rb.name.clone())],
+        Some(cont),
+    )
+    .await?
+    .into_response())
 }
 
 /// A runbook as listed.

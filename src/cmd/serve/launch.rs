@@ -12,10 +12,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use crate::engine::apply::ApplyOptions;
+use crate::engine::apply::{check_resume, ApplyOptions, Continue};
+use crate::engine::carry::Carry;
 use crate::engine::claims::{claims_of, Claim};
 use crate::engine::job::Job;
 use crate::model::keys::Role;
+use crate::model::report::RunOutcome;
 
 use super::auth::{Caller, JobId};
 use super::error::ApiError;
@@ -144,6 +146,23 @@ impl Started {
     }
 }
 
+/// What a job continues: a retry keeps its parent's `ok` results; a resume
+/// continues a journal, read only once the job's claims are held (so that
+/// two resumes of one job cannot both start from the same point).
+pub enum Continuation {
+    /// A new job, `retry_of` the parent.
+    Retry(Carry),
+    /// The same job, continued from its journal.
+    Resume {
+        /// The job's id.
+        job_id: String,
+        /// The journal.
+        journal: std::path::PathBuf,
+        /// Go on although the playbook, inventory or params changed.
+        allow_changed: bool,
+    },
+}
+
 /// Plan (dry run) or start a job and wait for it up to `wait`, under the
 /// rules of every change: protected units, roles, rate limit, claims.
 pub async fn start_job(
@@ -152,6 +171,18 @@ pub async fn start_job(
     job: Job,
     q: &ChangeQuery,
     extra_claims: Vec<Claim>,
+) -> Result<Started, ApiError> {
+    start_job_with(state, caller, job, q, extra_claims, None).await
+}
+
+/// [`start_job`], continuing an earlier job (retry, resume).
+pub async fn start_job_with(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    job: Job,
+    q: &ChangeQuery,
+    extra_claims: Vec<Claim>,
+    cont: Option<Continuation>,
 ) -> Result<Started, ApiError> {
     let allow_protected = q.allow_protected.unwrap_or(false);
     if allow_protected {
@@ -193,7 +224,10 @@ pub async fn start_job(
         .map_err(ApiError::rate_limited)?;
     let wait = wait_of(q.wait.as_deref())?;
     let t0 = tokio::time::Instant::now();
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = match &cont {
+        Some(Continuation::Resume { job_id, .. }) => job_id.clone(),
+        _ => uuid::Uuid::new_v4().to_string(),
+    };
     // A runbook's file lock is the one `drover apply` takes: a served run
     // and a cron run of the same file exclude each other.
     let lock = extra_claims
@@ -223,6 +257,18 @@ pub async fn start_job(
             ))
         }
     };
+    let (carry, resume) = match cont {
+        None => (None, None),
+        Some(Continuation::Retry(carry)) => (Some(carry), None),
+        Some(Continuation::Resume {
+            journal,
+            allow_changed,
+            ..
+        }) => {
+            let (carry, header) = resume_from(&job, &journal, allow_changed)?;
+            (Some(carry), Some(Continue { journal, header }))
+        }
+    };
     let opts = ApplyOptions {
         forks: state.settings.forks,
         step_timeout: state.settings.step_timeout,
@@ -232,6 +278,8 @@ pub async fn start_job(
         pool: Some(state.pool.clone()),
         job_id: Some(id.clone()),
         lock,
+        carry,
+        resume,
         ..ApplyOptions::default()
     };
     let entry = state.jobs.start(job, opts, held).await?;
@@ -241,4 +289,22 @@ pub async fn start_job(
     } else {
         Started::Running(entry)
     })
+}
+
+/// What resuming the journal keeps: refused when its run ended (nothing to
+/// resume) or its inputs changed.
+fn resume_from(
+    job: &Job,
+    journal: &std::path::Path,
+    allow_changed: bool,
+) -> Result<(Carry, crate::model::journal::Header), ApiError> {
+    let read = crate::engine::journal::read(journal)?;
+    if let Some(end) = read.end.filter(|e| *e != RunOutcome::Interrupted) {
+        return Err(ApiError::conflict(format!(
+            "job {} ended {end}: there is nothing to resume; POST /job/{}/retry runs again what did not end ok",
+            read.header.job_id, read.header.job_id
+        )));
+    }
+    check_resume(job, &read.header, allow_changed)?;
+    Ok((Carry::resume(job, &read), read.header))
 }

@@ -411,6 +411,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/job/{id}", get(jobs::get_job))
         .route("/job/{id}/events", get(jobs::job_events))
         .route("/job/{id}/cancel", post(jobs::cancel_job))
+        .route("/job/{id}/retry", post(jobs::retry_job))
+        .route("/job/{id}/resume", post(jobs::resume_job))
         .route("/runbook", get(jobs::list_runbooks))
         .route("/runbook/{name}", post(jobs::run_runbook))
         .route("/reload", post(jobs::reload))
