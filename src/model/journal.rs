@@ -316,7 +316,7 @@ mod tests {
     fn a_bad_line_in_the_middle_is_an_error_with_its_line() {
         let text = format!("{}\nnot json\n{}\n", header(), result("a", "ok", None));
         let e = parse(Path::new("j"), &text).unwrap_err();
-        assert!(e.to_string().contains("j:2"), "{e}");
+        assert!(e.details().contains("j line 2"), "{}", e.details());
     }
 
     #[test]

@@ -94,7 +94,15 @@ pub fn status_page(page: &StatusPage<'_>, nonce: &str, csrf: &str) -> String {
         for r in &j.results {
             b.push_str(&result_li(r));
         }
-        b.push_str("</ul></td></tr>");
+        b.push_str("</ul>");
+        if page.role >= Role::Operate && retryable(j) {
+            let _ = write!(
+                b,
+                "<button type=\"button\" class=\"retry\" data-retry=\"{}\">Retry failed hosts</button>",
+                esc(&j.job_id)
+            );
+        }
+        b.push_str("</td></tr>");
     }
     b.push_str("</tbody></table><h2>Dry run</h2>");
     if page.runbooks.is_empty() {
@@ -257,6 +265,21 @@ fn render_hosts(b: &mut String, hosts: &[(String, String)], rep: &StatusReport) 
     }
 }
 
+/// Whether a finished job has hosts a retry would run again: a failure, or
+/// a skip because of one or of a stop.
+fn retryable(j: &JobView) -> bool {
+    use crate::model::outcome::{Kind, Status};
+    j.outcome != crate::engine::job_store::JobStatus::Running
+        && j.results.iter().any(|r| match r.status {
+            Status::Ok => false,
+            Status::Failed => true,
+            Status::Skipped => matches!(
+                r.kind,
+                Some(Kind::FailedEarlier | Kind::Aborted | Kind::Interrupted)
+            ),
+        })
+}
+
 /// The page's script: new jobs appear (GET /job every 2 s), a running
 /// job's results arrive over its event stream, the dry-run form shows the
 /// plan. Text from hosts only ever goes into `textContent`.
@@ -292,6 +315,11 @@ document.querySelectorAll('#jobs tr[data-outcome=running]').forEach(follow);
 poll();
 const lo=document.getElementById('logout');
 lo.addEventListener('submit',ev=>{ev.preventDefault();fetch('/logout',{method:'POST',headers:{'X-CSRF-Token':csrf}}).then(()=>location.reload());});
+document.addEventListener('click',ev=>{const b=ev.target.closest('button[data-retry]');if(!b)return;
+ b.disabled=true;b.textContent='retrying…';
+ fetch('/job/'+encodeURIComponent(b.dataset.retry)+'/retry?wait=0s',{method:'POST',headers:{'X-CSRF-Token':csrf}})
+ .then(r=>r.json().then(j=>{b.textContent=r.ok?'retry: '+String(j.job_id).slice(0,8):String(j.details||j.error);}))
+ .catch(e=>{b.textContent=String(e);});});
 const dr=document.getElementById('dryrun');
 if(dr)dr.addEventListener('submit',ev=>{ev.preventDefault();const pre=document.getElementById('plan');pre.hidden=false;pre.textContent='planning…';
  const name=document.getElementById('runbook').value;const limit=document.getElementById('limit').value.trim();

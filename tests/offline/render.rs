@@ -551,6 +551,7 @@ fn job(id: &str, playbook: &str, outcome: JobStatus, results: Vec<JobResult>) ->
         finished_at: None,
         outcome,
         results,
+        retry_of: None,
     }
 }
 
