@@ -311,6 +311,57 @@ fn the_status_page_in_a_real_browser() {
         "document.getElementById('plan').textContent.includes('drover.plan/1')",
     );
     b.screenshot("dry-run");
+
+    // A job that failed on a host offers "Retry failed hosts"; clicking it
+    // runs a retry job, which appears and succeeds once the host is fixed.
+    let h1 = &hosts[1];
+    std::fs::write(
+        books.join("idle.yml"),
+        format!("name: idle\nsteps:\n  - id: start-idle\n    target: [{}, {h1}]\n    service: {{ name: demo-idle, state: started }}\n", hosts[0]),
+    )
+    .unwrap();
+    let _undo = lab.undo_on_drop(
+        h1,
+        "rm -rf /run/systemd/system/demo-idle.service.d && systemctl daemon-reload; systemctl stop demo-idle; systemctl reset-failed",
+    );
+    let _undo0 = lab.undo_on_drop(&hosts[0], "systemctl stop demo-idle");
+    lab.ssh(
+        h1,
+        "mkdir -p /run/systemd/system/demo-idle.service.d && printf '[Service]\\nExecStartPre=/bin/false\\n' > /run/systemd/system/demo-idle.service.d/fail.conf && systemctl daemon-reload",
+    );
+    let (st, _, _) = rt.block_on(server::call(
+        reqwest::Method::POST,
+        &s.url("/reload"),
+        Some(&keys.admin),
+    ));
+    assert_eq!(st, 200);
+    let (st, _, failed) = rt.block_on(server::call(
+        reqwest::Method::POST,
+        &s.url("/runbook/idle?wait=1m"),
+        Some(&keys.operate),
+    ));
+    assert_eq!(st, 200, "{failed}");
+    let failed_id = failed["job_id"].as_str().unwrap().to_string();
+    lab.ssh(
+        h1,
+        "rm -rf /run/systemd/system/demo-idle.service.d && systemctl daemon-reload && systemctl reset-failed demo-idle",
+    );
+    b.cmd("Page.navigate", json!({"url": s.url("/")}));
+    let button = format!("document.querySelector('button[data-retry=\"{failed_id}\"]')");
+    b.until("the retry button", &format!("{button} !== null"));
+    b.eval(&format!("{button}.click(); true"));
+    b.until(
+        "the retry job's id on the button",
+        &format!("{button}.textContent.startsWith('retry: ')"),
+    );
+    let short = b.eval(&format!("{button}.textContent.slice(7)"));
+    let short = short.as_str().unwrap().to_string();
+    b.until(
+        "the retry job, completed",
+        &format!("Array.from(document.querySelectorAll('#jobs tr')).some(tr => (tr.dataset.job || '').startsWith('{short}') && tr.dataset.outcome === 'completed')"),
+    );
+    b.screenshot("retried");
+    assert_eq!(lab.show(h1, "demo-idle")["ActiveState"], "active");
     let audit = s.log();
     assert!(!audit.contains(&keys.operate), "the key is in the log");
 }
