@@ -22,7 +22,10 @@
 //!
 //! State is restored after every scenario, under the lab lock. Only hosts
 //! lab-1..lab-4 are named, so the scenarios run on any lab of 4+ hosts.
-//! The drift refusal of `apply --plan` is tested at the end.
+//! The drift refusal of `apply --plan` is tested at the end. Retry and
+//! resume have their plan = apply cases in tests/lab/resume.rs: `plan
+//! --retry` / `plan --resume` against what `apply --retry` / `--resume`
+//! then report, step × host.
 
 use crate::common;
 
