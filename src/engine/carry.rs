@@ -47,9 +47,9 @@ pub struct Carry {
 impl Carry {
     /// What a retry of `parent` keeps. Hosts whose results all ended `ok`
     /// (or skipped by `when`, maintenance or the selector) are left alone;
-    /// on the others, the steps before the first one that did not end `ok`
-    /// are kept (all of them run again with `from_start`). An `_any` step
-    /// whose pick ended `ok` is kept; otherwise it picks again.
+    /// on the others, what ended `ok` is kept unless it depends on a step
+    /// that runs again (everything runs again with `from_start`). An `_any`
+    /// step whose pick ended `ok` is kept; otherwise it picks again.
     pub fn retry(job: &Job, parent: &JobReport, from_start: bool) -> Carry {
         let index = Index::of(job);
         let order = job.dag.order();
@@ -59,21 +59,31 @@ impl Carry {
                 by.insert(k, r);
             }
         }
-        // Each retried host's first step (DAG position) that did not end ok.
-        let mut first_bad: BTreeMap<usize, usize> = BTreeMap::new();
-        for (pos, &si) in order.iter().enumerate() {
-            for (&(s, h), r) in by.range((si, 0)..=(si, usize::MAX)) {
-                debug_assert_eq!(s, si);
-                if to_retry(r) {
-                    first_bad
-                        .entry(h)
-                        .or_insert(if from_start { 0 } else { pos });
+        // The hosts to retry, and on each the steps that run again: those
+        // that did not end ok there and the steps that depend on them (all
+        // of them with `from_start`). A step beside them that ended ok (a
+        // root that ran alongside) is not repeated.
+        let mut retried: BTreeSet<usize> = BTreeSet::new();
+        for (&(_, h), r) in &by {
+            if to_retry(r) {
+                retried.insert(h);
+            }
+        }
+        let deps: Vec<Vec<usize>> = (0..job.playbook.steps.len())
+            .map(|si| job.dag.dependencies(si))
+            .collect();
+        let mut rerun: BTreeSet<(usize, usize)> = BTreeSet::new();
+        for &h in &retried {
+            for &si in order {
+                let bad = by.get(&(si, h)).is_some_and(|r| to_retry(r));
+                let after_bad = deps[si].iter().any(|d| rerun.contains(&(h, *d)));
+                if from_start || bad || after_bad {
+                    rerun.insert((h, si));
                 }
             }
         }
-        let retried: BTreeSet<usize> = first_bad.keys().copied().collect();
         let mut entries = HashMap::new();
-        for (pos, &si) in order.iter().enumerate() {
+        for &si in order {
             let ex = &job.expanded[si];
             // An `_any` group whose pick ended ok is done; one that did not
             // picks again, among all of its candidates.
@@ -89,13 +99,9 @@ impl Carry {
             for t in &ex.tasks {
                 let h = t.host;
                 let parent_result = by.get(&(si, h));
-                let runs = match first_bad.get(&h) {
-                    Some(&bad) => pos >= bad,
-                    None => false,
-                };
-                let runs = runs
-                    || (repick.contains(&h)
-                        && !parent_result.is_some_and(|r| r.status == Status::Ok));
+                let repicks =
+                    repick.contains(&h) && !parent_result.is_some_and(|r| r.status == Status::Ok);
+                let runs = rerun.contains(&(h, si)) || repicks;
                 if runs {
                     continue;
                 }

@@ -22,6 +22,7 @@ mod layers;
 mod modules;
 mod plan_offline;
 mod render;
+mod retry_plan;
 mod saved_plan;
 mod schema;
 mod serve;
