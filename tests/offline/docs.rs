@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 use drover::cmd::args::Cli;
 
 fn drover(args: &[&str]) -> Output {
@@ -325,9 +325,26 @@ fn generated_reference_pages_are_current() {
 /// The languages of shell blocks, which some test must run.
 const SHELL: [&str; 5] = ["sh", "bash", "shell", "console", "zsh"];
 
+/// The lab tests' sources, where `lab_script("PAGE")` and
+/// `lab_block("PAGE", "NAME")` name the blocks they run.
+fn lab_sources() -> String {
+    let dir = markdown::repo().join("tests/lab");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn every_shell_block_is_run_by_a_test() {
-    let lab_tests = std::fs::read_to_string(markdown::repo().join("tests/lab/serve.rs")).unwrap();
+    let lab = lab_sources();
     let mut seen = 0;
     for file in doc_files() {
         let name = rel(&file);
@@ -343,15 +360,23 @@ fn every_shell_block_is_run_by_a_test() {
             seen += 1;
             match (b.lang(), b.attrs().as_slice()) {
                 ("sh" | "console", []) => {}
+                // Only `cargo install` (checked_blocks_hold_only_cargo_install...).
                 ("sh", ["checked"]) => {}
-                ("sh", ["setup"]) => assert_eq!(name, "README.md", "{}", b.place()),
+                ("sh", ["setup"] | ["excerpt"]) => {
+                    assert_eq!(name, "README.md", "{}", b.place())
+                }
                 ("sh", ["lab"]) => assert!(
-                    lab_tests.contains(&format!("\"{name}\"")),
-                    "{}: an `sh,lab` block on a page tests/lab/serve.rs does not run",
+                    lab.contains(&format!("lab_script(\"{name}\")")),
+                    "{}: an `sh,lab` block on a page no lab test runs with `lab_script(\"{name}\")`",
+                    b.place()
+                ),
+                ("sh", ["lab", block]) => assert!(
+                    lab.contains(&format!("lab_block(\"{name}\", \"{block}\")")),
+                    "{}: no lab test runs it with `lab_block(\"{name}\", \"{block}\")`",
                     b.place()
                 ),
                 _ => panic!(
-                    "{}: `{}` is not run by any test; use sh, sh,lab, sh,checked, console or text",
+                    "{}: `{}` is not run by any test; use sh, sh,lab, console or text (tests/common/markdown.rs)",
                     b.place(),
                     b.info
                 ),
@@ -374,47 +399,59 @@ fn every_shell_block_is_run_by_a_test() {
     assert!(seen >= 15, "{seen} shell blocks");
 }
 
-/// A scratch copy of what the examples read, with `drover` on PATH.
-struct Sandbox {
-    dir: tempfile::TempDir,
-    path: String,
+#[test]
+fn readme_is_the_front_door_in_at_most_250_lines() {
+    let readme = std::fs::read_to_string(markdown::repo().join("README.md")).unwrap();
+    let lines = readme.lines().count();
+    assert!(
+        lines <= 250,
+        "README.md has {lines} lines; the book (docs/) takes the rest"
+    );
+    // The front door's parts (issue 21): the three uses, a plan, the
+    // status page, install, the set-up commands, the tour, the book.
+    for part in [
+        "maintenance windows",
+        "dry-run previews in code review",
+        "unattended scheduled runs",
+        "## What a plan looks like",
+        "## The status page",
+        "![The status page",
+        "## Install",
+        "```sh,setup",
+        "## A five-minute tour",
+        "](docs/src/SUMMARY.md)",
+    ] {
+        assert!(readme.contains(part), "README.md lacks {part:?}");
+    }
 }
 
-impl Sandbox {
-    fn new() -> Sandbox {
-        let dir = tempfile::tempdir().unwrap();
-        let root = markdown::repo();
-        for d in ["examples", "playbooks", "modules", "inventory", "schema"] {
-            let o = Command::new("cp")
-                .arg("-r")
-                .arg(root.join(d))
-                .arg(dir.path())
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "cp {d}: {}", stderr(&o));
+/// The README's `sh,excerpt` lines are book commands, run where the book
+/// runs them.
+#[test]
+fn readme_excerpts_are_commands_the_book_runs() {
+    let mut book = BTreeSet::new();
+    for page in markdown::book_pages() {
+        for b in markdown::blocks(&page) {
+            if b.lang() == "sh" {
+                book.extend(markdown::commands(&b.text));
+            }
         }
-        let bin = dir.path().join(".bin");
-        std::fs::create_dir(&bin).unwrap();
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_drover"), bin.join("drover")).unwrap();
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        Sandbox { dir, path }
     }
-
-    fn sh(&self, script: &str) -> Output {
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(self.dir.path())
-            .env("PATH", &self.path)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+    let mut n = 0;
+    for b in markdown::blocks(&markdown::repo().join("README.md")) {
+        if b.info != "sh,excerpt" {
+            continue;
+        }
+        for cmd in markdown::commands(&b.text) {
+            assert!(
+                book.contains(&cmd),
+                "{}: `{cmd}` is in no shell block of the book; copy it from one",
+                b.place()
+            );
+            n += 1;
+        }
     }
+    assert!(n >= 3, "{n} excerpted commands");
 }
 
 /// The `$ COMMAND` lines of a console block, each with the output that
@@ -452,7 +489,7 @@ fn shell_examples_of_the_readme_and_the_book_run_as_written() {
         }
         // One scratch directory per page: its blocks run in order, as a
         // reader following the page would run them.
-        let sandbox = Sandbox::new();
+        let sandbox = markdown::Sandbox::new();
         for b in blocks {
             match (b.lang(), b.attrs().as_slice()) {
                 ("sh", ["setup"]) => {
@@ -468,9 +505,22 @@ fn shell_examples_of_the_readme_and_the_book_run_as_written() {
                     assert!(o.status.success(), "{}: {}", b.place(), stderr(&o));
                     assert!(stdout(&o).contains("DRY RUN"), "{}", stdout(&o));
                     // ...the second is what CI runs.
+                    // ...as the README says: lint, then tests/run.sh, which
+                    // builds the book and requires the lab.
                     let ci = std::fs::read_to_string(markdown::repo().join(".ci/run")).unwrap();
-                    assert!(ci.contains("bash tests/run.sh"), ".ci/run: {ci}");
-                    assert!(markdown::repo().join("tests/run.sh").is_file());
+                    for step in [
+                        "cargo fmt --check",
+                        "cargo clippy",
+                        "-D warnings",
+                        "bash tests/run.sh",
+                    ] {
+                        assert!(ci.contains(step), ".ci/run lacks `{step}`: {ci}");
+                    }
+                    let run =
+                        std::fs::read_to_string(markdown::repo().join("tests/run.sh")).unwrap();
+                    for step in ["mdbook build docs", "DROVER_REQUIRE_LAB=1"] {
+                        assert!(run.contains(step), "tests/run.sh lacks `{step}`");
+                    }
                 }
                 ("sh", _) => {
                     let o = sandbox.sh(&format!("set -e\n{}\n", b.text));
@@ -501,59 +551,54 @@ fn shell_examples_of_the_readme_and_the_book_run_as_written() {
     assert!(ran >= 8, "{ran} blocks ran");
 }
 
-/// The repository paths a command line names (`examples/...`).
-fn repo_paths(line: &str) -> Vec<String> {
-    line.split_whitespace()
-        .filter(|w| {
-            [
-                "examples/",
-                "playbooks/",
-                "inventory/",
-                "modules/",
-                "schema/",
-                "pkg/",
-                "tests/",
-            ]
-            .iter()
-            .any(|d| w.starts_with(d))
-        })
-        .map(|w| w.trim_end_matches(['"', '\'', ';']).to_string())
-        .collect()
-}
-
+/// `sh,checked` holds `cargo install --path .` and nothing else (why:
+/// tests/common/markdown.rs); what it relies on is checked here: the
+/// crate has one binary, drover, and the page quotes its Rust version.
 #[test]
-fn checked_blocks_name_real_commands_and_files() {
+fn checked_blocks_hold_only_cargo_install_and_what_it_needs_holds() {
+    let manifest = std::fs::read_to_string(markdown::repo().join("Cargo.toml")).unwrap();
+    let bins: Vec<&str> = manifest
+        .split("[[bin]]")
+        .skip(1)
+        .map(|section| {
+            section
+                .lines()
+                .find_map(|l| l.strip_prefix("name = "))
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(bins, ["\"drover\""], "cargo install installs drover alone");
+    let rust = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .expect("Cargo.toml's rust-version")
+        .trim_matches('"');
     let mut checked = 0;
     for file in doc_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
         for b in markdown::blocks(&file) {
-            if !(b.lang() == "sh" && b.attrs() == ["checked"]) {
+            if b.info != "sh,checked" {
                 continue;
             }
-            let joined = b.text.replace("\\\n", " ");
-            for line in joined.lines() {
-                let line = line.split(" #").next().unwrap_or("").trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                for p in repo_paths(line) {
-                    assert!(markdown::repo().join(&p).exists(), "{}: no {p}", b.place());
-                }
-                // The drover command line, up to a redirection or `&`.
-                let words: Vec<&str> = line
-                    .split_whitespace()
-                    .skip_while(|w| *w == "sudo")
-                    .take_while(|w| !matches!(*w, ">" | "&" | "|" | "&&" | ";"))
-                    .collect();
-                if words.first() == Some(&"drover") {
-                    if let Err(e) = Cli::try_parse_from(&words) {
-                        panic!("{}: `{line}` does not parse: {e}", b.place());
-                    }
-                    checked += 1;
-                }
+            for cmd in markdown::commands(&b.text) {
+                let words: Vec<&str> = cmd.split_whitespace().collect();
+                assert!(
+                    words.starts_with(&["cargo", "install", "--path", "."])
+                        && (words.len() == 4 || words[4..] == ["--root", "/usr/local"]),
+                    "{}: `{cmd}` is run by no test; only `cargo install --path .` may be `sh,checked` (tests/common/markdown.rs)",
+                    b.place()
+                );
+                checked += 1;
             }
+            assert!(
+                text.contains(&format!("Rust toolchain ({rust} or later)"))
+                    || text.contains(&format!("Rust {rust} or later")),
+                "{}: the page must say the Rust version cargo install needs: {rust} (Cargo.toml's rust-version)",
+                b.place()
+            );
         }
     }
-    assert!(checked >= 5, "{checked} drover command lines checked");
+    assert!(checked >= 1, "{checked} cargo install lines");
 }
 
 /// The anchors mdbook gives a page's headings.
@@ -695,42 +740,48 @@ fn mdbook_builds_the_book() {
 
 #[test]
 fn every_long_help_ends_with_its_book_page() {
+    /// `drover` and every visible subcommand below it, nested ones too.
+    fn walk(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        out.push((path.clone(), cmd.clone()));
+        for sub in cmd.get_subcommands() {
+            if !sub.is_hide_set() && sub.get_name() != "help" {
+                walk(sub, format!("{path} {}", sub.get_name()), out);
+            }
+        }
+    }
     let mut top = Cli::command();
     top.build();
-    let mut cmds = vec![top.clone()];
-    cmds.extend(
-        top.get_subcommands()
-            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
-            .cloned(),
-    );
-    for mut cmd in cmds {
+    let mut cmds = Vec::new();
+    walk(&top, "drover".into(), &mut cmds);
+    assert!(cmds.len() > subcommands().len() + 1, "nested ones too");
+    for (name, mut cmd) in cmds {
         let help = cmd.render_long_help().to_string();
-        let last = help
-            .trim_end()
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_string();
-        let tail: String = help
-            .split("Book: ")
-            .last()
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        // The footer is the last paragraph: `Book: TITLE, docs/src/PAGE in
+        // drover's source (...)`, wrapped as clap wraps it.
+        let last = help.trim_end().rsplit("\n\n").next().unwrap_or_default();
+        let last = last.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(
-            help.contains("Book: "),
-            "`{} --help` ends with `{last}`, not with its book page",
-            cmd.get_name()
+            last.starts_with("Book: ") && last.ends_with("makes it a web page)."),
+            "`{name} --help` ends with `{last}`, not with its book page"
         );
-        let page = tail
+        let page = last
             .split_whitespace()
             .find_map(|w| w.strip_prefix("docs/src/"))
-            .unwrap_or_else(|| panic!("{}: {tail}", cmd.get_name()));
-        assert!(
-            markdown::repo().join("docs/src").join(page).is_file(),
-            "{}: no book page {page}",
-            cmd.get_name()
-        );
+            .unwrap_or_else(|| panic!("{name}: {last}"));
+        let file = markdown::repo().join("docs/src").join(page);
+        assert!(file.is_file(), "{name}: no book page {page}");
+        // The title quoted is the page's.
+        let title = last
+            .strip_prefix("Book: ")
+            .and_then(|t| t.split(", docs/src/").next())
+            .unwrap_or_default();
+        let heading = std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("# ")
+            .to_string();
+        assert_eq!(title, heading, "{name}: the book page's title");
     }
 }
