@@ -11,6 +11,7 @@ mod markdown;
 mod server;
 
 mod apply_refusals;
+mod completions;
 mod corpus;
 mod docs;
 mod engine;
