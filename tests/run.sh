@@ -20,7 +20,7 @@ fi
 cargo deb --version >/dev/null 2>&1 || cargo install --locked cargo-deb@3.8.0
 # The book (docs/): Debian has no mdbook package, so a pinned cargo
 # binary, installed once and reused. Built before the lab boots, so a
-# broken book fails early; tests/offline/docs.rs also builds it and checks links.
+# broken book fails early; tests/offline/book_refs.rs also builds it and checks links.
 mdbook_version=0.5.4
 if ! mdbook --version 2>/dev/null | grep -qx "mdbook v$mdbook_version"; then
     cargo install --locked "mdbook@$mdbook_version" --no-default-features --features search

@@ -12,19 +12,6 @@ use crate::model::parse_duration;
 use crate::model::schema::Kind;
 use crate::render::plan::Format;
 
-/// The footer of a command's long help: the book page that explains it.
-macro_rules! book {
-    ($page:literal, $title:literal) => {
-        concat!(
-            "Book: ",
-            $title,
-            ", docs/src/",
-            $page,
-            " in drover's source (`mdbook build docs` makes it a web page)."
-        )
-    };
-}
-
 /// `-i INVENTORY`, where a command needs one.
 #[derive(Debug, Args)]
 pub struct InventoryArg {

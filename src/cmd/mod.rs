@@ -20,6 +20,20 @@ macro_rules! outln {
     }};
 }
 
+/// The footer of a command's long help: the book page that explains it
+/// (here, before the modules, so `args` and `serve` both see it).
+macro_rules! book {
+    ($page:literal, $title:literal) => {
+        concat!(
+            "Book: ",
+            $title,
+            ", docs/src/",
+            $page,
+            " in drover's source (`mdbook build docs` makes it a web page)."
+        )
+    };
+}
+
 mod apply;
 pub mod args;
 mod docs;

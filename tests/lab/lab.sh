@@ -35,10 +35,10 @@ CG_NAME=drover-lab          # cgroup dir under every hierarchy
 MAX_HOSTS=40
 SUITE=bookworm
 # man-db renders the generated man pages and dpkg-dev (dpkg-shlibdeps)
-# gives the .deb its libc6 dependency (tests/offline/docs.rs, tests/lab/package.rs).
+# gives the .deb its libc6 dependency (tests/offline/completions.rs, tests/lab/package.rs).
 # chromium (and the fonts it only recommends) runs the status page's
 # browser test (tests/lab/page.rs). zsh and fish check the completion
-# scripts' syntax (tests/offline/docs.rs).
+# scripts' syntax (tests/offline/completions.rs).
 MACHINE_PACKAGES=(debootstrap systemd-container openssh-client iproute2 procps man-db dpkg-dev chromium fonts-liberation zsh fish)
 IMAGE_PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,iproute2,procps,sudo,man-db
 # Without these masks each host holds many inotify instances and past ~22

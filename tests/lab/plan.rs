@@ -220,3 +220,65 @@ fn live_plan_reports_an_unknown_host_key_per_host() {
     let left = common::ssh_pids_mentioning(&dir.path().display().to_string());
     assert!(left.is_empty(), "ssh processes left behind: {left:?}");
 }
+
+/// The saved-plan review of the book (`docs/src/guide/plan.md`), its
+/// `sh,lab` block run as written with the lab's inventory as `INVENTORY`:
+/// facts read from the hosts, a plan made from them offline, then `apply
+/// --plan` on the live hosts. The apply really happens: every web host
+/// the plan restarts gets a new demo-web invocation, no other host does.
+#[test]
+fn the_book_saved_plan_review_runs_as_written() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let lines = crate::markdown::lab_script("docs/src/guide/plan.md");
+    assert!(
+        lines.iter().any(|l| l.contains("drover apply ")),
+        "{lines:#?}"
+    );
+    let hosts: Vec<String> = (0..lab.len()).map(|i| lab.host(i).to_string()).collect();
+    let before: Vec<String> = hosts
+        .iter()
+        .map(|h| lab.show(h, "demo-web")["InvocationID"].clone())
+        .collect();
+
+    let sandbox = crate::markdown::Sandbox::new();
+    let out = sandbox
+        .command(&format!("set -e\n{}\n", lines.join("\n")))
+        .env("INVENTORY", &lab.inventory)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "docs/src/guide/plan.md's lab block failed ({:?}):\n{stdout}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = sandbox.dir.path();
+    let md = std::fs::read_to_string(dir.join("plan.md")).unwrap();
+    assert!(md.contains("<details>"), "the PR comment: {md}");
+    let plan: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(plan["facts_source"], "facts.json", "planned offline");
+    let restarted: Vec<&str> = plan["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"] == "restart-web")
+        .expect("the step restart-web")["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["hostname"].as_str().unwrap_or_default())
+        .collect();
+    assert!(!restarted.is_empty(), "{plan}");
+    for (h, was) in hosts.iter().zip(&before) {
+        let now = &lab.show(h, "demo-web")["InvocationID"];
+        assert_eq!(
+            now != was,
+            restarted.contains(&h.as_str()),
+            "{h}: demo-web restarted only where the plan said ({restarted:?})"
+        );
+    }
+}

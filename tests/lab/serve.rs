@@ -492,23 +492,27 @@ async fn sigterm_stops_running_jobs_and_writes_their_reports() {
     assert_eq!(status, ["ok", "ok", "skipped"], "{report}");
 }
 
-/// Run a book page's `sh,lab` blocks in one shell, in order, as a user
-/// pasting them would; `set -e` stops at the first that fails (curl -f:
-/// any status >= 400). `DROVER_URL`, `KEY` (an admin key) and `HOST` are
-/// set as the page says.
-async fn run_page_examples(page: &str, base: &str, key: &str, host: &str) -> String {
-    let lines = markdown::lab_script(page);
-    let script = format!("set -e\n{}\n", lines.join("\n"));
-    let (base, key, host) = (base.to_string(), key.to_string(), host.to_string());
+/// Run a book page's `sh,lab` blocks (`lines`, from
+/// [`markdown::lab_script`]) in one shell, in order, as a user
+/// pasting them would, from a [`markdown::Sandbox`] (the repository's
+/// examples and playbooks, `drover` on PATH) with `env` set; `set -e`
+/// stops at the first that fails (curl -f: any status >= 400). A server
+/// the blocks start in the background (`drover serve ... &`) is stopped
+/// with SIGTERM when the script ends, however it ends.
+async fn run_page_examples(page: &str, lines: &[String], env: &[(&str, &str)]) -> String {
+    let script = format!(
+        "trap 'st=$?; [ -z \"$!\" ] || kill \"$!\" 2>/dev/null; exit $st' EXIT\nset -e\n{}\n",
+        lines.join("\n")
+    );
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .env("DROVER_URL", base)
-            .env("KEY", key)
-            .env("HOST", host)
-            .output()
-            .unwrap()
+        let sandbox = markdown::Sandbox::new();
+        let mut cmd = sandbox.command(&script);
+        cmd.envs(env);
+        cmd.output().unwrap()
     })
     .await
     .unwrap();
@@ -522,7 +526,10 @@ async fn run_page_examples(page: &str, base: &str, key: &str, host: &str) -> Str
     stdout
 }
 
-/// The curl examples of the book's Serve chapter (`docs/src/guide/serve.md`).
+/// The Serve chapter (`docs/src/guide/serve.md`) as written: its first
+/// block makes a key and a keys file and starts `drover serve` on its
+/// default address, 127.0.0.1:7480, with the lab's inventory; the curl
+/// examples then run against that server.
 #[tokio::test]
 async fn the_book_serve_examples_work_as_written() {
     let Some(lab) = lab() else { return };
@@ -532,22 +539,32 @@ async fn the_book_serve_examples_work_as_written() {
         lines.iter().filter(|l| l.contains("curl ")).count() >= 15,
         "{lines:#?}"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::make(dir.path(), lab.host(1));
-    let books = dir.path().join("books");
-    std::fs::create_dir_all(&books).unwrap();
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks/rolling-restart.yml"),
-        books.join("rolling-restart.yml"),
+    assert!(
+        lines.iter().any(|l| l.starts_with("drover serve -i ")),
+        "the page starts its server: {lines:#?}"
+    );
+    // The page's server takes the default port: a server already there
+    // would answer the examples instead (the lab lock keeps this test's
+    // runs apart).
+    if let Err(e) = std::net::TcpListener::bind("127.0.0.1:7480") {
+        panic!("127.0.0.1:7480, drover serve's default address, is taken ({e}): stop what listens there");
+    }
+    let inventory = lab.inventory.to_string_lossy().into_owned();
+    let stdout = run_page_examples(
+        "docs/src/guide/serve.md",
+        &lines,
+        &[("INVENTORY", &inventory), ("HOST", lab.host(0))],
     )
-    .unwrap();
-    let s = serve(&lab, dir.path(), &keys, &dir.path().join("jobs"));
-    let stdout =
-        run_page_examples("docs/src/guide/serve.md", &s.base, &keys.admin, lab.host(0)).await;
+    .await;
     assert!(
         stdout.contains("event: done"),
         "the SSE example streamed the job"
     );
+    assert!(
+        stdout.contains("\"status\":\"ok\""),
+        "/health answered: {stdout}"
+    );
+    lab.restore_baseline();
 }
 
 /// The Redis- and Consul-compatible examples of the book
@@ -571,11 +588,15 @@ async fn the_book_compat_examples_work_as_written() {
         ],
         &dir.path().join("stderr"),
     );
+    let lines = markdown::lab_script("docs/src/guide/compat.md");
     let stdout = run_page_examples(
         "docs/src/guide/compat.md",
-        &s.base,
-        &keys.admin,
-        lab.host(0),
+        &lines,
+        &[
+            ("DROVER_URL", &s.base),
+            ("KEY", &keys.admin),
+            ("HOST", lab.host(0)),
+        ],
     )
     .await;
     assert!(stdout.contains("passing"), "{stdout}");

@@ -11,6 +11,8 @@ mod markdown;
 mod server;
 
 mod apply_refusals;
+mod book_refs;
+mod completions;
 mod corpus;
 mod docs;
 mod engine;

@@ -141,6 +141,7 @@ pub struct ServeArgs {
 #[derive(Debug, Subcommand)]
 pub enum ServeSub {
     /// Print a new random key once, and its entry for the keys file.
+    #[command(after_long_help = book!("guide/serve.md", "Serve: the HTTP API"))]
     Keygen {
         /// Its name (what the audit log shows).
         #[arg(long)]
@@ -153,6 +154,7 @@ pub enum ServeSub {
         targets: Option<String>,
     },
     /// Print the OpenAPI 3.1 document of the API (as GET /openapi.json).
+    #[command(after_long_help = book!("reference/http-api.md", "HTTP API"))]
     Openapi,
 }
 
