@@ -28,7 +28,18 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
         Some(s) => s.limit(a.limit.as_deref())?,
         None => a.limit.as_deref(),
     };
-    let job = Job::load_with_modules(&a.playbook, &a.inv.inventory, limit, a.modules.as_deref())?;
+    let values = a.params.values()?;
+    let values = match (&saved, &a.plan) {
+        (Some(s), Some(path)) => s.param_values(path, values),
+        _ => values,
+    };
+    let job = Job::load_with(
+        &a.playbook,
+        &a.inv.inventory,
+        limit,
+        a.modules.as_deref(),
+        &values,
+    )?;
     let opts = ApplyOptions {
         forks: a.work.forks,
         step_timeout: a.timeout,

@@ -58,7 +58,13 @@ fn validate(a: &CheckArgs) -> Result<Checked> {
     } = a;
     match inventory {
         Some(inv) => {
-            let job = Job::load_with_modules(playbook, inv, None, a.modules.as_deref())?;
+            let job = Job::load_with(
+                playbook,
+                inv,
+                None,
+                a.modules.as_deref(),
+                &a.params.values()?,
+            )?;
             Ok(Checked {
                 playbook: playbook.display().to_string(),
                 inventory: Some(inv.display().to_string()),
@@ -69,7 +75,7 @@ fn validate(a: &CheckArgs) -> Result<Checked> {
             })
         }
         None => {
-            let pb = Playbook::load_with_modules(playbook, a.modules.as_deref())?;
+            let pb = Playbook::load_with(playbook, a.modules.as_deref(), &a.params.values()?)?;
             let dag = Dag::build(&pb)?;
             Ok(Checked {
                 playbook: playbook.display().to_string(),
@@ -95,24 +101,27 @@ fn ignore_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
 /// The job, and the facts file's content when one is given: read side by
 /// side, they are independent.
 fn load(a: &PlanArgs) -> Result<(Job, FactsSource)> {
+    let values = a.params.values()?;
     let Some(facts_path) = &a.facts else {
         return Ok((
-            Job::load_with_modules(
+            Job::load_with(
                 &a.playbook,
                 &a.inv.inventory,
                 a.limit.as_deref(),
                 a.modules.as_deref(),
+                &values,
             )?,
             FactsSource::Live,
         ));
     };
     let (job, facts) = std::thread::scope(|s| {
         let facts = s.spawn(|| Facts::load(facts_path));
-        let job = Job::load_with_modules(
+        let job = Job::load_with(
             &a.playbook,
             &a.inv.inventory,
             a.limit.as_deref(),
             a.modules.as_deref(),
+            &values,
         );
         let facts = facts
             .join()

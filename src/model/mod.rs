@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod keys;
 pub mod maintenance;
 pub mod outcome;
+pub mod params;
 pub mod playbook;
 pub mod report;
 pub mod schema;
