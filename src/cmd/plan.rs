@@ -7,6 +7,7 @@ use crate::engine::plan::{FactsSource, PlanOptions};
 use crate::model::dag::Dag;
 use crate::model::error::{Error, Result};
 use crate::model::facts::Facts;
+use crate::model::params::ParamValues;
 use crate::model::playbook::Playbook;
 use crate::model::report::Verdict;
 use crate::render::plan::{render_to, write_json, Format};
@@ -56,15 +57,12 @@ fn validate(a: &CheckArgs) -> Result<Checked> {
         inventory,
         ..
     } = a;
+    // A runbook is checked without its values: a required parameter not
+    // given is a sample of its type. Given values are checked as plan does.
+    let values = a.params.values()?.overlaid(ParamValues::samples());
     match inventory {
         Some(inv) => {
-            let job = Job::load_with(
-                playbook,
-                inv,
-                None,
-                a.modules.as_deref(),
-                &a.params.values()?,
-            )?;
+            let job = Job::load_with(playbook, inv, None, a.modules.as_deref(), &values)?;
             Ok(Checked {
                 playbook: playbook.display().to_string(),
                 inventory: Some(inv.display().to_string()),
@@ -75,7 +73,7 @@ fn validate(a: &CheckArgs) -> Result<Checked> {
             })
         }
         None => {
-            let pb = Playbook::load_with(playbook, a.modules.as_deref(), &a.params.values()?)?;
+            let pb = Playbook::load_with(playbook, a.modules.as_deref(), &values)?;
             let dag = Dag::build(&pb)?;
             Ok(Checked {
                 playbook: playbook.display().to_string(),
