@@ -536,11 +536,15 @@ async fn the_book_serve_examples_work_as_written() {
     let keys = Keys::make(dir.path(), lab.host(1));
     let books = dir.path().join("books");
     std::fs::create_dir_all(&books).unwrap();
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks/rolling-restart.yml"),
-        books.join("rolling-restart.yml"),
-    )
-    .unwrap();
+    for book in ["rolling-restart.yml", "restart-unit.yml"] {
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("playbooks")
+                .join(book),
+            books.join(book),
+        )
+        .unwrap();
+    }
     let s = serve(&lab, dir.path(), &keys, &dir.path().join("jobs"));
     let stdout =
         run_page_examples("docs/src/guide/serve.md", &s.base, &keys.admin, lab.host(0)).await;
