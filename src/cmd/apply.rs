@@ -14,6 +14,7 @@ use crate::engine::job::{AdHoc, Job};
 use crate::engine::plan::{FactsSource, PlanOptions};
 use crate::engine::saved::SavedPlan;
 use crate::model::error::{Error, Result};
+use crate::model::params::ParamValues;
 use crate::model::report::{RunOutcome, Verdict};
 use crate::model::template::CallerText;
 use crate::render::apply::{job_header, summary};
@@ -33,7 +34,19 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
         Some(s) => s.limit(a.limit.as_deref())?,
         None => a.limit.as_deref(),
     };
-    let job = Job::load_with_modules(&a.playbook, &a.inv.inventory, limit, a.modules.as_deref())?;
+    let values =
+        recorded_params(a.retry.retry.as_deref(), a.resume.as_deref()).overlaid(a.params.values()?);
+    let values = match (&saved, &a.plan) {
+        (Some(s), Some(path)) => s.param_values(path, values),
+        _ => values,
+    };
+    let job = Job::load_with(
+        &a.playbook,
+        &a.inv.inventory,
+        limit,
+        a.modules.as_deref(),
+        &values,
+    )?;
     let mut opts = ApplyOptions {
         forks: a.work.forks,
         step_timeout: a.timeout,
@@ -54,6 +67,23 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
         resume(&job, path, a.retry.retry_changed, &mut opts)?;
     }
     run(&job, &opts, a.format)
+}
+
+/// The parameter values a retry or a resume starts from: those its
+/// journal recorded (all but the secret ones, which must be given again);
+/// values given on the command line win.
+pub(super) fn recorded_params(retry: Option<&Path>, resume: Option<&Path>) -> ParamValues {
+    let journal = match (retry, resume) {
+        (_, Some(j)) => j.to_path_buf(),
+        (Some(report), None) => crate::engine::journal::Journal::beside(report),
+        (None, None) => return ParamValues::none(),
+    };
+    match crate::engine::journal::read(&journal) {
+        Ok(read) => ParamValues::from_request(read.header.params.into_iter().collect()),
+        // No journal beside a report: the values must be given again, and
+        // the digest check says so if they differ.
+        Err(_) => ParamValues::none(),
+    }
 }
 
 /// `--retry REPORT`: what the retry keeps of that report, refused when the

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::engine::job::ServiceAction as EngineServiceAction;
 // Parsed as clap reads the flag: a bad value is a usage error naming it.
+use crate::model::params::ParamValues;
 use crate::model::parse_duration;
 use crate::model::schema::Kind;
 use crate::render::plan::Format;
@@ -52,6 +53,36 @@ pub struct ReadTimeout {
     /// that host's error and the others are reported.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
+}
+
+/// `--param` and `--params-file` of the commands that run a playbook.
+#[derive(Debug, Args)]
+pub struct ParamArgs {
+    /// A value for one of the playbook's `params:` (repeatable); wins over
+    /// --params-file. Secret values belong in --params-file: a command
+    /// line is visible to every user of the machine.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub param: Vec<String>,
+    /// Values for the playbook's `params:` from a YAML or JSON file: a
+    /// mapping of names to values.
+    #[arg(long, value_name = "FILE")]
+    pub params_file: Option<PathBuf>,
+}
+
+impl ParamArgs {
+    /// The values given, the file's first and the flags over them.
+    pub fn values(&self) -> crate::model::error::Result<ParamValues> {
+        let mut values = match &self.params_file {
+            Some(f) => ParamValues::from_file(f)?,
+            None => ParamValues::none(),
+        };
+        let mut flags = ParamValues::none();
+        for p in &self.param {
+            flags.flag(p)?;
+        }
+        values = values.overlaid(flags);
+        Ok(values)
+    }
 }
 
 /// drover: declarative batch runbooks for systemd services.
@@ -262,6 +293,9 @@ pub struct CheckArgs {
     /// Also look for `use:` modules in DIR (after `modules/` beside the playbook).
     #[arg(long, value_name = "DIR")]
     pub modules: Option<PathBuf>,
+    /// `--param`, `--params-file`.
+    #[command(flatten)]
+    pub params: ParamArgs,
 }
 
 /// `drover plan`.
@@ -302,6 +336,9 @@ pub struct PlanArgs {
     /// Preview `apply --resume JOURNAL`: what it keeps and what it runs.
     #[arg(long, value_name = "JOURNAL", conflicts_with_all = ["retry", "out"])]
     pub resume: Option<PathBuf>,
+    /// `--param`, `--params-file`.
+    #[command(flatten)]
+    pub params: ParamArgs,
 }
 
 /// `drover apply`.
@@ -338,7 +375,7 @@ pub struct ApplyArgs {
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
     /// Apply only what this saved plan (`plan --out`) reviewed: refuse if the
-    /// playbook/inventory changed or the hosts drifted since.
+    /// playbook/inventory/params changed or the hosts drifted since.
     #[arg(long, value_name = "PLAN.json")]
     pub plan: Option<PathBuf>,
     /// With --plan: apply even if the hosts drifted since the plan (listed on stderr).
@@ -355,6 +392,10 @@ pub struct ApplyArgs {
     /// restart that was under way is not repeated if it happened.
     #[arg(long, value_name = "JOURNAL", conflicts_with_all = ["retry", "plan"])]
     pub resume: Option<PathBuf>,
+    /// `--param`, `--params-file` (with --plan: the plan's values unless
+    /// given again, and a changed one is refused).
+    #[command(flatten)]
+    pub params: ParamArgs,
 }
 
 /// `drover status`.

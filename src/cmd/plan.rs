@@ -7,6 +7,7 @@ use crate::engine::plan::{FactsSource, PlanOptions};
 use crate::model::dag::Dag;
 use crate::model::error::{Error, Result};
 use crate::model::facts::Facts;
+use crate::model::params::ParamValues;
 use crate::model::playbook::Playbook;
 use crate::model::report::Verdict;
 use crate::render::plan::{render_to, write_json, Format};
@@ -56,9 +57,12 @@ fn validate(a: &CheckArgs) -> Result<Checked> {
         inventory,
         ..
     } = a;
+    // A runbook is checked without its values: a required parameter not
+    // given is a sample of its type. Given values are checked as plan does.
+    let values = a.params.values()?.overlaid(ParamValues::samples());
     match inventory {
         Some(inv) => {
-            let job = Job::load_with_modules(playbook, inv, None, a.modules.as_deref())?;
+            let job = Job::load_with(playbook, inv, None, a.modules.as_deref(), &values)?;
             Ok(Checked {
                 playbook: playbook.display().to_string(),
                 inventory: Some(inv.display().to_string()),
@@ -69,7 +73,7 @@ fn validate(a: &CheckArgs) -> Result<Checked> {
             })
         }
         None => {
-            let pb = Playbook::load_with_modules(playbook, a.modules.as_deref())?;
+            let pb = Playbook::load_with(playbook, a.modules.as_deref(), &values)?;
             let dag = Dag::build(&pb)?;
             Ok(Checked {
                 playbook: playbook.display().to_string(),
@@ -95,24 +99,28 @@ fn ignore_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
 /// The job, and the facts file's content when one is given: read side by
 /// side, they are independent.
 fn load(a: &PlanArgs) -> Result<(Job, FactsSource)> {
+    let values = super::apply::recorded_params(a.retry.retry.as_deref(), a.resume.as_deref())
+        .overlaid(a.params.values()?);
     let Some(facts_path) = &a.facts else {
         return Ok((
-            Job::load_with_modules(
+            Job::load_with(
                 &a.playbook,
                 &a.inv.inventory,
                 a.limit.as_deref(),
                 a.modules.as_deref(),
+                &values,
             )?,
             FactsSource::Live,
         ));
     };
     let (job, facts) = std::thread::scope(|s| {
         let facts = s.spawn(|| Facts::load(facts_path));
-        let job = Job::load_with_modules(
+        let job = Job::load_with(
             &a.playbook,
             &a.inv.inventory,
             a.limit.as_deref(),
             a.modules.as_deref(),
+            &values,
         );
         let facts = facts
             .join()

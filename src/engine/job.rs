@@ -9,6 +9,7 @@ use crate::model::dag::Dag;
 use crate::model::error::{Error, Result};
 use crate::model::expand::{expand, ExpandedStep};
 use crate::model::inventory::Inventory;
+use crate::model::params::{ParamValues, Params};
 use crate::model::playbook::{Operation, Playbook};
 use crate::model::target::Selector;
 use crate::model::template::CallerText;
@@ -27,6 +28,9 @@ pub struct Job {
     pub expanded: Vec<ExpandedStep>,
     /// `--limit` as given.
     pub limit: Option<String>,
+    /// The playbook's parameters as bound for this job (the playbook's
+    /// own `params`): their digest and record leave secret ones out.
+    pub params: Params,
 }
 
 impl Job {
@@ -40,15 +44,13 @@ impl Job {
         }
     }
 
-    // The parameters' digest and values; playbook parameters land with
-    // their own change, which replaces these two.
     fn params_digest(&self) -> String {
-        crate::model::digest(b"{}")
+        self.params.digest.clone()
     }
 
     /// The parameters' values, secret ones left out.
     pub fn params_record(&self) -> serde_json::Map<String, serde_json::Value> {
-        serde_json::Map::new()
+        self.params.record()
     }
 
     /// Load and validate playbook + inventory files (+ `--limit`).
@@ -63,8 +65,21 @@ impl Job {
         limit: Option<&str>,
         modules: Option<&Path>,
     ) -> Result<Job> {
+        Job::load_with(playbook, inventory, limit, modules, &ParamValues::none())
+    }
+
+    /// [`Job::load_with_modules`], with the caller's parameter values
+    /// (`--param`, `--params-file`), checked against the playbook's
+    /// `params:` before anything else is read.
+    pub fn load_with(
+        playbook: &Path,
+        inventory: &Path,
+        limit: Option<&str>,
+        modules: Option<&Path>,
+        values: &ParamValues,
+    ) -> Result<Job> {
         let t = std::time::Instant::now();
-        let playbook = Playbook::load_with_modules(playbook, modules)?;
+        let playbook = Playbook::load_with(playbook, modules, values)?;
         let inventory = crate::engine::inventory::load(inventory)?;
         tracing::debug!(elapsed = ?t.elapsed(), hosts = inventory.hosts.len(), "model loaded");
         let job = Job::new(playbook, inventory, limit)?;
@@ -81,7 +96,27 @@ impl Job {
         inventory_label: &Path,
         limit: Option<&str>,
     ) -> Result<Job> {
-        let playbook = Playbook::from_str(playbook, playbook_label)?;
+        let values = ParamValues::none();
+        Job::from_text_with(
+            playbook,
+            playbook_label,
+            inventory,
+            inventory_label,
+            limit,
+            &values,
+        )
+    }
+
+    /// [`Job::from_text`], with the caller's parameter values.
+    pub fn from_text_with(
+        playbook: &str,
+        playbook_label: &Path,
+        inventory: &str,
+        inventory_label: &Path,
+        limit: Option<&str>,
+        values: &ParamValues,
+    ) -> Result<Job> {
+        let playbook = Playbook::from_str_with(playbook, playbook_label, None, values)?;
         let inventory = Inventory::from_str(inventory, inventory_label)?;
         Job::new(playbook, inventory, limit)
     }
@@ -91,12 +126,14 @@ impl Job {
         let dag = Dag::build(&playbook)?;
         let selector = limit.map(|l| parse_selector("--limit", l)).transpose()?;
         let expanded = expand(&playbook, &inventory, selector.as_ref())?;
+        let params = playbook.params.clone();
         Ok(Job {
             playbook,
             inventory,
             dag,
             expanded,
             limit: limit.map(str::to_string),
+            params,
         })
     }
 }

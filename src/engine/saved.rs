@@ -31,6 +31,16 @@ pub struct SavedSource {
     pub digest: String,
 }
 
+/// The parameters of a saved plan.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SavedParams {
+    /// SHA-256 of the canonical JSON of the non-secret values.
+    pub digest: String,
+    /// The non-secret values.
+    #[serde(default)]
+    pub values: serde_json::Map<String, serde_json::Value>,
+}
+
 /// One predicted result of a saved plan (the fields apply compares).
 #[derive(Debug, Clone, Deserialize)]
 pub struct SavedResult {
@@ -68,6 +78,9 @@ pub struct SavedPlan {
     /// `--limit` when planning.
     #[serde(default)]
     pub limit: Option<String>,
+    /// The parameters it was made with (None: the playbook declared none).
+    #[serde(default)]
+    pub params: Option<SavedParams>,
     /// Unit templates and ssh_config files, with their digests then.
     #[serde(default)]
     pub inputs: Vec<crate::model::Input>,
@@ -128,7 +141,61 @@ impl SavedPlan {
         }
     }
 
-    /// Refuse (403) when the playbook or inventory is not what was planned.
+    /// The parameter values to apply with: the plan's, with the command
+    /// line's in place of any of the same name (a changed one is then
+    /// refused by [`SavedPlan::check_inputs`]). Secret values are never
+    /// recorded: they come from the command line.
+    pub fn param_values(
+        &self,
+        path: &Path,
+        cli: crate::model::params::ParamValues,
+    ) -> crate::model::params::ParamValues {
+        match &self.params {
+            Some(p) => crate::model::params::ParamValues::saved(&p.values, path).overlaid(cli),
+            None => cli,
+        }
+    }
+
+    /// Refuse (403) when the parameters are not the planned ones.
+    fn check_params(&self, job: &Job) -> Result<()> {
+        let planned = self.params.as_ref();
+        let now = &job.params;
+        let planned_digest = planned.map_or_else(
+            || crate::model::params::Params::default().digest,
+            |p| p.digest.clone(),
+        );
+        if planned_digest == now.digest {
+            return Ok(());
+        }
+        let record = now.record();
+        let empty = serde_json::Map::new();
+        let before = planned.map_or(&empty, |p| &p.values);
+        let mut changed: Vec<String> = Vec::new();
+        for (k, v) in &record {
+            match before.get(k) {
+                Some(b) if b == v => {}
+                Some(b) => changed.push(format!("`{k}` planned {b}, now {v}")),
+                None => changed.push(format!("`{k}` not planned, now {v}")),
+            }
+        }
+        for k in before.keys().filter(|k| !record.contains_key(*k)) {
+            changed.push(format!("`{k}` planned, now not a parameter"));
+        }
+        if changed.is_empty() {
+            changed.push(format!(
+                "their digest was sha256 {}, now sha256 {}",
+                short(&planned_digest),
+                short(&now.digest)
+            ));
+        }
+        Err(Error::Refused(Refusal::StalePlan(format!(
+            "the params changed since the plan was made: {}",
+            changed.join("; ")
+        ))))
+    }
+
+    /// Refuse (403) when the playbook, inventory or parameters are not
+    /// what was planned.
     pub fn check_inputs(&self, job: &Job) -> Result<()> {
         // A directory inventory's files first: the refusal names the one
         // that changed, not only the directory.
@@ -193,7 +260,7 @@ impl SavedPlan {
                 gone.path
             ))));
         }
-        Ok(())
+        self.check_params(job)
     }
 
     /// The saved facts (present after [`SavedPlan::load`]).

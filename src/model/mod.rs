@@ -14,6 +14,7 @@ pub mod journal;
 pub mod keys;
 pub mod maintenance;
 pub mod outcome;
+pub mod params;
 pub mod playbook;
 pub mod report;
 pub mod schema;

@@ -46,6 +46,14 @@ pub fn marker(name: &str, value: &str) -> String {
     format!("<secret {name} sha256:{hex}>")
 }
 
+/// The marker shown instead of a secret parameter's value: its name only.
+/// A parameter's value comes from a caller at run time, often a weak one
+/// (a password typed by hand); a digest of it, even a short one, would let
+/// anyone who reads a plan check guesses.
+pub fn param_marker(name: &str) -> String {
+    format!("<secret params.{name}>")
+}
+
 /// The text a variable's value renders to in a template, which is the
 /// text to hide. Only strings and numbers: `true` or a list would hide
 /// every ordinary `true` and are not what a secret looks like.
@@ -68,6 +76,15 @@ impl Secrets {
 
     /// Add one secret value (empty: nothing to hide, skipped).
     pub fn insert(&mut self, name: &str, value: &str) -> Result<(), String> {
+        self.insert_marked(name, value, marker(name, value))
+    }
+
+    /// Add a secret parameter's value, hidden by [`param_marker`].
+    pub fn insert_param(&mut self, name: &str, value: &str) -> Result<(), String> {
+        self.insert_marked(name, value, param_marker(name))
+    }
+
+    fn insert_marked(&mut self, name: &str, value: &str, marker: String) -> Result<(), String> {
         if value.is_empty() {
             return Ok(());
         }
@@ -84,7 +101,7 @@ impl Secrets {
         self.items.push(Secret {
             name: name.to_string(),
             value: value.to_string(),
-            marker: marker(name, value),
+            marker,
         });
         // Longest first: of two overlapping secrets the longer one is hidden
         // whole, never half of it beside the shorter one's marker.

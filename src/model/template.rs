@@ -56,6 +56,10 @@ pub struct Templates {
     env: Environment<'static>,
     items: Vec<Item>,
     vars: Value,
+    /// The playbook's own parameters (`params.*` outside module calls).
+    top: Value,
+    /// Their names: a template outside a module call may read only these.
+    declared: Vec<String>,
     /// What each module call's templates see besides vars and host
     /// (`params`, and `failed_step` in `on_failure` steps).
     params: Vec<Value>,
@@ -166,9 +170,63 @@ impl Templates {
             env,
             items: Vec::new(),
             vars: Value::from_serialize(vars),
+            top: Value::from_serialize(serde_json::Map::new()),
+            declared: Vec::new(),
             params: Vec::new(),
             scope: None,
         })
+    }
+
+    /// The playbook's bound parameters, seen as `params.*` by the
+    /// templates outside module calls (a call's steps see the call's).
+    /// Set before any template is added: templates are checked against
+    /// the declared names as they are added.
+    pub fn set_params(&mut self, params: &crate::model::params::Params) {
+        self.top = Value::from_serialize(params.values());
+        self.declared = params.values().keys().cloned().collect();
+    }
+
+    /// Outside a module call, `params.NAME` must name a declared parameter.
+    fn check_params(&self, name: &str) -> std::result::Result<(), String> {
+        match self.env.get_template(name) {
+            Ok(t) => self.check_params_of(&t),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn check_params_of(&self, t: &minijinja::Template<'_, '_>) -> std::result::Result<(), String> {
+        if self.scope.is_some() {
+            return Ok(());
+        }
+        let mut read: Vec<String> = t.undeclared_variables(true).into_iter().collect();
+        read.sort();
+        for v in read {
+            let Some(p) = v.strip_prefix("params.") else {
+                continue;
+            };
+            if !self.declared.iter().any(|d| d == p) {
+                let known = if self.declared.is_empty() {
+                    "the playbook declares no `params:`".to_string()
+                } else {
+                    format!(
+                        "the playbook's `params:` declare {}",
+                        self.declared
+                            .iter()
+                            .map(|d| format!("`{d}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                let sugg =
+                    crate::model::error::suggest(p, self.declared.iter().map(String::as_str))
+                        .map(|s| format!(", did you mean `params.{s}`?"))
+                        .unwrap_or_default();
+                return Err(format!(
+                    "`params.{p}` is not a declared parameter; {known}{sugg}"
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn add_template(&mut self, src: &str) -> std::result::Result<usize, String> {
@@ -177,6 +235,7 @@ impl Templates {
         self.env
             .add_template_owned(name.clone(), src.to_string())
             .map_err(|e| format!("template error: {}", e.detail().unwrap_or(&e.to_string())))?;
+        self.check_params(&name)?;
         let per_host = self.reads_host(&name);
         self.items.push(Item::Template(name, per_host, self.scope));
         Ok(id)
@@ -247,6 +306,7 @@ impl Templates {
                     e.detail().unwrap_or(&e.to_string())
                 )
             })?;
+        self.check_params(&name)?;
         let per_host = self.reads_host(&name);
         self.items.push(Item::Condition(name, per_host, self.scope));
         Ok(id)
@@ -278,7 +338,13 @@ impl Templates {
             m.insert("vars", Value::from_serialize(&host.vars));
             Value::from_iter(m)
         };
-        let ctx = |h: Value| Value::from_iter([("vars", self.vars.clone()), ("host", h)]);
+        let ctx = |h: Value| {
+            Value::from_iter([
+                ("vars", self.vars.clone()),
+                ("params", self.top.clone()),
+                ("host", h),
+            ])
+        };
         HostContext {
             strict: ctx(host_value(Value::from_serialize(&host.labels))),
             condition: ctx(host_value(Value::from_object(Labels(host.labels.clone())))),
@@ -324,17 +390,17 @@ impl Templates {
         if !has_syntax(src) {
             return Ok(src.to_string());
         }
-        let vars = Value::from_iter([("vars", self.vars.clone())]);
+        let vars = Value::from_iter([("vars", self.vars.clone()), ("params", self.top.clone())]);
         let ctx = match self.scope.and_then(|s| self.params.get(s)) {
-            Some(scope) => minijinja::value::merge_maps([scope.clone(), vars]),
+            // The later map wins: a call's `params` hide the playbook's.
+            Some(scope) => minijinja::value::merge_maps([vars, scope.clone()]),
             None => vars,
         };
-        self.env
-            .template_from_str(src)
-            .and_then(|t| render_bounded(&t, ctx))
-            .map_err(|e| match e.kind() {
+        let t = self.env.template_from_str(src).map_err(render_error)?;
+        self.check_params_of(&t)?;
+        render_bounded(&t, ctx).map_err(|e| match e.kind() {
                 minijinja::ErrorKind::UndefinedError => {
-                    "undefined variable (here only `vars.*` and the calling module's `params.*` exist; `host` is not known yet)".to_string()
+                    "undefined variable (here only `vars.*` and `params.*` exist; `host` is not known yet)".to_string()
                 }
                 _ => render_error(e),
             })
@@ -343,7 +409,8 @@ impl Templates {
     /// A host's context, with the module params of a template's scope.
     fn scoped(&self, base: &Value, scope: Option<usize>) -> Value {
         match scope.and_then(|s| self.params.get(s)) {
-            Some(scope) => minijinja::value::merge_maps([scope.clone(), base.clone()]),
+            // The later map wins: a call's `params` hide the playbook's.
+            Some(scope) => minijinja::value::merge_maps([base.clone(), scope.clone()]),
             None => base.clone(),
         }
     }
@@ -507,7 +574,9 @@ mod tests {
     fn module_params_are_seen_only_by_their_calls_templates() {
         let vars = BTreeMap::from([("svc".to_string(), serde_json::json!("shop"))]);
         let mut t = Templates::new(&vars).unwrap();
-        let outside = t.add_string("{{ params.unit }}").unwrap();
+        // Outside a call, `params` are the playbook's, and it declares none.
+        let e = t.add_string("{{ params.unit }}").unwrap_err();
+        assert!(e.contains("not a declared parameter"), "{e}");
         let prev = t.enter_params(&serde_json::json!({"unit": "demo-web", "n": 2}));
         assert_eq!(
             t.render_static("{{ vars.svc }}-{{ params.n }}").unwrap(),
@@ -528,7 +597,6 @@ mod tests {
         t.leave_params(outer);
         t.leave_params(prev);
         let ctx = t.host_context(&host());
-        assert!(t.render(outside, &ctx).is_err(), "no params outside a call");
         assert_eq!(
             t.render_unit(inside, &ctx).unwrap().as_str(),
             "demo-web.service"

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use crate::engine::job_store::JobView;
 use crate::engine::status::StatusReport;
 use crate::model::keys::Role;
+use crate::model::params::{ParamType, ParamView};
 
 /// What the status page shows to one session.
 #[derive(Debug, Clone, Copy)]
@@ -25,8 +26,17 @@ pub struct StatusPage<'a> {
     pub status: Result<&'a StatusReport, &'a str>,
     /// The newest jobs, newest first.
     pub jobs: &'a [JobView],
-    /// The served runbooks' names, for the dry-run form.
-    pub runbooks: &'a [String],
+    /// The served runbooks, for the dry-run form.
+    pub runbooks: &'a [PageRunbook],
+}
+
+/// A runbook the dry-run form offers, with its parameters.
+#[derive(Debug, Clone)]
+pub struct PageRunbook {
+    /// Its name.
+    pub name: String,
+    /// Its parameters, each a typed input of the form.
+    pub params: Vec<ParamView>,
 }
 
 /// The login form: the whole page at `GET /` without a session, and the
@@ -110,15 +120,111 @@ pub fn status_page(page: &StatusPage<'_>, nonce: &str, csrf: &str) -> String {
     } else {
         b.push_str("<form id=\"dryrun\"><select name=\"runbook\" id=\"runbook\">");
         for r in page.runbooks {
-            let _ = write!(b, "<option>{}</option>", esc(r));
+            let _ = write!(b, "<option>{}</option>", esc(&r.name));
         }
-        b.push_str("</select> <input name=\"limit\" id=\"limit\" placeholder=\"limit (selector)\"> <button type=\"submit\">Plan</button></form><pre id=\"plan\" hidden></pre>");
+        b.push_str("</select> <input name=\"limit\" id=\"limit\" placeholder=\"limit (selector)\"> <button type=\"submit\">Plan</button>");
+        for (i, r) in page.runbooks.iter().enumerate() {
+            param_inputs(&mut b, r, i == 0);
+        }
+        b.push_str("</form><pre id=\"plan\" hidden></pre>");
     }
     let _ = write!(
         b,
         "<script nonce=\"{nonce}\">{SCRIPT}</script></body></html>"
     );
     b
+}
+
+/// A runbook's parameters as typed inputs, in a fieldset the script shows
+/// (and enables) while that runbook is selected: a disabled fieldset's
+/// inputs are neither validated nor sent.
+fn param_inputs(b: &mut String, r: &PageRunbook, selected: bool) {
+    if r.params.is_empty() {
+        return;
+    }
+    let _ = write!(
+        b,
+        "<fieldset class=\"params\" data-runbook=\"{}\"{}><legend>Parameters</legend>",
+        esc(&r.name),
+        if selected { "" } else { " hidden disabled" }
+    );
+    for p in &r.params {
+        let name = esc(&p.name);
+        let ty = p.kind.as_str();
+        let default = match (&p.default, p.secret) {
+            (_, true) | (None, _) => None,
+            (Some(serde_json::Value::String(s)), _) => Some(s.clone()),
+            (Some(v), _) => Some(v.to_string()),
+        };
+        let value = default
+            .as_deref()
+            .map(|d| format!(" value=\"{}\"", esc(d)))
+            .unwrap_or_default();
+        let required = if p.required { " required" } else { "" };
+        let common = format!("name=\"{name}\" data-param=\"{name}\" data-type=\"{ty}\"");
+        let _ = write!(b, "<label class=\"param\">{name} ");
+        match p.kind {
+            ParamType::Boolean => {
+                let checked = matches!(p.default, Some(serde_json::Value::Bool(true)));
+                let _ = write!(
+                    b,
+                    "<input type=\"checkbox\" {common}{}>",
+                    if checked { " checked" } else { "" }
+                );
+            }
+            ParamType::Enum => {
+                let _ = write!(b, "<select {common}{required}>");
+                if p.required {
+                    b.push_str("<option value=\"\"></option>");
+                }
+                for v in p.values.iter().flatten() {
+                    let sel = default.as_deref() == Some(v.as_str());
+                    let _ = write!(
+                        b,
+                        "<option{}>{}</option>",
+                        if sel { " selected" } else { "" },
+                        esc(v)
+                    );
+                }
+                b.push_str("</select>");
+            }
+            ParamType::Integer => {
+                let _ = write!(
+                    b,
+                    "<input type=\"number\" step=\"1\" {common}{value}{required}>"
+                );
+            }
+            _ if p.secret => {
+                let _ = write!(
+                    b,
+                    "<input type=\"password\" autocomplete=\"off\" {common}{required}>"
+                );
+            }
+            kind => {
+                let hint = match kind {
+                    ParamType::Duration => " placeholder=\"duration, e.g. 30s\"",
+                    ParamType::Selector => " placeholder=\"selector, e.g. role:web\"",
+                    ParamType::Unit => " placeholder=\"unit, e.g. demo-web\"",
+                    _ => "",
+                };
+                let pattern = p
+                    .pattern
+                    .as_deref()
+                    .map(|x| format!(" pattern=\"{}\"", esc(x)))
+                    .unwrap_or_default();
+                let _ = write!(
+                    b,
+                    "<input type=\"text\" {common}{value}{hint}{pattern}{required}>"
+                );
+            }
+        }
+        let _ = write!(
+            b,
+            "</label> <span class=\"small\">{}</span><br>",
+            esc(&p.description)
+        );
+    }
+    b.push_str("</fieldset>");
 }
 
 /// Escape text for HTML (element content and quoted attributes).
@@ -321,10 +427,16 @@ document.addEventListener('click',ev=>{const b=ev.target.closest('button[data-re
  .then(r=>r.json().then(j=>{b.textContent=r.ok?'retry: '+String(j.job_id).slice(0,8):String(j.details||j.error);}))
  .catch(e=>{b.textContent=String(e);});});
 const dr=document.getElementById('dryrun');
+function showParams(){const name=document.getElementById('runbook').value;
+ dr.querySelectorAll('fieldset.params').forEach(f=>{const on=f.dataset.runbook===name;f.hidden=!on;f.disabled=!on;});}
+function params(){const out={};dr.querySelectorAll('fieldset.params:not([disabled]) [data-param]').forEach(e=>{
+ const t=e.dataset.type;if(t==='boolean'){out[e.dataset.param]=e.checked;return;}
+ if(e.value==='')return;out[e.dataset.param]=t==='integer'?Number(e.value):e.value;});return out;}
+if(dr){document.getElementById('runbook').addEventListener('change',showParams);showParams();}
 if(dr)dr.addEventListener('submit',ev=>{ev.preventDefault();const pre=document.getElementById('plan');pre.hidden=false;pre.textContent='planning…';
  const name=document.getElementById('runbook').value;const limit=document.getElementById('limit').value.trim();
  let url='/runbook/'+encodeURIComponent(name)+'?dry_run=true';if(limit)url+='&limit='+encodeURIComponent(limit);
- fetch(url,{method:'POST',headers:{'X-CSRF-Token':csrf}}).then(r=>r.text()).then(t=>{
+ fetch(url,{method:'POST',headers:{'X-CSRF-Token':csrf,'Content-Type':'application/json'},body:JSON.stringify({params:params()})}).then(r=>r.text()).then(t=>{
   try{pre.textContent=JSON.stringify(JSON.parse(t),null,2);}catch(e){pre.textContent=t;}}).catch(e=>{pre.textContent=String(e);});});
 })();
 "#;

@@ -157,6 +157,9 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
     if let Some(l) = &plan.limit {
         let _ = writeln!(o, "limit: {}", one_line(l));
     }
+    if let Some(p) = &plan.params {
+        let _ = writeln!(o, "params: {}", one_line(&p.shown.join(" ")));
+    }
     for s in &plan.steps {
         let _ = write!(
             o,
@@ -326,6 +329,10 @@ pub fn render_markdown(plan: &Plan) -> String {
             .map(|l| format!(" Limit {}.", md_code(l, false)))
             .unwrap_or_default()
     );
+    if let Some(p) = &plan.params {
+        let shown: Vec<String> = p.shown.iter().map(|s| md_code(s, false)).collect();
+        let _ = writeln!(o, "> Params {}.\n", shown.join(", "));
+    }
     let s = plan.summary;
     let _ = writeln!(
         o,

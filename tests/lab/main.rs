@@ -25,6 +25,7 @@ mod modules;
 mod package;
 mod package_serve;
 mod page;
+mod params;
 mod plan;
 mod playbooks;
 mod promises;

@@ -1,8 +1,8 @@
 //! The status page in a real headless Chromium (Debian's `chromium`),
 //! driven over the DevTools protocol: log in through the form, see the
 //! lab's hosts, start a job through the API and watch its results arrive
-//! on the page, plan a runbook with the dry-run form. Screenshots go to
-//! target/page-*.png. Needs the lab and `chromium` (tests/run.sh installs
+//! on the page, plan a runbook with the dry-run form (and its typed
+//! parameters). Screenshots go to target/page-*.png. Needs the lab and `chromium` (tests/run.sh installs
 //! it); with DROVER_REQUIRE_LAB set a missing chromium is a failure.
 
 use crate::common;
@@ -219,6 +219,15 @@ fn the_status_page_in_a_real_browser() {
         ),
     )
     .unwrap();
+    // A runbook with parameters: the form offers them as typed inputs.
+    std::fs::write(
+        books.join("noted.yml"),
+        format!(
+            "name: noted\nparams:\n  batch: {{ description: hosts at once, type: integer, default: 1 }}\n  note: {{ description: why }}\nsteps:\n  - id: ensure\n    target: {h}\n    service: {{ name: demo-web, state: started }}\n",
+            h = hosts[0]
+        ),
+    )
+    .unwrap();
     let s = Server::start(
         &[
             "-i",
@@ -311,6 +320,19 @@ fn the_status_page_in_a_real_browser() {
         "document.getElementById('plan').textContent.includes('drover.plan/1')",
     );
     b.screenshot("dry-run");
+    // Another runbook's typed inputs: a number goes as a number, a
+    // template as its text.
+    b.eval(
+        "const sel=document.getElementById('runbook');sel.value='noted';sel.dispatchEvent(new Event('change'));\
+         document.querySelector('[data-param=batch]').value='2';\
+         document.querySelector('[data-param=note]').value='{{ 7*7 }}';\
+         document.getElementById('plan').textContent='';\
+         document.querySelector('#dryrun button').click(); true",
+    );
+    b.until(
+        "the plan with the runbook's params",
+        "(t => t.includes('\"batch\": 2') && t.includes('\"note\": \"{{ 7*7 }}\"'))(document.getElementById('plan').textContent)",
+    );
 
     // A job that failed on a host offers "Retry failed hosts"; clicking it
     // runs a retry job, which appears and succeeds once the host is fixed.

@@ -22,6 +22,7 @@ mod inventory_forms;
 mod job_history;
 mod layers;
 mod modules;
+mod params;
 mod plan_offline;
 mod render;
 mod retry_plan;

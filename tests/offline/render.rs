@@ -15,9 +15,31 @@ use drover::engine::status::{
 use drover::model::facts::{Facts, Maintenance};
 use drover::model::keys::Role;
 use drover::model::outcome::{Failure, Outcome, SkipReason};
+use drover::model::params::{ParamType, ParamView};
 use drover::model::report::{JobReport, JobResult, RunOutcome};
 use drover::render;
-use drover::render::page::StatusPage;
+use drover::render::page::{PageRunbook, StatusPage};
+
+/// A parameter as `GET /runbook` lists it.
+fn param(name: &str, kind: ParamType, default: Option<serde_json::Value>) -> ParamView {
+    ParamView {
+        name: name.into(),
+        kind,
+        description: format!("the {name}"),
+        required: default.is_none(),
+        default,
+        secret: false,
+        values: None,
+        pattern: None,
+    }
+}
+
+fn runbook(name: &str, params: Vec<ParamView>) -> PageRunbook {
+    PageRunbook {
+        name: name.into(),
+        params,
+    }
+}
 
 /// The bundled example: playbook, inventory and facts from examples/.
 fn example_plan() -> Plan {
@@ -661,7 +683,33 @@ fn status_page() {
             )],
         ),
     ];
-    let runbooks = vec!["drain-db".to_string(), "restart-web".to_string()];
+    // Each type of parameter is its own kind of input; the first
+    // runbook's are shown, the others' hidden and disabled.
+    let mut mode = param("mode", ParamType::Enum, Some("safe".into()));
+    mode.values = Some(vec!["fast".into(), "safe".into()]);
+    let mut ticket = param("ticket", ParamType::String, None);
+    ticket.pattern = Some("[A-Z]+-[0-9]+".into());
+    let mut token = param("token", ParamType::String, None);
+    token.secret = true;
+    let runbooks = vec![
+        runbook(
+            "drain-db",
+            vec![
+                param("unit", ParamType::Unit, None),
+                param("batch", ParamType::Integer, Some(2.into())),
+                param("force", ParamType::Boolean, Some(true.into())),
+                param("pause", ParamType::Duration, Some("30s".into())),
+                param("hosts", ParamType::Selector, None),
+                mode,
+                ticket,
+                token,
+            ],
+        ),
+        runbook(
+            "restart-web",
+            vec![param("note", ParamType::String, Some("{{ 7*7 }}".into()))],
+        ),
+    ];
     let page = StatusPage {
         key_name: "oncall",
         role: Role::Operate,
@@ -752,7 +800,12 @@ fn hostile_status_page() {
         JobStatus::Interrupted,
         vec![failed],
     )];
-    let runbooks = vec![format!("runbook{MARKUP}")];
+    let mut hostile = param(MARKUP, ParamType::Enum, Some(MARKUP.into()));
+    hostile.description = MARKUP.into();
+    hostile.values = Some(vec![MARKUP.into()]);
+    let mut pattern = param("p", ParamType::String, Some(MARKUP.into()));
+    pattern.pattern = Some(MARKUP.into());
+    let runbooks = vec![runbook(&format!("runbook{MARKUP}"), vec![hostile, pattern])];
     let key_name = format!("key{MARKUP}");
     let page = StatusPage {
         key_name: &key_name,

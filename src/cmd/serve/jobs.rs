@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::claims::Claim;
 use crate::engine::job_store::{JobQuery, JobStatus, JobView};
 use crate::model::keys::Role;
+use crate::model::params::ParamValues;
 
 use super::audit::AuditLine;
 use super::auth::{Caller, JobId};
@@ -188,6 +189,10 @@ pub struct ContinueBody {
     /// (`--retry-from-start`).
     #[serde(default)]
     pub from_start: bool,
+    /// Parameter values over those the job ran with (its journal records
+    /// all but the secret ones, which must be given again).
+    #[serde(default)]
+    pub params: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 /// `POST /job/{id}/retry`: a new job (`retry_of` this one) that runs again
@@ -261,7 +266,7 @@ async fn continue_job(
             .map_err(|e| ApiError::bad_request(format!("the body is not UTF-8: {e}")))?;
         serde_json::from_str(text).map_err(|e| {
             ApiError::bad_request(format!(
-                "the body: {e}; it is optional, and takes only {{\"changed\": BOOL, \"from_start\": BOOL}}"
+                "the body: {e}; it is optional, and takes only {{\"changed\": BOOL, \"from_start\": BOOL, \"params\": {{\"NAME\": VALUE}}}}"
             ))
         })?
     };
@@ -303,12 +308,11 @@ async fn continue_job(
             "job {id} did not run a runbook of this server: only runbook jobs can be retried or resumed over HTTP"
         ))
     })?;
-    let job = job_for(
-        &state,
-        &caller,
-        rb.playbook()?,
-        header.files.limit.as_deref(),
-    )?;
+    let recorded = ParamValues::from_request(header.params.clone().into_iter().collect());
+    let values = recorded.overlaid(ParamValues::from_request(body.params.unwrap_or_default()));
+    let playbook = rb.playbook_with(&values)?;
+    check_selector_params(&state, &caller, &playbook)?;
+    let job = job_for(&state, &caller, playbook, header.files.limit.as_deref())?;
     let cont = match kind {
         Kind::Retry => {
             let parent = e.report().ok_or_else(|| {
@@ -351,6 +355,8 @@ pub struct RunbookView {
     pub name: String,
     /// The playbook's `name:`.
     pub title: String,
+    /// Its parameters (`{"params": {...}}` of POST /runbook/{name}).
+    pub params: Vec<crate::model::params::ParamView>,
     /// Its steps.
     pub steps: Vec<StepView>,
 }
@@ -366,7 +372,8 @@ pub struct StepView {
     pub module: String,
 }
 
-/// `GET /runbook`: the playbooks of `--playbooks`, with their steps.
+/// `GET /runbook`: the playbooks of `--playbooks`, with their parameters
+/// and steps.
 #[utoipa::path(get, path = "/runbook",
     responses((status = 200, body = [RunbookView]), (status = 401, body = ApiError)),
     security(("bearer" = [])), tag = "runbooks")]
@@ -376,10 +383,11 @@ pub async fn list_runbooks(
     let loaded = state.loaded();
     let mut out = Vec::new();
     for rb in loaded.runbooks.values() {
-        let pb = rb.playbook()?;
+        let pb = rb.declared()?;
         out.push(RunbookView {
             name: rb.name.clone(),
             title: pb.name.clone(),
+            params: pb.declared.views(),
             steps: pb
                 .steps
                 .iter()
@@ -412,11 +420,17 @@ pub struct RunbookQuery {
 }
 
 /// Optional body of `POST /runbook/{name}`.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunbookBody {
     /// Only these hosts (a selector); the query's `limit` wins.
     pub limit: Option<String>,
+    /// Values of the runbook's parameters (`GET /runbook` lists them), by
+    /// name: checked against their declaration before anything is read
+    /// (400 names the parameter). They are data: a template in a value is
+    /// its text.
+    #[schema(value_type = Option<Object>)]
+    pub params: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 /// `POST /runbook/{name}`: run (or with dry_run=true, plan) one runbook.
@@ -445,7 +459,7 @@ pub async fn run_runbook(
             .map_err(|e| ApiError::bad_request(format!("the body is not UTF-8: {e}")))?;
         serde_json::from_str(text).map_err(|e| {
             ApiError::bad_request(format!(
-                "the body: {e}; it is optional, and takes only {{\"limit\": \"SELECTOR\"}}"
+                "the body: {e}; it is optional, and takes {{\"limit\": \"SELECTOR\", \"params\": {{\"NAME\": VALUE}}}}"
             ))
         })?
     };
@@ -460,7 +474,10 @@ pub async fn run_runbook(
     })?;
     drop(loaded);
     let limit = q.limit.or(body.limit);
-    let job = job_for(&state, &caller, rb.playbook()?, limit.as_deref())?;
+    let values = ParamValues::from_request(body.params.unwrap_or_default());
+    let playbook = rb.playbook_with(&values)?;
+    check_selector_params(&state, &caller, &playbook)?;
+    let job = job_for(&state, &caller, playbook, limit.as_deref())?;
     let change = ChangeQuery {
         dry_run: q.dry_run,
         wait: q.wait,
@@ -468,6 +485,37 @@ pub async fn run_runbook(
         ignore_window: q.ignore_window,
     };
     run_job(&state, &caller, job, &change, vec![Claim::Runbook(name)]).await
+}
+
+/// A selector-typed parameter names hosts: for a key with `targets`, all
+/// of them must be inside its targets, or the request is refused as one
+/// naming hosts outside them is (whatever the runbook does with the value).
+fn check_selector_params(
+    state: &AppState,
+    caller: &Caller,
+    playbook: &crate::model::playbook::Playbook,
+) -> Result<(), ApiError> {
+    if caller.targets.is_none() {
+        return Ok(());
+    }
+    let loaded = state.loaded();
+    let inv = &loaded.inventory;
+    for name in playbook.declared.selectors() {
+        let Some(text) = playbook.params.values().get(name).and_then(|v| v.as_str()) else {
+            continue;
+        };
+        let sel = crate::model::target::Selector::parse(text)
+            .map_err(|m| ApiError::bad_request(format!("params.{name}: {m}")))?;
+        let hosts: Vec<&crate::model::inventory::Host> =
+            inv.hosts.iter().filter(|h| sel.matches(h)).collect();
+        if hosts.is_empty() || !sel.unknown_hosts(inv).is_empty() {
+            return Err(caller.selection(crate::model::error::Error::Usage(format!(
+                "params.{name}: `{text}` names no host of the inventory"
+            ))));
+        }
+        caller.check_hosts(hosts)?;
+    }
+    Ok(())
 }
 
 /// `GET /health`: the server is up (no key needed; for load balancers).

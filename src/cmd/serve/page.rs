@@ -20,7 +20,7 @@ use serde::Deserialize;
 use crate::engine::job_store::JobQuery;
 use crate::engine::status::StatusReport;
 use crate::render;
-use crate::render::page::StatusPage;
+use crate::render::page::{PageRunbook, StatusPage};
 
 use super::audit::AuditLine;
 use super::auth::Caller;
@@ -205,7 +205,19 @@ pub async fn page(
         .iter()
         .map(|h| (h.name.clone(), h.address.clone()))
         .collect();
-    let runbooks: Vec<String> = loaded.runbooks.keys().cloned().collect();
+    let runbooks: Vec<PageRunbook> = loaded
+        .runbooks
+        .values()
+        .map(|rb| PageRunbook {
+            name: rb.name.clone(),
+            // Validated when loaded; a runbook that no longer parses is
+            // offered without inputs and its dry run says why.
+            params: rb
+                .declared()
+                .map(|pb| pb.declared.views())
+                .unwrap_or_default(),
+        })
+        .collect();
     drop(loaded);
     let report: std::result::Result<StatusReport, String> = state
         .executor

@@ -15,6 +15,7 @@ use crate::engine::job_store::JobStore;
 use crate::model::error::{Error, Result};
 use crate::model::inventory::{Host, Inventory, Transport};
 use crate::model::keys::Keys;
+use crate::model::params::ParamValues;
 use crate::model::playbook::Playbook;
 use crate::remote::pool::Pool;
 
@@ -35,9 +36,16 @@ pub struct Runbook {
 }
 
 impl Runbook {
-    /// Its playbook (validated when loaded; parsed again per use).
-    pub fn playbook(&self) -> Result<Playbook> {
-        Playbook::from_str(&self.text, &self.path)
+    /// Its playbook, required parameters filled with samples of their
+    /// type: to list and check it, never to run it.
+    pub fn declared(&self) -> Result<Playbook> {
+        Playbook::from_str_with(&self.text, &self.path, None, &ParamValues::samples())
+    }
+
+    /// Its playbook with a caller's parameter values (validated when
+    /// loaded; parsed again per use).
+    pub fn playbook_with(&self, values: &ParamValues) -> Result<Playbook> {
+        Playbook::from_str_with(&self.text, &self.path, None, values)
     }
 }
 
@@ -140,7 +148,8 @@ fn load_runbooks(dir: &Path) -> Result<BTreeMap<String, Runbook>> {
             continue;
         }
         let text = crate::model::yaml::read_bounded(&path, "playbook")?;
-        Playbook::from_str(&text, &path)?;
+        // Its parameters come with each request: checked here with samples.
+        Playbook::from_str_with(&text, &path, None, &ParamValues::samples())?;
         if out.contains_key(name) {
             return Err(Error::Usage(format!(
                 "--playbooks: two files are named `{name}` (.yml and .yaml); keep one"

@@ -113,6 +113,35 @@ pub struct Source {
     pub digest: String,
 }
 
+/// A plan's parameters.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanParams {
+    /// SHA-256 of the canonical JSON of the non-secret values.
+    pub digest: String,
+    /// The non-secret values as bound (defaults included).
+    pub values: serde_json::Map<String, serde_json::Value>,
+    /// The names of the secret parameters: never their values, which
+    /// `apply --plan` needs given again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret: Vec<String>,
+    /// Each parameter as people read it: `name=value`, a secret one as
+    /// its marker.
+    #[serde(skip)]
+    pub shown: Vec<String>,
+}
+
+impl PlanParams {
+    /// The plan's record of a job's parameters (None: it declares none).
+    pub fn of(params: &crate::model::params::Params) -> Option<PlanParams> {
+        (!params.is_empty()).then(|| PlanParams {
+            digest: params.digest.clone(),
+            values: params.record(),
+            secret: params.secret_names().map(str::to_string).collect(),
+            shown: params.shown(),
+        })
+    }
+}
+
 /// Totals for the summary line and the exit code.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Summary {
@@ -146,6 +175,10 @@ pub struct Plan {
     /// `--limit`, when given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
+    /// The playbook's parameters, when it declares any: what `apply
+    /// --plan` runs with, and refuses to run with others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<PlanParams>,
     /// The other files that decide what apply does (unit templates, the
     /// inventory's ssh_config files), with their digests.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -121,6 +121,7 @@ pub fn simulate_with_checks(
         facts_source: labels.facts_source.to_string(),
         facts_collected_at: facts.collected_at.clone(),
         limit: labels.limit.map(str::to_string),
+        params: super::PlanParams::of(&job.params),
         inputs: Vec::new(),
         facts: None,
         steps,

@@ -16,6 +16,7 @@ pub use window::Window;
 use std::path::{Path, PathBuf};
 
 use crate::model::error::{suggest, Error, Position, Result};
+use crate::model::params::{Declared, ParamValues, Params};
 use crate::model::playbook::loader::Loader;
 use crate::model::playbook::window::parse_window;
 use crate::model::secret::{self, Secrets};
@@ -47,8 +48,13 @@ pub struct Playbook {
     /// Files the playbook read besides itself (unit templates), with their
     /// digests: what a saved plan must also find unchanged.
     pub inputs: Vec<crate::model::Input>,
-    /// The values of `secret_vars`, hidden in everything drover shows.
+    /// The values of `secret_vars` and of secret parameters, hidden in
+    /// everything drover shows.
     pub secrets: Secrets,
+    /// The declared `params:`.
+    pub declared: Declared,
+    /// The parameters' values it was loaded with (templates read them).
+    pub params: Params,
 }
 
 impl Playbook {
@@ -60,8 +66,14 @@ impl Playbook {
     /// Read a playbook whose module calls may also find modules in `modules`
     /// (`--modules DIR`).
     pub fn load_with_modules(path: &Path, modules: Option<&Path>) -> Result<Self> {
+        Self::load_with(path, modules, &ParamValues::none())
+    }
+
+    /// Read a playbook with `--modules DIR` and the caller's parameter
+    /// values.
+    pub fn load_with(path: &Path, modules: Option<&Path>, values: &ParamValues) -> Result<Self> {
         let text = yaml::read_bounded(path, WHAT)?;
-        Self::from_str_with_modules(&text, path, modules)
+        Self::from_str_with(&text, path, modules, values)
     }
 
     /// Parse and validate playbook text.
@@ -71,6 +83,17 @@ impl Playbook {
 
     /// Parse and validate playbook text, with `--modules DIR`.
     pub fn from_str_with_modules(text: &str, path: &Path, modules: Option<&Path>) -> Result<Self> {
+        Self::from_str_with(text, path, modules, &ParamValues::none())
+    }
+
+    /// Parse and validate playbook text, with `--modules DIR` and the
+    /// caller's parameter values (checked against `params:` first).
+    pub fn from_str_with(
+        text: &str,
+        path: &Path,
+        modules: Option<&Path>,
+        values: &ParamValues,
+    ) -> Result<Self> {
         let file: PlaybookFile = yaml::parse(text, path, WHAT)?;
         let starts = line_starts(text);
         let src = Source {
@@ -86,8 +109,17 @@ impl Playbook {
                 yaml::locate(text, path, &["steps"]),
             ));
         }
-        let secrets = secrets_of(&file, src)?;
+        let declared = Declared::new(&file.params, text, path)?;
+        let params = declared.bind(values)?;
+        let mut secrets = secrets_of(&file, src)?;
+        for name in params.secret_names() {
+            if let Some(v) = params.values().get(name) {
+                let text = secret::rendered(v).map_err(Error::Internal)?;
+                secrets.insert_param(name, &text).map_err(Error::Internal)?;
+            }
+        }
         let mut templates = Templates::new(&file.vars)?;
+        templates.set_params(&params);
         let window = file
             .window
             .as_ref()
@@ -110,10 +142,17 @@ impl Playbook {
             aliases: std::collections::HashMap::new(),
             chain: Vec::new(),
         };
-        loader.list(src, &file.steps, None, None)?;
-        let (steps, mfp_given) = loader.finish()?;
-        let strategy = file.strategy.unwrap_or_default();
-        check_strategy(strategy, &steps, &mfp_given)?;
+        // A message may quote a value rendered from a secret parameter (a
+        // target, a timeout).
+        let (steps, strategy) = loader
+            .list(src, &file.steps, None, None)
+            .and_then(|_| loader.finish())
+            .and_then(|(steps, mfp_given)| {
+                let strategy = file.strategy.unwrap_or_default();
+                check_strategy(strategy, &steps, &mfp_given)?;
+                Ok((steps, strategy))
+            })
+            .map_err(|e| e.redacted(&secrets))?;
         Ok(Playbook {
             path: path.to_path_buf(),
             name: file.name,
@@ -124,6 +163,8 @@ impl Playbook {
             digest: crate::model::digest(text.as_bytes()),
             inputs,
             secrets,
+            declared,
+            params,
         })
     }
 
@@ -340,6 +381,71 @@ mod tests {
             );
             assert!(e.contains("pb.yml line "), "{long}: {e}");
         }
+    }
+
+    /// A parameter's value is data: what it holds is rendered as itself,
+    /// wherever the playbook uses it (a unit file, a target, a module call).
+    #[test]
+    fn parameter_values_are_data_never_templates() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("modules")).unwrap();
+        std::fs::write(
+            dir.path().join("modules/note.yml"),
+            "params: { text: { description: t } }\nsteps:\n  - id: m\n    maintenance: { enable: true, reason: \"{{ params.text }}\" }\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("app.j2"),
+            "[Unit]\nDescription={{ params.note }}\n",
+        )
+        .unwrap();
+        let text = "name: p\nparams:\n  note: { description: n }\n  hosts: { description: h, type: selector }\nsteps:\n  - id: a\n    target: \"{{ params.hosts }}\"\n    unit: { name: app, template: app.j2 }\n  - id: b\n    use: note\n    with: { text: \"{{ params.note }}\" }\n";
+        let mut values = ParamValues::none();
+        values.flag("note={{ 7*7 }} {% raw %}").unwrap();
+        values.flag("hosts=web-1").unwrap();
+        let pb = Playbook::from_str_with(text, &dir.path().join("pb.yml"), None, &values).unwrap();
+        assert_eq!(pb.steps[0].targets[0].to_string(), "web-1");
+        let inv = crate::model::inventory::Inventory::from_str(
+            "hosts:\n  web-1: { address: 10.0.0.1 }\n",
+            Path::new("inv.yml"),
+        )
+        .unwrap();
+        let ctx = pb.templates.host_context(&inv.hosts[0]);
+        let Operation::Unit {
+            source: UnitSource::Template(file),
+            ..
+        } = pb.steps[0].operation
+        else {
+            panic!("not a unit template");
+        };
+        assert_eq!(
+            pb.templates.render(file, &ctx).unwrap(),
+            "[Unit]\nDescription={{ 7*7 }} {% raw %}"
+        );
+        let Operation::Maintenance {
+            reason: Some(reason),
+            ..
+        } = pb.steps[1].operation
+        else {
+            panic!("not a maintenance step");
+        };
+        assert_eq!(
+            pb.templates.render(reason, &ctx).unwrap(),
+            "{{ 7*7 }} {% raw %}"
+        );
+        // Outside a module call only declared parameters exist.
+        let e = Playbook::from_str(
+            "name: p\nparams: { unit: { description: u, default: x } }\nsteps:\n  - id: a\n    service: { name: \"{{ params.unti }}\", state: started }\n",
+            Path::new("pb.yml"),
+        )
+        .unwrap_err()
+        .details();
+        assert!(
+            e.contains("`params.unti` is not a declared parameter"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean `params.unit`?"), "{e}");
+        assert!(e.contains("pb.yml line 5"), "{e}");
     }
 
     #[test]

@@ -114,14 +114,19 @@ impl StepParser<'_, '_> {
             .iter()
             .enumerate()
             .map(|(i, raw)| {
-                Selector::parse(raw).map_err(|m| {
-                    let f = if t.value.0.len() > 1 {
-                        format!("target[{i}]")
-                    } else {
-                        "target".to_string()
-                    };
-                    self.invalid(&f, m, self.src.pos(t.referenced))
-                })
+                // A target may read `vars` and `params` (a selector-typed
+                // parameter): rendered once, here, then parsed as a selector.
+                self.templates
+                    .render_static(raw)
+                    .and_then(|text| Selector::parse(&text))
+                    .map_err(|m| {
+                        let f = if t.value.0.len() > 1 {
+                            format!("target[{i}]")
+                        } else {
+                            "target".to_string()
+                        };
+                        self.invalid(&f, m, self.src.pos(t.referenced))
+                    })
             })
             .collect()
     }

@@ -330,6 +330,10 @@ pub struct PlaybookFile {
     pub description: Option<String>,
     /// When apply may run.
     pub window: Option<WindowSpec>,
+    /// Parameters given at run time (`--param`, `--params-file`, a
+    /// request's `params`), seen by templates as `params.NAME`.
+    #[serde(default)]
+    pub params: BTreeMap<String, crate::model::params::ParamSpec>,
     /// Template variables (`vars.*`).
     #[serde(default)]
     pub vars: BTreeMap<String, serde_json::Value>,
