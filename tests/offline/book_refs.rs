@@ -296,8 +296,9 @@ fn hand_written_references_name_what_the_code_has() {
         .map(|f| f.trim_end_matches("[]").to_string())
         .collect();
     let real: BTreeSet<String> = plan.as_object().unwrap().keys().cloned().collect();
-    // `inputs` is absent when nothing but the playbook and inventory decides.
-    let optional: BTreeSet<String> = ["inputs".to_string()].into();
+    // `inputs` is absent when nothing but the playbook and inventory
+    // decides, `params` when the playbook declares none.
+    let optional: BTreeSet<String> = ["inputs".to_string(), "params".to_string()].into();
     assert!(
         real.is_subset(&top) && top.difference(&real).all(|f| optional.contains(f)),
         "reference/plan-json.md documents {top:?}; a plan has {real:?}"
