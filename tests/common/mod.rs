@@ -385,3 +385,13 @@ impl Drop for Undo<'_> {
         let _ = self.lab.ssh_output(&self.host, &self.cmd);
     }
 }
+
+/// demo-idle cannot start on a host (a runtime drop-in whose ExecStartPre
+/// fails): a failure on that host only, for retry tests.
+pub const IDLE_FAILS: &str = "mkdir -p /run/systemd/system/demo-idle.service.d && printf '[Service]\\nExecStartPre=/bin/false\\n' > /run/systemd/system/demo-idle.service.d/fail.conf && systemctl daemon-reload";
+
+/// demo-idle can start again (the drop-in gone, its failure forgotten).
+pub const IDLE_FIXED: &str = "rm -rf /run/systemd/system/demo-idle.service.d && systemctl daemon-reload && systemctl reset-failed demo-idle";
+
+/// Back to the baseline for demo-idle: no drop-in, stopped, no failure.
+pub const IDLE_RESET: &str = "rm -rf /run/systemd/system/demo-idle.service.d && systemctl daemon-reload; systemctl stop demo-idle; systemctl reset-failed";

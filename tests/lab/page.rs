@@ -342,15 +342,9 @@ fn the_status_page_in_a_real_browser() {
         format!("name: idle\nsteps:\n  - id: start-idle\n    target: [{}, {h1}]\n    service: {{ name: demo-idle, state: started }}\n", hosts[0]),
     )
     .unwrap();
-    let _undo = lab.undo_on_drop(
-        h1,
-        "rm -rf /run/systemd/system/demo-idle.service.d && systemctl daemon-reload; systemctl stop demo-idle; systemctl reset-failed",
-    );
+    let _undo = lab.undo_on_drop(h1, common::IDLE_RESET);
     let _undo0 = lab.undo_on_drop(&hosts[0], "systemctl stop demo-idle");
-    lab.ssh(
-        h1,
-        "mkdir -p /run/systemd/system/demo-idle.service.d && printf '[Service]\\nExecStartPre=/bin/false\\n' > /run/systemd/system/demo-idle.service.d/fail.conf && systemctl daemon-reload",
-    );
+    lab.ssh(h1, common::IDLE_FAILS);
     let (st, _, _) = rt.block_on(server::call(
         reqwest::Method::POST,
         &s.url("/reload"),
@@ -364,10 +358,7 @@ fn the_status_page_in_a_real_browser() {
     ));
     assert_eq!(st, 200, "{failed}");
     let failed_id = failed["job_id"].as_str().unwrap().to_string();
-    lab.ssh(
-        h1,
-        "rm -rf /run/systemd/system/demo-idle.service.d && systemctl daemon-reload && systemctl reset-failed demo-idle",
-    );
+    lab.ssh(h1, common::IDLE_FIXED);
     b.cmd("Page.navigate", json!({"url": s.url("/")}));
     let button = format!("document.querySelector('button[data-retry=\"{failed_id}\"]')");
     b.until("the retry button", &format!("{button} !== null"));

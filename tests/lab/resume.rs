@@ -130,14 +130,8 @@ fn retry_touches_only_the_failed_and_the_unreachable_host() {
         &format!("  {a}: {{ address: {a} }}\n  {b}: {{ address: {b} }}\n  {c}: {{ address: {c} }}\n  lab-gone: {{ address: 127.0.0.1, port: 1 }}\n"),
     );
     // demo-idle cannot start on b: its start fails there only.
-    lab.ssh(
-        b,
-        "mkdir -p /run/systemd/system/demo-idle.service.d && printf '[Service]\\nExecStartPre=/bin/false\\n' > /run/systemd/system/demo-idle.service.d/fail.conf && systemctl daemon-reload",
-    );
-    let _undo = lab.undo_on_drop(
-        b,
-        "rm -rf /run/systemd/system/demo-idle.service.d && systemctl daemon-reload; systemctl stop demo-idle; systemctl reset-failed",
-    );
+    lab.ssh(b, common::IDLE_FAILS);
+    let _undo = lab.undo_on_drop(b, common::IDLE_RESET);
     let _undo_a = lab.undo_on_drop(a, "systemctl stop demo-idle");
     let _undo_c = lab.undo_on_drop(c, "systemctl stop demo-idle");
     let pb = write(
@@ -168,10 +162,7 @@ fn retry_touches_only_the_failed_and_the_unreachable_host() {
     assert!(report["inputs"]["playbook"].is_string(), "{report}");
 
     // b can start demo-idle now; the ghost is still gone.
-    lab.ssh(
-        b,
-        "rm -rf /run/systemd/system/demo-idle.service.d && systemctl daemon-reload && systemctl reset-failed demo-idle",
-    );
+    lab.ssh(b, common::IDLE_FIXED);
     let units = ["demo-web", "demo-idle", "demo-worker"];
     let before: BTreeMap<(String, &str), String> = [a, b, c]
         .iter()
@@ -412,10 +403,7 @@ async fn serve_resumes_a_job_after_kill_9_and_retries_only_failed_hosts() {
     )
     .unwrap();
     let _undo_a = lab.undo_on_drop(a, "systemctl stop demo-idle");
-    let _undo_b = lab.undo_on_drop(
-        b,
-        "rm -rf /run/systemd/system/demo-idle.service.d && systemctl daemon-reload; systemctl stop demo-idle; systemctl reset-failed",
-    );
+    let _undo_b = lab.undo_on_drop(b, common::IDLE_RESET);
     let s = serve(&lab, dir.path(), &keys);
     let before: Vec<String> = [a, b, c]
         .iter()
@@ -481,10 +469,7 @@ async fn serve_resumes_a_job_after_kill_9_and_retries_only_failed_hosts() {
     assert_eq!(st, 409, "nothing left to resume: {body}");
 
     // Retry: b cannot start demo-idle at first; after the fix only b runs.
-    lab.ssh(
-        b,
-        "mkdir -p /run/systemd/system/demo-idle.service.d && printf '[Service]\\nExecStartPre=/bin/false\\n' > /run/systemd/system/demo-idle.service.d/fail.conf && systemctl daemon-reload",
-    );
+    lab.ssh(b, common::IDLE_FAILS);
     let (st, first) = post(&s, "/runbook/idle?wait=2m", &keys.operate).await;
     assert_eq!(st, 200, "{first}");
     let first_id = first["job_id"].as_str().unwrap().to_string();
@@ -492,10 +477,7 @@ async fn serve_resumes_a_job_after_kill_9_and_retries_only_failed_hosts() {
         by_pair(&first["results"])[&("start-idle".into(), b.into())].0,
         "failed"
     );
-    lab.ssh(
-        b,
-        "rm -rf /run/systemd/system/demo-idle.service.d && systemctl daemon-reload && systemctl reset-failed demo-idle",
-    );
+    lab.ssh(b, common::IDLE_FIXED);
     let a_idle = invocation(&lab, a, "demo-idle");
     let (st, retried) = post(&s, &format!("/job/{first_id}/retry?wait=2m"), &keys.operate).await;
     assert_eq!(st, 200, "{retried}");
