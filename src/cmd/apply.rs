@@ -7,15 +7,17 @@ use std::sync::Arc;
 
 use std::path::{Path, PathBuf};
 
-use crate::engine::apply::{apply as run_apply, check_resume, ApplyOptions, Continue};
+use crate::engine::apply::{apply as run_apply, resume_carry, ApplyOptions, Continue};
 use crate::engine::carry::{check_inputs, Carry};
 use crate::engine::events::{EventSink, NoEvents, StopFlag};
 use crate::engine::job::{AdHoc, Job};
+use crate::engine::journal::Journal;
 use crate::engine::plan::{FactsSource, PlanOptions};
 use crate::engine::saved::SavedPlan;
 use crate::model::error::{Error, Result};
+use crate::model::journal::{Header, Read};
 use crate::model::params::ParamValues;
-use crate::model::report::{RunOutcome, Verdict};
+use crate::model::report::Verdict;
 use crate::model::template::CallerText;
 use crate::render::apply::{job_header, summary};
 use crate::render::escape::one_line;
@@ -34,8 +36,14 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
         Some(s) => s.limit(a.limit.as_deref())?,
         None => a.limit.as_deref(),
     };
+    // A resume's journal is read once: its params, then what it keeps.
+    let resumed = a
+        .resume
+        .as_deref()
+        .map(crate::engine::journal::read)
+        .transpose()?;
     let values =
-        recorded_params(a.retry.retry.as_deref(), a.resume.as_deref()).overlaid(a.params.values()?);
+        recorded_params(a.retry.retry.as_deref(), resumed.as_ref()).overlaid(a.params.values()?);
     let values = match (&saved, &a.plan) {
         (Some(s), Some(path)) => s.param_values(path, values),
         _ => values,
@@ -63,8 +71,8 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
         carry: retry_carry(&job, &a.retry)?,
         ..ApplyOptions::default()
     };
-    if let Some(path) = &a.resume {
-        resume(&job, path, a.retry.retry_changed, &mut opts)?;
+    if let (Some(path), Some(read)) = (&a.resume, resumed) {
+        resume(&job, path, read, a.retry.retry_changed, &mut opts)?;
     }
     run(&job, &opts, a.format)
 }
@@ -72,18 +80,20 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
 /// The parameter values a retry or a resume starts from: those its
 /// journal recorded (all but the secret ones, which must be given again);
 /// values given on the command line win.
-pub(super) fn recorded_params(retry: Option<&Path>, resume: Option<&Path>) -> ParamValues {
-    let journal = match (retry, resume) {
-        (_, Some(j)) => j.to_path_buf(),
-        (Some(report), None) => crate::engine::journal::Journal::beside(report),
+pub(super) fn recorded_params(retry: Option<&Path>, resumed: Option<&Read>) -> ParamValues {
+    let params = match (retry, resumed) {
+        (_, Some(read)) => read.header.params.clone(),
+        (Some(report), None) => {
+            match crate::engine::journal::read_header(&Journal::beside(report)) {
+                Ok(header) => header.params,
+                // No journal beside a report: the values must be given
+                // again, and the digest check says so if they differ.
+                Err(_) => return ParamValues::none(),
+            }
+        }
         (None, None) => return ParamValues::none(),
     };
-    match crate::engine::journal::read(&journal) {
-        Ok(read) => ParamValues::from_request(read.header.params.into_iter().collect()),
-        // No journal beside a report: the values must be given again, and
-        // the digest check says so if they differ.
-        Err(_) => ParamValues::none(),
-    }
+    ParamValues::from_request(params.into_iter().collect())
 }
 
 /// `--retry REPORT`: what the retry keeps of that report, refused when the
@@ -98,8 +108,14 @@ pub(super) fn retry_carry(job: &Job, a: &RetryArgs) -> Result<Option<Carry>> {
 }
 
 /// `--resume JOURNAL`: continue that journal, its job id and its report.
-fn resume(job: &Job, path: &Path, allow_changed: bool, opts: &mut ApplyOptions) -> Result<()> {
-    let (carry, header) = resume_carry(job, path, allow_changed)?;
+fn resume(
+    job: &Job,
+    path: &Path,
+    read: Read,
+    allow_changed: bool,
+    opts: &mut ApplyOptions,
+) -> Result<()> {
+    let (carry, header) = resume_journal(job, path, read, allow_changed)?;
     opts.carry = Some(carry);
     if opts.report.is_none() {
         opts.report = header.files.report.as_deref().map(PathBuf::from);
@@ -111,23 +127,22 @@ fn resume(job: &Job, path: &Path, allow_changed: bool, opts: &mut ApplyOptions) 
     Ok(())
 }
 
-/// What resuming the journal at `path` keeps, and its header; refused when
-/// the run ended or its inputs changed.
-pub(super) fn resume_carry(
+/// What resuming the journal at `path` (read as `read`) keeps, and its
+/// header; refused when the run ended or its inputs changed.
+pub(super) fn resume_journal(
     job: &Job,
     path: &Path,
+    read: Read,
     allow_changed: bool,
-) -> Result<(Carry, crate::model::journal::Header)> {
-    let read = crate::engine::journal::read(path)?;
-    if let Some(end) = read.end.filter(|e| *e != RunOutcome::Interrupted) {
+) -> Result<(Carry, Header)> {
+    if let Some(end) = read.ended() {
         return Err(Error::Usage(format!(
             "job {} in {} ended {end}: there is nothing to resume; to run again what did not end ok, use --retry with its report",
             read.header.job_id,
             path.display()
         )));
     }
-    check_resume(job, &read.header, allow_changed)?;
-    Ok((Carry::resume(job, &read), read.header))
+    resume_carry(job, read, allow_changed)
 }
 
 /// `drover service ACTION UNIT --target SEL [--dry-run]`.

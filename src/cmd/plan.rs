@@ -7,6 +7,7 @@ use crate::engine::plan::{FactsSource, PlanOptions};
 use crate::model::dag::Dag;
 use crate::model::error::{Error, Result};
 use crate::model::facts::Facts;
+use crate::model::journal::Read;
 use crate::model::params::ParamValues;
 use crate::model::playbook::Playbook;
 use crate::model::report::Verdict;
@@ -98,8 +99,8 @@ fn ignore_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
 
 /// The job, and the facts file's content when one is given: read side by
 /// side, they are independent.
-fn load(a: &PlanArgs) -> Result<(Job, FactsSource)> {
-    let values = super::apply::recorded_params(a.retry.retry.as_deref(), a.resume.as_deref())
+fn load(a: &PlanArgs, resumed: Option<&Read>) -> Result<(Job, FactsSource)> {
+    let values = super::apply::recorded_params(a.retry.retry.as_deref(), resumed)
         .overlaid(a.params.values()?);
     let Some(facts_path) = &a.facts else {
         return Ok((
@@ -137,7 +138,13 @@ fn load(a: &PlanArgs) -> Result<(Job, FactsSource)> {
 /// `drover plan`: predict, render, change nothing.
 pub(super) fn plan(a: &PlanArgs, color: bool) -> Result<i32> {
     let format: Format = a.format.into();
-    let (job, source) = load(a)?;
+    // A resume's journal is read once: its params, then what it keeps.
+    let resumed = a
+        .resume
+        .as_deref()
+        .map(crate::engine::journal::read)
+        .transpose()?;
+    let (job, source) = load(a, resumed.as_ref())?;
     let opts = PlanOptions {
         reach: super::reach(a.forks, a.read.timeout),
         limit: a.limit.clone(),
@@ -145,11 +152,11 @@ pub(super) fn plan(a: &PlanArgs, color: bool) -> Result<i32> {
         // than refusing itself: `apply` refuses.
         allow_protected: true,
         keep_facts: a.out.is_some() || format == Format::Json,
-        carry: match &a.resume {
-            Some(journal) => {
-                Some(super::apply::resume_carry(&job, journal, a.retry.retry_changed)?.0)
+        carry: match (&a.resume, resumed) {
+            (Some(path), Some(read)) => {
+                Some(super::apply::resume_journal(&job, path, read, a.retry.retry_changed)?.0)
             }
-            None => super::apply::retry_carry(&job, &a.retry)?,
+            _ => super::apply::retry_carry(&job, &a.retry)?,
         },
     };
     let rt = match source {

@@ -15,7 +15,7 @@ use crate::engine::journal::{save_report, Journal};
 use crate::engine::saved::{Drift, SavedPlan};
 use crate::model::decide::check_protected;
 use crate::model::error::{Error, Refusal, Result};
-use crate::model::journal::{Files, Header, StepShape};
+use crate::model::journal::{Files, Header, Read, StepShape};
 use crate::model::report::JobReport;
 use crate::remote::fanout::Reach;
 use crate::remote::pool::Pool;
@@ -303,6 +303,14 @@ pub fn check_resume(job: &Job, header: &Header, allow_changed: bool) -> Result<(
     Err(Error::Refused(Refusal::InputsChanged(
         "the job's hosts or steps are not those of the journal (another --limit?)".into(),
     )))
+}
+
+/// What resuming `read`, a journal of `job`, keeps, and its header; refused
+/// as [`check_resume`] says. Whether its run ended (nothing to resume) is
+/// for the caller to say in its own words.
+pub fn resume_carry(job: &Job, read: Read, allow_changed: bool) -> Result<(Carry, Header)> {
+    check_resume(job, &read.header, allow_changed)?;
+    Ok((Carry::resume(job, &read), read.header))
 }
 
 fn shapes_equal(a: &[StepShape], b: &[StepShape]) -> bool {

@@ -869,19 +869,7 @@ fn recover(journal: &Path) -> Result<JobReport> {
         })
         .unwrap_or_else(|_| crate::model::now_rfc3339());
     if let Ok(read) = crate::model::journal::parse(journal, &text) {
-        // The last line for each step × host is its result; a resume may
-        // have written a host's step again.
-        let mut last = std::collections::HashMap::new();
-        for (i, r) in read.results.iter().enumerate() {
-            last.insert((r.step.as_str(), r.hostname.as_str()), i);
-        }
-        let results = read
-            .results
-            .iter()
-            .enumerate()
-            .filter(|(i, r)| last.get(&(r.step.as_str(), r.hostname.as_str())) == Some(i))
-            .map(|(_, r)| r.clone())
-            .collect();
+        let results = read.last_results().into_iter().cloned().collect();
         let h = read.header;
         return Ok(JobReport {
             job_id: h.job_id,

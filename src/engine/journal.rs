@@ -142,6 +142,18 @@ pub fn read(path: &Path) -> Result<crate::model::journal::Read> {
     crate::model::journal::parse(path, &text)
 }
 
+/// Read only a journal's header line: what a retry needs of it (the
+/// parameters it ran with), without reading every result.
+pub fn read_header(path: &Path) -> Result<Header> {
+    use std::io::{BufRead, Read};
+    let file = std::fs::File::open(path).map_err(|e| Error::io("read", path, e))?;
+    let mut line = String::new();
+    std::io::BufReader::new(file.take(MAX_RUN_FILE_BYTES))
+        .read_line(&mut line)
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(crate::model::journal::parse(path, &line)?.header)
+}
+
 /// Read a job report back.
 pub fn load_report(path: &Path) -> Result<JobReport> {
     let text = crate::model::yaml::read_bounded_to(path, "job report", MAX_RUN_FILE_BYTES)?;

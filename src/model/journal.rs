@@ -150,19 +150,31 @@ pub struct Read {
 }
 
 impl Read {
-    /// The results a resume keeps: final ones, the last for each step ×
-    /// host, in journal order.
-    pub fn final_results(&self) -> Vec<&JobResult> {
+    /// The last result of each step × host (a resume may have written a
+    /// host's step again), in journal order: what a report holds.
+    pub fn last_results(&self) -> Vec<&JobResult> {
         let mut last: BTreeMap<(&str, &str), usize> = BTreeMap::new();
         for (i, r) in self.results.iter().enumerate() {
             last.insert((&r.step, &r.hostname), i);
         }
-        let mut keep: Vec<usize> = last
-            .into_values()
-            .filter(|&i| is_final(&self.results[i]))
-            .collect();
+        let mut keep: Vec<usize> = last.into_values().collect();
         keep.sort_unstable();
         keep.into_iter().map(|i| &self.results[i]).collect()
+    }
+
+    /// The results a resume keeps: the last of each step × host, when it
+    /// is final.
+    pub fn final_results(&self) -> Vec<&JobResult> {
+        self.last_results()
+            .into_iter()
+            .filter(|r| is_final(r))
+            .collect()
+    }
+
+    /// How the run over this journal ended, when that leaves nothing to
+    /// resume (it completed or aborted; an interrupted run can go on).
+    pub fn ended(&self) -> Option<RunOutcome> {
+        self.end.filter(|e| *e != RunOutcome::Interrupted)
     }
 }
 

@@ -213,6 +213,12 @@ impl Lab {
             .collect()
     }
 
+    /// A unit's InvocationID inside the host: it changes exactly when the
+    /// unit starts, so an unchanged one proves the unit was not touched.
+    pub fn invocation(&self, host: &str, unit: &str) -> String {
+        self.show(host, unit)["InvocationID"].clone()
+    }
+
     /// `systemctl show` for several units at once (one ssh per call).
     pub fn show_many(
         &self,

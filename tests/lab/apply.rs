@@ -38,10 +38,6 @@ fn results<'a>(report: &'a Value, step: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-fn invocation(lab: &Lab, host: &str, unit: &str) -> String {
-    lab.show(host, unit)["InvocationID"].clone()
-}
-
 #[test]
 fn restart_role_web_changes_only_web_invocations() {
     let Some(lab) = lab() else { return };
@@ -57,8 +53,8 @@ fn restart_role_web_changes_only_web_invocations() {
         .iter()
         .map(|h| {
             (
-                invocation(&lab, h, "demo-web"),
-                invocation(&lab, h, "demo-worker"),
+                lab.invocation(h, "demo-web"),
+                lab.invocation(h, "demo-worker"),
             )
         })
         .collect();
@@ -74,7 +70,7 @@ fn restart_role_web_changes_only_web_invocations() {
     }
     for (i, h) in names.iter().enumerate() {
         let (web_before, worker_before) = &before[i];
-        let web_after = invocation(&lab, h, "demo-web");
+        let web_after = lab.invocation(h, "demo-web");
         if web.contains(&i) {
             assert_ne!(&web_after, web_before, "{h}: demo-web was not restarted");
             assert_eq!(lab.show(h, "demo-web")["ActiveState"], "active");
@@ -85,7 +81,7 @@ fn restart_role_web_changes_only_web_invocations() {
             );
         }
         assert_eq!(
-            &invocation(&lab, h, "demo-worker"),
+            &lab.invocation(h, "demo-worker"),
             worker_before,
             "{h}: demo-worker touched"
         );
@@ -258,7 +254,7 @@ fn sigterm_finishes_in_flight_work_and_skips_the_rest() {
         ),
     );
     let report_path = dir.path().join("r.json");
-    let web_before = invocation(&lab, h, "demo-web");
+    let web_before = lab.invocation(h, "demo-web");
     let child = lab
         .drover()
         .args(["apply", "-i"])
@@ -292,7 +288,7 @@ fn sigterm_finishes_in_flight_work_and_skips_the_rest() {
         }
     }
     assert_eq!(
-        invocation(&lab, h, "demo-web"),
+        lab.invocation(h, "demo-web"),
         web_before,
         "nothing new started after SIGTERM"
     );
@@ -387,7 +383,7 @@ fn any_touches_exactly_one_host() {
     let names: Vec<String> = lab.hosts.iter().map(|h| h.name.clone()).collect();
     let before: Vec<String> = names
         .iter()
-        .map(|h| invocation(&lab, h, "demo-worker"))
+        .map(|h| lab.invocation(h, "demo-worker"))
         .collect();
     let (code, report, _) = apply(&lab, &pb, &[]);
     assert_eq!(code, 0, "{report}");
@@ -396,7 +392,7 @@ fn any_touches_exactly_one_host() {
     let changed: Vec<&String> = names
         .iter()
         .zip(&before)
-        .filter(|(h, b)| &invocation(&lab, h, "demo-worker") != *b)
+        .filter(|(h, b)| &lab.invocation(h, "demo-worker") != *b)
         .map(|(h, _)| h)
         .collect();
     assert_eq!(changed.len(), 1, "{changed:?}");
@@ -408,7 +404,7 @@ fn ad_hoc_service_command_uses_the_same_engine() {
     let Some(lab) = lab() else { return };
     let _l = lab.lock();
     let h = lab.host(1).to_string();
-    let before = invocation(&lab, &h, "demo-worker");
+    let before = lab.invocation(&h, "demo-worker");
     let (code, out, err) = run(lab
         .drover()
         .args([
@@ -424,7 +420,7 @@ fn ad_hoc_service_command_uses_the_same_engine() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("restart"), "{out}");
     assert_eq!(
-        invocation(&lab, &h, "demo-worker"),
+        lab.invocation(&h, "demo-worker"),
         before,
         "--dry-run changed something"
     );
@@ -445,7 +441,7 @@ fn ad_hoc_service_command_uses_the_same_engine() {
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["results"][0]["hostname"], h.as_str());
     assert_eq!(report["results"][0]["changed"], true);
-    assert_ne!(invocation(&lab, &h, "demo-worker"), before);
+    assert_ne!(lab.invocation(&h, "demo-worker"), before);
     assert_eq!(report["job_id"].as_str().unwrap().len(), 36);
 }
 

@@ -21,10 +21,6 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-fn invocation(lab: &Lab, host: &str, unit: &str) -> String {
-    lab.show(host, unit)["InvocationID"].clone()
-}
-
 /// (step, host) -> (status, changed, kind) of a report's or a plan's results.
 fn by_pair(results: &Value) -> BTreeMap<(String, String), (String, bool, String)> {
     results
@@ -56,6 +52,28 @@ fn plan_results(plan: &Value) -> Value {
             .flat_map(|s| s["results"].as_array().unwrap().clone())
             .collect(),
     )
+}
+
+/// demo-web's InvocationID on each host.
+fn web_invocations(lab: &Lab, hosts: &[&str]) -> Vec<String> {
+    hosts
+        .iter()
+        .map(|h| lab.invocation(h, "demo-web"))
+        .collect()
+}
+
+/// After a resume of the roll over `hosts` that was killed while the
+/// second host waited at its gate: the first (done before the kill) and
+/// the second (its restart had happened) were not restarted again, the
+/// third was restarted by the resume.
+fn assert_no_restart_repeated(lab: &Lab, hosts: &[&str], before: &[String], mid: &[String]) {
+    let after = web_invocations(lab, hosts);
+    assert_eq!(
+        after[0], mid[0],
+        "a, done before the kill, was not restarted again"
+    );
+    assert_eq!(after[1], mid[1], "b's restart had happened: not repeated");
+    assert_ne!(after[2], before[2], "c was restarted by the resume");
 }
 
 /// A loopback HTTP endpoint for `wait.http` that answers at once, except
@@ -171,7 +189,7 @@ fn retry_touches_only_the_failed_and_the_unreachable_host() {
                 .iter()
                 .map(move |u| ((h.to_string(), *u), String::new()))
         })
-        .map(|((h, u), _)| ((h.clone(), u), invocation(&lab, &h, u)))
+        .map(|((h, u), _)| ((h.clone(), u), lab.invocation(&h, u)))
         .collect();
 
     let (code, plan_out, err) = run(lab
@@ -219,7 +237,7 @@ fn retry_touches_only_the_failed_and_the_unreachable_host() {
     assert_eq!(got.len(), by_pair(&report["results"]).len());
     for h in [a, b, c] {
         for u in units {
-            let now = invocation(&lab, h, u);
+            let now = lab.invocation(h, u);
             let was = &before[&(h.to_string(), u)];
             if h == b && u == "demo-idle" {
                 assert_ne!(&now, was, "b's demo-idle was started by the retry");
@@ -266,10 +284,7 @@ fn resume_after_sigkill_mid_roll_restarts_no_host_twice() {
     let mut gate = HostGate::new(b);
     let pb = write(dir.path(), "roll.yml", &roll(&[a, b, c], gate.port));
     let report = dir.path().join("roll.json");
-    let before: Vec<String> = [a, b, c]
-        .iter()
-        .map(|h| invocation(&lab, h, "demo-web"))
-        .collect();
+    let before: Vec<String> = web_invocations(&lab, &[a, b, c]);
     let mut child = lab
         .drover()
         .args(["apply", "-i"])
@@ -288,10 +303,7 @@ fn resume_after_sigkill_mid_roll_restarts_no_host_twice() {
     gate.open();
     assert!(!report.exists(), "a killed run writes no report");
     let journal = drover::engine::journal::Journal::beside(&report);
-    let mid: Vec<String> = [a, b, c]
-        .iter()
-        .map(|h| invocation(&lab, h, "demo-web"))
-        .collect();
+    let mid: Vec<String> = web_invocations(&lab, &[a, b, c]);
     assert_ne!(mid[0], before[0]);
     assert_ne!(mid[1], before[1], "b's restart happened before the kill");
     assert_eq!(mid[2], before[2]);
@@ -323,16 +335,7 @@ fn resume_after_sigkill_mid_roll_restarts_no_host_twice() {
         "the resume writes the run's report"
     );
     assert_eq!(saved["outcome"], "completed");
-    let after: Vec<String> = [a, b, c]
-        .iter()
-        .map(|h| invocation(&lab, h, "demo-web"))
-        .collect();
-    assert_eq!(
-        after[0], mid[0],
-        "a, done before the kill, was not restarted again"
-    );
-    assert_eq!(after[1], mid[1], "b's restart had happened: not repeated");
-    assert_ne!(after[2], before[2], "c was restarted by the resume");
+    assert_no_restart_repeated(&lab, &[a, b, c], &before, &mid);
     let got = by_pair(&saved["results"]);
     assert_eq!(got.len(), 6, "every step × host once: {saved}");
     for h in [a, b, c] {
@@ -361,24 +364,6 @@ fn resume_after_sigkill_mid_roll_restarts_no_host_twice() {
     assert!(err.contains("nothing to resume"), "{err}");
 }
 
-fn serve(lab: &Lab, dir: &Path, keys: &server::Keys) -> server::Server {
-    let books = dir.join("books");
-    std::fs::create_dir_all(&books).unwrap();
-    server::Server::start(
-        &[
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            "--keys",
-            keys.file.to_str().unwrap(),
-            "--playbooks",
-            books.to_str().unwrap(),
-            "--jobs-dir",
-            dir.join("jobs").to_str().unwrap(),
-        ],
-        &dir.join(format!("stderr-{}", std::process::id())),
-    )
-}
-
 async fn post(s: &server::Server, path: &str, key: &str) -> (u16, Value) {
     let (st, _, body) = server::call(reqwest::Method::POST, &s.url(path), Some(key)).await;
     (st, body)
@@ -404,11 +389,8 @@ async fn serve_resumes_a_job_after_kill_9_and_retries_only_failed_hosts() {
     .unwrap();
     let _undo_a = lab.undo_on_drop(a, "systemctl stop demo-idle");
     let _undo_b = lab.undo_on_drop(b, common::IDLE_RESET);
-    let s = serve(&lab, dir.path(), &keys);
-    let before: Vec<String> = [a, b, c]
-        .iter()
-        .map(|h| invocation(&lab, h, "demo-web"))
-        .collect();
+    let s = crate::serve::serve(&lab, dir.path(), &keys, &dir.path().join("jobs"));
+    let before: Vec<String> = web_invocations(&lab, &[a, b, c]);
 
     let (st, started) = post(&s, "/runbook/roll?wait=0s", &keys.operate).await;
     assert_eq!(st, 202, "{started}");
@@ -420,16 +402,13 @@ async fn serve_resumes_a_job_after_kill_9_and_retries_only_failed_hosts() {
         assert_eq!(st, 409, "{what} of a running job: {body}");
         server::assert_error(st, &body);
     }
-    let mid: Vec<String> = [a, b, c]
-        .iter()
-        .map(|h| invocation(&lab, h, "demo-web"))
-        .collect();
+    let mid: Vec<String> = web_invocations(&lab, &[a, b, c]);
     assert_ne!(mid[1], before[1], "b restarted and waits at its gate");
     s.signal(libc::SIGKILL);
     drop(s);
     gate.open();
 
-    let s = serve(&lab, dir.path(), &keys);
+    let s = crate::serve::serve(&lab, dir.path(), &keys, &dir.path().join("jobs"));
     let (st, _, view) = server::call(
         reqwest::Method::GET,
         &s.url(&format!("/job/{id}")),
@@ -455,16 +434,7 @@ async fn serve_resumes_a_job_after_kill_9_and_retries_only_failed_hosts() {
     assert_eq!(report["outcome"], "completed", "{report}");
     let got = by_pair(&report["results"]);
     assert_eq!(got.len(), 6, "every step × host once: {report}");
-    let after: Vec<String> = [a, b, c]
-        .iter()
-        .map(|h| invocation(&lab, h, "demo-web"))
-        .collect();
-    assert_eq!(
-        after[0], mid[0],
-        "a, done before the kill, was not restarted again"
-    );
-    assert_eq!(after[1], mid[1], "b's restart had happened: not repeated");
-    assert_ne!(after[2], before[2], "c was restarted by the resume");
+    assert_no_restart_repeated(&lab, &[a, b, c], &before, &mid);
     let (st, body) = post(&s, &format!("/job/{id}/resume"), &keys.operate).await;
     assert_eq!(st, 409, "nothing left to resume: {body}");
 
@@ -478,7 +448,7 @@ async fn serve_resumes_a_job_after_kill_9_and_retries_only_failed_hosts() {
         "failed"
     );
     lab.ssh(b, common::IDLE_FIXED);
-    let a_idle = invocation(&lab, a, "demo-idle");
+    let a_idle = lab.invocation(a, "demo-idle");
     let (st, retried) = post(&s, &format!("/job/{first_id}/retry?wait=2m"), &keys.operate).await;
     assert_eq!(st, 200, "{retried}");
     assert_eq!(retried["retry_of"], first_id.as_str());
@@ -488,7 +458,7 @@ async fn serve_resumes_a_job_after_kill_9_and_retries_only_failed_hosts() {
         ("ok".into(), true, String::new())
     );
     assert_eq!(
-        invocation(&lab, a, "demo-idle"),
+        lab.invocation(a, "demo-idle"),
         a_idle,
         "a ended ok: not touched"
     );

@@ -13,7 +13,8 @@ use futures_util::StreamExt;
 use reqwest::Method;
 use server::{assert_error, call, client, Keys, Server};
 
-fn serve(lab: &Lab, dir: &Path, keys: &Keys, jobs: &Path) -> Server {
+/// A server on the lab's inventory with `dir/books` as its runbooks.
+pub(crate) fn serve(lab: &Lab, dir: &Path, keys: &Keys, jobs: &Path) -> Server {
     let books = dir.join("books");
     std::fs::create_dir_all(&books).unwrap();
     Server::start(
@@ -45,10 +46,6 @@ fn gated_runbook(dir: &Path, name: &str, h: &str, gate: &Gate) {
         ),
     )
     .unwrap();
-}
-
-fn invocation(lab: &Lab, h: &str, unit: &str) -> String {
-    lab.show(h, unit)["InvocationID"].clone()
 }
 
 #[tokio::test]
@@ -113,7 +110,7 @@ async fn node_routes_read_and_change_real_units() {
     assert_error(st, &b);
 
     // A dry run plans and changes nothing.
-    let before = invocation(&lab, &h0, "demo-web");
+    let before = lab.invocation(&h0, "demo-web");
     let (st, _, b) = call(
         Method::POST,
         &s.url(&format!("/node/{h0}/service/demo-web/stop?dry_run=true")),
@@ -127,7 +124,7 @@ async fn node_routes_read_and_change_real_units() {
         "the plan says what would happen: {b}"
     );
     assert_eq!(lab.show(&h0, "demo-web")["ActiveState"], "active");
-    assert_eq!(invocation(&lab, &h0, "demo-web"), before);
+    assert_eq!(lab.invocation(&h0, "demo-web"), before);
 
     // A restart answers the job report once it is done, and it is done.
     let (st, headers, b) = call(
@@ -152,14 +149,14 @@ async fn node_routes_read_and_change_real_units() {
     assert_eq!(r["name"], "demo-web.service");
     assert!(b["job_id"].is_string());
     assert_ne!(
-        invocation(&lab, &h0, "demo-web"),
+        lab.invocation(&h0, "demo-web"),
         before,
         "the unit really restarted"
     );
     assert_eq!(lab.show(&h0, "demo-web")["ActiveState"], "active");
 
     // `_any` with a key limited to one host picks that host.
-    let before1 = invocation(&lab, &h1, "demo-worker");
+    let before1 = lab.invocation(&h1, "demo-worker");
     let (st, _, b) = call(
         Method::POST,
         &s.url("/node/_any/service/demo-worker/restart"),
@@ -168,7 +165,7 @@ async fn node_routes_read_and_change_real_units() {
     .await;
     assert_eq!(st, 200, "{b}");
     assert_eq!(b["results"][0]["hostname"], h1.as_str(), "{b}");
-    assert_ne!(invocation(&lab, &h1, "demo-worker"), before1);
+    assert_ne!(lab.invocation(&h1, "demo-worker"), before1);
 
     // enable/disable go through the unit file state.
     let (st, _, b) = call(

@@ -291,7 +291,7 @@ async fn continue_job(
     let journal = state.jobs.journal(&id).ok_or_else(|| {
         ApiError::conflict(format!("job {id} has no journal left to {word} from"))
     })?;
-    let header = crate::engine::journal::read(&journal)?.header;
+    let header = crate::engine::journal::read_header(&journal)?;
     let loaded = state.loaded();
     let rb = header.files.playbook.as_deref().and_then(|p| {
         loaded

@@ -12,12 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use crate::engine::apply::{check_resume, ApplyOptions, Continue};
+use crate::engine::apply::{resume_carry, ApplyOptions, Continue};
 use crate::engine::carry::Carry;
 use crate::engine::claims::{claims_of, Claim};
 use crate::engine::job::Job;
 use crate::model::keys::Role;
-use crate::model::report::RunOutcome;
 
 use super::auth::{Caller, JobId};
 use super::error::ApiError;
@@ -299,12 +298,11 @@ fn resume_from(
     allow_changed: bool,
 ) -> Result<(Carry, crate::model::journal::Header), ApiError> {
     let read = crate::engine::journal::read(journal)?;
-    if let Some(end) = read.end.filter(|e| *e != RunOutcome::Interrupted) {
+    if let Some(end) = read.ended() {
         return Err(ApiError::conflict(format!(
             "job {} ended {end}: there is nothing to resume; POST /job/{}/retry runs again what did not end ok",
             read.header.job_id, read.header.job_id
         )));
     }
-    check_resume(job, &read.header, allow_changed)?;
-    Ok((Carry::resume(job, &read), read.header))
+    Ok(resume_carry(job, read, allow_changed)?)
 }
