@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::engine::job::Job;
 use crate::model::error::{Error, Refusal, Result};
 use crate::model::journal::{Intent, Read};
-use crate::model::outcome::{Kind, SkipReason, Status};
+use crate::model::outcome::{SkipReason, Status};
 use crate::model::report::{Inputs, JobReport, JobResult};
 
 /// What a step × host takes over.
@@ -65,7 +65,7 @@ impl Carry {
         // root that ran alongside) is not repeated.
         let mut retried: BTreeSet<usize> = BTreeSet::new();
         for (&(_, h), r) in &by {
-            if to_retry(r) {
+            if r.needs_retry() {
                 retried.insert(h);
             }
         }
@@ -75,7 +75,7 @@ impl Carry {
         let mut rerun: BTreeSet<(usize, usize)> = BTreeSet::new();
         for &h in &retried {
             for &si in order {
-                let bad = by.get(&(si, h)).is_some_and(|r| to_retry(r));
+                let bad = by.get(&(si, h)).is_some_and(|r| r.needs_retry());
                 let after_bad = deps[si].iter().any(|d| rerun.contains(&(h, *d)));
                 if from_start || bad || after_bad {
                     rerun.insert((h, si));
@@ -169,33 +169,6 @@ impl Carry {
     /// Whether nothing is left to do for the step × host.
     pub(crate) fn settles(&self, si: usize, h: usize) -> bool {
         self.get(si, h).is_some()
-    }
-
-    /// How many step × host results are taken over.
-    pub fn len(&self) -> usize {
-        self.entries
-            .values()
-            .filter(|c| matches!(c, Carried::Result(_)))
-            .count()
-    }
-
-    /// Whether nothing is taken over.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Whether a result sends its host into a retry: it failed (unreachable
-/// included), or it was skipped because of an earlier failure, an abort or
-/// a stop. A skip by `when` or maintenance stays out.
-fn to_retry(r: &JobResult) -> bool {
-    match r.status {
-        Status::Ok => false,
-        Status::Failed => true,
-        Status::Skipped => matches!(
-            r.kind,
-            Some(Kind::FailedEarlier | Kind::Aborted | Kind::Interrupted)
-        ),
     }
 }
 

@@ -42,6 +42,20 @@ pub struct JobResult {
 }
 
 impl JobResult {
+    /// Whether a retry runs this again: it failed (unreachable included),
+    /// or it was skipped because of an earlier failure, an abort or a
+    /// stop. A skip by `when` or maintenance stays out.
+    pub fn needs_retry(&self) -> bool {
+        match self.status {
+            Status::Ok => false,
+            Status::Failed => true,
+            Status::Skipped => matches!(
+                self.kind,
+                Some(Kind::FailedEarlier | Kind::Aborted | Kind::Interrupted)
+            ),
+        }
+    }
+
     /// The result of `outcome` for one host in one step. Its `error` may
     /// quote rendered values (a `wait.http` URL, a maintenance reason,
     /// what systemd echoed back), so secret values in it become their markers

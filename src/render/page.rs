@@ -12,6 +12,7 @@ use crate::engine::job_store::JobView;
 use crate::engine::status::StatusReport;
 use crate::model::keys::Role;
 use crate::model::params::{ParamType, ParamView};
+use crate::model::report::JobResult;
 
 /// What the status page shows to one session.
 #[derive(Debug, Clone, Copy)]
@@ -371,19 +372,10 @@ fn render_hosts(b: &mut String, hosts: &[(String, String)], rep: &StatusReport) 
     }
 }
 
-/// Whether a finished job has hosts a retry would run again: a failure, or
-/// a skip because of one or of a stop.
+/// Whether a finished job has hosts a retry would run again.
 fn retryable(j: &JobView) -> bool {
-    use crate::model::outcome::{Kind, Status};
     j.outcome != crate::engine::job_store::JobStatus::Running
-        && j.results.iter().any(|r| match r.status {
-            Status::Ok => false,
-            Status::Failed => true,
-            Status::Skipped => matches!(
-                r.kind,
-                Some(Kind::FailedEarlier | Kind::Aborted | Kind::Interrupted)
-            ),
-        })
+        && j.results.iter().any(JobResult::needs_retry)
 }
 
 /// The page's script: new jobs appear (GET /job every 2 s), a running
