@@ -9,7 +9,8 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
-fn plan(extra: &[&str]) -> Output {
+/// `drover plan` of the bundled playbook over the bundled facts.
+pub(crate) fn plan(extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_drover"))
         .current_dir(root())
         .args([

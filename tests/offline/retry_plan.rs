@@ -3,14 +3,7 @@
 //! again, `_any` included. The lab tests (tests/lab/resume.rs) check that
 //! apply does what these previews say.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use serde_json::{json, Value};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
 
 fn r(host: &str, step: &str, status: &str, kind: Option<&str>) -> Value {
     let mut v = json!({"hostname": host, "status": status, "name": "demo-web.service",
@@ -47,23 +40,10 @@ fn plan_retry(parent: &Value, extra: &[&str]) -> (i32, Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("parent.json");
     std::fs::write(&report, parent.to_string()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_drover"))
-        .current_dir(root())
-        .args([
-            "plan",
-            "examples/nightly-restart.yml",
-            "-i",
-            "examples/inventory.yml",
-            "--facts",
-            "examples/facts.json",
-            "--format",
-            "json",
-            "--retry",
-        ])
-        .arg(&report)
-        .args(extra)
-        .output()
-        .unwrap();
+    let report = report.to_str().unwrap();
+    let mut args = vec!["--format", "json", "--retry", report];
+    args.extend_from_slice(extra);
+    let out = crate::plan_offline::plan(&args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let plan = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out.status.code().unwrap_or(-1), plan, stderr)
