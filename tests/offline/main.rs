@@ -20,6 +20,8 @@ mod inventory_forms;
 mod job_history;
 mod layers;
 mod modules;
+mod notify;
+mod observability;
 mod plan_offline;
 mod render;
 mod saved_plan;
