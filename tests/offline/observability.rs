@@ -558,3 +558,61 @@ async fn a_thousand_jobs_over_thirty_hosts_leave_the_series_count_flat() {
         series(&text)
     );
 }
+
+/// What a server holds, read at the scrape: a job stuck on a host that
+/// never answers holds its claims and a running job; a second request for
+/// the same runbook waits for them. Released, all of it goes back to 0.
+#[tokio::test]
+async fn claims_held_and_requests_waiting_are_read_at_the_scrape() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bus = crate::server::StuckBus::new(tmp.path());
+    let stuck = format!(
+        "  s:\n    labels: {{ role: web }}\n    bus: \"{}\"\n    connect_timeout: 120s\n",
+        bus.address()
+    );
+    let (srv, keys) = crate::serve::start_with(tmp.path(), &stuck, &[]);
+    let url = srv.url("/runbook/restart-web");
+    let (st, _, b) = call(Method::POST, &format!("{url}?wait=1s"), Some(&keys.operate)).await;
+    assert_eq!(st, 202, "{b}");
+    bus.wait_connections(1);
+    let (key, second_url) = (keys.operate.clone(), format!("{url}?wait=2m"));
+    let second = tokio::spawn(async move { call(Method::POST, &second_url, Some(&key)).await });
+    let metrics = srv.url("/metrics");
+    let until = |want: &'static [(&'static str, f64)]| {
+        let (metrics, key) = (metrics.clone(), keys.read.clone());
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let (_, _, text) = scrape(&metrics, Some(&key)).await;
+                if want.iter().all(|(s, v)| value(&text, s) == Some(*v)) {
+                    return text;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "not {want:?}:\n{text}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // The runbook, and demo-web on a and on s.
+    until(&[
+        ("drover_requests_waiting", 1.0),
+        ("drover_claims_held", 3.0),
+        ("drover_jobs_running", 1.0),
+    ])
+    .await;
+    bus.release();
+    let (st, _, b) = second.await.unwrap();
+    assert_eq!(st, 200, "{b}");
+    until(&[
+        ("drover_requests_waiting", 0.0),
+        ("drover_claims_held", 0.0),
+        ("drover_jobs_running", 0.0),
+        (
+            r#"drover_jobs_finished_total{playbook="restart-web",outcome="completed"}"#,
+            2.0,
+        ),
+    ])
+    .await;
+}
