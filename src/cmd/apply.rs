@@ -26,11 +26,14 @@ use crate::render::plan::{render, Format};
 use super::args::{
     ApplyArgs, MaintenanceAction, MaintenanceArgs, ReportFormat, RetryArgs, ServiceArgs,
 };
+use super::logging::{Both, JobLog};
+use super::observe::RunObserve;
 use super::progress::{Bars, Plain};
 use super::runtime;
 
 /// `drover apply`.
 pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
+    let observe = RunObserve::new(a.metrics_file.as_deref(), &a.notify)?;
     let saved = a.plan.as_deref().map(SavedPlan::load).transpose()?;
     let limit = match &saved {
         Some(s) => s.limit(a.limit.as_deref())?,
@@ -74,7 +77,7 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
     if let (Some(path), Some(read)) = (&a.resume, resumed) {
         resume(&job, path, read, a.retry.retry_changed, &mut opts)?;
     }
-    run(&job, &opts, a.format)
+    run(&job, &opts, a.format, &observe)
 }
 
 /// The parameter values a retry or a resume starts from: those its
@@ -191,7 +194,7 @@ pub(super) fn service(a: &ServiceArgs, color: bool) -> Result<i32> {
         report: a.report.clone(),
         ..ApplyOptions::default()
     };
-    run(&job, &opts, a.format)
+    run(&job, &opts, a.format, &RunObserve::none())
 }
 
 /// `drover maintenance enable|disable [UNIT] --target SEL`: the same
@@ -214,12 +217,13 @@ pub(super) fn maintenance(a: &MaintenanceArgs) -> Result<i32> {
         report: a.report.clone(),
         ..ApplyOptions::default()
     };
-    run(&job, &opts, a.format)
+    run(&job, &opts, a.format, &RunObserve::none())
 }
 
 /// Run a job with a progress display fit for where stdout goes, print the
-/// report or its summary, and return the exit code.
-fn run(job: &Job, opts: &ApplyOptions, format: ReportFormat) -> Result<i32> {
+/// report or its summary, leave what `observe` asks for, and return the
+/// exit code.
+fn run(job: &Job, opts: &ApplyOptions, format: ReportFormat, observe: &RunObserve) -> Result<i32> {
     let tty = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
     let sink: Box<dyn EventSink> = match (format, tty) {
         (ReportFormat::Json, _) => Box::new(NoEvents),
@@ -231,10 +235,13 @@ fn run(job: &Job, opts: &ApplyOptions, format: ReportFormat) -> Result<i32> {
     let applied = rt.block_on(async {
         let signals = tokio::spawn(watch_signals(stop.clone()));
         let started = HeaderOnce::new(format == ReportFormat::Text, sink.as_ref());
-        let applied = run_apply(job, opts, &stop, &started).await;
+        let log = JobLog::new(super::logging::for_machines());
+        let applied = run_apply(job, opts, &stop, &Both(&started, &log)).await;
         signals.abort();
         applied
-    })?;
+    });
+    observe.write_metrics(job, applied.as_ref().map(|a| &a.report));
+    let applied = applied?;
     if !applied.drift.is_empty() {
         let list: Vec<String> = applied
             .drift
@@ -262,6 +269,8 @@ fn run(job: &Job, opts: &ApplyOptions, format: ReportFormat) -> Result<i32> {
             )
         ),
     }
+    // After the summary: retries may take a while, and never change the code.
+    rt.block_on(observe.notify(&applied.report));
     Ok(Verdict::of_report(&applied.report).exit_code())
 }
 

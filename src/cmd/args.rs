@@ -13,6 +13,8 @@ use crate::model::parse_duration;
 use crate::model::schema::Kind;
 use crate::render::plan::Format;
 
+use super::logging::LogFormat;
+
 /// `-i INVENTORY`, where a command needs one.
 #[derive(Debug, Args)]
 pub struct InventoryArg {
@@ -109,6 +111,11 @@ pub struct Cli {
     /// Colour: auto (on a TTY and without NO_COLOR), always or never.
     #[arg(long, value_enum, default_value_t = Color::Auto, global = true)]
     pub color: Color,
+    /// Logs: auto (journald with structured fields when stderr is the
+    /// journal, as under systemd; else text), text, json (one object a
+    /// line on stderr) or journald.
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto, global = true)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -396,6 +403,14 @@ pub struct ApplyArgs {
     /// given again, and a changed one is refused).
     #[command(flatten)]
     pub params: ParamArgs,
+    /// Write the run's metrics (gauges: last run, last success, duration,
+    /// results by status) for node_exporter's textfile collector to
+    /// PATH.prom, or to DIR/drover-PLAYBOOK.prom when PATH is a directory.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// `--notify`, its secret and time bound.
+    #[command(flatten)]
+    pub notify: super::notify::NotifyArgs,
 }
 
 /// `drover status`.

@@ -37,6 +37,9 @@ macro_rules! book {
 mod apply;
 pub mod args;
 mod docs;
+pub mod logging;
+pub mod notify;
+mod observe;
 mod plan;
 mod progress;
 mod read;
@@ -60,32 +63,13 @@ pub fn use_color(choice: Color) -> bool {
     }
 }
 
-fn init_logging(cli: &Cli) {
-    let default = if cli.quiet {
-        "error"
-    } else {
-        match cli.verbose {
-            0 => "warn",
-            1 => "info",
-            _ => "debug",
-        }
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("drover={default}")));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
-
 /// Parse the command line, run, and return the process exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e, &std::env::args_os().skip(1).collect::<Vec<_>>()),
     };
-    init_logging(&cli);
+    logging::init(cli.log_format, cli.quiet, cli.verbose);
     let json_errors = match &cli.command {
         Command::Check(a) => a.format == ReportFormat::Json,
         Command::Plan(a) => a.format == PlanFormat::Json,

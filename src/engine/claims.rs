@@ -57,6 +57,8 @@ pub trait ClaimStore: Send + Sync {
     /// Take every claim in `keys` for `job_id`, all or none, waiting up to
     /// `wait` for them to be free; else the claim another job holds.
     async fn take(&self, keys: Vec<Claim>, job_id: &str, wait: Duration) -> Result<Held, Busy>;
+    /// How many claims are held now (the server's metrics).
+    fn held(&self) -> usize;
 }
 
 /// The claims held in this process's memory, by job id.
@@ -117,6 +119,9 @@ pub struct Busy {
 impl ClaimStore for LocalClaims {
     async fn take(&self, keys: Vec<Claim>, job_id: &str, wait: Duration) -> Result<Held, Busy> {
         LocalClaims::take(self, keys, job_id, wait).await
+    }
+    fn held(&self) -> usize {
+        self.inner.0.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 

@@ -3,9 +3,10 @@
 //! turns these into progress bars or plain lines, a server into a stream.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use crate::model::report::{JobResult, RunOutcome};
+use crate::engine::job::Job;
+use crate::model::report::{JobReport, JobResult, RunOutcome};
 
 /// One thing that happened during a job.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +85,18 @@ impl EventSink for tokio::sync::mpsc::UnboundedSender<Event> {
         // A caller that stopped listening does not stop the job.
         let _ = self.send(e.clone());
     }
+}
+
+/// Watches every job a job store runs (the server's metrics, logs and
+/// notifications): a sink for each job's events, and its report once the
+/// job has ended and the report is written.
+pub trait JobObserver: Send + Sync {
+    /// `job` (run as `job_id`) is about to start: where its events also
+    /// go. A job refused before it starts (window, lock) never ends.
+    fn sink(&self, job_id: &str, job: &Job) -> Arc<dyn EventSink>;
+    /// A job that started has ended with `report` (on disk already).
+    /// Called from the job's task: must not block.
+    fn ended(&self, report: &JobReport);
 }
 
 /// Set by SIGINT/SIGTERM (or a cancel): start nothing new, let in-flight

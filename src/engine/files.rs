@@ -13,12 +13,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |w| w.write_all(bytes))
 }
 
+/// Like [`write_atomic`], for a file other users must read (metrics for
+/// node_exporter): `mode` is set before the file appears at `path`.
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_atomic_as(path, Some(mode), |w| w.write_all(bytes))
+}
+
 /// Like [`write_atomic`], streaming the content from a writer callback.
 pub fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
 ) -> Result<()> {
+    write_atomic_as(path, None, fill)
+}
+
+fn write_atomic_as(
+    path: &Path,
+    mode: Option<u32>,
+    fill: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -37,6 +52,13 @@ pub fn write_atomic_with(
     let mut w = std::io::BufWriter::new(tmp);
     let written = fill(&mut w)
         .and_then(|_| w.flush())
+        .and_then(|_| match mode {
+            Some(m) => w
+                .get_ref()
+                .as_file()
+                .set_permissions(std::fs::Permissions::from_mode(m)),
+            None => Ok(()),
+        })
         .and_then(|_| w.get_ref().as_file().sync_all());
     if let Err(e) = written {
         return Err(Error::io("write", path, e));

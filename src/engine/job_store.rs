@@ -26,7 +26,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::engine::apply::{apply, ApplyOptions};
 use crate::engine::claims::Held;
-use crate::engine::events::{Event, EventSink, StopFlag};
+use crate::engine::events::{Event, EventSink, JobObserver, StopFlag};
 use crate::engine::job::Job;
 use crate::engine::journal::{save_report, Journal};
 use crate::model::error::{Error, Refusal, Result};
@@ -218,7 +218,7 @@ impl Entry {
 struct Sink {
     entry: Arc<Entry>,
     started: Mutex<Option<oneshot::Sender<()>>>,
-    extra: Option<Arc<dyn EventSink>>,
+    extra: Vec<Arc<dyn EventSink>>,
 }
 
 impl EventSink for Sink {
@@ -232,7 +232,7 @@ impl EventSink for Sink {
             }
             _ => {}
         }
-        if let Some(x) = &self.extra {
+        for x in &self.extra {
             x.event(e);
         }
     }
@@ -492,12 +492,22 @@ fn inside(hosts: &[String], within: Option<&BTreeSet<String>>) -> bool {
 /// Every job of one directory, newest first in listings: the running ones
 /// in memory, the finished ones as an index of summaries over their
 /// report files, at most [`Retention::keep`] of them.
-#[derive(Debug)]
 pub struct DirJobs {
     dir: PathBuf,
     retention: Retention,
     index: Arc<Mutex<Index>>,
     tasks: Mutex<Vec<oneshot::Receiver<()>>>,
+    observer: Option<Arc<dyn JobObserver>>,
+}
+
+impl std::fmt::Debug for DirJobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirJobs")
+            .field("dir", &self.dir)
+            .field("retention", &self.retention)
+            .field("observed", &self.observer.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The hosts a job's steps may touch: every target and `_any` candidate.
@@ -601,7 +611,14 @@ impl DirJobs {
             retention,
             index: Arc::new(Mutex::new(index)),
             tasks: Mutex::new(Vec::new()),
+            observer: None,
         })
+    }
+
+    /// Tell `observer` about every job this store starts from now on.
+    pub fn with_observer(mut self, observer: Arc<dyn JobObserver>) -> DirJobs {
+        self.observer = Some(observer);
+        self
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -730,10 +747,14 @@ impl DirJobs {
             None,
         );
         let (tx, started) = oneshot::channel();
+        let observer = self.observer.clone();
         let sink = Sink {
             entry: entry.clone(),
             started: Mutex::new(Some(tx)),
-            extra,
+            extra: extra
+                .into_iter()
+                .chain(observer.as_ref().map(|o| o.sink(&id, &job)))
+                .collect(),
         };
         let (err_tx, err_rx) = oneshot::channel();
         let e2 = entry.clone();
@@ -768,12 +789,18 @@ impl DirJobs {
                     let mut idx = lock_index(&index);
                     let done = done_of(&r, e2.hosts.clone(), report_path);
                     let (job_id, started_at) = (r.job_id.clone(), r.started_at.clone());
+                    // Told after the job is listed as over, outside the lock.
+                    let observed = observer.as_ref().map(|o| (o.clone(), r.clone()));
                     e2.finish(r);
                     idx.running.retain(|x| !Arc::ptr_eq(x, &e2));
                     if !idx.insert(&job_id, &started_at, done) {
                         tracing::warn!("job {job_id}: another report has its id; not listed");
                     }
                     delete(idx.expire(&retention, now_seconds()));
+                    drop(idx);
+                    if let Some((o, r)) = observed {
+                        o.ended(&r);
+                    }
                 }
                 Err(e) => {
                     // Before JobStarted nothing ran: the starter answers

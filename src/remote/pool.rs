@@ -87,6 +87,11 @@ impl Pool {
         self.inner.opened.load(Ordering::Relaxed)
     }
 
+    /// How many sessions the pool holds open now (the server's metrics).
+    pub fn open(&self) -> usize {
+        self.entries().len()
+    }
+
     /// The host's open session, or a new one within `timeout`.
     pub async fn get(&self, h: &Host, timeout: Duration) -> Result<Arc<Session>, HostError> {
         let fp = fingerprint(h);

@@ -38,8 +38,10 @@ SUITE=bookworm
 # gives the .deb its libc6 dependency (tests/offline/completions.rs, tests/lab/package.rs).
 # chromium (and the fonts it only recommends) runs the status page's
 # browser test (tests/lab/page.rs). zsh and fish check the completion
-# scripts' syntax (tests/offline/completions.rs).
-MACHINE_PACKAGES=(debootstrap systemd-container openssh-client iproute2 procps man-db dpkg-dev chromium fonts-liberation zsh fish)
+# scripts' syntax (tests/offline/completions.rs). prometheus and
+# prometheus-node-exporter scrape `drover serve` and an apply's textfile
+# (tests/lab/observability.rs); each test starts its own on loopback.
+MACHINE_PACKAGES=(debootstrap systemd-container openssh-client iproute2 procps man-db dpkg-dev chromium fonts-liberation zsh fish prometheus prometheus-node-exporter)
 IMAGE_PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,iproute2,procps,sudo,man-db
 # Without these masks each host holds many inotify instances and past ~22
 # hosts boots die with "Too many open files" (max_user_instances is shared).

@@ -22,6 +22,7 @@ mod jobs;
 mod maintenance;
 mod maintenance_cas;
 mod modules;
+mod observability;
 mod package;
 mod package_serve;
 mod page;

@@ -5,8 +5,10 @@
 //! gets a keys file with the entry `drover serve keygen` printed and an
 //! inventory holding the host itself over the local bus) it starts in its
 //! sandbox as that user, answers `/health`, reads and plans real units
-//! over HTTP with the key, keeps its files private, and `systemd-analyze
-//! security` rates it below [`MAX_EXPOSURE`], as the book quotes it.
+//! over HTTP with the key, keeps its files private, logs to journald with
+//! the job's fields (JOB_ID, HOST, UNIT, STEP, OUTCOME), and
+//! `systemd-analyze security` rates it below [`MAX_EXPOSURE`], as the book
+//! quotes it.
 //! Everything is removed afterwards, user included.
 
 use crate::common;
@@ -223,6 +225,40 @@ async fn the_packaged_serve_unit_runs_sandboxed_as_its_user_and_answers_with_a_k
     );
     let audit = lab.ssh(&host, "cat /var/log/drover-serve/audit.jsonl");
     assert!(audit.contains(&id) && !audit.contains(&key), "{audit}");
+
+    // Its log is in the journal with the job's fields: under systemd
+    // (JOURNAL_STREAM) it logs to journald, also from inside the sandbox.
+    let journal = lab.ssh(
+        &host,
+        &format!("journalctl -o json --no-pager -u drover-serve.service JOB_ID={id}"),
+    );
+    let entries: Vec<serde_json::Value> = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let result = entries
+        .iter()
+        .find(|e| e["HOST"] == host.as_str())
+        .unwrap_or_else(|| panic!("no result entry of job {id} in the journal:\n{journal}"));
+    assert_eq!(result["UNIT"], "demo-idle.service", "{result}");
+    assert_eq!(result["STEP"], "started-demo-idle.service", "{result}");
+    assert_eq!(result["OUTCOME"], "failed", "{result}");
+    assert_eq!(
+        result["PRIORITY"], "4",
+        "a failed result is a warning: {result}"
+    );
+    assert_eq!(result["SYSLOG_IDENTIFIER"], "drover", "{result}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["OUTCOME"] == "completed" && e["HOST"].is_null()),
+        "the job's end: {journal}"
+    );
+    let everything = lab.ssh(
+        &host,
+        "journalctl -o json --no-pager -u drover-serve.service",
+    );
+    assert!(!everything.contains(key.as_str()), "a key in the journal");
 
     // The sandbox, scored.
     let out = lab.ssh_output(

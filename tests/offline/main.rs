@@ -22,6 +22,8 @@ mod inventory_forms;
 mod job_history;
 mod layers;
 mod modules;
+mod notify;
+mod observability;
 mod params;
 mod plan_offline;
 mod render;

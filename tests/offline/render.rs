@@ -823,3 +823,59 @@ fn hostile_status_page() {
     assert!(!login.contains(MARKUP), "raw markup in the login form");
     insta::assert_snapshot!(html);
 }
+
+/// Each family's samples sorted: a family keeps its series in a hash map,
+/// in no fixed order.
+fn stable_metrics(text: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut run: Vec<&str> = Vec::new();
+    for line in text.lines().chain(std::iter::once("#")) {
+        if line.starts_with('#') {
+            run.sort();
+            out.extend(run.drain(..).map(String::from));
+            out.push(line.to_string());
+        } else {
+            run.push(line);
+        }
+    }
+    out.pop();
+    out.join("\n")
+}
+
+#[test]
+fn metrics_textfile() {
+    use drover::render::metrics::{previous_success, textfile, LastRun};
+    let unreachable = Outcome::failed(Failure::Unreachable("connect refused".into()));
+    let report = JobReport {
+        job_id: "550e8400-e29b-41d4-a716-446655440000".into(),
+        // Free text: never a label.
+        playbook: "nightly \"web\" restart".into(),
+        started_at: "2024-01-01T00:00:00Z".into(),
+        finished_at: "2024-01-01T00:00:09Z".into(),
+        outcome: RunOutcome::Completed,
+        results: vec![
+            result(
+                "web-1",
+                "roll",
+                "restart",
+                800,
+                Outcome::Ok { changed: true },
+            ),
+            result("web-2", "roll", "none", 0, unreachable.clone()),
+            result("web-3", "roll", "none", 0, unreachable),
+        ],
+        inputs: None,
+        retry_of: None,
+    };
+    let text = textfile(&LastRun {
+        playbook: "nightly-restart",
+        finished: 1_700_000_009.25,
+        duration: 9.5,
+        exit_code: 4,
+        report: Some(&report),
+        last_success: Some(1_699_990_000.0),
+    });
+    assert!(!text.contains("web"), "{text}");
+    assert_eq!(previous_success(&text), Some(1_699_990_000.0));
+    insta::assert_snapshot!(stable_metrics(&text));
+}

@@ -238,8 +238,10 @@ pub async fn start_job_with(
     // A server told to stop does not keep a request waiting for a unit
     // until its `wait` ends: that would hold the shutdown up to 10m.
     let mut stopping = state.shutdown.clone();
+    let mut waiting = None;
     if let Err(b) = state.claims.take(claims.clone(), &id, Duration::ZERO).await {
         tracing::info!(job = %id, holder = %b.job_id, "waiting for {} (held by another job)", b.claim);
+        waiting = Some(state.metrics.waiting());
     }
     let held = tokio::select! {
         taken = state.claims.take(claims, &id, wait) => taken.map_err(|b| {
@@ -256,6 +258,7 @@ pub async fn start_job_with(
             ))
         }
     };
+    drop(waiting);
     let (carry, resume) = match cont {
         None => (None, None),
         Some(Continuation::Retry(carry)) => (Some(carry), None),

@@ -8,13 +8,16 @@ mod conns;
 mod consul;
 mod error;
 mod executor;
+mod exposition;
 mod extract;
 mod inflight;
 mod jobs;
 pub(super) mod launch;
 mod limit;
 mod listen;
+mod metrics;
 mod node;
+mod observe;
 mod openapi;
 mod page;
 mod read;
@@ -53,6 +56,9 @@ use self::state::{AppState, Settings, Sources};
 
 /// Bodies over this are refused with 413.
 const MAX_BODY: usize = 1024 * 1024;
+
+/// How long a stopping server waits for notifications still being retried.
+const NOTIFY_DRAIN: Duration = Duration::from_secs(30);
 
 /// A path and query over this is refused with 414 (hyper itself answers
 /// 414 past 64 KiB, with no body).
@@ -135,6 +141,17 @@ pub struct ServeArgs {
     /// open files limit when lower); past it the oldest idle one is closed.
     #[arg(long)]
     pub max_connections: Option<usize>,
+    /// Also serve GET /metrics without a key on this loopback HOST:PORT
+    /// (for a local Prometheus or agent); GET /metrics on --listen needs a key.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Label host results with the hostname (one series per host: mind
+    /// the fleet's size).
+    #[arg(long)]
+    pub metrics_host_labels: bool,
+    /// `--notify`, its secret and time bound.
+    #[command(flatten)]
+    pub notify: crate::cmd::notify::NotifyArgs,
 }
 
 /// `drover serve` subcommands.
@@ -207,6 +224,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         node: a.node.clone(),
     };
     let loaded = sources.load()?;
+    let notifier = crate::cmd::notify::Notifier::from_args(&a.notify)?;
     error::hide_dirs(server_dirs(a, &sources, &loaded));
     let address = Address::parse(&a.listen)?;
     let tls = a.tls_cert.as_deref().zip(a.tls_key.as_deref());
@@ -257,7 +275,18 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
     crate::engine::private::private_dir_for("--jobs-dir", &jobs_dir)?;
     let rt = super::runtime()?;
     rt.block_on(async move {
-        let jobs: Arc<dyn JobStore> = Arc::new(DirJobs::open(&jobs_dir, retention)?);
+        let metrics = Arc::new(metrics::Metrics::new(a.metrics_host_labels));
+        let notifier = notifier.map(|n| {
+            metrics.notifying();
+            let m = metrics.clone();
+            Arc::new(n.on_result(move |d| m.notified(d == crate::cmd::notify::Delivery::Delivered)))
+        });
+        let observer = observe::ServeObserver {
+            metrics: metrics.clone(),
+            notifier: notifier.clone(),
+        };
+        let jobs: Arc<dyn JobStore> =
+            Arc::new(DirJobs::open(&jobs_dir, retention)?.with_observer(Arc::new(observer)));
         let pool = Pool::new(idle);
         let reach = Reach::new(settings.forks, settings.read_timeout).with_pool(Some(pool.clone()));
         let listener = listen::bind(&address, tls).await?;
@@ -276,7 +305,14 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             shutdown: stop_rx,
             reads: Default::default(),
             csrf_secret: session::secret()?,
+            metrics,
         });
+        let metrics_bound = match &a.metrics_listen {
+            Some(addr) => {
+                Some(exposition::listen(addr, state.clone(), state.shutdown.clone()).await?)
+            }
+            None => None,
+        };
         let app = router(state.clone());
         let bound = listener.local_addr().map(|p| p.0).unwrap_or_default();
         // Handlers first: a SIGTERM sent as soon as the line below is read
@@ -284,6 +320,9 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         let shutdown = signals(state.clone(), stop_tx);
         // One line on stdout that scripts (and tests) wait for.
         outln!("drover serve: listening on {bound}");
+        if let Some(m) = metrics_bound {
+            outln!("drover serve: metrics on {m} (GET /metrics, no key)");
+        }
         tracing::info!(
             max_connections = limits.max_connections,
             header_timeout_ms = limits.header_read.as_millis() as u64,
@@ -292,6 +331,9 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         );
         conns::serve(listener, app, limits, shutdown).await;
         jobs.shutdown("SIGTERM").await;
+        if let Some(n) = &notifier {
+            n.drain(NOTIFY_DRAIN).await;
+        }
         tracing::info!(
             connections_opened = pool.opened(),
             "stopped; connections opened over the server's life"
@@ -421,6 +463,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/audit", get(jobs::audit))
         .route("/openapi.json", get(openapi::serve_spec))
         .route("/health", get(jobs::health))
+        .route("/metrics", get(exposition::metrics))
         .route("/", get(page::page))
         .route("/login", post(page::login))
         .route("/logout", post(page::logout))
@@ -457,6 +500,11 @@ fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
+        ))
+        // Outside the key check: refused requests are counted too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            exposition::track,
         ));
     outer(api.with_state(state))
 }

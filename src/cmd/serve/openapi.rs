@@ -40,6 +40,7 @@ impl Modify for Bearer {
         super::jobs::list_jobs, super::jobs::get_job, super::jobs::job_events, super::jobs::cancel_job, super::jobs::retry_job, super::jobs::resume_job,
         super::jobs::list_runbooks, super::jobs::run_runbook,
         super::jobs::health, super::jobs::reload, super::jobs::audit, serve_spec,
+        super::exposition::metrics,
         super::redis::local_services, super::redis::local_operation, super::redis::cluster_operation,
         super::consul::services, super::consul::service, super::consul::health_by_name,
         super::consul::health_by_id, super::consul::register, super::consul::deregister,

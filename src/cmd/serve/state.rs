@@ -213,6 +213,8 @@ pub struct AppState {
     /// Random at start: the status page's CSRF tokens are HMACs of the
     /// session's id under it.
     pub csrf_secret: [u8; 32],
+    /// The server's metrics (GET /metrics).
+    pub metrics: Arc<super::metrics::Metrics>,
 }
 
 impl AppState {
@@ -229,6 +231,7 @@ impl AppState {
     pub async fn reload(&self) -> Result<Arc<Loaded>> {
         let new = Arc::new(self.sources.load()?);
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        self.metrics.reloaded();
         let keys = new.keys.clone();
         self.sessions
             .retain(&move |s| keys.find_digest(&s.key_digest).is_some())
