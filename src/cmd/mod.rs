@@ -35,15 +35,17 @@ macro_rules! book {
 }
 
 mod apply;
-pub mod args;
+internal_mod! {
+    args;
+    logging;
+    notify;
+    serve;
+}
 mod docs;
-pub mod logging;
-pub mod notify;
 mod observe;
 mod plan;
 mod progress;
 mod read;
-pub mod serve;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;

@@ -56,7 +56,7 @@ pub struct ApplyOptions {
     /// (the server answers with it); None: a new UUID.
     pub job_id: Option<String>,
     /// What an earlier run of this job already did: a retry's results to
-    /// keep, or a resume's journal (see [`crate::engine::carry`]).
+    /// keep, or a resume's journal (see [`Carry`](crate::engine::Carry)).
     pub carry: Option<Carry>,
     /// Continue this journal instead of starting one (a resume): the job
     /// keeps its id, its start time and its journal.

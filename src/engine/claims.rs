@@ -87,7 +87,8 @@ impl Held {
     }
 
     /// What is held.
-    pub fn claims(&self) -> &[Claim] {
+    #[cfg(test)]
+    fn claims(&self) -> &[Claim] {
         &self.keys
     }
 }

@@ -132,11 +132,6 @@ impl Entry {
         })
     }
 
-    /// The hosts the job may touch, sorted.
-    pub fn hosts(&self) -> &[String] {
-        &self.hosts
-    }
-
     /// Whether every host of the job is in `within` (None: no bound).
     pub fn within(&self, within: Option<&BTreeSet<String>>) -> bool {
         inside(&self.hosts, within)

@@ -5,29 +5,50 @@
 //! gives and returns typed values; it never prints and never builds a
 //! runtime of its own.
 
-pub mod apply;
-pub mod carry;
-pub mod claims;
-pub mod clock;
-pub mod events;
+internal_mod! {
+    apply;
+    carry;
+    claims;
+    clock;
+    events;
+    files;
+    health;
+    inventory;
+    job;
+    job_store;
+    journal;
+    live;
+    plan;
+    private;
+    saved;
+    status;
+}
 mod execute;
-pub mod files;
-pub mod health;
-pub mod inventory;
-pub mod job;
-pub mod job_store;
-pub mod journal;
-pub mod live;
 mod lock;
-pub mod plan;
-pub mod private;
-pub mod saved;
-pub mod status;
 mod walk;
 
-pub use apply::{apply, Applied, ApplyOptions};
+// The library's surface: what a program needs to load files into a
+// [`Job`], plan it, apply it, read state and health, and follow a run by
+// its events. Everything else in the engine (and the `remote` and
+// `render` layers) is crate-private unless built with the `internals`
+// feature, which only the tests and benches turn on.
+pub use apply::{apply, Applied, ApplyOptions, Continue};
+pub use carry::{Carry, Origin};
 pub use clock::Clock;
 pub use events::{Event, EventSink, NoEvents, StopFlag};
+pub use health::{health, HealthRequest};
+pub use inventory::load as load_inventory;
 pub use job::{AdHoc, Job, ServiceAction};
+pub use journal::{load_report, save_report};
+pub use live::{read_facts, UnitSet};
 pub use lock::lock_dir;
-pub use plan::{plan, FactsSource, Plan, PlanOptions, Planned};
+pub use plan::{
+    plan, FactsSource, HostChanges, Plan, PlanOptions, PlanParams, Planned, PlannedResult,
+    Source, StepPlan, Summary, UnitChange,
+};
+pub use saved::{Drift, SavedParams, SavedPlan, SavedResult, SavedSource, SavedStep};
+pub use status::{status, MaintenanceEntry, ServiceStatus, StatusEntry, StatusError, StatusReport};
+// The connection settings the options above carry: how many hosts at once,
+// how long to wait, and a pool of warm connections a long-lived caller
+// keeps between runs.
+pub use crate::remote::{fanout::Reach, pool::Pool};

@@ -69,7 +69,7 @@ pub struct SavedStep {
 /// The parts of a `drover.plan/1` document that `apply --plan` reads.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SavedPlan {
-    /// Must be [`PLAN_SCHEMA`].
+    /// Must be `PLAN_SCHEMA`.
     pub schema: String,
     /// The playbook it was made from.
     pub playbook: SavedSource,

@@ -73,13 +73,6 @@ pub async fn open(h: &Host, reach: &Reach) -> Result<Arc<Session>, HostError> {
     }
 }
 
-/// Close a session after use, unless a pool (or another job) keeps it.
-pub async fn release(session: Arc<Session>) {
-    if let Ok(s) = Arc::try_unwrap(session) {
-        s.close().await;
-    }
-}
-
 /// Connect to every host, at most `reach.forks` connections being set up
 /// at a time, each within `reach.timeout`. Results come back in the order
 /// of `hosts`.

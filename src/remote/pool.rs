@@ -93,7 +93,7 @@ impl Pool {
     }
 
     /// The host's open session, or a new one within `timeout`.
-    pub async fn get(&self, h: &Host, timeout: Duration) -> Result<Arc<Session>, HostError> {
+    pub(crate) async fn get(&self, h: &Host, timeout: Duration) -> Result<Arc<Session>, HostError> {
         let fp = fingerprint(h);
         if let Some(s) = self.reusable(h, &fp).await {
             return Ok(s);
@@ -135,7 +135,7 @@ impl Pool {
 
     /// Forget the host's session if it is `s` (it lost its connection):
     /// the next job connects anew.
-    pub fn discard(&self, host: &str, s: &Arc<Session>) {
+    pub(crate) fn discard(&self, host: &str, s: &Arc<Session>) {
         let mut e = self.entries();
         if e.get(host).is_some_and(|x| Arc::ptr_eq(&x.session, s)) {
             e.remove(host);

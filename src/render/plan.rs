@@ -67,11 +67,6 @@ fn state_doc(
     s
 }
 
-/// The unified diff of one host: current state against planned state.
-pub fn host_diff(h: &HostChanges) -> String {
-    host_diff_cached(h, &mut DiffCache::default())
-}
-
 /// Fleets repeat themselves: hundreds of hosts share the same before and
 /// after documents, so the hunks are computed once per distinct pair.
 #[derive(Default)]

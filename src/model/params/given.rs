@@ -76,7 +76,7 @@ pub(super) struct Given {
 }
 
 /// The values a caller gave, by name, before they are checked against a
-/// playbook's declaration ([`Declared::bind`]).
+/// playbook's declaration (`Declared::bind`).
 #[derive(Default)]
 pub struct ParamValues {
     pub(super) given: BTreeMap<String, Given>,

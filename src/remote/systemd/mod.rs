@@ -12,7 +12,9 @@ mod proxy;
 pub(super) mod read;
 mod unitfile;
 
-pub use job::{JobEnd, JobOp, JobOutcome};
+// How a job ended, for the lab tests that drive this client directly.
+#[cfg(feature = "internals")]
+pub use job::JobEnd;
 pub use proxy::*;
 pub use read::StateRead;
 
@@ -128,11 +130,6 @@ impl Systemd {
         &self.conn
     }
 
-    /// The typed Manager proxy, for calls this client does not wrap.
-    pub fn manager(&self) -> &ManagerProxy<'static> {
-        &self.manager
-    }
-
     /// A typed proxy on a unit object (properties are not cached: every
     /// read is a fresh Get).
     pub async fn unit_proxy(&self, unit: &str) -> Result<UnitProxy<'static>, SystemdError> {
@@ -145,8 +142,10 @@ impl Systemd {
             .map_err(SystemdError::bus(format!("Unit proxy {unit}")))
     }
 }
+
 #[cfg(test)]
 mod tests {
+    use super::job::{JobEnd, JobOp, JobOutcome};
     use super::*;
 
     #[test]

@@ -1,7 +1,7 @@
 //! Reads of unit state, pipelined: every call for a batch of units is
 //! sent before any reply is awaited.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use futures_util::StreamExt;
 use zbus::proxy::CacheProperties;
@@ -252,46 +252,6 @@ impl Systemd {
             )
             .await?;
         reply.body().deserialize()
-    }
-
-    /// Names of the loaded service units (what `systemctl list-units
-    /// --type=service --all` shows), sorted.
-    pub async fn list_loaded_services(&self) -> Result<Vec<UnitName>, SystemdError> {
-        let units = self
-            .manager
-            .list_units()
-            .await
-            .map_err(SystemdError::bus("ListUnits"))?;
-        Ok(units
-            .into_iter()
-            .filter(|u| u.2 != "not-found")
-            .filter_map(|u| service_name(&u.0))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect())
-    }
-
-    /// Every service unit of the host: the loaded ones and every installed
-    /// service unit file (template files such as `getty@.service` excluded:
-    /// they are not units until instantiated). Both lists are read in one
-    /// round trip.
-    pub async fn list_service_units(&self) -> Result<Vec<UnitName>, SystemdError> {
-        let (loaded, files) = futures_util::join!(
-            self.manager.list_units(),
-            self.manager
-                .list_unit_files_by_patterns(&[], &["*.service"])
-        );
-        let loaded = loaded.map_err(SystemdError::bus("ListUnits"))?;
-        let files = files.map_err(SystemdError::bus("ListUnitFilesByPatterns"))?;
-        let mut names = BTreeSet::new();
-        for u in loaded.iter().filter(|u| u.2 != "not-found") {
-            names.extend(service_name(&u.0));
-        }
-        for (path, _state) in &files {
-            let base = path.rsplit('/').next().unwrap_or(path);
-            names.extend(service_name(base));
-        }
-        Ok(names.into_iter().collect())
     }
 
     /// Facts of every service unit (loaded units and unit files) — what

@@ -69,7 +69,9 @@ impl Systemd {
             .map_err(SystemdError::bus("Reload"))
     }
 
-    /// The enablement state of a unit file (`systemctl is-enabled`).
+    /// The enablement state of a unit file (`systemctl is-enabled`): the
+    /// lab tests' check of enable and disable (facts read it in bulk).
+    #[cfg(feature = "internals")]
     pub async fn unit_file_state(&self, unit: &UnitName) -> Result<String, SystemdError> {
         self.manager
             .get_unit_file_state(unit.as_str())
