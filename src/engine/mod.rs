@@ -43,8 +43,8 @@ pub use journal::{load_report, save_report};
 pub use live::{read_facts, UnitSet};
 pub use lock::lock_dir;
 pub use plan::{
-    plan, FactsSource, HostChanges, Plan, PlanOptions, PlanParams, Planned, PlannedResult,
-    Source, StepPlan, Summary, UnitChange,
+    plan, FactsSource, HostChanges, Plan, PlanOptions, PlanParams, Planned, PlannedResult, Source,
+    StepPlan, Summary, UnitChange,
 };
 pub use saved::{Drift, SavedParams, SavedPlan, SavedResult, SavedSource, SavedStep};
 pub use status::{status, MaintenanceEntry, ServiceStatus, StatusEntry, StatusError, StatusReport};
