@@ -202,6 +202,19 @@ pub enum AdHoc {
         /// Why (required to enable): the caller's text, kept verbatim.
         reason: Option<CallerText>,
     },
+    /// Register a unit file (write this content) or deregister it (None:
+    /// stop, disable, remove): the `unit:` module, for the server's
+    /// unit-file routes.
+    UnitFile {
+        /// The unit as given (a bare name gets `.service`).
+        unit: String,
+        /// The hosts: the union of these selectors.
+        targets: Vec<String>,
+        /// The file's content, verbatim; None: no file.
+        content: Option<String>,
+        /// Who asks (`consul`, `osapi`): names the job and its label.
+        by: &'static str,
+    },
 }
 
 impl AdHoc {
@@ -214,6 +227,15 @@ impl AdHoc {
                 unit,
                 target,
             } => (service_playbook(*action, unit, target)?, "<drover service>"),
+            AdHoc::UnitFile {
+                unit,
+                targets,
+                content,
+                by,
+            } => {
+                let text = unit_file_playbook(unit, targets, content.as_deref(), by)?;
+                return Playbook::from_str(&text, Path::new(&format!("<{by} register>")));
+            }
             AdHoc::Maintenance {
                 enable,
                 unit,
@@ -264,6 +286,40 @@ fn service_playbook(action: ServiceAction, unit: &str, target: &str) -> Result<S
         )),
         q(target),
         q(unit.as_str())
+    ))
+}
+
+/// The one-step `unit:` playbook of a unit-file route. Values are
+/// validated first and written as JSON strings, which YAML reads
+/// verbatim: the content is the file's text, never a template.
+fn unit_file_playbook(
+    unit: &str,
+    targets: &[String],
+    content: Option<&str>,
+    by: &str,
+) -> Result<String> {
+    let unit = UnitName::parse(unit).map_err(|m| Error::Usage(format!("unit `{unit}`: {m}")))?;
+    for t in targets {
+        parse_selector("target", t)?;
+    }
+    if targets.is_empty() {
+        return Err(Error::Usage("a unit file needs at least one target".into()));
+    }
+    let q = |v: &str| serde_json::Value::from(v).to_string();
+    let (word, body) = match content {
+        Some(c) => ("register", format!("content: {}", q(c))),
+        None => ("deregister", "state: absent".to_string()),
+    };
+    let targets: Vec<String> = targets.iter().map(|t| q(t)).collect();
+    Ok(format!(
+        "name: {}\nsteps:\n  - id: {}\n    target: [{}]\n    unit: {{ name: {}, {body} }}\n",
+        q(&format!("{by} {word} {unit}")),
+        q(&format!(
+            "{word}-{}",
+            unit.as_str().replace(['@', ':', '\\'], "_")
+        )),
+        targets.join(", "),
+        q(unit.as_str()),
     ))
 }
 
@@ -320,6 +376,56 @@ mod tests {
         let text = service_playbook(ServiceAction::Restart, "demo@a:b", "role:web,!x").unwrap();
         let pb = Playbook::from_str(&text, Path::new("t")).unwrap();
         assert_eq!(pb.steps[0].id, "restarted-demo_a_b.service");
+    }
+
+    /// A unit file's content is the file's text, kept as sent (template
+    /// syntax, quotes and newlines included), over the union of targets.
+    #[test]
+    fn a_unit_files_content_is_verbatim_over_every_target() {
+        let content = "[Unit]\nDescription={{ 7*7 }} \"q\" {% raw %}\n";
+        let op = AdHoc::UnitFile {
+            unit: "x-app".into(),
+            targets: vec!["lab-1".into(), "role:web,!lab-2".into()],
+            content: Some(content.into()),
+            by: "osapi",
+        };
+        let pb = op.playbook().unwrap();
+        assert_eq!(pb.name, "osapi register x-app.service");
+        assert_eq!(pb.steps[0].targets.len(), 2);
+        let Operation::Unit {
+            source: crate::model::playbook::UnitSource::Content(c),
+            ..
+        } = &pb.steps[0].operation
+        else {
+            panic!("not a unit step with content");
+        };
+        assert_eq!(c, content);
+        let gone = AdHoc::UnitFile {
+            unit: "x-app".into(),
+            targets: vec!["lab-1".into()],
+            content: None,
+            by: "consul",
+        };
+        assert_eq!(
+            gone.playbook().unwrap().steps[0].id,
+            "deregister-x-app.service"
+        );
+        for bad in [
+            AdHoc::UnitFile {
+                unit: "../x".into(),
+                targets: vec!["lab-1".into()],
+                content: None,
+                by: "osapi",
+            },
+            AdHoc::UnitFile {
+                unit: "x".into(),
+                targets: vec![],
+                content: None,
+                by: "osapi",
+            },
+        ] {
+            assert!(bad.playbook().is_err(), "{bad:?}");
+        }
     }
 
     /// A reason is the caller's text: template syntax in it is stored and

@@ -411,8 +411,7 @@ pub struct Register {
     pub content: String,
 }
 
-/// A one-step `unit:` playbook on the node; values are JSON strings, which
-/// YAML reads verbatim.
+/// A one-step `unit:` playbook on the node.
 fn unit_job(
     state: &AppState,
     caller: &Caller,
@@ -420,26 +419,13 @@ fn unit_job(
     unit: &UnitName,
     content: Option<&str>,
 ) -> Result<Job, ApiError> {
-    let q = |v: &str| serde_json::Value::from(v).to_string();
-    let (word, body) = match content {
-        Some(c) => ("register", format!("content: {}", q(c))),
-        None => ("deregister", "state: absent".to_string()),
+    let op = AdHoc::UnitFile {
+        unit: unit.to_string(),
+        targets: vec![node.to_string()],
+        content: content.map(str::to_string),
+        by: "consul",
     };
-    let text = format!(
-        "name: {}\nsteps:\n  - id: {}\n    target: {}\n    unit: {{ name: {}, {body} }}\n",
-        q(&format!("consul {word} {unit}")),
-        q(&format!(
-            "{word}-{}",
-            unit.as_str().replace(['@', ':', '\\'], "_")
-        )),
-        q(node),
-        q(unit.as_str()),
-    );
-    let pb = crate::model::playbook::Playbook::from_str(
-        &text,
-        std::path::Path::new("<consul register>"),
-    )?;
-    job_for(state, caller, pb, None)
+    job_for(state, caller, op.playbook()?, None)
 }
 
 /// `PUT /v1/agent/service/register`: write the unit file (the unit module).
