@@ -21,7 +21,7 @@ use super::audit::AuditLine;
 use super::auth::{Caller, JobId};
 use super::error::ApiError;
 use super::extract::query;
-use super::launch::{job_for, run_job, start_job_with, ChangeQuery, Continuation};
+use super::launch::{job_for, run_job, start_job_with, ChangeQuery, Continuation, Started};
 use super::state::{valid_runbook_name, AppState};
 
 /// Query of `GET /job`.
@@ -68,7 +68,7 @@ pub async fn list_jobs(
 
 /// The job `id` if this key may see it: a job on hosts outside a scoped
 /// key's targets answers exactly as one that does not exist.
-fn entry(
+pub(super) fn entry(
     state: &AppState,
     caller: &Caller,
     id: &str,
@@ -241,9 +241,12 @@ pub async fn resume_job(
     continue_job(state, caller, id, q, body, Kind::Resume).await
 }
 
+/// Which continuation of an ended job.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
+    /// A new job running again what did not end ok.
     Retry,
+    /// The same job, from its journal.
     Resume,
 }
 
@@ -275,10 +278,27 @@ async fn continue_job(
             "dry_run is not offered here; `drover plan --retry REPORT` or `--resume JOURNAL` previews it",
         ));
     }
+    Ok(continue_started(&state, &caller, &id, &q, body, kind, None)
+        .await?
+        .into_response())
+}
+
+/// Retry or resume job `id` as [`continue_job`] does, its request read:
+/// the job it started (or continued). `narrow` (a selector) narrows the
+/// hosts further, on top of the job's own `--limit`.
+pub(super) async fn continue_started(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    id: &str,
+    q: &ChangeQuery,
+    body: ContinueBody,
+    kind: Kind,
+    narrow: Option<&str>,
+) -> Result<Started, ApiError> {
     if kind == Kind::Resume && body.from_start {
         return Err(ApiError::bad_request("from_start is for retry only"));
     }
-    let e = entry(&state, &caller, &id)?;
+    let e = entry(state, caller, id)?;
     let word = match kind {
         Kind::Retry => "retry",
         Kind::Resume => "resume",
@@ -288,7 +308,7 @@ async fn continue_job(
             "job {id} is running; {word} it once it ended (GET /job/{id})"
         )));
     }
-    let journal = state.jobs.journal(&id).ok_or_else(|| {
+    let journal = state.jobs.journal(id).ok_or_else(|| {
         ApiError::conflict(format!("job {id} has no journal left to {word} from"))
     })?;
     let header = crate::engine::journal::read_header(&journal)?;
@@ -311,8 +331,12 @@ async fn continue_job(
     let recorded = ParamValues::from_request(header.params.clone().into_iter().collect());
     let values = recorded.overlaid(ParamValues::from_request(body.params.unwrap_or_default()));
     let playbook = rb.playbook_with(&values)?;
-    check_selector_params(&state, &caller, &playbook)?;
-    let job = job_for(&state, &caller, playbook, header.files.limit.as_deref())?;
+    check_selector_params(state, caller, &playbook)?;
+    let limit = match (header.files.limit.as_deref(), narrow) {
+        (Some(l), Some(n)) => Some(format!("{l},{n}")),
+        (l, n) => l.or(n).map(str::to_string),
+    };
+    let job = job_for(state, caller, playbook, limit.as_deref())?;
     let cont = match kind {
         Kind::Retry => {
             let parent = e.report().ok_or_else(|| {
@@ -331,21 +355,20 @@ async fn continue_job(
             ))
         }
         Kind::Resume => Continuation::Resume {
-            job_id: id.clone(),
+            job_id: id.to_string(),
             journal,
             allow_changed: body.changed,
         },
     };
-    Ok(start_job_with(
-        &state,
-        &caller,
+    start_job_with(
+        state,
+        caller,
         job,
-        &q,
+        q,
         vec![Claim::Runbook(rb.name.clone())],
         Some(cont),
     )
-    .await?
-    .into_response())
+    .await
 }
 
 /// A runbook as listed.

@@ -97,6 +97,28 @@ pub async fn read_units(
     target: &str,
     units: &[String],
 ) -> Result<Vec<HostUnits>, ApiError> {
+    let read = read_targets(state, caller, target, units).await?;
+    Ok(host_units(&read.report, &read.hosts))
+}
+
+/// What [`read_targets`] read: the status of the targeted hosts' units,
+/// and those hosts in inventory order.
+pub struct TargetRead {
+    /// Every unit read, and the hosts that could not be read.
+    pub report: Arc<StatusReport>,
+    /// The targeted hosts the key may see.
+    pub hosts: Vec<String>,
+}
+
+/// Read units of the targeted hosts the key may see (every loaded service
+/// without `units`): 403 for hosts outside a scoped key's targets, 404 when
+/// one unit is asked for and no host that answered knows it.
+pub async fn read_targets(
+    state: &AppState,
+    caller: &Caller,
+    target: &str,
+    units: &[String],
+) -> Result<TargetRead, ApiError> {
     let sel = selector(target)?;
     let loaded = state.loaded();
     let inv = if sel.is_any() {
@@ -117,10 +139,12 @@ pub async fn read_units(
         .map(|t| t.to_string())
         .unwrap_or_default();
     let report = shared_read(state, caller, &scope, inv, target, units).await?;
-    let out = host_units(&report, &hosts);
     // One unit asked for and no host that answered knows it: 404, as for
     // an unknown job or runbook.
-    let read: Vec<&HostUnits> = out.iter().filter(|h| h.error.is_none()).collect();
+    let read: Vec<&String> = hosts
+        .iter()
+        .filter(|h| !report.errors.iter().any(|e| &e.hostname == *h))
+        .collect();
     if units.len() == 1 && !read.is_empty() {
         let unknown = report.services.iter().all(|s| s.load_state == "not-found");
         if unknown {
@@ -131,13 +155,13 @@ pub async fn read_units(
                     .first()
                     .map_or(units[0].as_str(), |s| s.name.as_str()),
                 read.iter()
-                    .map(|h| h.hostname.as_str())
+                    .map(|h| h.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             )));
         }
     }
-    Ok(out)
+    Ok(TargetRead { report, hosts })
 }
 
 /// Read the units of the targeted hosts (over `inv`, the hosts the key of
