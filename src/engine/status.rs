@@ -83,6 +83,15 @@ pub struct StatusEntry {
     pub sub_state: String,
     /// systemd's LoadState (not-found for a unit that does not exist).
     pub load_state: String,
+    /// systemd's UnitFileState (enabled, disabled, static, ...), when known.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub unit_file_state: String,
+    /// The main process, while there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub main_pid: Option<u32>,
+    /// The unit's Description=, when it has one.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub description: String,
     /// The unit's (or its host's) maintenance flag, when set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<crate::model::facts::Maintenance>,
@@ -175,6 +184,9 @@ pub fn status_report(
                 active_state: u.active_state.clone(),
                 sub_state: u.sub_state.clone(),
                 load_state: u.load_state.clone(),
+                unit_file_state: u.unit_file_state.clone(),
+                main_pid: (u.main_pid != 0).then_some(u.main_pid),
+                description: u.description.clone(),
                 maintenance: hf
                     .maintenance
                     .clone()
@@ -240,6 +252,7 @@ mod tests {
             invocation_id: String::new(),
             main_pid: 0,
             job: job.map(String::from),
+            description: String::new(),
         }
     }
 

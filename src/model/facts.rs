@@ -43,6 +43,9 @@ pub struct UnitFacts {
     /// so `status` can tell STARTING from RESTARTING.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    /// The unit's Description= (empty when none or not read).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
 }
 
 impl UnitFacts {
@@ -57,6 +60,7 @@ impl UnitFacts {
             invocation_id: String::new(),
             main_pid: 0,
             job: None,
+            description: String::new(),
         }
     }
 }

@@ -83,6 +83,67 @@ impl JobResult {
     }
 }
 
+/// How one host ended in a job, over all its results: `Failed` when one
+/// needs a retry (it failed, or was skipped because of a failure, an abort
+/// or a stop), else `Ok` when one ended ok, else `Skipped` (every result
+/// skipped by `when`, maintenance, ...). The rule a retry reruns by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostEnd {
+    /// Every result ok (or skipped for a reason of its own).
+    Ok,
+    /// Some result needs a retry.
+    Failed,
+    /// Every result skipped for a reason of its own.
+    Skipped,
+}
+
+impl HostEnd {
+    /// How a host with these results ended.
+    pub fn of<'a>(results: impl IntoIterator<Item = &'a JobResult>) -> Self {
+        let mut ok = false;
+        for r in results {
+            if r.needs_retry() {
+                return HostEnd::Failed;
+            }
+            ok |= r.status == Status::Ok;
+        }
+        if ok {
+            HostEnd::Ok
+        } else {
+            HostEnd::Skipped
+        }
+    }
+}
+
+/// How many hosts of a job ended each way ([`HostEnd`]), each counted once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostTally {
+    /// Hosts that ended ok.
+    pub ok: usize,
+    /// Hosts a retry would run again.
+    pub failed: usize,
+    /// Hosts every result of which was skipped for a reason of its own.
+    pub skipped: usize,
+}
+
+impl HostTally {
+    /// The tally of a job's results.
+    pub fn of(results: &[JobResult]) -> Self {
+        let mut hosts: Vec<&str> = results.iter().map(|r| r.hostname.as_str()).collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        let mut t = HostTally::default();
+        for h in hosts {
+            match HostEnd::of(results.iter().filter(|r| r.hostname == h)) {
+                HostEnd::Ok => t.ok += 1,
+                HostEnd::Failed => t.failed += 1,
+                HostEnd::Skipped => t.skipped += 1,
+            }
+        }
+        t
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -286,6 +347,32 @@ mod tests {
             inputs: None,
             retry_of: None,
         }
+    }
+
+    #[test]
+    fn each_host_is_tallied_once_by_its_worst_result() {
+        let ok = Outcome::Ok { changed: true };
+        let failed = Outcome::failed(Failure::JobFailed("job failed".into()));
+        let maint = Outcome::Skipped(crate::model::outcome::SkipReason::Maintenance("m".into()));
+        let r = |h: &str, o: &Outcome| JobResult::new(h, "s", "u.service", o, &Secrets::new());
+        let results = [
+            r("a", &ok),
+            r("a", &failed),
+            r("b", &ok),
+            r("b", &maint),
+            r("c", &maint),
+        ];
+        assert_eq!(
+            HostTally::of(&results),
+            HostTally {
+                ok: 1,
+                failed: 1,
+                skipped: 1
+            }
+        );
+        assert_eq!(HostEnd::of(&results[..2]), HostEnd::Failed);
+        assert_eq!(HostEnd::of(&results[4..]), HostEnd::Skipped);
+        assert_eq!(HostTally::of(&[]), HostTally::default());
     }
 
     #[test]

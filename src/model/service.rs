@@ -243,6 +243,7 @@ mod tests {
             invocation_id: String::new(),
             main_pid: 0,
             job: None,
+            description: String::new(),
         }
     }
 

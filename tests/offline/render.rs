@@ -88,6 +88,9 @@ fn entry(host: &str, unit: &str, status: ServiceStatus, up: Option<u64>) -> Stat
         active_state: "active".into(),
         sub_state: "running".into(),
         load_state: "loaded".into(),
+        unit_file_state: String::new(),
+        main_pid: None,
+        description: String::new(),
         maintenance: None,
     }
 }

@@ -1,16 +1,17 @@
 //! The finished jobs a [`DirJobs`](super::DirJobs) keeps: summaries
 //! indexed by start, finishing order and end time, and the retention that
 //! expires them (their report and journal deleted), so neither memory nor
-//! a listing's cost grows with the history.
+//! a listing's cost grows with the history. Every job as a summary, and a
+//! finished job deleted on request, come from the same index.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Entry, JobStatus};
+use super::{DirJobs, Entry, JobStatus};
 use crate::engine::journal::Journal;
-use crate::model::report::JobReport;
+use crate::model::report::{HostTally, JobReport};
 
 /// How many finished jobs a [`DirJobs`] keeps, and for how long. Running
 /// jobs are never counted nor removed.
@@ -52,6 +53,8 @@ pub(super) struct Done {
     /// `finished_at` in Unix seconds; None (unreadable) is never too old.
     pub(super) finished: Option<i64>,
     pub(super) report: PathBuf,
+    /// How its hosts ended.
+    pub(super) tally: HostTally,
 }
 
 /// Every job the store knows: the running ones whole, the finished ones as
@@ -132,15 +135,12 @@ impl Index {
     }
 }
 
-/// Delete expired jobs' reports and journals.
-pub(super) fn delete(reports: Vec<PathBuf>) {
+/// Delete jobs' reports and journals: `why` they go, for the log.
+pub(super) fn delete(reports: Vec<PathBuf>, why: &str) {
     if reports.is_empty() {
         return;
     }
-    tracing::info!(
-        jobs = reports.len(),
-        "jobs dir: expired job reports deleted"
-    );
+    tracing::info!(jobs = reports.len(), "jobs dir: {why} job reports deleted");
     for report in reports {
         for path in [Journal::beside(&report), report] {
             match std::fs::remove_file(&path) {
@@ -173,10 +173,162 @@ pub(super) fn done_of(r: &JobReport, hosts: Vec<String>, report: PathBuf) -> Don
         hosts,
         finished: unix_seconds(&r.finished_at),
         report,
+        tally: HostTally::of(&r.results),
     }
 }
 
 /// Whether every host is in `within` (None: no bound).
 pub(super) fn inside(hosts: &[String], within: Option<&BTreeSet<String>>) -> bool {
     within.is_none_or(|w| hosts.iter().all(|h| w.contains(h)))
+}
+
+/// A job as [`JobStore::summaries`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSummary {
+    /// Its id.
+    pub job_id: String,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// Where it is.
+    pub outcome: JobStatus,
+    /// How its hosts ended (so far, while it runs).
+    pub hosts: HostTally,
+}
+
+/// What [`JobStore::remove`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removed {
+    /// The job's report and journal are deleted; it is no longer listed.
+    Removed,
+    /// The job is running: nothing was deleted.
+    Running,
+    /// No such job.
+    Unknown,
+}
+
+impl DirJobs {
+    /// Every job within `within`, newest first, from the index alone.
+    pub fn summaries(&self, within: Option<&BTreeSet<String>>) -> Vec<JobSummary> {
+        let idx = self.index();
+        let mut out: Vec<JobSummary> = idx
+            .running
+            .iter()
+            .filter(|e| e.within(within))
+            .map(|e| {
+                let s = e.state();
+                JobSummary {
+                    job_id: s.view.job_id.clone(),
+                    started_at: s.view.started_at.clone(),
+                    outcome: s.view.outcome,
+                    hosts: HostTally::of(&s.view.results),
+                }
+            })
+            .collect();
+        out.extend(
+            idx.done
+                .iter()
+                .filter(|(_, d)| inside(&d.hosts, within))
+                .map(|((started_at, job_id), d)| JobSummary {
+                    job_id: job_id.clone(),
+                    started_at: started_at.clone(),
+                    outcome: d.outcome,
+                    hosts: d.tally,
+                }),
+        );
+        // Newest first, as listings are; the id breaks ties.
+        out.sort_by(|a, b| (&b.started_at, &b.job_id).cmp(&(&a.started_at, &a.job_id)));
+        out
+    }
+
+    /// Delete a finished job's report and journal, under the index's lock
+    /// (so a listing never shows a job whose files are gone).
+    pub fn remove(&self, id: &str) -> Removed {
+        let mut idx = self.index();
+        if idx.running.iter().any(|e| e.state().view.job_id == id) {
+            return Removed::Running;
+        }
+        let Some(started) = idx.by_id.get(id).cloned() else {
+            return Removed::Unknown;
+        };
+        let Some(seq) = idx.done.get(&(started, id.to_string())).map(|d| d.seq) else {
+            return Removed::Unknown;
+        };
+        if let Some(d) = idx.remove_seq(seq) {
+            delete(vec![d.report], "requested");
+        }
+        Removed::Removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::engine::journal::save_report;
+    use crate::model::report::{JobResult, RunOutcome};
+
+    /// A finished job's report in `dir`: started at `started`, with one
+    /// result per (host, failed).
+    fn report_in(dir: &Path, id: &str, started: &str, results: &[(&str, bool)]) {
+        use crate::model::outcome::{Failure, Outcome};
+        let secrets = crate::model::secret::Secrets::new();
+        let results = results
+            .iter()
+            .map(|(h, failed)| {
+                let o = if *failed {
+                    Outcome::failed(Failure::JobFailed("job failed".into()))
+                } else {
+                    Outcome::Ok { changed: true }
+                };
+                JobResult::new(h, "s", "u.service", &o, &secrets)
+            })
+            .collect();
+        let r = JobReport {
+            job_id: id.into(),
+            playbook: "p".into(),
+            started_at: started.into(),
+            finished_at: started.into(),
+            outcome: RunOutcome::Completed,
+            results,
+            inputs: None,
+            retry_of: None,
+        };
+        save_report(&r, &dir.join(format!("{id}.json"))).unwrap();
+        std::fs::write(Journal::beside(&dir.join(format!("{id}.json"))), "{}\n").unwrap();
+    }
+
+    #[test]
+    fn summaries_tally_hosts_and_a_removed_job_is_gone_with_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        report_in(dir.path(), "old", "2024-01-01T00:00:00Z", &[("a", false)]);
+        report_in(
+            dir.path(),
+            "new",
+            "2024-01-02T00:00:00Z",
+            &[("a", false), ("b", true), ("b", false)],
+        );
+        let jobs = DirJobs::open(dir.path(), Retention::default()).unwrap();
+        let all = jobs.summaries(None);
+        let ids: Vec<&str> = all.iter().map(|s| s.job_id.as_str()).collect();
+        assert_eq!(ids, ["new", "old"]);
+        assert_eq!(
+            all[0].hosts,
+            HostTally {
+                ok: 1,
+                failed: 1,
+                skipped: 0
+            }
+        );
+        assert_eq!(all[1].outcome, JobStatus::Completed);
+        let only_a = BTreeSet::from(["a".to_string()]);
+        assert_eq!(jobs.summaries(Some(&only_a)).len(), 1);
+        assert_eq!(jobs.remove("new"), Removed::Removed);
+        assert!(!dir.path().join("new.json").exists());
+        assert!(!Journal::beside(&dir.path().join("new.json")).exists());
+        assert!(jobs.get("new").is_none());
+        assert_eq!(jobs.remove("new"), Removed::Unknown);
+        assert_eq!(jobs.summaries(None).len(), 1);
+        assert!(dir.path().join("old.json").exists());
+    }
 }

@@ -35,6 +35,7 @@ use crate::model::report::{JobReport, JobResult, RunOutcome};
 mod history;
 
 use history::{delete, done_of, inside, now_seconds, Done, Index, Key};
+pub use history::{JobSummary, Removed};
 pub use history::{Retention, DEFAULT_KEEP_JOBS};
 
 /// Where a job is.
@@ -135,6 +136,12 @@ impl Entry {
             stop: Arc::new(StopFlag::default()),
             hosts,
         })
+    }
+
+    /// The hosts the job may touch, sorted: those a change still running
+    /// past its wait has not reported yet are among them.
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
     }
 
     /// Whether every host of the job is in `within` (None: no bound).
@@ -292,6 +299,13 @@ pub trait JobStore: Send + Sync {
     async fn shutdown(&self, why: &str);
     /// A finished job's journal, to retry or resume it from.
     fn journal(&self, id: &str) -> Option<PathBuf>;
+    /// Every job within `within` (None: every job), newest first, as
+    /// summaries: no report is read, so counting and filtering on how
+    /// their hosts ended costs no more than the index.
+    fn summaries(&self, within: Option<&BTreeSet<String>>) -> Vec<JobSummary>;
+    /// Delete a finished job (its report and journal); a running job
+    /// stays.
+    fn remove(&self, id: &str) -> Removed;
 }
 
 #[async_trait::async_trait]
@@ -317,6 +331,12 @@ impl JobStore for DirJobs {
         let done = idx.done.get(&(started.clone(), id.to_string()))?;
         let journal = Journal::beside(&done.report);
         journal.exists().then_some(journal)
+    }
+    fn summaries(&self, within: Option<&BTreeSet<String>>) -> Vec<JobSummary> {
+        DirJobs::summaries(self, within)
+    }
+    fn remove(&self, id: &str) -> Removed {
+        DirJobs::remove(self, id)
     }
 }
 
@@ -436,7 +456,7 @@ impl DirJobs {
                 );
             }
         }
-        delete(index.expire(&retention, now_seconds()));
+        delete(index.expire(&retention, now_seconds()), "expired");
         Ok(DirJobs {
             dir: dir.to_path_buf(),
             retention,
@@ -483,7 +503,7 @@ impl DirJobs {
             let mut idx = self.index();
             // Without new jobs nothing else would expire by age.
             if self.retention.max_age.is_some() {
-                delete(idx.expire(&self.retention, now_seconds()));
+                delete(idx.expire(&self.retention, now_seconds()), "expired");
             }
             let within = q.within.as_ref();
             let mut running: Vec<(Key, Arc<Entry>)> = idx
@@ -627,7 +647,7 @@ impl DirJobs {
                     if !idx.insert(&job_id, &started_at, done) {
                         tracing::warn!("job {job_id}: another report has its id; not listed");
                     }
-                    delete(idx.expire(&retention, now_seconds()));
+                    delete(idx.expire(&retention, now_seconds()), "expired");
                     drop(idx);
                     if let Some((o, r)) = observed {
                         o.ended(&r);
@@ -826,6 +846,7 @@ mod tests {
             hosts: Vec::new(),
             finished,
             report: PathBuf::from(name),
+            tally: crate::model::report::HostTally::default(),
         }
     }
 

@@ -156,4 +156,5 @@ pub(super) struct UnitProps {
     #[zvariant(rename = "InvocationID")]
     pub(super) invocation_id: Option<Vec<u8>>,
     pub(super) job: Option<(u32, OwnedObjectPath)>,
+    pub(super) description: Option<String>,
 }

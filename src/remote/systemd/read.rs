@@ -116,6 +116,7 @@ impl Systemd {
             invocation_id: props.invocation_id.as_deref().map(hex).unwrap_or_default(),
             main_pid,
             job: None,
+            description: props.description.unwrap_or_default(),
         };
         // A pending job decides STARTING vs RESTARTING in `status`; its type
         // costs one more round trip, paid only while a job is queued.
@@ -225,6 +226,7 @@ impl Systemd {
                 invocation_id,
                 main_pid: 0,
                 job: None,
+                description: r.1,
             });
         }
         Ok(out)
@@ -300,6 +302,7 @@ impl Systemd {
                     invocation_id: String::new(),
                     main_pid: 0,
                     job: (u.7 != 0).then(|| u.8.clone()),
+                    description: u.1.clone(),
                 },
             );
             history.push(name);
@@ -332,6 +335,7 @@ impl Systemd {
                         invocation_id: String::new(),
                         main_pid: 0,
                         job: (u.7 != 0).then_some(u.8),
+                        description: u.1,
                     },
                 );
             }
