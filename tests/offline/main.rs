@@ -35,6 +35,7 @@ mod serve_compat;
 mod serve_conn;
 mod serve_files;
 mod serve_held;
+mod serve_osapi;
 mod serve_table;
 mod spawnable;
 mod usage;

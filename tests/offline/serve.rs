@@ -516,6 +516,12 @@ async fn the_openapi_document_is_served_shipped_and_generated_alike() {
         "/reload",
         "/audit",
         "/openapi.json",
+        "/api/node/{hostname}/service",
+        "/api/node/{hostname}/service/{name}",
+        "/api/node/{hostname}/service/{name}/{action}",
+        "/api/job",
+        "/api/job/{id}",
+        "/api/job/{id}/retry",
     ] {
         assert!(served["paths"][p].is_object(), "{p} is not documented");
     }

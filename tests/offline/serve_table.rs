@@ -50,6 +50,22 @@ const fn node(
     }
 }
 
+/// A non-node route with a body.
+const fn body(
+    method: &'static str,
+    path: &'static str,
+    body: &'static str,
+    expect: [u16; 5],
+) -> Row {
+    Row {
+        method,
+        path,
+        body,
+        node: false,
+        expect,
+    }
+}
+
 const ROWS: &[Row] = &[
     row("GET", "/node/{h}/service", [401, 200, 200, 403, 200]),
     row(
@@ -72,6 +88,40 @@ const ROWS: &[Row] = &[
     row("GET", "/job/{job}/events", [401, 200, 200, 404, 200]),
     // The job has ended: 409 for those who may cancel it.
     row("POST", "/job/{job}/cancel", [401, 403, 409, 404, 409]),
+    // osapi's routes: reads for every key, changes for operate keys, unit
+    // files for admin keys; a scoped key neither reaches nor sees `b`.
+    row("GET", "/api/node/{h}/service", [401, 200, 200, 403, 200]),
+    row(
+        "GET",
+        "/api/node/{h}/service/demo-worker",
+        [401, 200, 200, 403, 200],
+    ),
+    row(
+        "POST",
+        "/api/node/{h}/service/demo-worker/restart",
+        [401, 403, 200, 403, 200],
+    ),
+    body(
+        "POST",
+        "/api/node/{h}/service",
+        r#"{"name":"x-app","object":"x-app.service"}"#,
+        [401, 403, 403, 403, 200],
+    ),
+    body(
+        "PUT",
+        "/api/node/{h}/service/x-app",
+        r#"{"object":"x-app.service"}"#,
+        [401, 403, 403, 403, 200],
+    ),
+    row(
+        "DELETE",
+        "/api/node/{h}/service/x-app",
+        [401, 403, 403, 403, 200],
+    ),
+    row("GET", "/api/job", [401, 200, 200, 200, 200]),
+    row("GET", "/api/job/{job}", [401, 200, 200, 404, 200]),
+    // An ad-hoc job: no runbook to run again.
+    row("POST", "/api/job/{job}/retry", [401, 403, 409, 404, 409]),
     row("GET", "/runbook", [401, 200, 200, 200, 200]),
     row("POST", "/runbook/restart-{h}", [401, 403, 200, 403, 200]),
     row("POST", "/reload", [401, 403, 403, 403, 200]),
@@ -164,7 +214,7 @@ async fn send(s: &Server, row: &Row, path: &str, key: Option<&str>) -> (u16, Str
 }
 
 /// A server with `--node HOST`, runbooks `restart-a` and `restart-b`, an
-/// audit file, and one ended job on HOST.
+/// audit file, an object `x-app.service`, and one ended job on HOST.
 async fn side(dir: &std::path::Path, host: &'static str) -> Side {
     let books = dir.join("books");
     std::fs::create_dir_all(&books).unwrap();
@@ -176,10 +226,24 @@ async fn side(dir: &std::path::Path, host: &'static str) -> Side {
         .unwrap();
     }
     let audit = dir.join("audit.log");
+    let objects = dir.join("objects");
+    std::fs::create_dir_all(&objects).unwrap();
+    std::fs::write(
+        objects.join("x-app.service"),
+        "[Service]\nExecStart=/bin/true\n",
+    )
+    .unwrap();
     let (server, keys) = start_with(
         dir,
         "",
-        &["--node", host, "--audit", audit.to_str().unwrap()],
+        &[
+            "--node",
+            host,
+            "--audit",
+            audit.to_str().unwrap(),
+            "--objects",
+            objects.to_str().unwrap(),
+        ],
     );
     let job = restart(&server, &keys, host).await;
     Side {

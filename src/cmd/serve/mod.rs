@@ -19,6 +19,7 @@ mod metrics;
 mod node;
 mod observe;
 mod openapi;
+mod osapi;
 mod page;
 mod read;
 mod redis;
@@ -84,6 +85,10 @@ pub struct ServeArgs {
     /// Serve the playbooks of this directory as runbooks (by file name).
     #[arg(long)]
     pub playbooks: Option<PathBuf>,
+    /// osapi's object store: the unit files of this directory, by file
+    /// name, for `POST`/`PUT /api/node/{hostname}/service`.
+    #[arg(long)]
+    pub objects: Option<PathBuf>,
     /// The inventory host node-local routes act on (default: the only
     /// `transport: local` host).
     #[arg(long)]
@@ -246,6 +251,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         read_timeout: a.read_timeout,
         tls: tls.is_some(),
         session_ttl: a.session_ttl,
+        objects: a.objects.clone(),
     };
     let idle = a.idle;
     let header_read = a.header_timeout;
@@ -430,9 +436,13 @@ fn server_dirs(a: &ServeArgs, sources: &Sources, loaded: &state::Loaded) -> Vec<
     .flatten()
     .filter_map(parent)
     .collect();
-    for d in [sources.playbooks.as_deref(), a.jobs_dir.as_deref()]
-        .into_iter()
-        .flatten()
+    for d in [
+        sources.playbooks.as_deref(),
+        a.jobs_dir.as_deref(),
+        a.objects.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
     {
         dirs.extend(std::path::absolute(d).ok());
     }
@@ -462,6 +472,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/reload", post(jobs::reload))
         .route("/audit", get(jobs::audit))
         .route("/openapi.json", get(openapi::serve_spec))
+        .merge(osapi::routes())
         .route("/health", get(jobs::health))
         .route("/metrics", get(exposition::metrics))
         .route("/", get(page::page))

@@ -34,7 +34,7 @@ impl Modify for Bearer {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "drover", description = "drover serve: osapi's node service API, jobs and runbooks, Redis Enterprise- and Consul agent-compatible routes over the drover engine. Errors are always {error, details, code}."),
+    info(title = "drover", description = "drover serve: osapi's node service API (its current /api surface, and the seed's /node), jobs and runbooks, Redis Enterprise- and Consul agent-compatible routes over the drover engine. Errors are always {error, details, code}."),
     paths(
         super::node::service_action, super::node::list_services, super::node::one_service,
         super::jobs::list_jobs, super::jobs::get_job, super::jobs::job_events, super::jobs::cancel_job, super::jobs::retry_job, super::jobs::resume_job,
@@ -45,6 +45,11 @@ impl Modify for Bearer {
         super::consul::services, super::consul::service, super::consul::health_by_name,
         super::consul::health_by_id, super::consul::register, super::consul::deregister,
         super::consul::maintenance, super::page::page, super::page::login, super::page::logout,
+        super::osapi::service::list_services, super::osapi::service::one_service,
+        super::osapi::service::service_action, super::osapi::unitfile::create_unit,
+        super::osapi::unitfile::update_unit, super::osapi::unitfile::delete_unit,
+        super::osapi::job::list_jobs, super::osapi::job::get_job, super::osapi::job::delete_job,
+        super::osapi::job::retry_job,
     ),
     components(schemas(super::error::ApiError)),
     modifiers(&Bearer),

@@ -180,6 +180,8 @@ pub struct Settings {
     pub tls: bool,
     /// How long a status page session lasts.
     pub session_ttl: Duration,
+    /// `--objects`: the unit files osapi's unit-file routes name.
+    pub objects: Option<PathBuf>,
 }
 
 /// The server's state, shared by every request.
