@@ -23,6 +23,7 @@ mod maintenance;
 mod maintenance_cas;
 mod modules;
 mod observability;
+mod osapi;
 mod package;
 mod package_serve;
 mod page;
