@@ -496,7 +496,11 @@ async fn sigterm_stops_running_jobs_and_writes_their_reports() {
 /// stops at the first that fails (curl -f: any status >= 400). A server
 /// the blocks start in the background (`drover serve ... &`) is stopped
 /// with SIGTERM when the script ends, however it ends.
-async fn run_page_examples(page: &str, lines: &[String], env: &[(&str, &str)]) -> String {
+pub(crate) async fn run_page_examples(
+    page: &str,
+    lines: &[String],
+    env: &[(&str, &str)],
+) -> String {
     let script = format!(
         "trap 'st=$?; [ -z \"$!\" ] || kill \"$!\" 2>/dev/null; exit $st' EXIT\nset -e\n{}\n",
         lines.join("\n")

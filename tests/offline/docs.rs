@@ -114,15 +114,21 @@ fn generated_reference_pages_are_current() {
 /// The languages of shell blocks, which some test must run.
 const SHELL: [&str; 5] = ["sh", "bash", "shell", "console", "zsh"];
 
-/// The lab tests' sources, where `lab_script("PAGE")` and
-/// `lab_block("PAGE", "NAME")` name the blocks they run.
+/// The lab tests' sources (a module's folder included), where
+/// `lab_script("PAGE")` and `lab_block("PAGE", "NAME")` name the blocks
+/// they run.
 fn lab_sources() -> String {
     let dir = markdown::repo().join("tests/lab");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
-        .collect();
+    let mut files: Vec<PathBuf> = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            files.push(p);
+        }
+    }
+    files.retain(|p| p.extension().is_some_and(|x| x == "rs"));
     files.sort();
     files
         .iter()

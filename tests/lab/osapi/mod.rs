@@ -247,3 +247,40 @@ fn described(lab: &Lab, host: &str, unit: &str) -> (String, String) {
     };
     (get("Description"), get("MainPID"))
 }
+
+/// The examples of the book's osapi page (`docs/src/guide/osapi.md`), as
+/// written, on a server with `myapp.service` in its `--objects`.
+#[tokio::test]
+async fn the_book_osapi_examples_work_as_written() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::make(dir.path(), lab.host(1));
+    std::fs::create_dir_all(dir.path().join("objects")).unwrap();
+    std::fs::write(
+        dir.path().join("objects/myapp.service"),
+        "[Unit]\nDescription=the book's myapp\n[Service]\nExecStart=/bin/sleep infinity\n",
+    )
+    .unwrap();
+    let s = serve(&lab, dir.path(), &keys);
+    let lines = crate::markdown::lab_script("docs/src/guide/osapi.md");
+    let stdout = crate::serve::run_page_examples(
+        "docs/src/guide/osapi.md",
+        &lines,
+        &[
+            ("DROVER_URL", &s.base),
+            ("KEY", &keys.admin),
+            ("HOST", lab.host(0)),
+        ],
+    )
+    .await;
+    assert!(stdout.contains("\"name\":\"myapp\""), "{stdout}");
+    assert_eq!(
+        lab.ssh_output(lab.host(0), "test -e /etc/systemd/system/myapp.service")
+            .status
+            .code(),
+        Some(1),
+        "the page's DELETE removed the file"
+    );
+    lab.restore_baseline();
+}
