@@ -33,6 +33,10 @@ async fn send(
     )
 }
 
+/// A request and what it must get: method, path, key, body, status, and
+/// words of the error's details.
+type Case<'a> = (Method, &'a str, &'a str, Option<String>, u16, &'a str);
+
 /// A server with an object store holding `x-app.service`.
 fn with_objects(dir: &std::path::Path) -> (Server, server::Keys) {
     let objects = dir.join("objects");
@@ -109,7 +113,7 @@ async fn bad_api_requests_are_refused_before_anything_connects() {
         }
     }
     // Bodies, roles, names and targets.
-    let cases: [(Method, &str, &str, Option<String>, u16, &str); 12] = [
+    let cases: [Case; 12] = [
         (
             Method::POST,
             "/api/node/a/service",
