@@ -172,6 +172,9 @@ pub enum Command {
     /// Set or clear maintenance on hosts or a unit (kept on the hosts).
     #[command(after_long_help = book!("guide/maintenance.md", "Maintenance, unit files and health"))]
     Maintenance(MaintenanceArgs),
+    /// Read a unit's journal on many hosts at once, each line prefixed by its host.
+    #[command(after_long_help = book!("guide/logs.md", "Unit logs"))]
+    Logs(super::logs::LogsArgs),
     /// Aggregate a unit's health over hosts; exits 0/1/2/3 (passing/warning/critical/unknown).
     #[command(after_long_help = book!("guide/maintenance.md", "Maintenance, unit files and health"))]
     Health(HealthArgs),

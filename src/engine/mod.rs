@@ -1,9 +1,9 @@
 //! The engine: jobs (a validated playbook over an inventory), plan, apply,
-//! status, facts, health, locks, journals and saved plans. It is a library:
-//! the command line, a server and tests call the same async functions with
-//! the same types. It emits typed [`events::Event`]s to a sink the caller
-//! gives and returns typed values; it never prints and never builds a
-//! runtime of its own.
+//! status, facts, health, unit logs, locks, journals and saved plans. It is
+//! a library: the command line, a server and tests call the same async
+//! functions with the same types. It emits typed [`events::Event`]s to a
+//! sink the caller gives and returns typed values; it never prints and
+//! never builds a runtime of its own.
 
 pub mod apply;
 pub mod carry;
@@ -19,6 +19,7 @@ pub mod job_store;
 pub mod journal;
 pub mod live;
 mod lock;
+pub mod logs;
 pub mod plan;
 pub mod private;
 pub mod saved;
