@@ -414,6 +414,11 @@ pub struct ApplyArgs {
     /// `--notify`, its secret and time bound.
     #[command(flatten)]
     pub notify: super::notify::NotifyArgs,
+    /// When a service step fails on a host, attach the unit's last N
+    /// journal lines to that host's result (`logs` in the report and the
+    /// journal; at most 64 KiB of them); 0: none.
+    #[arg(long, value_name = "N", default_value_t = crate::engine::DEFAULT_FAILURE_LOGS, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub failure_logs: u32,
 }
 
 /// `drover status`.

@@ -26,7 +26,7 @@ pub mod saved;
 pub mod status;
 mod walk;
 
-pub use apply::{apply, Applied, ApplyOptions};
+pub use apply::{apply, Applied, ApplyOptions, DEFAULT_FAILURE_LOGS};
 pub use clock::Clock;
 pub use events::{Event, EventSink, NoEvents, StopFlag};
 pub use job::{AdHoc, Job, ServiceAction};

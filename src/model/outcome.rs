@@ -84,6 +84,17 @@ impl fmt::Display for Failure {
 }
 
 impl Failure {
+    /// Whether the unit's own journal may say why: its job failed, it did
+    /// not come up in time, or a check on it did not pass. Not when the
+    /// host or the connection was the reason, the unit is missing or
+    /// masked, or drover refused.
+    pub fn unit_may_explain(&self) -> bool {
+        matches!(
+            self,
+            Failure::JobFailed(_) | Failure::Timeout(_) | Failure::Error(_)
+        )
+    }
+
     /// The kind, as the report records it beside the text.
     pub fn kind(&self) -> Kind {
         match self {

@@ -180,6 +180,8 @@ pub struct Settings {
     pub tls: bool,
     /// How long a status page session lasts.
     pub session_ttl: Duration,
+    /// Journal lines a job's failed service result carries (0: none).
+    pub failure_logs: u32,
 }
 
 /// The server's state, shared by every request.
