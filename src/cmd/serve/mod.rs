@@ -19,6 +19,7 @@ mod metrics;
 mod node;
 mod observe;
 mod openapi;
+mod osapi_log;
 mod page;
 mod read;
 mod redis;
@@ -455,6 +456,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route(
             "/node/{target}/service/{name}/{action}",
             post(node::service_action),
+        )
+        .route(
+            "/api/node/{hostname}/log/unit/{name}",
+            get(osapi_log::unit_log),
         )
         .route("/job", get(jobs::list_jobs))
         .route("/job/{id}", get(jobs::get_job))
