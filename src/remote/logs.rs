@@ -71,9 +71,16 @@ exec timeout --kill-after=2 "$t" journalctl "$@""#;
 /// read is abandoned here.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// Read `q` from the session's host within `b`. The error is the host's
-/// (for its result), never a panic.
+/// Read `q` from the session's host within `b`: journalctl and the D-Bus
+/// calls beside it (a wedged bus must not hold the read either). The
+/// error is the host's (for its result), never a panic.
 pub async fn read(session: &Session, q: &LogQuery, b: &Bounds) -> Result<UnitLog, String> {
+    tokio::time::timeout(b.time + GRACE, read_unbounded(session, q, b))
+        .await
+        .map_err(|_| format!("journalctl did not answer within {}", secs_text(b.time)))?
+}
+
+async fn read_unbounded(session: &Session, q: &LogQuery, b: &Bounds) -> Result<UnitLog, String> {
     if session.is_local() {
         same_machine(session).await?;
     }
@@ -87,9 +94,9 @@ pub async fn read(session: &Session, q: &LogQuery, b: &Bounds) -> Result<UnitLog
         if b.sync { "sync" } else { "-" },
     ];
     argv.extend(args.iter().map(String::as_str));
-    let ran = tokio::time::timeout(b.time + GRACE, session.run_capped("sh", &argv, b.bytes))
+    let ran = session
+        .run_capped("sh", &argv, b.bytes)
         .await
-        .map_err(|_| format!("journalctl did not answer within {}", secs_text(b.time)))?
         .map_err(|e| e.to_string())?;
     // 124: the host's `timeout` stopped it; what it printed stands, cut.
     let timed_out = ran.code == Some(124);

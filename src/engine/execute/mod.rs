@@ -350,7 +350,7 @@ impl<'a> Do<'a> {
 
     /// The unit's last journal lines, when a service step failed on the
     /// host in a way the unit's own output may explain (its job failed,
-    /// it did not come up in time, a gate did not pass), within
+    /// a gate did not pass), within
     /// [`Bounds::FAILURE`]. A read that fails leaves the result without
     /// them: it never changes the outcome.
     async fn failure_logs(
