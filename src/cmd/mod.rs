@@ -38,7 +38,6 @@ mod apply;
 pub mod args;
 mod docs;
 pub mod logging;
-pub mod logs;
 pub mod notify;
 mod observe;
 mod plan;
@@ -240,7 +239,7 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Status(a) => read::status(a, color),
         Command::Facts(a) => read::facts(a),
         Command::Health(a) => read::health(a, color),
-        Command::Logs(a) => logs::logs(a, color),
+        Command::Logs(a) => read::logs(a, color),
         Command::Serve(a) => serve::serve(a),
         Command::Completions { shell } => docs::completions(*shell),
         Command::Man { dir } => docs::man(dir),
