@@ -72,6 +72,7 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
         saved,
         allow_drift: a.allow_drift,
         carry: retry_carry(&job, &a.retry)?,
+        failure_logs: a.failure_logs,
         ..ApplyOptions::default()
     };
     if let (Some(path), Some(read)) = (&a.resume, resumed) {

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::engine::job::ServiceAction as EngineServiceAction;
 // Parsed as clap reads the flag: a bad value is a usage error naming it.
+use crate::model::logs::{Priority, Since};
 use crate::model::params::ParamValues;
 use crate::model::parse_duration;
 use crate::model::schema::Kind;
@@ -172,6 +173,9 @@ pub enum Command {
     /// Set or clear maintenance on hosts or a unit (kept on the hosts).
     #[command(after_long_help = book!("guide/maintenance.md", "Maintenance, unit files and health"))]
     Maintenance(MaintenanceArgs),
+    /// Read a unit's journal on many hosts at once, each line prefixed by its host.
+    #[command(after_long_help = book!("guide/logs.md", "Unit logs"))]
+    Logs(LogsArgs),
     /// Aggregate a unit's health over hosts; exits 0/1/2/3 (passing/warning/critical/unknown).
     #[command(after_long_help = book!("guide/maintenance.md", "Maintenance, unit files and health"))]
     Health(HealthArgs),
@@ -275,6 +279,37 @@ pub struct HealthArgs {
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
     /// Hosts checked in parallel.
+    #[arg(long, default_value_t = 16)]
+    pub forks: usize,
+    /// `--timeout`.
+    #[command(flatten)]
+    pub read: ReadTimeout,
+}
+
+/// `drover logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The unit (a bare name gets `.service`).
+    pub unit: String,
+    /// Hosts (selector).
+    #[arg(long, value_name = "SEL")]
+    pub target: String,
+    /// `-i INVENTORY`.
+    #[command(flatten)]
+    pub inv: InventoryArg,
+    /// The newest N entries of each host (1 to 10000).
+    #[arg(short = 'n', long, value_name = "N", default_value = "10", value_parser = crate::model::logs::parse_lines)]
+    pub lines: u32,
+    /// Only entries since T: `1h`, `30min`, `2026-01-15T10:30:00Z`, `2026-01-15 10:30` (the host's clock), `today`.
+    #[arg(long, value_name = "T", value_parser = Since::parse)]
+    pub since: Option<Since>,
+    /// Only priority P and more urgent: 0-7, or emerg, alert, crit, err, warning, notice, info, debug.
+    #[arg(short, long, value_name = "P", value_parser = Priority::parse)]
+    pub priority: Option<Priority>,
+    /// Output: lines prefixed by host, or JSON with every host's entries.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// Hosts read in parallel.
     #[arg(long, default_value_t = 16)]
     pub forks: usize,
     /// `--timeout`.
@@ -411,6 +446,10 @@ pub struct ApplyArgs {
     /// `--notify`, its secret and time bound.
     #[command(flatten)]
     pub notify: super::notify::NotifyArgs,
+    /// When a service step fails on a host, put the unit's last N journal
+    /// lines in that host's result (`logs`; at most 64 KiB); 0: none.
+    #[arg(long, value_name = "N", default_value_t = crate::engine::DEFAULT_FAILURE_LOGS, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub failure_logs: u32,
 }
 
 /// `drover status`.

@@ -82,6 +82,7 @@ pub fn main() -> i32 {
         Command::Completions { .. } | Command::Man { .. } | Command::DocsGen { .. } => false,
         Command::Maintenance(a) => a.format == ReportFormat::Json,
         Command::Health(a) => a.format == ReportFormat::Json,
+        Command::Logs(a) => a.format == ReportFormat::Json,
     };
     match run(&cli) {
         Ok(code) => code,
@@ -240,6 +241,7 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Status(a) => read::status(a, color),
         Command::Facts(a) => read::facts(a),
         Command::Health(a) => read::health(a, color),
+        Command::Logs(a) => read::logs(a, color),
         Command::Serve(a) => serve::serve(a),
         Command::Completions { shell } => docs::completions(*shell),
         Command::Man { dir } => docs::man(dir),

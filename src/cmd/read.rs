@@ -1,4 +1,4 @@
-//! The commands that only read hosts: `status`, `facts`, `health`.
+//! The commands that only read hosts: `status`, `facts`, `health`, `logs`.
 
 use std::io::IsTerminal;
 
@@ -8,7 +8,7 @@ use crate::model::error::{Error, Result};
 use crate::render::escape::one_line;
 use crate::render::status::render_status_text;
 
-use super::args::{FactsArgs, HealthArgs, ReportFormat, StatusArgs};
+use super::args::{FactsArgs, HealthArgs, LogsArgs, ReportFormat, StatusArgs};
 use super::{reach, runtime};
 
 /// `drover status`: exit 4 if some host was unreachable, 2 if a read failed.
@@ -81,4 +81,33 @@ pub(super) fn health(a: &HealthArgs, color: bool) -> Result<i32> {
         );
     }
     Ok(report.status.exit_code())
+}
+
+/// `drover logs UNIT --target SEL`: every host's entries, prefixed by
+/// host; exit 4 if some host was unreachable, 2 if a read failed.
+pub(super) fn logs(a: &LogsArgs, color: bool) -> Result<i32> {
+    let unit = crate::model::unit::UnitName::parse(&a.unit)
+        .map_err(|m| Error::Usage(format!("unit `{}`: {m}", a.unit.escape_default())))?;
+    let query = crate::model::logs::LogQuery {
+        unit,
+        lines: a.lines,
+        since: a.since.clone(),
+        priority: a.priority,
+    };
+    let inv = crate::engine::inventory::load(&a.inv.inventory)?;
+    let (report, verdict) = runtime()?.block_on(crate::engine::logs::logs(
+        &inv,
+        Some(&a.target),
+        &query,
+        reach(a.forks, a.read.timeout),
+    ))?;
+    if a.format == ReportFormat::Json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Error::Internal(format!("cannot serialise logs: {e}")))?;
+        outln!("{text}");
+    } else {
+        let color = color && std::io::stdout().is_terminal();
+        out!("{}", crate::render::logs::render_text(&report, color));
+    }
+    Ok(verdict.exit_code())
 }

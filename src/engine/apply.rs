@@ -61,7 +61,13 @@ pub struct ApplyOptions {
     /// Continue this journal instead of starting one (a resume): the job
     /// keeps its id, its start time and its journal.
     pub resume: Option<Continue>,
+    /// When a service step fails on a host, the unit's last this many
+    /// journal lines go into that host's result; 0: none.
+    pub failure_logs: u32,
 }
+
+/// How many journal lines a failed result carries unless told otherwise.
+pub const DEFAULT_FAILURE_LOGS: u32 = 10;
 
 /// The journal a resume continues.
 #[derive(Debug, Clone)]
@@ -90,6 +96,7 @@ impl Default for ApplyOptions {
             job_id: None,
             carry: None,
             resume: None,
+            failure_logs: DEFAULT_FAILURE_LOGS,
         }
     }
 }
@@ -175,6 +182,7 @@ pub async fn apply(
         window: job.playbook.window.as_ref().filter(|_| !opts.ignore_window),
         clock: &opts.clock,
         carry: opts.carry.as_ref(),
+        failure_logs: opts.failure_logs,
     })
     .await;
     let mut report = report;

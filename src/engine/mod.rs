@@ -1,9 +1,9 @@
 //! The engine: jobs (a validated playbook over an inventory), plan, apply,
-//! status, facts, health, locks, journals and saved plans. It is a library:
-//! the command line, a server and tests call the same async functions with
-//! the same types. It emits typed [`events::Event`]s to a sink the caller
-//! gives and returns typed values; it never prints and never builds a
-//! runtime of its own.
+//! status, facts, health, unit logs, locks, journals and saved plans. It is
+//! a library: the command line, a server and tests call the same async
+//! functions with the same types. It emits typed [`events::Event`]s to a
+//! sink the caller gives and returns typed values; it never prints and
+//! never builds a runtime of its own.
 
 internal_mod! {
     apply;
@@ -18,6 +18,7 @@ internal_mod! {
     job_store;
     journal;
     live;
+    logs;
     plan;
     private;
     saved;
@@ -32,7 +33,7 @@ mod walk;
 // its events. Everything else in the engine (and the `remote` and
 // `render` layers) is crate-private unless built with the `internals`
 // feature, which only the tests and benches turn on.
-pub use apply::{apply, Applied, ApplyOptions, Continue};
+pub use apply::{apply, Applied, ApplyOptions, Continue, DEFAULT_FAILURE_LOGS};
 pub use carry::{Carry, Origin};
 pub use clock::Clock;
 pub use events::{Event, EventSink, NoEvents, StopFlag};

@@ -12,6 +12,7 @@ pub mod health;
 pub mod inventory;
 pub mod journal;
 pub mod keys;
+pub mod logs;
 pub mod maintenance;
 pub mod outcome;
 pub mod params;

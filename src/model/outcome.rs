@@ -84,6 +84,15 @@ impl fmt::Display for Failure {
 }
 
 impl Failure {
+    /// Whether the unit's own journal may say why: its job failed, or a
+    /// check on it (`wait`) did not pass. Not when the host or the
+    /// connection was the reason, the unit is missing or masked, drover
+    /// refused, or the step's own time bound ran out (the host may be
+    /// wedged, and the bound is a promise a read after it would break).
+    pub fn unit_may_explain(&self) -> bool {
+        matches!(self, Failure::JobFailed(_) | Failure::Error(_))
+    }
+
     /// The kind, as the report records it beside the text.
     pub fn kind(&self) -> Kind {
         match self {
@@ -273,6 +282,25 @@ impl Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_failures_of_the_unit_itself_read_its_journal() {
+        assert!(Failure::JobFailed("job failed".into()).unit_may_explain());
+        assert!(Failure::Error("wait: did not pass".into()).unit_may_explain());
+        for f in [
+            Failure::Unreachable("x".into()),
+            Failure::ConnectionLost {
+                step: "s".into(),
+                detail: "x".into(),
+            },
+            Failure::UnitMissing("u".into()),
+            Failure::UnitMasked("u".into()),
+            Failure::Timeout(Duration::from_secs(1)),
+            Failure::Refused("p".into()),
+        ] {
+            assert!(!f.unit_may_explain(), "{f:?}");
+        }
+    }
 
     #[test]
     fn wording_is_the_reports() {

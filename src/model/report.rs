@@ -39,6 +39,10 @@ pub struct JobResult {
     /// retry keeps what already ended `ok`); absent when this run did it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carried_from: Option<String>,
+    /// When a service step failed: the unit's last journal lines, oldest
+    /// first (`--failure-logs N`), secret values replaced by markers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<crate::model::logs::LogEntry>,
 }
 
 impl JobResult {
@@ -79,6 +83,7 @@ impl JobResult {
             duration_ms: 0,
             msg: None,
             carried_from: None,
+            logs: Vec::new(),
         }
     }
 }

@@ -8,8 +8,9 @@ use crate::model::report::{JobReport, JobResult};
 use crate::render::escape::one_line;
 use crate::render::paint;
 
-/// One result as a line: host, step, unit, action, verdict, time, error.
-/// Every field is escaped: the error carries host text (StatusText, stderr).
+/// One result as a line: host, step, unit, action, verdict, time, error,
+/// and below it the unit's journal lines that a failure carries. Every
+/// field is escaped: the error carries host text (StatusText, stderr).
 pub fn result_line(r: &JobResult, color: bool) -> String {
     let word = match (r.status, r.changed) {
         (Status::Ok, true) => "changed",
@@ -29,6 +30,13 @@ pub fn result_line(r: &JobResult, color: bool) -> String {
     );
     if let Some(e) = &r.error {
         s.push_str(&format!(": {}", one_line(e)));
+    }
+    // A failed unit's last journal lines, under its line.
+    for e in &r.logs {
+        s.push_str(&format!(
+            "\n    | {}",
+            crate::render::logs::entry_line(e, color)
+        ));
     }
     s
 }

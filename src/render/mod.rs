@@ -7,6 +7,7 @@ pub mod apply;
 pub mod check;
 pub mod escape;
 pub mod health;
+pub mod logs;
 pub mod metrics;
 pub mod page;
 pub mod plan;

@@ -275,7 +275,7 @@ fn word<T: serde::Serialize>(v: &T) -> String {
 
 fn result_li(r: &crate::model::report::JobResult) -> String {
     format!(
-        "<li class=\"result {s}\" data-host=\"{h}\">{h}: {step} {s}{e}</li>",
+        "<li class=\"result {s}\" data-host=\"{h}\">{h}: {step} {s}{e}{l}</li>",
         h = esc(&r.hostname),
         step = esc(&r.step),
         s = esc(&word(&r.status)),
@@ -283,8 +283,22 @@ fn result_li(r: &crate::model::report::JobResult) -> String {
             .error
             .as_deref()
             .map(|e| format!(" <span class=\"small\">{}</span>", esc(e)))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        l = logs_pre(&r.logs)
     )
+}
+
+/// A failed result's journal lines, one per line: escaped for HTML, and
+/// their controls shown as escapes as on a terminal.
+fn logs_pre(logs: &[crate::model::logs::LogEntry]) -> String {
+    if logs.is_empty() {
+        return String::new();
+    }
+    let lines: Vec<String> = logs
+        .iter()
+        .map(|e| esc(&crate::render::logs::entry_line(e, false)))
+        .collect();
+    format!("<pre class=\"logs\">{}</pre>", lines.join("\n"))
 }
 
 fn render_hosts(b: &mut String, hosts: &[(String, String)], rep: &StatusReport) {
@@ -387,7 +401,10 @@ const csrf=document.querySelector('meta[name=csrf-token]').content;
 const tbody=document.querySelector('#jobs tbody');
 const following=new Set();
 function li(r){const e=document.createElement('li');e.className='result '+r.status;e.dataset.host=r.hostname;
- e.textContent=r.hostname+': '+r.step+' '+r.status+(r.error?' ('+r.error+')':'');return e;}
+ e.textContent=r.hostname+': '+r.step+' '+r.status+(r.error?' ('+r.error+')':'');
+ if(r.logs&&r.logs.length){const p=document.createElement('pre');p.className='logs';
+  p.textContent=r.logs.map(l=>l.timestamp+' '+l.priority+' '+l.unit+(l.pid?' pid='+l.pid:'')+': '+l.message).join('\n');e.appendChild(p);}
+ return e;}
 function setOutcome(tr,o){tr.dataset.outcome=o;const c=tr.querySelector('.outcome');c.textContent=o;c.className='outcome '+o;}
 function row(j){let tr=document.getElementById('job-'+j.job_id);if(tr)return tr;
  tr=document.createElement('tr');tr.id='job-'+j.job_id;tr.dataset.job=j.job_id;

@@ -19,6 +19,8 @@ mod forged;
 mod frozen;
 mod inventory_forms;
 mod jobs;
+mod logs;
+mod logs_api;
 mod maintenance;
 mod maintenance_cas;
 mod modules;

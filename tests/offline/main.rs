@@ -21,6 +21,7 @@ mod examples_syntax;
 mod inventory_forms;
 mod job_history;
 mod layers;
+mod logs;
 mod modules;
 mod notify;
 mod observability;

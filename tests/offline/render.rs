@@ -587,6 +587,27 @@ fn hosts(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A journal line under a failed result.
+fn log_line(message: &str) -> drover::model::logs::LogEntry {
+    drover::model::logs::LogEntry {
+        timestamp: "2026-11-30T02:00:01.250000Z".into(),
+        unit: "demo-web.service".into(),
+        priority: "err".into(),
+        message: message.into(),
+        pid: Some(4242),
+        hostname: Some("web-3".into()),
+    }
+}
+
+/// `r` with the unit's last journal lines, as `--failure-logs` attaches them.
+fn with_logs(mut r: JobResult) -> JobResult {
+    r.logs = vec![
+        log_line("ExecStartPre: cannot open /etc/demo.conf"),
+        log_line("demo-web.service: Failed with result 'exit-code'."),
+    ];
+    r
+}
+
 /// Every part of the page: running, failed, restarting and starting units,
 /// quiet stopped ones, a unit and a host in maintenance, an unreachable
 /// host, a host with no units, jobs running, completed and aborted.
@@ -662,7 +683,7 @@ fn status_page() {
             JobStatus::Completed,
             vec![
                 result("db-1", "drain", "none", 14, Outcome::Ok { changed: false }),
-                result(
+                with_logs(result(
                     "web-3",
                     "drain",
                     "stop",
@@ -670,7 +691,7 @@ fn status_page() {
                     Outcome::failed(Failure::JobFailed(
                         "job failed: unit entered failed state (Result=exit-code)".into(),
                     )),
-                ),
+                )),
             ],
         ),
         job(
@@ -797,6 +818,7 @@ fn hostile_status_page() {
         Outcome::failed(Failure::JobFailed(format!("status text {MARKUP}"))),
     );
     failed.name = format!("demo{MARKUP}");
+    failed.logs = vec![log_line(&format!("said {MARKUP}\x1b[2J"))];
     let jobs = vec![job(
         &format!("<b>{MARKUP}"),
         &format!("playbook {MARKUP}"),

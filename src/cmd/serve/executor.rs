@@ -1,5 +1,6 @@
-//! How the server's host work is reached: the reads (status of units) and
-//! the dry runs (plans from live facts) that serve asks for. [`InProcess`]
+//! How the server's host work is reached: the reads (status of units,
+//! unit logs) and the dry runs (plans from live facts) that serve asks
+//! for. [`InProcess`]
 //! reaches the hosts from this process with its connection pool; a server
 //! that holds no SSH keys would send the same requests to the worker that
 //! owns the hosts, behind the same trait.
@@ -13,9 +14,11 @@ use async_trait::async_trait;
 
 use crate::engine::events::NoEvents;
 use crate::engine::job::Job;
+use crate::engine::logs::HostLogs;
 use crate::engine::plan::{FactsSource, PlanOptions, Planned};
 use crate::engine::status::StatusReport;
-use crate::model::inventory::Inventory;
+use crate::model::inventory::{Host, Inventory};
+use crate::model::logs::LogQuery;
 use crate::remote::fanout::Reach;
 
 use super::error::ApiError;
@@ -35,6 +38,10 @@ pub trait HostExecutor: Send + Sync {
         target: Option<String>,
         units: Vec<String>,
     ) -> Result<StatusReport, ApiError>;
+
+    /// The journal entries `q` asks for on `hosts` (with `any`, the first
+    /// of them that answers), each host's failure its own result.
+    async fn logs(&self, hosts: Vec<Host>, q: LogQuery, any: bool) -> Vec<HostLogs>;
 }
 
 /// Hosts reached from this process, over its pool.
@@ -67,5 +74,11 @@ impl HostExecutor for InProcess {
             crate::engine::status::status(&inv, target.as_deref(), &units, reach, &NoEvents)
                 .await?;
         Ok(report)
+    }
+
+    async fn logs(&self, hosts: Vec<Host>, q: LogQuery, any: bool) -> Vec<HostLogs> {
+        crate::engine::logs::read_logs(&hosts, &q, self.reach.clone(), any)
+            .await
+            .0
     }
 }

@@ -282,6 +282,7 @@ pub async fn start_job_with(
         lock,
         carry,
         resume,
+        failure_logs: state.settings.failure_logs,
         ..ApplyOptions::default()
     };
     let entry = state.jobs.start(job, opts, held).await?;

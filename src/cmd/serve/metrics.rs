@@ -413,6 +413,7 @@ mod tests {
             duration_ms: 5,
             msg: None,
             carried_from: None,
+            logs: Vec::new(),
         }
     }
 

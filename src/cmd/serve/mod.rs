@@ -157,6 +157,10 @@ pub struct ServeArgs {
     /// `--notify`, its secret and time bound.
     #[command(flatten)]
     pub notify: crate::cmd::notify::NotifyArgs,
+    /// When a job's service step fails on a host, attach the unit's last
+    /// N journal lines to that host's result (`logs`); 0: none.
+    #[arg(long, value_name = "N", default_value_t = crate::engine::DEFAULT_FAILURE_LOGS, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub failure_logs: u32,
 }
 
 /// `drover serve` subcommands.
@@ -252,6 +256,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         tls: tls.is_some(),
         session_ttl: a.session_ttl,
         objects: a.objects.clone(),
+        failure_logs: a.failure_logs,
     };
     let idle = a.idle;
     let header_read = a.header_timeout;

@@ -37,6 +37,7 @@ impl Modify for Bearer {
     info(title = "drover", description = "drover serve: osapi's node service API (its current /api surface, and the seed's /node), jobs and runbooks, Redis Enterprise- and Consul agent-compatible routes over the drover engine. Errors are always {error, details, code}."),
     paths(
         super::node::service_action, super::node::list_services, super::node::one_service,
+        super::osapi::log::unit_log,
         super::jobs::list_jobs, super::jobs::get_job, super::jobs::job_events, super::jobs::cancel_job, super::jobs::retry_job, super::jobs::resume_job,
         super::jobs::list_runbooks, super::jobs::run_runbook,
         super::jobs::health, super::jobs::reload, super::jobs::audit, serve_spec,

@@ -182,6 +182,8 @@ pub struct Settings {
     pub session_ttl: Duration,
     /// `--objects`: the unit files osapi's unit-file routes name.
     pub objects: Option<PathBuf>,
+    /// Journal lines a job's failed service result carries (0: none).
+    pub failure_logs: u32,
 }
 
 /// The server's state, shared by every request.

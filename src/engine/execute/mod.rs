@@ -32,6 +32,7 @@ use crate::engine::execute::step::{HostStep, Reading};
 use crate::engine::job::Job;
 use crate::engine::journal::Journal;
 use crate::engine::walk::{walk, Finished, HostAction, Presence, WalkOptions, Work};
+use crate::model::logs::{LogEntry, LogQuery};
 use crate::model::maintenance::MaintenanceState;
 use crate::model::now_rfc3339;
 use crate::model::outcome::{Failure, Outcome, SkipReason};
@@ -40,6 +41,7 @@ use crate::model::report::{JobReport, JobResult, RunOutcome};
 use crate::model::unit::UnitName;
 use crate::remote::carrier::Session;
 use crate::remote::fanout::{HostError, Reach};
+use crate::remote::logs::Bounds;
 use crate::remote::pool::Pool;
 
 /// The inputs of one run.
@@ -70,6 +72,8 @@ pub struct RunSpec<'a> {
     pub clock: &'a Clock,
     /// What an earlier run of this job already did (retry, resume).
     pub carry: Option<&'a Carry>,
+    /// Journal lines a failed service step's result carries (0: none).
+    pub failure_logs: u32,
 }
 
 impl RunSpec<'_> {
@@ -160,6 +164,8 @@ pub(crate) struct Ran {
     action: String,
     /// What a script module said.
     msg: Option<String>,
+    /// The unit's last journal lines, when the step failed on the host.
+    logs: Vec<LogEntry>,
 }
 
 impl Default for Ran {
@@ -167,6 +173,7 @@ impl Default for Ran {
         Ran {
             action: "none".into(),
             msg: None,
+            logs: Vec::new(),
         }
     }
 }
@@ -249,7 +256,8 @@ impl HostAction for Do<'_> {
         };
         let _permit = self.forks.acquire().await;
         let (outcome, action, msg) = hs.work(&session, carried, next, lane).await;
-        Ok((outcome, Ran { action, msg }))
+        let logs = self.failure_logs(&session, w.step, w.task, &outcome).await;
+        Ok((outcome, Ran { action, msg, logs }))
     }
 
     fn record(&self, f: Finished<Ran>) {
@@ -261,6 +269,15 @@ impl HostAction for Do<'_> {
                 .detail
                 .msg
                 .map(|m| self.job.playbook.secrets.redact_string(m));
+            // A unit may print what it was given, secret values included.
+            r.logs = f.detail.logs;
+            for e in &mut r.logs {
+                e.message = self
+                    .job
+                    .playbook
+                    .secrets
+                    .redact_string(std::mem::take(&mut e.message));
+            }
         }
         push(self, f.si, f.h, r);
     }
@@ -328,6 +345,38 @@ impl<'a> Do<'a> {
             order_of,
             maint: Mutex::new(vec![None; n]),
             maint_write: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+
+    /// The unit's last journal lines, when a service step failed on the
+    /// host in a way the unit's own output may explain (its job failed,
+    /// a gate did not pass), within
+    /// [`Bounds::FAILURE`]. A read that fails leaves the result without
+    /// them: it never changes the outcome.
+    async fn failure_logs(
+        &self,
+        session: &Session,
+        step: &crate::model::playbook::Step,
+        task: &crate::model::expand::HostTask,
+        outcome: &Outcome,
+    ) -> Vec<LogEntry> {
+        let n = self.spec.failure_logs;
+        let Outcome::Failed { failure, .. } = outcome else {
+            return Vec::new();
+        };
+        if n == 0
+            || !failure.unit_may_explain()
+            || !matches!(step.operation, Operation::Service { .. })
+        {
+            return Vec::new();
+        }
+        let q = LogQuery::last(task.unit.clone(), n);
+        match crate::remote::logs::read(session, &q, &Bounds::FAILURE).await {
+            Ok(log) => log.entries,
+            Err(e) => {
+                tracing::debug!(host = %session.host(), unit = %task.unit, "no failure logs: {e}");
+                Vec::new()
+            }
         }
     }
 

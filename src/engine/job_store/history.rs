@@ -199,7 +199,7 @@ pub struct JobSummary {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removed {
     /// The job's report and journal are deleted; it is no longer listed.
-    Removed,
+    Deleted,
     /// The job is running: nothing was deleted.
     Running,
     /// No such job.
@@ -256,7 +256,7 @@ impl DirJobs {
         if let Some(d) = idx.remove_seq(seq) {
             delete(vec![d.report], "requested");
         }
-        Removed::Removed
+        Removed::Deleted
     }
 }
 
@@ -323,7 +323,7 @@ mod tests {
         assert_eq!(all[1].outcome, JobStatus::Completed);
         let only_a = BTreeSet::from(["a".to_string()]);
         assert_eq!(jobs.summaries(Some(&only_a)).len(), 1);
-        assert_eq!(jobs.remove("new"), Removed::Removed);
+        assert_eq!(jobs.remove("new"), Removed::Deleted);
         assert!(!dir.path().join("new.json").exists());
         assert!(!Journal::beside(&dir.path().join("new.json")).exists());
         assert!(jobs.get("new").is_none());

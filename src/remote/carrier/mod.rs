@@ -17,9 +17,11 @@
 //! [`Session`] closes its master on [`Session::close`] and, as a last
 //! resort, when dropped, so no `ssh` process outlives drover.
 
+mod capped;
 mod local;
 mod ssh;
 mod stream;
+
 
 use std::fmt;
 use std::io;
@@ -186,6 +188,12 @@ impl Session {
     /// The inventory name of the host.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// Whether the host is this machine (`transport: local`): its programs
+    /// run here, without ssh.
+    pub fn is_local(&self) -> bool {
+        matches!(self.link, Link::Local)
     }
 
     /// The systemd client over this session's D-Bus connection.

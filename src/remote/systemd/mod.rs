@@ -130,6 +130,27 @@ impl Systemd {
         &self.conn
     }
 
+    /// The machine id of the system this systemd runs (D-Bus's
+    /// `Peer.GetMachineId`, answered from its `/etc/machine-id`): which
+    /// machine a bus address really leads to.
+    pub async fn machine_id(&self) -> Result<String, SystemdError> {
+        let reply = self
+            .conn
+            .call_method(
+                Some(DEST),
+                MANAGER_PATH,
+                Some("org.freedesktop.DBus.Peer"),
+                "GetMachineId",
+                &(),
+            )
+            .await
+            .map_err(SystemdError::bus("GetMachineId"))?;
+        reply
+            .body()
+            .deserialize::<String>()
+            .map_err(SystemdError::bus("GetMachineId"))
+    }
+
     /// A typed proxy on a unit object (properties are not cached: every
     /// read is a fresh Get).
     pub async fn unit_proxy(&self, unit: &str) -> Result<UnitProxy<'static>, SystemdError> {

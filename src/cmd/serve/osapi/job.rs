@@ -260,7 +260,7 @@ pub async fn delete_job(
     entry(&state, &caller, &id)?;
     let gone = || ApiError::not_found(format!("no job `{id}`; GET /api/job lists them"));
     match state.jobs.remove(&id) {
-        Removed::Removed => {
+        Removed::Deleted => {
             let mut r = StatusCode::NO_CONTENT.into_response();
             r.extensions_mut().insert(JobId(id));
             Ok(r)

@@ -6,6 +6,7 @@
 //! and `/job` routes; only the shapes are osapi's.
 
 pub mod job;
+pub mod log;
 mod objects;
 pub mod service;
 pub mod shapes;
@@ -46,6 +47,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/job", get(list_jobs))
         .route("/api/job/{id}", get(get_job).delete(delete_job))
         .route("/api/job/{id}/retry", post(retry_job))
+        .route("/api/node/{hostname}/log/unit/{name}", get(log::unit_log))
 }
 
 /// How long a change waits for its job: the longest `wait` drover offers.
