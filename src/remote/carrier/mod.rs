@@ -257,23 +257,7 @@ impl Session {
                 })
             }
             Link::Ssh(l) => {
-                let ssh = l
-                    .ssh
-                    .as_ref()
-                    .ok_or_else(|| CarrierError::new(FailureKind::Other, "session is closed"))?;
-                let _permit = l
-                    .channels
-                    .acquire()
-                    .await
-                    .map_err(|_| CarrierError::new(FailureKind::Other, "session is closed"))?;
-                // With `become`, host commands run as root like the bridge.
-                let mut cmd = if self.become_ {
-                    let mut c = ssh.command("sudo");
-                    c.arg("-n").arg(program);
-                    c
-                } else {
-                    ssh.command(program)
-                };
+                let (mut cmd, _permit) = l.command(program, self.become_).await?;
                 cmd.args(args)
                     .stdin(openssh::Stdio::piped())
                     .stdout(openssh::Stdio::piped())

@@ -41,6 +41,27 @@ pub(super) struct SshLink {
 }
 
 impl SshLink {
+    /// `program` on the host, under `sudo -n` with `become` (host commands
+    /// run as root like the bridge), and the channel permit it holds while
+    /// it runs: what every command of the session starts from.
+    pub(super) async fn command(
+        &self,
+        program: &str,
+        become_: bool,
+    ) -> Result<(openssh::Command<'_>, tokio::sync::SemaphorePermit<'_>), CarrierError> {
+        let closed = || CarrierError::new(FailureKind::Other, "session is closed");
+        let ssh = self.ssh.as_ref().ok_or_else(closed)?;
+        let permit = self.channels.acquire().await.map_err(|_| closed())?;
+        let cmd = if become_ {
+            let mut c = ssh.command("sudo");
+            c.arg("-n").arg(program);
+            c
+        } else {
+            ssh.command(program)
+        };
+        Ok((cmd, permit))
+    }
+
     pub(super) async fn shutdown(&mut self) {
         let t0 = std::time::Instant::now();
         // Our D-Bus stream is already closed, so the bridge has seen EOF;
