@@ -35,7 +35,9 @@ fn is_unsafe(c: char) -> bool {
 /// (`\x2d`) must read as systemd wrote them, and the `\u{..}` form does
 /// not collide with them.
 pub fn one_line(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(is_unsafe) {
+    // Printable ASCII is the common case and safe byte by byte; only text
+    // with other bytes needs the per-character check.
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) || !s.chars().any(is_unsafe) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
