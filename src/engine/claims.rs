@@ -64,7 +64,7 @@ pub fn claims_of(job: &Job) -> Vec<Claim> {
 /// Where claims are kept: all of a job's claims are taken at once or none
 /// are, and they are freed when the [`Held`] is dropped.
 #[async_trait::async_trait]
-pub trait ClaimStore: Send + Sync {
+pub trait ClaimStore: Send + Sync + std::fmt::Debug {
     /// Take every claim in `keys` for `job_id`, all or none, waiting up to
     /// `wait` for them to be free; else the claim another job holds.
     async fn take(&self, keys: Vec<Claim>, job_id: &str, wait: Duration) -> Result<Held, Busy>;
@@ -376,7 +376,7 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         drop(first);
-        assert!(waiter.await.unwrap().is_ok());
+        let _room = waiter.await.unwrap().unwrap();
         assert_eq!(c.held(), 2, "job-2's member and the other group's");
     }
 

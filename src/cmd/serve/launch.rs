@@ -283,6 +283,10 @@ pub async fn start_job_with(
         carry,
         resume,
         failure_logs: state.settings.failure_logs,
+        // `group_by` room is claimed where the units are, and waited for
+        // as long as the request waits for them.
+        claims: Some(state.claims.clone()),
+        claim_wait: wait,
         ..ApplyOptions::default()
     };
     let entry = state.jobs.start(job, opts, held).await?;

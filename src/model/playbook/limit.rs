@@ -138,7 +138,12 @@ pub(super) fn parse_limit(src: Source<'_>, k: usize, spec: &StepSpec) -> Result<
     let id = &spec.id.value;
     let at_step = src.pos(spec.id.referenced);
     let bad = |f: &str, m: String, at| {
-        Error::invalid(WHAT, format!("steps[{k}].{f}"), format!("step `{id}`: {m}"), Some(at))
+        Error::invalid(
+            WHAT,
+            format!("steps[{k}].{f}"),
+            format!("step `{id}`: {m}"),
+            Some(at),
+        )
     };
     let Some(by) = &spec.group_by else {
         if let Some(m) = &spec.max_unavailable {
@@ -176,7 +181,8 @@ pub(super) fn parse_limit(src: Source<'_>, k: usize, spec: &StepSpec) -> Result<
     let Some(m) = &spec.max_unavailable else {
         return Err(bad(
             "group_by",
-            "`group_by` needs `max_unavailable`: how many hosts of one group may be down at once".into(),
+            "`group_by` needs `max_unavailable`: how many hosts of one group may be down at once"
+                .into(),
             at,
         )
         .with_suggestion(Some("max_unavailable: 1".into())));

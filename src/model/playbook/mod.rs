@@ -1,6 +1,7 @@
 //! The playbook: an ordered runbook of service operations, parsed strictly
 //! and validated (ids, targets, unit names, templates) before anything runs.
 
+mod cleanup;
 mod limit;
 mod loader;
 pub mod module;
