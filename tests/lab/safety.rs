@@ -86,9 +86,7 @@ impl<'a> Fixture<'a> {
     fn down_intervals(&self) -> BTreeMap<String, Vec<(u128, u128)>> {
         let mut out = BTreeMap::new();
         for h in &self.hosts {
-            let text = self
-                .lab
-                .ssh(h, &format!("cat {LOG} 2>/dev/null || true"));
+            let text = self.lab.ssh(h, &format!("cat {LOG} 2>/dev/null || true"));
             let mut since: BTreeMap<&str, u128> = BTreeMap::new();
             let mut spans = Vec::new();
             for line in text.lines() {
@@ -110,7 +108,10 @@ impl<'a> Fixture<'a> {
                     other => panic!("{h}: unexpected line {other}"),
                 }
             }
-            assert!(since.is_empty(), "{h}: a unit went down and never came up: {text}");
+            assert!(
+                since.is_empty(),
+                "{h}: a unit went down and never came up: {text}"
+            );
             out.insert(h.clone(), spans);
         }
         out
@@ -200,7 +201,10 @@ async fn two_runbooks_with_max_unavailable_one_never_take_two_hosts_of_a_group_d
         ],
     );
     let s = crate::serve::serve(&lab, dir.path(), &keys, &dir.path().join("jobs"));
-    let (url_a, url_b) = (s.url("/runbook/roll-a?wait=3m"), s.url("/runbook/roll-b?wait=3m"));
+    let (url_a, url_b) = (
+        s.url("/runbook/roll-a?wait=3m"),
+        s.url("/runbook/roll-b?wait=3m"),
+    );
     let (a, b) = tokio::join!(
         call(Method::POST, &url_a, Some(&keys.operate)),
         call(Method::POST, &url_b, Some(&keys.operate)),
@@ -214,7 +218,11 @@ async fn two_runbooks_with_max_unavailable_one_never_take_two_hosts_of_a_group_d
     }
     let spans = fixture.down_intervals();
     for (h, v) in &spans {
-        assert_eq!(v.len(), 2, "{h}: each runbook restarted its unit once: {spans:?}");
+        assert_eq!(
+            v.len(),
+            2,
+            "{h}: each runbook restarted its unit once: {spans:?}"
+        );
     }
     assert_one_down_at_a_time(&spans);
 }
@@ -235,7 +243,10 @@ async fn require_healthy_stops_a_batch_while_another_host_of_its_group_is_down()
     // The last web host is down: the first two batches may not start;
     // the last (that host itself, the others healthy) may.
     lab.ssh(&web[2], &format!("systemctl stop {}", UNITS[0]));
-    let before: Vec<String> = web[..2].iter().map(|h| lab.invocation(h, UNITS[0])).collect();
+    let before: Vec<String> = web[..2]
+        .iter()
+        .map(|h| lab.invocation(h, UNITS[0]))
+        .collect();
     let s = crate::serve::serve(&lab, dir.path(), &keys, &dir.path().join("jobs"));
     let (st, _, report) = call(
         Method::POST,
@@ -259,7 +270,10 @@ async fn require_healthy_stops_a_batch_while_another_host_of_its_group_is_down()
         assert!(e.contains(&web[2]), "names the host that is down: {e}");
         assert!(e.contains("did not start within 3s"), "{e}");
     }
-    let after: Vec<String> = web[..2].iter().map(|h| lab.invocation(h, UNITS[0])).collect();
+    let after: Vec<String> = web[..2]
+        .iter()
+        .map(|h| lab.invocation(h, UNITS[0]))
+        .collect();
     assert_eq!(before, after, "no batch started");
 }
 
@@ -267,7 +281,8 @@ async fn require_healthy_stops_a_batch_while_another_host_of_its_group_is_down()
 async fn finished(s: &server::Server, keys: &server::Keys, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let (st, _, view) = call(Method::GET, &s.url(&format!("/job/{id}")), Some(&keys.read)).await;
+        let (st, _, view) =
+            call(Method::GET, &s.url(&format!("/job/{id}")), Some(&keys.read)).await;
         assert_eq!(st, 200, "{view}");
         if view["outcome"] != "running" {
             return view;
@@ -281,7 +296,10 @@ async fn finished(s: &server::Server, keys: &server::Keys, id: &str) -> Value {
 fn wait_drained(lab: &Lab, host: &str, unit: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let flags = lab.ssh(host, "cat /var/lib/drover/maintenance.json 2>/dev/null || true");
+        let flags = lab.ssh(
+            host,
+            "cat /var/lib/drover/maintenance.json 2>/dev/null || true",
+        );
         if flags.contains(unit) {
             return;
         }
@@ -293,7 +311,10 @@ fn wait_drained(lab: &Lab, host: &str, unit: &str) {
 /// No web host is left with a flag on `unit`.
 fn assert_none_drained(lab: &Lab, hosts: &[String], unit: &str) {
     for h in hosts {
-        let flags = lab.ssh(h, "cat /var/lib/drover/maintenance.json 2>/dev/null || true");
+        let flags = lab.ssh(
+            h,
+            "cat /var/lib/drover/maintenance.json 2>/dev/null || true",
+        );
         assert!(!flags.contains(unit), "{h} left drained: {flags}");
     }
 }
@@ -378,12 +399,8 @@ fn sigterm_in_the_middle_of_a_drain_restart_undrains_every_drained_host() {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
     let out = child.wait_with_output().unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no report ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(report["outcome"], "interrupted", "{report}");
     assert_drained_were_undrained(&report);
     assert_none_drained(&lab, &web, UNITS[1]);

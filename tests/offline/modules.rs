@@ -418,7 +418,7 @@ fn an_offline_plan_batches_the_whole_call_and_cannot_predict_scripts() {
             .collect();
         assert_eq!(batches, [("web-1", 1), ("web-2", 1), ("web-3", 2)], "{s}");
     }
-    let kept = &steps[3]["results"][0];
+    let kept = &steps[2]["results"][0];
     assert_eq!(kept["status"], "skipped");
     assert!(kept["error"]
         .as_str()
