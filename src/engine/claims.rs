@@ -61,6 +61,41 @@ pub fn claims_of(job: &Job) -> Vec<Claim> {
     out
 }
 
+/// Room for one more host in every group a job's `group_by` steps work
+/// on: what a server checks before it starts the job, so a job that cannot
+/// get even that within its wait is refused (409) instead of failing its
+/// first batch. The walk claims each batch's own room later. The host
+/// asked for is a name no host has: a group whose room another job holds
+/// is full, whichever of its hosts this job would start with.
+pub fn group_room(job: &Job) -> Vec<Members> {
+    let mut out: Vec<Members> = Vec::new();
+    for (step, ex) in job.playbook.steps.iter().zip(&job.expanded) {
+        let Some(limit) = &step.limit else { continue };
+        let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for t in &ex.tasks {
+            let Some(h) = job.inventory.hosts.get(t.host) else {
+                continue;
+            };
+            if let Some(g) = limit.group_of(h) {
+                groups.entry(g).or_default().push(h.name.clone());
+            }
+        }
+        for (group, hosts) in groups {
+            let limit = limit.allowed(hosts.len());
+            if out.iter().any(|m| m.group == group) {
+                continue;
+            }
+            out.push(Members {
+                group,
+                limit,
+                hosts: vec![format!("(a host of {} hosts)", hosts.len())],
+                down: Vec::new(),
+            });
+        }
+    }
+    out
+}
+
 /// Where claims are kept: all of a job's claims are taken at once or none
 /// are, and they are freed when the [`Held`] is dropped.
 #[async_trait::async_trait]

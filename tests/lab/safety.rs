@@ -352,7 +352,13 @@ async fn a_cancel_in_the_middle_of_a_drain_restart_undrains_every_drained_host()
     let _fixture = Fixture::install(&lab, &web);
     let dir = tempfile::tempdir().unwrap();
     let keys = server::Keys::make(dir.path(), &web[0]);
-    books(dir.path(), &[("drain", drain_roll("drain", UNITS[0]))]);
+    books(
+        dir.path(),
+        &[
+            ("drain", drain_roll("drain", UNITS[0])),
+            ("other", roll("other", UNITS[1])),
+        ],
+    );
     let s = crate::serve::serve(&lab, dir.path(), &keys, &dir.path().join("jobs"));
     let (st, _, started) = call(
         Method::POST,
@@ -364,6 +370,18 @@ async fn a_cancel_in_the_middle_of_a_drain_restart_undrains_every_drained_host()
     let id = started["job_id"].as_str().unwrap().to_string();
     // The first host is drained and restarting (it takes a second).
     wait_drained(&lab, &web[0], UNITS[0]);
+    // Its group is full: a job that cannot wait is refused, naming it.
+    let (st, _, refused) = call(
+        Method::POST,
+        &s.url("/runbook/other?wait=0s"),
+        Some(&keys.operate),
+    )
+    .await;
+    assert_eq!(st, 409, "{refused}");
+    server::assert_error(st, &refused);
+    let details = refused["details"].as_str().unwrap_or_default();
+    assert!(details.contains(&format!("job {id} holds")), "{refused}");
+    assert!(details.contains("max_unavailable"), "{refused}");
     let (st, _, b) = call(
         Method::POST,
         &s.url(&format!("/job/{id}/cancel")),
