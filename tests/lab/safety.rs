@@ -1,7 +1,8 @@
 //! Safety across jobs and cleanup on real hosts: two runbooks with
 //! `max_unavailable: 1` over the lab's three `role: web` hosts never have
-//! two of them down at once (the units write when they go down and come
-//! up, and the intervals are compared, so no overlap can be missed);
+//! two of them down at once (a sampler on each host reads the units'
+//! states and the drain flag throughout, and the units also write when
+//! they go down and come up, so no overlap can be missed);
 //! `require_healthy` stops a batch while another host of its group is
 //! down, and says so; a cancel (server) and a SIGTERM (`drover apply`) in
 //! the middle of a drain-restart leave no host drained.
@@ -138,6 +139,86 @@ impl Drop for Fixture<'_> {
     }
 }
 
+/// Where each host's sampler writes what it saw.
+const SAMPLES: &str = "/var/tmp/drover-safety.samples";
+
+/// On each host, a transient unit that reads the fixture units' states
+/// and the drain flag about every 50 ms for as long as it lives: what an
+/// observer outside drover sees, independent of the units' own log.
+/// Stopped and removed when the guard drops.
+struct Sampler<'a> {
+    lab: &'a Lab,
+    hosts: Vec<String>,
+}
+
+impl<'a> Sampler<'a> {
+    fn start(lab: &'a Lab, hosts: &[String]) -> Sampler<'a> {
+        let script = format!(
+            "while :; do s=$(systemctl is-active {units} | tr '\\n' ' '); d=-; grep -qs drover-safety /var/lib/drover/maintenance.json && d=drained; echo \"$(date +%s%N) $s$d\"; sleep 0.05; done >> {SAMPLES}",
+            units = UNITS.join(" ")
+        );
+        for h in hosts {
+            lab.ssh(
+                h,
+                &format!(
+                    "rm -f {SAMPLES}; systemd-run --quiet --collect --unit=drover-safety-sampler sh -c {}",
+                    shell_quote(&script)
+                ),
+            );
+        }
+        Sampler {
+            lab,
+            hosts: hosts.to_vec(),
+        }
+    }
+
+    /// Per host, the spans it was seen unavailable (a unit not active,
+    /// or drained): from the first such sample to the last of each run of
+    /// them, so a span is one the host really was in (no overlap is
+    /// invented by the samplers' phases). Also how many samples there were.
+    fn down_spans(&self) -> (BTreeMap<String, Vec<(u128, u128)>>, usize) {
+        let mut out = BTreeMap::new();
+        let mut samples = 0;
+        for h in &self.hosts {
+            let text = self.lab.ssh(h, &format!("cat {SAMPLES}"));
+            let mut spans: Vec<(u128, u128)> = Vec::new();
+            let mut open: Option<(u128, u128)> = None;
+            for line in text.lines() {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let Some((ns, states)) = words.split_first() else {
+                    continue;
+                };
+                let Ok(ns) = ns.parse::<u128>() else { continue };
+                samples += 1;
+                let down = states.iter().any(|w| *w != "active" && *w != "-");
+                open = match (open, down) {
+                    (None, true) => Some((ns, ns)),
+                    (Some((a, _)), true) => Some((a, ns)),
+                    (Some(span), false) => {
+                        spans.push(span);
+                        None
+                    }
+                    (None, false) => None,
+                };
+            }
+            spans.extend(open);
+            out.insert(h.clone(), spans);
+        }
+        (out, samples)
+    }
+}
+
+impl Drop for Sampler<'_> {
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            let _ = self.lab.ssh_output(
+                h,
+                &format!("systemctl stop drover-safety-sampler; rm -f {SAMPLES}; true"),
+            );
+        }
+    }
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -201,6 +282,7 @@ async fn two_runbooks_with_max_unavailable_one_never_take_two_hosts_of_a_group_d
         ],
     );
     let s = crate::serve::serve(&lab, dir.path(), &keys, &dir.path().join("jobs"));
+    let sampler = Sampler::start(&lab, &web);
     let (url_a, url_b) = (
         s.url("/runbook/roll-a?wait=3m"),
         s.url("/runbook/roll-b?wait=3m"),
@@ -216,6 +298,15 @@ async fn two_runbooks_with_max_unavailable_one_never_take_two_hosts_of_a_group_d
             assert_ne!(r["status"], "failed", "{report}");
         }
     }
+    // What the samplers saw while both ran: each host unavailable at
+    // least once (so they were watching), never two at once.
+    let (seen, samples) = sampler.down_spans();
+    drop(sampler);
+    assert!(samples > 3 * 20, "the samplers ran throughout: {samples}");
+    for (h, v) in &seen {
+        assert!(!v.is_empty(), "{h} was never seen down: {seen:?}");
+    }
+    assert_one_down_at_a_time(&seen);
     let spans = fixture.down_intervals();
     for (h, v) in &spans {
         assert_eq!(
@@ -422,4 +513,90 @@ fn sigterm_in_the_middle_of_a_drain_restart_undrains_every_drained_host() {
     assert_eq!(report["outcome"], "interrupted", "{report}");
     assert_drained_were_undrained(&report);
     assert_none_drained(&lab, &web, UNITS[1]);
+}
+
+/// The `result` lines of a journal.
+fn journal_results(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "result")
+        .collect()
+}
+
+fn find<'v>(results: &'v [Value], step: &str, h: &str) -> Option<&'v Value> {
+    results
+        .iter()
+        .find(|r| r["step"] == step && r["hostname"] == h)
+}
+
+#[test]
+fn a_resume_after_a_kill_mid_drain_restart_leaves_no_host_drained() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let web = web_hosts(&lab);
+    let _fixture = Fixture::install(&lab, &web);
+    let dir = tempfile::tempdir().unwrap();
+    books(dir.path(), &[("drain", drain_roll("drain", UNITS[0]))]);
+    let pb = dir.path().join("books/drain.yml");
+    let report = dir.path().join("drain.json");
+    let journal = drover::engine::journal::Journal::beside(&report);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["apply", "-i"])
+        .arg(&lab.inventory)
+        .arg(&pb)
+        .arg("--report")
+        .arg(&report)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed outright once the first host's drain is on record, while its
+    // restart (a second long) runs: no cleanup can run in that process.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while find(&journal_results(&journal), "web.drain", &web[0]).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no drain of {} journaled",
+            web[0]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = journal_results(&journal);
+    let mut drained = find(&killed, "web.drain", &web[0]).unwrap().clone();
+    // A journal line is the report's result with its record type.
+    drained.as_object_mut().unwrap().remove("type");
+    assert_eq!(drained["status"], "ok", "{drained}");
+    assert!(
+        find(&killed, "web.undrain", &web[0]).is_none(),
+        "the kill came before the undrain: {killed:?}"
+    );
+    wait_drained(&lab, &web[0], UNITS[0]);
+    let out = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["apply", "--format", "json", "-i"])
+        .arg(&lab.inventory)
+        .arg(&pb)
+        .arg("--resume")
+        .arg(&journal)
+        .output()
+        .unwrap();
+    let resumed: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(resumed["outcome"], "completed", "{resumed}");
+    let results = resumed["results"].as_array().unwrap();
+    let of = |step: &str, h: &str| {
+        find(results, step, h)
+            .unwrap_or_else(|| panic!("no {step} on {h}: {resumed}"))
+            .clone()
+    };
+    // The resume did not drain the first host again: its drain is the
+    // killed run's result, carried over.
+    assert_eq!(of("web.drain", &web[0]), drained, "{resumed}");
+    for h in &web {
+        assert_eq!(of("web.undrain", h)["status"], "ok", "{h}: {resumed}");
+    }
+    assert_none_drained(&lab, &web, UNITS[0]);
 }
