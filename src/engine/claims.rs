@@ -71,13 +71,17 @@ pub fn group_room(job: &Job) -> Vec<Members> {
     let mut out: Vec<Members> = Vec::new();
     for (step, ex) in job.playbook.steps.iter().zip(&job.expanded) {
         let Some(limit) = &step.limit else { continue };
+        // A group is every host of the inventory with its label's value
+        // (as the walk counts it), not only those the step targets.
         let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for t in &ex.tasks {
-            let Some(h) = job.inventory.hosts.get(t.host) else {
-                continue;
-            };
-            if let Some(g) = limit.group_of(h) {
-                groups.entry(g).or_default().push(h.name.clone());
+            if let Some(g) = job.inventory.hosts.get(t.host).and_then(|h| limit.group_of(h)) {
+                groups.entry(g).or_default();
+            }
+        }
+        for h in &job.inventory.hosts {
+            if let Some(hosts) = limit.group_of(h).and_then(|g| groups.get_mut(&g)) {
+                hosts.push(h.name.clone());
             }
         }
         for (group, hosts) in groups {

@@ -600,3 +600,100 @@ fn a_resume_after_a_kill_mid_drain_restart_leaves_no_host_drained() {
     }
     assert_none_drained(&lab, &web, UNITS[0]);
 }
+
+/// `unit` drained on `host` with `drover maintenance`, as another team's
+/// work would leave it; undrained again when dropped.
+struct Drained<'a> {
+    lab: &'a Lab,
+    host: String,
+    unit: String,
+}
+
+impl<'a> Drained<'a> {
+    fn on(lab: &'a Lab, host: &str, unit: &str) -> Drained<'a> {
+        let d = Drained {
+            lab,
+            host: host.to_string(),
+            unit: unit.to_string(),
+        };
+        d.maintenance(&["enable", unit, "--reason", "other work", "--target", host]);
+        d
+    }
+
+    fn maintenance(&self, args: &[&str]) -> std::process::Output {
+        self.lab
+            .drover()
+            .arg("maintenance")
+            .args(args)
+            .arg("-i")
+            .arg(&self.lab.inventory)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Drained<'_> {
+    fn drop(&mut self) {
+        let _ = self.maintenance(&["disable", &self.unit, "--target", &self.host]);
+    }
+}
+
+#[test]
+fn a_drained_host_the_step_leaves_out_still_counts_against_its_group() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let web = web_hosts(&lab);
+    let _fixture = Fixture::install(&lab, &web);
+    let dir = tempfile::tempdir().unwrap();
+    // The step works on two of the group's three hosts; the third is
+    // drained: the group has no room left for max_unavailable 1.
+    let pb = dir.path().join("two.yml");
+    std::fs::write(
+        &pb,
+        format!(
+            "name: two\nsteps:\n  - id: roll\n    target: [{}, {}]\n    serial: 1\n    group_by: labels.role\n    max_unavailable: 1\n    service: {{ name: {}, state: restarted }}\n",
+            web[0], web[1], UNITS[0]
+        ),
+    )
+    .unwrap();
+    let apply = || {
+        let out = lab
+            .drover()
+            .args(["apply", "--format", "json", "--wait-lock", "2s", "-i"])
+            .arg(&lab.inventory)
+            .arg(&pb)
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr))
+        });
+        report
+    };
+    let before: Vec<String> = web[..2]
+        .iter()
+        .map(|h| lab.invocation(h, UNITS[0]))
+        .collect();
+    let drained = Drained::on(&lab, &web[2], UNITS[0]);
+    let report = apply();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{report}");
+    for r in results {
+        assert_eq!(r["status"], "failed", "{report}");
+        let e = r["error"].as_str().unwrap();
+        assert!(e.contains("group labels.role=web is full"), "{e}");
+        assert!(e.contains(&format!("{} is out of service", web[2])), "{e}");
+        assert!(e.contains("did not start within 2s"), "{e}");
+    }
+    let after: Vec<String> = web[..2]
+        .iter()
+        .map(|h| lab.invocation(h, UNITS[0]))
+        .collect();
+    assert_eq!(before, after, "no batch started");
+    // Undrained, the same run goes through.
+    drop(drained);
+    let report = apply();
+    assert_eq!(report["outcome"], "completed", "{report}");
+    for r in report["results"].as_array().unwrap() {
+        assert_eq!(r["status"], "ok", "{report}");
+    }
+}

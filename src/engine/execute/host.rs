@@ -272,8 +272,15 @@ pub fn really_changed(before: &UnitFacts, after: &UnitFacts) -> bool {
 
 /// Whether a host is in service for `unit`, read now (another job may have
 /// drained it): the unit's health with its maintenance flags, warning
-/// counting as in service. `Err` is the level and why.
-pub(super) async fn host_in_service(run: &Do<'_>, h: usize, unit: &UnitName) -> Result<(), String> {
+/// counting as in service. `Err` is the level and why. With `member_only`
+/// a host that has no such unit is in service unless the whole host is
+/// in maintenance.
+pub(super) async fn host_in_service(
+    run: &Do<'_>,
+    h: usize,
+    unit: &UnitName,
+    member_only: bool,
+) -> Result<(), String> {
     use crate::engine::walk::HostAction;
     use crate::model::health::{unit_health, Health};
     use crate::remote::fanout::open;
@@ -297,6 +304,9 @@ pub(super) async fn host_in_service(run: &Do<'_>, h: usize, unit: &UnitName) -> 
         .unwrap_or_else(UnitFacts::not_found);
     let m = maint.map_err(|e| format!("unknown: {e}"))?;
     let flag = m.host.as_ref().or_else(|| m.units.get(unit.as_str()));
+    if member_only && flag.is_none() && u.load_state == "not-found" {
+        return Ok(());
+    }
     match unit_health(&u, flag) {
         (Health::Passing | Health::Warning, _) => Ok(()),
         (level, note) => Err(format!("{}: {unit} {note}", level.as_str().to_lowercase())),

@@ -248,9 +248,9 @@ impl HostAction for Do<'_> {
         }
     }
 
-    async fn in_service(&self, h: usize, unit: &UnitName) -> Result<(), String> {
+    async fn in_service(&self, h: usize, unit: &UnitName, member_only: bool) -> Result<(), String> {
         let bound = self.spec.step_timeout.min(IN_SERVICE_TIMEOUT);
-        match tokio::time::timeout(bound, host_in_service(self, h, unit)).await {
+        match tokio::time::timeout(bound, host_in_service(self, h, unit, member_only)).await {
             Ok(r) => r,
             Err(_) => Err(format!(
                 "unknown: no answer within {}",

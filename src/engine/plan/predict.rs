@@ -341,7 +341,12 @@ impl HostAction for Predict<'_> {
 
     /// Whether another job or a failing check takes a host out of service
     /// is known only when a batch starts; the plan shows the limit.
-    async fn in_service(&self, _h: usize, _unit: &UnitName) -> std::result::Result<(), String> {
+    async fn in_service(
+        &self,
+        _h: usize,
+        _unit: &UnitName,
+        _member_only: bool,
+    ) -> std::result::Result<(), String> {
         Ok(())
     }
 

@@ -64,9 +64,11 @@ pub(crate) trait HostAction {
     async fn maintenance(&self, h: usize, unit: &UnitName) -> Result<Option<SkipReason>, String>;
 
     /// Whether the host is in service for `unit` (for `group_by`): `Err`
-    /// says why not (maintenance, failing health, unreachable). The plan
-    /// cannot know and says yes.
-    async fn in_service(&self, h: usize, unit: &UnitName) -> Result<(), String>;
+    /// says why not (maintenance, failing health, unreachable). With
+    /// `member_only` (a host of the group the step does not work on), a
+    /// host without the unit is in service: it runs no such service to
+    /// be down. The plan cannot know and says yes.
+    async fn in_service(&self, h: usize, unit: &UnitName, member_only: bool) -> Result<(), String>;
 
     /// The step's module on the host. `carried` is what the host's
     /// previous step left in its lane; what this step leaves for the next

@@ -19,7 +19,8 @@ use crate::model::playbook::{Group, Limit};
 /// has no event to wait for (the claims do, and wake a waiter at once).
 const RECHECK: Duration = Duration::from_secs(2);
 
-/// One group of a batch: all of the step's hosts in it, and the batch's.
+/// One group of a batch: every host of the inventory in it, and the
+/// batch's.
 #[derive(Default)]
 struct GroupHosts {
     all: Vec<usize>,
@@ -66,14 +67,27 @@ impl<A: HostAction> Walk<'_, A> {
             .unwrap_or_else(|| format!("host={}", host.name))
     }
 
-    /// Each group's allowance: its share of the step's hosts in it.
-    fn allowed(&self, si: usize, limit: &Limit) -> BTreeMap<String, usize> {
-        let mut size: BTreeMap<String, usize> = BTreeMap::new();
+    /// Every group the step's hosts are in, with all of its hosts in the
+    /// inventory: a group is its label's value, not what one step targets,
+    /// so a member the step leaves out still counts when it is down.
+    fn members(&self, si: usize, limit: &Limit) -> BTreeMap<String, Vec<usize>> {
+        let mut out: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for t in &self.job.expanded[si].tasks {
-            *size.entry(self.group_of(limit, t.host)).or_default() += 1;
+            out.entry(self.group_of(limit, t.host)).or_default();
         }
-        size.into_iter()
-            .map(|(g, n)| (g, limit.allowed(n)))
+        for h in 0..self.job.inventory.hosts.len() {
+            if let Some(g) = out.get_mut(&self.group_of(limit, h)) {
+                g.push(h);
+            }
+        }
+        out
+    }
+
+    /// Each group's allowance: its share of the group's hosts.
+    fn allowed(&self, si: usize, limit: &Limit) -> BTreeMap<String, usize> {
+        self.members(si, limit)
+            .into_iter()
+            .map(|(g, hosts)| (g, limit.allowed(hosts.len())))
             .collect()
     }
 
@@ -85,16 +99,21 @@ impl<A: HostAction> Walk<'_, A> {
         let Some(limit) = &step.limit else {
             return Ok(None);
         };
-        let ex = &self.job.expanded[si];
-        let allowed = self.allowed(si, limit);
-        let mut groups: BTreeMap<String, GroupHosts> = BTreeMap::new();
-        for t in &ex.tasks {
-            groups
-                .entry(self.group_of(limit, t.host))
-                .or_default()
-                .all
-                .push(t.host);
-        }
+        let members = self.members(si, limit);
+        let allowed: BTreeMap<String, usize> = members
+            .iter()
+            .map(|(g, hosts)| (g.clone(), limit.allowed(hosts.len())))
+            .collect();
+        let mut groups: BTreeMap<String, GroupHosts> = members
+            .into_iter()
+            .map(|(g, all)| {
+                let hosts = GroupHosts {
+                    all,
+                    batch: Vec::new(),
+                };
+                (g, hosts)
+            })
+            .collect();
         for &h in batch {
             groups
                 .entry(self.group_of(limit, h))
@@ -109,15 +128,10 @@ impl<A: HostAction> Walk<'_, A> {
         loop {
             let mut down: BTreeMap<&str, Vec<String>> = BTreeMap::new();
             let mut unhealthy = None;
-            for (name, g) in &groups {
-                for &h in g.all.iter().filter(|h| !g.batch.contains(h)) {
-                    let Some(task) = ex.task(h) else { continue };
-                    if let Err(why) = self.action.in_service(h, &task.unit).await {
-                        let host = self.job.inventory.hosts[h].name.clone();
-                        unhealthy.get_or_insert_with(|| format!("{host} of {name} is {why}"));
-                        down.entry(name).or_default().push(host);
-                    }
-                }
+            for (name, h, why) in self.out_of_service(si, &groups).await {
+                let host = self.job.inventory.hosts[h].name.clone();
+                unhealthy.get_or_insert_with(|| format!("{host} of {name} is {why}"));
+                down.entry(name).or_default().push(host);
             }
             let now = tokio::time::Instant::now();
             let why = match (&unhealthy, &self.opts.claims) {
@@ -166,6 +180,40 @@ impl<A: HostAction> Walk<'_, A> {
                     .await;
             }
         }
+    }
+
+    /// The hosts of `groups` outside the batch that are out of service
+    /// now, read all at once: (group, host, why). A host the step does not
+    /// work on is read for the unit the batch's hosts of its group have,
+    /// and counts only when it has that unit (or is unreachable, or in
+    /// maintenance as a whole).
+    async fn out_of_service<'g>(
+        &self,
+        si: usize,
+        groups: &'g BTreeMap<String, GroupHosts>,
+    ) -> Vec<(&'g str, usize, String)> {
+        let ex = &self.job.expanded[si];
+        let mut looks = Vec::new();
+        for (name, g) in groups {
+            let Some(unit) = g.batch.iter().find_map(|&h| ex.task(h)).map(|t| &t.unit) else {
+                continue;
+            };
+            for &h in g.all.iter().filter(|h| !g.batch.contains(h)) {
+                let (unit, member_only) = match ex.task(h) {
+                    Some(t) => (&t.unit, false),
+                    None => (unit, true),
+                };
+                looks.push(async move {
+                    let r = self.action.in_service(h, unit, member_only).await;
+                    r.err().map(|why| (name.as_str(), h, why))
+                });
+            }
+        }
+        futures_util::future::join_all(looks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Why an `always` step skips a host: it never began the call, or it
