@@ -620,6 +620,15 @@ impl<'a> Drained<'a> {
         d
     }
 
+    /// A flag drover itself leaves on `unit` of `host`, cleared on drop.
+    fn left(lab: &'a Lab, host: &str, unit: &str) -> Drained<'a> {
+        Drained {
+            lab,
+            host: host.to_string(),
+            unit: unit.to_string(),
+        }
+    }
+
     fn maintenance(&self, args: &[&str]) -> std::process::Output {
         self.lab
             .drover()
@@ -696,4 +705,64 @@ fn a_drained_host_the_step_leaves_out_still_counts_against_its_group() {
     for r in report["results"].as_array().unwrap() {
         assert_eq!(r["status"], "ok", "{report}");
     }
+}
+
+#[test]
+fn an_abort_at_max_fail_still_undrains_the_hosts_that_were_drained() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let web = web_hosts(&lab);
+    let _fixture = Fixture::install(&lab, &web);
+    // The unit cannot start on the middle host: its restart fails there.
+    let dropin = format!("/run/systemd/system/{}.service.d", UNITS[0]);
+    let _broken = lab.undo_on_drop(
+        &web[1],
+        &format!("rm -rf {dropin}; systemctl daemon-reload; systemctl reset-failed; true"),
+    );
+    lab.ssh(
+        &web[1],
+        &format!("mkdir -p {dropin} && printf '[Service]\\nExecStartPre=/bin/false\\n' > {dropin}/fail.conf && systemctl daemon-reload"),
+    );
+    let _kept = Drained::left(&lab, &web[1], UNITS[0]);
+    let dir = tempfile::tempdir().unwrap();
+    // No serial: every host is drained, then restarted; the failure
+    // aborts the run (max_fail_percentage 0) before any undrain step.
+    let pb = dir.path().join("abort.yml");
+    std::fs::write(
+        &pb,
+        format!(
+            "name: abort\nsteps:\n  - id: web\n    target: role:web\n    use: drain-restart\n    with: {{ unit: {}, reason: test, timeout: 20s }}\n    max_fail_percentage: 0\n",
+            UNITS[0]
+        ),
+    )
+    .unwrap();
+    books(dir.path(), &[]);
+    std::fs::rename(&pb, dir.path().join("books/abort.yml")).unwrap();
+    let out = lab
+        .drover()
+        .args(["apply", "--format", "json", "-i"])
+        .arg(&lab.inventory)
+        .arg(dir.path().join("books/abort.yml"))
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["outcome"], "aborted", "{report}");
+    let results = report["results"].as_array().unwrap();
+    let of = |step: &str, h: &str| {
+        find(results, step, h)
+            .unwrap_or_else(|| panic!("no {step} on {h}: {report}"))
+            .clone()
+    };
+    assert_eq!(of("web.restart", &web[1])["status"], "failed", "{report}");
+    for h in [&web[0], &web[2]] {
+        assert_eq!(of("web.drain", h)["status"], "ok", "{report}");
+        assert_eq!(of("web.undrain", h)["status"], "ok", "{h}: {report}");
+    }
+    // The host that failed stays drained (its module's on_failure
+    // decides what a failed host is left as); the others are not.
+    assert_eq!(of("web.undrain", &web[1])["status"], "skipped", "{report}");
+    assert_none_drained(&lab, &[web[0].clone(), web[2].clone()], UNITS[0]);
+    let flags = lab.ssh(&web[1], "cat /var/lib/drover/maintenance.json");
+    assert!(flags.contains(UNITS[0]), "{flags}");
 }
