@@ -298,6 +298,20 @@ async fn two_runbooks_with_max_unavailable_one_never_take_two_hosts_of_a_group_d
             assert_ne!(r["status"], "failed", "{report}");
         }
     }
+    // Their batches took turns, and the reports say who waited and why.
+    let waits: Vec<&str> = [&a.2, &b.2]
+        .iter()
+        .flat_map(|r| r["results"].as_array().unwrap())
+        .filter_map(|r| r["msg"].as_str())
+        .filter(|m| m.starts_with("waited "))
+        .collect();
+    assert!(!waits.is_empty(), "no batch waited: {} {}", a.2, b.2);
+    for m in &waits {
+        assert!(
+            m.contains("for room in its group: group labels.role=web is full"),
+            "{m}"
+        );
+    }
     // What the samplers saw while both ran: each host unavailable at
     // least once (so they were watching), never two at once.
     let (seen, samples) = sampler.down_spans();

@@ -294,10 +294,12 @@ impl HostAction for Do<'_> {
         if !matches!(f.outcome, Outcome::Skipped(_)) {
             r.duration_ms = f.elapsed.as_millis() as u64;
             r.action = f.detail.action;
-            r.msg = f
-                .detail
-                .msg
-                .map(|m| self.job.playbook.secrets.redact_string(m));
+            // A wait for room in its group comes first: it came first.
+            let msg = match (f.waited, f.detail.msg) {
+                (Some(w), Some(m)) => Some(format!("{w}; {m}")),
+                (w, m) => w.or(m),
+            };
+            r.msg = msg.map(|m| self.job.playbook.secrets.redact_string(m));
             // A unit may print what it was given, secret values included.
             r.logs = f.detail.logs;
             for e in &mut r.logs {

@@ -56,6 +56,7 @@ impl<A: HostAction> Walk<'_, A> {
             outcome,
             detail,
             elapsed: t0.elapsed(),
+            waited: self.take_wait(si, h),
         });
         Ok(status)
     }

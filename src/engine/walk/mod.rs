@@ -125,6 +125,9 @@ pub(crate) struct Finished<D> {
     pub(crate) detail: D,
     /// From the first check to the result (zero for a skip before any).
     pub(crate) elapsed: Duration,
+    /// How long the host's batch waited for room in its group, and why
+    /// (`group_by`), for the report.
+    pub(crate) waited: Option<String>,
 }
 
 /// How a walk may go.
@@ -248,6 +251,9 @@ struct Walk<'a, A> {
     /// Per host, the steps it worked on (or an earlier run did): who
     /// began a module call, for its `always` steps.
     worked: Mutex<Vec<BTreeSet<usize>>>,
+    /// Per (step, host), why its batch waited for room in its group
+    /// before it started, until its result takes it.
+    waited: Mutex<std::collections::HashMap<(usize, usize), String>>,
 }
 
 impl<'a, A: HostAction> Walk<'a, A> {
@@ -274,6 +280,7 @@ impl<'a, A: HostAction> Walk<'a, A> {
             shapes: Mutex::new(vec![Shape::default(); job.playbook.steps.len()]),
             closed: OnceLock::new(),
             worked: Mutex::new(vec![BTreeSet::new(); n]),
+            waited: Mutex::default(),
         }
     }
 
@@ -366,6 +373,7 @@ impl<'a, A: HostAction> Walk<'a, A> {
             outcome: Outcome::Skipped(why),
             detail: A::Detail::default(),
             elapsed: Duration::ZERO,
+            waited: None,
         });
     }
 
@@ -388,6 +396,7 @@ impl<'a, A: HostAction> Walk<'a, A> {
                     outcome: Outcome::Skipped(why.clone()),
                     detail: A::Detail::default(),
                     elapsed: Duration::ZERO,
+                    waited: None,
                 });
                 Some(Status::Skipped)
             }

@@ -27,6 +27,14 @@ struct GroupHosts {
     batch: Vec<usize>,
 }
 
+/// Why a batch got no room in its groups.
+pub(super) enum NoRoom {
+    /// None within the job's claim wait: its hosts fail the step, why.
+    Refused(String),
+    /// The run was stopped while the batch waited: its hosts skip.
+    Stopped(SkipReason),
+}
+
 impl<A: HostAction> Walk<'_, A> {
     /// A step's hosts in rolling batches of `size`, each cut further so
     /// that it holds at most its limit of any one group.
@@ -94,7 +102,7 @@ impl<A: HostAction> Walk<'_, A> {
     /// Room for a batch of step `si` in its groups: taken (held until
     /// the returned claim is dropped) or, once the job's claim wait is
     /// over, why the batch cannot start. Waiting is reported as a gate.
-    pub(super) async fn admit(&self, si: usize, batch: &[usize]) -> Result<Option<Held>, String> {
+    pub(super) async fn admit(&self, si: usize, batch: &[usize]) -> Result<Option<Held>, NoRoom> {
         let step = &self.job.playbook.steps[si];
         let Some(limit) = &step.limit else {
             return Ok(None);
@@ -123,9 +131,14 @@ impl<A: HostAction> Walk<'_, A> {
         }
         groups.retain(|_, g| !g.batch.is_empty());
         let wait = self.opts.claims.as_ref().map_or(Duration::ZERO, |c| c.wait);
-        let deadline = tokio::time::Instant::now() + wait;
+        let t0 = tokio::time::Instant::now();
+        let deadline = t0 + wait;
         let mut said = String::new();
         loop {
+            // A cancel or a signal ends the wait: nothing starts any more.
+            if let Some(why) = self.halted() {
+                return Err(NoRoom::Stopped(why));
+            }
             let mut down: BTreeMap<&str, Vec<String>> = BTreeMap::new();
             let mut unhealthy = None;
             for (name, h, why) in self.out_of_service(si, &groups).await {
@@ -151,18 +164,26 @@ impl<A: HostAction> Walk<'_, A> {
                             down: down.get(name.as_str()).cloned().unwrap_or_default(),
                         })
                         .collect();
-                    let slice = deadline.saturating_duration_since(now).min(RECHECK);
+                    // The first look does not wait, so that a wait is
+                    // seen, said and recorded with why.
+                    let slice = match said.is_empty() {
+                        true => Duration::ZERO,
+                        false => deadline.saturating_duration_since(now).min(RECHECK),
+                    };
                     match c.store.take_members(members, c.job_id, slice).await {
-                        Ok(held) => return Ok(Some(held)),
+                        Ok(held) => {
+                            self.note_wait(si, batch, t0.elapsed(), &said);
+                            return Ok(Some(held));
+                        }
                         Err(busy) => busy_words(&busy, limit),
                     }
                 }
             };
             if tokio::time::Instant::now() >= deadline {
-                return Err(format!(
+                return Err(NoRoom::Refused(format!(
                     "{why}; the batch did not start within {} (the job's claim wait)",
                     humantime::format_duration(wait)
-                ));
+                )));
             }
             if why != said {
                 tracing::info!(step = %step.id, "batch waits: {why}");
@@ -216,6 +237,28 @@ impl<A: HostAction> Walk<'_, A> {
             .collect()
     }
 
+    /// A batch that waited before it got room: each host's result will
+    /// say for how long and why (the last reason seen).
+    fn note_wait(&self, si: usize, batch: &[usize], waited: Duration, why: &str) {
+        if why.is_empty() {
+            return;
+        }
+        let note = format!(
+            "waited {} for room in its group: {why}",
+            humantime::format_duration(Duration::from_millis(waited.as_millis() as u64))
+        );
+        let mut w = self.waited.lock().unwrap_or_else(|p| p.into_inner());
+        for &h in batch {
+            w.insert((si, h), note.clone());
+        }
+    }
+
+    /// Why the host's batch waited for room before step `si`, once.
+    pub(super) fn take_wait(&self, si: usize, h: usize) -> Option<String> {
+        let mut w = self.waited.lock().unwrap_or_else(|p| p.into_inner());
+        w.remove(&(si, h))
+    }
+
     /// Why an `always` step skips a host: it never began the call, or it
     /// failed one of the call's steps and the call's `on_failure` steps
     /// decide what it is left as. None: the cleanup runs.
@@ -260,6 +303,7 @@ impl<A: HostAction> Walk<'_, A> {
                     outcome: Outcome::failed(Failure::Error(why.to_string())),
                     detail: A::Detail::default(),
                     elapsed: Duration::ZERO,
+                    waited: None,
                 });
                 Status::Failed
             })

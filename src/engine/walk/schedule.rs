@@ -13,6 +13,7 @@ use std::task::Poll;
 use futures_util::stream::StreamExt;
 
 use crate::engine::events::Event;
+use crate::engine::walk::safety::NoRoom;
 use crate::engine::walk::{HostAction, Shape, Walk};
 use crate::model::decide::{batch_size, group_batch_size};
 use crate::model::outcome::{SkipReason, Status};
@@ -139,7 +140,13 @@ impl<'a, A: HostAction> Walk<'a, A> {
                     drop(held);
                     statuses
                 }
-                Err(why) => self.refuse(si, batch, b + 1, &why),
+                Err(NoRoom::Refused(why)) => self.refuse(si, batch, b + 1, &why),
+                Err(NoRoom::Stopped(why)) => {
+                    for &h in batch {
+                        self.skip(si, h, b + 1, why.clone());
+                    }
+                    continue;
+                }
             };
             let mut book = self.book();
             for (h, status) in batch.iter().zip(statuses) {
@@ -196,7 +203,9 @@ impl<'a, A: HostAction> Walk<'a, A> {
                 Some(_) => None,
                 None => match Box::pin(self.admit(first, batch)).await {
                     Ok(held) => held,
-                    Err(why) => {
+                    // The steps below see the stop and skip.
+                    Err(NoRoom::Stopped(_)) => None,
+                    Err(NoRoom::Refused(why)) => {
                         self.refuse_group(g, batch, b + 1, &why);
                         failed_hosts.extend(batch.iter().copied());
                         self.book()
@@ -324,7 +333,11 @@ impl<'a, A: HostAction> Walk<'a, A> {
                     drop(held);
                     done
                 }
-                Err(why) => Ok(self.refuse(si, &[h], 1, &why).remove(0)),
+                Err(NoRoom::Refused(why)) => Ok(self.refuse(si, &[h], 1, &why).remove(0)),
+                Err(NoRoom::Stopped(why)) => {
+                    self.skip(si, h, 1, why);
+                    continue;
+                }
             };
             match done {
                 Ok(Status::Failed) => self.book().host_failed(h, &job.playbook.steps[si].id),
