@@ -68,6 +68,9 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
         ignore_window: a.ignore_window,
         lock: Some(a.playbook.clone()),
         wait_lock: a.wait_lock,
+        // A batch waits for room in its groups (`group_by`) as long as
+        // the run would wait for its lock.
+        claim_wait: a.wait_lock.unwrap_or_default(),
         report: a.report.clone(),
         saved,
         allow_drift: a.allow_drift,

@@ -410,7 +410,7 @@ pub struct ApplyArgs {
     /// Give up on one host's step after this long (it is then `failed`); the run never hangs.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Wait up to DURATION for another apply of this playbook to finish instead of exiting 3.
+    /// Wait up to DURATION for another apply of this playbook to finish instead of exiting 3, and for room in a `group_by` group before a batch.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub wait_lock: Option<Duration>,
     /// Output: text lines, or the job report as JSON on stdout.

@@ -64,6 +64,12 @@ pub struct ApplyOptions {
     /// When a service step fails on a host, the unit's last this many
     /// journal lines go into that host's result; 0: none.
     pub failure_logs: u32,
+    /// Where `group_by` claims room: the server's, shared by its jobs;
+    /// None: this run's own (its concurrent steps share it).
+    pub claims: Option<std::sync::Arc<dyn crate::engine::claims::ClaimStore>>,
+    /// How long a batch waits for room in its groups (the server: the
+    /// request's `wait`; `drover apply`: `--wait-lock`).
+    pub claim_wait: Duration,
 }
 
 /// How many journal lines a failed result carries unless told otherwise.
@@ -97,6 +103,8 @@ impl Default for ApplyOptions {
             carry: None,
             resume: None,
             failure_logs: DEFAULT_FAILURE_LOGS,
+            claims: None,
+            claim_wait: Duration::ZERO,
         }
     }
 }
@@ -183,6 +191,8 @@ pub async fn apply(
         clock: &opts.clock,
         carry: opts.carry.as_ref(),
         failure_logs: opts.failure_logs,
+        claims: opts.claims.clone(),
+        claim_wait: opts.claim_wait,
     })
     .await;
     let mut report = report;

@@ -126,6 +126,7 @@ impl Job {
         let dag = Dag::build(&playbook)?;
         let selector = limit.map(|l| parse_selector("--limit", l)).transpose()?;
         let expanded = expand(&playbook, &inventory, selector.as_ref())?;
+        check_groups(&playbook, &inventory, &expanded)?;
         let params = playbook.params.clone();
         Ok(Job {
             playbook,
@@ -136,6 +137,29 @@ impl Job {
             params,
         })
     }
+}
+
+/// Every host a step with `group_by` works on carries the label, so
+/// none escapes its group's limit.
+fn check_groups(
+    playbook: &Playbook,
+    inventory: &Inventory,
+    expanded: &[ExpandedStep],
+) -> Result<()> {
+    for (step, ex) in playbook.steps.iter().zip(expanded) {
+        let Some(limit) = &step.limit else { continue };
+        let hosts = ex.tasks.iter().filter_map(|t| inventory.hosts.get(t.host));
+        if let Err((m, sugg)) = crate::model::playbook::check_limit_hosts(limit, hosts) {
+            return Err(Error::invalid(
+                "playbook",
+                format!("steps[{}].group_by", step.file_index),
+                format!("step `{}`: {m}", step.id),
+                Some(step.position.clone()),
+            )
+            .with_suggestion(sugg));
+        }
+    }
+    Ok(())
 }
 
 /// Parse a `--limit`/`--target` selector given by the caller.

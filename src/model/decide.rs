@@ -16,7 +16,7 @@ pub fn group_batch_size(group: &Group, n: usize) -> usize {
 }
 
 /// Whether a step id is one of a module call's steps.
-fn in_call(step: &str, call: &str) -> bool {
+pub fn in_call(step: &str, call: &str) -> bool {
     step.strip_prefix(call).is_some_and(|r| r.starts_with('.'))
 }
 

@@ -130,6 +130,9 @@ pub enum SkipReason {
     /// A retry (of the job named) leaves the host alone: it ended `ok`
     /// there, or was never part of that job's step.
     NotRetried(String),
+    /// An `always` step of a module call, and the host never began the
+    /// call: there is nothing to clean up.
+    NotBegun(String),
 }
 
 impl fmt::Display for SkipReason {
@@ -143,6 +146,9 @@ impl fmt::Display for SkipReason {
                 write!(f, "skipped: the window ({w}) closed before this batch")
             }
             SkipReason::Maintenance(r) => write!(f, "skipped: in maintenance: {r}"),
+            SkipReason::NotBegun(call) => {
+                write!(f, "skipped: never began {call}; nothing to clean up")
+            }
             SkipReason::NoFailure(call) => {
                 write!(f, "skipped: runs only after a failure in {call}")
             }
@@ -160,9 +166,10 @@ impl SkipReason {
     /// The kind, as the report records it beside the text.
     pub fn kind(&self) -> Kind {
         match self {
-            SkipReason::WhenFalse | SkipReason::NoFailure(_) | SkipReason::NotRetried(_) => {
-                Kind::When
-            }
+            SkipReason::WhenFalse
+            | SkipReason::NoFailure(_)
+            | SkipReason::NotRetried(_)
+            | SkipReason::NotBegun(_) => Kind::When,
             SkipReason::FailedAt(_) => Kind::FailedEarlier,
             SkipReason::Aborted(_) => Kind::Aborted,
             // The run stops like an interrupted one, and reports so.

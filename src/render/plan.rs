@@ -171,6 +171,12 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         if !s.picked.is_empty() {
             let _ = write!(o, "  _any picks {}", one_line(&s.picked.join(", ")));
         }
+        if let Some(l) = &s.group_limit {
+            let _ = write!(o, "  {}", one_line(l));
+        }
+        if let Some(call) = &s.always {
+            let _ = write!(o, "  always (cleanup of {})", one_line(call));
+        }
         o.push('\n');
         if s.results.is_empty() {
             let _ = writeln!(o, "  (no hosts after --limit)");
@@ -334,6 +340,24 @@ pub fn render_markdown(plan: &Plan) -> String {
         "**{} to change, {} unchanged, {} skipped, {} failing, on {} hosts.**\n",
         s.changes, s.unchanged, s.skipped, s.failed, s.hosts
     );
+    for st in &plan.steps {
+        if let Some(l) = &st.group_limit {
+            let _ = writeln!(
+                o,
+                "> Step {}: {}, across jobs.\n",
+                md_code(&st.id, false),
+                md_text(l)
+            );
+        }
+        if let Some(call) = &st.always {
+            let _ = writeln!(
+                o,
+                "> Step {} is cleanup: it runs on every host that began {}, however the run ends.\n",
+                md_code(&st.id, false),
+                md_code(call, false)
+            );
+        }
+    }
     let _ = writeln!(
         o,
         "| host | change | no change | skipped | failing | operations |"

@@ -34,6 +34,7 @@ mod plan;
 mod playbooks;
 mod promises;
 mod resume;
+mod safety;
 mod scenarios;
 mod secrets;
 mod serve;

@@ -371,6 +371,44 @@ fn scenarios() -> Vec<Scenario> {
             ],
             ..BASE
         },
+        // Safety across jobs: `group_by` cuts batches to the group limit,
+        // and the plan predicts the same batches as apply runs.
+        Scenario {
+            name: "safety: group_by cuts a drain-restart's batches to max_unavailable",
+            setup: &[],
+            steps: "  - id: roll\n    target: [lab-1, lab-3]\n    use: drain-restart\n    with: { unit: demo-web, reason: scenario, timeout: 30s }\n    serial: 2\n    group_by: labels.role\n    max_unavailable: 1\n    require_healthy: true\n",
+            limit: None,
+            expect: &[
+                ("roll.drain", "lab-1", "ok", true),
+                ("roll.restart", "lab-3", "ok", true),
+                ("roll.undrain", "lab-1", "ok", true),
+                ("roll.undrain", "lab-3", "ok", true),
+                ("roll.keep-drained", "lab-3", "skipped", false),
+            ],
+            batches: &[
+                ("roll.drain", "lab-1", 1),
+                ("roll.drain", "lab-3", 2),
+                ("roll.undrain", "lab-3", 2),
+            ],
+            ..BASE
+        },
+        Scenario {
+            name: "safety: group_by batches take one host of each group at a time",
+            setup: &[],
+            steps: "  - id: roll\n    target: [lab-1, lab-2, lab-3, lab-4]\n    serial: 4\n    group_by: labels.role\n    max_unavailable: \"50%\"\n    service: { name: demo-worker, state: restarted }\n",
+            limit: None,
+            expect: &[
+                ("roll", "lab-1", "ok", true),
+                ("roll", "lab-4", "ok", true),
+            ],
+            batches: &[
+                ("roll", "lab-1", 1),
+                ("roll", "lab-2", 1),
+                ("roll", "lab-3", 2),
+                ("roll", "lab-4", 2),
+            ],
+            ..BASE
+        },
         Scenario {
             name: "module: drain-restart of a missing unit keeps the host drained",
             setup: &[],

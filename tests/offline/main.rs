@@ -29,6 +29,7 @@ mod params;
 mod plan_offline;
 mod render;
 mod retry_plan;
+mod safety;
 mod saved_plan;
 mod schema;
 mod serve;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::engine::apply::{resume_carry, ApplyOptions, Continue};
 use crate::engine::carry::Carry;
-use crate::engine::claims::{claims_of, Claim};
+use crate::engine::claims::{claims_of, group_room, Claim};
 use crate::engine::job::Job;
 use crate::model::keys::Role;
 
@@ -258,6 +258,28 @@ pub async fn start_job_with(
             ))
         }
     };
+    // A group another job fills for all of `wait` refuses the job now,
+    // naming that job (the walk claims each batch's room as it goes).
+    let room = group_room(&job);
+    if !room.is_empty() {
+        let left = wait.saturating_sub(t0.elapsed());
+        let probe = tokio::select! {
+            taken = state.claims.take_members(room, &id, left) => taken,
+            _ = stopping.wait_for(|s| *s) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting down",
+                    "the server is stopping; nothing was started; retry when it is back",
+                ))
+            }
+        };
+        if let Err(b) = probe {
+            return Err(ApiError::conflict(format!(
+                "job {} holds {} (max_unavailable); retry when it ends (GET /job/{})",
+                b.job_id, b.claim, b.job_id
+            )));
+        }
+    }
     drop(waiting);
     let (carry, resume) = match cont {
         None => (None, None),
@@ -283,6 +305,10 @@ pub async fn start_job_with(
         carry,
         resume,
         failure_logs: state.settings.failure_logs,
+        // `group_by` room is claimed where the units are, and waited for
+        // as long as the request waits for them.
+        claims: Some(state.claims.clone()),
+        claim_wait: wait,
         ..ApplyOptions::default()
     };
     let entry = state.jobs.start(job, opts, held).await?;

@@ -50,7 +50,8 @@ impl HostStep<'_, '_> {
                 Operation::Script(m) => self.script(session, m).await,
             }
         };
-        let timeout = self.run.spec.step_timeout;
+        // Cleanup (`always`) has its own, shorter bound.
+        let timeout = self.step.timeout.unwrap_or(self.run.spec.step_timeout);
         match tokio::time::timeout(timeout, work).await {
             Ok(Ok(done)) => {
                 *carry = done.next;
@@ -267,4 +268,47 @@ pub fn really_changed(before: &UnitFacts, after: &UnitFacts) -> bool {
         || before.unit_file_state != after.unit_file_state
         || before.load_state != after.load_state
         || before.invocation_id != after.invocation_id
+}
+
+/// Whether a host is in service for `unit`, read now (another job may have
+/// drained it): the unit's health with its maintenance flags, warning
+/// counting as in service. `Err` is the level and why. With `member_only`
+/// a host that has no such unit is in service unless the whole host is
+/// in maintenance.
+pub(super) async fn host_in_service(
+    run: &Do<'_>,
+    h: usize,
+    unit: &UnitName,
+    member_only: bool,
+) -> Result<(), String> {
+    use crate::engine::walk::HostAction;
+    use crate::model::health::{unit_health, Health};
+    use crate::remote::fanout::open;
+    // A host whose own steps are over has no connection left: one for
+    // this look.
+    let session = match run.connect(h).await {
+        Ok(s) => s,
+        Err(Failure::Unreachable(e)) => return Err(format!("unknown: unreachable: {e}")),
+        Err(_) => open(&run.job.inventory.hosts[h], &run.spec.reach())
+            .await
+            .map_err(|e| format!("unknown: unreachable: {e}"))?,
+    };
+    let sd = session.systemd();
+    let (facts, maint) = tokio::join!(
+        sd.unit_facts(std::slice::from_ref(unit)),
+        crate::remote::maintenance::read(&session)
+    );
+    let u = facts
+        .map_err(|e| format!("unknown: {e}"))?
+        .remove(unit.as_str())
+        .unwrap_or_else(UnitFacts::not_found);
+    let m = maint.map_err(|e| format!("unknown: {e}"))?;
+    let flag = m.host.as_ref().or_else(|| m.units.get(unit.as_str()));
+    if member_only && flag.is_none() && u.load_state == "not-found" {
+        return Ok(());
+    }
+    match unit_health(&u, flag) {
+        (Health::Passing | Health::Warning, _) => Ok(()),
+        (level, note) => Err(format!("{}: {unit} {note}", level.as_str().to_lowercase())),
+    }
 }

@@ -25,13 +25,14 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::engine::carry::{Carry, Origin};
+use crate::engine::claims::{ClaimStore, LocalClaims};
 use crate::engine::clock::Clock;
 use crate::engine::events::{Event, EventSink, StopFlag};
-use crate::engine::execute::host::{host_maintenance, next_reading};
+use crate::engine::execute::host::{host_in_service, host_maintenance, next_reading};
 use crate::engine::execute::step::{HostStep, Reading};
 use crate::engine::job::Job;
 use crate::engine::journal::Journal;
-use crate::engine::walk::{walk, Finished, HostAction, Presence, WalkOptions, Work};
+use crate::engine::walk::{walk, Finished, HostAction, Presence, WalkClaims, WalkOptions, Work};
 use crate::model::logs::{LogEntry, LogQuery};
 use crate::model::maintenance::MaintenanceState;
 use crate::model::now_rfc3339;
@@ -74,6 +75,11 @@ pub struct RunSpec<'a> {
     pub carry: Option<&'a Carry>,
     /// Journal lines a failed service step's result carries (0: none).
     pub failure_logs: u32,
+    /// Where `group_by` claims room (the server's, shared by its jobs);
+    /// None: this run's own.
+    pub claims: Option<Arc<dyn ClaimStore>>,
+    /// How long a batch waits for room in its groups.
+    pub claim_wait: Duration,
 }
 
 impl RunSpec<'_> {
@@ -114,12 +120,19 @@ pub(crate) struct Do<'a> {
     maint_write: Vec<tokio::sync::Mutex<()>>,
 }
 
+/// Bound on reading whether a group's host is in service.
+const IN_SERVICE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Walk the job over its hosts doing each step there, close the sessions
 /// and return the report.
 pub async fn execute(spec: RunSpec<'_>) -> JobReport {
     let job = spec.job;
     let started_at = now_rfc3339();
     let run = Do::new(spec);
+    let claims: Arc<dyn ClaimStore> = match &run.spec.claims {
+        Some(c) => c.clone(),
+        None => Arc::new(LocalClaims::default()),
+    };
     let end = walk(
         job,
         &run,
@@ -130,6 +143,11 @@ pub async fn execute(spec: RunSpec<'_>) -> JobReport {
             events: run.spec.events,
             lanes: run.spec.forks.max(1),
             carry: run.spec.carry,
+            claims: Some(WalkClaims {
+                store: claims.as_ref(),
+                job_id: &run.spec.job_id,
+                wait: run.spec.claim_wait,
+            }),
         },
     )
     .await;
@@ -230,6 +248,17 @@ impl HostAction for Do<'_> {
         }
     }
 
+    async fn in_service(&self, h: usize, unit: &UnitName, member_only: bool) -> Result<(), String> {
+        let bound = self.spec.step_timeout.min(IN_SERVICE_TIMEOUT);
+        match tokio::time::timeout(bound, host_in_service(self, h, unit, member_only)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "unknown: no answer within {}",
+                humantime::format_duration(bound)
+            )),
+        }
+    }
+
     async fn maintenance(&self, h: usize, unit: &UnitName) -> Result<Option<SkipReason>, String> {
         host_maintenance(self, h)
             .await
@@ -265,10 +294,12 @@ impl HostAction for Do<'_> {
         if !matches!(f.outcome, Outcome::Skipped(_)) {
             r.duration_ms = f.elapsed.as_millis() as u64;
             r.action = f.detail.action;
-            r.msg = f
-                .detail
-                .msg
-                .map(|m| self.job.playbook.secrets.redact_string(m));
+            // A wait for room in its group comes first: it came first.
+            let msg = match (f.waited, f.detail.msg) {
+                (Some(w), Some(m)) => Some(format!("{w}; {m}")),
+                (w, m) => w.or(m),
+            };
+            r.msg = msg.map(|m| self.job.playbook.secrets.redact_string(m));
             // A unit may print what it was given, secret values included.
             r.logs = f.detail.logs;
             for e in &mut r.logs {

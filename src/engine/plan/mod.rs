@@ -62,6 +62,14 @@ pub struct StepPlan {
     pub picked: Vec<String>,
     /// Hosts per batch (0: all at once).
     pub batch_size: usize,
+    /// `group_by`/`max_unavailable` in words: apply claims room in each
+    /// batch's groups across jobs (the batches already respect it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_limit: Option<String>,
+    /// The module call this step cleans up after (`always`): it runs on
+    /// every host that began the call, however the run ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub always: Option<String>,
     /// Results in inventory order.
     pub results: Vec<PlannedResult>,
 }
@@ -331,6 +339,8 @@ fn step_plan(
             .collect(),
         picked,
         batch_size,
+        group_limit: step.limit.as_ref().map(|l| l.describe()),
+        always: step.always.clone(),
         results,
     }
 }

@@ -339,6 +339,17 @@ impl HostAction for Predict<'_> {
     /// The facts are all there is to know.
     async fn survey(&self, _hosts: &[usize]) {}
 
+    /// Whether another job or a failing check takes a host out of service
+    /// is known only when a batch starts; the plan shows the limit.
+    async fn in_service(
+        &self,
+        _h: usize,
+        _unit: &UnitName,
+        _member_only: bool,
+    ) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
     async fn connect(&self, h: usize) -> std::result::Result<(), Failure> {
         let hf = self.facts[h];
         if hf.reachable {

@@ -93,6 +93,8 @@ pub fn simulate_with_checks(
         events: &NoEvents,
         lanes: 1,
         carry,
+        // The plan claims nothing: it shows the limit, apply holds it.
+        claims: None,
     };
     let end = run_now(walk(job, &predict, opts)).ok_or_else(|| {
         Error::Internal("the plan's walk waited for something; a prediction never waits".into())

@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::engine::walk::{Finished, HostAction, Walk, Work};
 use crate::model::decide::refuse_protected;
 use crate::model::expand::HostTask;
-use crate::model::outcome::{Failure, Outcome, Status};
+use crate::model::outcome::{Failure, Outcome, SkipReason, Status};
 use crate::model::playbook::{Operation, Step};
 
 impl<A: HostAction> Walk<'_, A> {
@@ -36,6 +36,7 @@ impl<A: HostAction> Walk<'_, A> {
         let (outcome, detail) = match self.before_work(step, h, task).await {
             Err(outcome) => (outcome, A::Detail::default()),
             Ok((conn, failed_at)) => {
+                self.began(si, h);
                 let w = Work {
                     si,
                     h,
@@ -55,6 +56,7 @@ impl<A: HostAction> Walk<'_, A> {
             outcome,
             detail,
             elapsed: t0.elapsed(),
+            waited: self.take_wait(si, h),
         });
         Ok(status)
     }
@@ -70,11 +72,18 @@ impl<A: HostAction> Walk<'_, A> {
         task: &HostTask,
     ) -> Result<(A::Conn, Option<String>), Outcome> {
         let failed_at = {
-            let book = self.book();
-            if let Some(why) = book.before_step_host(step, h, task.when) {
+            // Cleanup runs on every host that began its call, whatever
+            // else failed.
+            let skip = match &step.always {
+                Some(call) => self
+                    .cleanup_skip(call, h)
+                    .or_else(|| (!task.when).then_some(SkipReason::WhenFalse)),
+                None => self.book().before_step_host(step, h, task.when),
+            };
+            if let Some(why) = skip {
                 return Err(Outcome::Skipped(why));
             }
-            book.failed_at(h).map(str::to_string)
+            self.book().failed_at(h).map(str::to_string)
         };
         let host = &self.job.inventory.hosts[h];
         if let Some(refused) = refuse_protected(step, task, host, self.opts.allow_protected) {

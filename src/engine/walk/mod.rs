@@ -13,6 +13,7 @@
 //! are [`crate::model::decide`]'s.
 
 mod host;
+mod safety;
 mod schedule;
 
 use std::collections::BTreeSet;
@@ -21,6 +22,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use crate::engine::carry::{Carried, Carry};
+use crate::engine::claims::ClaimStore;
 use crate::engine::clock::Clock;
 use crate::engine::events::{EventSink, StopFlag};
 use crate::engine::job::Job;
@@ -60,6 +62,13 @@ pub(crate) trait HostAction {
     /// Whether the host, or `unit` on it, is in maintenance (`Err`: the
     /// flags could not be read).
     async fn maintenance(&self, h: usize, unit: &UnitName) -> Result<Option<SkipReason>, String>;
+
+    /// Whether the host is in service for `unit` (for `group_by`): `Err`
+    /// says why not (maintenance, failing health, unreachable). With
+    /// `member_only` (a host of the group the step does not work on), a
+    /// host without the unit is in service: it runs no such service to
+    /// be down. The plan cannot know and says yes.
+    async fn in_service(&self, h: usize, unit: &UnitName, member_only: bool) -> Result<(), String>;
 
     /// The step's module on the host. `carried` is what the host's
     /// previous step left in its lane; what this step leaves for the next
@@ -116,6 +125,9 @@ pub(crate) struct Finished<D> {
     pub(crate) detail: D,
     /// From the first check to the result (zero for a skip before any).
     pub(crate) elapsed: Duration,
+    /// How long the host's batch waited for room in its group, and why
+    /// (`group_by`), for the report.
+    pub(crate) waited: Option<String>,
 }
 
 /// How a walk may go.
@@ -133,6 +145,19 @@ pub(crate) struct WalkOptions<'a> {
     pub(crate) lanes: usize,
     /// What an earlier run of this job already did (retry, resume).
     pub(crate) carry: Option<&'a Carry>,
+    /// Where `group_by` claims room for each batch; None: nothing is
+    /// claimed (the plan).
+    pub(crate) claims: Option<WalkClaims<'a>>,
+}
+
+/// The claims a walk takes for `group_by`.
+pub(crate) struct WalkClaims<'a> {
+    /// Where they are kept (the server's, shared by its jobs).
+    pub(crate) store: &'a dyn ClaimStore,
+    /// The job they are taken for.
+    pub(crate) job_id: &'a str,
+    /// How long a batch waits for room in its groups.
+    pub(crate) wait: Duration,
 }
 
 /// What a step looked like when it started.
@@ -223,6 +248,12 @@ struct Walk<'a, A> {
     shapes: Mutex<Vec<Shape>>,
     /// Why nothing starts any more, once the window was seen closed.
     closed: OnceLock<SkipReason>,
+    /// Per host, the steps it worked on (or an earlier run did): who
+    /// began a module call, for its `always` steps.
+    worked: Mutex<Vec<BTreeSet<usize>>>,
+    /// Per (step, host), why its batch waited for room in its group
+    /// before it started, until its result takes it.
+    waited: Mutex<std::collections::HashMap<(usize, usize), String>>,
 }
 
 impl<'a, A: HostAction> Walk<'a, A> {
@@ -248,6 +279,8 @@ impl<'a, A: HostAction> Walk<'a, A> {
             pending: pending.into_iter().map(AtomicUsize::new).collect(),
             shapes: Mutex::new(vec![Shape::default(); job.playbook.steps.len()]),
             closed: OnceLock::new(),
+            worked: Mutex::new(vec![BTreeSet::new(); n]),
+            waited: Mutex::default(),
         }
     }
 
@@ -340,6 +373,7 @@ impl<'a, A: HostAction> Walk<'a, A> {
             outcome: Outcome::Skipped(why),
             detail: A::Detail::default(),
             elapsed: Duration::ZERO,
+            waited: None,
         });
     }
 
@@ -348,6 +382,9 @@ impl<'a, A: HostAction> Walk<'a, A> {
     fn carried(&self, si: usize, h: usize, batch: usize) -> Option<Status> {
         match self.opts.carry?.get(si, h)? {
             Carried::Result(r) => {
+                if r.status != Status::Skipped {
+                    self.began(si, h);
+                }
                 self.action.carry(si, h, batch, r);
                 Some(r.status)
             }
@@ -359,6 +396,7 @@ impl<'a, A: HostAction> Walk<'a, A> {
                     outcome: Outcome::Skipped(why.clone()),
                     detail: A::Detail::default(),
                     elapsed: Duration::ZERO,
+                    waited: None,
                 });
                 Some(Status::Skipped)
             }

@@ -13,6 +13,7 @@ use std::task::Poll;
 use futures_util::stream::StreamExt;
 
 use crate::engine::events::Event;
+use crate::engine::walk::safety::NoRoom;
 use crate::engine::walk::{HostAction, Shape, Walk};
 use crate::model::decide::{batch_size, group_batch_size};
 use crate::model::outcome::{SkipReason, Status};
@@ -70,6 +71,12 @@ impl<'a, A: HostAction> Walk<'a, A> {
                 }
             }
         }
+        // Cleanup whose call a stop cut short runs now, on the hosts that
+        // began the call.
+        for s in self.late_cleanup(&started) {
+            started[s] = true;
+            Box::pin(self.step(s)).await?;
+        }
         // Steps that never started (stopped, or the window closed) are
         // reported skipped.
         for (s, was) in started.iter().enumerate() {
@@ -110,15 +117,37 @@ impl<'a, A: HostAction> Walk<'a, A> {
             hosts: hosts.len(),
         });
         let mut failed_here = 0usize;
-        for (b, batch) in hosts.chunks(size).enumerate() {
-            let skip = self.book().before_batch().or_else(|| self.halted());
+        let cleanup = step.always.is_some();
+        for (b, batch) in self.batches(si, &hosts, size).iter().enumerate() {
+            // Cleanup is not stopped by what stops the rest.
+            let skip = match cleanup {
+                true => None,
+                false => self.book().before_batch().or_else(|| self.halted()),
+            };
             if let Some(why) = skip {
                 for &h in batch {
                     self.skip(si, h, b + 1, why.clone());
                 }
                 continue;
             }
-            let statuses = self.batch(si, batch, b + 1).await?;
+            let room = match cleanup {
+                true => Ok(None),
+                false => Box::pin(self.admit(si, batch)).await,
+            };
+            let statuses = match room {
+                Ok(held) => {
+                    let statuses = self.batch(si, batch, b + 1).await?;
+                    drop(held);
+                    statuses
+                }
+                Err(NoRoom::Refused(why)) => self.refuse(si, batch, b + 1, &why),
+                Err(NoRoom::Stopped(why)) => {
+                    for &h in batch {
+                        self.skip(si, h, b + 1, why.clone());
+                    }
+                    continue;
+                }
+            };
             let mut book = self.book();
             for (h, status) in batch.iter().zip(statuses) {
                 if status == Status::Failed {
@@ -165,9 +194,31 @@ impl<'a, A: HostAction> Walk<'a, A> {
             });
         }
         let mut failed_hosts = BTreeSet::new();
-        for (b, batch) in hosts.chunks(size).enumerate() {
+        for (b, batch) in self.batches(first, &hosts, size).iter().enumerate() {
+            // Room in the batch's groups is claimed before its first step
+            // and held through the last (cleanup included): from drained
+            // to undrained.
+            let stopped = self.book().before_batch().or_else(|| self.halted());
+            let held = match stopped {
+                Some(_) => None,
+                None => match Box::pin(self.admit(first, batch)).await {
+                    Ok(held) => held,
+                    // The steps below see the stop and skip.
+                    Err(NoRoom::Stopped(_)) => None,
+                    Err(NoRoom::Refused(why)) => {
+                        self.refuse_group(g, batch, b + 1, &why);
+                        failed_hosts.extend(batch.iter().copied());
+                        self.book()
+                            .after_group_batch(g, failed_hosts.len(), hosts.len());
+                        continue;
+                    }
+                },
+            };
             for &si in &g.steps {
-                let skip = self.book().before_batch().or_else(|| self.halted());
+                let skip = match steps[si].always {
+                    Some(_) => None,
+                    None => self.book().before_batch().or_else(|| self.halted()),
+                };
                 if let Some(why) = skip {
                     for &h in batch {
                         if self.job.expanded[si].task(h).is_some() {
@@ -185,6 +236,7 @@ impl<'a, A: HostAction> Walk<'a, A> {
                     }
                 }
             }
+            drop(held);
             self.book()
                 .after_group_batch(g, failed_hosts.len(), hosts.len());
             if let Some(&last) = g.steps.last() {
@@ -279,14 +331,30 @@ impl<'a, A: HostAction> Walk<'a, A> {
         let mut lane = A::Lane::default();
         let mut end = Ok(());
         for (k, &si) in mine.iter().enumerate() {
-            if let Some(why) = self.halted() {
+            let cleanup = job.playbook.steps[si].always.is_some();
+            if let Some(why) = self.halted().filter(|_| !cleanup) {
                 self.skip(si, h, 1, why);
                 continue;
             }
-            match self
-                .host(si, h, 1, &mut lane, mine.get(k + 1).copied())
-                .await
-            {
+            let room = match cleanup {
+                true => Ok(None),
+                false => Box::pin(self.admit(si, &[h])).await,
+            };
+            let done = match room {
+                Ok(held) => {
+                    let done = self
+                        .host(si, h, 1, &mut lane, mine.get(k + 1).copied())
+                        .await;
+                    drop(held);
+                    done
+                }
+                Err(NoRoom::Refused(why)) => Ok(self.refuse(si, &[h], 1, &why).remove(0)),
+                Err(NoRoom::Stopped(why)) => {
+                    self.skip(si, h, 1, why);
+                    continue;
+                }
+            };
+            match done {
                 Ok(Status::Failed) => self.book().host_failed(h, &job.playbook.steps[si].id),
                 Ok(_) => {}
                 Err(e) => {

@@ -10,9 +10,11 @@ use serde_saphyr::Spanned;
 use super::Source;
 use super::WHAT;
 use crate::model::error::{suggest, Error, Result};
+use crate::model::playbook::limit::parse_limit;
 use crate::model::playbook::line_starts;
 use crate::model::playbook::parse::StepParser;
 use crate::model::playbook::Group;
+use crate::model::playbook::Limit;
 use crate::model::playbook::Step;
 use crate::model::playbook::StepSpec;
 use crate::model::playbook::TargetSpec;
@@ -44,6 +46,8 @@ pub(super) struct Inherit {
     max_fail_percentage: Option<Spanned<f64>>,
     /// The outermost call has `serial`: the steps are batched as a group.
     in_group: bool,
+    /// The call's `group_by`/`max_unavailable`.
+    limit: Option<Arc<Limit>>,
     /// The call site, appended to errors in the module.
     note: String,
 }
@@ -377,6 +381,8 @@ impl Loader<'_> {
             self.templates.leave_params(previous);
         }
         let mut step = step?;
+        let own = parse_limit(src, k, &spec)?.map(Arc::new);
+        step.limit = own.or_else(|| inh.and_then(|i| i.limit.clone()));
         if on_failure {
             step.on_failure = inh.map(|i| i.prefix.trim_end_matches('.').to_string());
         }
@@ -447,6 +453,16 @@ impl Loader<'_> {
                 "a call inside a module takes its hosts from the outer call; drop `target`".into(),
             ));
         }
+        let limit = parse_limit(src, k, spec)?.map(Arc::new);
+        if limit.is_some() && spec.serial.is_none() && inh.is_none() {
+            return Err(Error::invalid(
+                WHAT,
+                format!("steps[{k}].group_by"),
+                format!("step `{}`: `group_by` on a module call needs `serial`, so a host's group stays claimed through all of the module's steps (drained to undrained)", spec.id.value),
+                spec.group_by.as_ref().map(|g| src.pos(g.referenced)),
+            )
+            .with_suggestion(Some("serial: 1".into())));
+        }
         let text = yaml::read_bounded(file, crate::model::playbook::module::WHAT)?;
         self.record_input(file, text.as_bytes());
         let note = format!(
@@ -483,6 +499,7 @@ impl Loader<'_> {
                     .clone()
                     .or_else(|| i.max_fail_percentage.clone()),
                 note: format!("{note}; {}", i.note),
+                limit: limit.clone().or_else(|| i.limit.clone()),
                 ..i.clone()
             },
             None => Inherit {
@@ -497,6 +514,7 @@ impl Loader<'_> {
                     spec.max_fail_percentage.clone()
                 },
                 in_group: spec.serial.is_some(),
+                limit: limit.clone(),
                 note: note.clone(),
             },
         };
@@ -507,6 +525,10 @@ impl Loader<'_> {
         ));
         let first = self.steps.len();
         let produced = self.list(msrc, &module.steps, Some(&child), Some(entry));
+        let produced = match produced {
+            Ok(ids) => self.always(msrc, &module, &child, full_id, ids),
+            Err(e) => Err(e),
+        };
         self.chain.pop();
         self.templates.leave_params(scope);
         let produced =
@@ -563,6 +585,12 @@ fn inherit(src: Source<'_>, k: usize, spec: &StepSpec, i: &Inherit) -> Result<St
         return refuse(
             "serial",
             "the call's `serial` batches hosts through all the module's steps; drop it here",
+        );
+    }
+    if i.in_group && spec.group_by.is_some() {
+        return refuse(
+            "group_by",
+            "the call's `group_by` claims each batch's groups through all the module's steps; drop it here",
         );
     }
     if i.in_group && spec.max_fail_percentage.is_some() {

@@ -1,6 +1,8 @@
 //! The playbook: an ordered runbook of service operations, parsed strictly
 //! and validated (ids, targets, unit names, templates) before anything runs.
 
+mod cleanup;
+mod limit;
 mod loader;
 pub mod module;
 mod parse;
@@ -8,6 +10,7 @@ mod spec;
 mod step;
 mod window;
 
+pub use limit::{check_hosts as check_limit_hosts, Amount, Limit};
 pub use loader::module_search_path;
 pub use spec::*;
 pub use step::*;

@@ -45,7 +45,20 @@ pub struct CompositeFile {
     /// The steps, in playbook syntax; they take their hosts, `when` and
     /// ordering from the call.
     pub steps: Vec<StepSpec>,
+    /// Cleanup steps: they run after `steps` on every host that began the
+    /// call, whether the run finished, was stopped (cancel, SIGTERM, the
+    /// window), aborted at `max_fail_percentage` or failed elsewhere. A
+    /// host that failed one of the call's steps runs them too unless the
+    /// module has `on_failure` steps, which then decide what it is left as.
+    #[serde(default)]
+    pub always: Vec<StepSpec>,
+    /// Bound on each `always` step on one host (default 60s): cleanup
+    /// must end even when the host does not answer.
+    pub always_timeout: Option<String>,
 }
+
+/// How long an `always` step may take on one host unless the module says.
+pub const ALWAYS_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A script module's `module.yml`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

@@ -79,6 +79,9 @@ impl StepParser<'_, '_> {
             operation,
             group: None,
             on_failure: None,
+            limit: None,
+            always: None,
+            timeout: None,
             called_from: None,
         })
     }

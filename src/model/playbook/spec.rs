@@ -299,6 +299,18 @@ pub struct StepSpec {
     /// an earlier step of the same call (to leave them marked), with
     /// `{{ failed_step }}` the id of the step they failed at.
     pub on_failure: Option<bool>,
+    /// Group the step's hosts by a label, written `labels.KEY`: with
+    /// `max_unavailable`, at most that many hosts of one group are worked
+    /// on or out of service at once, across every job.
+    #[schemars(with = "Option<String>")]
+    pub group_by: Option<Spanned<String>>,
+    /// With `group_by`: hosts of one group that may be worked on or out
+    /// of service (maintenance, failing health) at once.
+    #[schemars(with = "Option<crate::model::playbook::limit::Amount>")]
+    pub max_unavailable: Option<Spanned<crate::model::playbook::limit::Amount>>,
+    /// With `group_by`: a batch starts only while every other host of its
+    /// groups is healthy (maintenance counts as not).
+    pub require_healthy: Option<bool>,
     /// The called module's parameters.
     #[serde(rename = "with")]
     #[schemars(rename = "with")]

@@ -131,6 +131,14 @@ pub struct Step {
     /// An `on_failure` step of this module call: it runs only on hosts that
     /// failed one of the call's steps.
     pub on_failure: Option<String>,
+    /// `group_by`/`max_unavailable`: its own, or its module call's.
+    pub limit: Option<Arc<crate::model::playbook::Limit>>,
+    /// An `always` step of this module call (its id): it runs on every
+    /// host that began the call, however the run ends.
+    pub always: Option<String>,
+    /// This step's own bound on one host's work (an `always` step's);
+    /// None: the run's step timeout.
+    pub timeout: Option<Duration>,
     /// For a module's step: where the module was called from, added to
     /// errors found later (per-host templates, targets).
     pub called_from: Option<String>,
