@@ -160,6 +160,9 @@ pub enum Continuation {
         /// Go on although the playbook, inventory or params changed.
         allow_changed: bool,
     },
+    /// A new job running exactly this reviewed plan: refused, before
+    /// anything runs, when its inputs changed or the hosts drifted.
+    Reviewed(crate::engine::saved::SavedPlan),
 }
 
 /// Plan (dry run) or start a job and wait for it up to `wait`, under the
@@ -205,7 +208,7 @@ pub async fn start_job_with(
         caller.require(Role::Admin)?;
     }
     if q.dry_run.unwrap_or(false) {
-        let mut plan = state.executor.plan(job, allow_protected).await?.plan;
+        let mut plan = state.executor.plan(job, allow_protected, false).await?.plan;
         // The plan names its inputs as the server's files: below the
         // server's directories, as its errors do.
         let hide = super::error::without_server_paths;
@@ -259,8 +262,13 @@ pub async fn start_job_with(
         }
     };
     drop(waiting);
+    let mut saved = None;
     let (carry, resume) = match cont {
         None => (None, None),
+        Some(Continuation::Reviewed(plan)) => {
+            saved = Some(plan);
+            (None, None)
+        }
         Some(Continuation::Retry(carry)) => (Some(carry), None),
         Some(Continuation::Resume {
             journal,
@@ -282,6 +290,7 @@ pub async fn start_job_with(
         lock,
         carry,
         resume,
+        saved,
         failure_logs: state.settings.failure_logs,
         ..ApplyOptions::default()
     };

@@ -219,6 +219,8 @@ pub struct AppState {
     pub csrf_secret: [u8; 32],
     /// The server's metrics (GET /metrics).
     pub metrics: Arc<super::metrics::Metrics>,
+    /// Stored plans and their approvals.
+    pub plans: Arc<crate::engine::plan_store::PlanStore>,
 }
 
 impl AppState {
