@@ -228,6 +228,10 @@ impl PlanStore {
             )));
         }
         let _g = self.guard();
+        // The same plan again is the one stored, approvals and all.
+        if let Some(same) = self.read(&p.digest) {
+            return Ok(same);
+        }
         let mut kept = self.all();
         // Gone plans are answered 410 for a ttl after they expired, then
         // forgotten.
@@ -236,7 +240,7 @@ impl PlanStore {
             if stale {
                 let _ = std::fs::remove_file(self.path(&old.digest));
             }
-            !stale && old.digest != p.digest
+            !stale
         });
         let mut bytes: u64 = kept.iter().map(|(_, s)| s).sum::<u64>() + size;
         let mut count = kept.len() + 1;

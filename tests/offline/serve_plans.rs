@@ -1,0 +1,299 @@
+//! Plans and approvals over HTTP with no lab: a real server on a loopback
+//! port whose hosts cannot be reached. Every status code of the plan
+//! routes that needs no host is reached here; that an approved plan
+//! restarts exactly what it planned, and that drift is refused, is proven
+//! against the lab in `tests/lab/plans.rs`.
+
+use crate::server;
+
+use reqwest::Method;
+use server::{assert_error, call, client, Server};
+
+use super::serve::start;
+
+const GATED: &str = "name: gated restart\napproval:\n  count: 1\nsteps:\n  - id: restart\n    target: role:web\n    service: { name: demo-web, state: restarted }\n";
+
+/// A server with the runbook `gated` (one approval) beside `restart-web`.
+fn gated(dir: &std::path::Path, extra: &[&str]) -> (Server, server::Keys) {
+    std::fs::create_dir_all(dir.join("books")).unwrap();
+    std::fs::write(dir.join("books/gated.yml"), GATED).unwrap();
+    start(dir, extra)
+}
+
+async fn post(url: &str, key: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let mut r = client().post(url).bearer_auth(key);
+    if let Some(b) = body {
+        r = r
+            .header("Content-Type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn a_gated_runbook_runs_only_as_a_plan_another_key_approved() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, keys) = gated(dir.path(), &[]);
+    // Not as a runbook: a preview is still offered.
+    let (status, body) = post(&s.url("/runbook/gated"), &keys.operate, None).await;
+    assert_eq!(status, 403, "{body}");
+    assert_error(status, &body);
+    assert!(
+        body["details"]
+            .as_str()
+            .unwrap()
+            .contains("/runbook/gated/plan"),
+        "{body}"
+    );
+    let (status, body) = post(&s.url("/runbook/gated?dry_run=true"), &keys.operate, None).await;
+    assert_eq!(status, 200, "{body}");
+    // GET /runbook says what it needs and its digest.
+    let (_, _, books) = call(Method::GET, &s.url("/runbook"), Some(&keys.read)).await;
+    let book = books
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "gated")
+        .unwrap();
+    assert_eq!(book["approvals"], 1);
+    assert_eq!(book["digest"].as_str().unwrap().len(), 64);
+
+    // A read key makes no plan; an unknown runbook has none.
+    let (status, _) = post(&s.url("/runbook/gated/plan"), &keys.read, None).await;
+    assert_eq!(status, 403);
+    let (status, body) = post(&s.url("/runbook/nope/plan"), &keys.operate, None).await;
+    assert_eq!(status, 404, "{body}");
+    let resp = client()
+        .post(s.url("/runbook/gated/plan"))
+        .bearer_auth(&keys.operate)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let made: serde_json::Value = resp.json().await.unwrap();
+    let digest = made["digest"].as_str().unwrap().to_string();
+    assert_eq!(location, format!("/plan/{digest}"));
+    assert_eq!(made["link"], location);
+    assert_eq!(made["approvals_needed"], 1);
+    assert!(
+        made["markdown"].as_str().unwrap().contains("gated restart"),
+        "{made}"
+    );
+
+    // Read back three ways; nothing of the server's paths shows.
+    let (status, _, plan) = call(Method::GET, &s.url(&location), Some(&keys.read)).await;
+    assert_eq!(status, 200);
+    assert_eq!(plan["plan"]["schema"], "drover.plan/1");
+    assert_eq!(plan["made_by"], "oncall");
+    assert_eq!(plan["expired"], false);
+    assert!(plan["plan"]["facts"].is_object(), "{plan}");
+    assert!(
+        !plan.to_string().contains(dir.path().to_str().unwrap()),
+        "{plan}"
+    );
+    let md = client()
+        .get(s.url(&format!("{location}?format=markdown")))
+        .bearer_auth(&keys.read)
+        .send()
+        .await
+        .unwrap();
+    assert!(md.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/markdown"));
+    let text = client()
+        .get(s.url(&location))
+        .header("Accept", "text/plain")
+        .bearer_auth(&keys.read)
+        .send()
+        .await
+        .unwrap();
+    assert!(text.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert!(!text.text().await.unwrap().contains('\u{1b}'));
+    for (path, want) in [
+        (format!("{location}?format=xml"), 400),
+        ("/plan/..%2Fjobs".to_string(), 400),
+        (format!("/plan/{}", "0".repeat(64)), 404),
+    ] {
+        let (status, _, body) = call(Method::GET, &s.url(&path), Some(&keys.read)).await;
+        assert_eq!(status, want, "{path}: {body}");
+        assert_error(status, &body);
+    }
+
+    // Not approved: refused. The maker may not approve it; a read key
+    // neither; another operate key may, once.
+    let apply = s.url(&format!("{location}/apply"));
+    let approve = s.url(&format!("{location}/approve"));
+    let (status, body) = post(&apply, &keys.operate, None).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["details"].as_str().unwrap().contains("has 0"),
+        "{body}"
+    );
+    let (status, body) = post(&approve, &keys.operate, None).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["details"].as_str().unwrap().contains("two-person"),
+        "{body}"
+    );
+    let (status, _) = post(&approve, &keys.read, None).await;
+    assert_eq!(status, 403);
+    let (status, body) = post(&approve, &keys.admin, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["approvals"][0]["key"], "root-admin");
+    let (status, body) = post(&approve, &keys.admin, None).await;
+    assert_eq!(status, 409, "{body}");
+    let (_, _, pending) = call(Method::GET, &s.url("/plan"), Some(&keys.read)).await;
+    assert_eq!(pending[0]["digest"], digest.as_str(), "{pending}");
+
+    // Applied (its host cannot be reached: the job fails there), once.
+    let (status, report) = post(&apply, &keys.operate, None).await;
+    assert_eq!(status, 200, "{report}");
+    let job = report["job_id"].as_str().unwrap().to_string();
+    let (status, body) = post(&apply, &keys.operate, None).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["details"].as_str().unwrap().contains(&job), "{body}");
+    let (_, _, pending) = call(Method::GET, &s.url("/plan"), Some(&keys.read)).await;
+    assert_eq!(pending, serde_json::json!([]));
+    // Its job is not run again another way.
+    let (status, body) = post(&s.url(&format!("/job/{job}/retry")), &keys.operate, None).await;
+    assert_eq!(status, 403, "{body}");
+
+    // Audited: the refused approval and the approval, with their keys.
+    let (_, _, audit) = call(Method::GET, &s.url("/audit"), Some(&keys.admin)).await;
+    let lines = audit.as_array().unwrap();
+    let approve_path = format!("{location}/approve");
+    let by = |key: &str, status: u64| {
+        lines
+            .iter()
+            .any(|l| l["path"] == approve_path.as_str() && l["key"] == key && l["status"] == status)
+    };
+    assert!(by("root-admin", 200) && by("oncall", 403), "{audit}");
+    assert!(lines.iter().any(|l| l["job_id"] == job.as_str()), "{audit}");
+
+    // Survives a restart, approvals and all.
+    let args: Vec<String> = s.args[1..].to_vec();
+    drop(s);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let s = Server::start(&args, &dir.path().join("stderr2"));
+    let (status, _, plan) = call(Method::GET, &s.url(&location), Some(&keys.read)).await;
+    assert_eq!(status, 200);
+    assert_eq!(plan["approvals"][0]["key"], "root-admin");
+    assert_eq!(plan["applied"]["job_id"], job.as_str());
+}
+
+#[tokio::test]
+async fn an_expired_plan_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, keys) = gated(dir.path(), &["--plan-ttl", "1s"]);
+    let (status, made) = post(&s.url("/runbook/gated/plan"), &keys.operate, None).await;
+    assert_eq!(status, 201, "{made}");
+    let location = made["link"].as_str().unwrap();
+    // Wait out the ttl this test set, on the clock.
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(made["expires_at"].as_str().unwrap()).unwrap();
+    let left = expires.signed_duration_since(chrono::Utc::now());
+    std::thread::sleep(left.to_std().unwrap_or_default() + std::time::Duration::from_millis(50));
+    let (status, body) = post(&s.url(&format!("{location}/approve")), &keys.admin, None).await;
+    assert_eq!(status, 410, "{body}");
+    assert_error(status, &body);
+    let (status, body) = post(&s.url(&format!("{location}/apply")), &keys.operate, None).await;
+    assert_eq!(status, 410, "{body}");
+    let (status, _, plan) = call(Method::GET, &s.url(location), Some(&keys.read)).await;
+    assert_eq!((status, &plan["expired"]), (200, &serde_json::json!(true)));
+}
+
+#[tokio::test]
+async fn an_uploaded_plan_is_data_checked_against_the_runbooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, keys) = gated(dir.path(), &[]);
+    let (status, body) = post(&s.url("/plan"), &keys.operate, Some("{\"schema\": 1}")).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = post(&s.url("/plan"), &keys.read, Some("{}")).await;
+    assert_eq!(status, 403);
+    // A plan the server made, sent back: accepted as the same runbook's.
+    let (_, made) = post(&s.url("/runbook/gated/plan"), &keys.operate, None).await;
+    let (_, _, plan) = call(
+        Method::GET,
+        &s.url(made["link"].as_str().unwrap()),
+        Some(&keys.read),
+    )
+    .await;
+    let doc = plan["plan"].clone();
+    let (status, body) = post(&s.url("/plan"), &keys.admin, Some(&doc.to_string())).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["runbook"], "gated");
+    // Of no runbook here: 409.
+    let mut other = doc.clone();
+    other["playbook"]["digest"] = serde_json::json!("0".repeat(64));
+    let (status, body) = post(&s.url("/plan"), &keys.admin, Some(&other.to_string())).await;
+    assert_eq!(status, 409, "{body}");
+    // Its results edited: not what the runbook predicts from its facts.
+    let mut forged = doc.clone();
+    forged["steps"][0]["results"][0]["status"] = serde_json::json!("skipped");
+    let (status, body) = post(&s.url("/plan"), &keys.admin, Some(&forged.to_string())).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["details"].as_str().unwrap().contains("predicts"),
+        "{body}"
+    );
+    // A template in it is text, never rendered.
+    let mut templ = doc.clone();
+    templ["name"] = serde_json::json!("{{ 7 * 7 }}");
+    let (status, body) = post(&s.url("/plan"), &keys.admin, Some(&templ.to_string())).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, _, stored) = call(
+        Method::GET,
+        &s.url(body["link"].as_str().unwrap()),
+        Some(&keys.read),
+    )
+    .await;
+    assert_eq!(stored["plan"]["name"], "gated restart", "{stored}");
+}
+
+#[test]
+fn approval_is_checked_with_its_place_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("name: x\napproval:\n  count: 0\n", "approval.count", ":3:3"),
+        (
+            "name: x\napproval: {cnt: 1}\n",
+            "unknown field `cnt`",
+            ":2:12",
+        ),
+        (
+            "name: x\napproval: {count: many}\n",
+            "approval.count",
+            ":2:",
+        ),
+    ];
+    for (head, want, at) in cases {
+        let pb = dir.path().join("p.yml");
+        std::fs::write(
+            &pb,
+            format!("{head}steps:\n  - id: r\n    target: all\n    service: {{ name: a, state: restarted }}\n"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+            .arg("check")
+            .arg(&pb)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{head}");
+        assert!(
+            err.contains(want) && err.contains(&format!("p.yml{at}")),
+            "{head}: {err}"
+        );
+    }
+}
