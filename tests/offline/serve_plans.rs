@@ -297,3 +297,162 @@ fn approval_is_checked_with_its_place_in_the_file() {
         );
     }
 }
+
+/// `drover apply --server` with `args`, the key in DROVER_KEY.
+fn sent(args: &[&str], key: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .arg("apply")
+        .args(args)
+        .env("DROVER_KEY", key)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn apply_server_runs_the_servers_runbook_as_a_job_of_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, keys) = gated(dir.path(), &[]);
+    let book = dir.path().join("books/restart-web.yml");
+    let (book, base) = (book.to_str().unwrap(), s.url(""));
+    let out = sent(&["--server", &base, book], &keys.operate);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    // Its one host cannot be reached: apply's exit code for that, apply's lines.
+    assert_eq!(out.status.code(), Some(4), "{stdout}{stderr}");
+    assert!(stdout.starts_with("job "), "{stdout}");
+    assert!(
+        stdout.contains("demo-web") && stdout.contains("FAILED"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("0 changed, 0 ok, 0 skipped, 1 failed"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&keys.operate) && !stderr.contains(&keys.operate));
+    let id = stdout
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    let (_, _, jobs) = call(Method::GET, &s.url("/job"), Some(&keys.read)).await;
+    assert!(
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["job_id"] == id.as_str()),
+        "{jobs}"
+    );
+    let (_, _, audit) = call(Method::GET, &s.url("/audit"), Some(&keys.admin)).await;
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["path"] == "/runbook/restart-web"
+                && l["key"] == "oncall"
+                && l["job_id"] == id.as_str()),
+        "{audit}"
+    );
+
+    // A local copy that differs from the server's is refused, nothing sent.
+    let changed = dir.path().join("restart-web.yml");
+    std::fs::write(
+        &changed,
+        std::fs::read_to_string(book).unwrap() + "# edited\n",
+    )
+    .unwrap();
+    let out = sent(
+        &["--server", &base, changed.to_str().unwrap()],
+        &keys.operate,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("differs from the server's runbook `restart-web`"),
+        "{err}"
+    );
+    // A runbook needing approval is refused as a refusal (3), with the
+    // server's words; a wrong key never shows.
+    let gated = dir.path().join("books/gated.yml");
+    let out = sent(&["--server", &base, gated.to_str().unwrap()], &keys.operate);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("/runbook/gated/plan"), "{err}");
+    let out = sent(&["--server", &base, book], "drv_wrong-secret-key");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("401") && !err.contains("drv_wrong-secret-key"),
+        "{err}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["apply", "--server", &base, book])
+        .env_remove("DROVER_KEY")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--key-file"));
+}
+
+#[tokio::test]
+async fn apply_server_plan_uploads_a_saved_plan_and_applies_the_servers_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, keys) = gated(dir.path(), &[]);
+    let (inv, book) = (
+        dir.path().join("inventory.yml"),
+        dir.path().join("books/gated.yml"),
+    );
+    let plan = dir.path().join("plan.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args([
+            "plan",
+            "-i",
+            inv.to_str().unwrap(),
+            book.to_str().unwrap(),
+            "--out",
+            plan.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(plan.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, format!("{}\n", keys.operate)).unwrap();
+    let args = [
+        "--server",
+        &s.url(""),
+        "--key-file",
+        key_file.to_str().unwrap(),
+        "--plan",
+        plan.to_str().unwrap(),
+    ];
+    let out = sent(&args, "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Stored, then refused: the runbook needs an approval by another key.
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("stored the plan as") && err.contains("has 0"),
+        "{err}"
+    );
+    let (_, _, pending) = call(Method::GET, &s.url("/plan"), Some(&keys.read)).await;
+    let digest = pending[0]["digest"].as_str().unwrap().to_string();
+    assert_eq!(pending[0]["made_by"], "oncall");
+    let (status, _) = post(
+        &s.url(&format!("/plan/{digest}/approve")),
+        &keys.admin,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The same file again is the same stored plan, now approved: it runs.
+    let out = sent(&args, "");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 failed"), "{stdout}");
+}

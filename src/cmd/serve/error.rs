@@ -150,6 +150,7 @@ fn http_remedy(r: &Refusal) -> &'static str {
         Refusal::InputsChanged(_) => {
             "send \"changed\": true to run what is left with the changed files, or start a new job"
         }
+        Refusal::Server(_) => "see the other server's answer",
     }
 }
 
