@@ -456,3 +456,78 @@ async fn apply_server_plan_uploads_a_saved_plan_and_applies_the_servers_copy() {
     );
     assert!(stdout.contains("1 failed"), "{stdout}");
 }
+
+/// The page as the session of `key` sees it, and its CSRF token.
+async fn page_of(s: &Server, key: &str) -> (String, String, String) {
+    let cookie = server::login(&client(), &s.url("/login"), key).await;
+    let page = client()
+        .get(s.url("/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = page
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .unwrap()
+        .to_string();
+    (page, cookie, token)
+}
+
+#[tokio::test]
+async fn the_page_lists_pending_plans_with_approve_for_other_keys_and_csrf() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, keys) = gated(dir.path(), &[]);
+    let (status, made) = post(&s.url("/runbook/gated/plan"), &keys.operate, None).await;
+    assert_eq!(status, 201);
+    let digest = made["digest"].as_str().unwrap();
+    let approve = format!("data-approve=\"{digest}\"");
+    let apply = format!("data-apply=\"{digest}\"");
+    // Its maker sees it and its diff, with neither button yet.
+    let (page, _, _) = page_of(&s, &keys.operate).await;
+    assert!(
+        page.contains("Pending plans") && page.contains(&format!("id=\"plan-{digest}\"")),
+        "{page}"
+    );
+    assert!(
+        page.contains("demo-web") && page.contains("approvals 0/1"),
+        "{page}"
+    );
+    assert!(!page.contains(&approve) && !page.contains(&apply), "{page}");
+    // Another key gets Approve; its session's change needs the token.
+    let (page, cookie, token) = page_of(&s, &keys.admin).await;
+    assert!(page.contains(&approve) && !page.contains(&apply), "{page}");
+    let url = s.url(&format!("/plan/{digest}/approve"));
+    let r = client()
+        .post(&url)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = client()
+        .post(&url)
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // Approved: Apply for every operate key, Approve no more for this one.
+    let (page, _, _) = page_of(&s, &keys.admin).await;
+    assert!(
+        !page.contains(&approve)
+            && page.contains(&apply)
+            && page.contains("approvals 1/1 (root-admin)"),
+        "{page}"
+    );
+    let (page, _, _) = page_of(&s, &keys.read).await;
+    assert!(
+        page.contains(&format!("id=\"plan-{digest}\"")) && !page.contains(&apply),
+        "{page}"
+    );
+}
