@@ -195,3 +195,31 @@ async fn apply_server_is_a_server_job_that_holds_its_units() {
     assert!(stdout.contains("2 changed"), "{stdout}");
     assert!(!stdout.contains(&keys.operate));
 }
+
+/// The chapter (`docs/src/guide/plans.md`) as written: its server on the
+/// default address with the lab's inventory, two keys, a plan made by one
+/// and approved by the other, and `apply --server` both ways.
+#[tokio::test]
+async fn the_book_plans_examples_work_as_written() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let lines = crate::markdown::lab_script("docs/src/guide/plans.md");
+    assert!(
+        lines.iter().any(|l| l.contains("apply --server")),
+        "{lines:#?}"
+    );
+    if let Err(e) = std::net::TcpListener::bind("127.0.0.1:7480") {
+        panic!("127.0.0.1:7480, drover serve's default address, is taken ({e})");
+    }
+    let inventory = lab.inventory.to_string_lossy().into_owned();
+    let stdout = super::serve::run_page_examples(
+        "docs/src/guide/plans.md",
+        &lines,
+        &[("INVENTORY", &inventory), ("HOST", lab.host(0))],
+    )
+    .await;
+    assert!(
+        stdout.contains("approvals") && stdout.contains("completed"),
+        "{stdout}"
+    );
+}
