@@ -223,3 +223,130 @@ async fn the_book_plans_examples_work_as_written() {
         "{stdout}"
     );
 }
+
+/// Runbook `name` needing one approval, held at `gate` on host `h`.
+fn held_runbook(dir: &Path, name: &str, h: &str, gate: &Gate) {
+    gated_runbook(dir, name, h, gate);
+    let path = dir.join(format!("books/{name}.yml"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen("\nsteps:", "\napproval: { count: 1 }\nsteps:", 1),
+    )
+    .unwrap();
+}
+
+/// An applied plan's job runs past `wait` (202 with its Location), holds
+/// its runbook against another plan of it (409 naming it), and a plan
+/// waiting for it is answered 503 when the server is told to stop.
+#[tokio::test]
+async fn a_plan_applied_past_its_wait_answers_202_and_holds_its_runbook() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::make(dir.path(), lab.host(0));
+    let h = lab.host(3).to_string();
+    let gate = Gate::new();
+    held_runbook(dir.path(), "slow", &h, &gate);
+    let s = serve(&lab, dir.path(), &keys, &dir.path().join("jobs"));
+    let (first, _) = planned_and_approved(&s, &keys, "slow").await;
+    let (second, _) = planned_and_approved(&s, &keys, "slow").await;
+    assert_ne!(first, second);
+
+    let (st, headers, b) = call(
+        Method::POST,
+        &s.url(&format!("/plan/{first}/apply?wait=0s")),
+        Some(&keys.operate),
+    )
+    .await;
+    assert_eq!(st, 202, "{b}");
+    let id = b["job_id"].as_str().unwrap().to_string();
+    assert_eq!(headers["location"], format!("/job/{id}").as_str());
+    gate.wait_reached();
+    let url = s.url(&format!("/plan/{second}/apply?wait=0s"));
+    let (st, b) = post(&url, &keys.operate).await;
+    assert_eq!(st, 409, "{b}");
+    assert!(b["details"].as_str().unwrap().contains(&id), "{b}");
+
+    // Still appliable: it waits for the runbook, until the server stops.
+    let url = s.url(&format!("/plan/{second}/apply?wait=5m"));
+    let key = keys.operate.clone();
+    let waiting = tokio::spawn(async move { call(Method::POST, &url, Some(&key)).await });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !s.log().contains("held by another job") {
+        assert!(
+            !waiting.is_finished(),
+            "answered before waiting: {}",
+            s.log()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never waited: {}",
+            s.log()
+        );
+        // A poll of the log, not a stand-in for it.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    s.signal(libc::SIGTERM);
+    gate.open();
+    let (st, _, b) = waiting.await.unwrap();
+    assert_eq!(st, 503, "{b}");
+    assert_error(st, &b);
+    assert_eq!(s.stop(), 0);
+}
+
+/// A plan approved in time but applied after `--plan-ttl` is refused
+/// (410), with nothing run: no restart, no job; nor can it be approved.
+#[tokio::test]
+async fn an_expired_plan_is_refused_with_nothing_run() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::make(dir.path(), lab.host(0));
+    let (h0, h1) = (lab.host(0), lab.host(1));
+    approved_runbook(dir.path(), "expiring", &[h0, h1]);
+    let books = dir.path().join("books");
+    let jobs = dir.path().join("jobs");
+    let s = Server::start(
+        &[
+            "-v",
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            "--keys",
+            keys.file.to_str().unwrap(),
+            "--playbooks",
+            books.to_str().unwrap(),
+            "--jobs-dir",
+            jobs.to_str().unwrap(),
+            "--plan-ttl",
+            "10s",
+        ],
+        &dir.path().join(format!("stderr-{}", std::process::id())),
+    );
+    let (digest, plan) = planned_and_approved(&s, &keys, "expiring").await;
+    assert_eq!(plan["expired"], false, "{plan}");
+    let before = invocations(&lab, &[h0, h1], "demo-worker");
+
+    // Wait out the ttl this test set, on the clock: expiry is the subject.
+    let expires = chrono::DateTime::parse_from_rfc3339(plan["expires_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let left = expires.signed_duration_since(chrono::Utc::now());
+    tokio::time::sleep(left.to_std().unwrap_or_default() + std::time::Duration::from_millis(50))
+        .await;
+    let (st, b) = post(&s.url(&format!("/plan/{digest}/apply")), &keys.operate).await;
+    assert_eq!(st, 410, "{b}");
+    assert_error(st, &b);
+    let (st, b) = post(&s.url(&format!("/plan/{digest}/approve")), &keys.admin).await;
+    assert_eq!(st, 410, "{b}");
+    assert_eq!(invocations(&lab, &[h0, h1], "demo-worker"), before);
+    let (_, _, jobs) = call(Method::GET, &s.url("/job"), Some(&keys.read)).await;
+    assert_eq!(jobs, serde_json::json!([]), "{jobs}");
+    let (_, _, pending) = call(Method::GET, &s.url("/plan"), Some(&keys.read)).await;
+    assert_eq!(
+        pending,
+        serde_json::json!([]),
+        "expired is not pending: {pending}"
+    );
+    assert_eq!(s.stop(), 0);
+}

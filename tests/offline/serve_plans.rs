@@ -531,3 +531,121 @@ async fn the_page_lists_pending_plans_with_approve_for_other_keys_and_csrf() {
         "{page}"
     );
 }
+
+/// The plan routes' other answers: 401 without a key, 400 for a body or a
+/// digest that is wrong, 404 for no such plan, 413 past the body bound,
+/// 429 past the key's rate (making, sending and applying a plan; a refused
+/// apply leaves the plan pending).
+#[tokio::test]
+async fn plan_routes_answer_401_400_404_413_and_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, keys) = gated(dir.path(), &["--rate-limit", "2"]);
+    let none = "0".repeat(64);
+    let routes = [
+        (Method::POST, "/runbook/gated/plan".to_string()),
+        (Method::POST, "/plan".to_string()),
+        (Method::GET, "/plan".to_string()),
+        (Method::GET, format!("/plan/{none}")),
+        (Method::POST, format!("/plan/{none}/approve")),
+        (Method::POST, format!("/plan/{none}/apply")),
+    ];
+    for (m, path) in &routes {
+        let (status, _, body) = call(m.clone(), &s.url(path), None).await;
+        assert_eq!(status, 401, "{m} {path}: {body}");
+        assert_error(status, &body);
+    }
+    for action in ["approve", "apply"] {
+        let (status, body) = post(
+            &s.url(&format!("/plan/{none}/{action}")),
+            &keys.operate,
+            None,
+        )
+        .await;
+        assert_eq!(status, 404, "{action}: {body}");
+        let (status, body) = post(
+            &s.url(&format!("/plan/not-a-digest/{action}")),
+            &keys.operate,
+            None,
+        )
+        .await;
+        assert_eq!(status, 400, "{action}: {body}");
+    }
+    let (status, body) = post(
+        &s.url("/runbook/gated/plan"),
+        &keys.operate,
+        Some("{\"params\": 3}"),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post(
+        &s.url("/runbook/gated/plan"),
+        &keys.operate,
+        Some("{\"params\": {\"nope\": 1}}"),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post(
+        &s.url(&format!("/plan/{none}/apply")),
+        &keys.operate,
+        Some("{\"params\": 3}"),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let big = format!("{{\"schema\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    for path in ["/plan", "/runbook/gated/plan"] {
+        let (status, body) = post(&s.url(path), &keys.operate, Some(&big)).await;
+        assert_eq!(status, 413, "{path}: {body}");
+    }
+    // Two plans a minute for this key: the third is 429 with Retry-After.
+    let mut made_first = None;
+    for _ in 0..2 {
+        let (status, body) = post(&s.url("/runbook/gated/plan"), &keys.limited, None).await;
+        assert_eq!(status, 201, "{body}");
+        made_first = made_first.or(body["digest"].as_str().map(str::to_string));
+    }
+    let (status, headers, body) = call(
+        Method::POST,
+        &s.url("/runbook/gated/plan"),
+        Some(&keys.limited),
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    let digest = made_first.expect("a plan was made");
+    let (status, body) = post(&s.url("/plan"), &keys.limited, Some("{}")).await;
+    assert_eq!(status, 400, "a plan that is none costs no token: {body}");
+    // A good plan sent back, and applying an approved one: 429 too.
+    let (_, _, plan) = call(
+        Method::GET,
+        &s.url(&format!("/plan/{digest}")),
+        Some(&keys.read),
+    )
+    .await;
+    let (status, body) = post(
+        &s.url("/plan"),
+        &keys.limited,
+        Some(&plan["plan"].to_string()),
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    let (status, body) = post(
+        &s.url(&format!("/plan/{digest}/approve")),
+        &keys.admin,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let apply = s.url(&format!("/plan/{digest}/apply"));
+    let (status, headers, body) = call(Method::POST, &apply, Some(&keys.limited)).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    // Refused before it ran: the plan is still pending, not applied.
+    let (_, _, plan) = call(
+        Method::GET,
+        &s.url(&format!("/plan/{digest}")),
+        Some(&keys.read),
+    )
+    .await;
+    assert_eq!(plan["applied"], serde_json::Value::Null, "{plan}");
+    assert_eq!(plan["expired"], false, "{plan}");
+}

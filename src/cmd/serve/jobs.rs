@@ -329,7 +329,7 @@ pub(super) async fn continue_started(
         ))
     })?;
     // What a retry or a resume would run was never reviewed as a plan.
-    super::plans::needs_plan(&rb)?;
+    super::launch::needs_plan(&rb)?;
     let recorded = ParamValues::from_request(header.params.clone().into_iter().collect());
     let values = recorded.overlaid(ParamValues::from_request(body.params.unwrap_or_default()));
     let playbook = rb.playbook_with(&values)?;
@@ -507,7 +507,7 @@ pub async fn run_runbook(
     })?;
     drop(loaded);
     if !q.dry_run.unwrap_or(false) {
-        super::plans::needs_plan(&rb)?;
+        super::launch::needs_plan(&rb)?;
     }
     let limit = q.limit.or(body.limit);
     let values = ParamValues::from_request(body.params.unwrap_or_default());

@@ -21,7 +21,7 @@ use crate::model::keys::Role;
 use super::auth::{Caller, JobId};
 use super::error::ApiError;
 use super::extract::wait_of;
-use super::state::AppState;
+use super::state::{AppState, Runbook};
 
 /// Query of a change.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -162,7 +162,7 @@ pub enum Continuation {
     },
     /// A new job running exactly this reviewed plan: refused, before
     /// anything runs, when its inputs changed or the hosts drifted.
-    Reviewed(crate::engine::saved::SavedPlan),
+    Reviewed(Box<crate::engine::saved::SavedPlan>),
 }
 
 /// Plan (dry run) or start a job and wait for it up to `wait`, under the
@@ -266,7 +266,7 @@ pub async fn start_job_with(
     let (carry, resume) = match cont {
         None => (None, None),
         Some(Continuation::Reviewed(plan)) => {
-            saved = Some(plan);
+            saved = Some(*plan);
             (None, None)
         }
         Some(Continuation::Retry(carry)) => (Some(carry), None),
@@ -318,4 +318,17 @@ fn resume_from(
         )));
     }
     Ok(resume_carry(job, read, allow_changed)?)
+}
+
+/// A runbook that needs approval runs only as an approved plan: what every
+/// other route that would start it answers.
+pub fn needs_plan(rb: &Runbook) -> Result<(), ApiError> {
+    let need = rb.approvals()?;
+    if need == 0 {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "runbook `{}` needs {need} approval(s) of a plan before it runs: POST /runbook/{}/plan, have another operate key POST /plan/{{digest}}/approve, then POST /plan/{{digest}}/apply",
+        rb.name, rb.name
+    )))
 }

@@ -259,8 +259,7 @@ fn with_plans(state: &AppState, caller: &Caller, body: String, nonce: &str) -> S
             needed: loaded
                 .runbooks
                 .get(&p.runbook)
-                .and_then(|rb| rb.declared().ok())
-                .and_then(|pb| pb.approval)
+                .and_then(|rb| rb.approvals().ok())
                 .unwrap_or(0),
         })
         .collect();

@@ -145,7 +145,7 @@ fn runbook(state: &AppState, name: &str) -> Result<Runbook, ApiError> {
 
 /// Approvals the runbook asks for now (0: none).
 fn needed(rb: &Runbook) -> Result<u32, ApiError> {
-    Ok(rb.declared()?.approval.unwrap_or(0))
+    Ok(rb.approvals()?)
 }
 
 fn view(state: &AppState, p: StoredPlan, with_plan: bool) -> PlanView {
@@ -498,7 +498,7 @@ pub async fn apply_plan(
             ignore_window: q.ignore_window,
         };
         let claims = vec![Claim::Runbook(p.runbook.clone())];
-        start_job_with(&state, &caller, job, &change, claims, Some(Continuation::Reviewed(saved))).await
+        start_job_with(&state, &caller, job, &change, claims, Some(Continuation::Reviewed(Box::new(saved)))).await
     }
     .await;
     // A refusal (drift, claims) started nothing: the plan stays appliable.
@@ -506,17 +506,4 @@ pub async fn apply_plan(
         .plans
         .end_apply(&digest, started.as_ref().ok().and_then(|s| s.job_id()))?;
     Ok(started?.into_response())
-}
-
-/// A runbook that needs approval runs only as an approved plan: what every
-/// other route that would start it answers.
-pub(super) fn needs_plan(rb: &Runbook) -> Result<(), ApiError> {
-    let need = needed(rb)?;
-    if need == 0 {
-        return Ok(());
-    }
-    Err(ApiError::forbidden(format!(
-        "runbook `{}` needs {need} approval(s) of a plan before it runs: POST /runbook/{}/plan, have another operate key POST /plan/{{digest}}/approve, then POST /plan/{{digest}}/apply",
-        rb.name, rb.name
-    )))
 }
