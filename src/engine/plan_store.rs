@@ -228,11 +228,19 @@ impl PlanStore {
             )));
         }
         let _g = self.guard();
-        // The same plan again is the one stored, approvals and all.
+        // The same plan again is the one stored, approvals and all, while
+        // it can still be approved and applied. Once it expired or ran, the
+        // same content made again (same facts, same runbook) is a new plan
+        // with a new maker, ttl and approvals: otherwise "make a new one"
+        // would answer the dead one until it is forgotten.
         if let Some(same) = self.read(&p.digest) {
-            return Ok(same);
+            let ran = same.applied.as_ref().is_some_and(|r| r.job_id.is_some());
+            if !same.expired(now) && !ran {
+                return Ok(same);
+            }
         }
         let mut kept = self.all();
+        kept.retain(|(old, _)| old.digest != p.digest);
         // Gone plans are answered 410 for a ttl after they expired, then
         // forgotten.
         kept.retain(|(old, _)| {
@@ -394,6 +402,36 @@ mod tests {
         let again = PlanStore::open(&dir.path().join("plans"), Duration::from_secs(60)).unwrap();
         assert_eq!(again.get(&p.digest).unwrap().approvals[0].key, "bob");
         assert!(again.get("../etc").is_none());
+    }
+
+    #[test]
+    fn the_same_plan_made_again_is_new_once_it_ran_or_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PlanStore::open(dir.path(), Duration::from_secs(60)).unwrap();
+        let p = store.put(new("{}", "alice")).unwrap();
+        store.approve(&p.digest, "bob").unwrap().unwrap();
+        // Pending: the stored one, its maker and approval kept.
+        let same = store.put(new("{}", "bob")).unwrap();
+        assert_eq!((same.made_by.as_str(), same.approvals.len()), ("alice", 1));
+        // Being applied: still the stored one (its apply is refused).
+        store.begin_apply(&p.digest, "alice", 1).unwrap().unwrap();
+        assert!(store.put(new("{}", "bob")).unwrap().applied.is_some());
+        store.end_apply(&p.digest, Some("job-1".into())).unwrap();
+        // Ran: made again, it is a new plan needing new approvals.
+        let again = store.put(new("{}", "bob")).unwrap();
+        assert_eq!(again.digest, p.digest);
+        assert_eq!((again.made_by.as_str(), again.approvals.len()), ("bob", 0));
+        assert!(again.applied.is_none());
+        assert_eq!(store.get(&p.digest).unwrap().made_by, "bob");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // Expired: likewise.
+        let store = PlanStore::open(dir.path(), Duration::ZERO).unwrap();
+        let q = store.put(new("{\"b\":1}", "alice")).unwrap();
+        assert!(q.expired(now_ms()));
+        let store = PlanStore::open(dir.path(), Duration::from_secs(60)).unwrap();
+        let fresh = store.put(new("{\"b\":1}", "bob")).unwrap();
+        assert!(!fresh.expired(now_ms()));
+        assert_eq!(fresh.made_by, "bob");
     }
 
     #[test]

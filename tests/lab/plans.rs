@@ -250,8 +250,15 @@ async fn a_plan_applied_past_its_wait_answers_202_and_holds_its_runbook() {
     held_runbook(dir.path(), "slow", &h, &gate);
     let s = serve(&lab, dir.path(), &keys, &dir.path().join("jobs"));
     let (first, _) = planned_and_approved(&s, &keys, "slow").await;
-    let (second, _) = planned_and_approved(&s, &keys, "slow").await;
+    // Another plan of it: the same runbook from the same facts is the same
+    // plan (its digest), so this one is limited to its host.
+    let url = s.url(&format!("/runbook/slow/plan?limit={h}"));
+    let (st, made) = post(&url, &keys.operate).await;
+    assert_eq!(st, 201, "{made}");
+    let second = made["digest"].as_str().unwrap().to_string();
     assert_ne!(first, second);
+    let (st, b) = post(&s.url(&format!("/plan/{second}/approve")), &keys.admin).await;
+    assert_eq!(st, 200, "{b}");
 
     let (st, headers, b) = call(
         Method::POST,
@@ -269,11 +276,15 @@ async fn a_plan_applied_past_its_wait_answers_202_and_holds_its_runbook() {
     assert!(b["details"].as_str().unwrap().contains(&id), "{b}");
 
     // Still appliable: it waits for the runbook, until the server stops.
+    // The refused apply above logged its wait too: this one is the next.
+    let held = |log: String| log.matches("held by another job").count();
+    let seen = held(s.log());
+    assert!(seen >= 1, "{}", s.log());
     let url = s.url(&format!("/plan/{second}/apply?wait=5m"));
     let key = keys.operate.clone();
     let waiting = tokio::spawn(async move { call(Method::POST, &url, Some(&key)).await });
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !s.log().contains("held by another job") {
+    while held(s.log()) == seen {
         assert!(
             !waiting.is_finished(),
             "answered before waiting: {}",

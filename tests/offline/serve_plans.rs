@@ -190,6 +190,21 @@ async fn a_gated_runbook_runs_only_as_a_plan_another_key_approved() {
     assert_eq!(status, 200);
     assert_eq!(plan["approvals"][0]["key"], "root-admin");
     assert_eq!(plan["applied"]["job_id"], job.as_str());
+    // Made again: a new plan, pending, needing its own approvals (the
+    // same content as an applied plan too: `plan_store`'s tests).
+    let (status, made) = post(&s.url("/runbook/gated/plan"), &keys.admin, None).await;
+    assert_eq!(status, 201, "{made}");
+    let (_, _, again) = call(
+        Method::GET,
+        &s.url(made["link"].as_str().unwrap()),
+        Some(&keys.read),
+    )
+    .await;
+    assert_eq!(again["made_by"], "root-admin", "{again}");
+    assert_eq!(again["approvals"], serde_json::json!([]), "{again}");
+    assert_eq!(again["applied"], serde_json::Value::Null, "{again}");
+    let (_, _, pending) = call(Method::GET, &s.url("/plan"), Some(&keys.read)).await;
+    assert_eq!(pending[0]["digest"], made["digest"], "{pending}");
 }
 
 #[tokio::test]
