@@ -664,3 +664,43 @@ async fn plan_routes_answer_401_400_404_413_and_429() {
     assert_eq!(plan["applied"], serde_json::Value::Null, "{plan}");
     assert_eq!(plan["expired"], false, "{plan}");
 }
+
+/// A plan of a runbook that changed since (edited and reloaded) is refused
+/// 409 naming the change, with no job and the plan still pending; a read
+/// key may not apply at all.
+#[tokio::test]
+async fn a_plan_of_a_runbook_changed_since_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, keys) = gated(dir.path(), &[]);
+    let (status, made) = post(&s.url("/runbook/gated/plan"), &keys.operate, None).await;
+    assert_eq!(status, 201, "{made}");
+    let link = made["link"].as_str().unwrap().to_string();
+    let (status, body) = post(&s.url(&format!("{link}/approve")), &keys.admin, None).await;
+    assert_eq!(status, 200, "{body}");
+    let apply = s.url(&format!("{link}/apply"));
+    let (status, body) = post(&apply, &keys.read, None).await;
+    assert_eq!(status, 403, "{body}");
+
+    std::fs::write(
+        dir.path().join("books/gated.yml"),
+        GATED.replace("demo-web", "demo-worker"),
+    )
+    .unwrap();
+    let (status, _, body) = call(Method::POST, &s.url("/reload"), Some(&keys.admin)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(&apply, &keys.operate, None).await;
+    assert_eq!(status, 409, "{body}");
+    assert_error(status, &body);
+    assert!(
+        body["details"].as_str().unwrap().contains("gated.yml"),
+        "names the changed runbook: {body}"
+    );
+    assert!(
+        !body.to_string().contains(dir.path().to_str().unwrap()),
+        "not the server's paths: {body}"
+    );
+    let (_, _, jobs) = call(Method::GET, &s.url("/job"), Some(&keys.read)).await;
+    assert_eq!(jobs, serde_json::json!([]), "nothing ran: {jobs}");
+    let (_, _, plan) = call(Method::GET, &s.url(&link), Some(&keys.read)).await;
+    assert_eq!(plan["applied"], serde_json::Value::Null, "{plan}");
+}
