@@ -166,8 +166,14 @@ async fn a_gated_runbook_runs_only_as_a_plan_another_key_approved() {
     let (_, _, pending) = call(Method::GET, &s.url("/plan"), Some(&keys.read)).await;
     assert_eq!(pending, serde_json::json!([]));
     // Its job is not run again another way.
-    let (status, body) = post(&s.url(&format!("/job/{job}/retry")), &keys.operate, None).await;
-    assert_eq!(status, 403, "{body}");
+    for how in ["retry", "resume"] {
+        let (status, body) = post(&s.url(&format!("/job/{job}/{how}")), &keys.operate, None).await;
+        assert_eq!(status, 403, "{how}: {body}");
+        assert!(
+            body["details"].as_str().unwrap().contains("approval"),
+            "{how}: {body}"
+        );
+    }
 
     // Audited: the refused approval and the approval, with their keys.
     let (_, _, audit) = call(Method::GET, &s.url("/audit"), Some(&keys.admin)).await;
@@ -218,7 +224,8 @@ async fn an_expired_plan_is_gone() {
     let expires =
         chrono::DateTime::parse_from_rfc3339(made["expires_at"].as_str().unwrap()).unwrap();
     let left = expires.signed_duration_since(chrono::Utc::now());
-    std::thread::sleep(left.to_std().unwrap_or_default() + std::time::Duration::from_millis(50));
+    tokio::time::sleep(left.to_std().unwrap_or_default() + std::time::Duration::from_millis(50))
+        .await;
     let (status, body) = post(&s.url(&format!("{location}/approve")), &keys.admin, None).await;
     assert_eq!(status, 410, "{body}");
     assert_error(status, &body);
