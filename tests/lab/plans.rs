@@ -2,7 +2,8 @@
 //! a second key and applied restarts exactly the units it planned (their
 //! InvocationIDs say so); drift behind drover's back between approval and
 //! apply is refused with nothing run; `apply --server` runs as a job of
-//! the server, holding its units against a concurrent HTTP job.
+//! the server, holding its units against a concurrent HTTP job; an expired
+//! plan is refused; the command line runs an `approval:` playbook as before.
 
 use crate::common;
 use crate::server;
@@ -360,4 +361,37 @@ async fn an_expired_plan_is_refused_with_nothing_run() {
         "expired is not pending: {pending}"
     );
     assert_eq!(s.stop(), 0);
+}
+
+/// `approval:` is a rule of the server: the command line's `plan --out`
+/// and `apply --plan` run such a playbook as they always did.
+#[tokio::test]
+async fn the_cli_applies_a_playbook_needing_approval_as_before() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let dir = tempfile::tempdir().unwrap();
+    let h = lab.host(2);
+    approved_runbook(dir.path(), "cli", &[h]);
+    let book = dir.path().join("books/cli.yml");
+    let saved = dir.path().join("cli.json");
+    let (code, _, err) = common::run(
+        lab.drover()
+            .args(["plan", "-i"])
+            .arg(&lab.inventory)
+            .arg(&book)
+            .arg("--out")
+            .arg(&saved),
+    );
+    assert_eq!(code, 0, "{err}");
+    let before = lab.invocation(h, "demo-worker");
+    let (code, out, err) = common::run(
+        lab.drover()
+            .args(["apply", "-i"])
+            .arg(&lab.inventory)
+            .arg("--plan")
+            .arg(&saved)
+            .arg(&book),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_ne!(lab.invocation(h, "demo-worker"), before);
 }
