@@ -33,6 +33,14 @@ use super::runtime;
 
 /// `drover apply`.
 pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
+    if let Some(url) = &a.server {
+        return super::sent::apply(a, url);
+    }
+    let (Some(playbook), Some(inventory)) = (&a.playbook, &a.inventory) else {
+        return Err(Error::Usage(
+            "apply needs PLAYBOOK and -i INVENTORY (or --server URL)".into(),
+        ));
+    };
     let observe = RunObserve::new(a.metrics_file.as_deref(), &a.notify)?;
     let saved = a.plan.as_deref().map(SavedPlan::load).transpose()?;
     let limit = match &saved {
@@ -51,13 +59,7 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
         (Some(s), Some(path)) => s.param_values(path, values),
         _ => values,
     };
-    let job = Job::load_with(
-        &a.playbook,
-        &a.inv.inventory,
-        limit,
-        a.modules.as_deref(),
-        &values,
-    )?;
+    let job = Job::load_with(playbook, inventory, limit, a.modules.as_deref(), &values)?;
     let mut opts = ApplyOptions {
         forks: a.work.forks,
         step_timeout: a.timeout,
@@ -66,7 +68,7 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
         read_timeout: a.timeout.min(crate::remote::fanout::Reach::DEFAULT_TIMEOUT),
         allow_protected: a.allow_protected,
         ignore_window: a.ignore_window,
-        lock: Some(a.playbook.clone()),
+        lock: Some(playbook.clone()),
         wait_lock: a.wait_lock,
         // A batch waits for room in its groups (`group_by`) as long as
         // the run would wait for its lock.

@@ -386,11 +386,22 @@ pub struct PlanArgs {
 /// `drover apply`.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// The playbook file.
-    pub playbook: PathBuf,
-    /// `-i INVENTORY`.
-    #[command(flatten)]
-    pub inv: InventoryArg,
+    /// The playbook file (with --server: run the server's runbook of this
+    /// file's name, which must have the same content).
+    #[arg(required_unless_present_all = ["server", "plan"])]
+    pub playbook: Option<PathBuf>,
+    /// The inventory: a YAML file, a directory of them, or an executable printing it as JSON.
+    #[arg(short, long, required_unless_present = "server")]
+    pub inventory: Option<PathBuf>,
+    /// Send the run through this drover server (http(s)://HOST:PORT): it
+    /// runs there as a job, with its claims, audit and approvals, and its
+    /// results are shown here as they happen.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["resume", "retry", "allow_drift", "report", "wait_lock", "metrics_file"])]
+    pub server: Option<String>,
+    /// With --server: the file holding the key (default: the DROVER_KEY
+    /// environment variable).
+    #[arg(long, value_name = "FILE", requires = "server")]
+    pub key_file: Option<PathBuf>,
     /// Intersect every step's hosts with this selector.
     #[arg(long, value_name = "SEL")]
     pub limit: Option<String>,

@@ -46,6 +46,7 @@ mod observe;
 mod plan;
 mod progress;
 mod read;
+mod sent;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;

@@ -20,6 +20,7 @@ internal_mod! {
     live;
     logs;
     plan;
+    plan_store;
     private;
     saved;
     status;

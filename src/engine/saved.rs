@@ -95,12 +95,18 @@ impl SavedPlan {
     /// Read and parse a saved plan.
     pub fn load(path: &Path) -> Result<Self> {
         let text = crate::model::yaml::read_bounded(path, "saved plan")?;
-        let de = &mut serde_json::Deserializer::from_str(&text);
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse a saved plan's text (a file's, or a request's body: data,
+    /// never a template); `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let de = &mut serde_json::Deserializer::from_str(text);
         let p: SavedPlan = serde_path_to_error::deserialize(de).map_err(|e| {
             Error::invalid(
                 "saved plan",
                 e.path().to_string(),
-                format!("{} in {}", e.inner(), path.display()),
+                format!("{} in {origin}", e.inner()),
                 None,
             )
         })?;
@@ -120,8 +126,7 @@ impl SavedPlan {
                 "saved plan",
                 "facts",
                 format!(
-                    "{} records no facts, so drift cannot be checked; plan again with `drover plan --out`",
-                    path.display()
+                    "{origin} records no facts, so drift cannot be checked; plan again with `drover plan --out`"
                 ),
                 None,
             ));

@@ -170,6 +170,9 @@ pub enum Refusal {
     /// A retry's or a resume's playbook, inventory or parameters are not
     /// those of the run it continues.
     InputsChanged(String),
+    /// A drover server refused what `apply --server` sent (its answer's
+    /// words: no approved plan, drift, claims held).
+    Server(String),
 }
 
 impl Refusal {
@@ -186,6 +189,7 @@ impl Refusal {
             Refusal::InputsChanged(_) => {
                 "pass --retry-changed to run what is left with the changed files, or start a new run"
             }
+            Refusal::Server(_) => "the server's answer says what to do",
         }
     }
 
@@ -206,7 +210,10 @@ impl Refusal {
             ),
             Refusal::LockDir { dir, why } => format!("lock directory {} {why}", dir.display()),
             Refusal::NotPrivate { what, path, why } => format!("{what} {} {why}", path.display()),
-            Refusal::Protected(m) | Refusal::StalePlan(m) | Refusal::InputsChanged(m) => m.clone(),
+            Refusal::Protected(m)
+            | Refusal::StalePlan(m)
+            | Refusal::InputsChanged(m)
+            | Refusal::Server(m) => m.clone(),
             Refusal::Drift(hosts) => format!(
                 "the hosts drifted since the plan was made, so apply would not do what was reviewed: {hosts}"
             ),
@@ -222,7 +229,8 @@ impl Refusal {
             Refusal::Protected(m)
             | Refusal::StalePlan(m)
             | Refusal::Drift(m)
-            | Refusal::InputsChanged(m) => vec![m],
+            | Refusal::InputsChanged(m)
+            | Refusal::Server(m) => vec![m],
         }
     }
 }

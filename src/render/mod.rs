@@ -10,6 +10,7 @@ pub mod health;
 pub mod logs;
 pub mod metrics;
 pub mod page;
+pub mod page_plans;
 pub mod plan;
 pub mod snippet;
 pub mod status;

@@ -229,7 +229,7 @@ fn param_inputs(b: &mut String, r: &PageRunbook, selected: bool) {
 }
 
 /// Escape text for HTML (element content and quoted attributes).
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -31,6 +31,7 @@ mod package_serve;
 mod page;
 mod params;
 mod plan;
+mod plans;
 mod playbooks;
 mod promises;
 mod resume;

@@ -35,7 +35,7 @@ pub(crate) fn serve(lab: &Lab, dir: &Path, keys: &Keys, jobs: &Path) -> Server {
 
 /// A runbook on host `h`: restart demo-worker, then stop demo-idle and
 /// wait at the gate, then restart demo-web.
-fn gated_runbook(dir: &Path, name: &str, h: &str, gate: &Gate) {
+pub(crate) fn gated_runbook(dir: &Path, name: &str, h: &str, gate: &Gate) {
     let books = dir.join("books");
     std::fs::create_dir_all(&books).unwrap();
     std::fs::write(

@@ -93,10 +93,18 @@ impl From<Error> for ApiError {
             // A refusal's own remedy is the command line's (`pass
             // --ignore-window`); an HTTP caller gets the server's.
             Error::Refused(r) => {
-                if matches!(r, Refusal::Locked { .. } | Refusal::InputsChanged(_)) {
-                    // Another run holds the runbook, or the job to retry
-                    // or resume no longer matches its files: a conflict
-                    // with the server's state, not a forbidden request.
+                if matches!(
+                    r,
+                    Refusal::Locked { .. }
+                        | Refusal::InputsChanged(_)
+                        | Refusal::StalePlan(_)
+                        | Refusal::Drift(_)
+                ) {
+                    // Another run holds the runbook, the job to retry or
+                    // resume no longer matches its files, or a stored
+                    // plan no longer matches its files or hosts: a
+                    // conflict with the server's state, not a forbidden
+                    // request.
                     code = StatusCode::CONFLICT;
                 }
                 format!("{}; {}", http_what(r), http_remedy(r))
@@ -142,6 +150,7 @@ fn http_remedy(r: &Refusal) -> &'static str {
         Refusal::InputsChanged(_) => {
             "send \"changed\": true to run what is left with the changed files, or start a new job"
         }
+        Refusal::Server(_) => "see the other server's answer",
     }
 }
 

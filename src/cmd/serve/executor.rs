@@ -28,7 +28,10 @@ use super::error::ApiError;
 pub trait HostExecutor: Send + Sync {
     /// The plan of `job` from the hosts' live state (a dry run); refused
     /// if it would disrupt a protected unit, unless `allow_protected`.
-    async fn plan(&self, job: Job, allow_protected: bool) -> Result<Planned, ApiError>;
+    /// `keep_facts`: the plan records the facts it was made on (a stored
+    /// plan's drift is checked against them).
+    async fn plan(&self, job: Job, allow_protected: bool, keep_facts: bool)
+        -> Result<Planned, ApiError>;
 
     /// The state of `units` (all watched ones when empty) on the hosts of
     /// `inv` that `target` selects (all of them when None).
@@ -52,12 +55,17 @@ pub struct InProcess {
 
 #[async_trait]
 impl HostExecutor for InProcess {
-    async fn plan(&self, job: Job, allow_protected: bool) -> Result<Planned, ApiError> {
+    async fn plan(
+        &self,
+        job: Job,
+        allow_protected: bool,
+        keep_facts: bool,
+    ) -> Result<Planned, ApiError> {
         let opts = PlanOptions {
             reach: self.reach.clone(),
             limit: None,
             allow_protected,
-            keep_facts: false,
+            keep_facts,
             carry: None,
         };
         Ok(crate::engine::plan::plan(&job, FactsSource::Live, &opts, &NoEvents).await?)

@@ -328,6 +328,8 @@ pub(super) async fn continue_started(
             "job {id} did not run a runbook of this server: only runbook jobs can be retried or resumed over HTTP"
         ))
     })?;
+    // What a retry or a resume would run was never reviewed as a plan.
+    super::launch::needs_plan(&rb)?;
     let recorded = ParamValues::from_request(header.params.clone().into_iter().collect());
     let values = recorded.overlaid(ParamValues::from_request(body.params.unwrap_or_default()));
     let playbook = rb.playbook_with(&values)?;
@@ -378,6 +380,12 @@ pub struct RunbookView {
     pub name: String,
     /// The playbook's `name:`.
     pub title: String,
+    /// SHA-256 of its file (what `drover apply --server` compares with
+    /// the local playbook).
+    pub digest: String,
+    /// Approvals a plan of it needs before it runs (0: it runs without a
+    /// plan).
+    pub approvals: u32,
     /// Its parameters (`{"params": {...}}` of POST /runbook/{name}).
     pub params: Vec<crate::model::params::ParamView>,
     /// Its steps.
@@ -410,6 +418,8 @@ pub async fn list_runbooks(
         out.push(RunbookView {
             name: rb.name.clone(),
             title: pb.name.clone(),
+            digest: pb.digest.clone(),
+            approvals: pb.approval.unwrap_or(0),
             params: pb.declared.views(),
             steps: pb
                 .steps
@@ -496,6 +506,9 @@ pub async fn run_runbook(
         ApiError::not_found(format!("no runbook `{name}`; GET /runbook lists them"))
     })?;
     drop(loaded);
+    if !q.dry_run.unwrap_or(false) {
+        super::launch::needs_plan(&rb)?;
+    }
     let limit = q.limit.or(body.limit);
     let values = ParamValues::from_request(body.params.unwrap_or_default());
     let playbook = rb.playbook_with(&values)?;
@@ -513,7 +526,7 @@ pub async fn run_runbook(
 /// A selector-typed parameter names hosts: for a key with `targets`, all
 /// of them must be inside its targets, or the request is refused as one
 /// naming hosts outside them is (whatever the runbook does with the value).
-fn check_selector_params(
+pub(super) fn check_selector_params(
     state: &AppState,
     caller: &Caller,
     playbook: &crate::model::playbook::Playbook,

@@ -21,7 +21,7 @@ use crate::model::keys::Role;
 use super::auth::{Caller, JobId};
 use super::error::ApiError;
 use super::extract::wait_of;
-use super::state::AppState;
+use super::state::{AppState, Runbook};
 
 /// Query of a change.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -160,6 +160,9 @@ pub enum Continuation {
         /// Go on although the playbook, inventory or params changed.
         allow_changed: bool,
     },
+    /// A new job running exactly this reviewed plan: refused, before
+    /// anything runs, when its inputs changed or the hosts drifted.
+    Reviewed(Box<crate::engine::saved::SavedPlan>),
 }
 
 /// Plan (dry run) or start a job and wait for it up to `wait`, under the
@@ -205,7 +208,7 @@ pub async fn start_job_with(
         caller.require(Role::Admin)?;
     }
     if q.dry_run.unwrap_or(false) {
-        let mut plan = state.executor.plan(job, allow_protected).await?.plan;
+        let mut plan = state.executor.plan(job, allow_protected, false).await?.plan;
         // The plan names its inputs as the server's files: below the
         // server's directories, as its errors do.
         let hide = super::error::without_server_paths;
@@ -281,8 +284,13 @@ pub async fn start_job_with(
         }
     }
     drop(waiting);
+    let mut saved = None;
     let (carry, resume) = match cont {
         None => (None, None),
+        Some(Continuation::Reviewed(plan)) => {
+            saved = Some(*plan);
+            (None, None)
+        }
         Some(Continuation::Retry(carry)) => (Some(carry), None),
         Some(Continuation::Resume {
             journal,
@@ -304,6 +312,7 @@ pub async fn start_job_with(
         lock,
         carry,
         resume,
+        saved,
         failure_logs: state.settings.failure_logs,
         // `group_by` room is claimed where the units are, and waited for
         // as long as the request waits for them.
@@ -335,4 +344,17 @@ fn resume_from(
         )));
     }
     Ok(resume_carry(job, read, allow_changed)?)
+}
+
+/// A runbook that needs approval runs only as an approved plan: what every
+/// other route that would start it answers.
+pub fn needs_plan(rb: &Runbook) -> Result<(), ApiError> {
+    let need = rb.approvals()?;
+    if need == 0 {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "runbook `{}` needs {need} approval(s) of a plan before it runs: POST /runbook/{}/plan, have another operate key POST /plan/{{digest}}/approve, then POST /plan/{{digest}}/apply",
+        rb.name, rb.name
+    )))
 }

@@ -21,6 +21,7 @@ mod observe;
 mod openapi;
 mod osapi;
 mod page;
+mod plans;
 mod read;
 mod redis;
 mod session;
@@ -154,6 +155,10 @@ pub struct ServeArgs {
     /// the fleet's size).
     #[arg(long)]
     pub metrics_host_labels: bool,
+    /// A stored plan (POST /runbook/{name}/plan) can be approved and
+    /// applied for this long after it was made.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub plan_ttl: Duration,
     /// `--notify`, its secret and time bound.
     #[command(flatten)]
     pub notify: crate::cmd::notify::NotifyArgs,
@@ -284,6 +289,11 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
     // Reports are read back and listed: a directory others may write would
     // list what they forge.
     crate::engine::private::private_dir_for("--jobs-dir", &jobs_dir)?;
+    // Beside the jobs, private like them: plans hold hosts' states.
+    let plans = Arc::new(crate::engine::plan_store::PlanStore::open(
+        &jobs_dir.join("plans"),
+        a.plan_ttl,
+    )?);
     let rt = super::runtime()?;
     rt.block_on(async move {
         let metrics = Arc::new(metrics::Metrics::new(a.metrics_host_labels));
@@ -317,6 +327,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             reads: Default::default(),
             csrf_secret: session::secret()?,
             metrics,
+            plans,
         });
         let metrics_bound = match &a.metrics_listen {
             Some(addr) => {
@@ -474,6 +485,11 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/job/{id}/resume", post(jobs::resume_job))
         .route("/runbook", get(jobs::list_runbooks))
         .route("/runbook/{name}", post(jobs::run_runbook))
+        .route("/runbook/{name}/plan", post(plans::make_plan))
+        .route("/plan", get(plans::list_plans).post(plans::upload_plan))
+        .route("/plan/{digest}", get(plans::get_plan))
+        .route("/plan/{digest}/approve", post(plans::approve_plan))
+        .route("/plan/{digest}/apply", post(plans::apply_plan))
         .route("/reload", post(jobs::reload))
         .route("/audit", get(jobs::audit))
         .route("/openapi.json", get(openapi::serve_spec))

@@ -40,6 +40,8 @@ impl Modify for Bearer {
         super::osapi::log::unit_log,
         super::jobs::list_jobs, super::jobs::get_job, super::jobs::job_events, super::jobs::cancel_job, super::jobs::retry_job, super::jobs::resume_job,
         super::jobs::list_runbooks, super::jobs::run_runbook,
+        super::plans::make_plan, super::plans::upload_plan, super::plans::list_plans,
+        super::plans::get_plan, super::plans::approve_plan, super::plans::apply_plan,
         super::jobs::health, super::jobs::reload, super::jobs::audit, serve_spec,
         super::exposition::metrics,
         super::redis::local_services, super::redis::local_operation, super::redis::cluster_operation,

@@ -244,5 +244,24 @@ pub async fn page(
         &n,
         &csrf,
     );
+    let body = with_plans(&state, &caller, body, &n);
     html(StatusCode::OK, body, &n)
+}
+
+/// The page with its pending plans' section.
+fn with_plans(state: &AppState, caller: &Caller, body: String, nonce: &str) -> String {
+    let plans = super::plans::pending(state, caller);
+    let loaded = state.loaded();
+    let shown: Vec<render::page_plans::PagePlan<'_>> = plans
+        .iter()
+        .map(|p| render::page_plans::PagePlan {
+            plan: p,
+            needed: loaded
+                .runbooks
+                .get(&p.runbook)
+                .and_then(|rb| rb.approvals().ok())
+                .unwrap_or(0),
+        })
+        .collect();
+    render::page_plans::with_plans(body, &shown, &caller.name, caller.role, nonce)
 }

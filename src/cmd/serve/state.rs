@@ -42,6 +42,12 @@ impl Runbook {
         Playbook::from_str_with(&self.text, &self.path, None, &ParamValues::samples())
     }
 
+    /// Approvals a plan of it needs before the server runs it (0: it runs
+    /// without a plan).
+    pub fn approvals(&self) -> Result<u32> {
+        Ok(self.declared()?.approval.unwrap_or(0))
+    }
+
     /// Its playbook with a caller's parameter values (validated when
     /// loaded; parsed again per use).
     pub fn playbook_with(&self, values: &ParamValues) -> Result<Playbook> {
@@ -219,6 +225,8 @@ pub struct AppState {
     pub csrf_secret: [u8; 32],
     /// The server's metrics (GET /metrics).
     pub metrics: Arc<super::metrics::Metrics>,
+    /// Stored plans and their approvals.
+    pub plans: Arc<crate::engine::plan_store::PlanStore>,
 }
 
 impl AppState {

@@ -362,7 +362,7 @@ impl std::fmt::Debug for DirJobs {
 }
 
 /// The hosts a job's steps may touch: every target and `_any` candidate.
-fn job_hosts(job: &Job) -> Vec<String> {
+pub fn job_hosts(job: &Job) -> Vec<String> {
     let mut hosts = Vec::new();
     for ex in &job.expanded {
         let any = ex.targets.any.iter().flatten();

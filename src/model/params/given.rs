@@ -200,6 +200,14 @@ impl ParamValues {
         self
     }
 
+    /// The values as a request's `params` carries them (`apply --server`).
+    pub fn request_values(&self) -> Map<String, Value> {
+        self.given
+            .iter()
+            .map(|(k, g)| (k.clone(), g.value.clone()))
+            .collect()
+    }
+
     /// Whether no value was given.
     pub fn is_empty(&self) -> bool {
         self.given.is_empty()

@@ -40,6 +40,8 @@ pub struct Playbook {
     pub name: String,
     /// Its window.
     pub window: Option<Window>,
+    /// Approvals a plan needs before the server runs it (`approval.count`).
+    pub approval: Option<u32>,
     /// Cross-host ordering.
     pub strategy: Strategy,
     /// Steps in file order.
@@ -134,6 +136,11 @@ impl Playbook {
                     yaml::locate(text, path, &segs)
                 })
             })?;
+        let approval = file
+            .approval
+            .as_ref()
+            .map(|a| check_approval(a, text, path))
+            .transpose()?;
         let mut inputs = Vec::new();
         let search = module_search_path(path, modules);
         let mut loader = Loader {
@@ -160,6 +167,7 @@ impl Playbook {
             path: path.to_path_buf(),
             name: file.name,
             window,
+            approval,
             strategy,
             steps,
             templates,
@@ -169,6 +177,11 @@ impl Playbook {
             declared,
             params,
         })
+    }
+
+    /// Whether the server must run it only as an approved plan.
+    pub fn needs_approval(&self) -> bool {
+        self.approval.is_some()
     }
 
     /// Find a step by id.
@@ -203,6 +216,25 @@ impl Source<'_> {
 }
 
 /// Byte offsets where the lines of `text` start.
+/// Most approvals a playbook may ask for: past it, no team gets a plan run.
+const MAX_APPROVALS: u32 = 10;
+
+/// `approval.count`, between 1 and [`MAX_APPROVALS`].
+fn check_approval(a: &ApprovalSpec, text: &str, path: &Path) -> Result<u32> {
+    if (1..=MAX_APPROVALS).contains(&a.count) {
+        return Ok(a.count);
+    }
+    Err(Error::invalid(
+        WHAT,
+        "approval.count",
+        format!(
+            "{} approvals: give 1 to {MAX_APPROVALS} (other keys than the plan's maker), or drop `approval:` to need none",
+            a.count
+        ),
+        yaml::locate(text, path, &["approval", "count"]),
+    ))
+}
+
 fn line_starts(text: &str) -> Vec<usize> {
     std::iter::once(0)
         .chain(text.match_indices('\n').map(|(i, _)| i + 1))

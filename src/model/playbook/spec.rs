@@ -37,6 +37,16 @@ pub struct WindowSpec {
     pub tz: Option<String>,
 }
 
+/// Who must approve a plan of this playbook before the server runs it, as
+/// written.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSpec {
+    /// Approvals a plan needs, each by an operate key other than the one
+    /// that made it (1 to 10).
+    pub count: u32,
+}
+
 /// The desired run state of a unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -342,6 +352,9 @@ pub struct PlaybookFile {
     pub description: Option<String>,
     /// When apply may run.
     pub window: Option<WindowSpec>,
+    /// Served as a runbook, it runs only as a plan approved by other keys
+    /// (`POST /runbook/{name}/plan`, `/plan/{digest}/approve`, `/apply`).
+    pub approval: Option<ApprovalSpec>,
     /// Parameters given at run time (`--param`, `--params-file`, a
     /// request's `params`), seen by templates as `params.NAME`.
     #[serde(default)]

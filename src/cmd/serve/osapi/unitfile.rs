@@ -171,7 +171,7 @@ async fn unit_file(
     // Each host's file as it is now (and the hosts `_any` picks, the
     // unreachable ones, those in maintenance), as the unit step's plan
     // reads them; a protected unit is refused here.
-    let planned = state.executor.plan(job, false).await?;
+    let planned = state.executor.plan(job, false, false).await?;
     let mut order = Vec::new();
     let mut done = Vec::new();
     let mut act = Vec::new();
