@@ -15,6 +15,7 @@ mod jobs;
 pub(super) mod launch;
 mod limit;
 mod listen;
+mod live;
 mod metrics;
 mod node;
 mod observe;
@@ -161,6 +162,9 @@ pub struct ServeArgs {
     /// N journal lines to that host's result (`logs`); 0: none.
     #[arg(long, value_name = "N", default_value_t = crate::engine::DEFAULT_FAILURE_LOGS, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub failure_logs: u32,
+    /// The live snapshot's flags.
+    #[command(flatten)]
+    pub live: live::LiveArgs,
 }
 
 /// `drover serve` subcommands.
@@ -292,13 +296,15 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             let m = metrics.clone();
             Arc::new(n.on_result(move |d| m.notified(d == crate::cmd::notify::Delivery::Delivered)))
         });
+        let pool = Pool::new(idle);
+        let fleet = a.live.fleet(pool.clone(), settings.read_timeout)?;
         let observer = observe::ServeObserver {
             metrics: metrics.clone(),
             notifier: notifier.clone(),
+            fleet: fleet.clone(),
         };
         let jobs: Arc<dyn JobStore> =
             Arc::new(DirJobs::open(&jobs_dir, retention)?.with_observer(Arc::new(observer)));
-        let pool = Pool::new(idle);
         let reach = Reach::new(settings.forks, settings.read_timeout).with_pool(Some(pool.clone()));
         let listener = listen::bind(&address, tls).await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -317,7 +323,11 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             reads: Default::default(),
             csrf_secret: session::secret()?,
             metrics,
+            fleet: fleet.clone(),
         });
+        if let Some(f) = &fleet {
+            live::watch_defaults(f, &state.loaded());
+        }
         let metrics_bound = match &a.metrics_listen {
             Some(addr) => {
                 Some(exposition::listen(addr, state.clone(), state.shutdown.clone()).await?)
@@ -349,6 +359,9 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             connections_opened = pool.opened(),
             "stopped; connections opened over the server's life"
         );
+        if let Some(f) = &fleet {
+            f.stop();
+        }
         pool.shutdown().await;
         if let Address::Unix(p) = &address {
             let _ = std::fs::remove_file(p);

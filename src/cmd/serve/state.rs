@@ -219,6 +219,9 @@ pub struct AppState {
     pub csrf_secret: [u8; 32],
     /// The server's metrics (GET /metrics).
     pub metrics: Arc<super::metrics::Metrics>,
+    /// The live snapshot reads answer from while it is fresh (None:
+    /// `--no-live`).
+    pub fleet: Option<crate::engine::fleet::Fleet>,
 }
 
 impl AppState {
@@ -236,6 +239,9 @@ impl AppState {
         let new = Arc::new(self.sources.load()?);
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
         self.metrics.reloaded();
+        if let Some(f) = &self.fleet {
+            super::live::watch_defaults(f, &new);
+        }
         let keys = new.keys.clone();
         self.sessions
             .retain(&move |s| keys.find_digest(&s.key_digest).is_some())
