@@ -8,7 +8,10 @@
 //! connection per request. Needs the lab (`tests/lab/lab.sh up 4`).
 //!
 //! `DROVER_BENCH_SECS` (default 30) and `DROVER_BENCH_RATE` (default 200)
-//! change the run; the lab's first host is the node.
+//! change the run; the lab's first host is the node. `DROVER_BENCH_LIVE=0`
+//! starts the server with `--no-live` (every poll reads the host: the
+//! "before" of the live snapshot); otherwise the polls answer from it once
+//! it is warm (the bench waits for that before timing).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -57,6 +60,38 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// One poll, then (with the live snapshot) polls until the server says
+/// it answered one from the snapshot (its metrics), within 30 s.
+async fn warm_up(client: &reqwest::Client, addr: &str, url: &str, key: &str, live: bool) {
+    let _ = client.get(url).header("X-Consul-Token", key).send().await;
+    if !live {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let _ = client.get(url).header("X-Consul-Token", key).send().await;
+        let scrape = match client
+            .get(format!("http://{addr}/metrics"))
+            .bearer_auth(key)
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let answered = scrape.lines().any(|l| {
+            l.strip_prefix("drover_live_reads_total{source=\"snapshot\"}")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .is_some_and(|v| v > 0.0)
+        });
+        if answered {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("the live snapshot never answered within 30 s: timing host reads");
+}
+
 fn main() {
     let lab =
         PathBuf::from(std::env::var("DROVER_LAB_DIR").unwrap_or_else(|_| "/run/drover-lab".into()));
@@ -70,6 +105,7 @@ fn main() {
     };
     let secs = env_num("DROVER_BENCH_SECS", 30);
     let rate = env_num("DROVER_BENCH_RATE", 200).max(1);
+    let live = env_num("DROVER_BENCH_LIVE", 1) != 0;
     let dir = tempfile::tempdir().expect("tempdir");
     let key = keygen(dir.path());
     let log = dir.path().join("serve.log");
@@ -80,6 +116,7 @@ fn main() {
         .arg(dir.path().join("keys.yml"))
         .args(["--node", &node, "--listen", "127.0.0.1:0", "--jobs-dir"])
         .arg(dir.path().join("jobs"))
+        .args(if live { &[][..] } else { &["--no-live"][..] })
         .env("RUST_LOG", "drover::remote::pool=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -97,6 +134,15 @@ fn main() {
         .expect("the server started")
         .to_string();
     let url = format!("http://{addr}/v1/agent/health/service/name/demo-web");
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    // Warm up before counting: the first connection (and with the live
+    // snapshot, its first full read of the host) is not the steady state.
+    rt.block_on(warm_up(&client, &addr, &url, &key, live));
 
     // systemd's incoming method calls on the node, while the bench runs.
     let mut monitor = Command::new("ssh")
@@ -130,14 +176,7 @@ fn main() {
     // dbus-monitor's first line (its NameAcquired) says it is listening.
     let _ = first_rx.recv_timeout(Duration::from_secs(10));
 
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (lat, codes, wall) = rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client");
-        // One warm-up request: the first connection is not the steady state.
-        let _ = client.get(&url).header("X-Consul-Token", &key).send().await;
         let total = secs * rate;
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);

@@ -29,7 +29,9 @@ fn own_unit<'a>(lab: &'a Lab, host: &str, unit: &str) -> common::Undo<'a> {
     );
     lab.undo_on_drop(
         host,
-        &format!("systemctl stop {unit}; rm -f /run/systemd/system/{unit}; systemctl daemon-reload"),
+        &format!(
+            "systemctl stop {unit}; rm -f /run/systemd/system/{unit}; systemctl daemon-reload"
+        ),
     )
 }
 
@@ -163,9 +165,11 @@ async fn a_unit_stopped_behind_drovers_back_shows_within_2s_from_the_snapshot() 
 
     // And started again behind its back: passing again.
     lab.ssh(&host, &format!("systemctl start {unit}"));
-    until(&health, &keys.read, Duration::from_secs(2), |st, _| st == 200)
-        .await
-        .unwrap_or_else(|e| panic!("health did not pass again within 2 s: {e:?}"));
+    until(&health, &keys.read, Duration::from_secs(2), |st, _| {
+        st == 200
+    })
+    .await
+    .unwrap_or_else(|e| panic!("health did not pass again within 2 s: {e:?}"));
 }
 
 #[tokio::test]

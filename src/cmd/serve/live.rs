@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::engine::fleet::{Fleet, LiveSettings};
+use crate::engine::fleet::{Fleet, LiveSettings, NOT_READ};
 use crate::engine::status::{status_report, StatusReport};
 use crate::model::error::{Error, Result};
 use crate::model::inventory::Inventory;
@@ -121,4 +121,82 @@ pub fn answer(
         &BTreeSet::new(),
         chrono::Utc::now(),
     )))
+}
+
+/// The fleet as the live snapshot holds it, for the status page:
+/// [`fleet_report`].
+// The status page (issue 22's page, built beside this) reads it.
+#[allow(dead_code)]
+#[derive(Debug, Clone)]
+pub struct LiveFleet {
+    /// What a `status` of every unit held would say, host by host in the
+    /// order asked: a host whose watch has not read it yet or has lost it
+    /// is in `errors` with why (`unreachable` when the watch lost it).
+    pub report: Arc<StatusReport>,
+    /// When the oldest full read among the hosts finished (None: no host
+    /// read yet).
+    pub read_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Since when the least recently confirmed host is known current
+    /// (None: none is): the snapshot's age to show.
+    pub age: Option<Duration>,
+    /// The hosts whose entries are not fresh now (reads of them read the
+    /// host); the report holds what they last showed, or their error.
+    pub stale: Vec<String>,
+}
+
+/// `hosts` as the live snapshot holds them, without reading any host:
+/// the status page's view of the fleet (pass the hosts the key may see,
+/// e.g. `caller.inventory(&loaded.inventory).hosts`). Hosts not watched
+/// yet start being watched and show as "not read yet" until their first
+/// full read (a moment); the units are every one the entry holds (loaded
+/// services and the units named by runbooks and reads).
+// The status page (issue 22's page, built beside this) calls it.
+#[allow(dead_code)]
+pub fn fleet_report(fleet: &Fleet, hosts: &[crate::model::inventory::Host]) -> LiveFleet {
+    use crate::model::facts::{Facts, HostFacts};
+    let states = fleet.snapshot(hosts);
+    let mut facts = Facts::new();
+    let mut unreachable = BTreeSet::new();
+    let mut stale = Vec::new();
+    let mut read_at: Option<chrono::DateTime<chrono::Utc>> = None;
+    let mut age: Option<Duration> = None;
+    for s in states {
+        if !s.fresh {
+            stale.push(s.hostname.clone());
+        }
+        age = age.max(s.age);
+        read_at = match (read_at, s.read_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let hf = if s.reachable {
+            let mut hf = HostFacts::unread();
+            hf.units = s
+                .units
+                .into_iter()
+                .filter(|(_, f)| f.load_state != "not-found")
+                .collect();
+            if let Some(m) = s.maintenance {
+                m.into_facts(&mut hf);
+            }
+            hf
+        } else {
+            let error = s.error.unwrap_or_else(|| NOT_READ.to_string());
+            if error != NOT_READ {
+                unreachable.insert(s.hostname.clone());
+            }
+            HostFacts {
+                reachable: false,
+                error: Some(error),
+                ..HostFacts::unread()
+            }
+        };
+        facts.hosts.insert(s.hostname, hf);
+    }
+    LiveFleet {
+        report: Arc::new(status_report(&facts, &unreachable, chrono::Utc::now())),
+        read_at,
+        age,
+        stale,
+    }
 }

@@ -71,6 +71,7 @@ pub struct Metrics {
     fleet_hosts: Gauge,
     snapshot_age: Gauge<f64, AtomicU64>,
     live_hosts: Family<Labels, Gauge>,
+    live_age: Gauge<f64, AtomicU64>,
     live_signals: Counter,
     live_answers: Family<Labels, Counter>,
     /// The snapshot's counts at the last scrape: counters grow by the
@@ -115,6 +116,7 @@ impl Metrics {
             fleet_hosts: Gauge::default(),
             snapshot_age: Gauge::default(),
             live_hosts: Family::default(),
+            live_age: Gauge::default(),
             live_signals: Counter::default(),
             live_answers: Family::default(),
             live_seen: Mutex::default(),
@@ -193,6 +195,11 @@ impl Metrics {
             m.live_hosts.clone(),
         );
         r.register(
+            "drover_live_age_seconds",
+            "Seconds since the least recently confirmed host of the live snapshot was known current (0: none is)",
+            m.live_age.clone(),
+        );
+        r.register(
             "drover_live_signals",
             "systemd signals applied to the live snapshot",
             m.live_signals.clone(),
@@ -244,6 +251,8 @@ impl Metrics {
         self.live_hosts
             .get_or_create(&label("state", "stale"))
             .set(gauge_value(now.stale));
+        self.live_age
+            .set(now.oldest.map_or(0.0, |d| d.as_secs_f64()));
         let mut seen = lock(&self.live_seen);
         self.live_signals
             .inc_by(now.signals.saturating_sub(seen.signals));

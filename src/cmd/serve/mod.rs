@@ -323,7 +323,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             reads: Default::default(),
             csrf_secret: session::secret()?,
             metrics,
-            fleet: fleet.clone(),
+            live: fleet.clone(),
         });
         if let Some(f) = &fleet {
             live::watch_defaults(f, &state.loaded());

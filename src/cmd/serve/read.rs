@@ -178,7 +178,7 @@ async fn shared_read(
     units: &[String],
 ) -> Result<Arc<StatusReport>, ApiError> {
     use futures_util::FutureExt;
-    if let Some(f) = &state.fleet {
+    if let Some(f) = &state.live {
         if let Some(report) = super::live::answer(f, &inv, target, units) {
             return Ok(report);
         }

@@ -221,7 +221,7 @@ pub struct AppState {
     pub metrics: Arc<super::metrics::Metrics>,
     /// The live snapshot reads answer from while it is fresh (None:
     /// `--no-live`).
-    pub fleet: Option<crate::engine::fleet::Fleet>,
+    pub live: Option<crate::engine::fleet::Fleet>,
 }
 
 impl AppState {
@@ -239,7 +239,7 @@ impl AppState {
         let new = Arc::new(self.sources.load()?);
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
         self.metrics.reloaded();
-        if let Some(f) = &self.fleet {
+        if let Some(f) = &self.live {
             super::live::watch_defaults(f, &new);
         }
         let keys = new.keys.clone();

@@ -24,9 +24,13 @@ use std::time::{Duration, Instant};
 
 use crate::model::facts::{Facts, UnitFacts};
 use crate::model::inventory::Host;
+use crate::model::maintenance::MaintenanceState;
 use crate::remote::pool::Pool;
 
 use snapshot::HostSnap;
+
+/// A host's error until its watch's first full read.
+pub const NOT_READ: &str = "not read yet";
 
 /// How the snapshot is kept.
 #[derive(Debug, Clone)]
@@ -84,6 +88,9 @@ pub struct HostState {
     pub age: Option<Duration>,
     /// Whether reads answer from it now.
     pub fresh: bool,
+    /// Its maintenance flags as last read (None: not known now, a job
+    /// may have changed them).
+    pub maintenance: Option<MaintenanceState>,
 }
 
 /// The snapshot's counts, for the server's metrics.
@@ -99,6 +106,9 @@ pub struct FleetStats {
     pub answered: u64,
     /// Reads that had to read the hosts.
     pub missed: u64,
+    /// The age of the oldest confirmation among the watched hosts that
+    /// have one (None: none has).
+    pub oldest: Option<Duration>,
 }
 
 struct Entry {
@@ -188,7 +198,7 @@ impl Fleet {
                 let wake = Arc::new(tokio::sync::Notify::new());
                 let task = tokio::spawn(watch::run(self.inner.clone(), h.name.clone()));
                 let mut snap = HostSnap::default();
-                snap.lost("not read yet".into());
+                snap.lost(NOT_READ.into());
                 all.insert(
                     h.name.clone(),
                     Entry {
@@ -276,6 +286,7 @@ impl Fleet {
                     }),
                     age: e.snap.age(now),
                     fresh: e.snap.fresh(now, fresh),
+                    maintenance: e.snap.maintenance().cloned(),
                 },
                 None => HostState {
                     hostname: h.name.clone(),
@@ -288,6 +299,7 @@ impl Fleet {
                     read_at: None,
                     age: None,
                     fresh: false,
+                    maintenance: None,
                 },
             })
             .collect()
@@ -309,7 +321,9 @@ impl Fleet {
         let fresh = self.inner.settings.fresh;
         let all = self.inner.hosts();
         let up = all.values().filter(|e| e.snap.fresh(now, fresh)).count();
+        let oldest = all.values().filter_map(|e| e.snap.age(now)).max();
         FleetStats {
+            oldest,
             fresh: up,
             stale: all.len() - up,
             signals: self.inner.signals.load(Ordering::Relaxed),

@@ -167,6 +167,11 @@ impl HostSnap {
         self.confirmed = None;
     }
 
+    /// The maintenance flags as last read (None: not known now).
+    pub fn maintenance(&self) -> Option<&MaintenanceState> {
+        self.maintenance.as_ref()
+    }
+
     /// Whether the maintenance flags must be read again.
     pub fn needs_maintenance(&self) -> bool {
         self.maintenance.is_none()
