@@ -115,7 +115,8 @@ pub fn answer(
         .into_iter()
         .map(|u| u.to_string())
         .collect();
-    let (facts, _age) = fleet.answer(&hosts, &names)?;
+    let (facts, age) = fleet.answer(&hosts, &names)?;
+    answered_at_age(age);
     Some(Arc::new(status_report(
         &facts,
         &BTreeSet::new(),
@@ -199,4 +200,38 @@ pub fn fleet_report(fleet: &Fleet, hosts: &[crate::model::inventory::Host]) -> L
         age,
         stale,
     }
+}
+
+/// The header that shows how old a snapshot answer is: seconds since the
+/// least recently confirmed host it covers was known current.
+pub const AGE_HEADER: &str = "x-drover-live-age";
+
+tokio::task_local! {
+    /// The oldest snapshot answer the current request used, if any.
+    static AGE: std::cell::Cell<Option<Duration>>;
+}
+
+/// Note that the request being answered used the snapshot at `age`.
+fn answered_at_age(age: Duration) {
+    let _ = AGE.try_with(|a| a.set(Some(a.get().map_or(age, |b| b.max(age)))));
+}
+
+/// A layer that adds [`AGE_HEADER`] to every answer that came from the
+/// snapshot (a poller can tell those from host reads, and how old they
+/// are).
+pub async fn age_header(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    AGE.scope(std::cell::Cell::new(None), async move {
+        let mut res = next.run(req).await;
+        if let Some(age) = AGE.with(|a| a.get()) {
+            let v = format!("{:.3}", age.as_secs_f64());
+            if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
+                res.headers_mut().insert(AGE_HEADER, v);
+            }
+        }
+        res
+    })
+    .await
 }

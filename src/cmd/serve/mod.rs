@@ -520,6 +520,9 @@ fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async {
             error::ApiError::not_found("no such route; GET /openapi.json lists them")
         })
+        // Innermost, in the handler's task: answers from the live
+        // snapshot say how old they are.
+        .layer(axum::middleware::from_fn(live::age_header))
         // Inside the key check: a client without a key gets 401 whatever
         // it sends (DESIGN: 401 on every route); the limits then bound
         // what a known key may send.
