@@ -218,11 +218,28 @@ fn main() {
         .lines()
         .filter(|l| l.contains("pool opened a connection"))
         .count();
+    let n = lat.len();
+    println!(
+        "health polling: {n} requests in {wall:.1}s ({:.0}/s asked {rate}/s) on {node}; statuses {codes:?}",
+        n as f64 / wall
+    );
+    println!(
+        "latency ms: p50 {:.1}  p99 {:.1}  max {:.1}",
+        percentile(&sorted, 0.50),
+        percentile(&sorted, 0.99),
+        sorted.last().copied().unwrap_or(f64::NAN)
+    );
+    println!("ssh connections opened by the server's pool: {opened}");
+    report_calls(&calls.lock().unwrap_or_else(|p| p.into_inner()), n, &node);
+}
+
+/// Print the D-Bus calls systemd received, those of the server's
+/// connection (the busiest sender) per request.
+fn report_calls(calls: &[String], n: usize, node: &str) {
     // Group the calls by sender: the server's connection is the busiest
     // (others on a shared lab host are listed apart).
-    let calls = calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut by_sender: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-    for c in &calls {
+    for c in calls {
         let field = |name: &str| {
             c.split_whitespace()
                 .find_map(|w| w.strip_prefix(name))
@@ -240,18 +257,6 @@ fn main() {
         .iter()
         .max_by_key(|(_, m)| m.values().sum::<usize>())
         .map(|(s, m)| (s.clone(), m.clone()));
-    let n = lat.len();
-    println!(
-        "health polling: {n} requests in {wall:.1}s ({:.0}/s asked {rate}/s) on {node}; statuses {codes:?}",
-        n as f64 / wall
-    );
-    println!(
-        "latency ms: p50 {:.1}  p99 {:.1}  max {:.1}",
-        percentile(&sorted, 0.50),
-        percentile(&sorted, 0.99),
-        sorted.last().copied().unwrap_or(f64::NAN)
-    );
-    println!("ssh connections opened by the server's pool: {opened}");
     match ours {
         Some((sender, members)) => {
             let total: usize = members.values().sum();

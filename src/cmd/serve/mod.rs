@@ -351,23 +351,36 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             "serving"
         );
         conns::serve(listener, app, limits, shutdown).await;
-        jobs.shutdown("SIGTERM").await;
-        if let Some(n) = &notifier {
-            n.drain(NOTIFY_DRAIN).await;
-        }
-        tracing::info!(
-            connections_opened = pool.opened(),
-            "stopped; connections opened over the server's life"
-        );
-        if let Some(f) = &fleet {
-            f.stop();
-        }
-        pool.shutdown().await;
-        if let Address::Unix(p) = &address {
-            let _ = std::fs::remove_file(p);
-        }
+        wind_down(jobs, notifier, fleet, pool, &address).await;
         Ok(0)
     })
+}
+
+/// After the last connection: the jobs stopped, notifications sent, the
+/// live snapshot's watches and the pooled connections closed, a unix
+/// socket's file removed.
+async fn wind_down(
+    jobs: Arc<dyn JobStore>,
+    notifier: Option<Arc<crate::cmd::notify::Notifier>>,
+    fleet: Option<crate::engine::fleet::Fleet>,
+    pool: Pool,
+    address: &Address,
+) {
+    jobs.shutdown("SIGTERM").await;
+    if let Some(n) = &notifier {
+        n.drain(NOTIFY_DRAIN).await;
+    }
+    tracing::info!(
+        connections_opened = pool.opened(),
+        "stopped; connections opened over the server's life"
+    );
+    if let Some(f) = &fleet {
+        f.stop();
+    }
+    pool.shutdown().await;
+    if let Address::Unix(p) = address {
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 fn keygen(name: &str, role: &str, targets: Option<&str>) -> Result<i32> {
