@@ -209,8 +209,23 @@ fn main() {
         }
         (lat, codes, t0.elapsed().as_secs_f64())
     });
+    // Where the answers came from (the live snapshot's counts).
+    let scrape = rt.block_on(async {
+        let r = client
+            .get(format!("http://{addr}/metrics"))
+            .bearer_auth(&key)
+            .send()
+            .await;
+        match r {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    });
     drop(monitor);
     drop(server);
+    for l in scrape.lines().filter(|l| l.starts_with("drover_live_")) {
+        println!("server: {l}");
+    }
     let mut sorted = lat.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
     let opened = std::fs::read_to_string(&log)

@@ -95,6 +95,12 @@ pub struct HostSnap {
     /// in flight, however many signals, so a unit's burst of changes
     /// never floods the connection with reads.
     reading: BTreeMap<String, bool>,
+    /// Services a read found not loaded (not-found), not named: reading a
+    /// unit loads it for a moment, and systemd signals that (UnitNew,
+    /// PropertiesChanged) to us: without this, each read would ask for the
+    /// next, for as long as the host is watched. Their signals are
+    /// ignored until one says the unit loaded; emptied by full reads.
+    absent: BTreeSet<String>,
 }
 
 /// A `.service` unit with a concrete name: what listings show.
@@ -199,6 +205,17 @@ impl HostSnap {
                 }
                 // A loaded service the listing lacks (its UnitNew came
                 // before the listing was read): read it.
+                None if self.absent.contains(&unit) => {
+                    let loaded = change
+                        .load_state
+                        .as_deref()
+                        .is_some_and(|s| s != "not-found");
+                    if !loaded {
+                        return Need::Nothing;
+                    }
+                    self.absent.remove(&unit);
+                    self.read_unit(unit)
+                }
                 None if self.listing && listable(&unit) => self.read_unit(unit),
                 None => Need::Nothing,
             },
@@ -209,6 +226,8 @@ impl HostSnap {
                     k.pending_file = false;
                     Need::Nothing
                 }
+                // Loaded by our own read, maybe: its LoadState change says.
+                None if self.absent.contains(&unit) => Need::Nothing,
                 None if listable(&unit) || self.named.contains_key(&unit) => {
                     self.read_unit(unit)
                 }
@@ -330,6 +349,7 @@ impl HostSnap {
             let loaded = in_listing || listed.contains(&u);
             self.put(u, f, loaded, since);
         }
+        self.absent.clear();
         self.removed.clear();
         self.listing = listing;
         self.maintenance = Some(read.maintenance);
@@ -352,12 +372,18 @@ impl HostSnap {
             let loaded = f.load_state != "not-found";
             if self.named.contains_key(&u) || (self.listing && listable(&u) && loaded) {
                 self.put(u, f, loaded, since);
+            } else if !loaded {
+                if self.absent.len() >= MAX_LISTED {
+                    self.absent.clear();
+                }
+                self.absent.insert(u);
             }
         }
         self.bound_listing();
+        let absent = &self.absent;
         let again: Vec<String> = asked
             .iter()
-            .filter(|u| self.reading.remove(*u) == Some(true))
+            .filter(|u| self.reading.remove(*u) == Some(true) && !absent.contains(*u))
             .cloned()
             .collect();
         if again.is_empty() {

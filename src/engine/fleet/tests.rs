@@ -250,3 +250,38 @@ fn named_units_are_bounded_forgetting_the_least_recently_asked() {
     assert_eq!(named[0], format!("u{}.service", MAX_NAMED + 9));
     assert!(!named.contains(&"u0.service".to_string()));
 }
+
+#[test]
+fn reading_a_unit_that_is_not_there_does_not_read_it_again_and_again() {
+    let t0 = Instant::now();
+    let mut s = HostSnap::default();
+    s.merge_full(read(&[], &[]), 0, t0);
+    // Something loads gone.service for a moment: one read.
+    assert_eq!(
+        s.apply(changed("gone.service", "inactive", "dead")),
+        Need::Units(vec!["gone.service".into()])
+    );
+    // Our read loads it too, and systemd says so while it is read.
+    assert_eq!(s.apply(UnitEvent::New("gone.service".into())), Need::Nothing);
+    let since = s.seq;
+    let nf = [("gone.service".to_string(), UnitFacts::not_found())].into();
+    assert_eq!(
+        s.merge_units(nf, since, &["gone.service".into()]),
+        Need::Nothing,
+        "a not-found unit is not read again"
+    );
+    // Its later signals are ignored, until one says it loaded.
+    assert_eq!(s.apply(UnitEvent::New("gone.service".into())), Need::Nothing);
+    assert_eq!(
+        s.apply(changed("gone.service", "inactive", "dead")),
+        Need::Nothing
+    );
+    let loaded = UnitEvent::Changed {
+        unit: "gone.service".into(),
+        change: UnitChange {
+            load_state: Some("loaded".into()),
+            ..UnitChange::default()
+        },
+    };
+    assert_eq!(s.apply(loaded), Need::Units(vec!["gone.service".into()]));
+}
