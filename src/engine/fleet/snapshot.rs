@@ -221,10 +221,16 @@ impl HostSnap {
             },
             UnitEvent::New(unit) => match self.units.get_mut(&unit) {
                 Some(k) => {
+                    let was_loaded = k.loaded && k.facts.load_state != "not-found";
                     k.loaded = true;
                     // Loaded again: whatever the file read says is older.
                     k.pending_file = false;
-                    Need::Nothing
+                    if was_loaded {
+                        return Need::Nothing;
+                    }
+                    // Loaded anew, maybe from a file written since (its
+                    // LoadState and Description are not signalled): read.
+                    self.read_unit(unit)
                 }
                 // Loaded by our own read, maybe: its LoadState change says.
                 None if self.absent.contains(&unit) => Need::Nothing,
@@ -458,6 +464,11 @@ impl HostSnap {
         let mut out = BTreeMap::new();
         for u in units {
             let k = self.units.get(u)?;
+            // Being read after a signal said it changed in ways signals
+            // do not carry: what is held may be older.
+            if self.reading.contains_key(u) {
+                return None;
+            }
             // A job is queued whose type is not known yet: RESTARTING or
             // STARTING cannot be told, so the host is read.
             if k.pending_job.is_some() || k.pending_file {

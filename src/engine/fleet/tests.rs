@@ -194,7 +194,20 @@ fn a_named_unit_collected_reads_as_stopped_and_stays_followed() {
     // Not in the listing once collected.
     assert!(s.view(&[]).unwrap().is_empty());
     // A transient unit collected is gone: not-found, as LoadUnit says.
-    s.apply(UnitEvent::New("w.service".into()));
+    // Loaded anew (a unit file written since?): read, and not answered
+    // from until that read is in.
+    assert_eq!(
+        s.apply(UnitEvent::New("w.service".into())),
+        Need::Units(vec!["w.service".into()])
+    );
+    assert_eq!(s.view(&["w.service".into()]), None);
+    let since = s.seq;
+    s.merge_units(
+        [("w.service".to_string(), unit("active", "running"))].into(),
+        since,
+        &["w.service".into()],
+    );
+    assert_eq!(held(&s, "w.service").as_deref(), Some("active"));
     s.apply(UnitEvent::Removed("w.service".into()));
     s.file_state("w.service", None);
     assert_eq!(
