@@ -221,7 +221,9 @@ impl HostSnap {
             },
             UnitEvent::New(unit) => match self.units.get_mut(&unit) {
                 Some(k) => {
-                    let was_loaded = k.loaded && k.facts.load_state != "not-found";
+                    // Held as not found (a named unit): a file may define
+                    // it now. A collected unit with a file is as it was.
+                    let was_loaded = k.facts.load_state != "not-found";
                     k.loaded = true;
                     // Loaded again: whatever the file read says is older.
                     k.pending_file = false;
@@ -374,8 +376,12 @@ impl HostSnap {
         since: u64,
         asked: &[String],
     ) -> Need {
+        let mut not_found = BTreeSet::new();
         for (u, f) in read {
             let loaded = f.load_state != "not-found";
+            if !loaded {
+                not_found.insert(u.clone());
+            }
             if self.named.contains_key(&u) || (self.listing && listable(&u) && loaded) {
                 self.put(u, f, loaded, since);
             } else if !loaded {
@@ -389,7 +395,12 @@ impl HostSnap {
         let absent = &self.absent;
         let again: Vec<String> = asked
             .iter()
-            .filter(|u| self.reading.remove(*u) == Some(true) && !absent.contains(*u))
+            // Not found: the signals since were our read loading it.
+            .filter(|u| {
+                self.reading.remove(*u) == Some(true)
+                    && !absent.contains(*u)
+                    && !not_found.contains(*u)
+            })
             .cloned()
             .collect();
         if again.is_empty() {

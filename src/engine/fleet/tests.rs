@@ -194,8 +194,16 @@ fn a_named_unit_collected_reads_as_stopped_and_stays_followed() {
     // Not in the listing once collected.
     assert!(s.view(&[]).unwrap().is_empty());
     // A transient unit collected is gone: not-found, as LoadUnit says.
-    // Loaded anew (a unit file written since?): read, and not answered
-    // from until that read is in.
+    // Collected with its file: loaded again, it is as it was.
+    assert_eq!(s.apply(UnitEvent::New("w.service".into())), Need::Nothing);
+    s.apply(UnitEvent::Removed("w.service".into()));
+    s.file_state("w.service", None);
+    assert_eq!(
+        s.view(&["w.service".into()]).unwrap()["w.service"].load_state,
+        "not-found"
+    );
+    // Loaded anew once not found (a unit file written since?): read, and
+    // not answered from until that read is in.
     assert_eq!(
         s.apply(UnitEvent::New("w.service".into())),
         Need::Units(vec!["w.service".into()])
@@ -208,12 +216,6 @@ fn a_named_unit_collected_reads_as_stopped_and_stays_followed() {
         &["w.service".into()],
     );
     assert_eq!(held(&s, "w.service").as_deref(), Some("active"));
-    s.apply(UnitEvent::Removed("w.service".into()));
-    s.file_state("w.service", None);
-    assert_eq!(
-        s.view(&["w.service".into()]).unwrap()["w.service"].load_state,
-        "not-found"
-    );
     // A unit never asked for is not held: the caller reads the host.
     assert_eq!(s.view(&["other.service".into()]), None);
 }

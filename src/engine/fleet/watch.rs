@@ -362,9 +362,16 @@ fn finished(
                 .ok_or_else(gone)
         }
         Done::Full(Err(why), _) | Done::Maintenance(Err(why)) => Err(Stop::Lost(why)),
-        Done::Units(Ok(read), since, asked) => inner
+        Done::Units(Ok(read), since, asked) => {
+            // The signals our read caused (loading a unit) came before
+            // its reply: apply them first, so the merge knows them.
+            while let Some(Some(e)) = events.ready() {
+                needs.push(apply(inner, name, e).ok_or_else(gone)?);
+            }
+            inner
             .with(name, |e| needs.push(e.snap.merge_units(read, since, &asked)))
-            .ok_or_else(gone),
+            .ok_or_else(gone)
+        }
         Done::Units(Err(why), ..) => {
             // A unit read failing is the host's read failing: read again.
             Err(Stop::Lost(why))
