@@ -8,7 +8,10 @@
 //! connection per request. Needs the lab (`tests/lab/lab.sh up 4`).
 //!
 //! `DROVER_BENCH_SECS` (default 30) and `DROVER_BENCH_RATE` (default 200)
-//! change the run; the lab's first host is the node.
+//! change the run; the lab's first host is the node. `DROVER_BENCH_LIVE=0`
+//! starts the server with `--no-live` (every poll reads the host: the
+//! "before" of the live snapshot); otherwise the polls answer from it once
+//! it is warm (the bench waits for that before timing).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -57,6 +60,38 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// One poll, then (with the live snapshot) polls until the server says
+/// it answered one from the snapshot (its metrics), within 30 s.
+async fn warm_up(client: &reqwest::Client, addr: &str, url: &str, key: &str, live: bool) {
+    let _ = client.get(url).header("X-Consul-Token", key).send().await;
+    if !live {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let _ = client.get(url).header("X-Consul-Token", key).send().await;
+        let scrape = match client
+            .get(format!("http://{addr}/metrics"))
+            .bearer_auth(key)
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let answered = scrape.lines().any(|l| {
+            l.strip_prefix("drover_live_reads_total{source=\"snapshot\"}")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .is_some_and(|v| v > 0.0)
+        });
+        if answered {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("the live snapshot never answered within 30 s: timing host reads");
+}
+
 fn main() {
     let lab =
         PathBuf::from(std::env::var("DROVER_LAB_DIR").unwrap_or_else(|_| "/run/drover-lab".into()));
@@ -70,6 +105,7 @@ fn main() {
     };
     let secs = env_num("DROVER_BENCH_SECS", 30);
     let rate = env_num("DROVER_BENCH_RATE", 200).max(1);
+    let live = env_num("DROVER_BENCH_LIVE", 1) != 0;
     let dir = tempfile::tempdir().expect("tempdir");
     let key = keygen(dir.path());
     let log = dir.path().join("serve.log");
@@ -80,6 +116,7 @@ fn main() {
         .arg(dir.path().join("keys.yml"))
         .args(["--node", &node, "--listen", "127.0.0.1:0", "--jobs-dir"])
         .arg(dir.path().join("jobs"))
+        .args(if live { &[][..] } else { &["--no-live"][..] })
         .env("RUST_LOG", "drover::remote::pool=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -97,6 +134,15 @@ fn main() {
         .expect("the server started")
         .to_string();
     let url = format!("http://{addr}/v1/agent/health/service/name/demo-web");
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    // Warm up before counting: the first connection (and with the live
+    // snapshot, its first full read of the host) is not the steady state.
+    rt.block_on(warm_up(&client, &addr, &url, &key, live));
 
     // systemd's incoming method calls on the node, while the bench runs.
     let mut monitor = Command::new("ssh")
@@ -130,14 +176,7 @@ fn main() {
     // dbus-monitor's first line (its NameAcquired) says it is listening.
     let _ = first_rx.recv_timeout(Duration::from_secs(10));
 
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (lat, codes, wall) = rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client");
-        // One warm-up request: the first connection is not the steady state.
-        let _ = client.get(&url).header("X-Consul-Token", &key).send().await;
         let total = secs * rate;
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -170,8 +209,23 @@ fn main() {
         }
         (lat, codes, t0.elapsed().as_secs_f64())
     });
+    // Where the answers came from (the live snapshot's counts).
+    let scrape = rt.block_on(async {
+        let r = client
+            .get(format!("http://{addr}/metrics"))
+            .bearer_auth(&key)
+            .send()
+            .await;
+        match r {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    });
     drop(monitor);
     drop(server);
+    for l in scrape.lines().filter(|l| l.starts_with("drover_live_")) {
+        println!("server: {l}");
+    }
     let mut sorted = lat.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
     let opened = std::fs::read_to_string(&log)
@@ -179,11 +233,28 @@ fn main() {
         .lines()
         .filter(|l| l.contains("pool opened a connection"))
         .count();
+    let n = lat.len();
+    println!(
+        "health polling: {n} requests in {wall:.1}s ({:.0}/s asked {rate}/s) on {node}; statuses {codes:?}",
+        n as f64 / wall
+    );
+    println!(
+        "latency ms: p50 {:.1}  p99 {:.1}  max {:.1}",
+        percentile(&sorted, 0.50),
+        percentile(&sorted, 0.99),
+        sorted.last().copied().unwrap_or(f64::NAN)
+    );
+    println!("ssh connections opened by the server's pool: {opened}");
+    report_calls(&calls.lock().unwrap_or_else(|p| p.into_inner()), n, &node);
+}
+
+/// Print the D-Bus calls systemd received, those of the server's
+/// connection (the busiest sender) per request.
+fn report_calls(calls: &[String], n: usize, node: &str) {
     // Group the calls by sender: the server's connection is the busiest
     // (others on a shared lab host are listed apart).
-    let calls = calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut by_sender: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-    for c in &calls {
+    for c in calls {
         let field = |name: &str| {
             c.split_whitespace()
                 .find_map(|w| w.strip_prefix(name))
@@ -201,18 +272,6 @@ fn main() {
         .iter()
         .max_by_key(|(_, m)| m.values().sum::<usize>())
         .map(|(s, m)| (s.clone(), m.clone()));
-    let n = lat.len();
-    println!(
-        "health polling: {n} requests in {wall:.1}s ({:.0}/s asked {rate}/s) on {node}; statuses {codes:?}",
-        n as f64 / wall
-    );
-    println!(
-        "latency ms: p50 {:.1}  p99 {:.1}  max {:.1}",
-        percentile(&sorted, 0.50),
-        percentile(&sorted, 0.99),
-        sorted.last().copied().unwrap_or(f64::NAN)
-    );
-    println!("ssh connections opened by the server's pool: {opened}");
     match ours {
         Some((sender, members)) => {
             let total: usize = members.values().sum();

@@ -12,6 +12,7 @@ internal_mod! {
     clock;
     events;
     files;
+    fleet;
     health;
     inventory;
     job;

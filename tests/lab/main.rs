@@ -19,6 +19,7 @@ mod forged;
 mod frozen;
 mod inventory_forms;
 mod jobs;
+mod live;
 mod logs;
 mod logs_api;
 mod maintenance;

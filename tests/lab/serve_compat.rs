@@ -35,6 +35,10 @@ fn serve(lab: &Lab, dir: &Path) -> (Server, Keys) {
             lab.host(0),
             "--jobs-dir",
             dir.join("jobs").to_str().unwrap(),
+            // Flags the CLI writes behind the server's back show at the
+            // live snapshot's next full read: soon, here.
+            "--live-heal",
+            "1s",
         ],
         &dir.join("stderr"),
     );
@@ -558,18 +562,26 @@ async fn consul_services_health_maintenance_and_registration() {
             .arg(&lab.inventory),
     );
     assert_eq!(code, 0, "{err}");
-    let (_, _, b) = call(
-        Method::GET,
-        &s.url("/v1/agent/health/service/id/demo-web"),
-        Some(&keys.read),
-    )
-    .await;
-    let node = b["Checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["CheckID"] == "_node_maintenance")
-        .unwrap_or_else(|| panic!("{b}"));
+    // Written behind the server's back: no signal says so; the live
+    // snapshot's next full read (--live-heal 1s) does. Polled, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let node = loop {
+        let (_, _, b) = call(
+            Method::GET,
+            &s.url("/v1/agent/health/service/id/demo-web"),
+            Some(&keys.read),
+        )
+        .await;
+        let node = b["Checks"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["CheckID"] == "_node_maintenance"))
+            .cloned();
+        if let Some(node) = node {
+            break node;
+        }
+        assert!(std::time::Instant::now() < deadline, "{b}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert_eq!(node["Notes"], "rack move");
     assert_eq!(node["ServiceID"], "");
     let (code, _, err) = common::run(

@@ -450,6 +450,10 @@ pub async fn register(
     let raw = r.id.as_deref().unwrap_or(&r.name);
     let unit = unit_of(raw)?;
     let job = unit_job(&state, &caller, &node, &unit, Some(&r.content))?;
+    // A registered service is polled next: the live snapshot follows it.
+    if let (Some(f), Some(h)) = (&state.live, state.loaded().inventory.host(&node)) {
+        f.watch(std::slice::from_ref(h), &[unit.to_string()]);
+    }
     run_job(&state, &caller, job, &q, Vec::new()).await
 }
 

@@ -64,6 +64,7 @@ fn text(state: &AppState) -> Response {
             hosts: state.loaded().inventory.hosts.len(),
             claims: state.claims.held(),
             connections: state.pool.open(),
+            live: state.live.as_ref().map(|f| f.stats()),
         }),
     )
         .into_response()

@@ -70,6 +70,13 @@ pub struct Metrics {
     pool_open: Gauge,
     fleet_hosts: Gauge,
     snapshot_age: Gauge<f64, AtomicU64>,
+    live_hosts: Family<Labels, Gauge>,
+    live_age: Gauge<f64, AtomicU64>,
+    live_signals: Counter,
+    live_answers: Family<Labels, Counter>,
+    /// The snapshot's counts at the last scrape: counters grow by the
+    /// difference.
+    live_seen: Mutex<crate::engine::fleet::FleetStats>,
     /// Hosts whose latest result said they could not be reached.
     unreachable: Mutex<HashSet<String>>,
     /// When the inventory, keys and runbooks now in use were loaded.
@@ -108,6 +115,11 @@ impl Metrics {
             pool_open: Gauge::default(),
             fleet_hosts: Gauge::default(),
             snapshot_age: Gauge::default(),
+            live_hosts: Family::default(),
+            live_age: Gauge::default(),
+            live_signals: Counter::default(),
+            live_answers: Family::default(),
+            live_seen: Mutex::default(),
             unreachable: Mutex::new(HashSet::new()),
             loaded_at: Mutex::new(Instant::now()),
             jobs: Mutex::new(HashMap::new()),
@@ -178,6 +190,26 @@ impl Metrics {
             m.snapshot_age.clone(),
         );
         r.register(
+            "drover_live_hosts",
+            "Hosts the live snapshot watches, by state (fresh: reads answer from it; stale: they read the host)",
+            m.live_hosts.clone(),
+        );
+        r.register(
+            "drover_live_age_seconds",
+            "Seconds since the least recently confirmed host of the live snapshot was known current (0: none is)",
+            m.live_age.clone(),
+        );
+        r.register(
+            "drover_live_signals",
+            "systemd signals applied to the live snapshot",
+            m.live_signals.clone(),
+        );
+        r.register(
+            "drover_live_reads",
+            "Host reads asked of the server, by source (snapshot: answered from it; hosts: read the hosts)",
+            m.live_answers.clone(),
+        );
+        r.register(
             "drover_http_requests",
             "HTTP requests answered, by route template, method and status",
             m.http_requests.clone(),
@@ -197,6 +229,7 @@ impl Metrics {
 
     /// The text of a scrape, with what the server holds now.
     pub fn exposition(&self, now: Held) -> String {
+        let live = now.live;
         self.fleet_hosts.set(gauge_value(now.hosts));
         self.claims_held.set(gauge_value(now.claims));
         self.pool_open.set(gauge_value(now.connections));
@@ -204,7 +237,32 @@ impl Metrics {
             .set(lock(&self.loaded_at).elapsed().as_secs_f64());
         self.hosts_unreachable
             .set(gauge_value(lock(&self.unreachable).len()));
+        if let Some(now) = live {
+            self.live(now);
+        }
         encode(&self.registry)
+    }
+
+    fn live(&self, now: crate::engine::fleet::FleetStats) {
+        let label = |k: &'static str, v: &str| vec![(k, v.to_string())];
+        self.live_hosts
+            .get_or_create(&label("state", "fresh"))
+            .set(gauge_value(now.fresh));
+        self.live_hosts
+            .get_or_create(&label("state", "stale"))
+            .set(gauge_value(now.stale));
+        self.live_age
+            .set(now.oldest.map_or(0.0, |d| d.as_secs_f64()));
+        let mut seen = lock(&self.live_seen);
+        self.live_signals
+            .inc_by(now.signals.saturating_sub(seen.signals));
+        self.live_answers
+            .get_or_create(&label("source", "snapshot"))
+            .inc_by(now.answered.saturating_sub(seen.answered));
+        self.live_answers
+            .get_or_create(&label("source", "hosts"))
+            .inc_by(now.missed.saturating_sub(seen.missed));
+        *seen = now;
     }
 
     /// The inventory, keys and runbooks were (re)loaded.
@@ -333,6 +391,8 @@ pub struct Held {
     pub claims: usize,
     /// Pooled host connections.
     pub connections: usize,
+    /// The live snapshot's counts (None: `--no-live`).
+    pub live: Option<crate::engine::fleet::FleetStats>,
 }
 
 fn gauge_value(n: usize) -> i64 {

@@ -15,6 +15,7 @@ mod jobs;
 pub(super) mod launch;
 mod limit;
 mod listen;
+mod live;
 mod metrics;
 mod node;
 mod observe;
@@ -166,6 +167,9 @@ pub struct ServeArgs {
     /// N journal lines to that host's result (`logs`); 0: none.
     #[arg(long, value_name = "N", default_value_t = crate::engine::DEFAULT_FAILURE_LOGS, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub failure_logs: u32,
+    /// The live snapshot's flags.
+    #[command(flatten)]
+    pub live: live::LiveArgs,
 }
 
 /// `drover serve` subcommands.
@@ -302,13 +306,15 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             let m = metrics.clone();
             Arc::new(n.on_result(move |d| m.notified(d == crate::cmd::notify::Delivery::Delivered)))
         });
+        let pool = Pool::new(idle);
+        let fleet = a.live.fleet(pool.clone(), settings.read_timeout)?;
         let observer = observe::ServeObserver {
             metrics: metrics.clone(),
             notifier: notifier.clone(),
+            fleet: fleet.clone(),
         };
         let jobs: Arc<dyn JobStore> =
             Arc::new(DirJobs::open(&jobs_dir, retention)?.with_observer(Arc::new(observer)));
-        let pool = Pool::new(idle);
         let reach = Reach::new(settings.forks, settings.read_timeout).with_pool(Some(pool.clone()));
         let listener = listen::bind(&address, tls).await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -328,7 +334,11 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             csrf_secret: session::secret()?,
             metrics,
             plans,
+            live: fleet.clone(),
         });
+        if let Some(f) = &fleet {
+            live::watch_defaults(f, &state.loaded());
+        }
         let metrics_bound = match &a.metrics_listen {
             Some(addr) => {
                 Some(exposition::listen(addr, state.clone(), state.shutdown.clone()).await?)
@@ -352,20 +362,36 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             "serving"
         );
         conns::serve(listener, app, limits, shutdown).await;
-        jobs.shutdown("SIGTERM").await;
-        if let Some(n) = &notifier {
-            n.drain(NOTIFY_DRAIN).await;
-        }
-        tracing::info!(
-            connections_opened = pool.opened(),
-            "stopped; connections opened over the server's life"
-        );
-        pool.shutdown().await;
-        if let Address::Unix(p) = &address {
-            let _ = std::fs::remove_file(p);
-        }
+        wind_down(jobs, notifier, fleet, pool, &address).await;
         Ok(0)
     })
+}
+
+/// After the last connection: the jobs stopped, notifications sent, the
+/// live snapshot's watches and the pooled connections closed, a unix
+/// socket's file removed.
+async fn wind_down(
+    jobs: Arc<dyn JobStore>,
+    notifier: Option<Arc<crate::cmd::notify::Notifier>>,
+    fleet: Option<crate::engine::fleet::Fleet>,
+    pool: Pool,
+    address: &Address,
+) {
+    jobs.shutdown("SIGTERM").await;
+    if let Some(n) = &notifier {
+        n.drain(NOTIFY_DRAIN).await;
+    }
+    tracing::info!(
+        connections_opened = pool.opened(),
+        "stopped; connections opened over the server's life"
+    );
+    if let Some(f) = &fleet {
+        f.stop();
+    }
+    pool.shutdown().await;
+    if let Address::Unix(p) = address {
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 fn keygen(name: &str, role: &str, targets: Option<&str>) -> Result<i32> {
@@ -523,6 +549,9 @@ fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async {
             error::ApiError::not_found("no such route; GET /openapi.json lists them")
         })
+        // Innermost, in the handler's task: answers from the live
+        // snapshot say how old they are.
+        .layer(axum::middleware::from_fn(live::age_header))
         // Inside the key check: a client without a key gets 401 whatever
         // it sends (DESIGN: 401 on every route); the limits then bound
         // what a known key may send.

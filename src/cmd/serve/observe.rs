@@ -19,18 +19,25 @@ pub struct ServeObserver {
     pub metrics: Arc<Metrics>,
     /// `--notify`, if given.
     pub notifier: Option<Arc<Notifier>>,
+    /// The live snapshot: a host a job has worked on may have maintenance
+    /// flags systemd does not signal.
+    pub fleet: Option<crate::engine::fleet::Fleet>,
 }
 
 /// One job's metrics and log.
 struct JobSinks {
     metrics: Arc<JobMetrics>,
     log: JobLog,
+    fleet: Option<crate::engine::fleet::Fleet>,
 }
 
 impl EventSink for JobSinks {
     fn event(&self, e: &Event) {
         self.metrics.event(e);
         self.log.event(e);
+        if let (Some(f), Event::HostResult(r)) = (&self.fleet, e) {
+            f.invalidate(&r.hostname);
+        }
     }
 }
 
@@ -39,6 +46,7 @@ impl JobObserver for ServeObserver {
         Arc::new(JobSinks {
             metrics: self.metrics.job(job_id, job),
             log: JobLog::new(true),
+            fleet: self.fleet.clone(),
         })
     }
 

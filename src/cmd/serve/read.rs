@@ -178,6 +178,11 @@ async fn shared_read(
     units: &[String],
 ) -> Result<Arc<StatusReport>, ApiError> {
     use futures_util::FutureExt;
+    if let Some(f) = &state.live {
+        if let Some(report) = super::live::answer(f, &inv, target, units) {
+            return Ok(report);
+        }
+    }
     let what = format!(
         "{:p}\0{}\0{}\0{}",
         Arc::as_ptr(&state.loaded()),

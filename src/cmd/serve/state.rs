@@ -227,6 +227,9 @@ pub struct AppState {
     pub metrics: Arc<super::metrics::Metrics>,
     /// Stored plans and their approvals.
     pub plans: Arc<crate::engine::plan_store::PlanStore>,
+    /// The live snapshot reads answer from while it is fresh (None:
+    /// `--no-live`).
+    pub live: Option<crate::engine::fleet::Fleet>,
 }
 
 impl AppState {
@@ -244,6 +247,9 @@ impl AppState {
         let new = Arc::new(self.sources.load()?);
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
         self.metrics.reloaded();
+        if let Some(f) = &self.live {
+            super::live::watch_defaults(f, &new);
+        }
         let keys = new.keys.clone();
         self.sessions
             .retain(&move |s| keys.find_digest(&s.key_digest).is_some())

@@ -10,6 +10,7 @@
 mod job;
 mod proxy;
 pub(super) mod read;
+mod signals;
 mod unitfile;
 
 // How a job ended, for the lab tests that drive this client directly.
@@ -17,6 +18,7 @@ mod unitfile;
 pub use job::JobEnd;
 pub use proxy::*;
 pub use read::StateRead;
+pub use signals::{UnitChange, UnitEvent, UnitEvents};
 
 use zbus::proxy::CacheProperties;
 use zbus::Connection;

@@ -266,6 +266,19 @@ impl Systemd {
         &self,
         loaded_only: bool,
     ) -> Result<BTreeMap<String, UnitFacts>, SystemdError> {
+        self.all_service_facts_within(loaded_only, UNITS_IN_FLIGHT)
+            .await
+    }
+
+    /// [`Systemd::all_service_facts`] with at most `in_flight` units' reads
+    /// (4 calls each) pending at once: a background reader (the server's
+    /// live snapshot) leaves the connection's bound on pending replies to
+    /// the requests sharing it.
+    pub async fn all_service_facts_within(
+        &self,
+        loaded_only: bool,
+        in_flight: usize,
+    ) -> Result<BTreeMap<String, UnitFacts>, SystemdError> {
         let (loaded, files) = futures_util::join!(self.manager.list_units(), async {
             if loaded_only {
                 Ok(Vec::new())
@@ -390,7 +403,7 @@ impl Systemd {
                     ufs.and_then(|v| String::try_from(v).ok()),
                 )
             })
-            .buffered(UNITS_IN_FLIGHT)
+            .buffered(in_flight.max(1))
             .collect()
             .await;
         for (name, inv, ts, pid, ufs) in extra {
