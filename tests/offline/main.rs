@@ -25,6 +25,7 @@ mod logs;
 mod modules;
 mod notify;
 mod observability;
+mod page_render;
 mod params;
 mod plan_offline;
 mod render;

@@ -63,12 +63,13 @@ pub async fn list_jobs(
         offset: q.offset.unwrap_or(0),
         status,
         within,
+        ..JobQuery::default()
     })))
 }
 
 /// The job `id` if this key may see it: a job on hosts outside a scoped
 /// key's targets answers exactly as one that does not exist.
-pub(super) fn entry(
+pub(crate) fn entry(
     state: &AppState,
     caller: &Caller,
     id: &str,
@@ -513,7 +514,7 @@ pub async fn run_runbook(
 /// A selector-typed parameter names hosts: for a key with `targets`, all
 /// of them must be inside its targets, or the request is refused as one
 /// naming hosts outside them is (whatever the runbook does with the value).
-fn check_selector_params(
+pub(super) fn check_selector_params(
     state: &AppState,
     caller: &Caller,
     playbook: &crate::model::playbook::Playbook,

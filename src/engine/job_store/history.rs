@@ -48,6 +48,8 @@ pub(super) struct Done {
     /// first when over the count.
     pub(super) seq: u64,
     pub(super) outcome: JobStatus,
+    /// The playbook's name, for the page's history filter.
+    pub(super) playbook: String,
     /// Sorted, deduplicated: what a scoped key's `within` is checked on.
     pub(super) hosts: Vec<String>,
     /// `finished_at` in Unix seconds; None (unreadable) is never too old.
@@ -170,6 +172,7 @@ pub(super) fn done_of(r: &JobReport, hosts: Vec<String>, report: PathBuf) -> Don
     Done {
         seq: 0,
         outcome: r.outcome.into(),
+        playbook: r.playbook.clone(),
         hosts,
         finished: unix_seconds(&r.finished_at),
         report,

@@ -33,9 +33,12 @@ use crate::model::error::{Error, Refusal, Result};
 use crate::model::report::{JobReport, JobResult, RunOutcome};
 
 mod history;
+mod progress;
 
 use history::{delete, done_of, inside, now_seconds, Done, Index, Key};
 pub use history::{JobSummary, Removed};
+pub use progress::{JobProgress, StepProgress};
+use progress::Progress;
 pub use history::{Retention, DEFAULT_KEEP_JOBS};
 
 /// Where a job is.
@@ -124,6 +127,10 @@ pub struct Entry {
     /// Every host the job may touch (a report's: the hosts it has results
     /// for), so a key scoped to some hosts sees only jobs within them.
     hosts: Vec<String>,
+    /// Steps, batches and when each result arrived, for the page's
+    /// progress bar and timeline (a job read back from its report has
+    /// none).
+    progress: Mutex<Progress>,
 }
 
 impl Entry {
@@ -135,6 +142,7 @@ impl Entry {
             changes: watch::channel(0).0,
             stop: Arc::new(StopFlag::default()),
             hosts,
+            progress: Mutex::new(Progress::new()),
         })
     }
 
@@ -203,7 +211,26 @@ impl Entry {
         true
     }
 
+    /// Its steps as their events told them, and when each result arrived.
+    pub fn progress(&self) -> JobProgress {
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .snapshot()
+    }
+
+    fn note(&self, e: &Event) {
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(e);
+    }
+
     fn push(&self, r: &JobResult) {
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .arrived();
         self.state().view.results.push(r.clone());
         self.changes.send_modify(|n| *n += 1);
     }
@@ -232,6 +259,7 @@ impl EventSink for Sink {
     fn event(&self, e: &Event) {
         match e {
             Event::HostResult(r) => self.entry.push(r),
+            Event::StepStarted { .. } | Event::BatchDone { .. } => self.entry.note(e),
             Event::JobStarted { .. } => {
                 if let Some(tx) = self.started.lock().ok().and_then(|mut s| s.take()) {
                     let _ = tx.send(());
@@ -392,6 +420,10 @@ pub struct JobQuery {
     /// Only jobs all of whose hosts are in this set (a key's targets);
     /// None: every job.
     pub within: Option<BTreeSet<String>>,
+    /// Only jobs of this playbook (its name).
+    pub playbook: Option<String>,
+    /// Only jobs that touch this host.
+    pub host: Option<String>,
 }
 
 /// A job of a page, before its view is made outside the index's lock.
@@ -511,6 +543,12 @@ impl DirJobs {
                 .iter()
                 .filter(|_| q.status.is_none_or(|s| s == JobStatus::Running))
                 .filter(|e| e.within(within))
+                .filter(|e| q.host.as_ref().is_none_or(|h| e.hosts.contains(h)))
+                .filter(|e| {
+                    q.playbook
+                        .as_ref()
+                        .is_none_or(|p| e.state().view.playbook == *p)
+                })
                 .map(|e| {
                     let s = e.state();
                     let key = (s.view.started_at.clone(), s.view.job_id.clone());
@@ -525,6 +563,8 @@ impl DirJobs {
                 .rev()
                 .filter(|(_, d)| q.status.is_none_or(|s| d.outcome == s))
                 .filter(|(_, d)| inside(&d.hosts, within))
+                .filter(|(_, d)| q.host.as_ref().is_none_or(|h| d.hosts.contains(h)))
+                .filter(|(_, d)| q.playbook.as_ref().is_none_or(|p| d.playbook == *p))
                 .peekable();
             let merged = std::iter::from_fn(|| {
                 let newer_running = match (running.peek(), done.peek()) {
@@ -843,6 +883,7 @@ mod tests {
         Done {
             seq: 0,
             outcome: JobStatus::Completed,
+            playbook: String::new(),
             hosts: Vec::new(),
             finished,
             report: PathBuf::from(name),
