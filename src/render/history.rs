@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 
 use crate::engine::job_store::{JobStatus, JobView};
 use crate::model::keys::Role;
-use crate::model::outcome::Status;
 use crate::model::report::HostTally;
 
 use super::fleet::urlencode;
@@ -149,9 +148,9 @@ pub struct JobPage<'a> {
     pub live: Live<'a>,
 }
 
-/// A job's page: what ran, its live part (outcome, progress, timeline),
-/// a cancel button while it runs (operate keys), its report with the
-/// failures first.
+/// A job's page: what ran, a cancel button while it runs (operate keys),
+/// its live part (outcome, progress, timeline, report with the failures
+/// first), and where its plan is.
 pub fn job_page(p: &JobPage<'_>, nonce: &str) -> String {
     let j = p.live.job;
     let short = j.job_id.get(..8).unwrap_or(&j.job_id);
@@ -178,39 +177,7 @@ pub fn job_page(p: &JobPage<'_>, nonce: &str) -> String {
         "<div id=\"live\" aria-live=\"polite\">{}</div>",
         live_fragment(&p.live)
     );
-    b.push_str("<section aria-labelledby=\"report-h\"><h3 id=\"report-h\">Report</h3><table id=\"report\"><thead><tr><th>Host</th><th>Step</th><th>Result</th><th class=\"wide\">Action</th><th class=\"wide\">Time</th><th>Why</th></tr></thead><tbody>");
-    let mut results: Vec<&crate::model::report::JobResult> = j.results.iter().collect();
-    // Failures first; otherwise in the order they ended.
-    results.sort_by_key(|r| r.status != Status::Failed);
-    for r in results {
-        let w = word(&r.status);
-        let _ = write!(
-            b,
-            "<tr data-host=\"{h}\" data-status=\"{w}\"><td>{h}</td><td>{step}</td><td class=\"{w}\"><span aria-hidden=\"true\">{i}</span> {w}{c}</td><td class=\"wide\">{a}</td><td class=\"wide\">{ms} ms</td><td>{e}{logs}</td></tr>",
-            h = esc(&r.hostname),
-            step = esc(&r.step),
-            i = match r.status {
-                Status::Ok => "\u{2713}",
-                Status::Failed => "\u{2717}",
-                Status::Skipped => "\u{2013}",
-            },
-            c = if r.changed { " (changed)" } else { "" },
-            a = esc(&r.action),
-            ms = r.duration_ms,
-            e = esc(r.error.as_deref().unwrap_or("")),
-            logs = if r.logs.is_empty() {
-                String::new()
-            } else {
-                let lines: Vec<String> = r
-                    .logs
-                    .iter()
-                    .map(|e| esc(&crate::render::logs::entry_line(e, false)))
-                    .collect();
-                format!("<details><summary>journal</summary><pre class=\"logs\">{}</pre></details>", lines.join("\n"))
-            }
-        );
-    }
-    b.push_str("</tbody></table></section><section aria-labelledby=\"plan-h\"><h3 id=\"plan-h\">Plan</h3><p class=\"small\" id=\"job-plan\">A job the server runs plans and applies in one go: no plan is saved with it. Preview one with the dry run on the fleet page, or keep one with <code>drover plan --out</code>.</p></section></main>");
+    b.push_str("<section aria-labelledby=\"plan-h\"><h3 id=\"plan-h\">Plan</h3><p class=\"small\" id=\"job-plan\">A job the server runs plans and applies in one go: no plan is saved with it. Preview one with the dry run on the fleet page, or keep one with <code>drover plan --out</code>.</p></section></main>");
     page_end(&mut b, nonce, &[JOB_SCRIPT]);
     b
 }

@@ -31,7 +31,7 @@ input,select,button,textarea{font-size:1em;padding:.3em}.err{color:#b00020}.smal
 .maint-form{display:inline-flex;gap:.3em;flex-wrap:wrap;align-items:center}
 .diff .add{color:#17692b;background:#e6ffec}.diff .del{color:#b00020;background:#ffebe9}.diff .hunk{color:#0b4f9c}.diff .hdr{font-weight:bold}
 progress{width:100%;height:1.1em}.bars{display:grid;grid-template-columns:minmax(8em,auto) 1fr auto;gap:.2em .6em;align-items:center}
-.timeline{width:100%;height:auto;background:#fff;border:1px solid #ddd}
+.tl-wrap{overflow-x:auto}.timeline{width:100%;min-width:36em;height:auto;background:#fff;border:1px solid #ddd}
 textarea.md{width:100%;min-height:8em;font-family:monospace;font-size:.8em}
 @media (max-width:40em){td,th{padding:.2em}.wide{display:none}.tiles{grid-template-columns:repeat(auto-fill,minmax(8.5em,1fr))}body{padding:0 .4em 2em}}
 "#;

@@ -253,7 +253,7 @@ pub fn timeline_svg(live: &Live<'_>) -> String {
 }
 
 /// The live part of a job page (what `GET /page/job/{id}/live` answers):
-/// its outcome, progress bars and timeline.
+/// its outcome, progress bars, timeline and report.
 pub fn live_fragment(live: &Live<'_>) -> String {
     let o = word(&live.job.outcome);
     let mut b = format!(
@@ -270,7 +270,46 @@ pub fn live_fragment(live: &Live<'_>) -> String {
             .unwrap_or_default()
     );
     progress_html(&mut b, live);
-    b.push_str("<h3>Timeline</h3>");
+    b.push_str("<h3>Timeline</h3><div class=\"tl-wrap\">");
     b.push_str(&timeline_svg(live));
+    b.push_str("</div>");
+    report_table(&mut b, live.job);
     b
+}
+
+/// The job's results so far, failures first.
+fn report_table(b: &mut String, j: &JobView) {
+    b.push_str("<section aria-labelledby=\"report-h\"><h3 id=\"report-h\">Report</h3><table id=\"report\"><thead><tr><th>Host</th><th>Step</th><th>Result</th><th class=\"wide\">Action</th><th class=\"wide\">Time</th><th>Why</th></tr></thead><tbody>");
+    let mut results: Vec<&JobResult> = j.results.iter().collect();
+    // Failures first; otherwise in the order they ended.
+    results.sort_by_key(|r| r.status != Status::Failed);
+    for r in results {
+        let w = word(&r.status);
+        let _ = write!(
+            b,
+            "<tr data-host=\"{h}\" data-status=\"{w}\"><td>{h}</td><td>{step}</td><td class=\"{w}\"><span aria-hidden=\"true\">{i}</span> {w}{c}</td><td class=\"wide\">{a}</td><td class=\"wide\">{ms} ms</td><td>{e}{logs}</td></tr>",
+            h = esc(&r.hostname),
+            step = esc(&r.step),
+            i = match r.status {
+                Status::Ok => "\u{2713}",
+                Status::Failed => "\u{2717}",
+                Status::Skipped => "\u{2013}",
+            },
+            c = if r.changed { " (changed)" } else { "" },
+            a = esc(&r.action),
+            ms = r.duration_ms,
+            e = esc(r.error.as_deref().unwrap_or("")),
+            logs = if r.logs.is_empty() {
+                String::new()
+            } else {
+                let lines: Vec<String> = r
+                    .logs
+                    .iter()
+                    .map(|e| esc(&crate::render::logs::entry_line(e, false)))
+                    .collect();
+                format!("<details><summary>journal</summary><pre class=\"logs\">{}</pre></details>", lines.join("\n"))
+            }
+        );
+    }
+    b.push_str("</tbody></table></section>");
 }

@@ -157,19 +157,19 @@ fn fleet_timeline_cancel_and_dry_run_in_a_real_browser() {
     // A maintenance flag on a unit, with a reason, and off again.
     let _undo = lab.undo_on_drop(h0, "rm -f /var/lib/drover/maintenance.json");
     b.eval("document.querySelector('#stopped').open = true; true");
-    let form = "document.querySelector('tr[data-unit=\"demo-idle.service\"] form.maint-form')";
+    let form = "document.querySelector('tr[data-unit=\"demo-web.service\"] form.maint-form')";
     b.eval(&format!(
         "{form}.querySelector('input').value = 'page test'; {form}.requestSubmit(); true"
     ));
     b.until(
         "the unit's maintenance flag",
-        "(r => r !== null && r.textContent.includes('page test'))(document.querySelector('tr[data-unit=\"demo-idle.service\"]'))",
+        "(r => r !== null && r.textContent.includes('page test'))(document.querySelector('tr[data-unit=\"demo-web.service\"]'))",
     );
     b.screenshot("host");
     b.eval(&format!("{form}.requestSubmit(); true"));
     b.until(
         "the flag gone",
-        "(r => r !== null && !r.textContent.includes('page test') && r.querySelector('input[name=reason]') !== null)(document.querySelector('tr[data-unit=\"demo-idle.service\"]'))",
+        "(r => r !== null && !r.textContent.includes('page test') && r.querySelector('input[name=reason]') !== null)(document.querySelector('tr[data-unit=\"demo-web.service\"]'))",
     );
 
     // A rolling restart, followed on its page as it moves.

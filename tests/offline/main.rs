@@ -38,6 +38,7 @@ mod serve_conn;
 mod serve_files;
 mod serve_held;
 mod serve_osapi;
+mod serve_page;
 mod serve_table;
 mod spawnable;
 mod usage;

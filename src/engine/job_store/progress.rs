@@ -72,3 +72,41 @@ impl Progress {
         self.seen.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_batches_and_arrivals_are_kept_in_order() {
+        let mut p = Progress::new();
+        p.note(&Event::StepStarted {
+            step: "roll".into(),
+            hosts: 4,
+        });
+        p.arrived();
+        p.note(&Event::BatchDone {
+            step: "roll".into(),
+            batch: 1,
+            failed: 0,
+        });
+        p.arrived();
+        // A batch of a step that never started is no step's.
+        p.note(&Event::BatchDone {
+            step: "other".into(),
+            batch: 3,
+            failed: 0,
+        });
+        let s = p.snapshot();
+        assert_eq!(
+            s.steps,
+            [StepProgress {
+                step: "roll".into(),
+                hosts: 4,
+                batches_done: 1
+            }]
+        );
+        assert_eq!(s.ended_ms.len(), 2);
+        assert!(s.ended_ms[0] <= s.ended_ms[1]);
+    }
+}
