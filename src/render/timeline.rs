@@ -133,14 +133,18 @@ const TOP: f64 = 24.0;
 /// result from its start to its end, with its mark after it.
 pub fn timeline_svg(live: &Live<'_>) -> String {
     let results = &live.job.results;
-    let timed = !results.is_empty() && live.progress.ended_ms.len() >= results.len();
+    // Results the job's events did not carry (those its end adds, such
+    // as the skips of a cancel) end where the last one did.
+    let ended = &live.progress.ended_ms;
+    let timed = !results.is_empty() && !ended.is_empty();
+    let last = ended.iter().copied().max().unwrap_or(0);
     // (start, end) of every result, in ms or in result slots.
     let spans: Vec<(f64, f64)> = results
         .iter()
         .enumerate()
         .map(|(i, r)| {
             if timed {
-                let end = live.progress.ended_ms[i] as f64;
+                let end = ended.get(i).copied().unwrap_or(last) as f64;
                 ((end - r.duration_ms as f64).max(0.0), end)
             } else {
                 (i as f64, i as f64 + 1.0)

@@ -612,3 +612,26 @@ pub(crate) fn status_html(
         NONCE,
     )
 }
+
+/// Results the events did not carry (the skips a cancel adds at the end)
+/// keep the timeline in time: they end where the last timed one did.
+#[test]
+fn results_added_at_the_end_stay_on_the_time_scale() {
+    let (mut view, progress, hosts) = rolling();
+    view.results.push(result(
+        "web-4",
+        "restart",
+        "none",
+        0,
+        Outcome::Skipped(SkipReason::Interrupted("cancel".into())),
+    ));
+    let live = Live {
+        job: &view,
+        progress: &progress,
+        hosts: &hosts,
+    };
+    let svg = render::timeline::timeline_svg(&live);
+    assert!(svg.contains("Bars sit where each step ran"), "{svg}");
+    assert!(svg.contains(">2.1s<"), "{svg}");
+    assert!(!svg.contains("waiting"), "web-4 has its result: {svg}");
+}

@@ -60,15 +60,19 @@ pub async fn fleet_state(state: &Arc<AppState>, caller: &Caller, hosts: &[String
             ..FleetState::default()
         };
     };
+    // The snapshot holds every host of this inventory, in its order: a
+    // host's index is the same in both.
     let picked = hosts
         .iter()
-        .filter(|h| {
+        .filter_map(|h| snap.by_name.get(h).copied())
+        .filter(|&i| {
             loaded
                 .inventory
-                .host(h)
+                .hosts
+                .get(i)
                 .is_some_and(|host| caller.may_reach(host))
         })
-        .filter_map(|h| snap.by_name.get(h).map(|&i| snap.hosts[i].clone()))
+        .map(|i| snap.hosts[i].clone())
         .collect();
     FleetState {
         hosts: picked,
