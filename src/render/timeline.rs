@@ -3,7 +3,8 @@
 //! timeline in SVG with one row per host and a bar per result, coloured
 //! by outcome and marked with a sign, failures first. While the job runs
 //! in this server the bars sit where the results ended in time, so the
-//! waves of a rolling restart show; a job read back from its report has
+//! waves of a rolling restart show (and after it ends, for the last
+//! jobs that ended here); any other job read back from its report has
 //! no times and its bars follow the order its results ended in.
 
 use std::collections::BTreeMap;
@@ -80,11 +81,11 @@ pub fn progress_html(b: &mut String, live: &Live<'_>) {
             .filter(|r| r.step == step)
             .count()
     };
-    let failed_of = |step: &str| {
+    let count_of = |step: &str, status: Status| {
         live.job
             .results
             .iter()
-            .filter(|r| r.step == step && r.status == Status::Failed)
+            .filter(|r| r.step == step && r.status == status)
             .count()
     };
     let (done, total) = steps.iter().fold((0, 0), |(d, t), s| {
@@ -99,10 +100,13 @@ pub fn progress_html(b: &mut String, live: &Live<'_>) {
     for s in &steps {
         let n = done_of(&s.step);
         let total = s.hosts.max(n);
-        let failed = failed_of(&s.step);
+        let failed = count_of(&s.step, Status::Failed);
+        // A cancel's skips fill the bar too: say so, so a full bar does
+        // not read as a wave that ran.
+        let skipped = count_of(&s.step, Status::Skipped);
         let _ = write!(
             b,
-            "<span><b>{step}</b></span><progress max=\"{total}\" value=\"{n}\" aria-label=\"{step}: {n} of {total} hosts\"></progress><span class=\"small\" data-step=\"{step}\">{n}/{total} hosts{batch}{failed}</span>",
+            "<span><b>{step}</b></span><progress max=\"{total}\" value=\"{n}\" aria-label=\"{step}: {n} of {total} hosts\"></progress><span class=\"small\" data-step=\"{step}\">{n}/{total} hosts{batch}{failed}{skipped}</span>",
             step = esc(&s.step),
             batch = if s.batches_done > 0 {
                 format!(", batch {} over", s.batches_done)
@@ -111,6 +115,11 @@ pub fn progress_html(b: &mut String, live: &Live<'_>) {
             },
             failed = if failed > 0 {
                 format!(", <span class=\"failed\">\u{2717} {failed} failed</span>")
+            } else {
+                String::new()
+            },
+            skipped = if skipped > 0 {
+                format!(", <span class=\"skipped\">\u{2013} {skipped} skipped</span>")
             } else {
                 String::new()
             }

@@ -53,6 +53,10 @@ impl Browser {
                 "--disable-component-update",
                 "--disable-sync",
                 "--disable-dev-shm-usage",
+                // A full-page screenshot lays the page out again without
+                // the scrollbar: hidden, the page is laid out at the
+                // viewport's width in both.
+                "--hide-scrollbars",
                 "--window-size=1000,1400",
                 "--remote-debugging-port=0",
                 "--remote-debugging-address=127.0.0.1",

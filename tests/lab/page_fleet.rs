@@ -216,8 +216,26 @@ fn fleet_timeline_cancel_and_dry_run_in_a_real_browser() {
     );
     let drawn = b.eval(DRAWN).as_i64().unwrap();
     assert!(drawn >= 7, "{drawn} results drawn at the end");
+    // Over, read back from its report: still on the time scale.
+    let desc = b.eval("document.getElementById('tl-desc').textContent");
+    assert!(
+        desc.as_str().unwrap().contains("Bars sit where each step ran"),
+        "{desc}"
+    );
+    // The wave the cancel kept from starting reads as skipped.
+    let wave3 = b.eval(
+        "(e => e ? e.textContent : '')(document.querySelector('#progress span[data-step=\"wave-3\"]'))",
+    );
+    assert!(wave3.as_str().unwrap().contains("3 skipped"), "{wave3}");
+    let fits = "document.documentElement.scrollWidth <= window.innerWidth";
+    assert_eq!(b.eval(fits), json!(true), "the job page scrolls sideways");
     b.screenshot("job-3-cancelled");
     b.viewport(375, 812, true);
+    assert_eq!(
+        b.eval(fits),
+        json!(true),
+        "the job page scrolls sideways on a phone"
+    );
     b.screenshot("job-phone");
     b.viewport(1280, 800, false);
 
@@ -267,7 +285,7 @@ fn fleet_timeline_cancel_and_dry_run_in_a_real_browser() {
         "a coloured diff"
     );
     b.eval("document.querySelector('#plan-out details.diff-host').open = true; true");
-    b.screenshot("dry-run");
+    b.screenshot("diff");
     b.eval("document.getElementById('copy-md').click(); true");
     b.until(
         "the copy done",
@@ -288,6 +306,6 @@ fn fleet_timeline_cancel_and_dry_run_in_a_real_browser() {
         );
     }
     b.viewport(375, 812, true);
-    b.screenshot("dry-run-phone");
+    b.screenshot("diff-phone");
     assert!(!s.log().contains(&keys.operate), "the key is in the log");
 }

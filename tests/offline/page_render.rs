@@ -634,4 +634,9 @@ fn results_added_at_the_end_stay_on_the_time_scale() {
     assert!(svg.contains("Bars sit where each step ran"), "{svg}");
     assert!(svg.contains(">2.1s<"), "{svg}");
     assert!(!svg.contains("waiting"), "web-4 has its result: {svg}");
+    // Its bar is full, and says the skip filled it.
+    let mut bars = String::new();
+    render::timeline::progress_html(&mut bars, &live);
+    assert!(bars.contains("4/4 hosts"), "{bars}");
+    assert!(bars.contains("\u{2013} 1 skipped"), "{bars}");
 }

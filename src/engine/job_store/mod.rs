@@ -510,17 +510,24 @@ impl DirJobs {
 
     /// A job by id: a finished one is read from its report.
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
-        let (report, hosts) = {
+        let (report, hosts, timing) = {
             let idx = self.index();
             if let Some(e) = idx.running.iter().find(|e| e.state().view.job_id == id) {
                 return Some(e.clone());
             }
             let started = idx.by_id.get(id)?;
             let done = idx.done.get(&(started.clone(), id.to_string()))?;
-            (done.report.clone(), done.hosts.clone())
+            (done.report.clone(), done.hosts.clone(), idx.timing(id))
         };
         match crate::engine::journal::load_report(&report) {
-            Ok(r) => Some(Entry::new(view_of(&r), hosts, Some(r))),
+            Ok(r) => {
+                let e = Entry::new(view_of(&r), hosts, Some(r));
+                if let Some(p) = timing {
+                    *e.progress.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Progress::ended((*p).clone());
+                }
+                Some(e)
+            }
             Err(e) => {
                 tracing::warn!("jobs dir: cannot read {}: {e}", report.display());
                 None
@@ -683,6 +690,7 @@ impl DirJobs {
                     // Told after the job is listed as over, outside the lock.
                     let observed = observer.as_ref().map(|o| (o.clone(), r.clone()));
                     e2.finish(r);
+                    idx.keep_timing(&job_id, e2.progress());
                     idx.running.retain(|x| !Arc::ptr_eq(x, &e2));
                     if !idx.insert(&job_id, &started_at, done) {
                         tracing::warn!("job {job_id}: another report has its id; not listed");

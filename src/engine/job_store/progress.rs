@@ -2,8 +2,9 @@
 //! many hosts each works on and how many rolling batches are over), and
 //! when each of its results arrived. The status page draws its progress
 //! bars and timeline from this; the report does not keep it, so a job
-//! read back from disk has none and the page falls back to the order of
-//! its results.
+//! read back from disk has none (unless it ended in this process lately:
+//! the store keeps the last few, see `history::KEEP_TIMINGS`) and the
+//! page falls back to the order of its results.
 
 use std::time::Instant;
 
@@ -42,6 +43,14 @@ impl Progress {
         Progress {
             t0: Instant::now(),
             seen: JobProgress::default(),
+        }
+    }
+
+    /// What a job that ended kept (no result arrives any more).
+    pub(super) fn ended(seen: JobProgress) -> Self {
+        Progress {
+            t0: Instant::now(),
+            seen,
         }
     }
 
