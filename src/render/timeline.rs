@@ -49,16 +49,18 @@ fn fill(r: &JobResult) -> &'static str {
     }
 }
 
-/// The steps to show bars for: those the job's events announced, else
-/// (a job read from its report) those its results name, with the hosts
-/// that have a result for each.
+/// The steps to show bars for: those the job's events announced, then
+/// those only its results name (all of them for a job read from its
+/// report; the steps a cancel skipped before they started), with the
+/// hosts that have a result for each.
 fn steps(live: &Live<'_>) -> Vec<StepProgress> {
-    if !live.progress.steps.is_empty() {
-        return live.progress.steps.clone();
-    }
-    let mut out: Vec<StepProgress> = Vec::new();
+    let announced = live.progress.steps.len();
+    let mut out = live.progress.steps.clone();
     for r in &live.job.results {
-        match out.iter_mut().find(|s| s.step == r.step) {
+        if out[..announced].iter().any(|s| s.step == r.step) {
+            continue;
+        }
+        match out[announced..].iter_mut().find(|s| s.step == r.step) {
             Some(s) => s.hosts += 1,
             None => out.push(StepProgress {
                 step: r.step.clone(),

@@ -639,4 +639,23 @@ fn results_added_at_the_end_stay_on_the_time_scale() {
     render::timeline::progress_html(&mut bars, &live);
     assert!(bars.contains("4/4 hosts"), "{bars}");
     assert!(bars.contains("\u{2013} 1 skipped"), "{bars}");
+    // A step the cancel skipped before it started has a bar too.
+    view.results.push(result(
+        "web-1",
+        "verify",
+        "none",
+        0,
+        Outcome::Skipped(SkipReason::Interrupted("cancel".into())),
+    ));
+    let live = Live {
+        job: &view,
+        progress: &progress,
+        hosts: &hosts,
+    };
+    let mut bars = String::new();
+    render::timeline::progress_html(&mut bars, &live);
+    assert!(
+        bars.contains("data-step=\"verify\">1/1 hosts, <span class=\"skipped\">"),
+        "{bars}"
+    );
 }
