@@ -219,7 +219,9 @@ fn fleet_timeline_cancel_and_dry_run_in_a_real_browser() {
     // Over, read back from its report: still on the time scale.
     let desc = b.eval("document.getElementById('tl-desc').textContent");
     assert!(
-        desc.as_str().unwrap().contains("Bars sit where each step ran"),
+        desc.as_str()
+            .unwrap()
+            .contains("Bars sit where each step ran"),
         "{desc}"
     );
     // The wave the cancel kept from starting reads as skipped.
