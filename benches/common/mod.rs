@@ -8,9 +8,12 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// The drover binary this bench was built with, stdin closed.
+/// The drover binary this bench was built with (or `DROVER_BENCH_BIN`,
+/// to measure another build the same way), stdin closed.
 pub fn drover() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_drover"));
+    let bin =
+        std::env::var_os("DROVER_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_drover").into());
+    let mut c = Command::new(bin);
     c.stdin(Stdio::null());
     c
 }

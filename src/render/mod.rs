@@ -5,15 +5,21 @@
 
 pub mod apply;
 pub mod check;
+pub mod dryrun;
 pub mod escape;
+pub mod fleet;
 pub mod health;
 pub mod logs;
 pub mod metrics;
+pub mod history;
+pub mod html;
 pub mod page;
 pub mod page_plans;
+pub mod page_assets;
 pub mod plan;
 pub mod snippet;
 pub mod status;
+pub mod timeline;
 
 use owo_colors::OwoColorize;
 

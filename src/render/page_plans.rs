@@ -8,7 +8,7 @@ use std::fmt::Write;
 use crate::engine::plan_store::StoredPlan;
 use crate::model::keys::Role;
 
-use super::page::esc;
+use super::html::esc;
 
 /// A pending plan as the page shows it.
 #[derive(Debug, Clone)]

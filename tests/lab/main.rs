@@ -13,6 +13,7 @@ mod server;
 
 mod apply;
 mod bounded;
+mod browser;
 mod carrier;
 mod engine;
 mod forged;
@@ -30,6 +31,7 @@ mod osapi;
 mod package;
 mod package_serve;
 mod page;
+mod page_fleet;
 mod params;
 mod plan;
 mod plans;

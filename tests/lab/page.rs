@@ -2,185 +2,19 @@
 //! driven over the DevTools protocol: log in through the form, see the
 //! lab's hosts, start a job through the API and watch its results arrive
 //! on the page, plan a runbook with the dry-run form (and its typed
-//! parameters). Screenshots go to target/page-*.png. Needs the lab and `chromium` (tests/run.sh installs
-//! it); with DROVER_REQUIRE_LAB set a missing chromium is a failure.
+//! parameters), retry a failed job. Screenshots go to target/page-*.png.
+//! Needs the lab and `chromium` (tests/run.sh installs it); with
+//! DROVER_REQUIRE_LAB set a missing chromium is a failure. The fleet's
+//! tiles, a rolling restart's timeline and the phone layout are
+//! page_fleet.rs's.
 
+use crate::browser::{chromium, Browser};
 use crate::common;
 use crate::server;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use common::{lab, Gate};
-use serde_json::{json, Value};
+use serde_json::json;
 use server::{Keys, Server};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
-
-/// A headless Chromium with its own profile; killed when dropped.
-struct Browser {
-    child: Child,
-    _profile: tempfile::TempDir,
-    ws: WebSocket<MaybeTlsStream<TcpStream>>,
-    next_id: u64,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn chromium() -> Option<PathBuf> {
-    ["chromium", "chromium-browser"].iter().find_map(|name| {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(name))
-                .find(|p| p.is_file())
-        })
-    })
-}
-
-impl Browser {
-    fn start(bin: &Path) -> Browser {
-        let profile = tempfile::tempdir().unwrap();
-        let mut child = Command::new(bin)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-                "--window-size=1000,1400",
-                "--remote-debugging-port=0",
-                "--remote-debugging-address=127.0.0.1",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("about:blank")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chromium");
-        // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID".
-        let err = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(err).lines();
-        let browser_ws = loop {
-            match lines.next() {
-                Some(Ok(l)) => {
-                    if let Some(u) = l.strip_prefix("DevTools listening on ") {
-                        break u.trim().to_string();
-                    }
-                }
-                _ => {
-                    let _ = child.kill();
-                    panic!("chromium exited before its DevTools endpoint was up");
-                }
-            }
-        };
-        // Keep draining its stderr so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let port = browser_ws
-            .trim_start_matches("ws://127.0.0.1:")
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string();
-        let list: Value = {
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async {
-                server::client()
-                    .get(format!("http://127.0.0.1:{port}/json/list"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap()
-            })
-        };
-        let page_ws = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["type"] == "page")
-            .and_then(|t| t["webSocketDebuggerUrl"].as_str())
-            .unwrap_or_else(|| panic!("no page target: {list}"))
-            .to_string();
-        let (ws, _) = tungstenite::connect(page_ws.as_str()).expect("connect to the page");
-        Browser {
-            child,
-            _profile: profile,
-            ws,
-            next_id: 1,
-        }
-    }
-
-    /// Send a DevTools command and wait for its answer (events in between
-    /// are skipped).
-    fn cmd(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        let msg = json!({"id": id, "method": method, "params": params}).to_string();
-        self.ws.send(Message::text(msg)).unwrap();
-        loop {
-            let m = self.ws.read().expect("read from chromium");
-            let Message::Text(t) = m else { continue };
-            let v: Value = serde_json::from_str(t.as_str()).unwrap();
-            if v["id"] == id {
-                assert!(v.get("error").is_none(), "{method}: {v}");
-                return v["result"].clone();
-            }
-        }
-    }
-
-    /// The value of a JavaScript expression in the page.
-    fn eval(&mut self, expr: &str) -> Value {
-        let r = self.cmd(
-            "Runtime.evaluate",
-            json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
-        );
-        r["result"]["value"].clone()
-    }
-
-    /// Poll the DOM until `expr` is true (a minute at most).
-    fn until(&mut self, what: &str, expr: &str) {
-        let t0 = Instant::now();
-        loop {
-            if self.eval(expr) == json!(true) {
-                return;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "the page never showed {what}; it holds: {}",
-                self.eval("document.body ? document.body.innerText : ''")
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn screenshot(&mut self, name: &str) {
-        let r = self.cmd(
-            "Page.captureScreenshot",
-            json!({"format": "png", "captureBeyondViewport": true}),
-        );
-        use base64::Engine;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(r["data"].as_str().unwrap())
-            .unwrap();
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("page-{name}.png")), png).unwrap();
-    }
-}
 
 #[test]
 fn the_status_page_in_a_real_browser() {
@@ -258,18 +92,12 @@ fn the_status_page_in_a_real_browser() {
         "document.getElementById('key').value = {key}; document.getElementById('login').submit(); true"
     ));
     b.until(
-        "the hosts",
-        "document.querySelectorAll('details.host').length > 0",
+        "the hosts' tiles",
+        "document.querySelectorAll('#tiles li.tile').length > 0",
     );
     let shown =
-        b.eval("Array.from(document.querySelectorAll('details.host')).map(d => d.dataset.host)");
+        b.eval("Array.from(document.querySelectorAll('#tiles li.tile')).map(d => d.dataset.host)");
     assert_eq!(shown, json!(hosts));
-    b.eval("document.querySelectorAll('details.host').forEach(d => d.open = true); true");
-    let text = b.eval("document.body.innerText");
-    assert!(
-        text.as_str().unwrap().contains("demo-web.service"),
-        "{text}"
-    );
     assert_eq!(b.eval("location.href"), json!(s.url("/")));
     // The key is nowhere the page's scripts can see.
     assert_eq!(b.eval("document.cookie"), json!(""));
@@ -317,7 +145,7 @@ fn the_status_page_in_a_real_browser() {
     b.eval("document.querySelector('#dryrun button').click(); true");
     b.until(
         "the plan",
-        "document.getElementById('plan').textContent.includes('drover.plan/1')",
+        "document.getElementById('plan-out') !== null && document.getElementById('plan-out').dataset.schema === 'drover.plan/1'",
     );
     b.screenshot("dry-run");
     // Another runbook's typed inputs: a number goes as a number, a
@@ -331,7 +159,7 @@ fn the_status_page_in_a_real_browser() {
     );
     b.until(
         "the plan with the runbook's params",
-        "(t => t.includes('\"batch\": 2') && t.includes('\"note\": \"{{ 7*7 }}\"'))(document.getElementById('plan').textContent)",
+        "(t => t.includes('batch=2') && t.includes('note={{ 7*7 }}'))(document.getElementById('plan').textContent)",
     );
 
     // A job that failed on a host offers "Retry failed hosts"; clicking it

@@ -18,10 +18,12 @@ use drover::model::outcome::{Failure, Outcome, SkipReason};
 use drover::model::params::{ParamType, ParamView};
 use drover::model::report::{JobReport, JobResult, RunOutcome};
 use drover::render;
-use drover::render::page::{PageRunbook, StatusPage};
+use drover::render::page::PageRunbook;
+
+use super::page_render::status_html;
 
 /// A parameter as `GET /runbook` lists it.
-fn param(name: &str, kind: ParamType, default: Option<serde_json::Value>) -> ParamView {
+pub(crate) fn param(name: &str, kind: ParamType, default: Option<serde_json::Value>) -> ParamView {
     ParamView {
         name: name.into(),
         kind,
@@ -34,7 +36,7 @@ fn param(name: &str, kind: ParamType, default: Option<serde_json::Value>) -> Par
     }
 }
 
-fn runbook(name: &str, params: Vec<ParamView>) -> PageRunbook {
+pub(crate) fn runbook(name: &str, params: Vec<ParamView>) -> PageRunbook {
     PageRunbook {
         name: name.into(),
         params,
@@ -42,7 +44,7 @@ fn runbook(name: &str, params: Vec<ParamView>) -> PageRunbook {
 }
 
 /// The bundled example: playbook, inventory and facts from examples/.
-fn example_plan() -> Plan {
+pub(crate) fn example_plan() -> Plan {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::env::set_current_dir(root).unwrap();
     let job = Job::load(
@@ -78,7 +80,7 @@ fn plan_as_json() {
     insta::assert_snapshot!(render::plan::render_json(&example_plan()));
 }
 
-fn entry(host: &str, unit: &str, status: ServiceStatus, up: Option<u64>) -> StatusEntry {
+pub(crate) fn entry(host: &str, unit: &str, status: ServiceStatus, up: Option<u64>) -> StatusEntry {
     StatusEntry {
         hostname: host.into(),
         name: unit.into(),
@@ -145,7 +147,7 @@ fn status_table() {
     );
 }
 
-fn result(host: &str, step: &str, action: &str, ms: u64, outcome: Outcome) -> JobResult {
+pub(crate) fn result(host: &str, step: &str, action: &str, ms: u64, outcome: Outcome) -> JobResult {
     let mut r = JobResult::new(
         host,
         step,
@@ -565,10 +567,15 @@ fn clone(e: &drover::model::error::Error) -> drover::model::error::Error {
 
 // The server's status page. The nonce and token are fixed here; the
 // server draws the nonce per answer and derives the token from the session.
-const NONCE: &str = "0123456789abcdef0123456789abcdef";
-const CSRF: &str = "5f1c0ffee5f1c0ffee5f1c0ffee5f1c0ffee5f1c0ffee5f1c0ffee5f1c0ffee0";
+pub(crate) const NONCE: &str = "0123456789abcdef0123456789abcdef";
+pub(crate) const CSRF: &str = "5f1c0ffee5f1c0ffee5f1c0ffee5f1c0ffee5f1c0ffee5f1c0ffee5f1c0ffee0";
 
-fn job(id: &str, playbook: &str, outcome: JobStatus, results: Vec<JobResult>) -> JobView {
+pub(crate) fn job(
+    id: &str,
+    playbook: &str,
+    outcome: JobStatus,
+    results: Vec<JobResult>,
+) -> JobView {
     JobView {
         job_id: id.into(),
         playbook: playbook.into(),
@@ -588,7 +595,7 @@ fn hosts(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// A journal line under a failed result.
-fn log_line(message: &str) -> drover::model::logs::LogEntry {
+pub(crate) fn log_line(message: &str) -> drover::model::logs::LogEntry {
     drover::model::logs::LogEntry {
         timestamp: "2026-11-30T02:00:01.250000Z".into(),
         unit: "demo-web.service".into(),
@@ -600,7 +607,7 @@ fn log_line(message: &str) -> drover::model::logs::LogEntry {
 }
 
 /// `r` with the unit's last journal lines, as `--failure-logs` attaches them.
-fn with_logs(mut r: JobResult) -> JobResult {
+pub(crate) fn with_logs(mut r: JobResult) -> JobResult {
     r.logs = vec![
         log_line("ExecStartPre: cannot open /etc/demo.conf"),
         log_line("demo-web.service: Failed with result 'exit-code'."),
@@ -734,15 +741,14 @@ fn status_page() {
             vec![param("note", ParamType::String, Some("{{ 7*7 }}".into()))],
         ),
     ];
-    let page = StatusPage {
-        key_name: "oncall",
-        role: Role::Operate,
-        hosts: &hosts,
-        status: Ok(&report),
-        jobs: &jobs,
-        runbooks: &runbooks,
-    };
-    insta::assert_snapshot!(render::page::status_page(&page, NONCE, CSRF));
+    insta::assert_snapshot!(status_html(
+        "oncall",
+        Role::Operate,
+        &hosts,
+        Ok(&report),
+        &jobs,
+        &runbooks
+    ));
 }
 
 /// The hosts could not be read at all; no runbooks are served; a job id
@@ -751,15 +757,14 @@ fn status_page() {
 fn status_page_unread() {
     let hosts = hosts(&[("web-1", "10.0.0.11")]);
     let jobs = vec![job("short", "p", JobStatus::Completed, vec![])];
-    let page = StatusPage {
-        key_name: "ci-preview",
-        role: Role::Read,
-        hosts: &hosts,
-        status: Err("unreachable: host unreachable: system bus: No such file or directory"),
-        jobs: &jobs,
-        runbooks: &[],
-    };
-    insta::assert_snapshot!(render::page::status_page(&page, NONCE, CSRF));
+    insta::assert_snapshot!(status_html(
+        "ci-preview",
+        Role::Read,
+        &hosts,
+        Err("unreachable: host unreachable: system bus: No such file or directory"),
+        &jobs,
+        &[]
+    ));
 }
 
 #[test]
@@ -772,7 +777,7 @@ fn login_form() {
 }
 
 /// Markup in every text the page shows from hosts, keys and playbooks.
-const MARKUP: &str = "<script>alert('x')</script> & \"quoted\"";
+pub(crate) const MARKUP: &str = "<script>alert('x')</script> & \"quoted\"";
 
 /// Hostile hosts, keys and playbooks against the page: their text is
 /// escaped wherever it lands (element text and attributes alike), so the
@@ -832,15 +837,14 @@ fn hostile_status_page() {
     pattern.pattern = Some(MARKUP.into());
     let runbooks = vec![runbook(&format!("runbook{MARKUP}"), vec![hostile, pattern])];
     let key_name = format!("key{MARKUP}");
-    let page = StatusPage {
-        key_name: &key_name,
-        role: Role::Admin,
-        hosts: &hosts,
-        status: Ok(&report),
-        jobs: &jobs,
-        runbooks: &runbooks,
-    };
-    let html = render::page::status_page(&page, NONCE, CSRF);
+    let html = status_html(
+        &key_name,
+        Role::Admin,
+        &hosts,
+        Ok(&report),
+        &jobs,
+        &runbooks,
+    );
     assert!(!html.contains(MARKUP), "raw markup in the page");
     assert!(!html.contains("<img"), "raw markup in the page");
     assert_eq!(html.matches("<script").count(), 1, "only the page's script");

@@ -383,7 +383,7 @@ async fn the_page_logs_in_with_a_cookie_and_guards_changes() {
     assert!(csp.contains("script-src 'nonce-"), "{csp}");
     let page = r.text().await.unwrap();
     assert!(!page.contains(&keys.operate), "the key is in the page");
-    assert!(page.contains("id=\"hosts\""), "{page}");
+    assert!(page.contains("id=\"tiles\""), "{page}");
     for h in ["data-host=\"a\"", "data-host=\"b\"", "restart-web"] {
         assert!(page.contains(h), "{h}: {page}");
     }

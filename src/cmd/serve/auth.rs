@@ -156,7 +156,8 @@ pub async fn authenticate(
     if path == "/health" || path == "/login" {
         return next.run(req).await;
     }
-    let page = path == "/" && req.method() == axum::http::Method::GET;
+    // The pages answer their login form to whoever has no session.
+    let page = (path == "/" || path.starts_with("/page/")) && req.method() == axum::http::Method::GET;
     let t0 = Instant::now();
     let loaded = state.loaded();
     let presented = presented(&req, state.settings.tls);

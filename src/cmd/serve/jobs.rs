@@ -63,12 +63,13 @@ pub async fn list_jobs(
         offset: q.offset.unwrap_or(0),
         status,
         within,
+        ..JobQuery::default()
     })))
 }
 
 /// The job `id` if this key may see it: a job on hosts outside a scoped
 /// key's targets answers exactly as one that does not exist.
-pub(super) fn entry(
+pub(crate) fn entry(
     state: &AppState,
     caller: &Caller,
     id: &str,

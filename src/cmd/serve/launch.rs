@@ -99,8 +99,8 @@ pub async fn run_job(
 /// What [`start_job`] got: a plan, a job that ended within `wait`, or one
 /// still running.
 pub enum Started {
-    /// The plan of a dry run (drover.plan/1 JSON).
-    Plan(String),
+    /// The plan of a dry run (answered as drover.plan/1 JSON).
+    Plan(Box<crate::engine::plan::Plan>),
     /// The job ended within `wait`.
     Done(Arc<crate::engine::job_store::Entry>),
     /// Still running past `wait`.
@@ -120,8 +120,9 @@ impl Started {
     pub fn into_response(self) -> Response {
         let id = self.job_id();
         let mut resp = match self {
-            Started::Plan(body) => {
-                return ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+            Started::Plan(plan) => {
+                let body = crate::render::plan::render_json(&plan);
+                return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
             }
             Started::Done(entry) => match entry.report() {
                 Some(r) => Json(r).into_response(),
@@ -217,7 +218,7 @@ pub async fn start_job_with(
         for i in &mut plan.inputs {
             i.path = hide(&i.path);
         }
-        return Ok(Started::Plan(crate::render::plan::render_json(&plan)));
+        return Ok(Started::Plan(Box::new(plan)));
     }
     caller.require(Role::Operate)?;
     state

@@ -151,8 +151,6 @@ pub struct LiveFleet {
 /// yet start being watched and show as "not read yet" until their first
 /// full read (a moment); the units are every one the entry holds (loaded
 /// services and the units named by runbooks and reads).
-// The status page (issue 22's page, built beside this) calls it.
-#[allow(dead_code)]
 pub fn fleet_report(fleet: &Fleet, hosts: &[crate::model::inventory::Host]) -> LiveFleet {
     use crate::model::facts::{Facts, HostFacts};
     let states = fleet.snapshot(hosts);

@@ -10,6 +10,8 @@ mod error;
 mod executor;
 mod exposition;
 mod extract;
+mod fleet;
+mod fleet_cache;
 mod inflight;
 mod jobs;
 pub(super) mod launch;
@@ -23,6 +25,7 @@ mod openapi;
 mod osapi;
 mod page;
 mod plans;
+mod pages;
 mod read;
 mod redis;
 mod session;
@@ -331,6 +334,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             settings,
             shutdown: stop_rx,
             reads: Default::default(),
+            fleet: Default::default(),
             csrf_secret: session::secret()?,
             metrics,
             plans,
@@ -525,6 +529,12 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/", get(page::page))
         .route("/login", post(page::login))
         .route("/logout", post(page::logout))
+        .route("/page/host/{name}", get(pages::host))
+        .route("/page/jobs", get(pages::history))
+        .route("/page/job/{id}", get(pages::job))
+        .route("/page/job/{id}/live", get(pages::job_live))
+        .route("/page/dryrun/{name}", post(pages::dryrun))
+        .route("/page/maintenance", post(pages::maintenance))
         .route(
             "/v1/local/services",
             get(redis::local_services).post(redis::local_operation),

@@ -48,6 +48,8 @@ impl Modify for Bearer {
         super::consul::services, super::consul::service, super::consul::health_by_name,
         super::consul::health_by_id, super::consul::register, super::consul::deregister,
         super::consul::maintenance, super::page::page, super::page::login, super::page::logout,
+        super::pages::host, super::pages::history, super::pages::job, super::pages::job_live,
+        super::pages::dryrun, super::pages::maintenance,
         super::osapi::service::list_services, super::osapi::service::one_service,
         super::osapi::service::service_action, super::osapi::unitfile::create_unit,
         super::osapi::unitfile::update_unit, super::osapi::unitfile::delete_unit,

@@ -11,27 +11,29 @@
 
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
 
 use crate::engine::job_store::JobQuery;
-use crate::engine::status::StatusReport;
+use crate::model::target::Selector;
 use crate::render;
-use crate::render::page::{PageRunbook, StatusPage};
+use crate::render::fleet::{Grid, GridFilter};
+use crate::render::page::{Chrome, PageRunbook, StatusPage};
 
 use super::audit::AuditLine;
 use super::auth::Caller;
 use super::error::KeepBody;
+use super::fleet::fleet_state;
 use super::listen::Peer;
 use super::session::{clear_cookie, csrf_token, set_cookie, Session, SessionId};
 use super::state::AppState;
 
 /// An HTML answer with the page's headers: no caching, no framing, no
 /// referrer, scripts only with this answer's nonce.
-fn html(code: StatusCode, body: String, nonce: &str) -> Response {
+pub(super) fn html(code: StatusCode, body: String, nonce: &str) -> Response {
     let mut r = (code, body).into_response();
     let h = r.headers_mut();
     h.insert(
@@ -53,13 +55,13 @@ fn html(code: StatusCode, body: String, nonce: &str) -> Response {
     r
 }
 
-fn nonce() -> String {
+pub(super) fn nonce() -> String {
     let mut n = [0u8; 16];
     let _ = getrandom::fill(&mut n);
     hex::encode(n)
 }
 
-fn login_form(code: StatusCode, message: Option<&str>) -> Response {
+pub(super) fn login_form(code: StatusCode, message: Option<&str>) -> Response {
     let n = nonce();
     html(code, render::page::login_page(message, &n), &n)
 }
@@ -180,30 +182,82 @@ pub async fn logout(
     r
 }
 
+/// Query of `GET /`: the fleet's filter and page.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FleetQuery {
+    /// Only hosts this selector picks (`role:web`, `!lab-3`, ...).
+    pub selector: Option<String>,
+    /// Tiles show this unit's state, and only hosts that have it.
+    pub unit: Option<String>,
+    /// The page of tiles, 1-based.
+    pub page: Option<usize>,
+}
+
+/// Tiles on one page of the fleet.
+pub const TILES_PER_PAGE: usize = 200;
+
+/// The session's frame (key, role, CSRF token), or None without one: a
+/// bearer key reaches the pages too, but their own requests need the
+/// session, so it gets the login form.
+pub(super) fn chrome_parts(
+    state: &AppState,
+    caller: Option<Extension<Caller>>,
+    session: Option<Extension<SessionId>>,
+) -> Option<(Caller, String)> {
+    let Extension(caller) = caller?;
+    let Extension(SessionId(session)) = session?;
+    Some((caller, csrf_token(&state.csrf_secret, &session)))
+}
+
 /// `GET /`: the page, or the login form without a session.
-#[utoipa::path(get, path = "/",
-    responses((status = 200, description = "the status page, or without a session cookie the login form", content_type = "text/html")),
+#[utoipa::path(get, path = "/", params(FleetQuery),
+    responses((status = 200, description = "the status page (the fleet's tiles, maintenance flags, recent jobs, the dry-run form), or without a session cookie the login form", content_type = "text/html")),
     security((), ("session" = [])), tag = "page")]
 pub async fn page(
     State(state): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
     session: Option<Extension<SessionId>>,
+    q: std::result::Result<Query<FleetQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Some(Extension(caller)) = caller else {
+    let Some((caller, csrf)) = chrome_parts(&state, caller, session) else {
         return login_form(StatusCode::OK, None);
     };
-    let Some(Extension(SessionId(session))) = session else {
-        // A bearer key reaches the page too, but the page's own requests
-        // need the session: log in.
-        return login_form(StatusCode::OK, None);
+    let (q, mut filter_error) = match q {
+        Ok(Query(q)) => (q, None),
+        Err(e) => (FleetQuery::default(), Some(format!("the filter: {e}"))),
     };
-    let csrf = csrf_token(&state.csrf_secret, &session);
+    let filter = GridFilter {
+        selector: q.selector.unwrap_or_default().trim().to_string(),
+        unit: q.unit.unwrap_or_default().trim().to_string(),
+    };
     let loaded = state.loaded();
-    let inv = caller.inventory(&loaded.inventory);
-    let hosts: Vec<(String, String)> = inv
+    let selector = match filter.selector.as_str() {
+        "" => None,
+        raw => match Selector::parse(raw) {
+            Ok(s) => Some(s),
+            Err(m) => {
+                filter_error = Some(format!("hosts `{raw}`: {m}"));
+                None
+            }
+        },
+    };
+    let unit = match filter.unit.as_str() {
+        "" => None,
+        raw => match crate::model::unit::UnitName::parse(raw) {
+            Ok(u) => Some(u.as_str().to_string()),
+            Err(m) => {
+                filter_error = Some(format!("unit `{raw}`: {m}"));
+                None
+            }
+        },
+    };
+    let hosts: Vec<String> = loaded
+        .inventory
         .hosts
         .iter()
-        .map(|h| (h.name.clone(), h.address.clone()))
+        .filter(|h| selector.as_ref().is_none_or(|s| s.matches(h)))
+        .map(|h| h.name.clone())
         .collect();
     let runbooks: Vec<PageRunbook> = loaded
         .runbooks
@@ -218,31 +272,49 @@ pub async fn page(
                 .unwrap_or_default(),
         })
         .collect();
+    let within = caller.job_scope(&loaded.inventory);
     drop(loaded);
-    let report: std::result::Result<StatusReport, String> = state
-        .executor
-        .status(inv, None, Vec::new())
-        .await
-        .map_err(|e| format!("{}: {}", e.error, e.details));
-    let within = caller.job_scope(&state.loaded().inventory);
+    let mut fleet = fleet_state(&state, &caller, &hosts).await;
+    if let Some(u) = &unit {
+        // Hosts without the unit are left out; unread ones stay (they
+        // might have it).
+        fleet
+            .hosts
+            .retain(|h| h.error.is_some() || h.units.iter().any(|x| x.name == *u));
+    }
+    let filter = GridFilter {
+        unit: unit.unwrap_or_default(),
+        ..filter
+    };
     let jobs = state.jobs.list(&JobQuery {
         limit: 20,
         offset: 0,
         status: None,
         within,
+        ..JobQuery::default()
     });
     let n = nonce();
+    let chrome = Chrome {
+        key_name: &caller.name,
+        role: caller.role,
+        csrf: &csrf,
+    };
+    let grid = Grid {
+        fleet: &fleet,
+        filter: &filter,
+        filter_error: filter_error.as_deref(),
+        page: q.page.unwrap_or(1),
+        per_page: TILES_PER_PAGE,
+        now: chrono::Utc::now(),
+    };
     let body = render::page::status_page(
         &StatusPage {
-            key_name: &caller.name,
-            role: caller.role,
-            hosts: &hosts,
-            status: report.as_ref().map_err(String::as_str),
+            chrome: &chrome,
+            grid: &grid,
             jobs: &jobs,
             runbooks: &runbooks,
         },
         &n,
-        &csrf,
     );
     let body = with_plans(&state, &caller, body, &n);
     html(StatusCode::OK, body, &n)

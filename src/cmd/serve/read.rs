@@ -138,7 +138,7 @@ pub async fn read_targets(
         .as_ref()
         .map(|t| t.to_string())
         .unwrap_or_default();
-    let report = shared_read(state, caller, &scope, inv, target, units).await?;
+    let report = shared_read(state, &caller.name, &scope, inv, target, units).await?;
     // One unit asked for and no host that answered knows it: 404, as for
     // an unknown job or runbook.
     let read: Vec<&String> = hosts
@@ -168,10 +168,11 @@ pub async fn read_targets(
 /// `scope` sees), joining an identical read already in flight: under many
 /// concurrent readers (a dashboard, health checks) the hosts are read once
 /// per round, not once per request. A joined read started before the
-/// request arrived, by less than one read's time.
-async fn shared_read(
+/// request arrived, by less than one read's time. `who` is whose bound
+/// the read counts against (a key's name).
+pub(super) async fn shared_read(
     state: &AppState,
-    caller: &Caller,
+    who: &str,
     scope: &str,
     inv: crate::model::inventory::Inventory,
     target: &str,
@@ -194,7 +195,7 @@ async fn shared_read(
     let (target, wanted) = (target.to_string(), units.to_vec());
     state
         .reads
-        .read(&caller.name, &what, move || {
+        .read(who, &what, move || {
             async move { exec.status(inv, Some(target), wanted).await.map(Arc::new) }.boxed()
         })
         .await
@@ -239,7 +240,7 @@ pub async fn node_status(
     // whole inventory reads it as the key's own would.
     let inv = loaded.inventory.clone();
     drop(loaded);
-    let report = shared_read(state, caller, "", inv, &node, units).await?;
+    let report = shared_read(state, &caller.name, "", inv, &node, units).await?;
     if let Some(e) = report.errors.first() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -220,6 +220,8 @@ pub struct AppState {
     /// the same one is running joins it instead of reading the hosts again;
     /// bounded per key and overall.
     pub reads: super::inflight::Inflight,
+    /// The status page's snapshot of the fleet (see `fleet::fleet_state`).
+    pub fleet: super::fleet_cache::FleetCache,
     /// Random at start: the status page's CSRF tokens are HMACs of the
     /// session's id under it.
     pub csrf_secret: [u8; 32],

@@ -4,12 +4,12 @@
 //! a listing's cost grows with the history. Every job as a summary, and a
 //! finished job deleted on request, come from the same index.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{DirJobs, Entry, JobStatus};
+use super::{DirJobs, Entry, JobProgress, JobStatus};
 use crate::engine::journal::Journal;
 use crate::model::report::{HostTally, JobReport};
 
@@ -48,6 +48,8 @@ pub(super) struct Done {
     /// first when over the count.
     pub(super) seq: u64,
     pub(super) outcome: JobStatus,
+    /// The playbook's name, for the page's history filter.
+    pub(super) playbook: String,
     /// Sorted, deduplicated: what a scoped key's `within` is checked on.
     pub(super) hosts: Vec<String>,
     /// `finished_at` in Unix seconds; None (unreadable) is never too old.
@@ -71,7 +73,17 @@ pub(super) struct Index {
     /// is the one to expire by age.
     pub(super) by_end: BTreeSet<(i64, u64)>,
     pub(super) next_seq: u64,
+    /// The steps and result times of the last [`KEEP_TIMINGS`] jobs that
+    /// ended in this process, oldest first: the report does not keep
+    /// them, and without them a job's page would lose its timeline's time
+    /// scale the moment the job ends.
+    timings: VecDeque<(String, Arc<JobProgress>)>,
 }
+
+/// Finished jobs whose timings an [`Index`] keeps: a bound on memory
+/// (a job's are a number per result), enough for the jobs an operator is
+/// watching when they end.
+pub(super) const KEEP_TIMINGS: usize = 32;
 
 impl Index {
     /// Add a finished job; false (and nothing added) if its id is known.
@@ -92,8 +104,28 @@ impl Index {
         true
     }
 
+    /// Keep the timings of a job that just ended here (the oldest kept go
+    /// past [`KEEP_TIMINGS`]).
+    pub(super) fn keep_timing(&mut self, job_id: &str, progress: JobProgress) {
+        self.timings.retain(|(id, _)| id != job_id);
+        if self.timings.len() >= KEEP_TIMINGS {
+            self.timings.pop_front();
+        }
+        self.timings
+            .push_back((job_id.to_string(), Arc::new(progress)));
+    }
+
+    /// The timings kept for `job_id`, if it ended here recently.
+    pub(super) fn timing(&self, job_id: &str) -> Option<Arc<JobProgress>> {
+        self.timings
+            .iter()
+            .find(|(id, _)| id == job_id)
+            .map(|(_, p)| p.clone())
+    }
+
     /// Drop a finished job's summary (its files stay).
     pub(super) fn forget(&mut self, job_id: &str) {
+        self.timings.retain(|(id, _)| id != job_id);
         let Some(started) = self.by_id.get(job_id).cloned() else {
             return;
         };
@@ -170,6 +202,7 @@ pub(super) fn done_of(r: &JobReport, hosts: Vec<String>, report: PathBuf) -> Don
     Done {
         seq: 0,
         outcome: r.outcome.into(),
+        playbook: r.playbook.clone(),
         hosts,
         finished: unix_seconds(&r.finished_at),
         report,
@@ -330,5 +363,27 @@ mod tests {
         assert_eq!(jobs.remove("new"), Removed::Unknown);
         assert_eq!(jobs.summaries(None).len(), 1);
         assert!(dir.path().join("old.json").exists());
+    }
+
+    #[test]
+    fn a_job_that_ended_here_keeps_its_timings_within_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        report_in(dir.path(), "j", "2024-01-01T00:00:00Z", &[("a", false)]);
+        report_in(dir.path(), "k", "2024-01-02T00:00:00Z", &[("a", false)]);
+        let jobs = DirJobs::open(dir.path(), Retention::default()).unwrap();
+        let timed = JobProgress {
+            steps: Vec::new(),
+            ended_ms: vec![40],
+        };
+        jobs.index().keep_timing("j", timed.clone());
+        assert_eq!(jobs.get("j").unwrap().progress(), timed);
+        // Read from its report only: no times.
+        assert_eq!(jobs.get("k").unwrap().progress(), JobProgress::default());
+        // Past the bound the oldest kept go first.
+        for i in 0..KEEP_TIMINGS {
+            jobs.index().keep_timing(&format!("x{i}"), JobProgress::default());
+        }
+        assert_eq!(jobs.get("j").unwrap().progress(), JobProgress::default());
+        assert_eq!(jobs.index().timings.len(), KEEP_TIMINGS);
     }
 }

@@ -33,9 +33,12 @@ use crate::model::error::{Error, Refusal, Result};
 use crate::model::report::{JobReport, JobResult, RunOutcome};
 
 mod history;
+mod progress;
 
 use history::{delete, done_of, inside, now_seconds, Done, Index, Key};
 pub use history::{JobSummary, Removed};
+pub use progress::{JobProgress, StepProgress};
+use progress::Progress;
 pub use history::{Retention, DEFAULT_KEEP_JOBS};
 
 /// Where a job is.
@@ -124,6 +127,10 @@ pub struct Entry {
     /// Every host the job may touch (a report's: the hosts it has results
     /// for), so a key scoped to some hosts sees only jobs within them.
     hosts: Vec<String>,
+    /// Steps, batches and when each result arrived, for the page's
+    /// progress bar and timeline (a job read back from its report has
+    /// none).
+    progress: Mutex<Progress>,
 }
 
 impl Entry {
@@ -135,6 +142,7 @@ impl Entry {
             changes: watch::channel(0).0,
             stop: Arc::new(StopFlag::default()),
             hosts,
+            progress: Mutex::new(Progress::new()),
         })
     }
 
@@ -203,7 +211,26 @@ impl Entry {
         true
     }
 
+    /// Its steps as their events told them, and when each result arrived.
+    pub fn progress(&self) -> JobProgress {
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .snapshot()
+    }
+
+    fn note(&self, e: &Event) {
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(e);
+    }
+
     fn push(&self, r: &JobResult) {
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .arrived();
         self.state().view.results.push(r.clone());
         self.changes.send_modify(|n| *n += 1);
     }
@@ -232,6 +259,7 @@ impl EventSink for Sink {
     fn event(&self, e: &Event) {
         match e {
             Event::HostResult(r) => self.entry.push(r),
+            Event::StepStarted { .. } | Event::BatchDone { .. } => self.entry.note(e),
             Event::JobStarted { .. } => {
                 if let Some(tx) = self.started.lock().ok().and_then(|mut s| s.take()) {
                     let _ = tx.send(());
@@ -392,6 +420,10 @@ pub struct JobQuery {
     /// Only jobs all of whose hosts are in this set (a key's targets);
     /// None: every job.
     pub within: Option<BTreeSet<String>>,
+    /// Only jobs of this playbook (its name).
+    pub playbook: Option<String>,
+    /// Only jobs that touch this host.
+    pub host: Option<String>,
 }
 
 /// A job of a page, before its view is made outside the index's lock.
@@ -478,17 +510,24 @@ impl DirJobs {
 
     /// A job by id: a finished one is read from its report.
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
-        let (report, hosts) = {
+        let (report, hosts, timing) = {
             let idx = self.index();
             if let Some(e) = idx.running.iter().find(|e| e.state().view.job_id == id) {
                 return Some(e.clone());
             }
             let started = idx.by_id.get(id)?;
             let done = idx.done.get(&(started.clone(), id.to_string()))?;
-            (done.report.clone(), done.hosts.clone())
+            (done.report.clone(), done.hosts.clone(), idx.timing(id))
         };
         match crate::engine::journal::load_report(&report) {
-            Ok(r) => Some(Entry::new(view_of(&r), hosts, Some(r))),
+            Ok(r) => {
+                let e = Entry::new(view_of(&r), hosts, Some(r));
+                if let Some(p) = timing {
+                    *e.progress.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Progress::ended((*p).clone());
+                }
+                Some(e)
+            }
             Err(e) => {
                 tracing::warn!("jobs dir: cannot read {}: {e}", report.display());
                 None
@@ -511,6 +550,12 @@ impl DirJobs {
                 .iter()
                 .filter(|_| q.status.is_none_or(|s| s == JobStatus::Running))
                 .filter(|e| e.within(within))
+                .filter(|e| q.host.as_ref().is_none_or(|h| e.hosts.contains(h)))
+                .filter(|e| {
+                    q.playbook
+                        .as_ref()
+                        .is_none_or(|p| e.state().view.playbook == *p)
+                })
                 .map(|e| {
                     let s = e.state();
                     let key = (s.view.started_at.clone(), s.view.job_id.clone());
@@ -525,6 +570,8 @@ impl DirJobs {
                 .rev()
                 .filter(|(_, d)| q.status.is_none_or(|s| d.outcome == s))
                 .filter(|(_, d)| inside(&d.hosts, within))
+                .filter(|(_, d)| q.host.as_ref().is_none_or(|h| d.hosts.contains(h)))
+                .filter(|(_, d)| q.playbook.as_ref().is_none_or(|p| d.playbook == *p))
                 .peekable();
             let merged = std::iter::from_fn(|| {
                 let newer_running = match (running.peek(), done.peek()) {
@@ -643,6 +690,7 @@ impl DirJobs {
                     // Told after the job is listed as over, outside the lock.
                     let observed = observer.as_ref().map(|o| (o.clone(), r.clone()));
                     e2.finish(r);
+                    idx.keep_timing(&job_id, e2.progress());
                     idx.running.retain(|x| !Arc::ptr_eq(x, &e2));
                     if !idx.insert(&job_id, &started_at, done) {
                         tracing::warn!("job {job_id}: another report has its id; not listed");
@@ -843,6 +891,7 @@ mod tests {
         Done {
             seq: 0,
             outcome: JobStatus::Completed,
+            playbook: String::new(),
             hosts: Vec::new(),
             finished,
             report: PathBuf::from(name),
