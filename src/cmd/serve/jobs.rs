@@ -572,7 +572,7 @@ pub async fn reload(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Admin)?;
-    let l = state.reload().await?;
+    let l = super::live::reload(&state).await?;
     Ok(Json(serde_json::json!({
         "hosts": l.inventory.hosts.len(),
         "keys": l.keys.len(),

@@ -16,7 +16,7 @@ use crate::model::parse_duration;
 use crate::model::playbook::Operation;
 use crate::remote::pool::Pool;
 
-use super::state::Loaded;
+use super::state::{AppState, Loaded};
 
 /// `drover serve`'s live snapshot flags.
 #[derive(Debug, Args)]
@@ -84,6 +84,16 @@ pub fn runbook_units(loaded: &Loaded) -> BTreeMap<String, BTreeSet<String>> {
         }
     }
     out
+}
+
+/// Re-read the server's files ([`AppState::reload`]) and watch what the
+/// new runbooks name.
+pub async fn reload(state: &AppState) -> Result<Arc<Loaded>> {
+    let new = state.reload().await?;
+    if let Some(f) = &state.live {
+        watch_defaults(f, &new);
+    }
+    Ok(new)
 }
 
 /// Start watching what the server watches by default: the `--node` host,

@@ -450,7 +450,7 @@ async fn on_signals(
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => match state.reload().await {
+            _ = hup.recv() => match live::reload(&state).await {
                 Ok(l) => tracing::info!(hosts = l.inventory.hosts.len(), keys = l.keys.len(), runbooks = l.runbooks.len(), "reloaded"),
                 Err(e) => tracing::error!("reload failed, keeping what was loaded: {}: {}", e, e.details()),
             },

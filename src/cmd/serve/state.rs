@@ -249,9 +249,6 @@ impl AppState {
         let new = Arc::new(self.sources.load()?);
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
         self.metrics.reloaded();
-        if let Some(f) = &self.live {
-            super::live::watch_defaults(f, &new);
-        }
         let keys = new.keys.clone();
         self.sessions
             .retain(&move |s| keys.find_digest(&s.key_digest).is_some())
