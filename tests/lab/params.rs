@@ -188,12 +188,20 @@ async fn a_secret_param_is_in_no_answer_of_serve() {
         .await
         .unwrap();
     answers.push(("events".into(), events));
-    for f in std::fs::read_dir(&jobs).unwrap() {
-        let p = f.unwrap().path();
-        answers.push((
-            p.display().to_string(),
-            std::fs::read_to_string(&p).unwrap(),
-        ));
+    // Every file the server stored, in subfolders too (the job index).
+    let mut dirs = vec![jobs.clone()];
+    while let Some(d) = dirs.pop() {
+        for f in std::fs::read_dir(&d).unwrap() {
+            let p = f.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            answers.push((
+                p.display().to_string(),
+                std::fs::read_to_string(&p).unwrap(),
+            ));
+        }
     }
     answers.push(("audit".into(), std::fs::read_to_string(&audit).unwrap()));
     answers.push(("server log".into(), s.log()));
