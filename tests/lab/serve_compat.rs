@@ -35,13 +35,10 @@ fn serve(lab: &Lab, dir: &Path) -> (Server, Keys) {
             lab.host(0),
             "--jobs-dir",
             dir.join("jobs").to_str().unwrap(),
-            // KNOWN BUG (issue 22 follow-up): under the full suite the live
-            // snapshot answered Consul health 404 for a unit started with
-            // --no-block right after its file was written, where reading the
-            // host answers 429 (warning). These compat tests pin the Consul
-            // and Redis contracts on host reads; tests/lab/live.rs covers
-            // answering from the snapshot.
-            "--no-live",
+            // Flags the CLI writes behind the server's back show at the
+            // live snapshot's next full read: soon, here.
+            "--live-heal",
+            "1s",
         ],
         &dir.join("stderr"),
     );

@@ -85,8 +85,18 @@ pub struct HostSnap {
     pub read_at: Option<Instant>,
     /// Why the host cannot be followed now (unreachable, lost).
     pub error: Option<String>,
-    /// Signals applied.
+    /// Signals applied (and invalidations: a read's `since` orders it
+    /// against both).
     pub seq: u64,
+    /// The `seq` of the last invalidation: flags read before it are stale.
+    invalidated: u64,
+    /// A daemon-reload is under way (between its two Reloading signals).
+    reloading: bool,
+    /// The `seq` of the last finished daemon-reload: until a full read
+    /// that began after it is in, the entry answers nothing.
+    reloaded: u64,
+    /// The `since` of the last full read merged.
+    full_since: u64,
     /// Units a signal removed, with its sequence number: a read that
     /// began before it must not bring them back. Emptied by full reads.
     removed: BTreeMap<String, u64>,
@@ -148,6 +158,8 @@ impl HostSnap {
     pub fn fresh(&self, now: Instant, bound: Duration) -> bool {
         self.error.is_none()
             && self.maintenance.is_some()
+            && !self.reloading
+            && self.full_since >= self.reloaded
             && self
                 .confirmed
                 .is_some_and(|t| now.saturating_duration_since(t) <= bound)
@@ -164,6 +176,9 @@ impl HostSnap {
         self.error = Some(why);
         self.confirmed = None;
         self.reading.clear();
+        // Its Reloading(false) may never come on this connection; the
+        // next one starts with a full read.
+        self.reloading = false;
     }
 
     /// Something may have changed that systemd does not signal (a job
@@ -171,6 +186,10 @@ impl HostSnap {
     pub fn invalidate(&mut self) {
         self.maintenance = None;
         self.confirmed = None;
+        // A full read in flight read the flags before this: its merge
+        // must not bring them back as current.
+        self.seq += 1;
+        self.invalidated = self.seq;
     }
 
     /// The maintenance flags as last read (None: not known now).
@@ -198,7 +217,13 @@ impl HostSnap {
             UnitEvent::Changed { unit, change } => match self.units.get_mut(&unit) {
                 Some(k) => {
                     k.seq = seq;
+                    let was_found = k.facts.load_state != "not-found";
                     match apply_change(k, change) {
+                        // Held as not found and now changing: loaded from
+                        // a file written since (a start, a reload); its
+                        // first signal was UnitNew, which our own reads
+                        // of it send too. Read it.
+                        _ if !was_found => self.read_unit(unit),
                         Need::JobType { job, .. } => Need::JobType { unit, job },
                         n => n,
                     }
@@ -220,19 +245,19 @@ impl HostSnap {
                 None => Need::Nothing,
             },
             UnitEvent::New(unit) => match self.units.get_mut(&unit) {
+                // Held as not found (a named unit): our own read of it
+                // loads it for a moment and systemd says so, after the
+                // read's answer: reading again on that would read for
+                // ever. A unit that really loaded changes next (a start's
+                // job, its state), and that signal reads it; a poll reads
+                // the host anyway (not found is never answered from here).
+                Some(k) if k.facts.load_state == "not-found" => Need::Nothing,
                 Some(k) => {
-                    // Held as not found (a named unit): a file may define
-                    // it now. A collected unit with a file is as it was.
-                    let was_loaded = k.facts.load_state != "not-found";
+                    // A collected unit with a file is as it was, loaded
+                    // again: whatever the file read says is older.
                     k.loaded = true;
-                    // Loaded again: whatever the file read says is older.
                     k.pending_file = false;
-                    if was_loaded {
-                        return Need::Nothing;
-                    }
-                    // Loaded anew, maybe from a file written since (its
-                    // LoadState and Description are not signalled): read.
-                    self.read_unit(unit)
+                    Need::Nothing
                 }
                 // Loaded by our own read, maybe: its LoadState change says.
                 None if self.absent.contains(&unit) => Need::Nothing,
@@ -241,11 +266,17 @@ impl HostSnap {
                 }
                 None => Need::Nothing,
             },
+            UnitEvent::Removed(_) if self.reloading => Need::Nothing,
             UnitEvent::Removed(unit) => {
                 // systemd collects only units that are inactive with no
                 // job: that is what a read would find, until loaded again.
                 if self.named.contains_key(&unit) {
-                    if let Some(k) = self.units.get_mut(&unit) {
+                    if let Some(k) = self
+                        .units
+                        .get_mut(&unit)
+                        // Not found, and collected again: as it was.
+                        .filter(|k| k.facts.load_state != "not-found")
+                    {
                         k.seq = seq;
                         k.loaded = false;
                         k.facts.active_state = "inactive".into();
@@ -274,7 +305,20 @@ impl HostSnap {
                 }
                 Need::Nothing
             }
-            UnitEvent::Reloaded => Need::Full,
+            // Every unit is unloaded and loaded again meanwhile: their
+            // UnitRemoved say nothing about them, and nothing held is
+            // answered until a read that began after the reload is in.
+            UnitEvent::Reloading => {
+                self.reloading = true;
+                Need::Nothing
+            }
+            UnitEvent::Reloaded => {
+                self.reloading = false;
+                // The read must begin after this: until it is in, units
+                // the reload touched are not answered from here.
+                self.reloaded = seq;
+                Need::Full
+            }
         }
     }
 
@@ -360,7 +404,10 @@ impl HostSnap {
         self.absent.clear();
         self.removed.clear();
         self.listing = listing;
-        self.maintenance = Some(read.maintenance);
+        self.full_since = self.full_since.max(since);
+        if self.invalidated <= since {
+            self.maintenance = Some(read.maintenance);
+        }
         self.read_at = Some(now);
         self.error = None;
         self.confirmed = Some(now);
@@ -412,9 +459,12 @@ impl HostSnap {
         Need::Units(again)
     }
 
-    /// The maintenance flags read again (after [`HostSnap::invalidate`]).
-    pub fn set_maintenance(&mut self, m: MaintenanceState) {
-        self.maintenance = Some(m);
+    /// The maintenance flags read again (after [`HostSnap::invalidate`]),
+    /// by a read that began at `since`: kept unless invalidated since.
+    pub fn set_maintenance(&mut self, m: MaintenanceState, since: u64) {
+        if self.invalidated <= since {
+            self.maintenance = Some(m);
+        }
     }
 
     fn put(&mut self, u: String, f: UnitFacts, loaded: bool, since: u64) {
@@ -431,12 +481,14 @@ impl HostSnap {
                 }
             }
             _ => {
+                // As current as the read: a read that began earlier and
+                // ends later must not put its older state over this one.
                 self.units.insert(
                     u,
                     Known {
                         facts: f,
                         loaded,
-                        seq: 0,
+                        seq: since,
                         pending_job: None,
                         pending_file: false,
                     },
@@ -483,6 +535,15 @@ impl HostSnap {
             // A job is queued whose type is not known yet: RESTARTING or
             // STARTING cannot be told, so the host is read.
             if k.pending_job.is_some() || k.pending_file {
+                return None;
+            }
+            // Never answer "no such unit" from here: systemd signals a
+            // unit file written and loaded by a start (UnitNew of an object
+            // we may have ignored as our own read's) in ways the entry can
+            // miss, and a not-found answer then hides a running unit
+            // (Consul health 404 for a unit just registered and started).
+            // A unit that is not there is cheap to read.
+            if k.facts.load_state == "not-found" {
                 return None;
             }
             out.insert(u.clone(), k.facts.clone());

@@ -88,7 +88,15 @@ fn freshness_needs_a_read_a_recent_confirmation_and_known_flags() {
     s.invalidate();
     s.confirm(t0 + Duration::from_secs(10));
     assert!(!s.fresh(t0 + Duration::from_secs(10), bound));
-    s.set_maintenance(MaintenanceState::default());
+    // A read of the flags that began before the job wrote them is stale.
+    let before = s.seq - 1;
+    s.set_maintenance(MaintenanceState::default(), before);
+    s.confirm(t0 + Duration::from_secs(11));
+    assert!(!s.fresh(t0 + Duration::from_secs(11), bound));
+    s.merge_full(read(&[], &[]), before, t0 + Duration::from_secs(11));
+    assert!(!s.fresh(t0 + Duration::from_secs(11), bound));
+    // One that began after it is current.
+    s.set_maintenance(MaintenanceState::default(), s.seq);
     s.confirm(t0 + Duration::from_secs(11));
     assert!(s.fresh(t0 + Duration::from_secs(11), bound));
     // A lost connection: stale at once.
@@ -198,14 +206,17 @@ fn a_named_unit_collected_reads_as_stopped_and_stays_followed() {
     assert_eq!(s.apply(UnitEvent::New("w.service".into())), Need::Nothing);
     s.apply(UnitEvent::Removed("w.service".into()));
     s.file_state("w.service", None);
-    assert_eq!(
-        s.view(&["w.service".into()]).unwrap()["w.service"].load_state,
-        "not-found"
-    );
-    // Loaded anew once not found (a unit file written since?): read, and
+    // Not found is never answered from the entry: the host is read.
+    assert_eq!(s.view(&["w.service".into()]), None);
+    // Loaded anew once not found: UnitNew alone is what our own read of
+    // it sends too (reading on it would loop), and so is its collection.
+    assert_eq!(s.apply(UnitEvent::New("w.service".into())), Need::Nothing);
+    assert_eq!(s.apply(UnitEvent::Removed("w.service".into())), Need::Nothing);
+    assert_eq!(s.apply(UnitEvent::New("w.service".into())), Need::Nothing);
+    // A change next (a start's job: a file was written since): read, and
     // not answered from until that read is in.
     assert_eq!(
-        s.apply(UnitEvent::New("w.service".into())),
+        s.apply(changed("w.service", "activating", "start")),
         Need::Units(vec!["w.service".into()])
     );
     assert_eq!(s.view(&["w.service".into()]), None);
@@ -299,4 +310,70 @@ fn reading_a_unit_that_is_not_there_does_not_read_it_again_and_again() {
         },
     };
     assert_eq!(s.apply(loaded), Need::Units(vec!["gone.service".into()]));
+}
+
+#[test]
+fn a_read_that_began_earlier_and_ends_later_does_not_undo_a_newer_one() {
+    let t0 = Instant::now();
+    let mut s = HostSnap::default();
+    s.merge_full(read(&[], &[]), 0, t0);
+    // A full read begins (a daemon-reload), then the unit starts: its
+    // signal asks for a read of it, which ends first.
+    let full_since = s.seq;
+    assert_eq!(
+        s.apply(changed("w.service", "active", "running")),
+        Need::Units(vec!["w.service".into()])
+    );
+    let since = s.seq;
+    s.merge_units(
+        [("w.service".to_string(), unit("active", "running"))].into(),
+        since,
+        &["w.service".into()],
+    );
+    assert_eq!(held(&s, "w.service").as_deref(), Some("active"));
+    // The full read saw the unit before it started.
+    s.merge_full(
+        read(&[("w.service", unit("inactive", "dead"))], &[]),
+        full_since,
+        t0,
+    );
+    assert_eq!(held(&s, "w.service").as_deref(), Some("active"));
+}
+
+#[test]
+fn a_daemon_reload_unloads_nothing_held_and_answers_nothing_until_read_again() {
+    let t0 = Instant::now();
+    let bound = Duration::from_secs(5);
+    let mut s = HostSnap::default();
+    s.want(&["w.service".into()], t0);
+    s.merge_full(
+        read(
+            &[("w.service", unit("active", "running"))],
+            &[("w.service", unit("active", "running"))],
+        ),
+        0,
+        t0,
+    );
+    assert!(s.fresh(t0, bound));
+    // systemd unloads every unit as the reload begins: running ones too.
+    let before = s.seq;
+    assert_eq!(s.apply(UnitEvent::Reloading), Need::Nothing);
+    assert!(!s.fresh(t0, bound), "answered while reloading");
+    assert_eq!(s.apply(UnitEvent::Removed("w.service".into())), Need::Nothing);
+    assert_eq!(s.apply(UnitEvent::New("w.service".into())), Need::Nothing);
+    assert_eq!(s.apply(UnitEvent::Reloaded), Need::Full);
+    // A full read that began before the reload ended does not make it
+    // current again; one that began after it does.
+    s.merge_full(read(&[("w.service", unit("active", "running"))], &[]), before, t0);
+    assert!(!s.fresh(t0, bound), "a read from before the reload answered");
+    s.merge_full(
+        read(
+            &[("w.service", unit("active", "running"))],
+            &[("w.service", unit("active", "running"))],
+        ),
+        s.seq,
+        t0,
+    );
+    assert!(s.fresh(t0, bound));
+    assert_eq!(held(&s, "w.service").as_deref(), Some("active"));
 }

@@ -49,7 +49,7 @@ enum Done {
     Ping(Result<(), String>),
     Full(Result<FullRead, String>, u64),
     Units(Result<BTreeMap<String, UnitFacts>, String>, u64, Vec<String>),
-    Maintenance(Result<MaintenanceState, String>),
+    Maintenance(Result<MaintenanceState, String>, u64),
     JobType(String, String, Option<String>),
     FileState(String, Result<Option<String>, String>),
 }
@@ -213,12 +213,18 @@ async fn follow(inner: &Inner, name: &str, session: &Arc<Session>) -> Stop {
         return Stop::Gone;
     };
     work.push(Box::pin(full(session, named, since)));
-    let (mut healing, mut pinging) = (true, false);
+    let mut heal = Heal {
+        running: true,
+        again: false,
+    };
+    let mut pinging = false;
     // Units to read, and whether a read of units is in flight: one at a
     // time, so a storm of signals (a daemon-reload announces every unit)
     // queues reads instead of flooding the connection.
     let mut queue: BTreeSet<String> = BTreeSet::new();
     let mut reading = false;
+    // A read of the maintenance flags is in flight.
+    let mut reading_flags = false;
     let mut pings = tokio::time::interval(settings.ping_every());
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heals =
@@ -228,7 +234,7 @@ async fn follow(inner: &Inner, name: &str, session: &Arc<Session>) -> Stop {
         let step = tokio::select! {
             e = events.next() => Step::Signal(e),
             _ = pings.tick(), if !pinging => Step::Ping,
-            _ = heals.tick(), if !healing => Step::Heal,
+            _ = heals.tick(), if !heal.running => Step::Heal,
             _ = wake.notified() => Step::Asked,
             Some(d) = work.next() => Step::Finished(d),
         };
@@ -238,7 +244,7 @@ async fn follow(inner: &Inner, name: &str, session: &Arc<Session>) -> Stop {
                 let Some(need) = apply(inner, name, e) else {
                     return Stop::Gone;
                 };
-                schedule(inner, name, session, &mut work, &mut healing, &mut queue, vec![need]);
+                schedule(inner, name, session, &mut work, &mut heal, &mut queue, vec![need]);
             }
             Step::Ping => {
                 let idle = inner.with(name, |e| e.asked.elapsed() >= settings.idle);
@@ -254,7 +260,7 @@ async fn follow(inner: &Inner, name: &str, session: &Arc<Session>) -> Stop {
                 work.push(Box::pin(ping(session, settings.fresh)));
             }
             Step::Heal => {
-                healing = true;
+                heal.running = true;
                 let Some((named, since)) = inner.with(name, |e| (e.snap.named(), e.snap.seq))
                 else {
                     return Stop::Gone;
@@ -262,37 +268,45 @@ async fn follow(inner: &Inner, name: &str, session: &Arc<Session>) -> Stop {
                 work.push(Box::pin(full(session, named, since)));
             }
             Step::Asked => {
-                let Some((to_read, maint)) = inner.with(name, |e| {
-                    (std::mem::take(&mut e.to_read), e.snap.needs_maintenance())
-                }) else {
+                let Some(to_read) = inner.with(name, |e| std::mem::take(&mut e.to_read)) else {
                     return Stop::Gone;
                 };
                 queue.extend(to_read);
-                if maint && !healing {
-                    // Then a ping: once both answered the entry is current.
-                    work.push(Box::pin(async move {
-                        let m = crate::remote::maintenance::read(session).await;
-                        let p = ping_systemd(session, settings.fresh).await;
-                        Done::Maintenance(m.and_then(|m| p.map(|()| m)))
-                    }));
-                }
             }
             Step::Finished(d) => {
                 match d {
                     Done::Ping(_) => pinging = false,
                     Done::Units(..) => reading = false,
+                    Done::Maintenance(..) => reading_flags = false,
                     _ => {}
                 }
-                match finished(inner, name, d, &mut events, &mut healing) {
+                match finished(inner, name, d, &mut events, &mut heal.running) {
                     Ok(needs) => {
-                        schedule(inner, name, session, &mut work, &mut healing, &mut queue, needs)
+                        schedule(inner, name, session, &mut work, &mut heal, &mut queue, needs)
                     }
                     Err(why) => return why,
                 }
             }
         }
+        // The flags, when a job may have changed them (invalidated) and
+        // no read in flight began after that: a full read that did is
+        // stale for them.
+        let stale = inner.with(name, |e| e.snap.needs_maintenance().then_some(e.snap.seq));
+        if let (Some(Some(since)), false, false) = (stale, heal.running, reading_flags) {
+            reading_flags = true;
+            // Then a ping: once both answered the entry is current.
+            work.push(Box::pin(async move {
+                let m = crate::remote::maintenance::read(session).await;
+                let p = ping_systemd(session, settings.fresh).await;
+                Done::Maintenance(m.and_then(|m| p.map(|()| m)), since)
+            }));
+        }
         // A read of the queued units, once nothing else reads the host.
-        if !reading && !healing && !queue.is_empty() {
+        if heal.again && !heal.running {
+            heal.again = false;
+            schedule(inner, name, session, &mut work, &mut heal, &mut queue, vec![Need::Full]);
+        }
+        if !reading && !heal.running && !queue.is_empty() {
             reading = true;
             let since = inner.with(name, |e| e.snap.seq).unwrap_or_default();
             let batch: Vec<String> = std::mem::take(&mut queue).into_iter().collect();
@@ -301,13 +315,20 @@ async fn follow(inner: &Inner, name: &str, session: &Arc<Session>) -> Stop {
     }
 }
 
+/// The full read: one in flight at a time, and whether another must
+/// follow it.
+struct Heal {
+    running: bool,
+    again: bool,
+}
+
 /// Start the reads signals asked for.
 fn schedule<'a>(
     inner: &Inner,
     name: &str,
     session: &'a Session,
     work: &mut FuturesUnordered<Work<'a>>,
-    healing: &mut bool,
+    heal: &mut Heal,
     queue: &mut BTreeSet<String>,
     needs: Vec<Need>,
 ) {
@@ -318,12 +339,14 @@ fn schedule<'a>(
             Need::Units(u) => queue.extend(u),
             Need::FileState(unit) => work.push(Box::pin(file_state(session, unit))),
             Need::JobType { unit, job } => work.push(Box::pin(job_type(session, unit, job))),
-            Need::Full if !*healing => {
-                *healing = true;
+            Need::Full if !heal.running => {
+                heal.running = true;
                 let named = inner.with(name, |e| e.snap.named()).unwrap_or_default();
                 work.push(Box::pin(full(session, named, since)));
             }
-            Need::Full => {}
+            // The read in flight began before what asks for this one (a
+            // daemon-reload): another follows it.
+            Need::Full => heal.again = true,
         }
     }
 }
@@ -361,7 +384,7 @@ fn finished(
                 .with(name, |e| e.snap.merge_full(read, since, Instant::now()))
                 .ok_or_else(gone)
         }
-        Done::Full(Err(why), _) | Done::Maintenance(Err(why)) => Err(Stop::Lost(why)),
+        Done::Full(Err(why), _) | Done::Maintenance(Err(why), _) => Err(Stop::Lost(why)),
         Done::Units(Ok(read), since, asked) => {
             // The signals our read caused (loading a unit) came before
             // its reply: apply them first, so the merge knows them.
@@ -376,13 +399,13 @@ fn finished(
             // A unit read failing is the host's read failing: read again.
             Err(Stop::Lost(why))
         }
-        Done::Maintenance(Ok(m)) => {
+        Done::Maintenance(Ok(m), since) => {
             while let Some(Some(e)) = events.ready() {
                 needs.push(apply(inner, name, e).ok_or_else(gone)?);
             }
             inner
                 .with(name, |e| {
-                    e.snap.set_maintenance(m);
+                    e.snap.set_maintenance(m, since);
                     e.snap.confirm(Instant::now());
                 })
                 .ok_or_else(gone)

@@ -62,6 +62,9 @@ pub enum UnitEvent {
     Removed(String),
     /// A job on the unit ended.
     JobRemoved(String),
+    /// A daemon-reload began: systemd unloads every unit (UnitRemoved for
+    /// each, running ones too) and loads them again.
+    Reloading,
     /// A daemon-reload finished: unit files may have changed under every
     /// unit, and systemd does not announce each.
     Reloaded,
@@ -301,10 +304,14 @@ impl UnitEvents {
                     body.deserialize().ok()?;
                 Some(UnitEvent::JobRemoved(unit))
             }
-            // Reloading(false): the reload is done.
+            // Reloading(true) as it begins, (false) once it is done.
             "Reloading" if path == MANAGER_PATH => {
                 let active: bool = body.deserialize().ok()?;
-                (!active).then_some(UnitEvent::Reloaded)
+                Some(if active {
+                    UnitEvent::Reloading
+                } else {
+                    UnitEvent::Reloaded
+                })
             }
             _ => None,
         }
