@@ -546,12 +546,6 @@ fn find<'v>(results: &'v [Value], step: &str, h: &str) -> Option<&'v Value> {
 }
 
 #[test]
-// KNOWN BUG, open in issue 26: on main after the merges of 2026-12-03 the
-// resumed run counts the host its killed run drained as out of service
-// (the other hosts fail "group is full") and then waits out the 10m step
-// timeout on that host's restart. It passed on the safety branch alone.
-// Ignored so CI is not held 10 minutes; run it with `--ignored`.
-#[ignore = "known bug: resume of a group_by drain-restart waits its step timeout (issue 26)"]
 fn a_resume_after_a_kill_mid_drain_restart_leaves_no_host_drained() {
     let Some(lab) = lab() else { return };
     let _l = lab.lock();

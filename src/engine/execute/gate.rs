@@ -31,8 +31,15 @@ pub(super) fn gate_words(w: &Wait) -> String {
     )
 }
 
-/// Wait for ActiveState=active, driven by systemd's PropertiesChanged
-/// signal (no polling); `failed`/`inactive` end the wait at once.
+/// How often [`wait_active`] reads the state when no signal comes.
+const ACTIVE_RECHECK: Duration = Duration::from_millis(200);
+
+/// Wait for ActiveState=active; `failed`/`inactive` end the wait at once.
+/// systemd's PropertiesChanged wakes it early, but systemd sends those
+/// only while some client on the host is subscribed, and drover does not
+/// subscribe (a resumed run waits on a restart its killed predecessor
+/// queued): so the state is also read again every [`ACTIVE_RECHECK`],
+/// each time from systemd (a caching proxy would answer its cache).
 pub(super) async fn wait_active(
     sd: &Systemd,
     unit: &UnitName,
@@ -47,10 +54,11 @@ pub(super) async fn wait_active(
         .map_err(|e| format!("wait for {unit}: {e}"))?;
     let mut changes = proxy.receive_active_state_changed().await;
     loop {
-        let state = proxy
-            .active_state()
+        let state = sd
+            .unit_state(unit, crate::remote::systemd::StateRead::default())
             .await
-            .map_err(|e| format!("wait for {unit}: {e}"))?;
+            .map_err(|e| format!("wait for {unit}: {e}"))?
+            .active_state;
         match state.as_str() {
             "active" => return Ok(()),
             "failed" | "inactive" => {
@@ -58,15 +66,17 @@ pub(super) async fn wait_active(
             }
             _ => {}
         }
-        match tokio::time::timeout_at(deadline, changes.next()).await {
-            Ok(Some(_)) => continue,
-            Ok(None) => return Err(format!("wait: lost the signal stream of {unit}")),
-            Err(_) => {
-                return Err(format!(
-                    "wait: unit {unit} not active within {} (still {state})",
-                    humantime::format_duration(timeout)
-                ))
-            }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "wait: unit {unit} not active within {} (still {state})",
+                humantime::format_duration(timeout)
+            ));
+        }
+        let recheck = (tokio::time::Instant::now() + ACTIVE_RECHECK).min(deadline);
+        tokio::select! {
+            // A closed stream (no signals here) leaves the rechecks.
+            Some(_) = changes.next() => {}
+            _ = tokio::time::sleep_until(recheck) => {}
         }
     }
 }
