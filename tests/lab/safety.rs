@@ -780,3 +780,60 @@ fn an_abort_at_max_fail_still_undrains_the_hosts_that_were_drained() {
     let flags = lab.ssh(&web[1], "cat /var/lib/drover/maintenance.json");
     assert!(flags.contains(UNITS[0]), "{flags}");
 }
+
+#[test]
+fn always_timeout_cuts_a_cleanup_that_hangs() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let web = web_hosts(&lab);
+    let host = &web[0];
+    let _fixture = Fixture::install(&lab, std::slice::from_ref(host));
+    // A unit whose start never finishes: the cleanup that starts it hangs.
+    let hang = "drover-safety-hang";
+    let _hang = lab.undo_on_drop(
+        host,
+        &format!("systemctl stop {hang}; rm -f /run/systemd/system/{hang}.service; systemctl daemon-reload; true"),
+    );
+    lab.ssh(
+        host,
+        &format!("printf '[Service]\\nExecStartPre=/bin/sleep 300\\nExecStart=/bin/sleep infinity\\n' > /run/systemd/system/{hang}.service && systemctl daemon-reload"),
+    );
+    let _left = Drained::left(&lab, host, UNITS[0]);
+    let dir = tempfile::tempdir().unwrap();
+    books(
+        dir.path(),
+        &[(
+            "stuck",
+            format!("name: stuck\nsteps:\n  - id: s\n    target: {host}\n    use: stuck\n"),
+        )],
+    );
+    std::fs::write(
+        dir.path().join("books/modules/stuck.yml"),
+        format!(
+            "description: a cleanup that hangs\nsteps:\n  - id: drain\n    maintenance: {{ enable: true, unit: {u}, reason: test }}\nalways:\n  - id: hang\n    service: {{ name: {hang}, state: started }}\nalways_timeout: 2s\n",
+            u = UNITS[0]
+        ),
+    )
+    .unwrap();
+    let out = lab
+        .drover()
+        .args(["apply", "--format", "json", "-i"])
+        .arg(&lab.inventory)
+        .arg(dir.path().join("books/stuck.yml"))
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(!out.status.success(), "{report}");
+    let results = report["results"].as_array().unwrap();
+    let drain = find(results, "s.drain", host).unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(drain["status"], "ok", "{report}");
+    // The cleanup ran and was cut at its own bound (2 s), not the step
+    // timeout (10 m) nor the unit's 300 s start: the run ended.
+    let hung = find(results, "s.hang", host).unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(hung["status"], "failed", "{report}");
+    let error = hung["error"].as_str().unwrap_or_default();
+    assert!(error.contains("timed out after 2s"), "{error}");
+    let ms = hung["duration_ms"].as_u64().unwrap_or(u64::MAX);
+    assert!((2000..60_000).contains(&ms), "{ms} ms: {report}");
+}
