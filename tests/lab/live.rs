@@ -1,7 +1,8 @@
 //! The server's live snapshot against real systemd: a change made behind
 //! drover's back (systemctl on the host) is seen through systemd's
-//! signals within 2 s, answered from memory (the server's count of reads
-//! that had to read the hosts does not move); a unit that appears is
+//! signals within 2 s, in health, the node routes and the status page,
+//! answered from memory (the server's count of reads that had to read
+//! the hosts does not move); a unit that appears is
 //! listed; a killed connection makes the host stale, then the watch
 //! reconnects; the periodic full read heals what systemd does not signal.
 //! Units of its own (`drover-live-*`), so other tests' units are never
@@ -134,6 +135,24 @@ fn status_of(b: &Value, unit: &str) -> String {
         .to_string()
 }
 
+/// The status the status page's host page shows for `unit` (its unit
+/// table row's `data-status`; empty when the row is missing).
+async fn page_status(url: &str, cookie: &str, unit: &str) -> String {
+    let r = server::client()
+        .get(url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{url}");
+    let html = r.text().await.unwrap();
+    let row = format!("data-unit=\"{unit}\" data-status=\"");
+    html.split_once(&row)
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(st, _)| st.to_string())
+        .unwrap_or_default()
+}
+
 #[tokio::test]
 async fn a_unit_stopped_behind_drovers_back_shows_within_2s_from_the_snapshot() {
     let Some(lab) = lab() else { return };
@@ -150,7 +169,11 @@ async fn a_unit_stopped_behind_drovers_back_shows_within_2s_from_the_snapshot() 
     assert_eq!(st, 200, "{b}");
     let (_, _, b) = call(Method::GET, &node, Some(&keys.read)).await;
     assert_eq!(status_of(&b, unit), "RUNNING", "{b}");
+    let cookie = server::login(&server::client(), &s.url("/login"), &keys.read).await;
+    let page = s.url(&format!("/page/host/{host}"));
+    assert_eq!(page_status(&page, &cookie, unit).await, "RUNNING");
 
+    let stopped = Instant::now();
     lab.ssh(&host, &format!("systemctl stop {unit}"));
     let (t, age) = until(&health, &keys.read, Duration::from_secs(2), |st, b, age| {
         // Shown by the snapshot (a poll or two while systemd's stop job
@@ -179,6 +202,18 @@ async fn a_unit_stopped_behind_drovers_back_shows_within_2s_from_the_snapshot() 
     // at most 2 read the host (a freshness lapse on a loaded machine).
     let text = scrape(&s, &keys.read).await;
     assert!(metric(&text, "drover_live_signals_total") > 0.0, "{text}");
+    // The status page's host page too, within 2 s of the stop.
+    loop {
+        let st = page_status(&page, &cookie, unit).await;
+        if st == "STOPPED" {
+            break;
+        }
+        assert!(
+            stopped.elapsed() <= Duration::from_secs(2),
+            "the page still says {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (hosts0, snap0) = (metric(&text, FROM_HOSTS), metric(&text, FROM_SNAPSHOT));
     for _ in 0..20 {
         let (st, _, b) = call(Method::GET, &health, Some(&keys.read)).await;

@@ -46,13 +46,9 @@ pub(super) async fn wait_active(
     deadline: tokio::time::Instant,
     timeout: Duration,
 ) -> std::result::Result<(), String> {
-    let proxy = crate::remote::systemd::UnitProxy::builder(sd.connection())
-        .path(crate::remote::systemd::unit_object_path(unit.as_str()))
-        .map_err(|e| e.to_string())?
-        .build()
-        .await
-        .map_err(|e| format!("wait for {unit}: {e}"))?;
-    let mut changes = proxy.receive_active_state_changed().await;
+    // Built only once there is something to wait for: most waits follow
+    // a start or restart whose job has finished, and end at the first read.
+    let mut changes = None;
     loop {
         let state = sd
             .unit_state(unit, crate::remote::systemd::StateRead::default())
@@ -72,10 +68,25 @@ pub(super) async fn wait_active(
                 humantime::format_duration(timeout)
             ));
         }
+        if changes.is_none() {
+            let proxy = crate::remote::systemd::UnitProxy::builder(sd.connection())
+                .path(crate::remote::systemd::unit_object_path(unit.as_str()))
+                .map_err(|e| e.to_string())?
+                .build()
+                .await
+                .map_err(|e| format!("wait for {unit}: {e}"))?;
+            changes = Some(proxy.receive_active_state_changed().await);
+        }
         let recheck = (tokio::time::Instant::now() + ACTIVE_RECHECK).min(deadline);
+        let next = async {
+            match changes.as_mut() {
+                Some(c) => c.next().await,
+                None => None,
+            }
+        };
         tokio::select! {
             // A closed stream (no signals here) leaves the rechecks.
-            Some(_) = changes.next() => {}
+            Some(_) = next => {}
             _ = tokio::time::sleep_until(recheck) => {}
         }
     }
