@@ -110,6 +110,11 @@ fn from_live(
         .filter(|h| caller.may_reach(h))
         .cloned()
         .collect();
+    let key = Arc::as_ptr(&loaded) as usize;
+    let names: Vec<String> = picked.iter().map(|h| h.name.clone()).collect();
+    if let Some(kept) = state.fleet.live(key, &names) {
+        return Some(kept);
+    }
     let lf = super::live::fleet_report(live, &picked);
     if !lf.stale.is_empty() {
         return None;
@@ -118,17 +123,20 @@ fn from_live(
         .age
         .and_then(|a| chrono::Duration::from_std(a).ok())
         .map(|a| chrono::Utc::now() - a);
-    Some(FleetState {
+    let fleet = FleetState {
         hosts: hosts_of(&picked, &lf.report),
         read_at,
         error: None,
         watched: Arc::new(watched_units(&loaded)),
-    })
+    };
+    state.fleet.set_live(key, names, fleet.clone());
+    Some(fleet)
 }
 
 /// Read the host `name` again now and put it in the snapshot (after a
 /// change the page made, so its next load shows it).
 pub async fn refresh_host(state: &Arc<AppState>, name: &str) {
+    state.fleet.forget_live();
     let loaded = state.loaded();
     let key = Arc::as_ptr(&loaded) as usize;
     let Some(snap) = state.fleet.current().filter(|s| s.loaded == key) else {
