@@ -90,9 +90,13 @@ pub struct HostSnap {
     pub seq: u64,
     /// The `seq` of the last invalidation: flags read before it are stale.
     invalidated: u64,
-    /// A daemon-reload is under way (between its two Reloading signals):
-    /// its UnitRemoved say nothing about the units.
+    /// A daemon-reload is under way (between its two Reloading signals).
     reloading: bool,
+    /// The `seq` of the last finished daemon-reload: until a full read
+    /// that began after it is in, the entry answers nothing.
+    reloaded: u64,
+    /// The `since` of the last full read merged.
+    full_since: u64,
     /// Units a signal removed, with its sequence number: a read that
     /// began before it must not bring them back. Emptied by full reads.
     removed: BTreeMap<String, u64>,
@@ -154,6 +158,8 @@ impl HostSnap {
     pub fn fresh(&self, now: Instant, bound: Duration) -> bool {
         self.error.is_none()
             && self.maintenance.is_some()
+            && !self.reloading
+            && self.full_since >= self.reloaded
             && self
                 .confirmed
                 .is_some_and(|t| now.saturating_duration_since(t) <= bound)
@@ -300,16 +306,17 @@ impl HostSnap {
                 Need::Nothing
             }
             // Every unit is unloaded and loaded again meanwhile: their
-            // UnitRemoved say nothing about them (a running unit was read
-            // as stopped). What runs does not change with a reload, so
-            // the entry keeps answering; the full read after it brings
-            // what the unit files changed (a description, a unit gone).
+            // UnitRemoved say nothing about them, and nothing held is
+            // answered until a read that began after the reload is in.
             UnitEvent::Reloading => {
                 self.reloading = true;
                 Need::Nothing
             }
             UnitEvent::Reloaded => {
                 self.reloading = false;
+                // The read must begin after this: until it is in, units
+                // the reload touched are not answered from here.
+                self.reloaded = seq;
                 Need::Full
             }
         }
@@ -397,6 +404,7 @@ impl HostSnap {
         self.absent.clear();
         self.removed.clear();
         self.listing = listing;
+        self.full_since = self.full_since.max(since);
         if self.invalidated <= since {
             self.maintenance = Some(read.maintenance);
         }

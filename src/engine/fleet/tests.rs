@@ -341,7 +341,7 @@ fn a_read_that_began_earlier_and_ends_later_does_not_undo_a_newer_one() {
 }
 
 #[test]
-fn a_daemon_reload_unloads_nothing_held() {
+fn a_daemon_reload_unloads_nothing_held_and_answers_nothing_until_read_again() {
     let t0 = Instant::now();
     let bound = Duration::from_secs(5);
     let mut s = HostSnap::default();
@@ -354,19 +354,26 @@ fn a_daemon_reload_unloads_nothing_held() {
         0,
         t0,
     );
-    // systemd unloads every unit as the reload begins, running ones too:
-    // those removals are no collection.
+    assert!(s.fresh(t0, bound));
+    // systemd unloads every unit as the reload begins: running ones too.
+    let before = s.seq;
     assert_eq!(s.apply(UnitEvent::Reloading), Need::Nothing);
+    assert!(!s.fresh(t0, bound), "answered while reloading");
     assert_eq!(s.apply(UnitEvent::Removed("w.service".into())), Need::Nothing);
     assert_eq!(s.apply(UnitEvent::New("w.service".into())), Need::Nothing);
+    assert_eq!(s.apply(UnitEvent::Reloaded), Need::Full);
+    // A full read that began before the reload ended does not make it
+    // current again; one that began after it does.
+    s.merge_full(read(&[("w.service", unit("active", "running"))], &[]), before, t0);
+    assert!(!s.fresh(t0, bound), "a read from before the reload answered");
+    s.merge_full(
+        read(
+            &[("w.service", unit("active", "running"))],
+            &[("w.service", unit("active", "running"))],
+        ),
+        s.seq,
+        t0,
+    );
     assert!(s.fresh(t0, bound));
     assert_eq!(held(&s, "w.service").as_deref(), Some("active"));
-    assert!(s.view(&[]).unwrap().contains_key("w.service"));
-    // Once it is done, a full read brings what the unit files changed.
-    assert_eq!(s.apply(UnitEvent::Reloaded), Need::Full);
-    // After it, a removal is a collection again.
-    assert_eq!(
-        s.apply(UnitEvent::Removed("w.service".into())),
-        Need::FileState("w.service".into())
-    );
 }
