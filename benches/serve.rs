@@ -22,6 +22,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -212,30 +213,38 @@ fn lab_bench() {
             .map(|_| {
                 let (c, url, key) = (client.clone(), url.clone(), key.clone());
                 tokio::spawn(async move {
-                    let (mut lat, mut errors) = (Vec::new(), 0usize);
+                    let mut lat = Vec::new();
+                    // Why each failed request failed, counted.
+                    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
                     while Instant::now() < end {
                         let t = Instant::now();
-                        match c.get(&url).bearer_auth(&key).send().await {
+                        let why = match c.get(&url).bearer_auth(&key).send().await {
                             Ok(r) if r.status().is_success() => {
                                 let body: serde_json::Value = r.json().await.unwrap_or_default();
-                                if body.as_array().map(Vec::len) == Some(n) {
-                                    lat.push(t.elapsed().as_secs_f64());
-                                } else {
-                                    errors += 1;
+                                match body.as_array().map(Vec::len) {
+                                    Some(len) if len == n => {
+                                        lat.push(t.elapsed().as_secs_f64());
+                                        continue;
+                                    }
+                                    other => format!("{other:?} hosts in the answer"),
                                 }
                             }
-                            _ => errors += 1,
-                        }
+                            Ok(r) => format!("status {}", r.status().as_u16()),
+                            Err(e) => format!("request: {e}"),
+                        };
+                        *errors.entry(why).or_default() += 1;
                     }
                     (lat, errors)
                 })
             })
             .collect();
-        let (mut all, mut errors) = (Vec::new(), 0);
+        let (mut all, mut errors) = (Vec::new(), BTreeMap::new());
         for t in tasks {
             let (l, e) = t.await.expect("reader");
             all.extend(l);
-            errors += e;
+            for (why, k) in e {
+                *errors.entry(why).or_insert(0usize) += k;
+            }
         }
         (all, errors)
     });
@@ -244,9 +253,10 @@ fn lab_bench() {
     sorted.sort_by(f64::total_cmp);
     let pct = |p: f64| quantile(&sorted, p) * 1000.0;
     println!(
-        "(c) GET /node/_all/service/demo-web, 50 clients, {secs} s: {} requests ({:.1}/s), {errors} errors, p50 {:.1} ms, p99 {:.1} ms; SSH connections opened: {opened} for {n} hosts",
+        "(c) GET /node/_all/service/demo-web, 50 clients, {secs} s: {} requests ({:.1}/s), {} errors {errors:?}, p50 {:.1} ms, p99 {:.1} ms; SSH connections opened: {opened} for {n} hosts",
         sorted.len(),
         sorted.len() as f64 / secs as f64,
+        errors.values().sum::<usize>(),
         pct(0.50),
         pct(0.99)
     );
