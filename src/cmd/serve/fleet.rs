@@ -104,17 +104,17 @@ fn from_live(
         .iter()
         .map(|h| (h.name.as_str(), h))
         .collect();
-    let picked: Vec<Host> = hosts
+    let reachable: Vec<&Host> = hosts
         .iter()
         .filter_map(|n| by_name.get(n.as_str()).copied())
         .filter(|h| caller.may_reach(h))
-        .cloned()
         .collect();
     let key = Arc::as_ptr(&loaded) as usize;
-    let names: Vec<String> = picked.iter().map(|h| h.name.clone()).collect();
+    let names: Vec<&str> = reachable.iter().map(|h| h.name.as_str()).collect();
     if let Some(kept) = state.fleet.live(key, &names) {
         return Some(kept);
     }
+    let picked: Vec<Host> = reachable.into_iter().cloned().collect();
     let lf = super::live::fleet_report(live, &picked);
     if !lf.stale.is_empty() {
         return None;
@@ -129,6 +129,7 @@ fn from_live(
         error: None,
         watched: Arc::new(watched_units(&loaded)),
     };
+    let names = picked.iter().map(|h| h.name.clone()).collect();
     state.fleet.set_live(key, names, fleet.clone());
     Some(fleet)
 }

@@ -39,7 +39,7 @@ struct LiveEntry {
 /// per load it cost 138 ms of CPU at 1,000 hosts (every unit of every
 /// host copied and judged); reused, a page loaded in a loop costs that at
 /// most once a second, and a change shows within it.
-pub(super) const LIVE_REUSE: Duration = Duration::from_secs(1);
+const LIVE_REUSE: Duration = Duration::from_secs(1);
 
 /// Fleet states kept (one per set of hosts asked, e.g. per key's scope).
 const LIVE_KEPT: usize = 8;
@@ -83,7 +83,7 @@ impl FleetCache {
 
     /// A fleet state built from the live snapshot for `hosts` under
     /// `loaded` within [`LIVE_REUSE`].
-    pub(super) fn live(&self, loaded: usize, hosts: &[String]) -> Option<FleetState> {
+    pub(super) fn live(&self, loaded: usize, hosts: &[&str]) -> Option<FleetState> {
         let cache = self.live.lock().unwrap_or_else(|p| p.into_inner());
         cache
             .iter()

@@ -238,6 +238,10 @@ async fn follow(inner: &Inner, name: &str, session: &Arc<Session>) -> Stop {
             _ = wake.notified() => Step::Asked,
             Some(d) = work.next() => Step::Finished(d),
         };
+        // Only a wake (a job's invalidation) or a finished read changes
+        // whether the flags must be read: signals and pings do not, and
+        // skip the check (a reload's storm of signals).
+        let flags_may_be_stale = matches!(step, Step::Asked | Step::Finished(_));
         match step {
             Step::Signal(None) => return Stop::Lost("the connection closed".into()),
             Step::Signal(Some(e)) => {
@@ -291,8 +295,11 @@ async fn follow(inner: &Inner, name: &str, session: &Arc<Session>) -> Stop {
         // The flags, when a job may have changed them (invalidated) and
         // no read in flight began after that: a full read that did is
         // stale for them.
-        let stale = inner.with(name, |e| e.snap.needs_maintenance().then_some(e.snap.seq));
-        if let (Some(Some(since)), false, false) = (stale, heal.running, reading_flags) {
+        let stale = match flags_may_be_stale && !heal.running && !reading_flags {
+            true => inner.with(name, |e| e.snap.needs_maintenance().then_some(e.snap.seq)),
+            false => None,
+        };
+        if let Some(Some(since)) = stale {
             reading_flags = true;
             // Then a ping: once both answered the entry is current.
             work.push(Box::pin(async move {
@@ -301,11 +308,12 @@ async fn follow(inner: &Inner, name: &str, session: &Arc<Session>) -> Stop {
                 Done::Maintenance(m.and_then(|m| p.map(|()| m)), since)
             }));
         }
-        // A read of the queued units, once nothing else reads the host.
+        // The full read asked for while one was in flight.
         if heal.again && !heal.running {
             heal.again = false;
             schedule(inner, name, session, &mut work, &mut heal, &mut queue, vec![Need::Full]);
         }
+        // A read of the queued units, once nothing else reads the host.
         if !reading && !heal.running && !queue.is_empty() {
             reading = true;
             let since = inner.with(name, |e| e.snap.seq).unwrap_or_default();
