@@ -102,3 +102,68 @@ async fn become_runs_jobs_through_the_bridge() {
     assert_ne!(after["InvocationID"], before);
     lab.ssh(&host.name, "systemctl stop demo-idle");
 }
+
+/// dbus-daemon refuses a connection's 129th pending call with
+/// LimitsExceeded, and while systemd reloads nothing is answered, so
+/// every call sent meanwhile is pending: 400 Gets during a reload drew 73
+/// refusals. The server's reads share one connection per host (the live
+/// snapshot's full read, each route's read); a refused Get was once taken
+/// for a missing value and a running unit was listed without its start
+/// time. Bulk reads at once, round after round while the host reloads:
+/// each answers in full (every unit up has its start time and
+/// InvocationID) or not at all.
+#[tokio::test]
+async fn bulk_reads_sharing_a_connection_through_reloads_answer_in_full() {
+    let Some(lab) = lab() else { return };
+    let inv = Inventory::load(&lab.inventory).expect("inventory");
+    let host = inv
+        .hosts
+        .iter()
+        .find(|h| h.name == lab.host(0))
+        .expect("lab host")
+        .clone();
+    let session = carrier::connect(&host).await.expect("connect");
+    let sd = session.systemd();
+    let names: Vec<UnitName> = sd
+        .all_service_facts(true)
+        .await
+        .expect("listing")
+        .into_keys()
+        .filter_map(|n| UnitName::parse(&n).ok())
+        .collect();
+    assert!(names.len() >= 40, "{names:?}");
+    let reloader = {
+        let (lab, host) = (lab.clone(), host.name.clone());
+        tokio::task::spawn_blocking(move || {
+            lab.ssh_output(
+                &host,
+                "for i in $(seq 10); do systemctl daemon-reload; done",
+            )
+        })
+    };
+    let mut rounds = 0;
+    let mut up = 0;
+    while !reloader.is_finished() {
+        let (loaded, all, named) = futures_util::join!(
+            sd.all_service_facts(true),
+            sd.all_service_facts(false),
+            sd.unit_facts(&names),
+        );
+        for (what, r) in [("loaded", loaded), ("all", all), ("named", named)] {
+            let facts = r.unwrap_or_else(|e| panic!("round {rounds}, {what}: {e}"));
+            for (u, f) in facts.iter().filter(|(_, f)| f.active_state == "active") {
+                up += 1;
+                assert!(
+                    f.start_time.is_some() && !f.invocation_id.is_empty(),
+                    "round {rounds}, {what}: {u} is active without its start time or InvocationID: {f:?}"
+                );
+            }
+        }
+        rounds += 1;
+    }
+    let reloaded = reloader.await.expect("reloader");
+    assert!(reloaded.status.success(), "{reloaded:?}");
+    assert!(rounds >= 2, "{rounds} rounds during the reloads");
+    assert!(up > 0);
+    session.close().await;
+}

@@ -35,6 +35,17 @@ const MANAGER_INTERFACE: &str = "org.freedesktop.systemd1.Manager";
 /// connection (max_replies_per_connection) with LimitsExceeded.
 pub const UNITS_IN_FLIGHT: usize = 32;
 
+/// Pending calls the reads ([`Systemd::unit_facts`],
+/// [`Systemd::unit_states`], [`Systemd::all_service_facts`]) may hold on
+/// one connection, all of them together. dbus-daemon refuses a
+/// connection's 129th pending call, and while systemd reloads it answers
+/// nothing, so every call sent meanwhile stays pending: 400 Gets during a
+/// reload drew 73 LimitsExceeded. The server's reads share a connection
+/// (the live snapshot's, each route's), and a refused Get once listed a
+/// running unit without its start time. The other 32 are for jobs and
+/// the snapshot's follow-ups of a signal.
+const BULK_CALLS: u32 = 96;
+
 /// A unit-file change reported by systemd: (type, file, destination).
 pub type UnitFileChange = (String, String, String);
 
@@ -82,6 +93,8 @@ pub struct Systemd {
     conn: Connection,
     manager: ManagerProxy<'static>,
     jobs: std::sync::Arc<tokio::sync::OnceCell<JobWatch>>,
+    /// [`BULK_CALLS`] permits, shared by every clone on this connection.
+    bulk: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// systemd's bus-label escaping of a unit name into its object path, so
@@ -124,7 +137,19 @@ impl Systemd {
             conn,
             manager,
             jobs: Default::default(),
+            bulk: std::sync::Arc::new(tokio::sync::Semaphore::new(BULK_CALLS as usize)),
         })
+    }
+
+    /// Room for `calls` pending calls of a bulk read on this connection.
+    async fn bulk_permit(
+        &self,
+        calls: u32,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, SystemdError> {
+        self.bulk
+            .acquire_many(calls.min(BULK_CALLS))
+            .await
+            .map_err(|_| SystemdError::bus("bulk read")(zbus::Error::Failure("closed".into())))
     }
 
     /// The underlying D-Bus connection.

@@ -71,6 +71,7 @@ impl Systemd {
     }
 
     async fn read_unit(&self, unit: &str) -> Result<UnitFacts, SystemdError> {
+        let _room = self.bulk_permit(3).await?;
         let path = unit_object_path(unit);
         let load = self.manager.load_unit(unit);
         let all = self.conn.call_method(
@@ -160,6 +161,14 @@ impl Systemd {
         asked: &[(&UnitName, StateRead)],
     ) -> Result<Vec<UnitFacts>, SystemdError> {
         let names: Vec<&str> = asked.iter().map(|(u, _)| u.as_str()).collect();
+        // Up to two calls per unit, besides the listing: a refused one
+        // would read as a unit without an InvocationID.
+        let calls = asked
+            .iter()
+            .map(|(_, w)| u32::from(w.invocation) + u32::from(w.file_state))
+            .sum::<u32>()
+            + 1;
+        let _room = self.bulk_permit(calls).await?;
         let rows = self.manager.list_units_by_names(&names);
         // By index, as below: a closure over `&(&UnitName, StateRead)` items
         // makes the future not provably Send (rust-lang/rust#102211).
@@ -360,53 +369,63 @@ impl Systemd {
         // By index: a closure over `&UnitName` items makes the future not
         // provably Send (rust-lang/rust#102211), and the server spawns it.
         let history_ref = &history;
-        let extra: Vec<RunHistory> = futures_util::stream::iter(0..history.len())
-            .map(|i| async move {
-                let u = &history_ref[i];
-                let path = unit_object_path(u.as_str());
-                let get = |iface: &'static str, prop: &'static str| {
-                    let path = path.clone();
-                    async move {
-                        let reply = self
-                            .conn
-                            .call_method(
-                                Some(DEST),
-                                path.as_str(),
-                                Some("org.freedesktop.DBus.Properties"),
-                                "Get",
-                                &(iface, prop),
-                            )
-                            .await
-                            .ok()?;
-                        reply.body().deserialize::<OwnedValue>().ok()
-                    }
-                };
-                let need_ufs = !file_state_ref.contains_key(u.as_str());
-                let (inv, ts, pid, ufs) = futures_util::join!(
-                    get("org.freedesktop.systemd1.Unit", "InvocationID"),
-                    get("org.freedesktop.systemd1.Unit", "ActiveEnterTimestamp"),
-                    get("org.freedesktop.systemd1.Service", "MainPID"),
-                    async {
-                        if need_ufs {
-                            get("org.freedesktop.systemd1.Unit", "UnitFileState").await
-                        } else {
-                            None
+        let extra: Vec<Result<RunHistory, SystemdError>> =
+            futures_util::stream::iter(0..history.len())
+                .map(|i| async move {
+                    let u = &history_ref[i];
+                    let path = unit_object_path(u.as_str());
+                    let get = |iface: &'static str, prop: &'static str| {
+                        let path = path.clone();
+                        async move {
+                            let reply = self
+                                .conn
+                                .call_method(
+                                    Some(DEST),
+                                    path.as_str(),
+                                    Some("org.freedesktop.DBus.Properties"),
+                                    "Get",
+                                    &(iface, prop),
+                                )
+                                .await
+                                .map_err(SystemdError::bus(format!("Get {prop} {u}")))?;
+                            reply
+                                .body()
+                                .deserialize::<OwnedValue>()
+                                .map_err(SystemdError::bus(format!("Get {prop} {u}")))
                         }
-                    }
-                );
-                (
-                    u.to_string(),
-                    inv.and_then(|v| Vec::<u8>::try_from(v).ok())
-                        .map(|b| hex(&b)),
-                    ts.and_then(|v| u64::try_from(v).ok()),
-                    pid.and_then(|v| u32::try_from(v).ok()),
-                    ufs.and_then(|v| String::try_from(v).ok()),
-                )
-            })
-            .buffered(in_flight.max(1))
-            .collect()
-            .await;
-        for (name, inv, ts, pid, ufs) in extra {
+                    };
+                    let need_ufs = !file_state_ref.contains_key(u.as_str());
+                    let _room = self.bulk_permit(if need_ufs { 4 } else { 3 }).await?;
+                    // A failed Get is an error, not a missing value: a unit
+                    // listed as running without its start time or
+                    // InvocationID would be a lie (LimitsExceeded did that).
+                    let (inv, ts, pid, ufs) = futures_util::join!(
+                        get("org.freedesktop.systemd1.Unit", "InvocationID"),
+                        get("org.freedesktop.systemd1.Unit", "ActiveEnterTimestamp"),
+                        get("org.freedesktop.systemd1.Service", "MainPID"),
+                        async {
+                            if need_ufs {
+                                get("org.freedesktop.systemd1.Unit", "UnitFileState")
+                                    .await
+                                    .map(Some)
+                            } else {
+                                Ok(None)
+                            }
+                        }
+                    );
+                    Ok((
+                        u.to_string(),
+                        Vec::<u8>::try_from(inv?).ok().map(|b| hex(&b)),
+                        u64::try_from(ts?).ok(),
+                        u32::try_from(pid?).ok(),
+                        ufs?.and_then(|v| String::try_from(v).ok()),
+                    ))
+                })
+                .buffered(in_flight.max(1))
+                .collect()
+                .await;
+        for r in extra {
+            let (name, inv, ts, pid, ufs) = r?;
             if let Some(f) = out.get_mut(&name) {
                 f.invocation_id = inv.unwrap_or_default();
                 f.start_time = ts.and_then(timestamp_rfc3339);
