@@ -346,6 +346,11 @@ impl Systemd {
                 let Some(name) = service_name(&u.0) else {
                     continue;
                 };
+                // Started since ListUnits answered (by someone else): it
+                // has a run whose start time and InvocationID belong here.
+                if u.3 != "inactive" {
+                    history.push(name.clone());
+                }
                 out.insert(
                     name.to_string(),
                     UnitFacts {
