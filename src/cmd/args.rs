@@ -182,6 +182,10 @@ pub enum Command {
     /// Serve the HTTP API (osapi node services, jobs, runbooks) over the same engine.
     #[command(after_long_help = book!("guide/serve.md", "Serve: the HTTP API"))]
     Serve(Box<super::serve::ServeArgs>),
+    /// Work the hosts of a region for cluster mode (`serve --nats`): hold
+    /// their leases in NATS JetStream and answer their reads.
+    #[command(after_long_help = book!("guide/cluster.md", "Cluster mode"))]
+    Worker(super::cluster::WorkerArgs),
     /// Print the shell completion script (e.g. `drover completions bash > /etc/bash_completion.d/drover`).
     #[command(after_long_help = book!("operations/install.md", "Installing drover"))]
     Completions {

@@ -35,6 +35,7 @@ macro_rules! book {
 }
 
 mod apply;
+mod cluster;
 internal_mod! {
     args;
     logging;
@@ -80,6 +81,7 @@ pub fn main() -> i32 {
         Command::Status(a) => a.format == ReportFormat::Json,
         Command::Service(a) => a.format == ReportFormat::Json,
         Command::Facts(_) | Command::Schema { .. } | Command::Serve(_) => false,
+        Command::Worker(_) => false,
         Command::Completions { .. } | Command::Man { .. } | Command::DocsGen { .. } => false,
         Command::Maintenance(a) => a.format == ReportFormat::Json,
         Command::Health(a) => a.format == ReportFormat::Json,
@@ -244,6 +246,7 @@ fn run(cli: &Cli) -> Result<i32> {
         Command::Health(a) => read::health(a, color),
         Command::Logs(a) => read::logs(a, color),
         Command::Serve(a) => serve::serve(a),
+        Command::Worker(a) => cluster::worker(a),
         Command::Completions { shell } => docs::completions(*shell),
         Command::Man { dir } => docs::man(dir),
         Command::DocsGen { dir } => docs::docs_gen(dir),

@@ -9,6 +9,7 @@ internal_mod! {
     apply;
     carry;
     claims;
+    cluster;
     clock;
     events;
     files;

@@ -3,6 +3,7 @@
 //! I/O beyond reading the files it is given (playbooks, inventories, facts
 //! and the unit templates a playbook names).
 
+pub mod cluster;
 pub mod dag;
 pub mod decide;
 pub mod error;

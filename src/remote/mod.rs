@@ -8,6 +8,7 @@ pub mod connect;
 pub mod fanout;
 pub mod logs;
 pub mod maintenance;
+pub mod nats;
 pub mod pool;
 pub mod probe;
 pub mod script;

@@ -8,6 +8,8 @@
 mod common;
 #[path = "../common/markdown.rs"]
 mod markdown;
+#[path = "../common/nats.rs"]
+mod nats;
 #[path = "../common/server.rs"]
 mod server;
 
@@ -15,6 +17,7 @@ mod apply;
 mod bounded;
 mod browser;
 mod carrier;
+mod cluster;
 mod engine;
 mod forged;
 mod frozen;

@@ -90,3 +90,102 @@ impl HostExecutor for InProcess {
             .0
     }
 }
+
+/// A cluster-mode replica's executor: each host's read is asked of the
+/// worker that owns it (`drover worker`), over NATS. Dry runs and unit
+/// logs are not carried yet; they answer 503 with what to do instead.
+pub struct Cluster {
+    reads: crate::engine::cluster::reads::ClusterReads,
+    forks: usize,
+}
+
+impl Cluster {
+    /// Reads over `client`; a worker may take `read_timeout` (plus the
+    /// trip) per host; `forks` hosts asked at once.
+    pub fn new(client: async_nats::Client, read_timeout: std::time::Duration, forks: usize) -> Self {
+        Cluster {
+            reads: crate::engine::cluster::reads::ClusterReads::new(
+                client,
+                read_timeout + std::time::Duration::from_secs(5),
+            ),
+            forks: forks.max(1),
+        }
+    }
+}
+
+/// What a replica answers for what cluster mode does not carry yet.
+pub fn not_in_cluster_mode(what: &str) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!(
+            "{what} are not available in cluster mode yet: use `drover` where the hosts are reachable, or a server without --nats"
+        ),
+    )
+}
+
+#[async_trait]
+impl HostExecutor for Cluster {
+    async fn plan(&self, _: Job, _: bool, _: bool) -> Result<Planned, ApiError> {
+        Err(not_in_cluster_mode("dry runs"))
+    }
+
+    async fn status(
+        &self,
+        inv: Inventory,
+        target: Option<String>,
+        units: Vec<String>,
+    ) -> Result<StatusReport, ApiError> {
+        use crate::model::cluster::ReadUnits;
+        use futures_util::StreamExt;
+        let hosts = crate::engine::live::select_hosts(&inv, target.as_deref())?;
+        let units = crate::engine::live::parse_units(&units)?;
+        let ask = match units.is_empty() {
+            true => ReadUnits::Loaded,
+            false => ReadUnits::These(units.iter().map(|u| u.to_string()).collect()),
+        };
+        let names: Vec<String> = hosts.into_iter().map(|h| h.name).collect();
+        let (reads, digest, ask, names_ref) = (&self.reads, inv.digest.as_str(), &ask, &names);
+        // By index: a closure over `&Host` items makes the future not
+        // provably Send (rust-lang/rust#102211).
+        let answers: Vec<_> = futures_util::stream::iter(0..names.len())
+            .map(|i| async move {
+                let host = &names_ref[i];
+                (host.clone(), reads.read(digest, host, ask.clone()).await)
+            })
+            .buffered(self.forks)
+            .collect()
+            .await;
+        let mut facts = crate::model::facts::Facts::new();
+        let mut unreachable = std::collections::BTreeSet::new();
+        for (host, r) in answers {
+            if r.unreachable {
+                unreachable.insert(host.clone());
+            }
+            facts.hosts.insert(host, r.facts);
+        }
+        Ok(crate::engine::status::status_report(
+            &facts,
+            &unreachable,
+            chrono::Utc::now(),
+        ))
+    }
+
+    async fn logs(&self, hosts: Vec<Host>, _: LogQuery, _: bool) -> Vec<HostLogs> {
+        hosts
+            .into_iter()
+            .map(|h| HostLogs {
+                hostname: h.name,
+                status: crate::model::outcome::Status::Failed,
+                entries: Vec::new(),
+                error: Some(
+                    "unit logs are not available in cluster mode yet: use `drover logs` where the hosts are reachable"
+                        .into(),
+                ),
+                unreachable: false,
+                truncated: false,
+                unit_unknown: false,
+            })
+            .collect()
+    }
+}

@@ -187,6 +187,10 @@ pub async fn start_job_with(
     extra_claims: Vec<Claim>,
     cont: Option<Continuation>,
 ) -> Result<Started, ApiError> {
+    // A replica reaches no host; jobs through the workers come later.
+    if state.settings.cluster {
+        return Err(super::executor::not_in_cluster_mode("jobs"));
+    }
     let allow_protected = q.allow_protected.unwrap_or(false);
     if allow_protected {
         caller.require(Role::Admin)?;

@@ -173,6 +173,10 @@ pub struct ServeArgs {
     /// The live snapshot's flags.
     #[command(flatten)]
     pub live: live::LiveArgs,
+    /// Cluster mode: with --nats, this server is a replica that holds no
+    /// SSH key and asks `drover worker`s for the hosts' state.
+    #[command(flatten)]
+    pub cluster: crate::cmd::cluster::NatsArgs,
 }
 
 /// `drover serve` subcommands.
@@ -269,6 +273,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         session_ttl: a.session_ttl,
         objects: a.objects.clone(),
         failure_logs: a.failure_logs,
+        cluster: !a.cluster.nats.is_empty(),
     };
     let idle = a.idle;
     let header_read = a.header_timeout;
@@ -310,7 +315,31 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             Arc::new(n.on_result(move |d| m.notified(d == crate::cmd::notify::Delivery::Delivered)))
         });
         let pool = Pool::new(idle);
-        let fleet = a.live.fleet(pool.clone(), settings.read_timeout)?;
+        // A replica follows no host: the owning workers do.
+        let fleet = match settings.cluster {
+            true => None,
+            false => a.live.fleet(pool.clone(), settings.read_timeout)?,
+        };
+        let executor: Arc<dyn executor::HostExecutor> = match settings.cluster {
+            true => {
+                let nats = a
+                    .cluster
+                    .options("drover-serve")
+                    .connect()
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                tracing::info!("cluster mode: reads go to the workers over NATS");
+                Arc::new(executor::Cluster::new(
+                    nats.client,
+                    settings.read_timeout,
+                    settings.forks,
+                ))
+            }
+            false => Arc::new(InProcess {
+                reach: Reach::new(settings.forks, settings.read_timeout)
+                    .with_pool(Some(pool.clone())),
+            }),
+        };
         let observer = observe::ServeObserver {
             metrics: metrics.clone(),
             notifier: notifier.clone(),
@@ -318,7 +347,6 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         };
         let jobs: Arc<dyn JobStore> =
             Arc::new(DirJobs::open(&jobs_dir, retention)?.with_observer(Arc::new(observer)));
-        let reach = Reach::new(settings.forks, settings.read_timeout).with_pool(Some(pool.clone()));
         let listener = listen::bind(&address, tls).await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let state = Arc::new(AppState {
@@ -326,7 +354,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             loaded: std::sync::RwLock::new(Arc::new(loaded)),
             jobs: jobs.clone(),
             claims: Arc::new(LocalClaims::default()),
-            executor: Arc::new(InProcess { reach }),
+            executor,
             sessions: Arc::new(MemorySessions::new(MAX_SESSIONS)),
             pool: pool.clone(),
             audit,

@@ -190,6 +190,9 @@ pub struct Settings {
     pub objects: Option<PathBuf>,
     /// Journal lines a job's failed service result carries (0: none).
     pub failure_logs: u32,
+    /// A cluster-mode replica (`--nats`): reads go to the workers that own
+    /// the hosts, and this process reaches no host and runs no job.
+    pub cluster: bool,
 }
 
 /// The server's state, shared by every request.

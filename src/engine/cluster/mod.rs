@@ -1,0 +1,7 @@
+//! Cluster mode over NATS JetStream: workers that own hosts by leases and
+//! answer their reads ([`worker`]), and the replicas' side that asks the
+//! owner ([`reads`]). Subjects, buckets and leases are `model::cluster`'s;
+//! the connection is `remote::nats`'s.
+
+pub mod reads;
+pub mod worker;

@@ -1,0 +1,312 @@
+//! `drover worker`: announce itself, hold the leases of the host buckets
+//! it wins among its region's live workers, and answer the reads of their
+//! hosts over its own warm connections.
+//!
+//! A lease is a KV entry taken by `create` (compare-and-set on "absent")
+//! and renewed by `update` on its revision, every quarter of the TTL; the
+//! bucket's max age removes an entry its holder stopped renewing. A worker
+//! serves a bucket only while its last renewal, on the monotonic clock,
+//! is younger than the TTL minus a margin: a worker that was stopped
+//! (SIGSTOP) or cut off stops answering before anyone else may take over.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv;
+use futures_util::StreamExt;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::engine::events::NoEvents;
+use crate::engine::live::{read_facts, UnitSet};
+use crate::model::cluster::{
+    bucket_of, lease_key, owner_of, read_subject, token, Lease, ReadReply, ReadRequest, ReadUnits,
+    WorkerInfo, LEASES_BUCKET, PROTOCOL, WORKERS_BUCKET,
+};
+use crate::model::inventory::{Host, Inventory};
+use crate::model::unit::UnitName;
+use crate::remote::fanout::Reach;
+use crate::remote::nats::{Nats, NatsError};
+
+/// Reads one worker answers at once; more wait their turn.
+const READS_AT_ONCE: usize = 64;
+
+/// What a worker is.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Its name, unique among live workers.
+    pub name: String,
+    /// The selector of its region's hosts (empty: every host).
+    pub region: String,
+    /// Its region's hosts, from the inventory.
+    pub hosts: Vec<Host>,
+    /// The inventory (its digest is checked on every request).
+    pub inventory: Arc<Inventory>,
+    /// Lease TTL for buckets this worker makes (an existing bucket's own
+    /// max age wins: every worker must use the same).
+    pub ttl: Duration,
+    /// Forks, read bound and the connection pool.
+    pub reach: Reach,
+}
+
+/// A bucket lease held, and the task answering its hosts.
+struct Held {
+    revision: u64,
+    renewed: Instant,
+    serving: JoinHandle<()>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Its subscriptions go with the task.
+        self.serving.abort();
+    }
+}
+
+/// Run a worker until `stop` turns true, then give its leases back.
+pub async fn run(nats: Nats, o: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result<(), NatsError> {
+    let workers = nats.bucket(WORKERS_BUCKET, o.ttl).await?;
+    let leases = nats.bucket(LEASES_BUCKET, o.ttl).await?;
+    let ttl = match leases.status().await {
+        Ok(s) if !s.max_age().is_zero() => s.max_age(),
+        _ => o.ttl,
+    };
+    // Renew four times per TTL; stop serving a quarter TTL before anyone
+    // else may take over.
+    let tick = ttl / 4;
+    let fence = ttl.saturating_sub(ttl / 4);
+    let info = WorkerInfo {
+        protocol: PROTOCOL,
+        name: o.name.clone(),
+        region: o.region.clone(),
+        inventory: o.inventory.digest.clone(),
+    };
+    let info_bytes = serde_json::to_vec(&info).map_err(|e| NatsError(e.to_string()))?;
+    let lease_bytes = serde_json::to_vec(&Lease {
+        worker: o.name.clone(),
+    })
+    .map_err(|e| NatsError(e.to_string()))?;
+    let mut buckets: BTreeMap<u32, Vec<Host>> = BTreeMap::new();
+    for h in &o.hosts {
+        buckets.entry(bucket_of(&h.name)).or_default().push(h.clone());
+    }
+    let reads = Arc::new(Semaphore::new(READS_AT_ONCE));
+    let mut held: BTreeMap<u32, Held> = BTreeMap::new();
+    tracing::info!(worker = %o.name, region = %o.region, hosts = o.hosts.len(), ttl = ?ttl, "worker up");
+    loop {
+        if let Err(e) = workers.put(token(&o.name), info_bytes.clone().into()).await {
+            tracing::warn!(error = %e, "cannot announce this worker");
+        }
+        match live_workers(&workers, &o.region).await {
+            Ok(live) => {
+                for (&b, hosts) in &buckets {
+                    let mine = owner_of(b, live.iter().map(String::as_str)) == Some(o.name.as_str());
+                    let key = lease_key(&o.region, b);
+                    step(&leases, &key, b, mine, &lease_bytes, &mut held, || {
+                        tokio::spawn(serve_bucket(
+                            nats.client.clone(),
+                            hosts.clone(),
+                            o.inventory.digest.clone(),
+                            o.reach.clone(),
+                            reads.clone(),
+                        ))
+                    })
+                    .await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list the live workers"),
+        }
+        // The fence: a lease not renewed lately is not served, whatever
+        // NATS says later (this worker may have been asleep).
+        held.retain(|b, h| {
+            let fresh = h.renewed.elapsed() < fence;
+            if !fresh {
+                tracing::warn!(bucket = b, "lease not renewed within the TTL: no longer served");
+            }
+            fresh
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    // Give everything back at once, so the other workers take over at
+    // their next tick instead of after the TTL.
+    for (b, h) in std::mem::take(&mut held) {
+        let key = lease_key(&o.region, b);
+        h.serving.abort();
+        let _ = leases.delete_expect_revision(&key, Some(h.revision)).await;
+    }
+    let _ = workers.delete(token(&o.name)).await;
+    tracing::info!(worker = %o.name, "worker stopped, leases released");
+    Ok(())
+}
+
+/// One bucket's lease for this tick: renew it, take it, or give it back.
+async fn step(
+    leases: &kv::Store,
+    key: &str,
+    b: u32,
+    mine: bool,
+    value: &[u8],
+    held: &mut BTreeMap<u32, Held>,
+    serve: impl FnOnce() -> JoinHandle<()>,
+) {
+    match (held.get_mut(&b), mine) {
+        (Some(h), true) => match leases.update(key, value.to_vec().into(), h.revision).await {
+            Ok(rev) => {
+                h.revision = rev;
+                h.renewed = Instant::now();
+            }
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                tracing::warn!(bucket = b, "lease lost to another worker");
+                held.remove(&b);
+            }
+            // Kept until the fence drops it: NATS may be back next tick.
+            Err(e) => tracing::warn!(bucket = b, error = %e, "cannot renew a lease"),
+        },
+        (Some(h), false) => {
+            // Stop answering first, then let the winner take it.
+            let rev = h.revision;
+            held.remove(&b);
+            if let Err(e) = leases.delete_expect_revision(key, Some(rev)).await {
+                tracing::debug!(bucket = b, error = %e, "lease already gone");
+            }
+            tracing::info!(bucket = b, "lease handed over");
+        }
+        (None, true) => match leases.create(key, value.to_vec().into()).await {
+            Ok(rev) => {
+                tracing::info!(bucket = b, "lease taken");
+                held.insert(
+                    b,
+                    Held {
+                        revision: rev,
+                        renewed: Instant::now(),
+                        serving: serve(),
+                    },
+                );
+            }
+            // Its last holder's entry has not expired yet: wait.
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => tracing::warn!(bucket = b, error = %e, "cannot take a lease"),
+        },
+        (None, false) => {}
+    }
+}
+
+/// The names of the live workers of `region` (those whose entry has not
+/// expired), this one included once it has announced itself.
+async fn live_workers(workers: &kv::Store, region: &str) -> Result<Vec<String>, NatsError> {
+    let mut keys = workers
+        .keys()
+        .await
+        .map_err(|e| NatsError(format!("workers: {e}")))?;
+    let mut out = Vec::new();
+    while let Some(k) = keys.next().await {
+        let Ok(k) = k else { continue };
+        let Ok(Some(v)) = workers.get(&k).await else {
+            continue;
+        };
+        match serde_json::from_slice::<WorkerInfo>(&v) {
+            Ok(w) if w.protocol == PROTOCOL && w.region == region => out.push(w.name),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(key = %k, error = %e, "a worker entry drover cannot read"),
+        }
+    }
+    Ok(out)
+}
+
+/// Answer the reads of `hosts` until aborted.
+async fn serve_bucket(
+    client: async_nats::Client,
+    hosts: Vec<Host>,
+    inventory: String,
+    reach: Reach,
+    reads: Arc<Semaphore>,
+) {
+    let mut subs = Vec::new();
+    for h in &hosts {
+        match client.subscribe(read_subject(&h.name)).await {
+            Ok(s) => subs.push(s),
+            Err(e) => tracing::warn!(host = %h.name, error = %e, "cannot listen for reads"),
+        }
+    }
+    let hosts: Arc<BTreeMap<String, Host>> =
+        Arc::new(hosts.into_iter().map(|h| (h.name.clone(), h)).collect());
+    let inventory: Arc<str> = inventory.into();
+    let mut all = futures_util::stream::select_all(subs);
+    while let Some(msg) = all.next().await {
+        let Some(reply) = msg.reply.clone() else {
+            tracing::warn!(subject = %msg.subject, "a read without a reply subject: dropped");
+            continue;
+        };
+        let Ok(permit) = reads.clone().acquire_owned().await else {
+            return;
+        };
+        let (client, hosts, inventory, reach) =
+            (client.clone(), hosts.clone(), inventory.clone(), reach.clone());
+        tokio::spawn(async move {
+            let answer = answer(&msg.payload, &hosts, &inventory, reach).await;
+            drop(permit);
+            match serde_json::to_vec(&answer) {
+                Ok(b) => {
+                    if let Err(e) = client.publish(reply, b.into()).await {
+                        tracing::warn!(error = %e, "cannot send a read's answer");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot encode a read's answer"),
+            }
+        });
+    }
+}
+
+/// One read request's answer. A request drover cannot read is refused
+/// (and logged), never a panic.
+async fn answer(
+    payload: &[u8],
+    hosts: &BTreeMap<String, Host>,
+    inventory: &str,
+    reach: Reach,
+) -> ReadReply {
+    let req: ReadRequest = match serde_json::from_slice(payload) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "a malformed read request: refused");
+            return ReadReply::Refused(format!("not a drover read request: {e}"));
+        }
+    };
+    if req.protocol != PROTOCOL {
+        return ReadReply::Refused(format!(
+            "protocol {} (this worker speaks {PROTOCOL})",
+            req.protocol
+        ));
+    }
+    if req.inventory != inventory {
+        return ReadReply::Refused(
+            "the asker holds another inventory than this worker: reload both from the same file"
+                .into(),
+        );
+    }
+    let Some(host) = hosts.get(&req.host) else {
+        return ReadReply::Refused(format!("{} is not one of this worker's hosts", req.host));
+    };
+    let set = match req.units {
+        ReadUnits::Loaded => UnitSet::LoadedServices,
+        ReadUnits::All => UnitSet::AllServices,
+        ReadUnits::These(names) => {
+            match names.iter().map(|n| UnitName::parse(n)).collect::<Result<Vec<_>, _>>() {
+                Ok(u) => UnitSet::These(u),
+                Err(m) => return ReadReply::Refused(format!("unit name: {m}")),
+            }
+        }
+    };
+    let (mut facts, results) = read_facts(std::slice::from_ref(host), reach, |_| set.clone(), &NoEvents).await;
+    let unreachable = results
+        .iter()
+        .any(|r| r.result.as_ref().is_err_and(|e| e.is_unreachable()));
+    match facts.hosts.shift_remove(&host.name) {
+        Some(facts) => ReadReply::Facts { facts, unreachable },
+        None => ReadReply::Refused("the read returned nothing".into()),
+    }
+}

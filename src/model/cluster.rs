@@ -1,0 +1,220 @@
+//! Cluster mode's pure rules: how names become NATS subject tokens and KV
+//! keys, which worker owns a host (rendezvous hashing of host buckets over
+//! the live workers of a region), and the messages replicas and workers
+//! exchange. No I/O: `remote::nats` carries them, `engine::cluster` acts
+//! on them. The subjects, buckets and leases are described in the book's
+//! cluster page (docs/src/guide/cluster.md).
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::facts::HostFacts;
+
+/// Version of the messages below; a peer that speaks another is refused.
+pub const PROTOCOL: u32 = 1;
+
+/// The KV bucket of live workers: one entry per worker, put again every
+/// third of the lease TTL, gone (the bucket's max age) when it stops.
+pub const WORKERS_BUCKET: &str = "drover_workers";
+
+/// The KV bucket of leases: one entry per (region, host bucket), holding
+/// the owning worker; renewed by compare-and-set, gone when not renewed.
+pub const LEASES_BUCKET: &str = "drover_leases";
+
+/// Host buckets per region: leases are taken per bucket, so a fleet of
+/// 100,000 hosts renews 64 keys per region, not 100,000.
+pub const HOST_BUCKETS: u32 = 64;
+
+/// The subject a host's reads are asked on; its owner answers.
+pub fn read_subject(host: &str) -> String {
+    format!("drover.read.{}", token(host))
+}
+
+/// A name as one subject token or key segment: ASCII letters, digits and
+/// `-` stay; every other byte (`.`, `*`, `>`, `_`, spaces, UTF-8) becomes
+/// `_xx`. Injective, so two hosts never share a subject; never empty.
+pub fn token(name: &str) -> String {
+    if name.is_empty() {
+        return "_".into();
+    }
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("_{b:02x}"));
+        }
+    }
+    out
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms (std's hasher is
+/// not), so every replica and worker computes the same owners.
+fn fnv(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for &b in *p {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        // A separator, so ("ab","c") and ("a","bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // FNV's low bits mix poorly: finish as splitmix64 does.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The host bucket a host falls in.
+pub fn bucket_of(host: &str) -> u32 {
+    (fnv(&[host.as_bytes()]) % u64::from(HOST_BUCKETS)) as u32
+}
+
+/// The worker that should own `bucket`: the highest score of the live
+/// workers (rendezvous hashing), so a worker joining or leaving moves only
+/// the buckets it wins or held.
+pub fn owner_of<'a>(bucket: u32, workers: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let b = bucket.to_be_bytes();
+    workers
+        .into_iter()
+        .max_by_key(|w| (fnv(&[w.as_bytes(), &b]), *w))
+}
+
+/// The key of a region's bucket lease.
+pub fn lease_key(region: &str, bucket: u32) -> String {
+    format!("{}.{bucket}", token(region))
+}
+
+/// A worker, as it announces itself in [`WORKERS_BUCKET`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerInfo {
+    /// [`PROTOCOL`].
+    pub protocol: u32,
+    /// Its name (unique among live workers).
+    pub name: String,
+    /// The selector of the hosts it works (empty: all).
+    pub region: String,
+    /// The inventory it holds (its digest).
+    pub inventory: String,
+}
+
+/// A lease's value: who holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lease {
+    /// The worker's name.
+    pub worker: String,
+}
+
+/// Which units a read asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadUnits {
+    /// These (validated unit names).
+    These(Vec<String>),
+    /// Every loaded service.
+    Loaded,
+    /// Every service unit, loaded or not.
+    All,
+}
+
+/// A read of one host, asked of its owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadRequest {
+    /// [`PROTOCOL`].
+    pub protocol: u32,
+    /// The inventory the asker resolved the host in (its digest): a worker
+    /// holding another refuses, rather than read a host by another address.
+    pub inventory: String,
+    /// The host (its inventory name).
+    pub host: String,
+    /// What to read.
+    pub units: ReadUnits,
+}
+
+/// A worker's answer to a [`ReadRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum ReadReply {
+    /// The host's facts (unreachable hosts included, with their error).
+    Facts {
+        /// As `drover facts` records them.
+        facts: HostFacts,
+        /// The host could not be reached (vs. read and failed).
+        unreachable: bool,
+    },
+    /// The worker refused the request (why).
+    Refused(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_subject_safe_and_distinct() {
+        for name in ["web-1", "a.b", "a*b", "a>b", "a_b", "a b", "é", ""] {
+            let t = token(name);
+            assert!(!t.is_empty());
+            assert!(
+                t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "{name} -> {t}"
+            );
+        }
+        assert_eq!(token("web-1"), "web-1");
+        assert_eq!(token("a.b"), "a_2eb");
+        // `_` is escaped too, so no name's token is another's.
+        assert_ne!(token("a_2eb"), token("a.b"));
+        assert_eq!(read_subject("db.eu.1"), "drover.read.db_2eeu_2e1");
+    }
+
+    #[test]
+    fn owners_are_stable_and_move_only_with_their_worker() {
+        let three = ["w1", "w2", "w3"];
+        let two = ["w1", "w3"];
+        let mut owned = [0usize; 3];
+        for b in 0..HOST_BUCKETS {
+            let o = owner_of(b, three).unwrap();
+            owned[three.iter().position(|w| *w == o).unwrap()] += 1;
+            // Order of the list does not matter.
+            assert_eq!(owner_of(b, ["w3", "w2", "w1"]), Some(o));
+            // w2 leaving moves only w2's buckets.
+            if o != "w2" {
+                assert_eq!(owner_of(b, two), Some(o));
+            }
+        }
+        // Spread: each of three gets a fair share of 64.
+        assert!(owned.iter().all(|&n| (10..=35).contains(&n)), "{owned:?}");
+        assert_eq!(owner_of(0, []), None);
+    }
+
+    #[test]
+    fn buckets_spread_hosts() {
+        let mut seen = vec![0u32; HOST_BUCKETS as usize];
+        for i in 0..6400 {
+            seen[bucket_of(&format!("host-{i}")) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| (50..=150).contains(&n)), "{seen:?}");
+        assert_eq!(lease_key("role:web", 3), "role_3aweb.3");
+        assert_eq!(lease_key("", 0), "_.0");
+    }
+
+    #[test]
+    fn messages_refuse_unknown_fields() {
+        let r: Result<ReadRequest, _> = serde_json::from_str(
+            r#"{"protocol":1,"inventory":"x","host":"h","units":"loaded","extra":1}"#,
+        );
+        assert!(r.is_err());
+        let r: ReadRequest = serde_json::from_str(
+            r#"{"protocol":1,"inventory":"x","host":"h","units":{"these":["a.service"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.units, ReadUnits::These(vec!["a.service".into()]));
+    }
+}

@@ -1,0 +1,326 @@
+//! Cluster mode against real NATS JetStream (a 3-node cluster and a leaf
+//! node on loopback, `tests/common/nats.rs`) and the lab's real hosts:
+//! `drover serve --nats` replicas hold no SSH key and ask `drover worker`s,
+//! which own the hosts by leases in a KV bucket, for the hosts' state.
+//! Workers are killed with SIGKILL; their hosts must be owned again.
+
+use crate::common;
+use crate::nats;
+use crate::server;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{lab, Lab};
+use nats::NatsCluster;
+use reqwest::Method;
+use serde_json::Value;
+use server::{assert_error, call, Keys, Server};
+
+/// Short, so failover runs in seconds; production's default is 15 s.
+const TTL: &str = "2s";
+
+/// The cluster, or None (loudly) without nats-server; a failure under
+/// DROVER_REQUIRE_LAB.
+fn cluster(dir: &Path) -> Option<NatsCluster> {
+    if !nats::available() {
+        assert!(
+            std::env::var_os("DROVER_REQUIRE_LAB").is_none(),
+            "nats-server is not installed: run tests/lab/lab.sh deps"
+        );
+        eprintln!("SKIPPED: nats-server is not installed (tests/lab/lab.sh deps installs it)");
+        return None;
+    }
+    Some(NatsCluster::start(dir))
+}
+
+/// A `drover worker` process; SIGKILLed when dropped.
+struct Worker {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn start(dir: &Path, name: &str, nats: &str, inventory: &Path, extra: &[&str]) -> Worker {
+        let log = dir.join(format!("worker-{name}.log"));
+        let run = dir.join(format!("run-{name}"));
+        std::fs::create_dir_all(&run).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(["worker", "--nats", nats, "-i", inventory.to_str().unwrap()])
+            .args(["--name", name, "--lease-ttl", TTL, "--nats-replicas", "3"])
+            .args(extra)
+            .env("XDG_RUNTIME_DIR", &run)
+            .env("RUST_LOG", "drover=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start drover worker");
+        Worker { child, log }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A replica over `nats`, with the lab's inventory.
+fn replica(dir: &Path, nats: &str, inventory: &Path, host: &str) -> (Server, Keys) {
+    let keys = Keys::make(dir, host);
+    let jobs = dir.join("jobs");
+    let s = Server::start(
+        &[
+            "-i",
+            inventory.to_str().unwrap(),
+            "--keys",
+            keys.file.to_str().unwrap(),
+            "--node",
+            host,
+            "--jobs-dir",
+            jobs.to_str().unwrap(),
+            "--nats",
+            nats,
+            "--read-timeout",
+            "10s",
+        ],
+        &dir.join("replica.log"),
+    );
+    (s, keys)
+}
+
+/// GET /node/_all/service until every host answers without an error
+/// (within `within`); the last answer, and how long it took.
+async fn until_all_read(
+    s: &Server,
+    key: &str,
+    hosts: usize,
+    within: Duration,
+) -> (Value, Duration) {
+    let t0 = Instant::now();
+    loop {
+        let (st, _, b) = call(Method::GET, &s.url("/node/_all/service"), Some(key)).await;
+        let ok = st == 200
+            && b.as_array().is_some_and(|a| {
+                a.len() == hosts
+                    && a.iter()
+                        .all(|h| h.get("error").is_none() && h["units"].is_object())
+            });
+        if ok {
+            return (b, t0.elapsed());
+        }
+        assert!(
+            t0.elapsed() < within,
+            "not every host read through the workers within {within:?}: {st} {b}\nreplica: {}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The processes whose parent is `pid`, by name.
+fn children(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(
+                head.split_once(" (")
+                    .map(|(_, c)| c.to_string())
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    out
+}
+
+fn worker_of(lab: &Lab) -> &str {
+    lab.host(0)
+}
+
+#[tokio::test]
+async fn a_replica_reads_hosts_through_the_worker_that_owns_them_and_reaches_none() {
+    let Some(lab) = lab() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nc) = cluster(dir.path()) else {
+        return;
+    };
+    // The worker reaches NATS through the leaf node, as a region behind a
+    // bastion would; the replica through the hub.
+    let _w = Worker::start(
+        dir.path(),
+        "a",
+        &nc.leaf.url(),
+        &lab.inventory,
+        &["--nats-domain", "hub"],
+    );
+    let host = worker_of(&lab).to_string();
+    let (s, keys) = replica(dir.path(), &nc.hub_urls(), &lab.inventory, &host);
+    let (all, took) = until_all_read(&s, &keys.read, lab.len(), Duration::from_secs(30)).await;
+    eprintln!("every host read through the worker {took:?} after the replica started");
+    assert_eq!(all.as_array().map(Vec::len), Some(lab.len()), "{all}");
+
+    // What the replica answers is the host's own state.
+    let (st, _, b) = call(
+        Method::GET,
+        &s.url(&format!("/node/{host}/service/demo-web")),
+        Some(&keys.read),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    let web = &b[0]["units"]["demo-web.service"];
+    assert_eq!(web["status"], "RUNNING", "{b}");
+    let shown = lab.show(&host, "demo-web")["ActiveEnterTimestamp"].clone();
+    let unix: i64 = shown.trim_start_matches('@').parse().unwrap();
+    let started = chrono::DateTime::parse_from_rfc3339(web["start_time"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    assert!((started - unix).abs() <= 1, "{started} vs {shown}");
+    // Redis's listing of the --node host too.
+    let (st, _, b) = call(Method::GET, &s.url("/v1/local/services"), Some(&keys.read)).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["demo-web"]["status"], "RUNNING", "{b}");
+
+    // The replica reached no host: no ssh of its own.
+    let kids = children(s.child.id());
+    assert!(
+        !kids.iter().any(|c| c.contains("ssh")),
+        "the replica runs {kids:?}"
+    );
+    // It runs no job either (not yet in cluster mode): 503, saying so.
+    let (st, _, b) = call(
+        Method::POST,
+        &s.url(&format!("/node/{host}/service/demo-web/restart")),
+        Some(&keys.operate),
+    )
+    .await;
+    assert_eq!(st, 503, "{b}");
+    assert_error(503, &b);
+    assert!(
+        b["details"].as_str().unwrap().contains("cluster mode"),
+        "{b}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_reads_are_refused_and_logged_and_a_foreign_inventory_is_refused() {
+    let Some(lab) = lab() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nc) = cluster(dir.path()) else {
+        return;
+    };
+    let w = Worker::start(dir.path(), "a", &nc.nodes[1].url(), &lab.inventory, &[]);
+    let host = worker_of(&lab).to_string();
+    let (s, keys) = replica(dir.path(), &nc.nodes[0].url(), &lab.inventory, &host);
+    until_all_read(&s, &keys.read, lab.len(), Duration::from_secs(30)).await;
+
+    let client = async_nats::connect(nc.nodes[2].url()).await.unwrap();
+    let subject = format!("drover.read.{}", drover::model::cluster::token(&host));
+    let ask = |payload: &'static [u8]| {
+        let (client, subject) = (client.clone(), subject.clone());
+        async move {
+            let m = client
+                .request(subject, payload.into())
+                .await
+                .expect("the worker answers");
+            serde_json::from_slice::<Value>(&m.payload).expect("a JSON answer")
+        }
+    };
+    for bad in [&b"not json"[..], b"{\"protocol\":1}", b"\xff\xfe", b""] {
+        let a = ask(bad).await;
+        assert!(a["Refused"].is_string(), "{a}");
+    }
+    let a = ask(br#"{"protocol":1,"inventory":"0000","host":"lab-1","units":"loaded"}"#).await;
+    assert!(
+        a["Refused"].as_str().unwrap().contains("another inventory"),
+        "{a}"
+    );
+    let a = ask(br#"{"protocol":99,"inventory":"0000","host":"lab-1","units":"loaded"}"#).await;
+    assert!(a["Refused"].as_str().unwrap().contains("protocol"), "{a}");
+    // Published without a reply subject: dropped, logged.
+    client
+        .publish(subject.clone(), "garbage".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    // The worker lives on and answers.
+    until_all_read(&s, &keys.read, lab.len(), Duration::from_secs(10)).await;
+    let log = w.log();
+    assert!(log.contains("malformed read request"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[tokio::test]
+async fn a_killed_worker_s_hosts_are_owned_again_and_a_killed_nats_server_loses_nothing() {
+    let Some(lab) = lab() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut nc) = cluster(dir.path()) else {
+        return;
+    };
+    let mut a = Worker::start(
+        dir.path(),
+        "a",
+        &nc.leaf.url(),
+        &lab.inventory,
+        &["--nats-domain", "hub"],
+    );
+    let b = Worker::start(dir.path(), "b", &nc.hub_urls(), &lab.inventory, &[]);
+    let host = worker_of(&lab).to_string();
+    let (s, keys) = replica(dir.path(), &nc.hub_urls(), &lab.inventory, &host);
+    until_all_read(&s, &keys.read, lab.len(), Duration::from_secs(30)).await;
+    // Both work: each took some of the 64 buckets (rendezvous hashing).
+    let t0 = Instant::now();
+    while !(a.log().contains("lease taken") && b.log().contains("lease taken")) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the two workers did not share the buckets:\na: {}\nb: {}",
+            a.log(),
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // kill -9 of a: its leases expire after the TTL, b takes them, and
+    // every host reads again.
+    a.kill();
+    let (_, took) = until_all_read(&s, &keys.read, lab.len(), Duration::from_secs(20)).await;
+    eprintln!("kill -9 of a worker: every host read again after {took:?} (lease TTL {TTL})");
+
+    // One of three NATS servers killed: the R3 buckets and the replica's
+    // reads go on through the other two.
+    nc.nodes[0].kill();
+    let (_, took) = until_all_read(&s, &keys.read, lab.len(), Duration::from_secs(20)).await;
+    eprintln!("kill -9 of a NATS server: every host read again after {took:?}");
+    // b keeps renewing on the two left: still the owner a TTL later.
+    let before = b.log().matches("lease lost").count();
+    let t0 = Instant::now();
+    let mut reads = 0;
+    while t0.elapsed() < Duration::from_secs(3) {
+        until_all_read(&s, &keys.read, lab.len(), Duration::from_secs(10)).await;
+        reads += 1;
+    }
+    assert!(reads > 0);
+    assert_eq!(b.log().matches("lease lost").count(), before, "{}", b.log());
+    assert!(!b.log().contains("panicked"), "{}", b.log());
+}
