@@ -48,6 +48,7 @@ mod plan;
 mod progress;
 mod read;
 mod sent;
+mod snapshot;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;

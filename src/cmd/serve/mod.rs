@@ -172,7 +172,7 @@ pub struct ServeArgs {
     pub failure_logs: u32,
     /// The live snapshot's flags.
     #[command(flatten)]
-    pub live: live::LiveArgs,
+    pub live: crate::cmd::snapshot::LiveArgs,
     /// Cluster mode: with --nats, this server is a replica that holds no
     /// SSH key and asks `drover worker`s for the hosts' state.
     #[command(flatten)]
