@@ -334,6 +334,9 @@ impl<A: HostAction> Walk<'_, A> {
 
     /// The host worked on step `si` (or an earlier run of the job did).
     pub(super) fn began(&self, si: usize, h: usize) {
+        if !self.cleanup {
+            return;
+        }
         let mut worked = self.worked.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(w) = worked.get_mut(h) {
             w.insert(si);

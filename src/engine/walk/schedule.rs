@@ -257,7 +257,7 @@ impl<'a, A: HostAction> Walk<'a, A> {
 
     /// One batch of one step: its hosts at once; their statuses in order.
     async fn batch(&self, si: usize, hosts: &[usize], b: usize) -> Result<Vec<Status>, A::Error> {
-        futures_util::future::join_all(hosts.iter().map(|&h| async move {
+        join_in_order(hosts.iter().map(|&h| async move {
             // Linear: other hosts run between a host's steps, so nothing
             // is carried from one step to the next.
             self.host(si, h, b, &mut A::Lane::default(), None).await
@@ -351,6 +351,40 @@ impl<'a, A: HostAction> Walk<'a, A> {
         self.action.release(h);
         end
     }
+}
+
+/// Run `futs` together; their outputs in the order given. Each is polled
+/// once as it is made: one that is ready then (a plan's prediction, which
+/// never waits) costs no task of a set; the others go on together in a
+/// `FuturesUnordered`. `join_all` gave every one of a large batch a task
+/// of a `FuturesOrdered`, and the plan's 500,000 host-steps of a 10,000 ×
+/// 50 plan paid for it.
+async fn join_in_order<F: Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    use futures_util::stream::FuturesUnordered;
+    let mut futs = futs.enumerate();
+    let mut out: Vec<Option<F::Output>> = Vec::new();
+    let mut waiting = FuturesUnordered::new();
+    std::future::poll_fn(|cx| {
+        for (i, f) in futs.by_ref() {
+            let mut f = Box::pin(f);
+            out.push(None);
+            match f.as_mut().poll(cx) {
+                Poll::Ready(v) => out[i] = Some(v),
+                // Polled again by the set (with its own waker) before
+                // it waits.
+                Poll::Pending => waiting.push(async move { (i, f.await) }),
+            }
+        }
+        while let Poll::Ready(Some((i, v))) = waiting.poll_next_unpin(cx) {
+            out[i] = Some(v);
+        }
+        match waiting.is_empty() {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }
 
 /// Add a running unit at its DAG position.
