@@ -114,8 +114,18 @@ fn acquire_in(dir: &Path, playbook: &Path, wait: Option<Duration>) -> Result<Run
                 std::thread::sleep(Duration::from_millis(100).min(d - Instant::now()));
             }
             _ => {
+                // A holder writes its pid just after taking the lock:
+                // read again for a moment rather than say "unknown".
                 let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
+                for _ in 0..10 {
+                    holder.clear();
+                    let _ = file.seek(SeekFrom::Start(0));
+                    let _ = file.read_to_string(&mut holder);
+                    if !holder.trim().is_empty() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 let holder = holder.trim();
                 return Err(Error::Refused(Refusal::Locked {
                     playbook: playbook.to_path_buf(),
