@@ -12,6 +12,11 @@
 //! starts the server with `--no-live` (every poll reads the host: the
 //! "before" of the live snapshot); otherwise the polls answer from it once
 //! it is warm (the bench waits for that before timing).
+//!
+//! `DROVER_BENCH_CLUSTER=1` measures cluster mode: a `nats-server` with
+//! JetStream on loopback, a `drover worker` holding the hosts (and their
+//! live snapshot), and the polled server a `serve --nats` replica that
+//! asks the worker over NATS. Target: p99 under 50 ms.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -92,6 +97,23 @@ async fn warm_up(client: &reqwest::Client, addr: &str, url: &str, key: &str, liv
     eprintln!("the live snapshot never answered within 30 s: timing host reads");
 }
 
+/// Cluster mode: poll until the worker answers (it holds the lease and
+/// has read the host), then 50 more so its snapshot is warm.
+async fn warm_up_cluster(client: &reqwest::Client, url: &str, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = client.get(url).header("X-Consul-Token", key).send().await;
+        if r.is_ok_and(|r| r.status().as_u16() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no worker answered within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..50 {
+        let _ = client.get(url).header("X-Consul-Token", key).send().await;
+    }
+}
+
 fn main() {
     let lab =
         PathBuf::from(std::env::var("DROVER_LAB_DIR").unwrap_or_else(|_| "/run/drover-lab".into()));
@@ -106,9 +128,44 @@ fn main() {
     let secs = env_num("DROVER_BENCH_SECS", 30);
     let rate = env_num("DROVER_BENCH_RATE", 200).max(1);
     let live = env_num("DROVER_BENCH_LIVE", 1) != 0;
+    let cluster = env_num("DROVER_BENCH_CLUSTER", 0) != 0;
     let dir = tempfile::tempdir().expect("tempdir");
     let key = keygen(dir.path());
     let log = dir.path().join("serve.log");
+    // Cluster mode: NATS and a worker first; the server is a replica.
+    let mut nats_args: Vec<String> = Vec::new();
+    let mut _cluster: Vec<Killed> = Vec::new();
+    if cluster {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let nats = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.path().join("js"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (tests/lab/lab.sh deps installs it)");
+        _cluster.push(Killed(nats));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let url = format!("nats://127.0.0.1:{port}");
+        let worker = Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(["worker", "--nats", &url, "-i"])
+            .arg(lab.join("inventory.yml"))
+            .args(if live { &[][..] } else { &["--no-live"][..] })
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("worker.log")).expect("log"))
+            .spawn()
+            .expect("start drover worker");
+        _cluster.push(Killed(worker));
+        nats_args = vec!["--nats".into(), url];
+    }
     let mut server = Command::new(env!("CARGO_BIN_EXE_drover"))
         .args(["serve", "-i"])
         .arg(lab.join("inventory.yml"))
@@ -117,6 +174,7 @@ fn main() {
         .args(["--node", &node, "--listen", "127.0.0.1:0", "--jobs-dir"])
         .arg(dir.path().join("jobs"))
         .args(if live { &[][..] } else { &["--no-live"][..] })
+        .args(&nats_args)
         .env("RUST_LOG", "drover::remote::pool=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -142,7 +200,11 @@ fn main() {
         .expect("client");
     // Warm up before counting: the first connection (and with the live
     // snapshot, its first full read of the host) is not the steady state.
-    rt.block_on(warm_up(&client, &addr, &url, &key, live));
+    if cluster {
+        rt.block_on(warm_up_cluster(&client, &url, &key));
+    } else {
+        rt.block_on(warm_up(&client, &addr, &url, &key, live));
+    }
 
     // systemd's incoming method calls on the node, while the bench runs.
     let mut monitor = Command::new("ssh")
@@ -235,7 +297,8 @@ fn main() {
         .count();
     let n = lat.len();
     println!(
-        "health polling: {n} requests in {wall:.1}s ({:.0}/s asked {rate}/s) on {node}; statuses {codes:?}",
+        "health polling{}: {n} requests in {wall:.1}s ({:.0}/s asked {rate}/s) on {node}; statuses {codes:?}",
+        if cluster { " through cluster mode (replica -> NATS -> worker)" } else { "" },
         n as f64 / wall
     );
     println!(

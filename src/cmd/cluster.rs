@@ -93,6 +93,9 @@ pub struct WorkerArgs {
     /// Keep each host's connection open this long after its last use.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub idle: Duration,
+    /// The live snapshot of its hosts, which reads are answered from.
+    #[command(flatten)]
+    pub live: crate::cmd::snapshot::LiveArgs,
 }
 
 /// `drover worker`: runs until SIGTERM or SIGINT, then hands its leases
@@ -163,7 +166,9 @@ pub(super) fn worker(a: &WorkerArgs) -> Result<i32> {
                 ),
             }
         });
-        let reach = Reach::new(a.forks, a.read_timeout).with_pool(Some(Pool::new(a.idle)));
+        let pool = Pool::new(a.idle);
+        let fleet = a.live.fleet(pool.clone(), a.read_timeout)?;
+        let reach = Reach::new(a.forks, a.read_timeout).with_pool(Some(pool));
         worker::run(
             nats,
             WorkerOptions {
@@ -173,6 +178,7 @@ pub(super) fn worker(a: &WorkerArgs) -> Result<i32> {
                 inventory: Arc::new(inv),
                 ttl: a.lease_ttl,
                 reach,
+                fleet,
             },
             stop_rx,
         )

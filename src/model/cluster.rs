@@ -24,9 +24,26 @@ pub const LEASES_BUCKET: &str = "drover_leases";
 /// 100,000 hosts renews 64 keys per region, not 100,000.
 pub const HOST_BUCKETS: u32 = 64;
 
-/// The subject a host's reads are asked on; its owner answers.
-pub fn read_subject(host: &str) -> String {
-    format!("drover.read.{}", token(host))
+/// The subject a host's reads are asked on, in its region (the owning
+/// workers' `--region` selector, empty for workers of every host); its
+/// owner answers. The region comes first so that NATS permissions can
+/// give a region's credentials `drover.read.<region>.>` and no more.
+pub fn read_subject(region: &str, host: &str) -> String {
+    format!("drover.read.{}.{}", token(region), token(host))
+}
+
+/// Which of the regions the live workers announce a host is asked in:
+/// the first (in name order) of the non-empty ones whose selector matches
+/// it, else the empty region (workers of every host). `matches` says
+/// whether a region's selector matches the host.
+pub fn region_of(regions: &[String], matches: impl Fn(&str) -> bool) -> &str {
+    let mut sorted: Vec<&String> = regions.iter().filter(|r| !r.is_empty()).collect();
+    sorted.sort();
+    sorted
+        .into_iter()
+        .find(|r| matches(r))
+        .map(String::as_str)
+        .unwrap_or("")
 }
 
 /// A name as one subject token or key segment: ASCII letters, digits and
@@ -171,7 +188,12 @@ mod tests {
         assert_eq!(token("a.b"), "a_2eb");
         // `_` is escaped too, so no name's token is another's.
         assert_ne!(token("a_2eb"), token("a.b"));
-        assert_eq!(read_subject("db.eu.1"), "drover.read.db_2eeu_2e1");
+        assert_eq!(read_subject("", "db.eu.1"), "drover.read._.db_2eeu_2e1");
+        assert_eq!(read_subject("region:eu", "h"), "drover.read.region_3aeu.h");
+        let regions = vec!["".to_string(), "b".into(), "a".into()];
+        assert_eq!(region_of(&regions, |r| r == "b"), "b");
+        assert_eq!(region_of(&regions, |_| true), "a");
+        assert_eq!(region_of(&regions, |_| false), "");
     }
 
     #[test]

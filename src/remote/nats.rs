@@ -77,6 +77,15 @@ impl NatsOptions {
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(Duration::from_secs(10)))
             .max_reconnects(None);
+        // `nats://user:password@host` (or `nats://token@host`), as NATS
+        // tools take them; async-nats reads no credentials from a URL.
+        if let Some(a) = addrs.iter().find(|a| a.username().is_some()) {
+            let user = a.username().unwrap_or_default().to_string();
+            o = match a.password() {
+                Some(p) => o.user_and_password(user, p.to_string()),
+                None => o.token(user),
+            };
+        }
         if let Some(c) = &self.creds {
             o = o.credentials_file(c).await.map_err(|e| {
                 NatsError(format!("credentials file {}: {e}", c.display()))

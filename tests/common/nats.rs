@@ -216,3 +216,39 @@ impl NatsCluster {
             .join(",")
     }
 }
+
+/// One JetStream server on loopback with `extra` in its config (users and
+/// their permissions), healthy when returned.
+pub fn single(dir: &Path, extra: &str) -> Node {
+    let (client, http) = (free_port(), free_port());
+    let store = dir.join("single");
+    std::fs::create_dir_all(&store).unwrap();
+    let config = dir.join("single.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "server_name: s1\nlisten: \"127.0.0.1:{client}\"\nhttp: \"127.0.0.1:{http}\"\n\
+             jetstream {{ store_dir: \"{}\" }}\n{extra}\n",
+            store.display()
+        ),
+    )
+    .unwrap();
+    let mut node = Node {
+        child: None,
+        port: client,
+        http,
+        config,
+        log: dir.join("single.log"),
+    };
+    node.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !node.healthy(true) {
+        assert!(
+            Instant::now() < deadline,
+            "nats-server did not come up: {}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    node
+}

@@ -48,10 +48,15 @@ impl Worker {
         std::fs::create_dir_all(&run).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_drover"))
             .args(["worker", "--nats", nats, "-i", inventory.to_str().unwrap()])
-            .args(["--name", name, "--lease-ttl", TTL, "--nats-replicas", "3"])
+            .args(["--name", name, "--lease-ttl", TTL])
+            // R3 on the 3-node cluster, unless told otherwise.
+            .args(match extra.contains(&"--nats-replicas") {
+                true => &[][..],
+                false => &["--nats-replicas", "3"][..],
+            })
             .args(extra)
             .env("XDG_RUNTIME_DIR", &run)
-            .env("RUST_LOG", "drover=info")
+            .env("RUST_LOG", "drover=info,drover::engine::cluster=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -236,7 +241,7 @@ async fn malformed_reads_are_refused_and_logged_and_a_foreign_inventory_is_refus
     until_all_read(&s, &keys.read, lab.len(), Duration::from_secs(30)).await;
 
     let client = async_nats::connect(nc.nodes[2].url()).await.unwrap();
-    let subject = format!("drover.read.{}", drover::model::cluster::token(&host));
+    let subject = drover::model::cluster::read_subject("", &host);
     let ask = |payload: &'static [u8]| {
         let (client, subject) = (client.clone(), subject.clone());
         async move {
@@ -323,4 +328,150 @@ async fn a_killed_worker_s_hosts_are_owned_again_and_a_killed_nats_server_loses_
     assert!(reads > 0);
     assert_eq!(b.log().matches("lease lost").count(), before, "{}", b.log());
     assert!(!b.log().contains("panicked"), "{}", b.log());
+}
+
+#[tokio::test]
+async fn the_worker_answers_from_its_live_snapshot_and_sees_a_stop_within_2s() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nc) = cluster(dir.path()) else {
+        return;
+    };
+    let host = worker_of(&lab).to_string();
+    let w = Worker::start(dir.path(), "a", &nc.hub_urls(), &lab.inventory, &[]);
+    let (s, keys) = replica(dir.path(), &nc.hub_urls(), &lab.inventory, &host);
+    let health = s.url("/v1/agent/health/service/name/demo-worker");
+    // Warm: the worker follows the unit once asked for it.
+    let t0 = Instant::now();
+    loop {
+        let (st, _, b) = call(Method::GET, &health, Some(&keys.read)).await;
+        if st == 200 && w.log().contains("read answered from the live snapshot") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the worker never answered from its snapshot: {st} {b}\n{}",
+            w.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Stopped behind drover's back: the replica says so within 2 s, from
+    // the worker's snapshot (systemd's signals), not a poll of the host.
+    let _undo = lab.undo_on_drop(&host, "systemctl start demo-worker");
+    lab.ssh(&host, "systemctl stop demo-worker");
+    let t0 = Instant::now();
+    loop {
+        let (st, _, b) = call(Method::GET, &health, Some(&keys.read)).await;
+        if st == 503 {
+            assert_eq!(b[0]["Checks"][0]["Status"], "critical", "{b}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "still {st} {b} 2 s after the stop\nworker: {}",
+            w.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("a stop seen through cluster mode after {:?}", t0.elapsed());
+    let log = w.log();
+    let tail = log.rsplit("read from the host").next().unwrap_or_default();
+    assert!(
+        tail.contains("read answered from the live snapshot"),
+        "the last answers were not from the snapshot:\n{log}"
+    );
+}
+
+/// NATS permissions per role: a region's credentials may subscribe to its
+/// own hosts' reads and write its own leases only. A worker holding the
+/// eu.west.1 credentials but told to work eu.west.2 owns nothing there.
+#[tokio::test]
+async fn a_region_s_credentials_cannot_take_another_region_s_hosts() {
+    let Some(lab) = lab() else { return };
+    if !nats::available() {
+        assert!(
+            std::env::var_os("DROVER_REQUIRE_LAB").is_none(),
+            "nats-server is not installed"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (own, other) = ("region:eu.west.1", "region:eu.west.2");
+    let t = drover::model::cluster::token;
+    let users = format!(
+        "authorization {{ users = [\n\
+         {{ user: replica, password: \"replica-pw-1\", permissions: {{ publish: [\"drover.read.>\", \"$JS.API.>\"], subscribe: [\"_INBOX.>\"] }} }},\n\
+         {{ user: eu1, password: \"eu1-pw-secret\", permissions: {{\n\
+           publish: [\"$JS.API.>\", \"$KV.drover_workers.>\", \"$KV.drover_leases.{r}.>\", \"_INBOX.>\"],\n\
+           subscribe: [\"drover.read.{r}.>\", \"_INBOX.>\"] }} }}\n\
+         ] }}",
+        r = t(own)
+    );
+    let n = nats::single(dir.path(), &users);
+    let url = |user: &str, pw: &str| format!("nats://{user}:{pw}@127.0.0.1:{}", n.port);
+    let eu1 = url("eu1", "eu1-pw-secret");
+    let good = Worker::start(
+        dir.path(),
+        "eu1",
+        &eu1,
+        &lab.inventory,
+        &["--region", own, "--nats-replicas", "1"],
+    );
+    let rogue = Worker::start(
+        dir.path(),
+        "rogue",
+        &eu1,
+        &lab.inventory,
+        &["--region", other, "--nats-replicas", "1"],
+    );
+    let (h1, h2) = (lab.host(0).to_string(), lab.host(1).to_string());
+    let (s, keys) = replica(
+        dir.path(),
+        &url("replica", "replica-pw-1"),
+        &lab.inventory,
+        &h1,
+    );
+    let read = |h: String| {
+        let (url, key) = (s.url(&format!("/node/{h}/service")), keys.read.clone());
+        async move {
+            let (st, _, b) = call(Method::GET, &url, Some(&key)).await;
+            assert_eq!(st, 200, "{b}");
+            b[0]["error"].as_str().map(str::to_string)
+        }
+    };
+    // Its own region's host answers.
+    let t0 = Instant::now();
+    while read(h1.clone()).await.is_some() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{}\n{}",
+            good.log(),
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The other region's host never does: the rogue worker may neither
+    // write its lease nor listen for its reads.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(5) {
+        let e = read(h2.clone()).await;
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("no drover worker owns")),
+            "{h2} answered through a region's credentials it must not use: {e:?}\nrogue: {}",
+            rogue.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = rogue.log();
+    assert!(log.contains("cannot take a lease"), "{log}");
+    assert!(!log.contains("lease taken"), "{log}");
+    // No password in any log.
+    for text in [good.log(), rogue.log(), s.log()] {
+        assert!(
+            !text.contains("eu1-pw-secret") && !text.contains("replica-pw-1"),
+            "{text}"
+        );
+    }
 }

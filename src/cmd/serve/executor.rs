@@ -102,10 +102,14 @@ pub struct Cluster {
 impl Cluster {
     /// Reads over `client`; a worker may take `read_timeout` (plus the
     /// trip) per host; `forks` hosts asked at once.
-    pub fn new(client: async_nats::Client, read_timeout: std::time::Duration, forks: usize) -> Self {
+    pub fn new(
+        nats: &crate::remote::nats::Nats,
+        read_timeout: std::time::Duration,
+        forks: usize,
+    ) -> Self {
         Cluster {
             reads: crate::engine::cluster::reads::ClusterReads::new(
-                client,
+                nats,
                 read_timeout + std::time::Duration::from_secs(5),
             ),
             forks: forks.max(1),
@@ -144,14 +148,13 @@ impl HostExecutor for Cluster {
             true => ReadUnits::Loaded,
             false => ReadUnits::These(units.iter().map(|u| u.to_string()).collect()),
         };
-        let names: Vec<String> = hosts.into_iter().map(|h| h.name).collect();
-        let (reads, digest, ask, names_ref) = (&self.reads, inv.digest.as_str(), &ask, &names);
+        let (reads, digest, ask, hosts_ref) = (&self.reads, inv.digest.as_str(), &ask, &hosts);
         // By index: a closure over `&Host` items makes the future not
         // provably Send (rust-lang/rust#102211).
-        let answers: Vec<_> = futures_util::stream::iter(0..names.len())
+        let answers: Vec<_> = futures_util::stream::iter(0..hosts.len())
             .map(|i| async move {
-                let host = &names_ref[i];
-                (host.clone(), reads.read(digest, host, ask.clone()).await)
+                let host = &hosts_ref[i];
+                (host.name.clone(), reads.read(digest, host, ask.clone()).await)
             })
             .buffered(self.forks)
             .collect()

@@ -330,7 +330,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
                     .map_err(|e| Error::Internal(e.to_string()))?;
                 tracing::info!("cluster mode: reads go to the workers over NATS");
                 Arc::new(executor::Cluster::new(
-                    nats.client,
+                    &nats,
                     settings.read_timeout,
                     settings.forks,
                 ))

@@ -2,15 +2,29 @@
 //! request/reply on the host's subject: only the owner listens there, so
 //! NATS routes the request, and a replica needs to know no lease).
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::model::cluster::{read_subject, ReadReply, ReadRequest, ReadUnits, PROTOCOL};
+use crate::model::cluster::{
+    read_subject, region_of, ReadReply, ReadRequest, ReadUnits, PROTOCOL, WORKERS_BUCKET,
+};
 use crate::model::facts::HostFacts;
+use crate::model::inventory::Host;
+use crate::model::target::Selector;
+use crate::remote::nats::Nats;
+
+/// How often a replica reads which regions the live workers announce.
+const REGIONS_EVERY: Duration = Duration::from_secs(2);
+
+/// The live workers' regions, each with its selector (None: every host).
+type Regions = Arc<RwLock<Vec<(String, Option<Selector>)>>>;
 
 /// Reads through the workers.
 #[derive(Debug, Clone)]
 pub struct ClusterReads {
     client: async_nats::Client,
+    /// The live workers' regions, with their selectors.
+    regions: Regions,
     /// How long a worker may take to answer (its own read bound, plus the
     /// trip).
     pub timeout: Duration,
@@ -36,15 +50,66 @@ impl OwnerRead {
 }
 
 impl ClusterReads {
-    /// Reads over `client`, each bounded by `timeout`.
-    pub fn new(client: async_nats::Client, timeout: Duration) -> Self {
-        ClusterReads { client, timeout }
+    /// Reads over `nats`, each bounded by `timeout`; the live workers'
+    /// regions are followed from their bucket in the background (must be
+    /// called inside a tokio runtime).
+    pub fn new(nats: &Nats, timeout: Duration) -> Self {
+        let regions: Regions = Arc::default();
+        let (n, r) = (nats.clone(), regions.clone());
+        tokio::spawn(async move {
+            let mut workers = None;
+            loop {
+                if workers.is_none() {
+                    workers = n.js.get_key_value(WORKERS_BUCKET).await.ok();
+                }
+                if let Some(w) = &workers {
+                    match crate::engine::cluster::worker::live_regions(w).await {
+                        Ok(names) => {
+                            let parsed = names
+                                .into_iter()
+                                .map(|name| {
+                                    let sel = (!name.is_empty())
+                                        .then(|| Selector::parse(&name).ok())
+                                        .flatten();
+                                    (name, sel)
+                                })
+                                .collect();
+                            if let Ok(mut g) = r.write() {
+                                *g = parsed;
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "cannot list the workers' regions"),
+                    }
+                }
+                tokio::time::sleep(REGIONS_EVERY).await;
+            }
+        });
+        ClusterReads {
+            client: nats.client.clone(),
+            regions,
+            timeout,
+        }
+    }
+
+    /// The region `host` is asked in.
+    fn region(&self, host: &Host) -> String {
+        let Ok(g) = self.regions.read() else {
+            return String::new();
+        };
+        let names: Vec<String> = g.iter().map(|(n, _)| n.clone()).collect();
+        region_of(&names, |r| {
+            g.iter()
+                .any(|(n, sel)| n == r && sel.as_ref().is_some_and(|s| s.matches(host)))
+        })
+        .to_string()
     }
 
     /// Read `units` on `host` (resolved in the inventory of digest
     /// `inventory`) from its owning worker. Never fails: what went wrong
     /// is the host's error, as an unreachable host's is.
-    pub async fn read(&self, inventory: &str, host: &str, units: ReadUnits) -> OwnerRead {
+    pub async fn read(&self, inventory: &str, host: &Host, units: ReadUnits) -> OwnerRead {
+        let region = self.region(host);
+        let host = host.name.as_str();
         let req = ReadRequest {
             protocol: PROTOCOL,
             inventory: inventory.to_string(),
@@ -58,7 +123,7 @@ impl ClusterReads {
         let sent = self
             .client
             .send_request(
-                read_subject(host),
+                read_subject(&region, host),
                 async_nats::Request::new()
                     .payload(payload.into())
                     .timeout(Some(self.timeout)),

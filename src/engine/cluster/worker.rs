@@ -19,6 +19,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::engine::events::NoEvents;
+use crate::engine::fleet::Fleet;
 use crate::engine::live::{read_facts, UnitSet};
 use crate::model::cluster::{
     bucket_of, lease_key, owner_of, read_subject, token, Lease, ReadReply, ReadRequest, ReadUnits,
@@ -48,6 +49,8 @@ pub struct WorkerOptions {
     pub ttl: Duration,
     /// Forks, read bound and the connection pool.
     pub reach: Reach,
+    /// The live snapshot of its hosts (None: every read reads the host).
+    pub fleet: Option<Fleet>,
 }
 
 /// A bucket lease held, and the task answering its hosts.
@@ -106,9 +109,11 @@ pub async fn run(nats: Nats, o: WorkerOptions, mut stop: watch::Receiver<bool>) 
                     step(&leases, &key, b, mine, &lease_bytes, &mut held, || {
                         tokio::spawn(serve_bucket(
                             nats.client.clone(),
+                            o.region.clone(),
                             hosts.clone(),
                             o.inventory.digest.clone(),
                             o.reach.clone(),
+                            o.fleet.clone(),
                             reads.clone(),
                         ))
                     })
@@ -195,6 +200,27 @@ async fn step(
     }
 }
 
+/// The regions the live workers announce (each once).
+pub async fn live_regions(workers: &kv::Store) -> Result<Vec<String>, NatsError> {
+    let mut keys = workers
+        .keys()
+        .await
+        .map_err(|e| NatsError(format!("workers: {e}")))?;
+    let mut out: Vec<String> = Vec::new();
+    while let Some(k) = keys.next().await {
+        let Ok(k) = k else { continue };
+        let Ok(Some(v)) = workers.get(&k).await else {
+            continue;
+        };
+        if let Ok(w) = serde_json::from_slice::<WorkerInfo>(&v) {
+            if w.protocol == PROTOCOL && !out.contains(&w.region) {
+                out.push(w.region);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The names of the live workers of `region` (those whose entry has not
 /// expired), this one included once it has announced itself.
 async fn live_workers(workers: &kv::Store, region: &str) -> Result<Vec<String>, NatsError> {
@@ -220,14 +246,16 @@ async fn live_workers(workers: &kv::Store, region: &str) -> Result<Vec<String>, 
 /// Answer the reads of `hosts` until aborted.
 async fn serve_bucket(
     client: async_nats::Client,
+    region: String,
     hosts: Vec<Host>,
     inventory: String,
     reach: Reach,
+    fleet: Option<Fleet>,
     reads: Arc<Semaphore>,
 ) {
     let mut subs = Vec::new();
     for h in &hosts {
-        match client.subscribe(read_subject(&h.name)).await {
+        match client.subscribe(read_subject(&region, &h.name)).await {
             Ok(s) => subs.push(s),
             Err(e) => tracing::warn!(host = %h.name, error = %e, "cannot listen for reads"),
         }
@@ -244,10 +272,15 @@ async fn serve_bucket(
         let Ok(permit) = reads.clone().acquire_owned().await else {
             return;
         };
-        let (client, hosts, inventory, reach) =
-            (client.clone(), hosts.clone(), inventory.clone(), reach.clone());
+        let (client, hosts, inventory, reach, fleet) = (
+            client.clone(),
+            hosts.clone(),
+            inventory.clone(),
+            reach.clone(),
+            fleet.clone(),
+        );
         tokio::spawn(async move {
-            let answer = answer(&msg.payload, &hosts, &inventory, reach).await;
+            let answer = answer(&msg.payload, &hosts, &inventory, reach, fleet.as_ref()).await;
             drop(permit);
             match serde_json::to_vec(&answer) {
                 Ok(b) => {
@@ -268,6 +301,7 @@ async fn answer(
     hosts: &BTreeMap<String, Host>,
     inventory: &str,
     reach: Reach,
+    fleet: Option<&Fleet>,
 ) -> ReadReply {
     let req: ReadRequest = match serde_json::from_slice(payload) {
         Ok(r) => r,
@@ -301,6 +335,24 @@ async fn answer(
             }
         }
     };
+    // From the snapshot while it is fresh, as a single server answers.
+    let named: Option<Vec<String>> = match &set {
+        UnitSet::LoadedServices => Some(Vec::new()),
+        UnitSet::These(u) => Some(u.iter().map(|u| u.to_string()).collect()),
+        UnitSet::AllServices => None,
+    };
+    if let (Some(f), Some(named)) = (fleet, named) {
+        if let Some((mut facts, age)) = f.answer(std::slice::from_ref(host), &named) {
+            if let Some(facts) = facts.hosts.shift_remove(&host.name) {
+                tracing::debug!(host = %host.name, ?age, "read answered from the live snapshot");
+                return ReadReply::Facts {
+                    facts,
+                    unreachable: false,
+                };
+            }
+        }
+    }
+    tracing::debug!(host = %host.name, "read from the host");
     let (mut facts, results) = read_facts(std::slice::from_ref(host), reach, |_| set.clone(), &NoEvents).await;
     let unreachable = results
         .iter()
