@@ -10,6 +10,7 @@
 //! (SIGSTOP) or cut off stops answering before anyone else may take over.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,10 +54,44 @@ pub struct WorkerOptions {
     pub fleet: Option<Fleet>,
 }
 
+/// When a lease was last renewed, on this process's monotonic clock,
+/// shared with the task answering its hosts: a read is answered only
+/// while the lease is fenced-fresh, so a worker that wakes from a stop
+/// (SIGSTOP, a stall) answers nothing queued meanwhile before its own
+/// tick has seen whether it still holds the lease.
+#[derive(Debug)]
+pub struct LeaseClock {
+    start: Instant,
+    renewed_ms: AtomicU64,
+    fence: Duration,
+}
+
+impl LeaseClock {
+    fn new(fence: Duration) -> Arc<Self> {
+        Arc::new(LeaseClock {
+            start: Instant::now(),
+            renewed_ms: AtomicU64::new(0),
+            fence,
+        })
+    }
+
+    fn renew(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.renewed_ms.store(now, Ordering::SeqCst);
+    }
+
+    /// Renewed within the fence.
+    fn valid(&self) -> bool {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let age = now.saturating_sub(self.renewed_ms.load(Ordering::SeqCst));
+        u128::from(age) < self.fence.as_millis()
+    }
+}
+
 /// A bucket lease held, and the task answering its hosts.
 struct Held {
     revision: u64,
-    renewed: Instant,
+    clock: Arc<LeaseClock>,
     serving: JoinHandle<()>,
 }
 
@@ -69,8 +104,27 @@ impl Drop for Held {
 
 /// Run a worker until `stop` turns true, then give its leases back.
 pub async fn run(nats: Nats, o: WorkerOptions, mut stop: watch::Receiver<bool>) -> Result<(), NatsError> {
-    let workers = nats.bucket(WORKERS_BUCKET, o.ttl).await?;
-    let leases = nats.bucket(LEASES_BUCKET, o.ttl).await?;
+    // An unattended worker waits out NATS being slow or not there yet
+    // (a leaf link still coming up, a cluster electing its leader)
+    // instead of exiting.
+    let (workers, leases) = loop {
+        let made = async {
+            Ok::<_, NatsError>((
+                nats.bucket(WORKERS_BUCKET, o.ttl).await?,
+                nats.bucket(LEASES_BUCKET, o.ttl).await?,
+            ))
+        };
+        match made.await {
+            Ok(b) => break b,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the KV buckets yet; retrying in 1s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return Ok(()),
+                }
+            }
+        }
+    };
     let ttl = match leases.status().await {
         Ok(s) if !s.max_age().is_zero() => s.max_age(),
         _ => o.ttl,
@@ -97,35 +151,51 @@ pub async fn run(nats: Nats, o: WorkerOptions, mut stop: watch::Receiver<bool>) 
     let reads = Arc::new(Semaphore::new(READS_AT_ONCE));
     let mut held: BTreeMap<u32, Held> = BTreeMap::new();
     tracing::info!(worker = %o.name, region = %o.region, hosts = o.hosts.len(), ttl = ?ttl, "worker up");
+    // The live workers as last listed: a listing NATS does not answer in
+    // time (a server died, a leader is being elected) must not stop the
+    // renewals of the leases held.
+    let mut live: Vec<String> = Vec::new();
+    let bound = tick.max(Duration::from_millis(500));
+    let lz = LeaseStore {
+        store: &leases,
+        value: &lease_bytes,
+        fence,
+        bound: tick,
+    };
+    let answering = Answering {
+        client: nats.client.clone(),
+        region: o.region.clone(),
+        inventory: o.inventory.digest.clone(),
+        reach: o.reach.clone(),
+        fleet: o.fleet.clone(),
+        reads: reads.clone(),
+    };
     loop {
-        if let Err(e) = workers.put(token(&o.name), info_bytes.clone().into()).await {
-            tracing::warn!(error = %e, "cannot announce this worker");
+        let put = workers.put(token(&o.name), info_bytes.clone().into());
+        match tokio::time::timeout(bound, put).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot announce this worker"),
+            Err(_) => tracing::warn!("cannot announce this worker: timed out"),
         }
-        match live_workers(&workers, &o.region).await {
-            Ok(live) => {
-                for (&b, hosts) in &buckets {
-                    let mine = owner_of(b, live.iter().map(String::as_str)) == Some(o.name.as_str());
-                    let key = lease_key(&o.region, b);
-                    step(&leases, &key, b, mine, &lease_bytes, &mut held, || {
-                        tokio::spawn(serve_bucket(
-                            nats.client.clone(),
-                            o.region.clone(),
-                            hosts.clone(),
-                            o.inventory.digest.clone(),
-                            o.reach.clone(),
-                            o.fleet.clone(),
-                            reads.clone(),
-                        ))
-                    })
-                    .await;
-                }
+        match tokio::time::timeout(bound, live_workers(&workers, &o.region)).await {
+            Ok(Ok(now)) => live = now,
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot list the live workers"),
+            Err(_) => tracing::warn!("cannot list the live workers: timed out"),
+        }
+        if !live.is_empty() {
+            for (&b, hosts) in &buckets {
+                let mine = owner_of(b, live.iter().map(String::as_str)) == Some(o.name.as_str());
+                let key = lease_key(&o.region, b);
+                step(&lz, &key, b, mine, &mut held, |clock| {
+                    tokio::spawn(serve_bucket(clock, answering.clone(), hosts.clone()))
+                })
+                .await;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot list the live workers"),
         }
         // The fence: a lease not renewed lately is not served, whatever
         // NATS says later (this worker may have been asleep).
         held.retain(|b, h| {
-            let fresh = h.renewed.elapsed() < fence;
+            let fresh = h.clock.valid();
             if !fresh {
                 tracing::warn!(bucket = b, "lease not renewed within the TTL: no longer served");
             }
@@ -148,27 +218,57 @@ pub async fn run(nats: Nats, o: WorkerOptions, mut stop: watch::Receiver<bool>) 
     Ok(())
 }
 
+/// The leases bucket, this worker's lease value, and its clocks.
+struct LeaseStore<'a> {
+    store: &'a kv::Store,
+    value: &'a [u8],
+    /// Serve only while renewed within this.
+    fence: Duration,
+    /// Bound on each KV call.
+    bound: Duration,
+}
+
+/// What answering a bucket's reads needs, shared by its tasks.
+#[derive(Clone)]
+struct Answering {
+    client: async_nats::Client,
+    region: String,
+    inventory: String,
+    reach: Reach,
+    fleet: Option<Fleet>,
+    reads: Arc<Semaphore>,
+}
+
 /// One bucket's lease for this tick: renew it, take it, or give it back.
 async fn step(
-    leases: &kv::Store,
+    lz: &LeaseStore<'_>,
     key: &str,
     b: u32,
     mine: bool,
-    value: &[u8],
     held: &mut BTreeMap<u32, Held>,
-    serve: impl FnOnce() -> JoinHandle<()>,
+    serve: impl FnOnce(Arc<LeaseClock>) -> JoinHandle<()>,
 ) {
+    let (leases, value, fence, bound) = (lz.store, lz.value, lz.fence, lz.bound);
+    // Each KV call within a tick: a call NATS does not answer (a server
+    // died, a leader is being elected) must not hold up the other
+    // buckets' renewals past their fence.
+    let bound = bound.max(Duration::from_millis(500));
+    let timed_out = || async_nats::Error::from("timed out");
     match (held.get_mut(&b), mine) {
-        (Some(h), true) => match leases.update(key, value.to_vec().into(), h.revision).await {
-            Ok(rev) => {
-                h.revision = rev;
-                h.renewed = Instant::now();
-            }
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+        (Some(h), true) => match tokio::time::timeout(bound, leases.update(key, value.to_vec().into(), h.revision))
+            .await
+            .map_err(|_| timed_out())
+        {
+            Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                 tracing::warn!(bucket = b, "lease lost to another worker");
                 held.remove(&b);
             }
+            Ok(Ok(rev)) => {
+                h.revision = rev;
+                h.clock.renew();
+            }
             // Kept until the fence drops it: NATS may be back next tick.
+            Ok(Err(e)) => tracing::warn!(bucket = b, error = %e, "cannot renew a lease"),
             Err(e) => tracing::warn!(bucket = b, error = %e, "cannot renew a lease"),
         },
         (Some(h), false) => {
@@ -180,20 +280,52 @@ async fn step(
             }
             tracing::info!(bucket = b, "lease handed over");
         }
-        (None, true) => match leases.create(key, value.to_vec().into()).await {
+        (None, true) => match tokio::time::timeout(bound, leases.create(key, value.to_vec().into()))
+            .await
+            .unwrap_or_else(|_| Err(kv::CreateError::new(kv::CreateErrorKind::Other)))
+        {
             Ok(rev) => {
                 tracing::info!(bucket = b, "lease taken");
+                let clock = LeaseClock::new(fence);
+                clock.renew();
                 held.insert(
                     b,
                     Held {
                         revision: rev,
-                        renewed: Instant::now(),
-                        serving: serve(),
+                        serving: serve(clock.clone()),
+                        clock,
                     },
                 );
             }
-            // Its last holder's entry has not expired yet: wait.
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            // Its last holder's entry has not expired yet: wait, unless
+            // that holder is this worker, which dropped it at its fence
+            // (a renewal NATS did not answer in time): take it back on
+            // its revision rather than wait out the TTL unserved.
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                let mine = match tokio::time::timeout(bound, leases.entry(key)).await {
+                    Ok(Ok(Some(en))) => serde_json::from_slice::<Lease>(&en.value)
+                        .ok()
+                        .filter(|l| l.worker.as_bytes() == worker_of(value))
+                        .map(|_| en.revision),
+                    _ => None,
+                };
+                if let Some(rev) = mine {
+                    let back = tokio::time::timeout(bound, leases.update(key, value.to_vec().into(), rev));
+                    if let Ok(Ok(rev)) = back.await {
+                        tracing::info!(bucket = b, "lease taken (back)");
+                        let clock = LeaseClock::new(fence);
+                        clock.renew();
+                        held.insert(
+                            b,
+                            Held {
+                                revision: rev,
+                                serving: serve(clock.clone()),
+                                clock,
+                            },
+                        );
+                    }
+                }
+            }
             Err(e) => tracing::warn!(bucket = b, error = %e, "cannot take a lease"),
         },
         (None, false) => {}
@@ -221,6 +353,13 @@ pub async fn live_regions(workers: &kv::Store) -> Result<Vec<String>, NatsError>
     Ok(out)
 }
 
+/// The worker named in an encoded [`Lease`] value (bytes of its name).
+fn worker_of(value: &[u8]) -> Vec<u8> {
+    serde_json::from_slice::<Lease>(value)
+        .map(|l| l.worker.into_bytes())
+        .unwrap_or_default()
+}
+
 /// The names of the live workers of `region` (those whose entry has not
 /// expired), this one included once it has announced itself.
 async fn live_workers(workers: &kv::Store, region: &str) -> Result<Vec<String>, NatsError> {
@@ -244,15 +383,15 @@ async fn live_workers(workers: &kv::Store, region: &str) -> Result<Vec<String>, 
 }
 
 /// Answer the reads of `hosts` until aborted.
-async fn serve_bucket(
-    client: async_nats::Client,
-    region: String,
-    hosts: Vec<Host>,
-    inventory: String,
-    reach: Reach,
-    fleet: Option<Fleet>,
-    reads: Arc<Semaphore>,
-) {
+async fn serve_bucket(clock: Arc<LeaseClock>, a: Answering, hosts: Vec<Host>) {
+    let Answering {
+        client,
+        region,
+        inventory,
+        reach,
+        fleet,
+        reads,
+    } = a;
     let mut subs = Vec::new();
     for h in &hosts {
         match client.subscribe(read_subject(&region, &h.name)).await {
@@ -269,6 +408,10 @@ async fn serve_bucket(
             tracing::warn!(subject = %msg.subject, "a read without a reply subject: dropped");
             continue;
         };
+        if !clock.valid() {
+            tracing::warn!(subject = %msg.subject, "a read dropped: this worker's lease is not renewed (it was stopped or cut off)");
+            continue;
+        }
         let Ok(permit) = reads.clone().acquire_owned().await else {
             return;
         };
@@ -279,9 +422,15 @@ async fn serve_bucket(
             reach.clone(),
             fleet.clone(),
         );
+        let clock = clock.clone();
         tokio::spawn(async move {
             let answer = answer(&msg.payload, &hosts, &inventory, reach, fleet.as_ref()).await;
             drop(permit);
+            // Stopped while reading: the answer may be stale.
+            if !clock.valid() {
+                tracing::warn!("an answer dropped: this worker's lease expired while it read");
+                return;
+            }
             match serde_json::to_vec(&answer) {
                 Ok(b) => {
                     if let Err(e) = client.publish(reply, b.into()).await {
