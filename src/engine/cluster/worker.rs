@@ -286,16 +286,7 @@ async fn step(
         {
             Ok(rev) => {
                 tracing::info!(bucket = b, "lease taken");
-                let clock = LeaseClock::new(fence);
-                clock.renew();
-                held.insert(
-                    b,
-                    Held {
-                        revision: rev,
-                        serving: serve(clock.clone()),
-                        clock,
-                    },
-                );
+                hold(held, b, rev, fence, serve);
             }
             // Its last holder's entry has not expired yet: wait, unless
             // that holder is this worker, which dropped it at its fence
@@ -313,16 +304,7 @@ async fn step(
                     let back = tokio::time::timeout(bound, leases.update(key, value.to_vec().into(), rev));
                     if let Ok(Ok(rev)) = back.await {
                         tracing::info!(bucket = b, "lease taken (back)");
-                        let clock = LeaseClock::new(fence);
-                        clock.renew();
-                        held.insert(
-                            b,
-                            Held {
-                                revision: rev,
-                                serving: serve(clock.clone()),
-                                clock,
-                            },
-                        );
+                        hold(held, b, rev, fence, serve);
                     }
                 }
             }
@@ -351,6 +333,28 @@ pub async fn live_regions(workers: &kv::Store) -> Result<Vec<String>, NatsError>
         }
     }
     Ok(out)
+}
+
+/// A lease just taken at `revision`: its clock starts, its reads are
+/// answered.
+fn hold(
+    held: &mut BTreeMap<u32, Held>,
+    b: u32,
+    revision: u64,
+    fence: Duration,
+    serve: impl FnOnce(Arc<LeaseClock>) -> JoinHandle<()>,
+) {
+    let clock = LeaseClock::new(fence);
+    clock.renew();
+    let serving = serve(clock.clone());
+    held.insert(
+        b,
+        Held {
+            revision,
+            clock,
+            serving,
+        },
+    );
 }
 
 /// The worker named in an encoded [`Lease`] value (bytes of its name).
