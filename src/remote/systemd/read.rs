@@ -85,17 +85,9 @@ impl Systemd {
             if !unit.ends_with(".service") {
                 return Ok(None);
             }
-            let reply = self
-                .conn
-                .call_method(
-                    Some(DEST),
-                    path.as_str(),
-                    Some("org.freedesktop.DBus.Properties"),
-                    "Get",
-                    &("org.freedesktop.systemd1.Service", "MainPID"),
-                )
+            let v = self
+                .property(&path, "org.freedesktop.systemd1.Service", "MainPID")
                 .await?;
-            let v: OwnedValue = reply.body().deserialize()?;
             Ok::<_, zbus::Error>(u32::try_from(v).ok())
         };
         let (load, all, pid) = futures_util::join!(load, all, pid);
@@ -252,6 +244,12 @@ impl Systemd {
 
     /// One property of the Unit interface, by the unit's object path.
     async fn unit_property(&self, path: &str, prop: &str) -> zbus::Result<OwnedValue> {
+        self.property(path, "org.freedesktop.systemd1.Unit", prop)
+            .await
+    }
+
+    /// One property of an interface of a unit, by the unit's object path.
+    async fn property(&self, path: &str, iface: &str, prop: &str) -> zbus::Result<OwnedValue> {
         let reply = self
             .conn
             .call_method(
@@ -259,7 +257,7 @@ impl Systemd {
                 path,
                 Some("org.freedesktop.DBus.Properties"),
                 "Get",
-                &("org.freedesktop.systemd1.Unit", prop),
+                &(iface, prop),
             )
             .await?;
         reply.body().deserialize()
@@ -382,20 +380,8 @@ impl Systemd {
                     let get = |iface: &'static str, prop: &'static str| {
                         let path = path.clone();
                         async move {
-                            let reply = self
-                                .conn
-                                .call_method(
-                                    Some(DEST),
-                                    path.as_str(),
-                                    Some("org.freedesktop.DBus.Properties"),
-                                    "Get",
-                                    &(iface, prop),
-                                )
+                            self.property(&path, iface, prop)
                                 .await
-                                .map_err(SystemdError::bus(format!("Get {prop} {u}")))?;
-                            reply
-                                .body()
-                                .deserialize::<OwnedValue>()
                                 .map_err(SystemdError::bus(format!("Get {prop} {u}")))
                         }
                     };
