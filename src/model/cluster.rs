@@ -37,11 +37,10 @@ pub fn read_subject(region: &str, host: &str) -> String {
 /// it, else the empty region (workers of every host). `matches` says
 /// whether a region's selector matches the host.
 pub fn region_of(regions: &[String], matches: impl Fn(&str) -> bool) -> &str {
-    let mut sorted: Vec<&String> = regions.iter().filter(|r| !r.is_empty()).collect();
-    sorted.sort();
-    sorted
-        .into_iter()
-        .find(|r| matches(r))
+    regions
+        .iter()
+        .filter(|r| !r.is_empty() && matches(r))
+        .min()
         .map(String::as_str)
         .unwrap_or("")
 }

@@ -2,6 +2,7 @@
 //! request/reply on the host's subject: only the owner listens there, so
 //! NATS routes the request, and a replica needs to know no lease).
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -16,14 +17,21 @@ use crate::remote::nats::Nats;
 /// How often a replica reads which regions the live workers announce.
 const REGIONS_EVERY: Duration = Duration::from_secs(2);
 
-/// The live workers' regions, each with its selector (None: every host).
-type Regions = Arc<RwLock<Vec<(String, Option<Selector>)>>>;
+/// The live workers' regions, and the selectors of those that are one
+/// (the empty region, workers of every host, has none).
+#[derive(Debug, Default)]
+struct Known {
+    names: Vec<String>,
+    selectors: HashMap<String, Selector>,
+}
+
+type Regions = Arc<RwLock<Known>>;
 
 /// Reads through the workers.
 #[derive(Debug, Clone)]
 pub struct ClusterReads {
     client: async_nats::Client,
-    /// The live workers' regions, with their selectors.
+    /// The live workers' regions.
     regions: Regions,
     /// How long a worker may take to answer (its own read bound, plus the
     /// trip).
@@ -65,17 +73,13 @@ impl ClusterReads {
                 if let Some(w) = &workers {
                     match crate::engine::cluster::worker::live_regions(w).await {
                         Ok(names) => {
-                            let parsed = names
-                                .into_iter()
-                                .map(|name| {
-                                    let sel = (!name.is_empty())
-                                        .then(|| Selector::parse(&name).ok())
-                                        .flatten();
-                                    (name, sel)
-                                })
+                            let selectors = names
+                                .iter()
+                                .filter(|n| !n.is_empty())
+                                .filter_map(|n| Selector::parse(n).ok().map(|s| (n.clone(), s)))
                                 .collect();
                             if let Ok(mut g) = r.write() {
-                                *g = parsed;
+                                *g = Known { names, selectors };
                             }
                         }
                         Err(e) => tracing::debug!(error = %e, "cannot list the workers' regions"),
@@ -96,12 +100,7 @@ impl ClusterReads {
         let Ok(g) = self.regions.read() else {
             return String::new();
         };
-        let names: Vec<String> = g.iter().map(|(n, _)| n.clone()).collect();
-        region_of(&names, |r| {
-            g.iter()
-                .any(|(n, sel)| n == r && sel.as_ref().is_some_and(|s| s.matches(host)))
-        })
-        .to_string()
+        region_of(&g.names, |r| g.selectors.get(r).is_some_and(|s| s.matches(host))).to_string()
     }
 
     /// Read `units` on `host` (resolved in the inventory of digest

@@ -158,9 +158,10 @@ pub async fn run(nats: Nats, o: WorkerOptions, mut stop: watch::Receiver<bool>) 
     let bound = tick.max(Duration::from_millis(500));
     let lz = LeaseStore {
         store: &leases,
+        name: &o.name,
         value: &lease_bytes,
         fence,
-        bound: tick,
+        bound,
     };
     let answering = Answering {
         client: nats.client.clone(),
@@ -218,13 +219,16 @@ pub async fn run(nats: Nats, o: WorkerOptions, mut stop: watch::Receiver<bool>) 
     Ok(())
 }
 
-/// The leases bucket, this worker's lease value, and its clocks.
+/// The leases bucket, this worker's name and lease value, and its clocks.
 struct LeaseStore<'a> {
     store: &'a kv::Store,
+    name: &'a str,
     value: &'a [u8],
     /// Serve only while renewed within this.
     fence: Duration,
-    /// Bound on each KV call.
+    /// Bound on each KV call within a tick: a call NATS does not answer
+    /// (a server died, a leader is being elected) must not hold up the
+    /// other buckets' renewals past their fence.
     bound: Duration,
 }
 
@@ -249,10 +253,6 @@ async fn step(
     serve: impl FnOnce(Arc<LeaseClock>) -> JoinHandle<()>,
 ) {
     let (leases, value, fence, bound) = (lz.store, lz.value, lz.fence, lz.bound);
-    // Each KV call within a tick: a call NATS does not answer (a server
-    // died, a leader is being elected) must not hold up the other
-    // buckets' renewals past their fence.
-    let bound = bound.max(Duration::from_millis(500));
     let timed_out = || async_nats::Error::from("timed out");
     match (held.get_mut(&b), mine) {
         (Some(h), true) => match tokio::time::timeout(bound, leases.update(key, value.to_vec().into(), h.revision))
@@ -296,7 +296,7 @@ async fn step(
                 let mine = match tokio::time::timeout(bound, leases.entry(key)).await {
                     Ok(Ok(Some(en))) => serde_json::from_slice::<Lease>(&en.value)
                         .ok()
-                        .filter(|l| l.worker.as_bytes() == worker_of(value))
+                        .filter(|l| l.worker == lz.name)
                         .map(|_| en.revision),
                     _ => None,
                 };
@@ -316,20 +316,10 @@ async fn step(
 
 /// The regions the live workers announce (each once).
 pub async fn live_regions(workers: &kv::Store) -> Result<Vec<String>, NatsError> {
-    let mut keys = workers
-        .keys()
-        .await
-        .map_err(|e| NatsError(format!("workers: {e}")))?;
     let mut out: Vec<String> = Vec::new();
-    while let Some(k) = keys.next().await {
-        let Ok(k) = k else { continue };
-        let Ok(Some(v)) = workers.get(&k).await else {
-            continue;
-        };
-        if let Ok(w) = serde_json::from_slice::<WorkerInfo>(&v) {
-            if w.protocol == PROTOCOL && !out.contains(&w.region) {
-                out.push(w.region);
-            }
+    for w in live_infos(workers).await? {
+        if !out.contains(&w.region) {
+            out.push(w.region);
         }
     }
     Ok(out)
@@ -357,16 +347,20 @@ fn hold(
     );
 }
 
-/// The worker named in an encoded [`Lease`] value (bytes of its name).
-fn worker_of(value: &[u8]) -> Vec<u8> {
-    serde_json::from_slice::<Lease>(value)
-        .map(|l| l.worker.into_bytes())
-        .unwrap_or_default()
-}
-
 /// The names of the live workers of `region` (those whose entry has not
 /// expired), this one included once it has announced itself.
 async fn live_workers(workers: &kv::Store, region: &str) -> Result<Vec<String>, NatsError> {
+    Ok(live_infos(workers)
+        .await?
+        .into_iter()
+        .filter(|w| w.region == region)
+        .map(|w| w.name)
+        .collect())
+}
+
+/// Every live worker's entry that speaks this [`PROTOCOL`]; an entry drover
+/// cannot read is logged and left out.
+async fn live_infos(workers: &kv::Store) -> Result<Vec<WorkerInfo>, NatsError> {
     let mut keys = workers
         .keys()
         .await
@@ -378,7 +372,7 @@ async fn live_workers(workers: &kv::Store, region: &str) -> Result<Vec<String>, 
             continue;
         };
         match serde_json::from_slice::<WorkerInfo>(&v) {
-            Ok(w) if w.protocol == PROTOCOL && w.region == region => out.push(w.name),
+            Ok(w) if w.protocol == PROTOCOL => out.push(w),
             Ok(_) => {}
             Err(e) => tracing::warn!(key = %k, error = %e, "a worker entry drover cannot read"),
         }
