@@ -328,6 +328,7 @@ impl HostAction for Predict<'_> {
     type Lane = ();
     type Detail = Vec<Action>;
     type Error = Error;
+    const TIMED: bool = false;
 
     fn presence(&self, h: usize) -> Presence {
         Presence {

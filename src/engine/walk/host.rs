@@ -32,7 +32,7 @@ impl<A: HostAction> Walk<'_, A> {
             return Ok(status);
         }
         let step = &self.job.playbook.steps[si];
-        let t0 = Instant::now();
+        let t0 = A::TIMED.then(Instant::now);
         let (outcome, detail) = match self.before_work(step, h, task).await {
             Err(outcome) => (outcome, A::Detail::default()),
             Ok((conn, failed_at)) => {
@@ -55,7 +55,7 @@ impl<A: HostAction> Walk<'_, A> {
             batch,
             outcome,
             detail,
-            elapsed: t0.elapsed(),
+            elapsed: t0.map(|t| t.elapsed()).unwrap_or_default(),
             waited: self.take_wait(si, h),
         });
         Ok(status)

@@ -6,6 +6,7 @@
 //! however the run goes on.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::engine::claims::{Busy, Held, Members};
@@ -251,10 +252,15 @@ impl<A: HostAction> Walk<'_, A> {
         for &h in batch {
             w.insert((si, h), note.clone());
         }
+        self.any_waited.store(true, Ordering::Release);
     }
 
     /// Why the host's batch waited for room before step `si`, once.
     pub(super) fn take_wait(&self, si: usize, h: usize) -> Option<String> {
+        // Set before the batch's hosts start, under the same lock.
+        if !self.any_waited.load(Ordering::Acquire) {
+            return None;
+        }
         let mut w = self.waited.lock().unwrap_or_else(|p| p.into_inner());
         w.remove(&(si, h))
     }
