@@ -170,3 +170,110 @@ async fn bulk_reads_sharing_a_connection_through_reloads_answer_in_full() {
     assert!(up > 0);
     session.close().await;
 }
+
+/// A drover killed with SIGKILL (systemd's stop timeout, the OOM killer,
+/// `timeout -s KILL` around cron) leaves its SSH control directory and a
+/// master that lingers until ControlPersist ends it. The next drover to
+/// connect removes both, and nothing of a process still alive.
+#[test]
+fn a_killed_drovers_control_directories_are_swept_by_the_next_one() {
+    let Some(lab) = lab() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = dir.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    let control_dirs = || -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(&runtime)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("drover-ssh-"))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let keys = crate::server::Keys::make(dir.path(), lab.host(0));
+    let in_runtime = |c: &mut std::process::Command| {
+        c.env("XDG_RUNTIME_DIR", &runtime);
+    };
+    let kept = crate::server::Server::start_prepared(
+        "http",
+        &[
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            "--keys",
+            keys.file.to_str().unwrap(),
+        ],
+        &dir.path().join("kept.err"),
+        in_runtime,
+    );
+    let killed = crate::server::Server::start_prepared(
+        "http",
+        &[
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            "--keys",
+            keys.file.to_str().unwrap(),
+        ],
+        &dir.path().join("killed.err"),
+        in_runtime,
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (s, h) in [(&kept, lab.host(0)), (&killed, lab.host(1))] {
+        let (st, _, body) = rt.block_on(crate::server::call(
+            reqwest::Method::GET,
+            &s.url(&format!("/node/{h}/service")),
+            Some(&keys.read),
+        ));
+        assert_eq!(st, 200, "{body}");
+    }
+    let both = control_dirs();
+    assert_eq!(
+        both.len(),
+        2,
+        "one control directory per connection: {both:?}"
+    );
+    let killed_pid = killed.child.id();
+    let mut killed = killed;
+    killed.signal(libc::SIGKILL);
+    killed.child.wait().unwrap();
+    // Which directory was the killed server's: the one whose owner file
+    // names its pid.
+    let (gone, live): (Vec<_>, Vec<_>) = both.into_iter().partition(|d| {
+        std::fs::read_to_string(d.join("owner"))
+            .unwrap_or_default()
+            .starts_with(&format!("{killed_pid} "))
+    });
+    assert_eq!((gone.len(), live.len()), (1, 1));
+    let gone_dir = gone[0].to_str().unwrap().to_string();
+    assert!(
+        !common::ssh_pids_mentioning(&gone_dir).is_empty(),
+        "the killed server's master lingers"
+    );
+
+    let (code, out, err) = common::run(
+        lab.drover()
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .args(["status", "-i", lab.inventory.to_str().unwrap(), "--target"])
+            .arg(lab.host(2))
+            .arg("demo-web"),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    // The first connection waits for the sweep, so it is done by now; the
+    // master got SIGTERM and ends on its own time.
+    assert!(!gone[0].exists(), "the killed server's directory is swept");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !common::ssh_pids_mentioning(&gone_dir).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed server's master did not end after the sweep"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(control_dirs(), live, "the live server's directory stays");
+    assert!(!common::ssh_pids_mentioning(live[0].to_str().unwrap()).is_empty());
+    drop(kept);
+}

@@ -21,6 +21,7 @@ mod capped;
 mod local;
 mod ssh;
 mod stream;
+mod sweep;
 
 
 use std::fmt;

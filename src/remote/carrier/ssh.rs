@@ -158,19 +158,35 @@ pub(super) async fn connect_ssh(host: &Host) -> Result<Session, CarrierError> {
     }
     // A private directory per host for the control socket: its path names
     // exactly our ssh processes, which makes cleanup by pid certain.
+    let runtime = runtime_dir();
+    // The first connection of a process also sweeps what killed ones
+    // left, beside its ssh handshake (milliseconds against tens of them).
+    let sweep = super::sweep::first(&runtime);
     let control_dir = tempfile::Builder::new()
-        .prefix("drover-ssh-")
-        .tempdir_in(runtime_dir())
+        .prefix(super::sweep::PREFIX)
+        .tempdir_in(&runtime)
+        .and_then(|d| super::sweep::claim(d.path()).map(|()| d))
         .map_err(|e| {
             CarrierError::new(
                 FailureKind::Other,
-                format!("cannot create a control directory: {e}"),
+                format!(
+                    "cannot create a control directory in {}: {e}",
+                    runtime.display()
+                ),
             )
         })?;
     let builder = session_builder(host, control_dir.path());
     let t0 = std::time::Instant::now();
     let guard = host.connect_timeout * 2 + GUARD_GRACE;
-    let master = match tokio::time::timeout(guard, builder.launch_master(&host.address)).await {
+    let (launched, ()) = tokio::join!(
+        tokio::time::timeout(guard, builder.launch_master(&host.address)),
+        async {
+            if let Some(sweep) = sweep {
+                let _ = sweep.await;
+            }
+        }
+    );
+    let master = match launched {
         Ok(Ok(dir)) => dir,
         Ok(Err(e)) => {
             kill_referencing(control_dir.path());
@@ -388,8 +404,20 @@ impl Master {
 /// SIGTERM every `ssh` process whose command line names `dir` (our private
 /// control directory): the master, or an ssh still connecting after a
 /// timeout. Nothing else can name that directory.
-fn kill_referencing(dir: &Path) {
-    let needle = dir.as_os_str().as_encoded_bytes();
+pub(super) fn kill_referencing(dir: &Path) {
+    kill_referencing_any(&[dir]);
+}
+
+/// [`kill_referencing`] for several directories in one pass over /proc.
+pub(super) fn kill_referencing_any(dirs: &[&Path]) {
+    let needles: Vec<&[u8]> = dirs
+        .iter()
+        .map(|d| d.as_os_str().as_encoded_bytes())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if needles.is_empty() {
+        return;
+    }
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
     };
@@ -409,7 +437,10 @@ fn kill_referencing(dir: &Path) {
                 .split(|b| *b == 0)
                 .next()
                 .is_some_and(|argv0| argv0 == b"ssh" || argv0.ends_with(b"/ssh"));
-            is_ssh && cmdline.windows(needle.len().max(1)).any(|w| w == needle)
+            is_ssh
+                && needles
+                    .iter()
+                    .any(|n| cmdline.windows(n.len()).any(|w| w == *n))
         };
         if !ours() {
             continue;
