@@ -209,41 +209,52 @@ pub async fn collect_facts(
     .await)
 }
 
+/// What a live plan reads of one host: the units its steps touch, and
+/// the unit files of its `unit:` steps.
+#[derive(Debug, Clone)]
+pub struct PlanRead {
+    /// The host's inventory index.
+    pub host: usize,
+    /// The units its steps touch.
+    pub units: Vec<UnitName>,
+    /// The units whose files a `unit:` step reads.
+    pub files: Vec<UnitName>,
+}
+
+/// Per host the job touches, in inventory order, what its plan reads.
+pub fn plan_reads(job: &Job) -> Vec<PlanRead> {
+    let mut per_host: BTreeMap<usize, (BTreeSet<UnitName>, BTreeSet<UnitName>)> = BTreeMap::new();
+    for ex in &job.expanded {
+        for t in &ex.tasks {
+            let (units, files) = per_host.entry(t.host).or_default();
+            units.insert(t.unit.clone());
+            if ex.reads_file {
+                files.insert(t.unit.clone());
+            }
+        }
+    }
+    per_host
+        .into_iter()
+        .map(|(host, (units, files))| PlanRead {
+            host,
+            units: units.into_iter().collect(),
+            files: files.into_iter().collect(),
+        })
+        .collect()
+}
+
 /// Facts for a live plan: per host, exactly the units the expanded steps
 /// touch, read in parallel. Hosts no step touches are not contacted; they
 /// get an empty (reachable) entry, which the plan never consults.
 pub async fn plan_facts(job: &Job, reach: Reach, events: &dyn EventSink) -> (Facts, bool) {
-    let (inv, expanded) = (&job.inventory, &job.expanded);
-    let mut per_host: BTreeMap<usize, BTreeSet<UnitName>> = BTreeMap::new();
-    let mut files: BTreeMap<usize, BTreeSet<UnitName>> = BTreeMap::new();
-    for ex in expanded {
-        for t in &ex.tasks {
-            per_host.entry(t.host).or_default().insert(t.unit.clone());
-            if ex.reads_file {
-                files.entry(t.host).or_default().insert(t.unit.clone());
-            }
-        }
-    }
-    let idx: Vec<usize> = per_host.keys().copied().collect();
-    let hosts: Vec<Host> = idx.iter().map(|i| inv.hosts[*i].clone()).collect();
-    let units: Vec<Vec<UnitName>> = per_host
-        .into_values()
-        .map(|s| s.into_iter().collect())
-        .collect();
-    let file_sets: Vec<Vec<UnitName>> = idx
-        .iter()
-        .map(|h| {
-            files
-                .get(h)
-                .map(|s| s.iter().cloned().collect())
-                .unwrap_or_default()
-        })
-        .collect();
+    let inv = &job.inventory;
+    let reads = plan_reads(job);
+    let hosts: Vec<Host> = reads.iter().map(|r| inv.hosts[r.host].clone()).collect();
     let (read, results) = read_facts_with(
         &hosts,
         reach,
-        |i| UnitSet::These(units[i].clone()),
-        |i| file_sets[i].clone(),
+        |i| UnitSet::These(reads[i].units.clone()),
+        |i| reads[i].files.clone(),
         events,
     )
     .await;

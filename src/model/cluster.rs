@@ -151,6 +151,13 @@ pub struct ReadRequest {
     pub host: String,
     /// What to read.
     pub units: ReadUnits,
+    /// The unit files to read too (a `unit:` step's), by unit name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// Read the host itself, never the worker's snapshot: a dry run reads
+    /// what an apply would find, as a single server's does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_host: bool,
 }
 
 /// A worker's answer to a [`ReadRequest`].

@@ -553,3 +553,122 @@ async fn a_worker_woken_after_its_ttl_answers_nothing_before_it_holds_a_lease_ag
         "a never noticed its lease was stale:\n{woke}"
     );
 }
+
+/// Drop what differs between two runs of the same plan (ids, times).
+fn without_volatile(mut v: Value) -> Value {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.retain(|k, _| {
+                    !matches!(
+                        k.as_str(),
+                        "job_id" | "generated_at" | "created_at" | "facts_collected_at"
+                    )
+                });
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
+}
+
+/// A dry run on a replica is planned from the facts the hosts' owners
+/// read (units, maintenance flags, unit files), and says exactly what a
+/// single server's dry run on the same hosts says. A check-mode script
+/// runs on the host, which workers do not do yet: 503, not a plan that
+/// knows less.
+#[tokio::test]
+async fn a_replica_s_dry_run_is_the_single_server_s_plan() {
+    let Some(lab) = lab() else { return };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nc) = cluster(dir.path()) else {
+        return;
+    };
+    let books = dir.path().join("books");
+    std::fs::create_dir_all(&books).unwrap();
+    std::fs::write(
+        books.join("preview.yml"),
+        "name: preview\nsteps:\n  - id: web\n    target: _all\n    serial: 2\n    service: { name: demo-web, state: restarted }\n  - id: idle\n    target: role:web\n    needs: [web]\n    service: { name: demo-idle, state: stopped }\n  - id: file\n    target: role:worker\n    needs: []\n    unit: { name: drover-preview, content: \"[Service]\\nExecStart=/bin/true\\n\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        books.join("checked.yml"),
+        "name: checked\nsteps:\n  - id: probe\n    target: _all\n    use: probe\n",
+    )
+    .unwrap();
+    let module = books.join("modules/probe");
+    std::fs::create_dir_all(&module).unwrap();
+    std::fs::write(
+        module.join("module.yml"),
+        "description: probe\ncheck: true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        module.join("run"),
+        "#!/bin/sh\necho '{\"changed\": false}'\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(module.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let keys = Keys::make(dir.path(), lab.host(0));
+    let common_args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            "--keys",
+            keys.file.to_str().unwrap(),
+            "--playbooks",
+            books.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let _w = Worker::start(dir.path(), "a", &nc.hub_urls(), &lab.inventory, &[]);
+    let replica_args = common_args(&["--nats", &nc.hub_urls(), "--read-timeout", "3s"]);
+    let replica_args: Vec<&str> = replica_args.iter().map(String::as_str).collect();
+    let r = Server::start(&replica_args, &dir.path().join("replica.log"));
+    let single_args = common_args(&["--jobs-dir", dir.path().join("jobs").to_str().unwrap()]);
+    let single_args: Vec<&str> = single_args.iter().map(String::as_str).collect();
+    let single = Server::start(&single_args, &dir.path().join("single.log"));
+    until_all_read(&r, &keys.read, lab.len(), Duration::from_secs(30)).await;
+
+    let dry = |s: &Server, book: &str| {
+        let url = s.url(&format!("/runbook/{book}?dry_run=true"));
+        let key = keys.operate.clone();
+        async move { call(Method::POST, &url, Some(&key)).await }
+    };
+    let (st, _, via_workers) = dry(&r, "preview").await;
+    assert_eq!(st, 200, "{via_workers}\nreplica: {}", r.log());
+    let (st, _, direct) = dry(&single, "preview").await;
+    assert_eq!(st, 200, "{direct}");
+    // Not an empty agreement: the plan restarts demo-web everywhere and
+    // creates the unit file on the workers.
+    let text = direct.to_string();
+    assert!(
+        text.contains("demo-web.service") && text.contains("drover-preview.service"),
+        "{direct}"
+    );
+    assert_eq!(
+        without_volatile(via_workers),
+        without_volatile(direct),
+        "the replica's dry run differs from the single server's"
+    );
+    // The replica reached no host for it.
+    let kids = children(r.child.id());
+    assert!(
+        !kids.iter().any(|c| c.contains("ssh")),
+        "the replica runs {kids:?}"
+    );
+
+    let (st, _, b) = dry(&r, "checked").await;
+    assert_eq!(st, 503, "{b}");
+    assert_error(503, &b);
+    assert!(b["details"].as_str().unwrap().contains("check-mode"), "{b}");
+}

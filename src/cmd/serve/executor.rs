@@ -92,8 +92,10 @@ impl HostExecutor for InProcess {
 }
 
 /// A cluster-mode replica's executor: each host's read is asked of the
-/// worker that owns it (`drover worker`), over NATS. Dry runs and unit
-/// logs are not carried yet; they answer 503 with what to do instead.
+/// worker that owns it (`drover worker`), over NATS, and a dry run is
+/// planned here from the facts the owners read. Unit logs, and dry runs
+/// of check-mode script modules, are not carried yet; they answer 503
+/// with what to do instead.
 pub struct Cluster {
     reads: crate::engine::cluster::reads::ClusterReads,
     forks: usize,
@@ -130,8 +132,69 @@ pub fn not_in_cluster_mode(what: &str) -> ApiError {
 
 #[async_trait]
 impl HostExecutor for Cluster {
-    async fn plan(&self, _: Job, _: bool, _: bool) -> Result<Planned, ApiError> {
-        Err(not_in_cluster_mode("dry runs"))
+    async fn plan(
+        &self,
+        job: Job,
+        allow_protected: bool,
+        keep_facts: bool,
+    ) -> Result<Planned, ApiError> {
+        use crate::engine::cluster::reads::Ask;
+        use crate::model::cluster::ReadUnits;
+        use futures_util::StreamExt;
+        // A check-mode script runs on the host: a task, which workers do
+        // not take yet. A plan without its checks would claim less than it
+        // knows, so none is made.
+        let checks = job.playbook.steps.iter().any(|s| {
+            matches!(&s.operation, crate::model::playbook::Operation::Script(m) if m.check)
+        });
+        if checks {
+            return Err(not_in_cluster_mode(
+                "dry runs of playbooks with check-mode script modules",
+            ));
+        }
+        // The same reads a single server's dry run makes, each of the
+        // host's owner, from the host itself.
+        let wanted = crate::engine::live::plan_reads(&job);
+        let (reads, digest, inv, wanted_ref) =
+            (&self.reads, job.inventory.digest.as_str(), &job.inventory, &wanted);
+        let answers: Vec<_> = futures_util::stream::iter(0..wanted.len())
+            .map(|i| async move {
+                let w = &wanted_ref[i];
+                let ask = Ask {
+                    units: ReadUnits::These(w.units.iter().map(|u| u.to_string()).collect()),
+                    files: w.files.iter().map(|u| u.to_string()).collect(),
+                    from_host: true,
+                };
+                let host = &inv.hosts[w.host];
+                (host.name.clone(), reads.read(digest, host, ask).await)
+            })
+            .buffered(self.forks)
+            .collect()
+            .await;
+        let mut read = crate::model::facts::Facts::new();
+        let mut incomplete = false;
+        for (host, r) in answers {
+            if let Some(e) = &r.facts.error {
+                tracing::warn!("{host}: {e}");
+            }
+            incomplete |= !r.facts.reachable;
+            read.hosts.insert(host, r.facts);
+        }
+        let facts = read.covering(inv.hosts.iter().map(|h| h.name.as_str()));
+        let opts = PlanOptions {
+            reach: crate::remote::fanout::Reach::default(),
+            limit: None,
+            allow_protected,
+            keep_facts,
+            carry: None,
+        };
+        let source = FactsSource::Given {
+            facts,
+            label: "live".into(),
+        };
+        let mut planned = crate::engine::plan::plan(&job, source, &opts, &NoEvents).await?;
+        planned.incomplete = incomplete;
+        Ok(planned)
     }
 
     async fn status(
@@ -140,6 +203,7 @@ impl HostExecutor for Cluster {
         target: Option<String>,
         units: Vec<String>,
     ) -> Result<StatusReport, ApiError> {
+        use crate::engine::cluster::reads::Ask;
         use crate::model::cluster::ReadUnits;
         use futures_util::StreamExt;
         let hosts = crate::engine::live::select_hosts(&inv, target.as_deref())?;
@@ -154,7 +218,7 @@ impl HostExecutor for Cluster {
         let answers: Vec<_> = futures_util::stream::iter(0..hosts.len())
             .map(|i| async move {
                 let host = &hosts_ref[i];
-                (host.name.clone(), reads.read(digest, host, ask.clone()).await)
+                (host.name.clone(), reads.read(digest, host, Ask::units(ask.clone())).await)
             })
             .buffered(self.forks)
             .collect()

@@ -187,8 +187,9 @@ pub async fn start_job_with(
     extra_claims: Vec<Claim>,
     cont: Option<Continuation>,
 ) -> Result<Started, ApiError> {
-    // A replica reaches no host; jobs through the workers come later.
-    if state.settings.cluster {
+    // A replica reaches no host; a dry run reads through the workers,
+    // jobs through them come later.
+    if state.settings.cluster && !q.dry_run.unwrap_or(false) {
         return Err(super::executor::not_in_cluster_mode("jobs"));
     }
     let allow_protected = q.allow_protected.unwrap_or(false);

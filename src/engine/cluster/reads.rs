@@ -48,6 +48,28 @@ pub struct OwnerRead {
     pub unreachable: bool,
 }
 
+/// What one read asks of a host's owner.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    /// The units.
+    pub units: ReadUnits,
+    /// Unit files too (a `unit:` step's), by unit name.
+    pub files: Vec<String>,
+    /// From the host itself, not the worker's snapshot (a dry run).
+    pub from_host: bool,
+}
+
+impl Ask {
+    /// `units`, answered from the snapshot while it is fresh.
+    pub fn units(units: ReadUnits) -> Self {
+        Ask {
+            units,
+            files: Vec::new(),
+            from_host: false,
+        }
+    }
+}
+
 impl OwnerRead {
     fn failed(why: String) -> Self {
         OwnerRead {
@@ -103,17 +125,19 @@ impl ClusterReads {
         region_of(&g.names, |r| g.selectors.get(r).is_some_and(|s| s.matches(host))).to_string()
     }
 
-    /// Read `units` on `host` (resolved in the inventory of digest
-    /// `inventory`) from its owning worker. Never fails: what went wrong
-    /// is the host's error, as an unreachable host's is.
-    pub async fn read(&self, inventory: &str, host: &Host, units: ReadUnits) -> OwnerRead {
+    /// Read what `ask` says on `host` (resolved in the inventory of
+    /// digest `inventory`) from its owning worker. Never fails: what went
+    /// wrong is the host's error, as an unreachable host's is.
+    pub async fn read(&self, inventory: &str, host: &Host, ask: Ask) -> OwnerRead {
         let region = self.region(host);
         let host = host.name.as_str();
         let req = ReadRequest {
             protocol: PROTOCOL,
             inventory: inventory.to_string(),
             host: host.to_string(),
-            units,
+            units: ask.units,
+            files: ask.files,
+            from_host: ask.from_host,
         };
         let payload = match serde_json::to_vec(&req) {
             Ok(p) => p,

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::engine::events::NoEvents;
 use crate::engine::fleet::Fleet;
-use crate::engine::live::{read_facts, UnitSet};
+use crate::engine::live::{read_facts_with, UnitSet};
 use crate::model::cluster::{
     bucket_of, lease_key, owner_of, read_subject, token, Lease, ReadReply, ReadRequest, ReadUnits,
     WorkerInfo, LEASES_BUCKET, PROTOCOL, WORKERS_BUCKET,
@@ -482,8 +482,19 @@ async fn answer(
             }
         }
     };
-    // From the snapshot while it is fresh, as a single server answers.
+    let files = match req
+        .files
+        .iter()
+        .map(|n| UnitName::parse(n))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(f) => f,
+        Err(m) => return ReadReply::Refused(format!("unit file name: {m}")),
+    };
+    // From the snapshot while it is fresh, as a single server answers; a
+    // dry run reads the host, and the snapshot holds no unit files.
     let named: Option<Vec<String>> = match &set {
+        _ if req.from_host || !files.is_empty() => None,
         UnitSet::LoadedServices => Some(Vec::new()),
         UnitSet::These(u) => Some(u.iter().map(|u| u.to_string()).collect()),
         UnitSet::AllServices => None,
@@ -500,7 +511,14 @@ async fn answer(
         }
     }
     tracing::debug!(host = %host.name, "read from the host");
-    let (mut facts, results) = read_facts(std::slice::from_ref(host), reach, |_| set.clone(), &NoEvents).await;
+    let (mut facts, results) = read_facts_with(
+        std::slice::from_ref(host),
+        reach,
+        |_| set.clone(),
+        |_| files.clone(),
+        &NoEvents,
+    )
+    .await;
     let unreachable = results
         .iter()
         .any(|r| r.result.as_ref().is_err_and(|e| e.is_unreachable()));
