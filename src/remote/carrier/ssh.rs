@@ -161,7 +161,7 @@ pub(super) async fn connect_ssh(host: &Host) -> Result<Session, CarrierError> {
     let runtime = runtime_dir();
     // The first connection of a process also sweeps what killed ones
     // left, beside its ssh handshake (milliseconds against tens of them).
-    let sweep = super::sweep::first(&runtime);
+    let sweep = super::sweep::first(&runtime, kill_referencing_any);
     let control_dir = tempfile::Builder::new()
         .prefix(super::sweep::PREFIX)
         .tempdir_in(&runtime)
@@ -409,7 +409,7 @@ pub(super) fn kill_referencing(dir: &Path) {
 }
 
 /// [`kill_referencing`] for several directories in one pass over /proc.
-pub(super) fn kill_referencing_any(dirs: &[&Path]) {
+fn kill_referencing_any(dirs: &[&Path]) {
     let needles: Vec<&[u8]> = dirs
         .iter()
         .map(|d| d.as_os_str().as_encoded_bytes())

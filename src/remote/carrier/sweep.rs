@@ -39,14 +39,18 @@ pub(super) fn claim(dir: &Path) -> std::io::Result<()> {
 
 /// The first caller in a process gets the sweep of `runtime`'s
 /// leftovers, on the blocking pool; later callers get nothing to wait for.
-pub(super) fn first(runtime: &Path) -> Option<tokio::task::JoinHandle<()>> {
+/// `kill` ends the ssh processes naming any of the directories given.
+pub(super) fn first(
+    runtime: &Path,
+    kill: fn(&[&Path]),
+) -> Option<tokio::task::JoinHandle<()>> {
     static SWEPT: AtomicBool = AtomicBool::new(false);
     if SWEPT.swap(true, Ordering::AcqRel) {
         return None;
     }
     let runtime = runtime.to_path_buf();
     Some(tokio::task::spawn_blocking(move || {
-        let n = sweep(&runtime, SystemTime::now(), &super::ssh::kill_referencing_any);
+        let n = sweep(&runtime, SystemTime::now(), &kill);
         if n > 0 {
             tracing::info!(
                 dir = %runtime.display(),
