@@ -159,6 +159,25 @@ async fn a_served_runbook_and_a_cli_run_of_the_same_file_exclude_each_other() {
         200
     );
     let mut cli = apply().spawn().unwrap();
+    // Held once its lock file names it (the server's pool may reconnect
+    // to the new bus first, so a connection alone does not say so).
+    let pid = cli.id().to_string();
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_dir("/run/drover")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            e.file_name().to_string_lossy().starts_with("hold-")
+                && std::fs::read_to_string(e.path()).is_ok_and(|t| t.trim() == pid)
+        })
+    {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "the command-line run never held its lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     bus.wait_connections(1);
     let (st, _, b) = call(Method::POST, &s.url("/runbook/hold"), Some(&keys.operate)).await;
     assert_eq!(st, 409, "{b}");
