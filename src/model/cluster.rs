@@ -20,6 +20,10 @@ pub const WORKERS_BUCKET: &str = "drover_workers";
 /// the owning worker; renewed by compare-and-set, gone when not renewed.
 pub const LEASES_BUCKET: &str = "drover_leases";
 
+/// The KV bucket a replica writes to, to learn the NATS server's clock
+/// from the time JetStream stamps on the entry.
+pub const CLOCK_BUCKET: &str = "drover_clock";
+
 /// Host buckets per region: leases are taken per bucket, so a fleet of
 /// 100,000 hosts renews 64 keys per region, not 100,000.
 pub const HOST_BUCKETS: u32 = 64;

@@ -414,7 +414,7 @@ async fn a_region_s_credentials_cannot_take_another_region_s_hosts() {
     let t = drover::model::cluster::token;
     let users = format!(
         "authorization {{ users = [\n\
-         {{ user: replica, password: \"replica-pw-1\", permissions: {{ publish: [\"drover.read.>\", \"$JS.API.>\"], subscribe: [\"_INBOX.>\"] }} }},\n\
+         {{ user: replica, password: \"replica-pw-1\", permissions: {{ publish: [\"drover.read.>\", \"$JS.API.>\", \"$KV.drover_clock.>\"], subscribe: [\"_INBOX.>\"] }} }},\n\
          {{ user: eu1, password: \"eu1-pw-secret\", permissions: {{\n\
            publish: [\"$JS.API.>\", \"$KV.drover_workers.>\", \"$KV.drover_leases.{r}.>\", \"_INBOX.>\"],\n\
            subscribe: [\"drover.read.{r}.>\", \"_INBOX.>\"] }} }}\n\
@@ -480,6 +480,21 @@ async fn a_region_s_credentials_cannot_take_another_region_s_hosts() {
     let log = rogue.log();
     assert!(log.contains("cannot take a lease"), "{log}");
     assert!(!log.contains("lease taken"), "{log}");
+    // The replica's documented permissions let it measure its clock.
+    let t0 = Instant::now();
+    loop {
+        let (_, _, h) = call(Method::GET, &s.url("/health"), None).await;
+        if h["cluster"]["clock"]["skew_ms"].is_i64() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "{h}
+{}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // No password in any log.
     for text in [good.log(), rogue.log(), s.log()] {
         assert!(
@@ -671,4 +686,97 @@ async fn a_replica_s_dry_run_is_the_single_server_s_plan() {
     assert_eq!(st, 503, "{b}");
     assert_error(503, &b);
     assert!(b["details"].as_str().unwrap().contains("check-mode"), "{b}");
+}
+
+/// Windows are read on the replica's clock. A replica an hour off (the
+/// real clock shifted by libfaketime, monotonic time left alone) sees so
+/// against the time JetStream stamps on its writes, says it on /health
+/// and refuses dry runs; a replica on time plans.
+#[tokio::test]
+async fn a_replica_whose_clock_is_off_says_so_and_refuses_to_plan() {
+    let Some(lab) = lab() else { return };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let preload = Path::new("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1");
+    if !preload.exists() {
+        assert!(
+            std::env::var_os("DROVER_REQUIRE_LAB").is_none(),
+            "faketime is not installed: run tests/lab/lab.sh deps"
+        );
+        eprintln!("SKIPPED: faketime is not installed (tests/lab/lab.sh deps installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nc) = cluster(dir.path()) else {
+        return;
+    };
+    let books = dir.path().join("books");
+    std::fs::create_dir_all(&books).unwrap();
+    std::fs::write(
+        books.join("web.yml"),
+        "name: web\nsteps:\n  - id: web\n    target: _all\n    service: { name: demo-web, state: restarted }\n",
+    )
+    .unwrap();
+    let keys = Keys::make(dir.path(), lab.host(0));
+    let urls = nc.hub_urls();
+    let args = [
+        "-i",
+        lab.inventory.to_str().unwrap(),
+        "--keys",
+        keys.file.to_str().unwrap(),
+        "--playbooks",
+        books.to_str().unwrap(),
+        "--nats",
+        &urls,
+        "--read-timeout",
+        "3s",
+    ];
+    let _w = Worker::start(dir.path(), "a", &urls, &lab.inventory, &[]);
+    let on_time = Server::start(&args, &dir.path().join("on-time.log"));
+    let off = Server::start_prepared("http", &args, &dir.path().join("off.log"), |c| {
+        c.env("LD_PRELOAD", preload)
+            .env("FAKETIME", "+1h")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    });
+    // Measured at start: poll /health (no key) until it has a skew.
+    let clock_of = |s: &Server| {
+        let url = s.url("/health");
+        async move {
+            let t0 = Instant::now();
+            loop {
+                let (st, _, b) = call(Method::GET, &url, None).await;
+                assert_eq!(st, 200, "{b}");
+                if b["cluster"]["clock"]["skew_ms"].is_i64() {
+                    return b["cluster"]["clock"].clone();
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(30),
+                    "never measured: {b}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let good = clock_of(&on_time).await;
+    let bad = clock_of(&off).await;
+    eprintln!("on time: {good}\nan hour off: {bad}");
+    assert!(good["skew_ms"].as_i64().unwrap().abs() < 1000, "{good}");
+    assert_eq!(good["ok"], true, "{good}");
+    let skew = bad["skew_ms"].as_i64().unwrap();
+    assert!((skew - 3_600_000).abs() < 5_000, "{bad}");
+    assert_eq!(bad["ok"], false, "{bad}");
+    assert_eq!(bad["bound_ms"], 2000, "{bad}");
+
+    until_all_read(&on_time, &keys.read, lab.len(), Duration::from_secs(30)).await;
+    let dry = |s: &Server| {
+        let url = s.url("/runbook/web?dry_run=true");
+        let key = keys.operate.clone();
+        async move { call(Method::POST, &url, Some(&key)).await }
+    };
+    let (st, _, b) = dry(&off).await;
+    assert_eq!(st, 503, "{b}");
+    assert_error(503, &b);
+    assert!(b["details"].as_str().unwrap().contains("clock"), "{b}");
+    let (st, _, b) = dry(&on_time).await;
+    assert_eq!(st, 200, "{b}");
+    assert!(off.log().contains("off the NATS server's"), "{}", off.log());
 }

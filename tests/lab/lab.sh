@@ -42,8 +42,9 @@ SUITE=bookworm
 # prometheus-node-exporter scrape `drover serve` and an apply's textfile
 # (tests/lab/observability.rs); each test starts its own on loopback.
 # nats-server runs cluster mode's 3-node JetStream cluster and leaf node
-# (tests/lab/cluster.rs), also on loopback.
-MACHINE_PACKAGES=(debootstrap systemd-container openssh-client iproute2 procps man-db dpkg-dev chromium fonts-liberation zsh fish prometheus prometheus-node-exporter nats-server)
+# (tests/lab/cluster.rs), also on loopback; faketime runs a replica on a
+# clock an hour off, which it must notice against the NATS server's.
+MACHINE_PACKAGES=(debootstrap systemd-container openssh-client iproute2 procps man-db dpkg-dev chromium fonts-liberation zsh fish prometheus prometheus-node-exporter nats-server faketime)
 IMAGE_PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,iproute2,procps,sudo,man-db
 # Without these masks each host holds many inotify instances and past ~22
 # hosts boots die with "Too many open files" (max_user_instances is shared).

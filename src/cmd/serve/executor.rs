@@ -45,6 +45,11 @@ pub trait HostExecutor: Send + Sync {
     /// The journal entries `q` asks for on `hosts` (with `any`, the first
     /// of them that answers), each host's failure its own result.
     async fn logs(&self, hosts: Vec<Host>, q: LogQuery, any: bool) -> Vec<HostLogs>;
+
+    /// In cluster mode, this replica's clock against the NATS server's.
+    fn clock(&self) -> Option<crate::engine::cluster::clock::ClockReport> {
+        None
+    }
 }
 
 /// Hosts reached from this process, over its pool.
@@ -98,6 +103,7 @@ impl HostExecutor for InProcess {
 /// with what to do instead.
 pub struct Cluster {
     reads: crate::engine::cluster::reads::ClusterReads,
+    clock: std::sync::Arc<crate::engine::cluster::clock::ClockWatch>,
     forks: usize,
 }
 
@@ -106,10 +112,12 @@ impl Cluster {
     /// trip) per host; `forks` hosts asked at once.
     pub fn new(
         nats: &crate::remote::nats::Nats,
+        clock: std::sync::Arc<crate::engine::cluster::clock::ClockWatch>,
         read_timeout: std::time::Duration,
         forks: usize,
     ) -> Self {
         Cluster {
+            clock,
             reads: crate::engine::cluster::reads::ClusterReads::new(
                 nats,
                 read_timeout + std::time::Duration::from_secs(5),
@@ -150,6 +158,13 @@ impl HostExecutor for Cluster {
         if checks {
             return Err(not_in_cluster_mode(
                 "dry runs of playbooks with check-mode script modules",
+            ));
+        }
+        if let Some(why) = self.clock.refusal() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                why,
             ));
         }
         // The same reads a single server's dry run makes, each of the
@@ -236,6 +251,10 @@ impl HostExecutor for Cluster {
             &unreachable,
             chrono::Utc::now(),
         ))
+    }
+
+    fn clock(&self) -> Option<crate::engine::cluster::clock::ClockReport> {
+        Some(self.clock.report())
     }
 
     async fn logs(&self, hosts: Vec<Host>, _: LogQuery, _: bool) -> Vec<HostLogs> {

@@ -556,9 +556,14 @@ pub(super) fn check_selector_params(
 }
 
 /// `GET /health`: the server is up (no key needed; for load balancers).
-#[utoipa::path(get, path = "/health", responses((status = 200, description = "{\"status\": \"ok\"}")), tag = "server")]
-pub async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// A cluster-mode replica adds its clock against the NATS server's.
+#[utoipa::path(get, path = "/health", responses((status = 200,
+    description = "{\"status\": \"ok\"}; in cluster mode also {\"cluster\": {\"clock\": ClockReport}}")), tag = "server")]
+pub async fn health(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    match state.executor.clock() {
+        Some(clock) => Json(serde_json::json!({ "status": "ok", "cluster": { "clock": clock } })),
+        None => Json(serde_json::json!({ "status": "ok" })),
+    }
 }
 
 /// `POST /reload`: re-read inventory, keys and runbooks (as SIGHUP);

@@ -177,6 +177,11 @@ pub struct ServeArgs {
     /// SSH key and asks `drover worker`s for the hosts' state.
     #[command(flatten)]
     pub cluster: crate::cmd::cluster::NatsArgs,
+    /// Cluster mode: a replica whose clock is off the NATS server's by
+    /// more than this refuses dry runs (windows are read on its clock);
+    /// `/health` shows the skew.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, requires = "nats")]
+    pub max_clock_skew: Duration,
 }
 
 /// `drover serve` subcommands.
@@ -329,8 +334,14 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
                     .await
                     .map_err(|e| Error::Internal(e.to_string()))?;
                 tracing::info!("cluster mode: reads go to the workers over NATS");
+                let clock = crate::engine::cluster::clock::ClockWatch::spawn(
+                    nats.clone(),
+                    format!("replica-{}", uuid::Uuid::new_v4().simple()),
+                    a.max_clock_skew,
+                );
                 Arc::new(executor::Cluster::new(
                     &nats,
+                    clock,
                     settings.read_timeout,
                     settings.forks,
                 ))

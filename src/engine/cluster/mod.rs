@@ -3,5 +3,6 @@
 //! owner ([`reads`]). Subjects, buckets and leases are `model::cluster`'s;
 //! the connection is `remote::nats`'s.
 
+pub mod clock;
 pub mod reads;
 pub mod worker;
