@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::facts::HostFacts;
+use crate::model::logs::{LogEntry, LogQuery, Since};
 
 /// Version of the messages below; a peer that speaks another is refused.
 pub const PROTOCOL: u32 = 1;
@@ -162,6 +163,64 @@ pub struct ReadRequest {
     /// what an apply would find, as a single server's does.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub from_host: bool,
+    /// A read of the unit's journal instead of facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogsAsk>,
+}
+
+/// A journal read as it travels: the fields a caller gives, validated
+/// again by the worker (text from the network is data to check).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsAsk {
+    /// The unit.
+    pub unit: String,
+    /// The newest this many entries.
+    pub lines: u32,
+    /// Only entries from then on ([`Since::wire`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Only entries at this priority (0 to 7) or more urgent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+}
+
+impl LogsAsk {
+    /// `q`, to send.
+    pub fn of(q: &LogQuery) -> Self {
+        LogsAsk {
+            unit: q.unit.to_string(),
+            lines: q.lines,
+            since: q.since.as_ref().map(Since::wire),
+            priority: q.priority.map(|p| p.level().to_string()),
+        }
+    }
+
+    /// The query again, validated as a caller's is.
+    pub fn query(&self) -> Result<LogQuery, String> {
+        LogQuery::parse(
+            &self.unit,
+            self.lines,
+            self.since.as_deref(),
+            self.priority.as_deref(),
+        )
+    }
+}
+
+/// A worker's answer to a journal read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsReply {
+    /// Oldest first.
+    pub entries: Vec<LogEntry>,
+    /// The read stopped at its byte or time bound.
+    pub truncated: bool,
+    /// No entry, and systemd on the host does not know the unit.
+    pub unit_unknown: bool,
+    /// Why the host could not be read.
+    pub error: Option<String>,
+    /// The host could not be reached (vs. a read that failed).
+    pub unreachable: bool,
 }
 
 /// A worker's answer to a [`ReadRequest`].
@@ -175,6 +234,8 @@ pub enum ReadReply {
         /// The host could not be reached (vs. read and failed).
         unreachable: bool,
     },
+    /// The unit's journal entries.
+    Logs(LogsReply),
     /// The worker refused the request (why).
     Refused(String),
 }
@@ -182,6 +243,38 @@ pub enum ReadReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_journal_query_travels_to_the_same_journalctl_arguments() {
+        for since in [
+            None,
+            Some("1h"),
+            Some("90 min ago"),
+            Some("1500ms"),
+            Some("2026-01-15T10:30:00+02:00"),
+            Some("2026-01-15 10:30:00 UTC"),
+            Some("2026-01-15 10:30"),
+            Some("2026-01-15"),
+            Some("today"),
+            Some("yesterday"),
+        ] {
+            for priority in [None, Some("err"), Some("7")] {
+                let q = LogQuery::parse("demo-web", 42, since, priority).unwrap();
+                let wire: LogsAsk =
+                    serde_json::from_str(&serde_json::to_string(&LogsAsk::of(&q)).unwrap())
+                        .unwrap();
+                let back = wire.query().unwrap();
+                assert_eq!(back.journalctl_args(), q.journalctl_args(), "{since:?}");
+            }
+        }
+        let bad = LogsAsk {
+            unit: "demo;rm -rf /".into(),
+            lines: 10,
+            since: None,
+            priority: None,
+        };
+        assert!(bad.query().is_err());
+    }
 
     #[test]
     fn tokens_are_subject_safe_and_distinct() {

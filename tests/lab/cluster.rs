@@ -780,3 +780,64 @@ async fn a_replica_whose_clock_is_off_says_so_and_refuses_to_plan() {
     assert_eq!(st, 200, "{b}");
     assert!(off.log().contains("off the NATS server's"), "{}", off.log());
 }
+
+/// Unit logs on a replica: the owner reads the host's journal, the query
+/// travels as the caller's fields and is validated again by the worker,
+/// and the answer is the single server's, entry for entry.
+#[tokio::test]
+async fn a_replica_reads_unit_logs_through_the_owner() {
+    use crate::logs::{messages, transient, unit_name, KNOWN};
+    let Some(lab) = lab() else { return };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nc) = cluster(dir.path()) else {
+        return;
+    };
+    let host = worker_of(&lab).to_string();
+    let unit = unit_name("cluster");
+    transient(&lab, &host, &unit, "", KNOWN);
+    let _w = Worker::start(dir.path(), "a", &nc.hub_urls(), &lab.inventory, &[]);
+    let (r, keys) = replica(dir.path(), &nc.hub_urls(), &lab.inventory, &host);
+    let single = Server::start(
+        &[
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            "--keys",
+            keys.file.to_str().unwrap(),
+            "--jobs-dir",
+            dir.path().join("single-jobs").to_str().unwrap(),
+        ],
+        &dir.path().join("single.log"),
+    );
+    until_all_read(&r, &keys.read, lab.len(), Duration::from_secs(30)).await;
+    let get = |s: &Server, q: &str| {
+        let url = s.url(&format!("/api/node/{host}/log/unit/{unit}{q}"));
+        let key = keys.read.clone();
+        async move { call(Method::GET, &url, Some(&key)).await }
+    };
+    for q in ["?lines=50", "?priority=err&since=1h", "?lines=2"] {
+        let (st, _, via) = get(&r, q).await;
+        assert_eq!(st, 200, "{q}: {via}\nreplica: {}", r.log());
+        let (st, _, direct) = get(&single, q).await;
+        assert_eq!(st, 200, "{q}: {direct}");
+        assert_eq!(via, direct, "{q}");
+    }
+    let (_, _, v) = get(&r, "?lines=50").await;
+    assert_eq!(
+        messages(&v["results"][0], "drover-known-"),
+        [
+            "drover-known-first",
+            "drover-known-error",
+            "drover-known-last"
+        ]
+    );
+    let (_, _, v) = get(&r, "?priority=err&since=1h").await;
+    assert_eq!(
+        messages(&v["results"][0], "drover-known-"),
+        ["drover-known-error"]
+    );
+    // A bad query never leaves the replica.
+    let (st, _, b) = get(&r, "?since=-1h").await;
+    assert_eq!(st, 400, "{b}");
+    assert_error(400, &b);
+}

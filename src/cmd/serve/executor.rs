@@ -42,9 +42,16 @@ pub trait HostExecutor: Send + Sync {
         units: Vec<String>,
     ) -> Result<StatusReport, ApiError>;
 
-    /// The journal entries `q` asks for on `hosts` (with `any`, the first
-    /// of them that answers), each host's failure its own result.
-    async fn logs(&self, hosts: Vec<Host>, q: LogQuery, any: bool) -> Vec<HostLogs>;
+    /// The journal entries `q` asks for on `hosts` of the inventory of
+    /// digest `inventory` (with `any`, the first of them that answers),
+    /// each host's failure its own result.
+    async fn logs(
+        &self,
+        inventory: &str,
+        hosts: Vec<Host>,
+        q: LogQuery,
+        any: bool,
+    ) -> Vec<HostLogs>;
 
     /// In cluster mode, this replica's clock against the NATS server's.
     fn clock(&self) -> Option<crate::engine::cluster::clock::ClockReport> {
@@ -89,7 +96,7 @@ impl HostExecutor for InProcess {
         Ok(report)
     }
 
-    async fn logs(&self, hosts: Vec<Host>, q: LogQuery, any: bool) -> Vec<HostLogs> {
+    async fn logs(&self, _: &str, hosts: Vec<Host>, q: LogQuery, any: bool) -> Vec<HostLogs> {
         crate::engine::logs::read_logs(&hosts, &q, self.reach.clone(), any)
             .await
             .0
@@ -98,9 +105,9 @@ impl HostExecutor for InProcess {
 
 /// A cluster-mode replica's executor: each host's read is asked of the
 /// worker that owns it (`drover worker`), over NATS, and a dry run is
-/// planned here from the facts the owners read. Unit logs, and dry runs
-/// of check-mode script modules, are not carried yet; they answer 503
-/// with what to do instead.
+/// planned here from the facts the owners read, and unit logs are read
+/// by the owners. Dry runs of check-mode script modules are not carried
+/// yet; they answer 503 with what to do instead.
 pub struct Cluster {
     reads: crate::engine::cluster::reads::ClusterReads,
     clock: std::sync::Arc<crate::engine::cluster::clock::ClockWatch>,
@@ -257,21 +264,29 @@ impl HostExecutor for Cluster {
         Some(self.clock.report())
     }
 
-    async fn logs(&self, hosts: Vec<Host>, _: LogQuery, _: bool) -> Vec<HostLogs> {
-        hosts
-            .into_iter()
-            .map(|h| HostLogs {
-                hostname: h.name,
-                status: crate::model::outcome::Status::Failed,
-                entries: Vec::new(),
-                error: Some(
-                    "unit logs are not available in cluster mode yet: use `drover logs` where the hosts are reachable"
-                        .into(),
-                ),
-                unreachable: false,
-                truncated: false,
-                unit_unknown: false,
-            })
+    async fn logs(
+        &self,
+        digest: &str,
+        hosts: Vec<Host>,
+        q: LogQuery,
+        any: bool,
+    ) -> Vec<HostLogs> {
+        use futures_util::StreamExt;
+        let (reads, q, hosts_ref) = (&self.reads, &q, &hosts);
+        let all: Vec<HostLogs> = futures_util::stream::iter(0..hosts.len())
+            .map(|i| async move { reads.logs(digest, &hosts_ref[i], q).await })
+            .buffered(self.forks)
             .collect()
+            .await;
+        // As a single server answers `_any`: the first host (in order)
+        // whose read succeeded, else the first host's failure.
+        if any {
+            let first_ok = all
+                .iter()
+                .position(|l| l.status == crate::model::outcome::Status::Ok)
+                .unwrap_or(0);
+            return all.into_iter().skip(first_ok).take(1).collect();
+        }
+        all
     }
 }

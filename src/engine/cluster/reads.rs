@@ -6,9 +6,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::engine::logs::HostLogs;
 use crate::model::cluster::{
-    read_subject, region_of, ReadReply, ReadRequest, ReadUnits, PROTOCOL, WORKERS_BUCKET,
+    read_subject, region_of, LogsAsk, ReadReply, ReadRequest, ReadUnits, PROTOCOL, WORKERS_BUCKET,
 };
+use crate::model::logs::LogQuery;
+use crate::model::outcome::Status;
 use crate::model::facts::HostFacts;
 use crate::model::inventory::Host;
 use crate::model::target::Selector;
@@ -129,21 +132,75 @@ impl ClusterReads {
     /// digest `inventory`) from its owning worker. Never fails: what went
     /// wrong is the host's error, as an unreachable host's is.
     pub async fn read(&self, inventory: &str, host: &Host, ask: Ask) -> OwnerRead {
-        let region = self.region(host);
-        let host = host.name.as_str();
         let req = ReadRequest {
             protocol: PROTOCOL,
             inventory: inventory.to_string(),
-            host: host.to_string(),
+            host: host.name.clone(),
             units: ask.units,
             files: ask.files,
             from_host: ask.from_host,
+            logs: None,
         };
-        let payload = match serde_json::to_vec(&req) {
-            Ok(p) => p,
-            Err(e) => return OwnerRead::failed(format!("cannot encode the read: {e}")),
+        match self.ask(host, &req).await {
+            Ok(ReadReply::Facts { facts, unreachable }) => OwnerRead { facts, unreachable },
+            Ok(ReadReply::Logs(_)) => {
+                OwnerRead::failed("the worker answered a read of facts with logs".into())
+            }
+            Ok(ReadReply::Refused(why)) => OwnerRead::failed(format!("the worker refused: {why}")),
+            Err(why) => OwnerRead::failed(why),
+        }
+    }
+
+    /// `q`'s journal entries on `host`, read by its owning worker. Never
+    /// fails: what went wrong is the host's error.
+    pub async fn logs(&self, inventory: &str, host: &Host, q: &LogQuery) -> HostLogs {
+        let req = ReadRequest {
+            protocol: PROTOCOL,
+            inventory: inventory.to_string(),
+            host: host.name.clone(),
+            units: ReadUnits::These(Vec::new()),
+            files: Vec::new(),
+            from_host: true,
+            logs: Some(LogsAsk::of(q)),
         };
-        let sent = self
+        let failed = |why: String| HostLogs {
+            hostname: host.name.clone(),
+            status: Status::Failed,
+            entries: Vec::new(),
+            error: Some(why),
+            unreachable: false,
+            truncated: false,
+            unit_unknown: false,
+        };
+        match self.ask(host, &req).await {
+            Ok(ReadReply::Logs(r)) => HostLogs {
+                hostname: host.name.clone(),
+                status: match r.error {
+                    None => Status::Ok,
+                    Some(_) => Status::Failed,
+                },
+                entries: r.entries,
+                error: r.error,
+                unreachable: r.unreachable,
+                truncated: r.truncated,
+                unit_unknown: r.unit_unknown,
+            },
+            Ok(ReadReply::Facts { .. }) => {
+                failed("the worker answered a read of logs with facts".into())
+            }
+            Ok(ReadReply::Refused(why)) => failed(format!("the worker refused: {why}")),
+            Err(why) => failed(why),
+        }
+    }
+
+    /// Send `req` to the owner of `host` and read its reply; `Err` says
+    /// why there is none, in the host's words.
+    async fn ask(&self, host: &Host, req: &ReadRequest) -> Result<ReadReply, String> {
+        let region = self.region(host);
+        let host = host.name.as_str();
+        let payload =
+            serde_json::to_vec(req).map_err(|e| format!("cannot encode the read: {e}"))?;
+        let msg = self
             .client
             .send_request(
                 read_subject(&region, host),
@@ -151,12 +208,10 @@ impl ClusterReads {
                     .payload(payload.into())
                     .timeout(Some(self.timeout)),
             )
-            .await;
-        let msg = match sent {
-            Ok(m) => m,
-            Err(e) => {
+            .await
+            .map_err(|e| {
                 use async_nats::RequestErrorKind as K;
-                return OwnerRead::failed(match e.kind() {
+                match e.kind() {
                     K::NoResponders => format!(
                         "no drover worker owns {host} now (its region's workers are down, \
                          not yet holding its lease, or cut off from NATS); retry in a few seconds"
@@ -166,13 +221,9 @@ impl ClusterReads {
                         self.timeout.as_secs()
                     ),
                     _ => format!("asking the worker owning {host}: {e}"),
-                });
-            }
-        };
-        match serde_json::from_slice::<ReadReply>(&msg.payload) {
-            Ok(ReadReply::Facts { facts, unreachable }) => OwnerRead { facts, unreachable },
-            Ok(ReadReply::Refused(why)) => OwnerRead::failed(format!("the worker refused: {why}")),
-            Err(e) => OwnerRead::failed(format!("the worker's answer is not one drover reads: {e}")),
-        }
+                }
+            })?;
+        serde_json::from_slice::<ReadReply>(&msg.payload)
+            .map_err(|e| format!("the worker's answer is not one drover reads: {e}"))
     }
 }

@@ -23,7 +23,8 @@ use crate::engine::events::NoEvents;
 use crate::engine::fleet::Fleet;
 use crate::engine::live::{read_facts_with, UnitSet};
 use crate::model::cluster::{
-    bucket_of, lease_key, owner_of, read_subject, token, Lease, ReadReply, ReadRequest, ReadUnits,
+    bucket_of, lease_key, owner_of, read_subject, token, Lease, LogsAsk, LogsReply, ReadReply,
+    ReadRequest, ReadUnits,
     WorkerInfo, LEASES_BUCKET, PROTOCOL, WORKERS_BUCKET,
 };
 use crate::model::inventory::{Host, Inventory};
@@ -472,6 +473,9 @@ async fn answer(
     let Some(host) = hosts.get(&req.host) else {
         return ReadReply::Refused(format!("{} is not one of this worker's hosts", req.host));
     };
+    if let Some(ask) = &req.logs {
+        return logs(host, ask, reach).await;
+    }
     let set = match req.units {
         ReadUnits::Loaded => UnitSet::LoadedServices,
         ReadUnits::All => UnitSet::AllServices,
@@ -525,5 +529,26 @@ async fn answer(
     match facts.hosts.shift_remove(&host.name) {
         Some(facts) => ReadReply::Facts { facts, unreachable },
         None => ReadReply::Refused("the read returned nothing".into()),
+    }
+}
+
+/// A journal read of one host, its query validated again here.
+async fn logs(host: &Host, ask: &LogsAsk, reach: Reach) -> ReadReply {
+    let q = match ask.query() {
+        Ok(q) => q,
+        Err(m) => return ReadReply::Refused(format!("journal query: {m}")),
+    };
+    tracing::debug!(host = %host.name, unit = %q.unit, "journal read from the host");
+    let (mut read, _) =
+        crate::engine::logs::read_logs(std::slice::from_ref(host), &q, reach, false).await;
+    match read.pop() {
+        Some(l) => ReadReply::Logs(LogsReply {
+            entries: l.entries,
+            truncated: l.truncated,
+            unit_unknown: l.unit_unknown,
+            error: l.error,
+            unreachable: l.unreachable,
+        }),
+        None => ReadReply::Refused("the journal read returned nothing".into()),
     }
 }

@@ -131,6 +131,7 @@ pub async fn unit_log(
         caller.check_hosts(hosts.iter())?;
         hosts
     };
+    let digest = loaded.inventory.digest.clone();
     drop(loaded);
     if hosts.is_empty() {
         return Err(caller.selection(crate::model::error::Error::Usage(format!(
@@ -144,7 +145,7 @@ pub async fn unit_log(
     })?;
     let results = state
         .executor
-        .logs(hosts, wanted.clone(), sel.is_any())
+        .logs(&digest, hosts, wanted.clone(), sel.is_any())
         .await;
     let answered: Vec<&HostLogs> = results.iter().filter(|h| h.status == Status::Ok).collect();
     if !answered.is_empty() && answered.iter().all(|h| h.unit_unknown) {
