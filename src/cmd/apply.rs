@@ -4,6 +4,7 @@
 
 use std::io::IsTerminal;
 use std::sync::Arc;
+use std::time::Duration;
 
 use std::path::{Path, PathBuf};
 
@@ -83,7 +84,8 @@ pub(super) fn apply(a: &ApplyArgs) -> Result<i32> {
     if let (Some(path), Some(read)) = (&a.resume, resumed) {
         resume(&job, path, read, a.retry.retry_changed, &mut opts)?;
     }
-    run(&job, &opts, a.format, &observe)
+    let nats = (!a.nats.nats.is_empty()).then_some((&a.nats, a.claim_ttl));
+    run(&job, &opts, a.format, &observe, nats)
 }
 
 /// The parameter values a retry or a resume starts from: those its
@@ -200,7 +202,7 @@ pub(super) fn service(a: &ServiceArgs, color: bool) -> Result<i32> {
         report: a.report.clone(),
         ..ApplyOptions::default()
     };
-    run(&job, &opts, a.format, &RunObserve::none())
+    run(&job, &opts, a.format, &RunObserve::none(), None)
 }
 
 /// `drover maintenance enable|disable [UNIT] --target SEL`: the same
@@ -223,13 +225,19 @@ pub(super) fn maintenance(a: &MaintenanceArgs) -> Result<i32> {
         report: a.report.clone(),
         ..ApplyOptions::default()
     };
-    run(&job, &opts, a.format, &RunObserve::none())
+    run(&job, &opts, a.format, &RunObserve::none(), None)
 }
 
 /// Run a job with a progress display fit for where stdout goes, print the
 /// report or its summary, leave what `observe` asks for, and return the
 /// exit code.
-fn run(job: &Job, opts: &ApplyOptions, format: ReportFormat, observe: &RunObserve) -> Result<i32> {
+fn run(
+    job: &Job,
+    opts: &ApplyOptions,
+    format: ReportFormat,
+    observe: &RunObserve,
+    nats: Option<(&crate::cmd::cluster::NatsArgs, Duration)>,
+) -> Result<i32> {
     let tty = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
     let sink: Box<dyn EventSink> = match (format, tty) {
         (ReportFormat::Json, _) => Box::new(NoEvents),
@@ -242,7 +250,11 @@ fn run(job: &Job, opts: &ApplyOptions, format: ReportFormat, observe: &RunObserv
         let signals = tokio::spawn(watch_signals(stop.clone()));
         let started = HeaderOnce::new(format == ReportFormat::Text, sink.as_ref());
         let log = JobLog::new(super::logging::for_machines());
-        let applied = run_apply(job, opts, &stop, &Both(&started, &log)).await;
+        let mut opts = opts.clone();
+        if let Some((n, ttl)) = nats {
+            opts.unit_claims = Some(cluster_claims(n, ttl).await?);
+        }
+        let applied = run_apply(job, &opts, &stop, &Both(&started, &log)).await;
         signals.abort();
         applied
     });
@@ -322,4 +334,30 @@ async fn watch_signals(stop: Arc<StopFlag>) {
         }
         stop.stop(name);
     }
+}
+
+/// The cluster's claims bucket, as this command line (named by host and
+/// pid in what it holds).
+async fn cluster_claims(
+    n: &crate::cmd::cluster::NatsArgs,
+    ttl: Duration,
+) -> Result<Arc<dyn crate::engine::claims::ClaimStore>> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let by = format!("drover apply on {} pid {}", host.trim(), std::process::id());
+    let nats = n
+        .options("drover-apply")
+        .connect()
+        .await
+        .map_err(unclaimed)?;
+    let store = crate::engine::cluster::claims::KvClaims::open(&nats, ttl, by)
+        .await
+        .map_err(unclaimed)?;
+    Ok(Arc::new(store))
+}
+
+/// The claims could not be reached: the run does not start.
+fn unclaimed(e: crate::remote::nats::NatsError) -> Error {
+    Error::Internal(format!(
+        "{e}; the run did not start and nothing changed (its units are claimed through --nats before any host is touched)"
+    ))
 }

@@ -153,7 +153,7 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run a playbook against the inventory and write a job report.
     #[command(after_long_help = book!("guide/apply.md", "Apply"))]
-    Apply(ApplyArgs),
+    Apply(Box<ApplyArgs>),
     /// List units per host: status, start time, uptime.
     #[command(after_long_help = book!("reference/commands.md", "Commands at a glance"))]
     Status(StatusArgs),
@@ -453,6 +453,17 @@ pub struct ApplyArgs {
     /// given again, and a changed one is refused).
     #[command(flatten)]
     pub params: ParamArgs,
+    /// With --nats: claim every (host, unit) this run may touch in the
+    /// cluster's NATS KV before it starts, so that a run on another
+    /// machine (another `apply --nats`, cluster mode's jobs) never works
+    /// the same unit at once; a held unit refuses the run (exit 3) or
+    /// waits `--wait-lock`.
+    #[command(flatten)]
+    pub nats: crate::cmd::cluster::NatsArgs,
+    /// With --nats: how long a claim outlives a run killed while holding
+    /// it (the claims bucket's max age, when this run makes the bucket).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, requires = "nats")]
+    pub claim_ttl: Duration,
     /// Write the run's metrics (gauges: last run, last success, duration,
     /// results by status) for node_exporter's textfile collector to
     /// PATH.prom, or to DIR/drover-PLAYBOOK.prom when PATH is a directory.

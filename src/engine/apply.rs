@@ -64,6 +64,11 @@ pub struct ApplyOptions {
     /// When a service step fails on a host, the unit's last this many
     /// journal lines go into that host's result; 0: none.
     pub failure_logs: u32,
+    /// Where every (host, unit) the job may touch is claimed before the
+    /// run and held to its end: a store other machines share (`apply
+    /// --nats`). None: not here (a server claims them before it starts
+    /// the job; a lone command line has its lock).
+    pub unit_claims: Option<std::sync::Arc<dyn crate::engine::claims::ClaimStore>>,
     /// Where `group_by` claims room: the server's, shared by its jobs;
     /// None: this run's own (its concurrent steps share it).
     pub claims: Option<std::sync::Arc<dyn crate::engine::claims::ClaimStore>>,
@@ -103,6 +108,7 @@ impl Default for ApplyOptions {
             carry: None,
             resume: None,
             failure_logs: DEFAULT_FAILURE_LOGS,
+            unit_claims: None,
             claims: None,
             claim_wait: Duration::ZERO,
         }
@@ -169,6 +175,24 @@ pub async fn apply(
         (None, Some(Origin::Retry(parent))) => Some(parent.clone()),
         _ => None,
     };
+    // After the lock (one run of this file at a time here), before the
+    // journal: a refused run leaves nothing behind.
+    let units = match &opts.unit_claims {
+        Some(store) => {
+            let wait = opts.wait_lock.unwrap_or_default();
+            let held = store
+                .take(crate::engine::claims::claims_of(job), &job_id, wait)
+                .await
+                .map_err(|b| {
+                    Error::Refused(Refusal::Claimed {
+                        claim: b.claim.to_string(),
+                        job_id: b.job_id,
+                    })
+                })?;
+            Some((store, held))
+        }
+        None => None,
+    };
     let journal = match &opts.resume {
         Some(c) => Some(Journal::append(&c.journal)?),
         None => open_journal(job, opts, &job_id, retry_of.clone())?,
@@ -206,6 +230,12 @@ pub async fn apply(
     }
     if let Some(path) = &opts.report {
         save_report(&report, path)?;
+    }
+    // Given back before the caller hears the run is over, so a run
+    // started right after it finds the units free.
+    if let Some((store, held)) = units {
+        drop(held);
+        store.settle().await;
     }
     events.event(&Event::Finished {
         job_id,

@@ -120,6 +120,9 @@ pub trait ClaimStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Held, Busy>;
     /// How many claims are held now (the server's metrics).
     fn held(&self) -> usize;
+    /// Wait until claims freed so far are gone from the store too (a
+    /// process about to exit; memory needs no wait).
+    async fn settle(&self) {}
 }
 
 /// Room asked for in one group.

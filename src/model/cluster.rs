@@ -25,6 +25,10 @@ pub const LEASES_BUCKET: &str = "drover_leases";
 /// from the time JetStream stamps on the entry.
 pub const CLOCK_BUCKET: &str = "drover_clock";
 
+/// The KV bucket of claims: one key per (host, unit) or runbook a run
+/// holds, taken by compare-and-set, renewed by its holder.
+pub const CLAIMS_BUCKET: &str = "drover_claims";
+
 /// Host buckets per region: leases are taken per bucket, so a fleet of
 /// 100,000 hosts renews 64 keys per region, not 100,000.
 pub const HOST_BUCKETS: u32 = 64;

@@ -173,6 +173,14 @@ pub enum Refusal {
     /// A drover server refused what `apply --server` sent (its answer's
     /// words: no approved plan, drift, claims held).
     Server(String),
+    /// Another run, on this machine or another (`--nats`), holds a unit
+    /// this one may touch.
+    Claimed {
+        /// What it holds ("demo-web.service on web-1").
+        claim: String,
+        /// The job holding it.
+        job_id: String,
+    },
 }
 
 impl Refusal {
@@ -190,6 +198,7 @@ impl Refusal {
                 "pass --retry-changed to run what is left with the changed files, or start a new run"
             }
             Refusal::Server(_) => "the server's answer says what to do",
+            Refusal::Claimed { .. } => "wait for it, or pass --wait-lock DURATION",
         }
     }
 
@@ -217,6 +226,9 @@ impl Refusal {
             Refusal::Drift(hosts) => format!(
                 "the hosts drifted since the plan was made, so apply would not do what was reviewed: {hosts}"
             ),
+            Refusal::Claimed { claim, job_id } => {
+                format!("another run holds {claim} (job {job_id})")
+            }
         }
     }
 
@@ -231,6 +243,7 @@ impl Refusal {
             | Refusal::Drift(m)
             | Refusal::InputsChanged(m)
             | Refusal::Server(m) => vec![m],
+            Refusal::Claimed { claim, .. } => vec![claim],
         }
     }
 }

@@ -841,3 +841,113 @@ async fn a_replica_reads_unit_logs_through_the_owner() {
     assert_eq!(st, 400, "{b}");
     assert_error(400, &b);
 }
+
+/// `drover apply --nats` claims every (host, unit) it may touch in the
+/// cluster's KV, by compare-and-set: a run of another playbook (no file
+/// lock in common, as from another machine) touching one of them is
+/// refused naming the holder, or waits for it; one touching other units
+/// runs. A run killed with SIGKILL frees its units once its claims age
+/// out (--claim-ttl).
+#[tokio::test]
+async fn command_line_runs_on_the_same_units_exclude_each_other_through_nats() {
+    let Some(lab) = lab() else { return };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let _l = lab.lock();
+    if !nats::available() {
+        assert!(
+            std::env::var_os("DROVER_REQUIRE_LAB").is_none(),
+            "nats-server is not installed"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let n = nats::single(dir.path(), "");
+    let host = lab.host(2).to_string();
+    let gate = common::Gate::new();
+    let book = |name: &str, body: &str| {
+        let p = dir.path().join(format!("{name}.yml"));
+        std::fs::write(&p, format!("name: {name}\nsteps:\n{body}")).unwrap();
+        p
+    };
+    let held = book(
+        "held",
+        &format!(
+            "  - id: hold\n    target: {host}\n    service: {{ name: demo-worker, state: restarted }}\n    wait: {{ http: \"http://127.0.0.1:{}/\", timeout: 60s }}\n",
+            gate.port
+        ),
+    );
+    let same = book(
+        "same",
+        &format!("  - id: again\n    target: {host}\n    service: {{ name: demo-worker, state: started }}\n"),
+    );
+    let other = book(
+        "other",
+        &format!("  - id: idle\n    target: {host}\n    service: {{ name: demo-idle, state: stopped }}\n"),
+    );
+    let apply = |pb: &Path, extra: &[&str]| {
+        let mut c = lab.drover();
+        c.args(["apply", "--format", "json", "-i"])
+            .arg(&lab.inventory)
+            .arg(pb)
+            .args(["--nats", &n.url(), "--claim-ttl", "3s"])
+            .args(extra)
+            .stdin(Stdio::null());
+        c
+    };
+
+    let first = apply(&held, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    gate.wait_reached();
+    let (code, out, err) = common::run(&mut apply(&same, &[]));
+    assert_eq!(code, 3, "{out}{err}");
+    // --format json: the error is a JSON document on stdout.
+    let said = format!("{out}{err}");
+    assert!(
+        said.contains(&format!("demo-worker.service on {host}"))
+            && said.contains("another run holds"),
+        "{said}"
+    );
+    let (code, out, err) = common::run(&mut apply(&other, &[]));
+    assert_eq!(code, 0, "another unit is free: {out}{err}");
+    // The held run ends; its claims are given back before it exits.
+    gate.open();
+    let done = first.wait_with_output().unwrap();
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let (code, out, err) = common::run(&mut apply(&same, &[]));
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Killed while holding: its claims age out, a waiting run gets them.
+    let gate = common::Gate::new();
+    let held = book(
+        "held2",
+        &format!(
+            "  - id: hold\n    target: {host}\n    service: {{ name: demo-worker, state: restarted }}\n    wait: {{ http: \"http://127.0.0.1:{}/\", timeout: 60s }}\n",
+            gate.port
+        ),
+    );
+    let mut killed = apply(&held, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    gate.wait_reached();
+    let (code, _, err) = common::run(&mut apply(&same, &[]));
+    assert_eq!(code, 3, "{err}");
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let t0 = Instant::now();
+    let (code, out, err) = common::run(&mut apply(&same, &["--wait-lock", "30s"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let took = t0.elapsed();
+    eprintln!("a killed run's claims were taken over after {took:?} (claim TTL 3s)");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    gate.open();
+}

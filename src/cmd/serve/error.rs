@@ -96,6 +96,7 @@ impl From<Error> for ApiError {
                 if matches!(
                     r,
                     Refusal::Locked { .. }
+                        | Refusal::Claimed { .. }
                         | Refusal::InputsChanged(_)
                         | Refusal::StalePlan(_)
                         | Refusal::Drift(_)
@@ -142,7 +143,7 @@ fn http_remedy(r: &Refusal) -> &'static str {
     match r {
         Refusal::Window { .. } => "an admin key may run it anyway with ?ignore_window=true",
         Refusal::Protected(_) => "only an admin key may, with ?allow_protected=true",
-        Refusal::Locked { .. } => "wait for it to finish, then retry",
+        Refusal::Locked { .. } | Refusal::Claimed { .. } => "wait for it to finish, then retry",
         Refusal::LockDir { .. } | Refusal::NotPrivate { .. } => {
             "the server's files need fixing: see its log"
         }

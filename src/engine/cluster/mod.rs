@@ -3,6 +3,7 @@
 //! owner ([`reads`]). Subjects, buckets and leases are `model::cluster`'s;
 //! the connection is `remote::nats`'s.
 
+pub mod claims;
 pub mod clock;
 pub mod reads;
 pub mod worker;

@@ -1,0 +1,262 @@
+//! Claims across machines, in a NATS KV bucket.
+//!
+//! A claim on a (host, unit) or a runbook is one key, taken by `create`:
+//! JetStream's compare-and-set on "no entry", so two takers never both
+//! win, and nothing is read before it is acted on. The holder renews each
+//! key by `update` on the revision it holds, every quarter of the bucket's
+//! max age; a holder that dies (or stops, or loses NATS) stops renewing
+//! and its keys age out, so a crashed run frees its units within the age.
+//! A holder that finds its revision moved has lost the claim and says so.
+//!
+//! `group_by` room stays this process's ([`LocalClaims`]): counting a
+//! group's members across machines needs a compare-and-set over the whole
+//! group, which the coordinated jobs of cluster mode will bring.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::claims::{Busy, Claim, ClaimStore, Held, LocalClaims, Members};
+use crate::model::cluster::{token, CLAIMS_BUCKET};
+use crate::remote::nats::{Nats, NatsError};
+
+/// How often a waiting taker looks again: a key aged out is not announced
+/// to watchers on nats-server 2.9, so a wait polls.
+const RETRY: Duration = Duration::from_millis(250);
+/// Bound on one KV call.
+const CALL: Duration = Duration::from_secs(5);
+
+
+/// A claim's value: who holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Holder {
+    /// The job.
+    job_id: String,
+    /// The process (`drover apply on HOST pid N`, a replica's name).
+    by: String,
+}
+
+/// Claims in the KV bucket [`CLAIMS_BUCKET`].
+#[derive(Clone)]
+pub struct KvClaims {
+    store: kv::Store,
+    /// Who this process is, in the claims it writes.
+    by: String,
+    /// The bucket's max age: a key not renewed within it is gone.
+    ttl: Duration,
+    held: Arc<AtomicUsize>,
+    members: LocalClaims,
+    /// The tasks renewing held claims (and giving them back once freed).
+    holding: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for KvClaims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvClaims")
+            .field("by", &self.by)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+/// The key of a claim: its kind, then its parts encoded ([`token`]).
+pub fn claim_key(c: &Claim) -> String {
+    match c {
+        Claim::Unit(h, u) => format!("unit.{}.{}", token(h), token(u)),
+        Claim::Runbook(r) => format!("runbook.{}", token(r)),
+        Claim::Member(g, h) => format!("member.{}.{}", token(g), token(h)),
+    }
+}
+
+impl KvClaims {
+    /// The claims bucket over `nats` (made with max age `ttl` if it does
+    /// not exist; an existing bucket keeps its own), written as `by`.
+    pub async fn open(nats: &Nats, ttl: Duration, by: String) -> Result<KvClaims, NatsError> {
+        let store = tokio::time::timeout(CALL, nats.bucket(CLAIMS_BUCKET, ttl))
+            .await
+            .map_err(|_| NatsError(format!("KV bucket {CLAIMS_BUCKET} did not answer within 5s")))??;
+        let mut ttl = ttl;
+        if let Ok(Ok(s)) = tokio::time::timeout(CALL, store.status()).await {
+            let age = s.max_age();
+            if !age.is_zero() {
+                ttl = age;
+            }
+        }
+        Ok(KvClaims {
+            store,
+            by,
+            ttl,
+            held: Arc::default(),
+            members: LocalClaims::default(),
+            holding: Arc::default(),
+        })
+    }
+
+    /// One attempt at every key, all or none: the revisions taken, else
+    /// the claim someone holds (the ones taken meanwhile are given back).
+    async fn try_take(&self, keys: &[Claim], value: &[u8]) -> Result<Vec<(String, u64)>, Busy> {
+        let mut taken: Vec<(String, u64)> = Vec::new();
+        for c in keys {
+            let key = claim_key(c);
+            let created =
+                tokio::time::timeout(CALL, self.store.create(&key, value.to_vec().into())).await;
+            let why = match created {
+                Ok(Ok(rev)) => {
+                    taken.push((key, rev));
+                    continue;
+                }
+                Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    match tokio::time::timeout(CALL, self.store.entry(&key)).await {
+                        Ok(Ok(Some(e))) => serde_json::from_slice::<Holder>(&e.value)
+                            .map(|h| h.job_id)
+                            .unwrap_or_else(|_| "(an unreadable claim)".into()),
+                        // Gone between the two calls: taken again next look.
+                        _ => "(a claim just released)".into(),
+                    }
+                }
+                Ok(Err(e)) => format!("(the claims bucket refused: {e})"),
+                Err(_) => "(the claims bucket did not answer within 5s)".into(),
+            };
+            give_back(&self.store, &taken).await;
+            return Err(Busy {
+                job_id: why,
+                claim: c.clone(),
+            });
+        }
+        Ok(taken)
+    }
+}
+
+/// Delete each key on the revision this holder wrote: a key someone else
+/// took since is left alone.
+async fn give_back(store: &kv::Store, keys: &[(String, u64)]) {
+    for (key, rev) in keys {
+        match tokio::time::timeout(CALL, store.delete_expect_revision(key, Some(*rev))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(key, error = %e, "claim not given back (it ages out)"),
+            Err(_) => tracing::debug!(key, "claim not given back in time (it ages out)"),
+        }
+    }
+}
+
+/// Renew `keys` every quarter `ttl` until `stop`, then give them back.
+async fn hold(
+    store: kv::Store,
+    mut keys: Vec<(String, u64)>,
+    value: Vec<u8>,
+    ttl: Duration,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let every = (ttl / 4).max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            () = tokio::time::sleep(every) => {}
+        }
+        let mut lost = Vec::new();
+        for (key, rev) in &mut keys {
+            match tokio::time::timeout(CALL, store.update(key.as_str(), value.clone().into(), *rev))
+                .await
+            {
+                Ok(Ok(r)) => *rev = r,
+                Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    lost.push(key.clone());
+                }
+                // NATS slow or away: try again next time; the key ages out
+                // if that lasts.
+                Ok(Err(e)) => tracing::warn!(key = %key, error = %e, "a claim was not renewed"),
+                Err(_) => tracing::warn!(key = %key, "a claim was not renewed within 5s"),
+            }
+        }
+        if !lost.is_empty() {
+            tracing::error!(
+                keys = ?lost,
+                "claims lost: they aged out before they were renewed (this process was stopped or cut off from NATS), and another run may hold them now"
+            );
+            keys.retain(|(k, _)| !lost.contains(k));
+        }
+    }
+    give_back(&store, &keys).await;
+}
+
+#[async_trait::async_trait]
+impl ClaimStore for KvClaims {
+    async fn take(&self, keys: Vec<Claim>, job_id: &str, wait: Duration) -> Result<Held, Busy> {
+        let mut keys = keys;
+        keys.sort();
+        keys.dedup();
+        let value = serde_json::to_vec(&Holder {
+            job_id: job_id.to_string(),
+            by: self.by.clone(),
+        })
+        .unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + wait;
+        let taken = loop {
+            match self.try_take(&keys, &value).await {
+                Ok(t) => break t,
+                Err(busy) if tokio::time::Instant::now() >= deadline => return Err(busy),
+                Err(_) => {
+                    tokio::time::sleep_until((tokio::time::Instant::now() + RETRY).min(deadline))
+                        .await
+                }
+            }
+        };
+        let n = taken.len();
+        self.held.fetch_add(n, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(hold(self.store.clone(), taken, value, self.ttl, rx));
+        if let Ok(mut h) = self.holding.lock() {
+            h.retain(|t| !t.is_finished());
+            h.push(task);
+        }
+        let held = self.held.clone();
+        // Dropping the Held stops the renewals and gives the keys back
+        // ([`ClaimStore::settle`] waits for that).
+        Ok(Held::new(keys, move |_| {
+            held.fetch_sub(n, Ordering::Relaxed);
+            let _ = tx.send(());
+        }))
+    }
+
+    async fn take_members(
+        &self,
+        groups: Vec<Members>,
+        job_id: &str,
+        wait: Duration,
+    ) -> Result<Held, Busy> {
+        self.members.take_members(groups, job_id, wait).await
+    }
+
+    fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed) + self.members.held()
+    }
+
+    async fn settle(&self) {
+        let tasks: Vec<_> = match self.holding.lock() {
+            Ok(mut h) => h.drain(..).collect(),
+            Err(_) => return,
+        };
+        for t in tasks {
+            // Bounded: NATS gone, the keys age out instead.
+            let _ = tokio::time::timeout(CALL * 2, t).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cannot_be_widened_by_names() {
+        let a = claim_key(&Claim::Unit("web.1".into(), "a.service".into()));
+        let b = claim_key(&Claim::Unit("web".into(), "1.a.service".into()));
+        assert_ne!(a, b);
+        let k = claim_key(&Claim::Unit("*".into(), ">".into()));
+        assert!(!k.contains('*') && !k.contains('>'), "{k}");
+        assert_eq!(k.split('.').count(), 3, "{k}");
+    }
+}
