@@ -196,31 +196,22 @@ fn a_killed_drovers_control_directories_are_swept_by_the_next_one() {
         v
     };
     let keys = crate::server::Keys::make(dir.path(), lab.host(0));
-    let in_runtime = |c: &mut std::process::Command| {
-        c.env("XDG_RUNTIME_DIR", &runtime);
+    let start = |name: &str| {
+        crate::server::Server::start_prepared(
+            "http",
+            &[
+                "-i",
+                lab.inventory.to_str().unwrap(),
+                "--keys",
+                keys.file.to_str().unwrap(),
+            ],
+            &dir.path().join(format!("{name}.err")),
+            |c| {
+                c.env("XDG_RUNTIME_DIR", &runtime);
+            },
+        )
     };
-    let kept = crate::server::Server::start_prepared(
-        "http",
-        &[
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            "--keys",
-            keys.file.to_str().unwrap(),
-        ],
-        &dir.path().join("kept.err"),
-        in_runtime,
-    );
-    let killed = crate::server::Server::start_prepared(
-        "http",
-        &[
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            "--keys",
-            keys.file.to_str().unwrap(),
-        ],
-        &dir.path().join("killed.err"),
-        in_runtime,
-    );
+    let (kept, killed) = (start("kept"), start("killed"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     for (s, h) in [(&kept, lab.host(0)), (&killed, lab.host(1))] {
         let (st, _, body) = rt.block_on(crate::server::call(

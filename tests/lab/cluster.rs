@@ -569,6 +569,51 @@ async fn a_worker_woken_after_its_ttl_answers_nothing_before_it_holds_a_lease_ag
     );
 }
 
+/// Runbooks in `dir/books` (name, text) and the arguments of a server
+/// on the lab's inventory serving them with `keys`, plus `extra`.
+fn books_and_args(
+    dir: &Path,
+    lab: &Lab,
+    keys: &Keys,
+    books: &[(&str, &str)],
+    extra: &[&str],
+) -> Vec<String> {
+    let dir_books = dir.join("books");
+    std::fs::create_dir_all(&dir_books).unwrap();
+    for (name, text) in books {
+        std::fs::write(dir_books.join(format!("{name}.yml")), text).unwrap();
+    }
+    let mut v: Vec<String> = vec![
+        "-i".into(),
+        lab.inventory.to_str().unwrap().into(),
+        "--keys".into(),
+        keys.file.to_str().unwrap().into(),
+        "--playbooks".into(),
+        dir_books.to_str().unwrap().into(),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+/// `drover serve ARGS`, its log in `dir/LOG.log`.
+fn serve_args(dir: &Path, args: &[String], log: &str) -> Server {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start(&args, &dir.join(format!("{log}.log")))
+}
+
+/// A server without --nats on the lab's inventory, serving `books`.
+fn single_server(dir: &Path, lab: &Lab, keys: &Keys, books: &[(&str, &str)]) -> Server {
+    let jobs = dir.join("single-jobs");
+    let args = books_and_args(
+        dir,
+        lab,
+        keys,
+        books,
+        &["--jobs-dir", jobs.to_str().unwrap()],
+    );
+    serve_args(dir, &args, "single")
+}
+
 /// Drop what differs between two runs of the same plan (ids, times).
 fn without_volatile(mut v: Value) -> Value {
     fn strip(v: &mut Value) {
@@ -603,19 +648,11 @@ async fn a_replica_s_dry_run_is_the_single_server_s_plan() {
     let Some(nc) = cluster(dir.path()) else {
         return;
     };
-    let books = dir.path().join("books");
-    std::fs::create_dir_all(&books).unwrap();
-    std::fs::write(
-        books.join("preview.yml"),
-        "name: preview\nsteps:\n  - id: web\n    target: _all\n    serial: 2\n    service: { name: demo-web, state: restarted }\n  - id: idle\n    target: role:web\n    needs: [web]\n    service: { name: demo-idle, state: stopped }\n  - id: file\n    target: role:worker\n    needs: []\n    unit: { name: drover-preview, content: \"[Service]\\nExecStart=/bin/true\\n\" }\n",
-    )
-    .unwrap();
-    std::fs::write(
-        books.join("checked.yml"),
-        "name: checked\nsteps:\n  - id: probe\n    target: _all\n    use: probe\n",
-    )
-    .unwrap();
-    let module = books.join("modules/probe");
+    let keys = Keys::make(dir.path(), lab.host(0));
+    let preview = "name: preview\nsteps:\n  - id: web\n    target: _all\n    serial: 2\n    service: { name: demo-web, state: restarted }\n  - id: idle\n    target: role:web\n    needs: [web]\n    service: { name: demo-idle, state: stopped }\n  - id: file\n    target: role:worker\n    needs: []\n    unit: { name: drover-preview, content: \"[Service]\\nExecStart=/bin/true\\n\" }\n";
+    let checked = "name: checked\nsteps:\n  - id: probe\n    target: _all\n    use: probe\n";
+    let books = [("preview", preview), ("checked", checked)];
+    let module = dir.path().join("books/modules/probe");
     std::fs::create_dir_all(&module).unwrap();
     std::fs::write(
         module.join("module.yml"),
@@ -629,29 +666,15 @@ async fn a_replica_s_dry_run_is_the_single_server_s_plan() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(module.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let keys = Keys::make(dir.path(), lab.host(0));
-    let common_args = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = [
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            "--keys",
-            keys.file.to_str().unwrap(),
-            "--playbooks",
-            books.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
-    };
     let _w = Worker::start(dir.path(), "a", &nc.hub_urls(), &lab.inventory, &[]);
-    let replica_args = common_args(&["--nats", &nc.hub_urls(), "--read-timeout", "3s"]);
-    let replica_args: Vec<&str> = replica_args.iter().map(String::as_str).collect();
-    let r = Server::start(&replica_args, &dir.path().join("replica.log"));
-    let single_args = common_args(&["--jobs-dir", dir.path().join("jobs").to_str().unwrap()]);
-    let single_args: Vec<&str> = single_args.iter().map(String::as_str).collect();
-    let single = Server::start(&single_args, &dir.path().join("single.log"));
+    let urls = nc.hub_urls();
+    let replica_args = ["--nats", urls.as_str(), "--read-timeout", "3s"];
+    let r = serve_args(
+        dir.path(),
+        &books_and_args(dir.path(), &lab, &keys, &books, &replica_args),
+        "replica",
+    );
+    let single = single_server(dir.path(), &lab, &keys, &books);
     until_all_read(&r, &keys.read, lab.len(), Duration::from_secs(30)).await;
 
     let dry = |s: &Server, book: &str| {
@@ -709,27 +732,17 @@ async fn a_replica_whose_clock_is_off_says_so_and_refuses_to_plan() {
     let Some(nc) = cluster(dir.path()) else {
         return;
     };
-    let books = dir.path().join("books");
-    std::fs::create_dir_all(&books).unwrap();
-    std::fs::write(
-        books.join("web.yml"),
-        "name: web\nsteps:\n  - id: web\n    target: _all\n    service: { name: demo-web, state: restarted }\n",
-    )
-    .unwrap();
     let keys = Keys::make(dir.path(), lab.host(0));
     let urls = nc.hub_urls();
-    let args = [
-        "-i",
-        lab.inventory.to_str().unwrap(),
-        "--keys",
-        keys.file.to_str().unwrap(),
-        "--playbooks",
-        books.to_str().unwrap(),
-        "--nats",
-        &urls,
-        "--read-timeout",
-        "3s",
-    ];
+    let web = "name: web\nsteps:\n  - id: web\n    target: _all\n    service: { name: demo-web, state: restarted }\n";
+    let args = books_and_args(
+        dir.path(),
+        &lab,
+        &keys,
+        &[("web", web)],
+        &["--nats", urls.as_str(), "--read-timeout", "3s"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let _w = Worker::start(dir.path(), "a", &urls, &lab.inventory, &[]);
     let on_time = Server::start(&args, &dir.path().join("on-time.log"));
     let off = Server::start_prepared("http", &args, &dir.path().join("off.log"), |c| {
@@ -798,17 +811,7 @@ async fn a_replica_reads_unit_logs_through_the_owner() {
     transient(&lab, &host, &unit, "", KNOWN);
     let _w = Worker::start(dir.path(), "a", &nc.hub_urls(), &lab.inventory, &[]);
     let (r, keys) = replica(dir.path(), &nc.hub_urls(), &lab.inventory, &host);
-    let single = Server::start(
-        &[
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            "--keys",
-            keys.file.to_str().unwrap(),
-            "--jobs-dir",
-            dir.path().join("single-jobs").to_str().unwrap(),
-        ],
-        &dir.path().join("single.log"),
-    );
+    let single = single_server(dir.path(), &lab, &keys, &[]);
     until_all_read(&r, &keys.read, lab.len(), Duration::from_secs(30)).await;
     let get = |s: &Server, q: &str| {
         let url = s.url(&format!("/api/node/{host}/log/unit/{unit}{q}"));

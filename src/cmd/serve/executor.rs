@@ -59,6 +59,18 @@ pub trait HostExecutor: Send + Sync {
     }
 }
 
+/// How a server plans: the whole inventory (no `--limit`), nothing
+/// carried over.
+fn served_plan(reach: Reach, allow_protected: bool, keep_facts: bool) -> PlanOptions {
+    PlanOptions {
+        reach,
+        limit: None,
+        allow_protected,
+        keep_facts,
+        carry: None,
+    }
+}
+
 /// Hosts reached from this process, over its pool.
 pub struct InProcess {
     /// Forks, read timeout and the pool.
@@ -73,13 +85,7 @@ impl HostExecutor for InProcess {
         allow_protected: bool,
         keep_facts: bool,
     ) -> Result<Planned, ApiError> {
-        let opts = PlanOptions {
-            reach: self.reach.clone(),
-            limit: None,
-            allow_protected,
-            keep_facts,
-            carry: None,
-        };
+        let opts = served_plan(self.reach.clone(), allow_protected, keep_facts);
         Ok(crate::engine::plan::plan(&job, FactsSource::Live, &opts, &NoEvents).await?)
     }
 
@@ -203,13 +209,8 @@ impl HostExecutor for Cluster {
             read.hosts.insert(host, r.facts);
         }
         let facts = read.covering(inv.hosts.iter().map(|h| h.name.as_str()));
-        let opts = PlanOptions {
-            reach: crate::remote::fanout::Reach::default(),
-            limit: None,
-            allow_protected,
-            keep_facts,
-            carry: None,
-        };
+        // Given facts: the plan connects to nothing, so no reach matters.
+        let opts = served_plan(Reach::default(), allow_protected, keep_facts);
         let source = FactsSource::Given {
             facts,
             label: "live".into(),
