@@ -252,3 +252,81 @@ pub fn single(dir: &Path, extra: &str) -> Node {
     }
     node
 }
+
+/// A TCP relay on loopback that can be cut like a network partition:
+/// while cut it forwards nothing and closes nothing (no FIN, no RST), so
+/// both ends see silence, their kernel buffers fill and their sends stall;
+/// healed, every byte held back goes on in order, as after a real
+/// partition that TCP outlived.
+pub struct Partition {
+    /// The port to dial instead of the target's.
+    pub port: u16,
+    cut: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Partition {
+    /// Relay to `127.0.0.1:target`.
+    pub fn to(target: u16) -> Partition {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)> = Default::default();
+        let c = cut.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(down) = conn else { break };
+                let Ok(up) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (down.try_clone().unwrap(), up.try_clone().unwrap()),
+                    (up, down),
+                ] {
+                    let c = c.clone();
+                    std::thread::spawn(move || pump(from, to, &c));
+                }
+            }
+        });
+        Partition { port, cut }
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stop forwarding.
+    pub fn cut(&self) {
+        *self.cut.0.lock().unwrap() = true;
+    }
+
+    /// Forward again, what was held back first.
+    pub fn heal(&self) {
+        *self.cut.0.lock().unwrap() = false;
+        self.cut.1.notify_all();
+    }
+}
+
+/// Copy `from` to `to`, holding each chunk while the relay is cut.
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    cut: &(std::sync::Mutex<bool>, std::sync::Condvar),
+) {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut g = cut.0.lock().unwrap();
+        while *g {
+            g = cut.1.wait(g).unwrap();
+        }
+        drop(g);
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}

@@ -954,3 +954,67 @@ async fn command_line_runs_on_the_same_units_exclude_each_other_through_nats() {
     assert!(took < Duration::from_secs(20), "{took:?}");
     gate.open();
 }
+
+/// A real partition, not a closed connection: worker a reaches NATS
+/// through a relay that is cut (silence both ways, nothing closed) while
+/// a keeps running. Its leases move to b within the TTL and every host
+/// reads again; healed, a answers nothing it holds from before, only
+/// after it takes a lease anew.
+#[tokio::test]
+async fn a_worker_cut_off_by_a_partition_loses_its_hosts_and_acts_on_nothing_stale() {
+    let Some(lab) = lab() else { return };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nc) = cluster(dir.path()) else {
+        return;
+    };
+    let relay = nats::Partition::to(nc.nodes[0].port);
+    let a = Worker::start(dir.path(), "a", &relay.url(), &lab.inventory, &[]);
+    let host = worker_of(&lab).to_string();
+    let (s, keys) = replica(dir.path(), &nc.nodes[1].url(), &lab.inventory, &host);
+    until_all_read(&s, &keys.read, lab.len(), Duration::from_secs(30)).await;
+    let b = Worker::start(dir.path(), "b", &nc.nodes[2].url(), &lab.inventory, &[]);
+    let t0 = Instant::now();
+    while !(b.log().contains("lease taken") && a.log().contains("lease taken")) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the workers did not share the buckets:\na: {}\nb: {}",
+            a.log(),
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    until_all_read(&s, &keys.read, lab.len(), Duration::from_secs(20)).await;
+
+    let at_cut = a.log().len();
+    relay.cut();
+    let (_, took) = until_all_read(&s, &keys.read, lab.len(), Duration::from_secs(20)).await;
+    eprintln!("a partitioned: every host read again through b after {took:?} (TTL {TTL})");
+    // Reads meanwhile queue on a's side of the partition.
+    for _ in 0..10 {
+        until_all_read(&s, &keys.read, lab.len(), Duration::from_secs(10)).await;
+    }
+    let during = a.log()[at_cut..].to_string();
+    assert!(
+        during.contains("no longer served") || during.contains("cannot renew a lease"),
+        "a never noticed it was cut off:\n{during}"
+    );
+    let at_heal = a.log().len();
+    relay.heal();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(4) {
+        until_all_read(&s, &keys.read, lab.len(), Duration::from_secs(10)).await;
+    }
+    let after = a.log()[at_heal..].to_string();
+    let first_answer = ["read answered from the live snapshot", "read from the host"]
+        .iter()
+        .filter_map(|m| after.find(m))
+        .min();
+    if let Some(answered) = first_answer {
+        assert!(
+            after.find("lease taken").is_some_and(|t| t < answered),
+            "a answered a read before it held a lease again:\n{after}"
+        );
+    }
+    assert!(!a.log().contains("panicked") && !b.log().contains("panicked"));
+}
