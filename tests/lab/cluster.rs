@@ -395,6 +395,29 @@ async fn the_worker_answers_from_its_live_snapshot_and_sees_a_stop_within_2s() {
     );
 }
 
+/// The JetStream API subjects drover needs, and no other: listing
+/// (`CONSUMER.CREATE`) the `listed` buckets, and reading, writing and
+/// making the `used` ones; as a NATS config list.
+fn js_api(listed: &[&str], used: &[&str]) -> String {
+    let mut v = Vec::new();
+    for b in used {
+        for api in ["STREAM.INFO", "STREAM.CREATE"] {
+            v.push(format!("\"$JS.API.{api}.KV_{b}\""));
+        }
+        v.push(format!("\"$JS.API.DIRECT.GET.KV_{b}.>\""));
+    }
+    for b in listed {
+        v.push(format!("\"$JS.API.STREAM.INFO.KV_{b}\""));
+        v.push(format!("\"$JS.API.CONSUMER.CREATE.KV_{b}\""));
+        // nats-server 2.10+ names the consumer and filter in the subject.
+        v.push(format!("\"$JS.API.CONSUMER.CREATE.KV_{b}.>\""));
+        v.push(format!("\"$JS.API.DIRECT.GET.KV_{b}.>\""));
+    }
+    v.sort();
+    v.dedup();
+    v.join(", ")
+}
+
 /// NATS permissions per role: a region's credentials may subscribe to its
 /// own hosts' reads and write its own leases only. A worker holding the
 /// eu.west.1 credentials but told to work eu.west.2 owns nothing there.
@@ -414,12 +437,16 @@ async fn a_region_s_credentials_cannot_take_another_region_s_hosts() {
     let t = drover::model::cluster::token;
     let users = format!(
         "authorization {{ users = [\n\
-         {{ user: replica, password: \"replica-pw-1\", permissions: {{ publish: [\"drover.read.>\", \"$JS.API.>\", \"$KV.drover_clock.>\"], subscribe: [\"_INBOX.>\"] }} }},\n\
+         {{ user: replica, password: \"replica-pw-1\", permissions: {{\n\
+           publish: [\"drover.read.>\", \"$KV.drover_clock.>\", {replica_api}],\n\
+           subscribe: [\"_INBOX.>\"] }} }},\n\
          {{ user: eu1, password: \"eu1-pw-secret\", permissions: {{\n\
-           publish: [\"$JS.API.>\", \"$KV.drover_workers.>\", \"$KV.drover_leases.{r}.>\", \"_INBOX.>\"],\n\
+           publish: [\"$KV.drover_workers.>\", \"$KV.drover_leases.{r}.>\", \"_INBOX.>\", {worker_api}],\n\
            subscribe: [\"drover.read.{r}.>\", \"_INBOX.>\"] }} }}\n\
          ] }}",
-        r = t(own)
+        r = t(own),
+        replica_api = js_api(&["drover_workers"], &["drover_clock"]),
+        worker_api = js_api(&["drover_workers"], &["drover_workers", "drover_leases"]),
     );
     let n = nats::single(dir.path(), &users);
     let url = |user: &str, pw: &str| format!("nats://{user}:{pw}@127.0.0.1:{}", n.port);
