@@ -32,9 +32,13 @@ pub(super) fn owner_line() -> String {
     format!("{pid} {}", start_time(pid).unwrap_or_default())
 }
 
-/// Write the owner file into a directory just made.
+/// Write the owner file into a directory just made: whole or not at all
+/// (written aside, then renamed into place), since another process's
+/// sweep may read it at any moment.
 pub(super) fn claim(dir: &Path) -> std::io::Result<()> {
-    std::fs::write(dir.join(OWNER), owner_line())
+    let aside = dir.join(".owner.new");
+    std::fs::write(&aside, owner_line())?;
+    std::fs::rename(&aside, dir.join(OWNER))
 }
 
 /// The first caller in a process gets the sweep of `runtime`'s
@@ -48,6 +52,8 @@ pub(super) fn first(
     if SWEPT.swap(true, Ordering::AcqRel) {
         return None;
     }
+    // Without /proc no owner can be told alive: sweep nothing.
+    start_time(std::process::id())?;
     let runtime = runtime.to_path_buf();
     Some(tokio::task::spawn_blocking(move || {
         let n = sweep(&runtime, SystemTime::now(), &kill);
@@ -99,11 +105,15 @@ pub(super) fn sweep(runtime: &Path, now: SystemTime, kill: &dyn Fn(&[&Path])) ->
         .count()
 }
 
-/// Whether no live process owns the directory.
+/// Whether no live process owns the directory. Without an owner line
+/// that reads (none yet, or not one drover writes), only its age says.
 fn abandoned(dir: &Path, meta: &std::fs::Metadata, now: SystemTime) -> bool {
-    match std::fs::read_to_string(dir.join(OWNER)) {
-        Ok(line) => !alive(&line),
-        Err(_) => meta
+    let owner = std::fs::read_to_string(dir.join(OWNER))
+        .ok()
+        .and_then(|line| owner_of(&line));
+    match owner {
+        Some((pid, started)) => start_time(pid) != Some(started),
+        None => meta
             .modified()
             .ok()
             .and_then(|m| now.duration_since(m).ok())
@@ -111,18 +121,16 @@ fn abandoned(dir: &Path, meta: &std::fs::Metadata, now: SystemTime) -> bool {
     }
 }
 
-/// Whether the process an owner line names still runs. A line that does
-/// not parse names nobody: drover wrote it, so it is a torn write of a
-/// process killed at that moment.
-fn alive(line: &str) -> bool {
+/// The pid and start time an owner line names.
+fn owner_of(line: &str) -> Option<(u32, u64)> {
     let mut parts = line.split_whitespace();
-    let (Some(pid), Some(started)) = (
-        parts.next().and_then(|p| p.parse::<u32>().ok()),
-        parts.next().and_then(|s| s.parse::<u64>().ok()),
-    ) else {
-        return false;
-    };
-    start_time(pid) == Some(started)
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Whether the process an owner line names still runs.
+#[cfg(test)]
+fn alive(line: &str) -> bool {
+    owner_of(line).is_some_and(|(pid, started)| start_time(pid) == Some(started))
 }
 
 /// A process's start time in clock ticks since boot (`/proc/PID/stat`
@@ -161,6 +169,7 @@ mod tests {
             "drover-ssh-reused",
             Some(&format!("{} 1", std::process::id())),
         );
+        // Unreadable (not drover's line): judged by age, and it is fresh.
         let torn = leftover(root.path(), "drover-ssh-torn", Some(""));
         let fresh = leftover(root.path(), "drover-ssh-fresh", None);
         let other = leftover(root.path(), "not-drover", Some("1 1"));
@@ -170,14 +179,15 @@ mod tests {
                 .borrow_mut()
                 .extend(dirs.iter().map(|d| d.to_path_buf()))
         });
-        assert_eq!(n, 2);
+        assert_eq!(n, 1);
         assert!(mine.is_dir(), "a live owner's directory stays");
-        assert!(!reused.exists() && !torn.exists());
+        assert!(!reused.exists());
+        assert!(torn.is_dir(), "an owner line being written is no owner gone");
         assert!(fresh.is_dir(), "a directory being made stays");
         assert!(other.is_dir(), "only drover's directories are looked at");
         let mut k = killed.into_inner();
         k.sort();
-        assert_eq!(k, vec![reused, torn]);
+        assert_eq!(k, vec![reused]);
     }
 
     #[test]
