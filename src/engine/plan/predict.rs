@@ -110,7 +110,13 @@ impl<'a> Predict<'a> {
                 touched: vec![Vec::new(); n],
                 modules: vec![Vec::new(); n],
                 summary: Summary::default(),
-                results: vec![Vec::new(); job.playbook.steps.len()],
+                // Sized up front: growing them moved every result made
+                // so far, a large struct, at each doubling.
+                results: job
+                    .expanded
+                    .iter()
+                    .map(|ex| Vec::with_capacity(ex.tasks.len()))
+                    .collect(),
             }),
             facts,
             checks,
@@ -329,6 +335,7 @@ impl HostAction for Predict<'_> {
     type Detail = Vec<Action>;
     type Error = Error;
     const TIMED: bool = false;
+    const NEVER_WAITS: bool = true;
 
     fn presence(&self, h: usize) -> Presence {
         Presence {

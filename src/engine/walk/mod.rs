@@ -54,6 +54,11 @@ pub(crate) trait HostAction {
     /// were 3% of a 500,000 host-step plan.
     const TIMED: bool = true;
 
+    /// The action's work never waits (a prediction): a batch's hosts are
+    /// then walked one after another, in the order a join would finish
+    /// them, without a boxed future each.
+    const NEVER_WAITS: bool = false;
+
     /// What `_any` knows of a host when it picks.
     fn presence(&self, h: usize) -> Presence;
 

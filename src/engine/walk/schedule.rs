@@ -257,6 +257,14 @@ impl<'a, A: HostAction> Walk<'a, A> {
 
     /// One batch of one step: its hosts at once; their statuses in order.
     async fn batch(&self, si: usize, hosts: &[usize], b: usize) -> Result<Vec<Status>, A::Error> {
+        if A::NEVER_WAITS {
+            // A box and a move per host-step were 2% of a large plan.
+            let mut out = Vec::with_capacity(hosts.len());
+            for &h in hosts {
+                out.push(self.host(si, h, b, &mut A::Lane::default(), None).await?);
+            }
+            return Ok(out);
+        }
         join_in_order(hosts.iter().map(|&h| async move {
             // Linear: other hosts run between a host's steps, so nothing
             // is carried from one step to the next.
@@ -362,7 +370,7 @@ impl<'a, A: HostAction> Walk<'a, A> {
 async fn join_in_order<F: Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
     use futures_util::stream::FuturesUnordered;
     let mut futs = futs.enumerate();
-    let mut out: Vec<Option<F::Output>> = Vec::new();
+    let mut out: Vec<Option<F::Output>> = Vec::with_capacity(futs.size_hint().0);
     let mut waiting = FuturesUnordered::new();
     std::future::poll_fn(|cx| {
         for (i, f) in futs.by_ref() {
