@@ -400,7 +400,7 @@ pub struct ApplyArgs {
     /// Send the run through this drover server (http(s)://HOST:PORT): it
     /// runs there as a job, with its claims, audit and approvals, and its
     /// results are shown here as they happen.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["resume", "retry", "allow_drift", "report", "wait_lock", "metrics_file"])]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["resume", "retry", "allow_drift", "report", "wait_lock", "metrics_file", "nats"])]
     pub server: Option<String>,
     /// With --server: the file holding the key (default: the DROVER_KEY
     /// environment variable).
