@@ -40,6 +40,25 @@ fn cluster(dir: &Path) -> Option<NatsCluster> {
     Some(NatsCluster::start(dir))
 }
 
+/// One JetStream server, or None (loudly) without nats-server: for
+/// tests of what a replica answers, not of failover, which run beside
+/// the others (one process, no elections).
+fn one_node(dir: &Path) -> Option<nats::Node> {
+    if !nats::available() {
+        assert!(
+            std::env::var_os("DROVER_REQUIRE_LAB").is_none(),
+            "nats-server is not installed: run tests/lab/lab.sh deps"
+        );
+        eprintln!("SKIPPED: nats-server is not installed (tests/lab/lab.sh deps installs it)");
+        return None;
+    }
+    Some(nats::single(dir, ""))
+}
+
+/// A worker on one server whose leases outlast a loaded machine's
+/// pauses: these tests are about answers, not failover.
+const STEADY: [&str; 4] = ["--nats-replicas", "1", "--lease-ttl", "10s"];
+
 /// A `drover worker` process; SIGKILLed when dropped.
 struct Worker {
     child: Child,
@@ -53,7 +72,12 @@ impl Worker {
         std::fs::create_dir_all(&run).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_drover"))
             .args(["worker", "--nats", nats, "-i", inventory.to_str().unwrap()])
-            .args(["--name", name, "--lease-ttl", TTL])
+            .args(["--name", name])
+            // TTL, unless told otherwise.
+            .args(match extra.contains(&"--lease-ttl") {
+                true => &[][..],
+                false => &["--lease-ttl", TTL][..],
+            })
             // R3 on the 3-node cluster, unless told otherwise.
             .args(match extra.contains(&"--nats-replicas") {
                 true => &[][..],
@@ -670,9 +694,8 @@ fn without_volatile(mut v: Value) -> Value {
 #[tokio::test]
 async fn a_replica_s_dry_run_is_the_single_server_s_plan() {
     let Some(lab) = lab() else { return };
-    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let Some(nc) = cluster(dir.path()) else {
+    let Some(n) = one_node(dir.path()) else {
         return;
     };
     let keys = Keys::make(dir.path(), lab.host(0));
@@ -693,8 +716,8 @@ async fn a_replica_s_dry_run_is_the_single_server_s_plan() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(module.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let _w = Worker::start(dir.path(), "a", &nc.hub_urls(), &lab.inventory, &[]);
-    let urls = nc.hub_urls();
+    let _w = Worker::start(dir.path(), "a", &n.url(), &lab.inventory, &STEADY);
+    let urls = n.url();
     let replica_args = ["--nats", urls.as_str(), "--read-timeout", "3s"];
     let r = serve_args(
         dir.path(),
@@ -745,7 +768,6 @@ async fn a_replica_s_dry_run_is_the_single_server_s_plan() {
 #[tokio::test]
 async fn a_replica_whose_clock_is_off_says_so_and_refuses_to_plan() {
     let Some(lab) = lab() else { return };
-    let _one = ONE_AT_A_TIME.lock().await;
     let preload = Path::new("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1");
     if !preload.exists() {
         assert!(
@@ -756,11 +778,11 @@ async fn a_replica_whose_clock_is_off_says_so_and_refuses_to_plan() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let Some(nc) = cluster(dir.path()) else {
+    let Some(n) = one_node(dir.path()) else {
         return;
     };
     let keys = Keys::make(dir.path(), lab.host(0));
-    let urls = nc.hub_urls();
+    let urls = n.url();
     let web = "name: web\nsteps:\n  - id: web\n    target: _all\n    service: { name: demo-web, state: restarted }\n";
     let args = books_and_args(
         dir.path(),
@@ -770,7 +792,7 @@ async fn a_replica_whose_clock_is_off_says_so_and_refuses_to_plan() {
         &["--nats", urls.as_str(), "--read-timeout", "3s"],
     );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let _w = Worker::start(dir.path(), "a", &urls, &lab.inventory, &[]);
+    let _w = Worker::start(dir.path(), "a", &urls, &lab.inventory, &STEADY);
     let on_time = Server::start(&args, &dir.path().join("on-time.log"));
     let off = Server::start_prepared("http", &args, &dir.path().join("off.log"), |c| {
         c.env("LD_PRELOAD", preload)
@@ -828,16 +850,15 @@ async fn a_replica_whose_clock_is_off_says_so_and_refuses_to_plan() {
 async fn a_replica_reads_unit_logs_through_the_owner() {
     use crate::logs::{messages, transient, unit_name, KNOWN};
     let Some(lab) = lab() else { return };
-    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let Some(nc) = cluster(dir.path()) else {
+    let Some(n) = one_node(dir.path()) else {
         return;
     };
     let host = worker_of(&lab).to_string();
     let unit = unit_name("cluster");
     transient(&lab, &host, &unit, "", KNOWN);
-    let _w = Worker::start(dir.path(), "a", &nc.hub_urls(), &lab.inventory, &[]);
-    let (r, keys) = replica(dir.path(), &nc.hub_urls(), &lab.inventory, &host);
+    let _w = Worker::start(dir.path(), "a", &n.url(), &lab.inventory, &STEADY);
+    let (r, keys) = replica(dir.path(), &n.url(), &lab.inventory, &host);
     let single = single_server(dir.path(), &lab, &keys, &[]);
     until_all_read(&r, &keys.read, lab.len(), Duration::from_secs(30)).await;
     let get = |s: &Server, q: &str| {
@@ -881,7 +902,6 @@ async fn a_replica_reads_unit_logs_through_the_owner() {
 #[tokio::test]
 async fn command_line_runs_on_the_same_units_exclude_each_other_through_nats() {
     let Some(lab) = lab() else { return };
-    let _one = ONE_AT_A_TIME.lock().await;
     let _l = lab.lock();
     if !nats::available() {
         assert!(
