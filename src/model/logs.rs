@@ -131,12 +131,10 @@ impl Since {
     /// A form [`Since::parse`] reads back into the same journalctl value:
     /// how a query travels to the worker that reads the host.
     pub fn wire(&self) -> String {
-        const FORMAT: &str = "%Y-%m-%d %H:%M:%S";
         match self {
+            // journalctl's `-3600s` is no duration drover reads.
             Since::Ago(d) => format!("{}s", d.as_secs().max(1)),
-            Since::Utc(at) => format!("{} UTC", at.format(FORMAT)),
-            Since::HostTime(at) => at.format(FORMAT).to_string(),
-            Since::Keyword(k) => (*k).to_string(),
+            _ => self.journalctl_value(),
         }
     }
 

@@ -189,6 +189,20 @@ fn children(pid: u32) -> Vec<String> {
     out
 }
 
+/// Wait (20 s at most) until both workers hold some of the buckets.
+async fn share_buckets(a: &Worker, b: &Worker) {
+    let t0 = Instant::now();
+    while !(a.log().contains("lease taken") && b.log().contains("lease taken")) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the two workers did not share the buckets:\na: {}\nb: {}",
+            a.log(),
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn worker_of(lab: &Lab) -> &str {
     lab.host(0)
 }
@@ -327,16 +341,7 @@ async fn a_killed_worker_s_hosts_are_owned_again_and_a_killed_nats_server_loses_
     let (s, keys) = replica(dir.path(), &nc.hub_urls(), &lab.inventory, &host);
     until_all_read(&s, &keys.read, lab.len(), Duration::from_secs(30)).await;
     // Both work: each took some of the 64 buckets (rendezvous hashing).
-    let t0 = Instant::now();
-    while !(a.log().contains("lease taken") && b.log().contains("lease taken")) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "the two workers did not share the buckets:\na: {}\nb: {}",
-            a.log(),
-            b.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    share_buckets(&a, &b).await;
 
     // kill -9 of a: its leases expire after the TTL, b takes them, and
     // every host reads again.
@@ -1021,16 +1026,7 @@ async fn a_worker_cut_off_by_a_partition_loses_its_hosts_and_acts_on_nothing_sta
     let (s, keys) = replica(dir.path(), &nc.nodes[1].url(), &lab.inventory, &host);
     until_all_read(&s, &keys.read, lab.len(), Duration::from_secs(30)).await;
     let b = Worker::start(dir.path(), "b", &nc.nodes[2].url(), &lab.inventory, &[]);
-    let t0 = Instant::now();
-    while !(b.log().contains("lease taken") && a.log().contains("lease taken")) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "the workers did not share the buckets:\na: {}\nb: {}",
-            a.log(),
-            b.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    share_buckets(&a, &b).await;
     until_all_read(&s, &keys.read, lab.len(), Duration::from_secs(20)).await;
 
     let at_cut = a.log().len();
