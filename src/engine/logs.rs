@@ -88,14 +88,19 @@ pub async fn read_logs(
             .map_err(HostError::Failed)
     })
     .await;
-    let results = if any {
-        let first_ok = results.iter().position(|r| r.result.is_ok()).unwrap_or(0);
-        results.into_iter().skip(first_ok).take(1).collect()
-    } else {
-        results
+    let results = match any {
+        true => first_answer(results, |r| r.result.is_ok()),
+        false => results,
     };
     let v = verdict(&results);
     (results.into_iter().map(HostLogs::of).collect(), v)
+}
+
+/// What `_any` answers of the hosts' reads, in order: the first that
+/// succeeded, else the first host's failure.
+pub fn first_answer<T>(reads: Vec<T>, ok: impl Fn(&T) -> bool) -> Vec<T> {
+    let first_ok = reads.iter().position(ok).unwrap_or(0);
+    reads.into_iter().skip(first_ok).take(1).collect()
 }
 
 /// `drover logs UNIT --target SEL`: the selected hosts' entries, and the

@@ -26,15 +26,24 @@ const TTL: &str = "2s";
 /// the machine rather than the code.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Whether nats-server is installed; without it a test is skipped,
+/// loudly, or fails under DROVER_REQUIRE_LAB.
+fn nats_here() -> bool {
+    if nats::available() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("DROVER_REQUIRE_LAB").is_none(),
+        "nats-server is not installed: run tests/lab/lab.sh deps"
+    );
+    eprintln!("SKIPPED: nats-server is not installed (tests/lab/lab.sh deps installs it)");
+    false
+}
+
 /// The cluster, or None (loudly) without nats-server; a failure under
 /// DROVER_REQUIRE_LAB.
 fn cluster(dir: &Path) -> Option<NatsCluster> {
-    if !nats::available() {
-        assert!(
-            std::env::var_os("DROVER_REQUIRE_LAB").is_none(),
-            "nats-server is not installed: run tests/lab/lab.sh deps"
-        );
-        eprintln!("SKIPPED: nats-server is not installed (tests/lab/lab.sh deps installs it)");
+    if !nats_here() {
         return None;
     }
     Some(NatsCluster::start(dir))
@@ -44,12 +53,7 @@ fn cluster(dir: &Path) -> Option<NatsCluster> {
 /// tests of what a replica answers, not of failover, which run beside
 /// the others (one process, no elections).
 fn one_node(dir: &Path) -> Option<nats::Node> {
-    if !nats::available() {
-        assert!(
-            std::env::var_os("DROVER_REQUIRE_LAB").is_none(),
-            "nats-server is not installed: run tests/lab/lab.sh deps"
-        );
-        eprintln!("SKIPPED: nats-server is not installed (tests/lab/lab.sh deps installs it)");
+    if !nats_here() {
         return None;
     }
     Some(nats::single(dir, ""))
@@ -454,11 +458,7 @@ fn js_api(listed: &[&str], used: &[&str]) -> String {
 async fn a_region_s_credentials_cannot_take_another_region_s_hosts() {
     let Some(lab) = lab() else { return };
     let _one = ONE_AT_A_TIME.lock().await;
-    if !nats::available() {
-        assert!(
-            std::env::var_os("DROVER_REQUIRE_LAB").is_none(),
-            "nats-server is not installed"
-        );
+    if !nats_here() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -908,15 +908,10 @@ async fn a_replica_reads_unit_logs_through_the_owner() {
 async fn command_line_runs_on_the_same_units_exclude_each_other_through_nats() {
     let Some(lab) = lab() else { return };
     let _l = lab.lock();
-    if !nats::available() {
-        assert!(
-            std::env::var_os("DROVER_REQUIRE_LAB").is_none(),
-            "nats-server is not installed"
-        );
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let n = nats::single(dir.path(), "");
+    let Some(n) = one_node(dir.path()) else {
+        return;
+    };
     let host = lab.host(2).to_string();
     let gate = common::Gate::new();
     let book = |name: &str, body: &str| {

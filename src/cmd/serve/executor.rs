@@ -140,6 +140,22 @@ impl Cluster {
     }
 }
 
+/// `ask(i)` for each of `n` hosts, `forks` at a time; the answers in
+/// order. By index: a closure over `&Host` items makes the future not
+/// provably Send (rust-lang/rust#102211).
+async fn each_host<T, F: std::future::Future<Output = T>>(
+    n: usize,
+    forks: usize,
+    ask: impl Fn(usize) -> F,
+) -> Vec<T> {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(0..n)
+        .map(ask)
+        .buffered(forks)
+        .collect()
+        .await
+}
+
 /// What a replica answers for what cluster mode does not carry yet.
 pub fn not_in_cluster_mode(what: &str) -> ApiError {
     ApiError::new(
@@ -161,7 +177,6 @@ impl HostExecutor for Cluster {
     ) -> Result<Planned, ApiError> {
         use crate::engine::cluster::reads::Ask;
         use crate::model::cluster::ReadUnits;
-        use futures_util::StreamExt;
         // A check-mode script runs on the host: a task, which workers do
         // not take yet. A plan without its checks would claim less than it
         // knows, so none is made.
@@ -185,20 +200,17 @@ impl HostExecutor for Cluster {
         let wanted = crate::engine::live::plan_reads(&job);
         let (reads, digest, inv, wanted_ref) =
             (&self.reads, job.inventory.digest.as_str(), &job.inventory, &wanted);
-        let answers: Vec<_> = futures_util::stream::iter(0..wanted.len())
-            .map(|i| async move {
-                let w = &wanted_ref[i];
-                let ask = Ask {
-                    units: ReadUnits::These(w.units.iter().map(|u| u.to_string()).collect()),
-                    files: w.files.iter().map(|u| u.to_string()).collect(),
-                    from_host: true,
-                };
-                let host = &inv.hosts[w.host];
-                (host.name.clone(), reads.read(digest, host, ask).await)
-            })
-            .buffered(self.forks)
-            .collect()
-            .await;
+        let answers = each_host(wanted.len(), self.forks, |i| async move {
+            let w = &wanted_ref[i];
+            let ask = Ask {
+                units: ReadUnits::These(w.units.iter().map(|u| u.to_string()).collect()),
+                files: w.files.iter().map(|u| u.to_string()).collect(),
+                from_host: true,
+            };
+            let host = &inv.hosts[w.host];
+            (host.name.clone(), reads.read(digest, host, ask).await)
+        })
+        .await;
         let mut read = crate::model::facts::Facts::new();
         let mut incomplete = false;
         for (host, r) in answers {
@@ -228,7 +240,6 @@ impl HostExecutor for Cluster {
     ) -> Result<StatusReport, ApiError> {
         use crate::engine::cluster::reads::Ask;
         use crate::model::cluster::ReadUnits;
-        use futures_util::StreamExt;
         let hosts = crate::engine::live::select_hosts(&inv, target.as_deref())?;
         let units = crate::engine::live::parse_units(&units)?;
         let ask = match units.is_empty() {
@@ -236,16 +247,11 @@ impl HostExecutor for Cluster {
             false => ReadUnits::These(units.iter().map(|u| u.to_string()).collect()),
         };
         let (reads, digest, ask, hosts_ref) = (&self.reads, inv.digest.as_str(), &ask, &hosts);
-        // By index: a closure over `&Host` items makes the future not
-        // provably Send (rust-lang/rust#102211).
-        let answers: Vec<_> = futures_util::stream::iter(0..hosts.len())
-            .map(|i| async move {
-                let host = &hosts_ref[i];
-                (host.name.clone(), reads.read(digest, host, Ask::units(ask.clone())).await)
-            })
-            .buffered(self.forks)
-            .collect()
-            .await;
+        let answers = each_host(hosts.len(), self.forks, |i| async move {
+            let host = &hosts_ref[i];
+            (host.name.clone(), reads.read(digest, host, Ask::units(ask.clone())).await)
+        })
+        .await;
         let mut facts = crate::model::facts::Facts::new();
         let mut unreachable = std::collections::BTreeSet::new();
         for (host, r) in answers {
@@ -272,22 +278,16 @@ impl HostExecutor for Cluster {
         q: LogQuery,
         any: bool,
     ) -> Vec<HostLogs> {
-        use futures_util::StreamExt;
         let (reads, q, hosts_ref) = (&self.reads, &q, &hosts);
-        let all: Vec<HostLogs> = futures_util::stream::iter(0..hosts.len())
-            .map(|i| async move { reads.logs(digest, &hosts_ref[i], q).await })
-            .buffered(self.forks)
-            .collect()
-            .await;
-        // As a single server answers `_any`: the first host (in order)
-        // whose read succeeded, else the first host's failure.
-        if any {
-            let first_ok = all
-                .iter()
-                .position(|l| l.status == crate::model::outcome::Status::Ok)
-                .unwrap_or(0);
-            return all.into_iter().skip(first_ok).take(1).collect();
+        let all = each_host(hosts.len(), self.forks, |i| async move {
+            reads.logs(digest, &hosts_ref[i], q).await
+        })
+        .await;
+        match any {
+            true => crate::engine::logs::first_answer(all, |l| {
+                l.status == crate::model::outcome::Status::Ok
+            }),
+            false => all,
         }
-        all
     }
 }

@@ -334,7 +334,6 @@ impl HostAction for Predict<'_> {
     type Lane = ();
     type Detail = Vec<Action>;
     type Error = Error;
-    const TIMED: bool = false;
     const NEVER_WAITS: bool = true;
 
     fn presence(&self, h: usize) -> Presence {

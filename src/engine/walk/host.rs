@@ -32,7 +32,7 @@ impl<A: HostAction> Walk<'_, A> {
             return Ok(status);
         }
         let step = &self.job.playbook.steps[si];
-        let t0 = A::TIMED.then(Instant::now);
+        let t0 = (!A::NEVER_WAITS).then(Instant::now);
         let (outcome, detail) = match self.before_work(step, h, task).await {
             Err(outcome) => (outcome, A::Detail::default()),
             Ok((conn, failed_at)) => {

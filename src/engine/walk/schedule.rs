@@ -362,11 +362,10 @@ impl<'a, A: HostAction> Walk<'a, A> {
 }
 
 /// Run `futs` together; their outputs in the order given. Each is polled
-/// once as it is made: one that is ready then (a plan's prediction, which
-/// never waits) costs no task of a set; the others go on together in a
+/// once as it is made: one that is ready then (a host skipped, refused or
+/// carried over) costs no task of a set; the others go on together in a
 /// `FuturesUnordered`. `join_all` gave every one of a large batch a task
-/// of a `FuturesOrdered`, and the plan's 500,000 host-steps of a 10,000 ×
-/// 50 plan paid for it.
+/// of a `FuturesOrdered`.
 async fn join_in_order<F: Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
     use futures_util::stream::FuturesUnordered;
     let mut futs = futs.enumerate();

@@ -26,10 +26,15 @@ const OWNER: &str = "owner";
 /// beyond the longest connect (twice the connect timeout and a grace).
 const UNOWNED_AGE: Duration = Duration::from_secs(3600);
 
-/// `pid starttime` of this process, for its directories' owner file.
-pub(super) fn owner_line() -> String {
-    let pid = std::process::id();
-    format!("{pid} {}", start_time(pid).unwrap_or_default())
+/// `pid starttime` of this process, for its directories' owner file,
+/// read from /proc once; None without /proc.
+fn owner_line() -> Option<&'static str> {
+    static LINE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    LINE.get_or_init(|| {
+        let pid = std::process::id();
+        start_time(pid).map(|t| format!("{pid} {t}"))
+    })
+    .as_deref()
 }
 
 /// Write the owner file into a directory just made: whole or not at all
@@ -37,7 +42,8 @@ pub(super) fn owner_line() -> String {
 /// sweep may read it at any moment.
 pub(super) fn claim(dir: &Path) -> std::io::Result<()> {
     let aside = dir.join(".owner.new");
-    std::fs::write(&aside, owner_line())?;
+    // Without /proc the line names no one, and no one sweeps.
+    std::fs::write(&aside, owner_line().unwrap_or_default())?;
     std::fs::rename(&aside, dir.join(OWNER))
 }
 
@@ -53,7 +59,7 @@ pub(super) fn first(
         return None;
     }
     // Without /proc no owner can be told alive: sweep nothing.
-    start_time(std::process::id())?;
+    owner_line()?;
     let runtime = runtime.to_path_buf();
     Some(tokio::task::spawn_blocking(move || {
         let n = sweep(&runtime, SystemTime::now(), &kill);
@@ -161,7 +167,7 @@ mod tests {
     #[test]
     fn only_directories_of_gone_owners_are_removed_and_their_ssh_ended_first() {
         let root = tempfile::tempdir().unwrap();
-        let mine = leftover(root.path(), "drover-ssh-live", Some(&owner_line()));
+        let mine = leftover(root.path(), "drover-ssh-live", owner_line());
         // Our own pid with another start time: a process that had our pid
         // before us.
         let reused = leftover(
@@ -203,7 +209,7 @@ mod tests {
     #[test]
     fn this_process_has_a_start_time() {
         assert!(start_time(std::process::id()).is_some());
-        assert!(alive(&owner_line()));
+        assert!(alive(owner_line().unwrap()));
         assert!(!alive("not a line"));
     }
 }
