@@ -75,6 +75,9 @@ pub struct ApplyOptions {
     /// How long a batch waits for room in its groups (the server: the
     /// request's `wait`; `drover apply`: `--wait-lock`).
     pub claim_wait: Duration,
+    /// Where each host's work runs: None, from this process; else asked of
+    /// the host's owner (a cluster's coordinator).
+    pub tasks: Option<std::sync::Arc<dyn crate::engine::execute::HostTasks>>,
 }
 
 /// How many journal lines a failed result carries unless told otherwise.
@@ -111,6 +114,7 @@ impl Default for ApplyOptions {
             unit_claims: None,
             claims: None,
             claim_wait: Duration::ZERO,
+            tasks: None,
         }
     }
 }
@@ -217,6 +221,7 @@ pub async fn apply(
         failure_logs: opts.failure_logs,
         claims: opts.claims.clone(),
         claim_wait: opts.claim_wait,
+        tasks: opts.tasks.clone(),
     })
     .await;
     let mut report = report;

@@ -41,6 +41,13 @@ pub fn read_subject(region: &str, host: &str) -> String {
     format!("drover.read.{}.{}", token(region), token(host))
 }
 
+/// The subject a host's tasks (a job's work on it) are sent on, in its
+/// region; its owner takes them. Beside reads, so that a region's
+/// credentials get `drover.task.<region>.>` and no other region's.
+pub fn task_subject(region: &str, host: &str) -> String {
+    format!("drover.task.{}.{}", token(region), token(host))
+}
+
 /// Which of the regions the live workers announce a host is asked in:
 /// the first (in name order) of the non-empty ones whose selector matches
 /// it, else the empty region (workers of every host). `matches` says
@@ -241,6 +248,129 @@ pub enum ReadReply {
     /// The unit's journal entries.
     Logs(LogsReply),
     /// The worker refused the request (why).
+    Refused(String),
+}
+
+/// The job a task belongs to, as its coordinator holds it: the playbook's
+/// text and bound parameter values travel with every task (never stored
+/// in a bucket: secret parameters are among them); the worker parses them
+/// again, once per job, and refuses a task whose digests they do not give.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskJob {
+    /// The job's id.
+    pub job_id: String,
+    /// The playbook's label (its path on the coordinator), for errors.
+    pub label: String,
+    /// The playbook's text.
+    pub text: String,
+    /// The parameters as bound on the coordinator.
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Digest of the playbook.
+    pub playbook: String,
+    /// Digest of the inventory.
+    pub inventory: String,
+    /// Digest of the bound parameters.
+    pub params_digest: String,
+    /// `--limit` as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// Stop/restart/mask protected units.
+    #[serde(default)]
+    pub allow_protected: bool,
+    /// The step's time bound on the host, in milliseconds.
+    pub step_timeout_ms: u64,
+    /// Journal lines a failed service step's result carries.
+    #[serde(default)]
+    pub failure_logs: u32,
+}
+
+// Parameter values may be secret.
+impl std::fmt::Debug for TaskJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskJob")
+            .field("job_id", &self.job_id)
+            .field("playbook", &self.playbook)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a task asks of a host's owner: one of the walk's questions about
+/// one host, answered from the host by the worker's warm connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TaskOp {
+    /// Connect, and read the host's maintenance flags (a linear walk's
+    /// survey, or a free walk's first connection).
+    Connect,
+    /// Whether the host, or the unit, is in maintenance.
+    Maintenance {
+        /// The unit.
+        unit: String,
+    },
+    /// Whether the host is in service for `unit` (`group_by`).
+    InService {
+        /// The unit.
+        unit: String,
+        /// A member of the group the step does not work on.
+        member_only: bool,
+    },
+    /// The step's work on the host.
+    Work {
+        /// The step's index.
+        step: usize,
+        /// The step the host failed at (an `on_failure` step's text).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failed_at: Option<String>,
+    },
+}
+
+/// A task: one op of one job on one host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRequest {
+    /// [`PROTOCOL`].
+    pub protocol: u32,
+    /// The job.
+    pub job: TaskJob,
+    /// The host (its inventory name).
+    pub host: String,
+    /// What to do.
+    pub op: TaskOp,
+}
+
+/// A worker's answer to a [`TaskRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TaskReply {
+    /// [`TaskOp::Connect`]: `Err` why the host is unreachable.
+    Connected {
+        /// Connected, or why not.
+        result: Result<(), String>,
+        /// The whole host is in maintenance (or its flags could not be
+        /// read).
+        in_maintenance: bool,
+    },
+    /// [`TaskOp::Maintenance`].
+    Maintenance(Result<Option<crate::model::outcome::SkipReason>, String>),
+    /// [`TaskOp::InService`].
+    InService(Result<(), String>),
+    /// [`TaskOp::Work`]: the outcome, the operations done, a module's
+    /// message, the unit's last journal lines on failure.
+    Worked {
+        /// The outcome.
+        outcome: crate::model::outcome::Outcome,
+        /// Operations performed, `+`-joined.
+        action: String,
+        /// What a script module said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        msg: Option<String>,
+        /// The unit's last journal lines.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        logs: Vec<LogEntry>,
+    },
+    /// The worker refused the task (why): nothing was done.
     Refused(String),
 }
 

@@ -31,7 +31,8 @@ impl fmt::Display for Status {
 }
 
 /// Why a host failed a step.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Failure {
     /// The host could not be reached at all (connect failed).
     Unreachable(String),
@@ -109,7 +110,8 @@ impl Failure {
 }
 
 /// Why a host did not run a step. The wording is the report's `error`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SkipReason {
     /// The step's `when:` is false for the host.
     WhenFalse,
@@ -180,7 +182,8 @@ impl SkipReason {
 }
 
 /// What happened to one host in one step.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Done; `changed` when systemd's state really changed.
     Ok {

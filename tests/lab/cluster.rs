@@ -261,18 +261,20 @@ async fn a_replica_reads_hosts_through_the_worker_that_owns_them_and_reaches_non
         !kids.iter().any(|c| c.contains("ssh")),
         "the replica runs {kids:?}"
     );
-    // It runs no job either (not yet in cluster mode): 503, saying so.
+    // A change through the replica is done by the owner.
     let (st, _, b) = call(
         Method::POST,
-        &s.url(&format!("/node/{host}/service/demo-web/restart")),
+        &s.url(&format!("/node/{host}/service/demo-web/restart?wait=1m")),
         Some(&keys.operate),
     )
     .await;
-    assert_eq!(st, 503, "{b}");
-    assert_error(503, &b);
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["results"][0]["status"], "ok", "{b}");
+    assert_eq!(b["results"][0]["changed"], true, "{b}");
+    let kids = children(s.child.id());
     assert!(
-        b["details"].as_str().unwrap().contains("cluster mode"),
-        "{b}"
+        !kids.iter().any(|c| c.contains("ssh")),
+        "the replica runs {kids:?}"
     );
 }
 
@@ -764,6 +766,19 @@ async fn a_replica_s_dry_run_is_the_single_server_s_plan() {
     assert_eq!(st, 503, "{b}");
     assert_error(503, &b);
     assert!(b["details"].as_str().unwrap().contains("check-mode"), "{b}");
+    // Its job needs the module's files, which workers do not hold.
+    let (st, _, b) = call(
+        Method::POST,
+        &r.url("/runbook/checked?wait=10s"),
+        Some(&keys.operate),
+    )
+    .await;
+    assert_eq!(st, 503, "{b}");
+    assert_error(503, &b);
+    assert!(
+        b["details"].as_str().unwrap().contains("other files"),
+        "{b}"
+    );
 }
 
 /// Windows are read on the replica's clock. A replica an hour off (the
@@ -1055,4 +1070,114 @@ async fn a_worker_cut_off_by_a_partition_loses_its_hosts_and_acts_on_nothing_sta
         );
     }
     assert!(!a.log().contains("panicked") && !b.log().contains("panicked"));
+}
+
+/// Each host's InvocationID of `unit`, by host name.
+fn invocations(lab: &Lab, unit: &str) -> Vec<(String, String)> {
+    (0..lab.len())
+        .map(|i| {
+            let h = lab.host(i).to_string();
+            let id = lab.ssh(
+                &h,
+                &format!("systemctl show -p InvocationID --value {unit}"),
+            );
+            (h, id.trim().to_string())
+        })
+        .collect()
+}
+
+/// Drop what differs between two runs of the same job (ids, times).
+fn report_without_times(mut v: Value) -> Value {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.retain(|k, _| {
+                    !matches!(
+                        k.as_str(),
+                        "job_id" | "started_at" | "finished_at" | "duration_ms"
+                    )
+                });
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
+}
+
+/// A job started on a replica is walked there (steps, rolling batches)
+/// and each host's work is a task its owning worker does over its own
+/// connection: every unit restarted exactly once, by the worker (the
+/// replica runs no ssh), and the report is the single server's report of
+/// the same runbook, result for result.
+#[tokio::test]
+async fn a_replica_s_job_is_worked_by_the_owners_and_reports_as_a_single_server() {
+    let Some(lab) = lab() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(n) = one_node(dir.path()) else {
+        return;
+    };
+    let keys = Keys::make(dir.path(), lab.host(0));
+    let roll = "name: roll\nsteps:\n  - id: web\n    target: _all\n    serial: 2\n    service: { name: demo-web, state: restarted }\n  - id: worker\n    target: role:worker\n    needs: [web]\n    service: { name: demo-worker, state: restarted }\n  - id: missing\n    target: role:web\n    needs: [web]\n    service: { name: drover-no-such-unit, state: restarted }\n";
+    let books = [("roll", roll)];
+    let _w = Worker::start(dir.path(), "a", &n.url(), &lab.inventory, &STEADY);
+    let urls = n.url();
+    let replica_args = ["--nats", urls.as_str(), "--read-timeout", "3s"];
+    let r = serve_args(
+        dir.path(),
+        &books_and_args(dir.path(), &lab, &keys, &books, &replica_args),
+        "replica",
+    );
+    let single = single_server(dir.path(), &lab, &keys, &books);
+    until_all_read(&r, &keys.read, lab.len(), Duration::from_secs(30)).await;
+
+    let before = invocations(&lab, "demo-web");
+    let (st, _, via_workers) = call(
+        Method::POST,
+        &r.url("/runbook/roll?wait=2m"),
+        Some(&keys.operate),
+    )
+    .await;
+    assert_eq!(st, 200, "{via_workers}\nreplica: {}", r.log());
+    let after = invocations(&lab, "demo-web");
+    for ((h, b), (_, a)) in before.iter().zip(&after) {
+        assert!(
+            !a.is_empty() && a != b,
+            "{h}: demo-web was not restarted ({b} -> {a})"
+        );
+    }
+    // The replica reached no host for it.
+    let kids = children(r.child.id());
+    assert!(
+        !kids.iter().any(|c| c.contains("ssh")),
+        "the replica runs {kids:?}"
+    );
+    // Listed and read back on the replica that ran it.
+    let id = via_workers["job_id"].as_str().unwrap().to_string();
+    let (st, _, got) = call(Method::GET, &r.url(&format!("/job/{id}")), Some(&keys.read)).await;
+    assert_eq!(st, 200, "{got}");
+    assert_eq!(got["outcome"], via_workers["outcome"], "{got}");
+
+    let (st, _, direct) = call(
+        Method::POST,
+        &single.url("/runbook/roll?wait=2m"),
+        Some(&keys.operate),
+    )
+    .await;
+    assert_eq!(st, 200, "{direct}");
+    // Not an empty agreement: restarts everywhere, a failure on the web
+    // hosts (no such unit), and what that failure says.
+    let text = direct.to_string();
+    assert!(
+        text.contains("\"changed\":true") && text.contains("\"status\":\"failed\""),
+        "{direct}"
+    );
+    assert_eq!(
+        report_without_times(via_workers),
+        report_without_times(direct),
+        "the replica's job reports otherwise than the single server's\nreplica: {}",
+        r.log()
+    );
 }

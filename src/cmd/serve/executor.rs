@@ -140,6 +140,13 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// A job's host work, asked of each host's owner.
+    pub fn tasks(&self) -> std::sync::Arc<dyn crate::engine::HostTasks> {
+        std::sync::Arc::new(self.reads.clone())
+    }
+}
+
 /// `ask(i)` for each of `n` hosts, `forks` at a time; the answers in
 /// order. By index: a closure over `&Host` items makes the future not
 /// provably Send (rust-lang/rust#102211).

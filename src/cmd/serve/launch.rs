@@ -187,10 +187,12 @@ pub async fn start_job_with(
     extra_claims: Vec<Claim>,
     cont: Option<Continuation>,
 ) -> Result<Started, ApiError> {
-    // A replica reaches no host; a dry run reads through the workers,
-    // jobs through them come later.
-    if state.settings.cluster && !q.dry_run.unwrap_or(false) {
-        return Err(super::executor::not_in_cluster_mode("jobs"));
+    // A replica reaches no host: a job's host work is done by the workers,
+    // which hold the playbook's text and the inventory, and no other file.
+    if state.cluster.is_some() && !q.dry_run.unwrap_or(false) && !job.playbook.inputs.is_empty() {
+        return Err(super::executor::not_in_cluster_mode(
+            "jobs of playbooks that read other files (modules, unit templates)",
+        ));
     }
     let allow_protected = q.allow_protected.unwrap_or(false);
     if allow_protected {
@@ -293,6 +295,10 @@ pub async fn start_job_with(
     let mut saved = None;
     let (carry, resume) = match cont {
         None => (None, None),
+        // Its drift check reads the hosts from this process.
+        Some(Continuation::Reviewed(_)) if state.cluster.is_some() => {
+            return Err(super::executor::not_in_cluster_mode("applies of stored plans"));
+        }
         Some(Continuation::Reviewed(plan)) => {
             saved = Some(*plan);
             (None, None)
@@ -324,6 +330,11 @@ pub async fn start_job_with(
         // as long as the request waits for them.
         claims: Some(state.claims.clone()),
         claim_wait: wait,
+        // Cluster mode: the hosts are worked by their owners, and the
+        // units are claimed where every replica and `drover apply --nats`
+        // look (this replica's own claims above keep its jobs apart).
+        tasks: state.cluster.as_ref().map(|c| c.tasks.clone()),
+        unit_claims: state.cluster.as_ref().map(|c| c.units.clone()),
         ..ApplyOptions::default()
     };
     let entry = state.jobs.start(job, opts, held).await?;

@@ -182,6 +182,11 @@ pub struct ServeArgs {
     /// `/health` shows the skew.
     #[arg(long, default_value = "2s", value_parser = parse_duration, requires = "nats")]
     pub max_clock_skew: Duration,
+    /// Cluster mode: how long a job's (host, unit) claims in the NATS KV
+    /// bucket outlive a replica that died holding them (renewed every
+    /// quarter of it while held; `drover apply --nats` shares them).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, requires = "nats")]
+    pub claim_ttl: Duration,
 }
 
 /// `drover serve` subcommands.
@@ -325,6 +330,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             true => None,
             false => a.live.fleet(pool.clone(), settings.read_timeout)?,
         };
+        let mut cluster = None;
         let executor: Arc<dyn executor::HostExecutor> = match settings.cluster {
             true => {
                 let nats = a
@@ -339,12 +345,20 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
                     format!("replica-{}", uuid::Uuid::new_v4().simple()),
                     a.max_clock_skew,
                 );
-                Arc::new(executor::Cluster::new(
+                let replica = executor::Cluster::new(
                     &nats,
                     clock,
                     settings.read_timeout,
                     settings.forks,
-                ))
+                );
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                let by = format!("drover serve on {} pid {}", host.trim(), std::process::id());
+                let units = crate::engine::cluster::claims::LazyKvClaims::new(nats.clone(), a.claim_ttl, by);
+                cluster = Some(state::ClusterJobs {
+                    tasks: replica.tasks(),
+                    units: Arc::new(units),
+                });
+                Arc::new(replica)
             }
             false => Arc::new(InProcess {
                 reach: Reach::new(settings.forks, settings.read_timeout)
@@ -378,6 +392,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             metrics,
             plans,
             live: fleet.clone(),
+            cluster,
         });
         if let Some(f) = &fleet {
             live::watch_defaults(f, &state.loaded());

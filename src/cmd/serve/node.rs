@@ -29,7 +29,7 @@ use super::state::AppState;
         (status = 202, description = "still running past `wait`; `Location: /job/{id}`", body = crate::engine::job_store::JobView),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError),
         (status = 409, body = ApiError), (status = 429, body = ApiError), (status = 500, body = ApiError),
-        (status = 503, description = "the server is stopping, or is a cluster-mode replica (which runs no job yet); nothing was started", body = ApiError)),
+        (status = 503, description = "the server is stopping; nothing was started", body = ApiError)),
     security(("bearer" = [])), tag = "node")]
 pub async fn service_action(
     State(state): State<Arc<AppState>>,

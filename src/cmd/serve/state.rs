@@ -190,8 +190,8 @@ pub struct Settings {
     pub objects: Option<PathBuf>,
     /// Journal lines a job's failed service result carries (0: none).
     pub failure_logs: u32,
-    /// A cluster-mode replica (`--nats`): reads go to the workers that own
-    /// the hosts, and this process reaches no host and runs no job.
+    /// A cluster-mode replica (`--nats`): reads and jobs' host work go to
+    /// the workers that own the hosts; this process reaches no host.
     pub cluster: bool,
 }
 
@@ -235,6 +235,17 @@ pub struct AppState {
     /// The live snapshot reads answer from while it is fresh (None:
     /// `--no-live`).
     pub live: Option<crate::engine::fleet::Fleet>,
+    /// Cluster mode: where a job's host work goes, and the claims every
+    /// replica and `drover apply --nats` share.
+    pub cluster: Option<ClusterJobs>,
+}
+
+/// What a replica's jobs run through.
+pub struct ClusterJobs {
+    /// Each host's work, asked of its owning worker.
+    pub tasks: Arc<dyn crate::engine::HostTasks>,
+    /// (host, unit) claims in the NATS KV bucket, taken by compare-and-set.
+    pub units: Arc<dyn crate::engine::claims::ClaimStore>,
 }
 
 impl AppState {

@@ -260,3 +260,65 @@ mod tests {
         assert_eq!(k.split('.').count(), 3, "{k}");
     }
 }
+
+/// [`KvClaims`] opened at its first use, and opened again at the next if
+/// NATS did not answer: a replica starts (and answers reads) while NATS
+/// is still electing its leaders, or with credentials that may run no job;
+/// a job that cannot reach the claims does not start.
+#[derive(Debug)]
+pub struct LazyKvClaims {
+    nats: Nats,
+    ttl: Duration,
+    by: String,
+    store: tokio::sync::OnceCell<KvClaims>,
+}
+
+impl LazyKvClaims {
+    /// Claims over `nats` (see [`KvClaims::open`]), opened when first taken.
+    pub fn new(nats: Nats, ttl: Duration, by: String) -> Self {
+        LazyKvClaims {
+            nats,
+            ttl,
+            by,
+            store: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn store(&self, first: Option<&Claim>) -> Result<&KvClaims, Busy> {
+        self.store
+            .get_or_try_init(|| KvClaims::open(&self.nats, self.ttl, self.by.clone()))
+            .await
+            .map_err(|e| Busy {
+                job_id: format!("(the claims bucket cannot be reached: {e})"),
+                claim: first.cloned().unwrap_or(Claim::Runbook(String::new())),
+            })
+    }
+}
+
+#[async_trait::async_trait]
+impl ClaimStore for LazyKvClaims {
+    async fn take(&self, keys: Vec<Claim>, job_id: &str, wait: Duration) -> Result<Held, Busy> {
+        let store = self.store(keys.first()).await?;
+        store.take(keys, job_id, wait).await
+    }
+
+    async fn take_members(
+        &self,
+        groups: Vec<Members>,
+        job_id: &str,
+        wait: Duration,
+    ) -> Result<Held, Busy> {
+        let store = self.store(None).await?;
+        store.take_members(groups, job_id, wait).await
+    }
+
+    fn held(&self) -> usize {
+        self.store.get().map_or(0, |s| s.held())
+    }
+
+    async fn settle(&self) {
+        if let Some(s) = self.store.get() {
+            s.settle().await;
+        }
+    }
+}

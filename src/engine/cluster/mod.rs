@@ -6,4 +6,5 @@
 pub mod claims;
 pub mod clock;
 pub mod reads;
+pub mod tasks;
 pub mod worker;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::engine::logs::HostLogs;
 use crate::model::cluster::{
-    read_subject, region_of, LogsAsk, ReadReply, ReadRequest, ReadUnits, PROTOCOL, WORKERS_BUCKET,
+    read_subject, region_of, task_subject, LogsAsk, TaskReply, TaskRequest, ReadReply, ReadRequest, ReadUnits, PROTOCOL, WORKERS_BUCKET,
 };
 use crate::model::logs::LogQuery;
 use crate::model::outcome::Status;
@@ -196,17 +196,28 @@ impl ClusterReads {
     /// Send `req` to the owner of `host` and read its reply; `Err` says
     /// why there is none, in the host's words.
     async fn ask(&self, host: &Host, req: &ReadRequest) -> Result<ReadReply, String> {
-        let region = self.region(host);
-        let host = host.name.as_str();
+        let subject = read_subject(&self.region(host), &host.name);
+        self.ask_on(subject, &host.name, req, self.timeout).await
+    }
+
+    /// Send `req` on `subject`, where `host`'s owner listens, and read its
+    /// reply within `timeout`.
+    async fn ask_on<Q: serde::Serialize, A: serde::de::DeserializeOwned>(
+        &self,
+        subject: String,
+        host: &str,
+        req: &Q,
+        timeout: Duration,
+    ) -> Result<A, String> {
         let payload =
-            serde_json::to_vec(req).map_err(|e| format!("cannot encode the read: {e}"))?;
+            serde_json::to_vec(req).map_err(|e| format!("cannot encode the request: {e}"))?;
         let msg = self
             .client
             .send_request(
-                read_subject(&region, host),
+                subject,
                 async_nats::Request::new()
                     .payload(payload.into())
-                    .timeout(Some(self.timeout)),
+                    .timeout(Some(timeout)),
             )
             .await
             .map_err(|e| {
@@ -218,12 +229,26 @@ impl ClusterReads {
                     ),
                     K::TimedOut => format!(
                         "the worker owning {host} did not answer within {}s",
-                        self.timeout.as_secs()
+                        timeout.as_secs()
                     ),
                     _ => format!("asking the worker owning {host}: {e}"),
                 }
             })?;
-        serde_json::from_slice::<ReadReply>(&msg.payload)
+        serde_json::from_slice::<A>(&msg.payload)
             .map_err(|e| format!("the worker's answer is not one drover reads: {e}"))
+    }
+}
+
+/// A job's host work, asked of each host's owner on its task subject.
+#[async_trait::async_trait]
+impl crate::engine::execute::HostTasks for ClusterReads {
+    async fn ask(
+        &self,
+        host: &Host,
+        req: TaskRequest,
+        bound: Duration,
+    ) -> Result<TaskReply, String> {
+        let subject = task_subject(&self.region(host), &host.name);
+        self.ask_on(subject, &host.name, &req, bound).await
     }
 }

@@ -23,7 +23,7 @@ use crate::engine::events::NoEvents;
 use crate::engine::fleet::Fleet;
 use crate::engine::live::{read_facts_with, UnitSet};
 use crate::model::cluster::{
-    bucket_of, lease_key, owner_of, read_subject, token, Lease, LogsAsk, LogsReply, ReadReply,
+    bucket_of, lease_key, owner_of, read_subject, task_subject, token, Lease, LogsAsk, LogsReply, ReadReply,
     ReadRequest, ReadUnits,
     WorkerInfo, LEASES_BUCKET, PROTOCOL, WORKERS_BUCKET,
 };
@@ -171,6 +171,11 @@ pub async fn run(nats: Nats, o: WorkerOptions, mut stop: watch::Receiver<bool>) 
         reach: o.reach.clone(),
         fleet: o.fleet.clone(),
         reads: reads.clone(),
+        tasks: Arc::new(crate::engine::cluster::tasks::WorkerTasks::new(
+            o.inventory.clone(),
+            o.reach.pool.clone(),
+            o.reach.forks,
+        )),
     };
     loop {
         let put = workers.put(token(&o.name), info_bytes.clone().into());
@@ -242,6 +247,7 @@ struct Answering {
     reach: Reach,
     fleet: Option<Fleet>,
     reads: Arc<Semaphore>,
+    tasks: Arc<crate::engine::cluster::tasks::WorkerTasks>,
 }
 
 /// One bucket's lease for this tick: renew it, take it, or give it back.
@@ -390,12 +396,15 @@ async fn serve_bucket(clock: Arc<LeaseClock>, a: Answering, hosts: Vec<Host>) {
         reach,
         fleet,
         reads,
+        tasks,
     } = a;
     let mut subs = Vec::new();
     for h in &hosts {
-        match client.subscribe(read_subject(&region, &h.name)).await {
-            Ok(s) => subs.push(s),
-            Err(e) => tracing::warn!(host = %h.name, error = %e, "cannot listen for reads"),
+        for subject in [read_subject(&region, &h.name), task_subject(&region, &h.name)] {
+            match client.subscribe(subject).await {
+                Ok(s) => subs.push(s),
+                Err(e) => tracing::warn!(host = %h.name, error = %e, "cannot listen for reads and tasks"),
+            }
         }
     }
     let hosts: Arc<BTreeMap<String, Host>> =
@@ -409,6 +418,23 @@ async fn serve_bucket(clock: Arc<LeaseClock>, a: Answering, hosts: Vec<Host>) {
         };
         if !clock.valid() {
             tracing::warn!(subject = %msg.subject, "a read dropped: this worker's lease is not renewed (it was stopped or cut off)");
+            continue;
+        }
+        if msg.subject.starts_with("drover.task.") {
+            let (client, tasks, hosts) = (client.clone(), tasks.clone(), hosts.clone());
+            // A task's answer is sent whatever happened meanwhile: what was
+            // done on the host is a fact the coordinator must hear.
+            tokio::spawn(async move {
+                let answer = tasks.answer(&msg.payload, |h| hosts.contains_key(h)).await;
+                match serde_json::to_vec(&answer) {
+                    Ok(b) => {
+                        if let Err(e) = client.publish(reply, b.into()).await {
+                            tracing::warn!(error = %e, "cannot send a task's answer");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot encode a task's answer"),
+                }
+            });
             continue;
         }
         let Ok(permit) = reads.clone().acquire_owned().await else {

@@ -12,10 +12,13 @@
 //! from state read just after. Results stream to the journal and to the
 //! caller's [`EventSink`] as they happen.
 
+mod dispatch;
 mod gate;
 mod host;
 mod service;
 mod step;
+
+pub use dispatch::{answer_task, HostTasks, MaintCache};
 
 pub use host::really_changed;
 
@@ -80,6 +83,9 @@ pub struct RunSpec<'a> {
     pub claims: Option<Arc<dyn ClaimStore>>,
     /// How long a batch waits for room in its groups.
     pub claim_wait: Duration,
+    /// Where each host's work runs: None here, over this run's own
+    /// connections; else asked of the host's owner (a cluster's worker).
+    pub tasks: Option<Arc<dyn HostTasks>>,
 }
 
 impl RunSpec<'_> {
@@ -110,9 +116,7 @@ pub(crate) struct Do<'a> {
     /// report.
     closing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     forks: Semaphore,
-    results: Mutex<Vec<(usize, usize, JobResult)>>,
-    /// Each step's position in DAG order (the report's order).
-    order_of: Vec<usize>,
+    ledger: Ledger,
     /// Each host's maintenance flags, read once per run and kept up to date
     /// by the run's own `maintenance:` steps.
     maint: Mutex<Vec<Option<MaintenanceState>>>,
@@ -128,42 +132,27 @@ const IN_SERVICE_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn execute(spec: RunSpec<'_>) -> JobReport {
     let job = spec.job;
     let started_at = now_rfc3339();
-    let run = Do::new(spec);
-    let claims: Arc<dyn ClaimStore> = match &run.spec.claims {
-        Some(c) => c.clone(),
-        None => Arc::new(LocalClaims::default()),
+    let job_id = spec.job_id.clone();
+    let stop = spec.stop;
+    let (end, results) = match spec.tasks.clone() {
+        None => {
+            let run = Do::new(spec);
+            let end = walk_with(&run, &run.spec).await;
+            (end, run.finish().await)
+        }
+        Some(tasks) => {
+            let run = dispatch::Dispatch::new(spec, tasks);
+            let end = walk_with(&run, &run.spec).await;
+            (end, run.finish())
+        }
     };
-    let end = walk(
-        job,
-        &run,
-        WalkOptions {
-            allow_protected: run.spec.allow_protected,
-            stop: Some(run.spec.stop),
-            window: run.spec.window.map(|w| (w, run.spec.clock)),
-            events: run.spec.events,
-            lanes: run.spec.forks.max(1),
-            carry: run.spec.carry,
-            claims: Some(WalkClaims {
-                store: claims.as_ref(),
-                job_id: &run.spec.job_id,
-                wait: run.spec.claim_wait,
-            }),
-        },
-    )
-    .await;
-    let end = match end {
-        Ok(end) => end,
-        Err(never) => match never {},
-    };
-    let outcome = if run.spec.stop.is_stopped() || end.window_closed {
+    let outcome = if stop.is_stopped() || end.window_closed {
         RunOutcome::Interrupted
     } else if end.aborted_at.is_some() {
         RunOutcome::Aborted
     } else {
         RunOutcome::Completed
     };
-    let job_id = run.spec.job_id.clone();
-    let results = run.finish().await;
     JobReport {
         job_id,
         playbook: job.playbook.name.clone(),
@@ -173,6 +162,120 @@ pub async fn execute(spec: RunSpec<'_>) -> JobReport {
         results,
         inputs: None,
         retry_of: None,
+    }
+}
+
+/// The walk of `run` under `spec`'s options.
+async fn walk_with<A>(run: &A, spec: &RunSpec<'_>) -> crate::engine::walk::WalkEnd
+where
+    A: HostAction<Error = std::convert::Infallible>,
+{
+    let claims: Arc<dyn ClaimStore> = match &spec.claims {
+        Some(c) => c.clone(),
+        None => Arc::new(LocalClaims::default()),
+    };
+    let end = walk(
+        spec.job,
+        run,
+        WalkOptions {
+            allow_protected: spec.allow_protected,
+            stop: Some(spec.stop),
+            window: spec.window.map(|w| (w, spec.clock)),
+            events: spec.events,
+            lanes: spec.forks.max(1),
+            carry: spec.carry,
+            claims: Some(WalkClaims {
+                store: claims.as_ref(),
+                job_id: &spec.job_id,
+                wait: spec.claim_wait,
+            }),
+        },
+    )
+    .await;
+    match end {
+        Ok(end) => end,
+        Err(never) => match never {},
+    }
+}
+
+/// Every result of a run, kept in the report's order, and where each goes
+/// as it happens (journal, events): what apply's two host actions share.
+struct Ledger {
+    results: Mutex<Vec<(usize, usize, JobResult)>>,
+    /// Each step's position in DAG order (the report's order).
+    order_of: Vec<usize>,
+}
+
+impl Ledger {
+    fn new(job: &Job) -> Self {
+        let mut order_of = vec![0; job.playbook.steps.len()];
+        for (pos, s) in job.dag.order().iter().enumerate() {
+            order_of[*s] = pos;
+        }
+        Ledger {
+            results: Mutex::new(Vec::new()),
+            order_of,
+        }
+    }
+
+    /// A host's final result in a step, done here.
+    fn record(&self, spec: &RunSpec<'_>, f: Finished<Ran>) {
+        let job = spec.job;
+        let mut r = result_of(job, f.si, f.h, &f.outcome);
+        if !matches!(f.outcome, Outcome::Skipped(_)) {
+            r.duration_ms = f.elapsed.as_millis() as u64;
+            r.action = f.detail.action;
+            // A wait for room in its group comes first: it came first.
+            let msg = match (f.waited, f.detail.msg) {
+                (Some(w), Some(m)) => Some(format!("{w}; {m}")),
+                (w, m) => w.or(m),
+            };
+            r.msg = msg.map(|m| job.playbook.secrets.redact_string(m));
+            // A unit may print what it was given, secret values included.
+            r.logs = f.detail.logs;
+            for e in &mut r.logs {
+                e.message = job
+                    .playbook
+                    .secrets
+                    .redact_string(std::mem::take(&mut e.message));
+            }
+        }
+        self.push(spec, f.si, f.h, r, spec.journal);
+    }
+
+    /// A host's result taken over from an earlier run.
+    fn carry(&self, spec: &RunSpec<'_>, si: usize, h: usize, r: &JobResult) {
+        // A resume's journal already holds what it carries; a retry's is
+        // new and gets it, so that a resume of the retry finds it there.
+        let journal = match spec.carry.map(|c| &c.origin) {
+            Some(Origin::Resume) => None,
+            _ => spec.journal,
+        };
+        self.push(spec, si, h, r.clone(), journal);
+    }
+
+    fn push(
+        &self,
+        spec: &RunSpec<'_>,
+        si: usize,
+        h: usize,
+        r: JobResult,
+        journal: Option<&Journal>,
+    ) {
+        if let Some(j) = journal {
+            j.record(&r);
+        }
+        spec.events.event(&Event::HostResult(r.clone()));
+        if let Ok(mut v) = self.results.lock() {
+            v.push((self.order_of[si], h, r));
+        }
+    }
+
+    /// The results in execution order.
+    fn into_results(self) -> Vec<JobResult> {
+        let mut results = self.results.into_inner().unwrap_or_default();
+        results.sort_by_key(|(order, host, _)| (*order, *host));
+        results.into_iter().map(|(_, _, r)| r).collect()
     }
 }
 
@@ -290,43 +393,11 @@ impl HostAction for Do<'_> {
     }
 
     fn record(&self, f: Finished<Ran>) {
-        let mut r = result_of(self, f.si, f.h, &f.outcome);
-        if !matches!(f.outcome, Outcome::Skipped(_)) {
-            r.duration_ms = f.elapsed.as_millis() as u64;
-            r.action = f.detail.action;
-            // A wait for room in its group comes first: it came first.
-            let msg = match (f.waited, f.detail.msg) {
-                (Some(w), Some(m)) => Some(format!("{w}; {m}")),
-                (w, m) => w.or(m),
-            };
-            r.msg = msg.map(|m| self.job.playbook.secrets.redact_string(m));
-            // A unit may print what it was given, secret values included.
-            r.logs = f.detail.logs;
-            for e in &mut r.logs {
-                e.message = self
-                    .job
-                    .playbook
-                    .secrets
-                    .redact_string(std::mem::take(&mut e.message));
-            }
-        }
-        push(self, f.si, f.h, r);
+        self.ledger.record(&self.spec, f);
     }
 
     fn carry(&self, si: usize, h: usize, _batch: usize, r: &JobResult) {
-        // A resume's journal already holds what it carries; a retry's is
-        // new and gets it, so that a resume of the retry finds it there.
-        let journal = match self.spec.carry.map(|c| &c.origin) {
-            Some(Origin::Resume) => None,
-            _ => self.spec.journal,
-        };
-        if let Some(j) = journal {
-            j.record(r);
-        }
-        self.spec.events.event(&Event::HostResult(r.clone()));
-        if let Ok(mut v) = self.results.lock() {
-            v.push((self.order_of[si], h, r.clone()));
-        }
+        self.ledger.carry(&self.spec, si, h, r);
     }
 
     /// The host has no step left: close its connection now, in the
@@ -359,21 +430,16 @@ impl HostAction for Do<'_> {
 }
 
 impl<'a> Do<'a> {
-    fn new(spec: RunSpec<'a>) -> Do<'a> {
+    pub(crate) fn new(spec: RunSpec<'a>) -> Do<'a> {
         let job = spec.job;
         let n = job.inventory.hosts.len();
-        let mut order_of = vec![0; job.playbook.steps.len()];
-        for (pos, s) in job.dag.order().iter().enumerate() {
-            order_of[*s] = pos;
-        }
         Do {
             forks: Semaphore::new(spec.forks.max(1)),
             spec,
             job,
             slots: (0..n).map(|_| tokio::sync::OnceCell::new()).collect(),
             closing: Mutex::new(Vec::new()),
-            results: Mutex::new(Vec::new()),
-            order_of,
+            ledger: Ledger::new(job),
             maint: Mutex::new(vec![None; n]),
             maint_write: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
@@ -416,7 +482,7 @@ impl<'a> Do<'a> {
     async fn finish(self) -> Vec<JobResult> {
         let Do {
             slots,
-            results,
+            ledger,
             closing,
             ..
         } = self;
@@ -432,9 +498,7 @@ impl<'a> Do<'a> {
         for task in closing.into_inner().unwrap_or_default() {
             let _ = task.await;
         }
-        let mut results = results.into_inner().unwrap_or_default();
-        results.sort_by_key(|(order, host, _)| (*order, *host));
-        results.into_iter().map(|(_, _, r)| r).collect()
+        ledger.into_results()
     }
 }
 
@@ -453,19 +517,8 @@ fn session_of(run: &Do<'_>, h: usize) -> Option<Arc<Session>> {
     run.slots[h].get()?.as_ref().ok()?.lock().ok()?.clone()
 }
 
-fn push(run: &Do<'_>, si: usize, h: usize, r: JobResult) {
-    if let Some(j) = run.spec.journal {
-        j.record(&r);
-    }
-    run.spec.events.event(&Event::HostResult(r.clone()));
-    if let Ok(mut v) = run.results.lock() {
-        v.push((run.order_of[si], h, r));
-    }
-}
-
 /// The result of a host in a step, from its outcome.
-fn result_of(run: &Do<'_>, si: usize, h: usize, outcome: &Outcome) -> JobResult {
-    let job = run.job;
+fn result_of(job: &Job, si: usize, h: usize, outcome: &Outcome) -> JobResult {
     let unit = match &job.playbook.steps[si].operation {
         Operation::Script(m) => m.name.clone(),
         _ => job.expanded[si]

@@ -60,6 +60,9 @@ pub struct Playbook {
     pub declared: Declared,
     /// The parameters' values it was loaded with (templates read them).
     pub params: Params,
+    /// The text it was parsed from: what a cluster's coordinator sends a
+    /// worker, which parses it again and checks its digest.
+    pub source: std::sync::Arc<str>,
 }
 
 impl Playbook {
@@ -176,6 +179,7 @@ impl Playbook {
             secrets,
             declared,
             params,
+            source: text.into(),
         })
     }
 

@@ -1,0 +1,383 @@
+//! A run whose hosts are worked by their owners (cluster mode): the walk
+//! stays here, on the coordinator, deciding order, batches, `_any`, the
+//! failure policy and the window exactly as a single process does; each
+//! of its questions about one host (connect, maintenance, in service, the
+//! step's work) is a task asked of the worker that owns the host
+//! ([`HostTasks`]). The worker answers it with [`answer_task`]: apply's
+//! own host action over its warm connection, so what is done on a host is
+//! the same code either way.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{OnceCell, Semaphore};
+
+use super::{Do, Ledger, Ran, RunSpec};
+use crate::engine::clock::Clock;
+use crate::engine::events::{NoEvents, StopFlag};
+use crate::engine::execute::host::host_maintenance;
+use crate::engine::job::Job;
+use crate::engine::walk::{Finished, HostAction, Presence, Work};
+use crate::model::cluster::{TaskJob, TaskOp, TaskReply, TaskRequest, PROTOCOL};
+use crate::model::inventory::Host;
+use crate::model::maintenance::MaintenanceState;
+use crate::model::outcome::{Failure, Outcome, SkipReason};
+use crate::model::report::JobResult;
+use crate::model::unit::UnitName;
+use crate::remote::pool::Pool;
+
+/// Beyond the step's own bound, what a task's answer may take to come back
+/// (the trip to the worker, a journal read on failure).
+const TASK_MARGIN: Duration = Duration::from_secs(10);
+
+/// Where a run's host work is asked for: the owner of each host.
+#[async_trait]
+pub trait HostTasks: Send + Sync + std::fmt::Debug {
+    /// Ask `host`'s owner to do `req`, waiting up to `bound` for its answer.
+    /// `Err` says why no answer came: for work, the host's state is then
+    /// unknown.
+    async fn ask(
+        &self,
+        host: &Host,
+        req: TaskRequest,
+        bound: Duration,
+    ) -> Result<TaskReply, String>;
+}
+
+/// Apply's [`HostAction`] in cluster mode: each question about a host is
+/// a task for its owner.
+pub(crate) struct Dispatch<'a> {
+    pub(super) spec: RunSpec<'a>,
+    tasks: Arc<dyn HostTasks>,
+    /// What every task carries of the job.
+    job: TaskJob,
+    /// Each host's connection on its owner: made once per run.
+    connected: Vec<OnceCell<Result<(), String>>>,
+    /// Each host's flags say the whole host is in maintenance (or they
+    /// could not be read); true until known.
+    in_maintenance: Vec<AtomicBool>,
+    forks: Semaphore,
+    ledger: Ledger,
+}
+
+impl<'a> Dispatch<'a> {
+    pub(super) fn new(spec: RunSpec<'a>, tasks: Arc<dyn HostTasks>) -> Self {
+        let job = spec.job;
+        let n = job.inventory.hosts.len();
+        let inputs = job.inputs();
+        let task_job = TaskJob {
+            job_id: spec.job_id.clone(),
+            label: job.playbook.path.display().to_string(),
+            text: job.playbook.source.to_string(),
+            params: job.params.values().clone(),
+            playbook: inputs.playbook,
+            inventory: inputs.inventory,
+            params_digest: inputs.params,
+            limit: job.limit.clone(),
+            allow_protected: spec.allow_protected,
+            step_timeout_ms: u64::try_from(spec.step_timeout.as_millis()).unwrap_or(u64::MAX),
+            failure_logs: spec.failure_logs,
+        };
+        Dispatch {
+            forks: Semaphore::new(spec.forks.max(1)),
+            tasks,
+            job: task_job,
+            connected: (0..n).map(|_| OnceCell::new()).collect(),
+            in_maintenance: (0..n).map(|_| AtomicBool::new(true)).collect(),
+            ledger: Ledger::new(job),
+            spec,
+        }
+    }
+
+    pub(super) fn finish(self) -> Vec<JobResult> {
+        self.ledger.into_results()
+    }
+
+    async fn ask(&self, h: usize, op: TaskOp) -> Result<TaskReply, String> {
+        let host = &self.spec.job.inventory.hosts[h];
+        let req = TaskRequest {
+            protocol: PROTOCOL,
+            job: self.job.clone(),
+            host: host.name.clone(),
+            op,
+        };
+        let bound = self.spec.step_timeout + TASK_MARGIN;
+        match self.tasks.ask(host, req, bound).await {
+            Ok(TaskReply::Refused(why)) => Err(format!("the host's worker refused: {why}")),
+            other => other,
+        }
+    }
+}
+
+/// A reply of another kind than the question's.
+fn unexpected(r: &TaskReply) -> String {
+    format!("the host's worker answered another question: {r:?}")
+}
+
+impl HostAction for Dispatch<'_> {
+    type Conn = ();
+    type Lane = ();
+    type Detail = Ran;
+    type Error = std::convert::Infallible;
+
+    fn presence(&self, h: usize) -> Presence {
+        Presence {
+            reachable: self.connected[h].get().is_some_and(|r| r.is_ok()),
+            in_maintenance: self.in_maintenance[h].load(Ordering::SeqCst),
+        }
+    }
+
+    async fn survey(&self, involved: &[usize]) {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(involved.iter().copied())
+            .map(|h| async move {
+                let _ = self.connect(h).await;
+            })
+            .buffer_unordered(self.spec.forks.max(1))
+            .collect::<Vec<()>>()
+            .await;
+    }
+
+    async fn connect(&self, h: usize) -> Result<(), Failure> {
+        let r = self.connected[h]
+            .get_or_init(|| async {
+                match self.ask(h, TaskOp::Connect).await {
+                    Ok(TaskReply::Connected {
+                        result,
+                        in_maintenance,
+                    }) => {
+                        self.in_maintenance[h].store(in_maintenance, Ordering::SeqCst);
+                        result
+                    }
+                    Ok(other) => Err(unexpected(&other)),
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        r.clone().map_err(Failure::Unreachable)
+    }
+
+    async fn maintenance(&self, h: usize, unit: &UnitName) -> Result<Option<SkipReason>, String> {
+        let op = TaskOp::Maintenance {
+            unit: unit.to_string(),
+        };
+        match self.ask(h, op).await? {
+            TaskReply::Maintenance(r) => r,
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn in_service(&self, h: usize, unit: &UnitName, member_only: bool) -> Result<(), String> {
+        let op = TaskOp::InService {
+            unit: unit.to_string(),
+            member_only,
+        };
+        match self.ask(h, op).await {
+            Ok(TaskReply::InService(r)) => r,
+            Ok(other) => Err(format!("unknown: {}", unexpected(&other))),
+            Err(e) => Err(format!("unknown: {e}")),
+        }
+    }
+
+    async fn work(
+        &self,
+        _: (),
+        w: Work<'_>,
+        _: (),
+        _: &mut (),
+    ) -> Result<(Outcome, Ran), Self::Error> {
+        let _permit = self.forks.acquire().await;
+        let op = TaskOp::Work {
+            step: w.si,
+            failed_at: w.failed_at,
+        };
+        let failed = |why: String| Outcome::Failed {
+            failure: Failure::Error(why),
+            changed: false,
+        };
+        Ok(match self.ask(w.h, op).await {
+            Ok(TaskReply::Worked {
+                outcome,
+                action,
+                msg,
+                logs,
+            }) => (outcome, Ran { action, msg, logs }),
+            Ok(other) => (failed(unexpected(&other)), Ran::default()),
+            // No answer: the work may have been done or not.
+            Err(e) => (
+                failed(format!(
+                    "{e}; the unit's state is unknown: read it before going on"
+                )),
+                Ran::default(),
+            ),
+        })
+    }
+
+    fn record(&self, f: Finished<Ran>) {
+        self.ledger.record(&self.spec, f);
+    }
+
+    fn carry(&self, si: usize, h: usize, _batch: usize, r: &JobResult) {
+        self.ledger.carry(&self.spec, si, h, r);
+    }
+
+    fn release(&self, _: usize) {}
+}
+
+/// A worker's maintenance flags of each (job, host) it worked, as the
+/// job's own steps left them: a single process reads them once per run,
+/// and so does a job worked task by task.
+#[derive(Debug, Default)]
+pub struct MaintCache {
+    known: Mutex<HashMap<(String, String), MaintenanceState>>,
+}
+
+/// Entries a worker keeps; past them it starts over (a read more each).
+const MAINT_CACHE_MAX: usize = 100_000;
+
+impl MaintCache {
+    fn get(&self, job: &str, host: &str) -> Option<MaintenanceState> {
+        let k = (job.to_string(), host.to_string());
+        self.known.lock().ok()?.get(&k).cloned()
+    }
+
+    fn put(&self, job: &str, host: &str, m: MaintenanceState) {
+        if let Ok(mut g) = self.known.lock() {
+            if g.len() >= MAINT_CACHE_MAX {
+                g.clear();
+            }
+            g.insert((job.to_string(), host.to_string()), m);
+        }
+    }
+}
+
+/// A worker's answer to one task of `job` (already checked against the
+/// task's digests) on its host `h`, over `pool`'s warm connections: the
+/// same host action a single process's apply runs.
+pub async fn answer_task(
+    job: &Job,
+    h: usize,
+    req: &TaskRequest,
+    pool: Option<Pool>,
+    cache: &MaintCache,
+) -> TaskReply {
+    let stop = StopFlag::default();
+    let clock = Clock::system();
+    let spec = RunSpec {
+        job,
+        forks: 1,
+        stop: &stop,
+        journal: None,
+        events: &NoEvents,
+        job_id: req.job.job_id.clone(),
+        step_timeout: Duration::from_millis(req.job.step_timeout_ms),
+        allow_protected: req.job.allow_protected,
+        pool,
+        window: None,
+        clock: &clock,
+        carry: None,
+        failure_logs: req.job.failure_logs,
+        claims: None,
+        claim_wait: Duration::ZERO,
+        tasks: None,
+    };
+    let run = Do::new(spec);
+    let host = &job.inventory.hosts[h].name;
+    if let Some(m) = cache.get(&req.job.job_id, host) {
+        if let Ok(mut g) = run.maint.lock() {
+            g[h] = Some(m);
+        }
+    }
+    let reply = answer_with(&run, h, &req.op).await;
+    let known = run.maint.lock().ok().and_then(|g| g[h].clone());
+    if let Some(m) = known {
+        cache.put(&req.job.job_id, host, m);
+    }
+    // Pooled connections stay in the pool; one made for this task alone
+    // (no pool) is closed.
+    drop(run.finish().await);
+    reply
+}
+
+async fn answer_with(run: &Do<'_>, h: usize, op: &TaskOp) -> TaskReply {
+    let job = run.job;
+    let unit = |u: &str| UnitName::parse(u).map_err(|e| format!("unit name: {e}"));
+    match op {
+        TaskOp::Connect => match run.connect(h).await {
+            Ok(_) => {
+                let m = host_maintenance(run, h).await;
+                TaskReply::Connected {
+                    result: Ok(()),
+                    in_maintenance: m.map_or(true, |m| m.host.is_some()),
+                }
+            }
+            Err(f) => TaskReply::Connected {
+                result: Err(match f {
+                    Failure::Unreachable(e) => e,
+                    other => other.to_string(),
+                }),
+                in_maintenance: true,
+            },
+        },
+        TaskOp::Maintenance { unit: u } => {
+            let u = match unit(u) {
+                Ok(u) => u,
+                Err(e) => return TaskReply::Refused(e),
+            };
+            if let Err(f) = run.connect(h).await {
+                return TaskReply::Maintenance(Err(f.to_string()));
+            }
+            TaskReply::Maintenance(run.maintenance(h, &u).await)
+        }
+        TaskOp::InService {
+            unit: u,
+            member_only,
+        } => match unit(u) {
+            Ok(u) => TaskReply::InService(run.in_service(h, &u, *member_only).await),
+            Err(e) => TaskReply::Refused(e),
+        },
+        TaskOp::Work { step, failed_at } => {
+            let (Some(s), Some(task)) = (
+                job.playbook.steps.get(*step),
+                job.expanded.get(*step).and_then(|ex| ex.task(h)),
+            ) else {
+                return TaskReply::Refused(format!("the job has no step {step} on this host"));
+            };
+            let session = match run.connect(h).await {
+                Ok(s) => s,
+                Err(f) => {
+                    return TaskReply::Worked {
+                        outcome: Outcome::Failed {
+                            failure: f,
+                            changed: false,
+                        },
+                        action: "none".into(),
+                        msg: None,
+                        logs: Vec::new(),
+                    }
+                }
+            };
+            let w = Work {
+                si: *step,
+                h,
+                step: s,
+                task,
+                failed_at: failed_at.clone(),
+                next: None,
+            };
+            let mut lane = None;
+            match run.work(session, w, None, &mut lane).await {
+                Ok((outcome, ran)) => TaskReply::Worked {
+                    outcome,
+                    action: ran.action,
+                    msg: ran.msg,
+                    logs: ran.logs,
+                },
+                Err(never) => match never {},
+            }
+        }
+    }
+}
