@@ -40,7 +40,7 @@ pub use apply::{apply, Applied, ApplyOptions, Continue, DEFAULT_FAILURE_LOGS};
 pub use carry::{Carry, Origin};
 pub use clock::Clock;
 pub use events::{Event, EventSink, NoEvents, StopFlag};
-pub use execute::HostTasks;
+pub use execute::{HostTasks, Unanswered};
 pub use health::{health, HealthRequest};
 pub use inventory::load as load_inventory;
 pub use job::{AdHoc, Job, ServiceAction};

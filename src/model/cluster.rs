@@ -372,6 +372,10 @@ pub enum TaskReply {
     },
     /// The worker refused the task (why): nothing was done.
     Refused(String),
+    /// The host's fence holds a newer lease than this worker's: another
+    /// worker owns the host now; nothing was done, and the task may be
+    /// sent again (to the new owner).
+    Stale(String),
 }
 
 #[cfg(test)]

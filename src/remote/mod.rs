@@ -4,6 +4,7 @@
 //! health probes that reach out, and a unit's journal (`logs`).
 
 pub mod carrier;
+pub mod fence;
 pub mod connect;
 pub mod fanout;
 pub mod logs;

@@ -1154,6 +1154,11 @@ async fn a_replica_s_job_is_worked_by_the_owners_and_reports_as_a_single_server(
         !kids.iter().any(|c| c.contains("ssh")),
         "the replica runs {kids:?}"
     );
+    // The host itself refuses a change under an older lease than the one
+    // it was last changed under: what a worker that was stopped (or cut
+    // off) past its lease would send once it runs again.
+    stale_owner_is_refused_by_the_host(&lab, roll).await;
+
     // Listed and read back on the replica that ran it.
     let id = via_workers["job_id"].as_str().unwrap().to_string();
     let (st, _, got) = call(Method::GET, &r.url(&format!("/job/{id}")), Some(&keys.read)).await;
@@ -1180,4 +1185,78 @@ async fn a_replica_s_job_is_worked_by_the_owners_and_reports_as_a_single_server(
         "the replica's job reports otherwise than the single server's\nreplica: {}",
         r.log()
     );
+}
+
+/// A worker's task for `host`'s restart in `playbook`'s first step, sent
+/// with a fence token one revision older than the one the host keeps
+/// (the owner's): the host refuses it, nothing restarts, and the answer
+/// says the lease is stale. Then a token that is not older goes through.
+async fn stale_owner_is_refused_by_the_host(lab: &Lab, playbook: &str) {
+    use drover::engine::cluster::tasks::WorkerTasks;
+    use drover::model::cluster::{TaskJob, TaskOp, TaskReply, TaskRequest, PROTOCOL};
+    use drover::remote::fence::FenceToken;
+    let host = lab.host(0).to_string();
+    let kept = lab.ssh(&host, "cat /var/lib/drover/fence");
+    let (epoch, revision) = kept
+        .trim()
+        .split_once(' ')
+        .map(|(e, r)| (e.parse::<u64>().unwrap(), r.parse::<u64>().unwrap()))
+        .unwrap_or_else(|| panic!("the worker wrote no fence on {host}: {kept:?}"));
+    assert!(epoch > 0 && revision > 0, "{kept}");
+    let inv_text = std::fs::read_to_string(&lab.inventory).unwrap();
+    let job = drover::engine::Job::from_text(
+        playbook,
+        Path::new("roll.yml"),
+        &inv_text,
+        &lab.inventory,
+        None,
+    )
+    .unwrap();
+    let inputs = job.inputs();
+    let req = TaskRequest {
+        protocol: PROTOCOL,
+        job: TaskJob {
+            job_id: "stale".into(),
+            label: "roll.yml".into(),
+            text: playbook.into(),
+            params: Default::default(),
+            playbook: inputs.playbook,
+            inventory: inputs.inventory,
+            params_digest: inputs.params,
+            limit: None,
+            allow_protected: false,
+            step_timeout_ms: 60_000,
+            failure_logs: 0,
+        },
+        host: host.clone(),
+        op: TaskOp::Work {
+            step: 0,
+            failed_at: None,
+        },
+    };
+    let payload = serde_json::to_vec(&req).unwrap();
+    let inv = drover::engine::load_inventory(&lab.inventory).unwrap();
+    let tasks = WorkerTasks::new(std::sync::Arc::new(inv), None, 1);
+    let before = lab.ssh(&host, "systemctl show -p InvocationID --value demo-web");
+    let stale = FenceToken {
+        epoch,
+        revision: revision - 1,
+    };
+    let answer = tasks.answer(&payload, |_| true, stale).await;
+    assert!(
+        matches!(&answer, TaskReply::Stale(why) if why.contains("newer lease")),
+        "{answer:?}"
+    );
+    let after = lab.ssh(&host, "systemctl show -p InvocationID --value demo-web");
+    assert_eq!(before, after, "a stale owner restarted demo-web on {host}");
+    assert_eq!(lab.ssh(&host, "cat /var/lib/drover/fence"), kept);
+    // The owner's own token is not older: its change goes through.
+    let current = FenceToken { epoch, revision };
+    let answer = tasks.answer(&payload, |_| true, current).await;
+    assert!(
+        matches!(&answer, TaskReply::Worked { outcome, .. } if matches!(outcome, drover::model::outcome::Outcome::Ok { changed: true })),
+        "{answer:?}"
+    );
+    let again = lab.ssh(&host, "systemctl show -p InvocationID --value demo-web");
+    assert_ne!(after, again, "the owner's restart did not happen");
 }

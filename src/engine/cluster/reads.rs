@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::engine::logs::HostLogs;
+use crate::engine::Unanswered;
 use crate::model::cluster::{
     read_subject, region_of, task_subject, LogsAsk, TaskReply, TaskRequest, ReadReply, ReadRequest, ReadUnits, PROTOCOL, WORKERS_BUCKET,
 };
@@ -197,7 +198,11 @@ impl ClusterReads {
     /// why there is none, in the host's words.
     async fn ask(&self, host: &Host, req: &ReadRequest) -> Result<ReadReply, String> {
         let subject = read_subject(&self.region(host), &host.name);
-        self.ask_on(subject, &host.name, req, self.timeout).await
+        self.ask_on(subject, &host.name, req, self.timeout)
+            .await
+            .map_err(|e| match e {
+                Unanswered::NotDelivered(m) | Unanswered::NoAnswer(m) => m,
+            })
     }
 
     /// Send `req` on `subject`, where `host`'s owner listens, and read its
@@ -208,9 +213,9 @@ impl ClusterReads {
         host: &str,
         req: &Q,
         timeout: Duration,
-    ) -> Result<A, String> {
-        let payload =
-            serde_json::to_vec(req).map_err(|e| format!("cannot encode the request: {e}"))?;
+    ) -> Result<A, Unanswered> {
+        let payload = serde_json::to_vec(req)
+            .map_err(|e| Unanswered::NotDelivered(format!("cannot encode the request: {e}")))?;
         let msg = self
             .client
             .send_request(
@@ -223,19 +228,20 @@ impl ClusterReads {
             .map_err(|e| {
                 use async_nats::RequestErrorKind as K;
                 match e.kind() {
-                    K::NoResponders => format!(
+                    K::NoResponders => Unanswered::NotDelivered(format!(
                         "no drover worker owns {host} now (its region's workers are down, \
                          not yet holding its lease, or cut off from NATS); retry in a few seconds"
-                    ),
-                    K::TimedOut => format!(
+                    )),
+                    K::TimedOut => Unanswered::NoAnswer(format!(
                         "the worker owning {host} did not answer within {}s",
                         timeout.as_secs()
-                    ),
-                    _ => format!("asking the worker owning {host}: {e}"),
+                    )),
+                    _ => Unanswered::NoAnswer(format!("asking the worker owning {host}: {e}")),
                 }
             })?;
-        serde_json::from_slice::<A>(&msg.payload)
-            .map_err(|e| format!("the worker's answer is not one drover reads: {e}"))
+        serde_json::from_slice::<A>(&msg.payload).map_err(|e| {
+            Unanswered::NoAnswer(format!("the worker's answer is not one drover reads: {e}"))
+        })
     }
 }
 
@@ -247,7 +253,7 @@ impl crate::engine::execute::HostTasks for ClusterReads {
         host: &Host,
         req: TaskRequest,
         bound: Duration,
-    ) -> Result<TaskReply, String> {
+    ) -> Result<TaskReply, Unanswered> {
         let subject = task_subject(&self.region(host), &host.name);
         self.ask_on(subject, &host.name, &req, bound).await
     }

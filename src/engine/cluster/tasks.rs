@@ -59,7 +59,13 @@ impl WorkerTasks {
     /// The answer to one task message. A message drover cannot read, or
     /// one for another inventory, playbook text or host, is refused (and
     /// logged): nothing is done, and nothing panics.
-    pub async fn answer(&self, payload: &[u8], mine: impl Fn(&str) -> bool) -> TaskReply {
+    /// `fence`: the revision of the lease the host is held under.
+    pub async fn answer(
+        &self,
+        payload: &[u8],
+        mine: impl Fn(&str) -> bool,
+        fence: crate::remote::fence::FenceToken,
+    ) -> TaskReply {
         let req: TaskRequest = match serde_json::from_slice(payload) {
             Ok(r) => r,
             Err(e) => {
@@ -93,7 +99,7 @@ impl WorkerTasks {
             return TaskReply::Refused("the worker is stopping".into());
         };
         tracing::debug!(job = %req.job.job_id, host = %req.host, op = ?req.op, "task");
-        answer_task(&job, h, &req, self.pool.clone(), &self.maint).await
+        answer_task(&job, h, &req, self.pool.clone(), &self.maint, Some(fence)).await
     }
 
     /// The task's job, parsed from its text once and checked against its

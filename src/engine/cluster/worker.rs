@@ -65,15 +65,38 @@ pub struct LeaseClock {
     start: Instant,
     renewed_ms: AtomicU64,
     fence: Duration,
+    /// The lease's revision now: what the host's fence is raised to
+    /// before a change.
+    revision: AtomicU64,
+    /// The lease bucket's epoch (see [`crate::remote::fence`]).
+    epoch: u64,
 }
 
 impl LeaseClock {
-    fn new(fence: Duration) -> Arc<Self> {
+    fn new(fence: Duration, epoch: u64) -> Arc<Self> {
         Arc::new(LeaseClock {
             start: Instant::now(),
             renewed_ms: AtomicU64::new(0),
             fence,
+            revision: AtomicU64::new(0),
+            epoch,
         })
+    }
+
+    fn set_revision(&self, rev: u64) {
+        self.revision.store(rev, Ordering::SeqCst);
+    }
+
+    fn revision(&self) -> u64 {
+        self.revision.load(Ordering::SeqCst)
+    }
+
+    /// The host fence's token under this lease.
+    fn token(&self) -> crate::remote::fence::FenceToken {
+        crate::remote::fence::FenceToken {
+            epoch: self.epoch,
+            revision: self.revision(),
+        }
     }
 
     fn renew(&self) {
@@ -126,9 +149,14 @@ pub async fn run(nats: Nats, o: WorkerOptions, mut stop: watch::Receiver<bool>) 
             }
         }
     };
-    let ttl = match leases.status().await {
-        Ok(s) if !s.max_age().is_zero() => s.max_age(),
-        _ => o.ttl,
+    let (ttl, epoch) = match leases.status().await {
+        Ok(s) => (
+            Some(s.max_age()).filter(|a| !a.is_zero()).unwrap_or(o.ttl),
+            // The bucket's creation, on the NATS server's clock: the same
+            // for every worker of this bucket, later for a bucket made anew.
+            u64::try_from(s.info.created.unix_timestamp()).unwrap_or(0),
+        ),
+        Err(_) => (o.ttl, 0),
     };
     // Renew four times per TTL; stop serving a quarter TTL before anyone
     // else may take over.
@@ -158,6 +186,7 @@ pub async fn run(nats: Nats, o: WorkerOptions, mut stop: watch::Receiver<bool>) 
     let mut live: Vec<String> = Vec::new();
     let bound = tick.max(Duration::from_millis(500));
     let lz = LeaseStore {
+        epoch,
         store: &leases,
         name: &o.name,
         value: &lease_bytes,
@@ -227,6 +256,8 @@ pub async fn run(nats: Nats, o: WorkerOptions, mut stop: watch::Receiver<bool>) 
 
 /// The leases bucket, this worker's name and lease value, and its clocks.
 struct LeaseStore<'a> {
+    /// The bucket's epoch, for the hosts' fences.
+    epoch: u64,
     store: &'a kv::Store,
     name: &'a str,
     value: &'a [u8],
@@ -272,6 +303,7 @@ async fn step(
             }
             Ok(Ok(rev)) => {
                 h.revision = rev;
+                h.clock.set_revision(rev);
                 h.clock.renew();
             }
             // Kept until the fence drops it: NATS may be back next tick.
@@ -293,7 +325,7 @@ async fn step(
         {
             Ok(rev) => {
                 tracing::info!(bucket = b, "lease taken");
-                hold(held, b, rev, fence, serve);
+                hold(held, b, rev, (fence, lz.epoch), serve);
             }
             // Its last holder's entry has not expired yet: wait, unless
             // that holder is this worker, which dropped it at its fence
@@ -311,7 +343,7 @@ async fn step(
                     let back = tokio::time::timeout(bound, leases.update(key, value.to_vec().into(), rev));
                     if let Ok(Ok(rev)) = back.await {
                         tracing::info!(bucket = b, "lease taken (back)");
-                        hold(held, b, rev, fence, serve);
+                        hold(held, b, rev, (fence, lz.epoch), serve);
                     }
                 }
             }
@@ -338,10 +370,11 @@ fn hold(
     held: &mut BTreeMap<u32, Held>,
     b: u32,
     revision: u64,
-    fence: Duration,
+    (fence, epoch): (Duration, u64),
     serve: impl FnOnce(Arc<LeaseClock>) -> JoinHandle<()>,
 ) {
-    let clock = LeaseClock::new(fence);
+    let clock = LeaseClock::new(fence, epoch);
+    clock.set_revision(revision);
     clock.renew();
     let serving = serve(clock.clone());
     held.insert(
@@ -422,10 +455,13 @@ async fn serve_bucket(clock: Arc<LeaseClock>, a: Answering, hosts: Vec<Host>) {
         }
         if msg.subject.starts_with("drover.task.") {
             let (client, tasks, hosts) = (client.clone(), tasks.clone(), hosts.clone());
+            let fence = clock.token();
             // A task's answer is sent whatever happened meanwhile: what was
             // done on the host is a fact the coordinator must hear.
             tokio::spawn(async move {
-                let answer = tasks.answer(&msg.payload, |h| hosts.contains_key(h)).await;
+                let answer = tasks
+                    .answer(&msg.payload, |h| hosts.contains_key(h), fence)
+                    .await;
                 match serde_json::to_vec(&answer) {
                     Ok(b) => {
                         if let Err(e) = client.publish(reply, b.into()).await {

@@ -33,19 +33,34 @@ use crate::remote::pool::Pool;
 /// (the trip to the worker, a journal read on failure).
 const TASK_MARGIN: Duration = Duration::from_secs(10);
 
+/// Why a task got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unanswered {
+    /// It reached no worker (none owns the host now): nothing was done.
+    NotDelivered(String),
+    /// A worker took it and did not answer in time (or the answer was
+    /// lost): for work, the host's state is unknown.
+    NoAnswer(String),
+}
+
 /// Where a run's host work is asked for: the owner of each host.
 #[async_trait]
 pub trait HostTasks: Send + Sync + std::fmt::Debug {
     /// Ask `host`'s owner to do `req`, waiting up to `bound` for its answer.
-    /// `Err` says why no answer came: for work, the host's state is then
-    /// unknown.
     async fn ask(
         &self,
         host: &Host,
         req: TaskRequest,
         bound: Duration,
-    ) -> Result<TaskReply, String>;
+    ) -> Result<TaskReply, Unanswered>;
 }
+
+/// How long a task that reached no owner, or a stale one, is sent again
+/// before the host counts as unreachable: a lease moves within its TTL
+/// (15 s by default), plus a tick.
+const OWNER_WAIT: Duration = Duration::from_secs(30);
+/// Between two sends of such a task.
+const OWNER_RETRY: Duration = Duration::from_millis(500);
 
 /// Apply's [`HostAction`] in cluster mode: each question about a host is
 /// a task for its owner.
@@ -105,9 +120,24 @@ impl<'a> Dispatch<'a> {
             op,
         };
         let bound = self.spec.step_timeout + TASK_MARGIN;
-        match self.tasks.ask(host, req, bound).await {
-            Ok(TaskReply::Refused(why)) => Err(format!("the host's worker refused: {why}")),
-            other => other,
+        let t0 = tokio::time::Instant::now();
+        loop {
+            // Nothing was done: the host's new owner (a lease moving after
+            // a worker died, or was stopped, or cut off) gets it again.
+            let again = match self.tasks.ask(host, req.clone(), bound).await {
+                Ok(TaskReply::Refused(why)) => {
+                    return Err(format!("the host's worker refused: {why}"))
+                }
+                Ok(TaskReply::Stale(why)) => why,
+                Ok(reply) => return Ok(reply),
+                Err(Unanswered::NotDelivered(why)) => why,
+                Err(Unanswered::NoAnswer(why)) => return Err(why),
+            };
+            if t0.elapsed() >= OWNER_WAIT {
+                return Err(again);
+            }
+            tracing::debug!(host = %host.name, "task sent again: {again}");
+            tokio::time::sleep(OWNER_RETRY).await;
         }
     }
 }
@@ -257,12 +287,17 @@ impl MaintCache {
 /// A worker's answer to one task of `job` (already checked against the
 /// task's digests) on its host `h`, over `pool`'s warm connections: the
 /// same host action a single process's apply runs.
+///
+/// `fence`: the worker's lease revision, raised on the host's fence before
+/// any change; a host that keeps a newer one refuses the change
+/// ([`TaskReply::Stale`]).
 pub async fn answer_task(
     job: &Job,
     h: usize,
     req: &TaskRequest,
     pool: Option<Pool>,
     cache: &MaintCache,
+    fence: Option<crate::remote::fence::FenceToken>,
 ) -> TaskReply {
     let stop = StopFlag::default();
     let clock = Clock::system();
@@ -291,7 +326,7 @@ pub async fn answer_task(
             g[h] = Some(m);
         }
     }
-    let reply = answer_with(&run, h, &req.op).await;
+    let reply = answer_with(&run, h, &req.op, fence).await;
     let known = run.maint.lock().ok().and_then(|g| g[h].clone());
     if let Some(m) = known {
         cache.put(&req.job.job_id, host, m);
@@ -302,7 +337,12 @@ pub async fn answer_task(
     reply
 }
 
-async fn answer_with(run: &Do<'_>, h: usize, op: &TaskOp) -> TaskReply {
+async fn answer_with(
+    run: &Do<'_>,
+    h: usize,
+    op: &TaskOp,
+    fence: Option<crate::remote::fence::FenceToken>,
+) -> TaskReply {
     let job = run.job;
     let unit = |u: &str| UnitName::parse(u).map_err(|e| format!("unit name: {e}"));
     match op {
@@ -360,6 +400,28 @@ async fn answer_with(run: &Do<'_>, h: usize, op: &TaskOp) -> TaskReply {
                     }
                 }
             };
+            // The host checks that no newer owner changed it: a worker
+            // whose lease moved while it was stopped changes nothing.
+            if let Some(rev) = fence {
+                match crate::remote::fence::advance(&session, rev).await {
+                    Ok(()) => {}
+                    Err(f @ crate::remote::fence::Fenced::Stale { .. }) => {
+                        tracing::warn!(host = %job.inventory.hosts[h].name, "{f}");
+                        return TaskReply::Stale(f.to_string());
+                    }
+                    Err(f) => {
+                        return TaskReply::Worked {
+                            outcome: Outcome::Failed {
+                                failure: Failure::Error(f.to_string()),
+                                changed: false,
+                            },
+                            action: "none".into(),
+                            msg: None,
+                            logs: Vec::new(),
+                        }
+                    }
+                }
+            }
             let w = Work {
                 si: *step,
                 h,

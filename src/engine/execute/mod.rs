@@ -18,7 +18,7 @@ mod host;
 mod service;
 mod step;
 
-pub use dispatch::{answer_task, HostTasks, MaintCache};
+pub use dispatch::{answer_task, HostTasks, MaintCache, Unanswered};
 
 pub use host::really_changed;
 
