@@ -323,7 +323,25 @@ pub enum TaskOp {
         /// The step the host failed at (an `on_failure` step's text).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         failed_at: Option<String>,
+        /// Sent again after its first owner went silent mid-work: the host
+        /// is read first, and what the intent left on the host shows done
+        /// is not done again.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        again: bool,
     },
+    /// Whether the owner is working on the step's work for the host now
+    /// (a coordinator's check on a task that has not answered yet).
+    Working {
+        /// The step's index.
+        step: usize,
+    },
+}
+
+/// The name of the intent file a worker leaves on a host before it
+/// changes it for `job`'s `step`: subject-token characters only, so it is
+/// safe as a file name.
+pub fn intent_name(job_id: &str, step: usize) -> String {
+    format!("{}.{step}", token(job_id))
 }
 
 /// A task: one op of one job on one host.
@@ -356,6 +374,8 @@ pub enum TaskReply {
     Maintenance(Result<Option<crate::model::outcome::SkipReason>, String>),
     /// [`TaskOp::InService`].
     InService(Result<(), String>),
+    /// [`TaskOp::Working`].
+    Working(bool),
     /// [`TaskOp::Work`]: the outcome, the operations done, a module's
     /// message, the unit's last journal lines on failure.
     Worked {

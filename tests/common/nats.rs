@@ -96,11 +96,33 @@ pub fn available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// A port no other test of this process was given, free now, and below
+/// Linux's ephemeral range (32768-60999): the kernel's port 0 is taken
+/// from that range, and the many local connections of the tests beside
+/// (HTTP clients, NATS clients) take their source ports from it too, so
+/// a port picked there could be in use again before nats-server binds it
+/// (a cluster node that cannot bind its route port never comes up).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    // Spread by process id and time: two test processes start apart.
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0);
+    for i in 0..12_000u64 {
+        let port = 20_000 + ((seed.wrapping_mul(2_654_435_761) + i * 7_919) % 12_000) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999")
 }
 
 /// GET `path` on 127.0.0.1:`port`: whether it answered 200.
@@ -185,7 +207,9 @@ impl NatsCluster {
         };
         leaf.start();
         let c = NatsCluster { nodes, leaf };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Elections on a loaded two-core machine (the lab's other tests
+        // beside) have taken more than 30 s.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let js = c.nodes.iter().all(|n| n.healthy(true));
             let linked =
@@ -195,7 +219,7 @@ impl NatsCluster {
             }
             assert!(
                 Instant::now() < deadline,
-                "the NATS cluster did not come up in 30 s:\n{}\nleaf:\n{}",
+                "the NATS cluster did not come up in 60 s:\n{}\nleaf:\n{}",
                 c.nodes
                     .iter()
                     .map(|n| n.log())

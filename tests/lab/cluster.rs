@@ -1232,6 +1232,7 @@ async fn stale_owner_is_refused_by_the_host(lab: &Lab, playbook: &str) {
         op: TaskOp::Work {
             step: 0,
             failed_at: None,
+            again: false,
         },
     };
     let payload = serde_json::to_vec(&req).unwrap();
@@ -1259,4 +1260,152 @@ async fn stale_owner_is_refused_by_the_host(lab: &Lab, playbook: &str) {
     );
     let again = lab.ssh(&host, "systemctl show -p InvocationID --value demo-web");
     assert_ne!(after, again, "the owner's restart did not happen");
+}
+
+/// `kill -9` of the worker doing a host's restart, mid rolling restart:
+/// the coordinator finds its successor not working on it, sends the work
+/// again, and the successor reads the host instead of restarting again
+/// (the intent the first owner left says the InvocationID before). The
+/// job completes with every host restarted exactly once (each start of
+/// the unit counted on the host).
+#[tokio::test]
+async fn a_killed_worker_s_in_flight_restart_is_read_again_not_done_again() {
+    let Some(lab) = lab() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(n) = one_node(dir.path()) else {
+        return;
+    };
+    // Slow to start (3 s) once the fast flag is gone; each start counted.
+    let unit = "[Unit]\nDescription=drover lab: slow to restart\n[Service]\nExecStartPre=/bin/sh -c 'echo x >> /run/drover-slow.count; [ -e /run/drover-slow.fast ] || sleep 3'\nExecStart=/bin/sleep infinity\n";
+    let b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(unit)
+    };
+    let hosts: Vec<String> = (0..lab.len()).map(|i| lab.host(i).to_string()).collect();
+    std::thread::scope(|s| {
+        for h in &hosts {
+            let (lab, b64) = (&lab, &b64);
+            s.spawn(move || {
+                lab.ssh(h, &format!("echo {b64} | base64 -d > /run/systemd/system/drover-slow.service && touch /run/drover-slow.fast && systemctl daemon-reload && systemctl restart drover-slow && rm -f /run/drover-slow.fast /run/drover-slow.count"));
+            });
+        }
+    });
+    let keys = Keys::make(dir.path(), lab.host(0));
+    let slow = "name: slow\nsteps:\n  - id: roll\n    target: _all\n    serial: 1\n    service: { name: drover-slow, state: restarted }\n";
+    let fast_ttl = ["--nats-replicas", "1", "--lease-ttl", "2s"];
+    let a = Worker::start(dir.path(), "a", &n.url(), &lab.inventory, &fast_ttl);
+    let b = Worker::start(dir.path(), "b", &n.url(), &lab.inventory, &fast_ttl);
+    share_buckets(&a, &b).await;
+    let mut workers = [Some(a), Some(b)];
+    let urls = n.url();
+    let replica_args = ["--nats", urls.as_str(), "--read-timeout", "3s"];
+    let r = serve_args(
+        dir.path(),
+        &books_and_args(dir.path(), &lab, &keys, &[("slow", slow)], &replica_args),
+        "replica",
+    );
+    until_all_read(&r, &keys.read, lab.len(), Duration::from_secs(30)).await;
+    let (st, _, started) = call(
+        Method::POST,
+        &r.url("/runbook/slow?wait=0s"),
+        Some(&keys.operate),
+    )
+    .await;
+    assert!(st == 200 || st == 202, "{st} {started}");
+    let id = started["job_id"].as_str().unwrap().to_string();
+    // Kill the worker that took the first host's work once systemd runs
+    // its restart there (the unit counted a start), 3 s before it ends.
+    let t0 = Instant::now();
+    let (busy, host) = loop {
+        let found = workers.iter().enumerate().find_map(|(i, w)| {
+            let log = w.as_ref()?.log();
+            let line = log.lines().find(|l| l.contains("op=Work { step: 0"))?;
+            let host = line
+                .split("host=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some((i, host))
+        });
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no worker took the work"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    while lab
+        .ssh(&host, "cat /run/drover-slow.count 2>/dev/null | wc -l")
+        .trim()
+        != "1"
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{host} did not begin its restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(mut w) = workers[busy].take() {
+        w.kill();
+    }
+    let killed = busy;
+    let report = loop {
+        let (st, _, v) = call(Method::GET, &r.url(&format!("/job/{id}")), Some(&keys.read)).await;
+        assert_eq!(st, 200, "{v}");
+        if v["outcome"] != "running" {
+            break v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the job did not end: {v}\nreplica: {}",
+            r.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let survivor = workers[1 - killed]
+        .as_ref()
+        .map(|w| w.log())
+        .unwrap_or_default();
+    assert_eq!(
+        report["outcome"], "completed",
+        "{report}\nsurvivor: {survivor}"
+    );
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), hosts.len(), "{report}");
+    assert!(
+        results
+            .iter()
+            .all(|r| r["status"] == "ok" && r["changed"] == true),
+        "{report}"
+    );
+    // The in-flight host was read again, not restarted again.
+    let read_again = results
+        .iter()
+        .find(|r| r["hostname"] == host.as_str())
+        .unwrap();
+    assert!(
+        read_again["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("not restarted again")),
+        "{host} was not read again after the kill: {report}\nsurvivor: {survivor}"
+    );
+    for h in &hosts {
+        let starts = lab.ssh(h, "cat /run/drover-slow.count 2>/dev/null | wc -l");
+        assert_eq!(
+            starts.trim(),
+            "1",
+            "{h} started drover-slow {starts} times: {report}"
+        );
+    }
+    std::thread::scope(|s| {
+        for h in &hosts {
+            let lab = &lab;
+            s.spawn(move || {
+                lab.ssh(h, "systemctl stop drover-slow; rm -f /run/systemd/system/drover-slow.service /run/drover-slow.count; systemctl daemon-reload");
+            });
+        }
+    });
 }

@@ -4,7 +4,7 @@
 //! came with it) and answered with apply's own host action over this
 //! worker's warm connections ([`crate::engine::execute::answer_task`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 
 use crate::engine::execute::{answer_task, MaintCache};
 use crate::engine::job::Job;
-use crate::model::cluster::{TaskJob, TaskReply, TaskRequest, PROTOCOL};
+use crate::model::cluster::{TaskJob, TaskOp, TaskReply, TaskRequest, PROTOCOL};
 use crate::model::inventory::Inventory;
 use crate::model::params::ParamValues;
 use crate::model::playbook::Playbook;
@@ -33,6 +33,22 @@ pub struct WorkerTasks {
     maint: MaintCache,
     /// Tasks worked at once (the worker's forks); more wait their turn.
     at_once: Semaphore,
+    /// The work tasks taken and not answered yet: (job, host, step).
+    working: Mutex<HashSet<(String, String, usize)>>,
+}
+
+/// A work task taken: in [`WorkerTasks::working`] until answered.
+struct Taken<'a> {
+    set: &'a Mutex<HashSet<(String, String, usize)>>,
+    key: (String, String, usize),
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.set.lock() {
+            g.remove(&self.key);
+        }
+    }
 }
 
 type JobKey = (String, String, Option<String>);
@@ -53,6 +69,7 @@ impl WorkerTasks {
             jobs: Mutex::new(Vec::new()),
             maint: MaintCache::default(),
             at_once: Semaphore::new(forks.max(1)),
+            working: Mutex::default(),
         }
     }
 
@@ -87,6 +104,27 @@ impl WorkerTasks {
         }
         let Some(&h) = self.index.get(&req.host).filter(|_| mine(&req.host)) else {
             return TaskReply::Refused(format!("{} is not one of this worker's hosts", req.host));
+        };
+        let key = |step: usize| (req.job.job_id.clone(), req.host.clone(), step);
+        let _taken = match &req.op {
+            TaskOp::Working { step } => {
+                let now = self
+                    .working
+                    .lock()
+                    .map(|g| g.contains(&key(*step)))
+                    .unwrap_or(false);
+                return TaskReply::Working(now);
+            }
+            TaskOp::Work { step, .. } => {
+                if let Ok(mut g) = self.working.lock() {
+                    g.insert(key(*step));
+                }
+                Some(Taken {
+                    set: &self.working,
+                    key: key(*step),
+                })
+            }
+            _ => None,
         };
         let job = match self.job(&req.job) {
             Ok(j) => j,

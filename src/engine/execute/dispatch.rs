@@ -21,10 +21,12 @@ use crate::engine::events::{NoEvents, StopFlag};
 use crate::engine::execute::host::host_maintenance;
 use crate::engine::job::Job;
 use crate::engine::walk::{Finished, HostAction, Presence, Work};
-use crate::model::cluster::{TaskJob, TaskOp, TaskReply, TaskRequest, PROTOCOL};
+use crate::model::cluster::{intent_name, TaskJob, TaskOp, TaskReply, TaskRequest, PROTOCOL};
 use crate::model::inventory::Host;
 use crate::model::maintenance::MaintenanceState;
 use crate::model::outcome::{Failure, Outcome, SkipReason};
+use crate::model::playbook::Operation;
+use crate::model::playbook::ServiceState;
 use crate::model::report::JobResult;
 use crate::model::unit::UnitName;
 use crate::remote::pool::Pool;
@@ -61,6 +63,9 @@ pub trait HostTasks: Send + Sync + std::fmt::Debug {
 const OWNER_WAIT: Duration = Duration::from_secs(30);
 /// Between two sends of such a task.
 const OWNER_RETRY: Duration = Duration::from_millis(500);
+/// How often a coordinator asks whether work that has not answered is
+/// still being done.
+const WORKING_EVERY: Duration = Duration::from_secs(1);
 
 /// Apply's [`HostAction`] in cluster mode: each question about a host is
 /// a task for its owner.
@@ -104,6 +109,59 @@ impl<'a> Dispatch<'a> {
             in_maintenance: (0..n).map(|_| AtomicBool::new(true)).collect(),
             ledger: Ledger::new(job),
             spec,
+        }
+    }
+
+    /// The step's work on host `h`, asked of its owner, which is asked
+    /// every [`WORKING_EVERY`] whether it still works on it: an owner that
+    /// died (or was cut off) mid-work says nothing, its successor says
+    /// no, twice; the work is then sent again to the successor, which
+    /// reads the host before doing anything.
+    async fn work_watched(
+        &self,
+        h: usize,
+        step: usize,
+        failed_at: Option<String>,
+    ) -> Result<TaskReply, String> {
+        let host = &self.spec.job.inventory.hosts[h];
+        let mut again = false;
+        loop {
+            let op = TaskOp::Work {
+                step,
+                failed_at: failed_at.clone(),
+                again,
+            };
+            let work = self.ask(h, op);
+            tokio::pin!(work);
+            let mut tick = tokio::time::interval_at(
+                tokio::time::Instant::now() + WORKING_EVERY,
+                WORKING_EVERY,
+            );
+            let mut denied = 0;
+            loop {
+                tokio::select! {
+                    r = &mut work => return r,
+                    _ = tick.tick() => {
+                        let req = TaskRequest {
+                            protocol: PROTOCOL,
+                            job: self.job.clone(),
+                            host: host.name.clone(),
+                            op: TaskOp::Working { step },
+                        };
+                        match self.tasks.ask(host, req, WORKING_EVERY).await {
+                            Ok(TaskReply::Working(true)) => denied = 0,
+                            Ok(TaskReply::Working(false)) => denied += 1,
+                            // No owner now, or no answer: wait on.
+                            _ => {}
+                        }
+                        if denied >= 2 {
+                            break;
+                        }
+                    }
+                }
+            }
+            tracing::warn!(host = %host.name, step, "the host's owner is no longer working on it: sent again, to be read before anything is done");
+            again = true;
         }
     }
 
@@ -220,15 +278,11 @@ impl HostAction for Dispatch<'_> {
         _: &mut (),
     ) -> Result<(Outcome, Ran), Self::Error> {
         let _permit = self.forks.acquire().await;
-        let op = TaskOp::Work {
-            step: w.si,
-            failed_at: w.failed_at,
-        };
         let failed = |why: String| Outcome::Failed {
             failure: Failure::Error(why),
             changed: false,
         };
-        Ok(match self.ask(w.h, op).await {
+        Ok(match self.work_watched(w.h, w.si, w.failed_at).await {
             Ok(TaskReply::Worked {
                 outcome,
                 action,
@@ -379,7 +433,12 @@ async fn answer_with(
             Ok(u) => TaskReply::InService(run.in_service(h, &u, *member_only).await),
             Err(e) => TaskReply::Refused(e),
         },
-        TaskOp::Work { step, failed_at } => {
+        TaskOp::Working { .. } => TaskReply::Refused("not a host action".into()),
+        TaskOp::Work {
+            step,
+            failed_at,
+            again,
+        } => {
             let (Some(s), Some(task)) = (
                 job.playbook.steps.get(*step),
                 job.expanded.get(*step).and_then(|ex| ex.task(h)),
@@ -400,10 +459,46 @@ async fn answer_with(
                     }
                 }
             };
+            // A restart is the one change done again would do twice: its
+            // intent (the unit's InvocationID before) is left on the host,
+            // and a task sent again after its owner went silent reads it.
+            let restarts = matches!(
+                s.operation,
+                Operation::Service {
+                    state: Some(ServiceState::Restarted),
+                    ..
+                }
+            );
+            let name = intent_name(&run.spec.job_id, *step);
+            if restarts && *again {
+                match done_before(&session, &name, &task.unit, run.spec.step_timeout).await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        return TaskReply::Worked {
+                            outcome: Outcome::Ok { changed: true },
+                            action: "restart".into(),
+                            msg: Some(
+                                "restarted by the host's previous owner, whose answer was lost: read again, not restarted again"
+                                    .into(),
+                            ),
+                            logs: Vec::new(),
+                        }
+                    }
+                    Err(e) => return worked_failed(Failure::Error(e)),
+                }
+            }
+            let before = match (restarts, fence) {
+                (true, Some(_)) => match invocation(&session, &task.unit).await {
+                    Ok(id) => Some(id),
+                    Err(e) => return worked_failed(Failure::Error(e)),
+                },
+                _ => None,
+            };
             // The host checks that no newer owner changed it: a worker
             // whose lease moved while it was stopped changes nothing.
             if let Some(rev) = fence {
-                match crate::remote::fence::advance(&session, rev).await {
+                let intent = before.as_deref().map(|b| (name.as_str(), b));
+                match crate::remote::fence::advance(&session, rev, intent).await {
                     Ok(()) => {}
                     Err(f @ crate::remote::fence::Fenced::Stale { .. }) => {
                         tracing::warn!(host = %job.inventory.hosts[h].name, "{f}");
@@ -441,5 +536,75 @@ async fn answer_with(
                 Err(never) => match never {},
             }
         }
+    }
+}
+
+fn worked_failed(failure: Failure) -> TaskReply {
+    TaskReply::Worked {
+        outcome: Outcome::Failed {
+            failure,
+            changed: false,
+        },
+        action: "none".into(),
+        msg: None,
+        logs: Vec::new(),
+    }
+}
+
+/// `unit`'s state on the host.
+async fn unit_now(
+    session: &crate::remote::carrier::Session,
+    unit: &UnitName,
+) -> Result<crate::model::facts::UnitFacts, String> {
+    let mut facts = session
+        .systemd()
+        .unit_facts(std::slice::from_ref(unit))
+        .await
+        .map_err(|e| format!("cannot read {unit}: {e}"))?;
+    Ok(facts
+        .remove(unit.as_str())
+        .unwrap_or_else(crate::model::facts::UnitFacts::not_found))
+}
+
+/// `unit`'s InvocationID now (empty: never started).
+async fn invocation(
+    session: &crate::remote::carrier::Session,
+    unit: &UnitName,
+) -> Result<String, String> {
+    Ok(unit_now(session, unit).await?.invocation_id)
+}
+
+/// Whether the intent `name` on the host shows its restart done: once
+/// the unit's pending systemd job (the previous owner's) has ended, its
+/// InvocationID is not the one the intent recorded before. No intent:
+/// the previous owner never got to it.
+async fn done_before(
+    session: &crate::remote::carrier::Session,
+    name: &str,
+    unit: &UnitName,
+    bound: Duration,
+) -> Result<bool, String> {
+    let Some(before) = crate::remote::fence::intent(session, name).await? else {
+        return Ok(false);
+    };
+    let before = before.trim();
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        let u = unit_now(session, unit).await?;
+        let settling = u.job.is_some()
+            || matches!(
+                u.active_state.as_str(),
+                "activating" | "deactivating" | "reloading"
+            );
+        if !settling {
+            return Ok(!u.invocation_id.is_empty() && u.invocation_id != before);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "{unit}'s pending job (the previous owner's) did not end within {}",
+                humantime::format_duration(bound)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
