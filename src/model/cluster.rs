@@ -29,6 +29,53 @@ pub const CLOCK_BUCKET: &str = "drover_clock";
 /// holds, taken by compare-and-set, renewed by its holder.
 pub const CLAIMS_BUCKET: &str = "drover_claims";
 
+/// The JetStream stream of jobs: per job, its start, each result in
+/// order and its end, on the job's subject ([`job_subject`]); every
+/// replica follows it, so any replica shows any job.
+pub const JOBS_STREAM: &str = "DROVER_JOBS";
+
+/// A job's subject in [`JOBS_STREAM`].
+pub fn job_subject(job_id: &str) -> String {
+    format!("drover.jobs.{}", token(job_id))
+}
+
+/// What a job's subject carries, in order: its start, its results (each
+/// with its index, so a result delivered twice is shown once), its end.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum JobMessage {
+    /// The job started.
+    Start {
+        /// Its id.
+        job_id: String,
+        /// The playbook's name.
+        playbook: String,
+        /// When (RFC 3339).
+        started_at: String,
+        /// Every host it may touch.
+        hosts: Vec<String>,
+        /// The job it retries.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_of: Option<String>,
+        /// The replica coordinating it.
+        by: String,
+    },
+    /// Its `index`-th result (from 0).
+    Result {
+        /// The job.
+        job_id: String,
+        /// The result's index.
+        index: usize,
+        /// The result.
+        result: crate::model::report::JobResult,
+    },
+    /// It ended with this report.
+    End {
+        /// The report.
+        report: crate::model::report::JobReport,
+    },
+}
+
 /// Host buckets per region: leases are taken per bucket, so a fleet of
 /// 100,000 hosts renews 64 keys per region, not 100,000.
 pub const HOST_BUCKETS: u32 = 64;

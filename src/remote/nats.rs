@@ -114,6 +114,11 @@ impl NatsOptions {
 }
 
 impl Nats {
+    /// Replicas of the streams drover makes.
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
     /// The KV bucket `name`, made (history 1, entries gone `max_age` after
     /// their last write) if it does not exist yet.
     pub async fn bucket(&self, name: &str, max_age: Duration) -> Result<kv::Store, NatsError> {

@@ -1409,3 +1409,156 @@ async fn a_killed_worker_s_in_flight_restart_is_read_again_not_done_again() {
         }
     });
 }
+
+/// Server-sent events of `url` from after `last` (Last-Event-ID): (id,
+/// event, data) of each, until `done`, or until `results` result events
+/// have come (then the connection is dropped).
+async fn sse(
+    url: &str,
+    key: &str,
+    last: Option<&str>,
+    results: Option<usize>,
+) -> (u16, Vec<(String, String, Value)>) {
+    use futures_util::StreamExt;
+    let mut req = reqwest::Client::new().get(url).bearer_auth(key);
+    if let Some(l) = last {
+        req = req.header("Last-Event-ID", l);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return (status, Vec::new());
+    }
+    let mut body = resp.bytes_stream();
+    let (mut buf, mut out) = (String::new(), Vec::new());
+    while let Some(chunk) = body.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut id, mut ev, mut data) = (String::new(), String::new(), String::new());
+            for l in block.lines() {
+                if let Some(v) = l.strip_prefix("id: ") {
+                    id = v.to_string();
+                } else if let Some(v) = l.strip_prefix("event: ") {
+                    ev = v.to_string();
+                } else if let Some(v) = l.strip_prefix("data: ") {
+                    data.push_str(v);
+                }
+            }
+            if ev.is_empty() {
+                continue;
+            }
+            let done = ev == "done";
+            out.push((id, ev, serde_json::from_str(&data).unwrap()));
+            let enough = results.is_some_and(|n| out.len() >= n);
+            if done || enough {
+                return (status, out);
+            }
+        }
+    }
+    (status, out)
+}
+
+/// Any replica shows any job: a job coordinated by one replica is listed
+/// and read on another from the jobs' stream, and an event stream of it
+/// served by a third replica that is killed (SIGKILL) mid-job resumes on
+/// another with Last-Event-ID: every result exactly once, in order, and
+/// the report the same on every replica.
+#[tokio::test]
+async fn any_replica_shows_any_job_and_an_event_stream_resumes_on_another() {
+    let Some(lab) = lab() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(n) = one_node(dir.path()) else {
+        return;
+    };
+    let keys = Keys::make(dir.path(), lab.host(0));
+    let roll = "name: roll\nsteps:\n  - id: web\n    target: _all\n    serial: 1\n    service: { name: demo-web, state: restarted }\n  - id: worker\n    target: role:worker\n    needs: [web]\n    serial: 1\n    service: { name: demo-worker, state: restarted }\n";
+    let _w = Worker::start(dir.path(), "a", &n.url(), &lab.inventory, &STEADY);
+    let urls = n.url();
+    let replica = |name: &str| {
+        let jobs = dir.path().join(format!("jobs-{name}"));
+        let extra = [
+            "--nats",
+            urls.as_str(),
+            "--read-timeout",
+            "3s",
+            "--jobs-dir",
+            jobs.to_str().unwrap(),
+        ];
+        serve_args(
+            dir.path(),
+            &books_and_args(dir.path(), &lab, &keys, &[("roll", roll)], &extra),
+            name,
+        )
+    };
+    let (r1, mut r2, r3) = (replica("r1"), replica("r2"), replica("r3"));
+    until_all_read(&r1, &keys.read, lab.len(), Duration::from_secs(30)).await;
+
+    let (st, _, started) = call(
+        Method::POST,
+        &r1.url("/runbook/roll?wait=0s"),
+        Some(&keys.operate),
+    )
+    .await;
+    assert!(st == 200 || st == 202, "{st} {started}");
+    let id = started["job_id"].as_str().unwrap().to_string();
+    let shown = |s: &Server| {
+        let url = s.url(&format!("/job/{id}"));
+        let key = keys.read.clone();
+        async move {
+            let t0 = Instant::now();
+            loop {
+                let (st, _, v) = call(Method::GET, &url, Some(&key)).await;
+                if st == 200 {
+                    return v;
+                }
+                assert_eq!(st, 404, "{v}");
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "the job is not shown"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    shown(&r2).await;
+    // Two results from r2, which then dies.
+    let events = format!("/job/{id}/events");
+    let (st, first) = sse(&r2.url(&events), &keys.read, None, Some(2)).await;
+    assert_eq!(st, 200);
+    let _ = r2.child.kill();
+    let _ = r2.child.wait();
+    let last = first.last().unwrap().0.clone();
+    // The rest from r3.
+    shown(&r3).await;
+    let (st, _) = sse(&r3.url(&events), &keys.read, Some("x"), None).await;
+    assert_eq!(st, 400);
+    let (st, rest) = sse(&r3.url(&events), &keys.read, Some(&last), None).await;
+    assert_eq!(st, 200);
+    assert_eq!(rest.last().map(|e| e.1.as_str()), Some("done"), "{rest:?}");
+
+    let on_r1 = loop {
+        let v = shown(&r1).await;
+        if v["outcome"] != "running" {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let results = on_r1["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), lab.len() + lab.len() / 2, "{on_r1}");
+    let seen: Vec<(String, Value)> = first
+        .iter()
+        .chain(rest.iter().filter(|e| e.1 == "result"))
+        .map(|(i, _, d)| (i.clone(), d.clone()))
+        .collect();
+    let ids: Vec<String> = seen.iter().map(|(i, _)| i.clone()).collect();
+    let expected: Vec<String> = (1..=results.len()).map(|i| i.to_string()).collect();
+    assert_eq!(ids, expected, "a gap or a repeat across the two replicas");
+    let data: Vec<Value> = seen.into_iter().map(|(_, d)| d).collect();
+    assert_eq!(data, results, "the events are not the report's results");
+    // The same job on every replica still up, and listed.
+    assert_eq!(shown(&r3).await, on_r1);
+    let (st, _, list) = call(Method::GET, &r3.url("/job"), Some(&keys.read)).await;
+    assert_eq!(st, 200, "{list}");
+    assert!(list.to_string().contains(&id), "{list}");
+}

@@ -98,25 +98,46 @@ pub async fn get_job(
 }
 
 /// `GET /job/{id}/events`: a `result` event per result as it happens (all
-/// of them, from the first), then `done` with the outcome.
-#[utoipa::path(get, path = "/job/{id}/events", params(("id" = String, Path)),
-    responses((status = 200, description = "text/event-stream: `result` events (a job result each), then `done` ({job_id, outcome})", content_type = "text/event-stream"),
+/// of them, from the first, or from after `Last-Event-ID`), then `done`
+/// with the outcome. A result's event id is its position in the job's
+/// results (from 1): the same on every replica of a cluster, so a client
+/// reconnecting anywhere with the last id it saw misses and repeats none.
+#[utoipa::path(get, path = "/job/{id}/events", params(("id" = String, Path),
+        ("Last-Event-ID" = Option<u64>, Header, description = "the id of the last `result` event seen: only those after it are sent")),
+    responses((status = 200, description = "text/event-stream: `result` events (a job result each, its id its position from 1), then `done` ({job_id, outcome})", content_type = "text/event-stream"),
+        (status = 400, description = "Last-Event-ID is not a number", body = ApiError),
         (status = 401, body = ApiError), (status = 404, body = ApiError)),
     security(("bearer" = [])), tag = "jobs")]
 pub async fn job_events(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let e = entry(&state, &caller, &id)?;
+    let from = match headers.get("last-event-id") {
+        None => 0,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "Last-Event-ID: the id of a `result` event (a number) was expected",
+                )
+            })?,
+    };
     let mut shutdown = state.shutdown.clone();
     let stream = async_stream(move |tx| async move {
         let mut rx = e.subscribe();
-        let mut sent = 0usize;
+        let mut sent = from;
         loop {
             let (rest, done) = e.results_since(sent);
-            for r in &rest {
-                let ev = SseEvent::default().event("result").json_data(r);
+            for (i, r) in rest.iter().enumerate() {
+                let ev = SseEvent::default()
+                    .event("result")
+                    .id((sent + i + 1).to_string())
+                    .json_data(r);
                 if let Ok(ev) = ev {
                     if tx.send(Ok(ev)).await.is_err() {
                         return;
@@ -155,7 +176,7 @@ where
 /// in flight finish; answers 202 with the job as it is.
 #[utoipa::path(post, path = "/job/{id}/cancel", params(("id" = String, Path)),
     responses((status = 202, body = JobView), (status = 401, body = ApiError), (status = 403, body = ApiError),
-        (status = 404, body = ApiError), (status = 409, description = "the job is not running", body = ApiError)),
+        (status = 404, body = ApiError), (status = 409, description = "the job is not running, or (cluster mode) another replica coordinates it", body = ApiError)),
     security(("bearer" = [])), tag = "jobs")]
 pub async fn cancel_job(
     State(state): State<Arc<AppState>>,
@@ -168,6 +189,12 @@ pub async fn cancel_job(
         .limiter
         .check(&caller.name)
         .map_err(ApiError::rate_limited)?;
+    // Seen from the jobs' stream: its walk runs on another replica.
+    if let Some(by) = e.coordinator().filter(|_| e.view().outcome == JobStatus::Running) {
+        return Err(ApiError::conflict(format!(
+            "job {id} is coordinated by {by}: cancel it on that replica (this one only shows it)"
+        )));
+    }
     if !e.cancel() {
         return Err(ApiError::conflict(format!(
             "job {id} is not running; nothing to cancel"

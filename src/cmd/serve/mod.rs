@@ -331,6 +331,8 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             false => a.live.fleet(pool.clone(), settings.read_timeout)?,
         };
         let mut cluster = None;
+        let mut cluster_nats = None;
+        let replica_name = format!("replica-{}", uuid::Uuid::new_v4().simple());
         let executor: Arc<dyn executor::HostExecutor> = match settings.cluster {
             true => {
                 let nats = a
@@ -342,9 +344,10 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
                 tracing::info!("cluster mode: reads go to the workers over NATS");
                 let clock = crate::engine::cluster::clock::ClockWatch::spawn(
                     nats.clone(),
-                    format!("replica-{}", uuid::Uuid::new_v4().simple()),
+                    replica_name.clone(),
                     a.max_clock_skew,
                 );
+                cluster_nats = Some(nats.clone());
                 let replica = executor::Cluster::new(
                     &nats,
                     clock,
@@ -370,8 +373,18 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             notifier: notifier.clone(),
             fleet: fleet.clone(),
         };
-        let jobs: Arc<dyn JobStore> =
-            Arc::new(DirJobs::open(&jobs_dir, retention)?.with_observer(Arc::new(observer)));
+        let jobs: Arc<dyn JobStore> = match cluster_nats {
+            // Its jobs run here and are published; every job of the
+            // cluster is followed from the stream.
+            Some(nats) => {
+                use crate::engine::cluster::jobs::{ClusterJobs, Mirror, Publisher};
+                let publisher =
+                    Publisher::new(nats.clone(), replica_name.clone(), Some(Arc::new(observer)));
+                let local = DirJobs::open(&jobs_dir, retention)?.with_observer(Arc::new(publisher));
+                Arc::new(ClusterJobs::new(local, Mirror::follow(nats, retention.keep)))
+            }
+            None => Arc::new(DirJobs::open(&jobs_dir, retention)?.with_observer(Arc::new(observer))),
+        };
         let listener = listen::bind(&address, tls).await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let state = Arc::new(AppState {

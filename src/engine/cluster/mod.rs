@@ -5,6 +5,7 @@
 
 pub mod claims;
 pub mod clock;
+pub mod jobs;
 pub mod reads;
 pub mod tasks;
 pub mod worker;

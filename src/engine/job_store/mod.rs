@@ -131,6 +131,9 @@ pub struct Entry {
     /// progress bar and timeline (a job read back from its report has
     /// none).
     progress: Mutex<Progress>,
+    /// A job another cluster replica coordinates, seen from its stream:
+    /// that replica's name.
+    coordinator: Option<String>,
 }
 
 impl Entry {
@@ -143,7 +146,56 @@ impl Entry {
             stop: Arc::new(StopFlag::default()),
             hosts,
             progress: Mutex::new(Progress::new()),
+            coordinator: None,
         })
+    }
+
+    /// A job coordinated by another replica (`coordinator`), to be fed
+    /// from the jobs' stream ([`Entry::mirror_result`],
+    /// [`Entry::mirror_end`]).
+    pub fn mirrored(view: JobView, mut hosts: Vec<String>, coordinator: String) -> Arc<Entry> {
+        hosts.sort();
+        hosts.dedup();
+        Arc::new(Entry {
+            state: Mutex::new(State { view, report: None }),
+            changes: watch::channel(0).0,
+            stop: Arc::new(StopFlag::default()),
+            hosts,
+            progress: Mutex::new(Progress::new()),
+            coordinator: Some(coordinator),
+        })
+    }
+
+    /// The replica coordinating a job seen from the stream (None: this
+    /// process runs it, or ran it).
+    pub fn coordinator(&self) -> Option<&str> {
+        self.coordinator.as_deref()
+    }
+
+    /// The next result of a mirrored job.
+    pub fn mirror_result(&self, r: &JobResult) {
+        self.push(r);
+    }
+
+    /// A mirrored job's end.
+    pub fn mirror_end(&self, report: JobReport) {
+        {
+            let mut s = self.state();
+            s.view.started_at = report.started_at.clone();
+            s.view.retry_of = report.retry_of.clone();
+        }
+        self.finish(report);
+    }
+
+    /// Where the job is, as a summary.
+    pub fn summary(&self) -> JobSummary {
+        let s = self.state();
+        JobSummary {
+            job_id: s.view.job_id.clone(),
+            started_at: s.view.started_at.clone(),
+            outcome: s.view.outcome,
+            hosts: crate::model::report::HostTally::of(&s.view.results),
+        }
     }
 
     /// The hosts the job may touch, sorted: those a change still running
