@@ -320,10 +320,44 @@ async fn malformed_reads_are_refused_and_logged_and_a_foreign_inventory_is_refus
         .await
         .unwrap();
     client.flush().await.unwrap();
+    // Tasks the same: refused, logged, nothing done.
+    let tasks = drover::model::cluster::task_subject("", &host);
+    for bad in [
+        &b"not json"[..],
+        b"{\"protocol\":1}",
+        b"\xff\xfe",
+        br#"{"protocol":1,"job":{"job_id":"x","label":"l","text":"t","playbook":"0","inventory":"0","params_digest":"0","step_timeout_ms":1},"host":"lab-1","op":{"work":{"step":0}}}"#,
+    ] {
+        let m = client
+            .request(tasks.clone(), bad.into())
+            .await
+            .expect("the worker answers a task");
+        let a: Value = serde_json::from_slice(&m.payload).expect("a JSON answer");
+        assert!(a["refused"].is_string(), "{a}");
+    }
+    // A forged task whose playbook text does not give its digest.
+    let inv_digest = drover::engine::load_inventory(&lab.inventory).unwrap().digest;
+    let forged = serde_json::json!({
+        "protocol": 1,
+        "job": {"job_id": "x", "label": "l", "text": "name: x\nsteps:\n  - {id: a, target: _all, service: {name: demo-web, state: restarted}}\n",
+                "playbook": "0000", "inventory": inv_digest, "params_digest": "0", "step_timeout_ms": 1000},
+        "host": host,
+        "op": {"work": {"step": 0}},
+    });
+    let m = client
+        .request(tasks.clone(), serde_json::to_vec(&forged).unwrap().into())
+        .await
+        .expect("the worker answers a task");
+    let a: Value = serde_json::from_slice(&m.payload).unwrap();
+    assert!(
+        a["refused"].as_str().unwrap().contains("does not match its digest"),
+        "{a}"
+    );
     // The worker lives on and answers.
     until_all_read(&s, &keys.read, lab.len(), Duration::from_secs(10)).await;
     let log = w.log();
     assert!(log.contains("malformed read request"), "{log}");
+    assert!(log.contains("a malformed task"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
 
@@ -1493,6 +1527,14 @@ async fn any_replica_shows_any_job_and_an_event_stream_resumes_on_another() {
     };
     let (r1, mut r2, r3) = (replica("r1"), replica("r2"), replica("r3"));
     until_all_read(&r1, &keys.read, lab.len(), Duration::from_secs(30)).await;
+    // A message on the jobs' subjects that is not drover's: dropped and
+    // logged by every replica, which go on.
+    let client = async_nats::connect(n.url()).await.unwrap();
+    client
+        .publish("drover.jobs.junk", "not a job message".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
 
     let (st, _, started) = call(
         Method::POST,
@@ -1561,4 +1603,7 @@ async fn any_replica_shows_any_job_and_an_event_stream_resumes_on_another() {
     let (st, _, list) = call(Method::GET, &r3.url("/job"), Some(&keys.read)).await;
     assert_eq!(st, 200, "{list}");
     assert!(list.to_string().contains(&id), "{list}");
+    let log = r3.log();
+    assert!(log.contains("a malformed job message: dropped"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
 }
