@@ -336,7 +336,9 @@ async fn malformed_reads_are_refused_and_logged_and_a_foreign_inventory_is_refus
         assert!(a["refused"].is_string(), "{a}");
     }
     // A forged task whose playbook text does not give its digest.
-    let inv_digest = drover::engine::load_inventory(&lab.inventory).unwrap().digest;
+    let inv_digest = drover::engine::load_inventory(&lab.inventory)
+        .unwrap()
+        .digest;
     let forged = serde_json::json!({
         "protocol": 1,
         "job": {"job_id": "x", "label": "l", "text": "name: x\nsteps:\n  - {id: a, target: _all, service: {name: demo-web, state: restarted}}\n",
@@ -350,7 +352,10 @@ async fn malformed_reads_are_refused_and_logged_and_a_foreign_inventory_is_refus
         .expect("the worker answers a task");
     let a: Value = serde_json::from_slice(&m.payload).unwrap();
     assert!(
-        a["refused"].as_str().unwrap().contains("does not match its digest"),
+        a["refused"]
+            .as_str()
+            .unwrap()
+            .contains("does not match its digest"),
         "{a}"
     );
     // The worker lives on and answers.
@@ -1309,21 +1314,8 @@ async fn a_killed_worker_s_in_flight_restart_is_read_again_not_done_again() {
     let Some(n) = one_node(dir.path()) else {
         return;
     };
-    // Slow to start (3 s) once the fast flag is gone; each start counted.
-    let unit = "[Unit]\nDescription=drover lab: slow to restart\n[Service]\nExecStartPre=/bin/sh -c 'echo x >> /run/drover-slow.count; [ -e /run/drover-slow.fast ] || sleep 3'\nExecStart=/bin/sleep infinity\n";
-    let b64 = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(unit)
-    };
-    let hosts: Vec<String> = (0..lab.len()).map(|i| lab.host(i).to_string()).collect();
-    std::thread::scope(|s| {
-        for h in &hosts {
-            let (lab, b64) = (&lab, &b64);
-            s.spawn(move || {
-                lab.ssh(h, &format!("echo {b64} | base64 -d > /run/systemd/system/drover-slow.service && touch /run/drover-slow.fast && systemctl daemon-reload && systemctl restart drover-slow && rm -f /run/drover-slow.fast /run/drover-slow.count"));
-            });
-        }
-    });
+    let _slow = SLOW_UNIT.lock().await;
+    let hosts = install_slow(&lab);
     let keys = Keys::make(dir.path(), lab.host(0));
     let slow = "name: slow\nsteps:\n  - id: roll\n    target: _all\n    serial: 1\n    service: { name: drover-slow, state: restarted }\n";
     let fast_ttl = ["--nats-replicas", "1", "--lease-ttl", "2s"];
@@ -1434,14 +1426,157 @@ async fn a_killed_worker_s_in_flight_restart_is_read_again_not_done_again() {
             "{h} started drover-slow {starts} times: {report}"
         );
     }
+    remove_slow(&lab, &hosts);
+}
+
+/// One test at a time uses `drover-slow` (the same unit and counter on
+/// every host).
+static SLOW_UNIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// On every lab host, `drover-slow`: 3 s to (re)start, each start counted
+/// in /run/drover-slow.count (empty now). The hosts' names.
+fn install_slow(lab: &Lab) -> Vec<String> {
+    let unit = "[Unit]\nDescription=drover lab: slow to restart\n[Service]\nExecStartPre=/bin/sh -c 'echo x >> /run/drover-slow.count; [ -e /run/drover-slow.fast ] || sleep 3'\nExecStart=/bin/sleep infinity\n";
+    let b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(unit)
+    };
+    let hosts: Vec<String> = (0..lab.len()).map(|i| lab.host(i).to_string()).collect();
     std::thread::scope(|s| {
         for h in &hosts {
-            let lab = &lab;
+            let b64 = &b64;
+            s.spawn(move || {
+                lab.ssh(h, &format!("echo {b64} | base64 -d > /run/systemd/system/drover-slow.service && touch /run/drover-slow.fast && systemctl daemon-reload && systemctl restart drover-slow && rm -f /run/drover-slow.fast /run/drover-slow.count"));
+            });
+        }
+    });
+    hosts
+}
+
+/// How many times `drover-slow` started on each host since installed.
+fn slow_starts(lab: &Lab, hosts: &[String]) -> Vec<(String, String)> {
+    hosts
+        .iter()
+        .map(|h| {
+            let n = lab.ssh(h, "cat /run/drover-slow.count 2>/dev/null | wc -l");
+            (h.clone(), n.trim().to_string())
+        })
+        .collect()
+}
+
+fn remove_slow(lab: &Lab, hosts: &[String]) {
+    std::thread::scope(|s| {
+        for h in hosts {
             s.spawn(move || {
                 lab.ssh(h, "systemctl stop drover-slow; rm -f /run/systemd/system/drover-slow.service /run/drover-slow.count; systemctl daemon-reload");
             });
         }
     });
+}
+
+/// One of three NATS servers killed (SIGKILL) mid-job, the one the
+/// replica and the worker were connected to among others: both fail over
+/// to the other two, the job completes with every host restarted once,
+/// and a replica started afterwards reads the whole job from the R3
+/// stream: no acked result was lost.
+#[tokio::test]
+async fn a_nats_server_killed_mid_job_loses_no_result() {
+    let Some(lab) = lab() else { return };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut nc) = cluster(dir.path()) else {
+        return;
+    };
+    let _slow = SLOW_UNIT.lock().await;
+    let hosts = install_slow(&lab);
+    let keys = Keys::make(dir.path(), lab.host(0));
+    let slow = "name: slow\nsteps:\n  - id: roll\n    target: _all\n    serial: 2\n    service: { name: drover-slow, state: restarted }\n";
+    let urls = nc.hub_urls();
+    let _w = Worker::start(dir.path(), "a", &urls, &lab.inventory, &[]);
+    let replica = |name: &str, urls: &str| {
+        let jobs = dir.path().join(format!("jobs-{name}"));
+        let extra = [
+            "--nats",
+            urls,
+            "--nats-replicas",
+            "3",
+            "--read-timeout",
+            "3s",
+            "--jobs-dir",
+            jobs.to_str().unwrap(),
+        ];
+        serve_args(
+            dir.path(),
+            &books_and_args(dir.path(), &lab, &keys, &[("slow", slow)], &extra),
+            name,
+        )
+    };
+    let r1 = replica("r1", &urls);
+    until_all_read(&r1, &keys.read, lab.len(), Duration::from_secs(30)).await;
+    let (st, _, started) = call(
+        Method::POST,
+        &r1.url("/runbook/slow?wait=0s"),
+        Some(&keys.operate),
+    )
+    .await;
+    assert!(st == 200 || st == 202, "{st} {started}");
+    let id = started["job_id"].as_str().unwrap().to_string();
+    let job = |s: &Server| {
+        let url = s.url(&format!("/job/{id}"));
+        let key = keys.read.clone();
+        async move { call(Method::GET, &url, Some(&key)).await }
+    };
+    // Mid-job: the first batch's results are in.
+    let t0 = Instant::now();
+    loop {
+        let (_, _, v) = job(&r1).await;
+        if v["results"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no result: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nc.nodes[0].kill();
+    let report = loop {
+        let (_, _, v) = job(&r1).await;
+        if v["outcome"] != "running" {
+            break v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the job did not end: {v}\nreplica: {}",
+            r1.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        report["outcome"],
+        "completed",
+        "{report}\nreplica: {}",
+        r1.log()
+    );
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), hosts.len(), "{report}");
+    assert!(results.iter().all(|r| r["status"] == "ok"), "{report}");
+    for (h, n) in slow_starts(&lab, &hosts) {
+        assert_eq!(n, "1", "{h} started drover-slow {n} times: {report}");
+    }
+    // A replica that was not there reads the whole job from the stream.
+    let left = format!("{},{}", nc.nodes[1].url(), nc.nodes[2].url());
+    let r2 = replica("r2", &left);
+    let t1 = Instant::now();
+    loop {
+        let (st, _, v) = job(&r2).await;
+        if st == 200 && v == report {
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(30),
+            "the stream lost part of the job: {st} {v}\nwanted {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    remove_slow(&lab, &hosts);
 }
 
 /// Server-sent events of `url` from after `last` (Last-Event-ID): (id,
