@@ -125,6 +125,14 @@ impl Browser {
     /// Send a DevTools command and wait for its answer (events in between
     /// are skipped).
     pub fn cmd(&mut self, method: &str, params: Value) -> Value {
+        match self.try_cmd(method, params) {
+            Ok(v) => v,
+            Err(v) => panic!("{method}: {v}"),
+        }
+    }
+
+    /// [`Browser::cmd`], its error answer returned.
+    fn try_cmd(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         let id = self.next_id;
         self.next_id += 1;
         let msg = json!({"id": id, "method": method, "params": params}).to_string();
@@ -134,8 +142,10 @@ impl Browser {
             let Message::Text(t) = m else { continue };
             let v: Value = serde_json::from_str(t.as_str()).unwrap();
             if v["id"] == id {
-                assert!(v.get("error").is_none(), "{method}: {v}");
-                return v["result"].clone();
+                return match v.get("error") {
+                    None => Ok(v["result"].clone()),
+                    Some(_) => Err(v),
+                };
             }
         }
     }
@@ -153,8 +163,17 @@ impl Browser {
     pub fn until(&mut self, what: &str, expr: &str) {
         let t0 = Instant::now();
         loop {
-            if self.eval(expr) == json!(true) {
-                return;
+            // A look that the page's navigation (a form sent, a reload)
+            // cut short is no answer: look again on the new page.
+            let r = self.try_cmd(
+                "Runtime.evaluate",
+                json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+            );
+            match r {
+                Ok(v) if v["result"]["value"] == json!(true) => return,
+                Ok(_) => {}
+                Err(e) if e.to_string().contains("navigated or closed") => {}
+                Err(e) => panic!("Runtime.evaluate: {e}"),
             }
             assert!(
                 t0.elapsed() < Duration::from_secs(60),

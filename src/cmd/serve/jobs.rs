@@ -188,6 +188,7 @@ pub async fn cancel_job(
     state
         .limiter
         .check(&caller.name)
+        .await
         .map_err(ApiError::rate_limited)?;
     // Seen from the jobs' stream: its walk runs on another replica.
     if let Some(by) = e.coordinator().filter(|_| e.view().outcome == JobStatus::Running) {

@@ -231,6 +231,7 @@ pub async fn start_job_with(
     state
         .limiter
         .check(&caller.name)
+        .await
         .map_err(ApiError::rate_limited)?;
     let wait = wait_of(q.wait.as_deref())?;
     let t0 = tokio::time::Instant::now();

@@ -8,15 +8,65 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// How mutations are counted against a key.
+#[async_trait::async_trait]
 pub trait RateLimiter: Send + Sync {
     /// Take one token for `key` (a key's name), or the whole seconds until
     /// there is one.
-    fn check(&self, key: &str) -> Result<(), u64>;
+    async fn check(&self, key: &str) -> Result<(), u64>;
 }
 
+#[async_trait::async_trait]
 impl RateLimiter for TokenBuckets {
-    fn check(&self, key: &str) -> Result<(), u64> {
+    async fn check(&self, key: &str) -> Result<(), u64> {
         TokenBuckets::check(self, key)
+    }
+}
+
+/// A cluster's limits: the replicas' shared buckets in NATS KV (opened at
+/// first use); while NATS does not answer, this replica's own buckets
+/// (each replica then allows the limit: degraded, never unlimited).
+pub struct SharedBuckets {
+    nats: crate::remote::nats::Nats,
+    per_minute: u32,
+    kv: tokio::sync::OnceCell<crate::engine::cluster::rate::KvRate>,
+    local: TokenBuckets,
+}
+
+impl SharedBuckets {
+    /// `per_minute` per key across the replicas on `nats`.
+    pub fn new(nats: crate::remote::nats::Nats, per_minute: u32) -> Self {
+        SharedBuckets {
+            nats,
+            per_minute,
+            kv: tokio::sync::OnceCell::new(),
+            local: TokenBuckets::new(per_minute),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RateLimiter for SharedBuckets {
+    async fn check(&self, key: &str) -> Result<(), u64> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let kv = self
+            .kv
+            .get_or_try_init(|| {
+                crate::engine::cluster::rate::KvRate::open(&self.nats, self.per_minute)
+            })
+            .await;
+        let taken = match kv {
+            Ok(kv) => kv.take(key).await,
+            Err(e) => Err(e),
+        };
+        match taken {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("shared rate limits unreachable ({e}); counting on this replica");
+                self.local.check(key)
+            }
+        }
     }
 }
 

@@ -373,6 +373,11 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             notifier: notifier.clone(),
             fleet: fleet.clone(),
         };
+        // A key's limit holds across the replicas, not once per replica.
+        let limiter: Arc<dyn limit::RateLimiter> = match &cluster_nats {
+            Some(n) => Arc::new(limit::SharedBuckets::new(n.clone(), a.rate_limit)),
+            None => Arc::new(TokenBuckets::new(a.rate_limit)),
+        };
         let jobs: Arc<dyn JobStore> = match cluster_nats {
             // Its jobs run here and are published; every job of the
             // cluster is followed from the stream.
@@ -396,7 +401,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             sessions: Arc::new(MemorySessions::new(MAX_SESSIONS)),
             pool: pool.clone(),
             audit,
-            limiter: Arc::new(TokenBuckets::new(a.rate_limit)),
+            limiter,
             settings,
             shutdown: stop_rx,
             reads: Default::default(),

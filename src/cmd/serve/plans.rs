@@ -264,6 +264,7 @@ pub async fn make_plan(
     state
         .limiter
         .check(&caller.name)
+        .await
         .map_err(ApiError::rate_limited)?;
     let limit = q.limit.or(body.limit);
     let values = ParamValues::from_request(body.params.unwrap_or_default());
@@ -315,6 +316,7 @@ pub async fn upload_plan(
     state
         .limiter
         .check(&caller.name)
+        .await
         .map_err(ApiError::rate_limited)?;
     let values = saved.param_values(FsPath::new("the request's plan"), ParamValues::none());
     let playbook = rb.playbook_with(&values)?;

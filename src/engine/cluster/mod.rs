@@ -6,6 +6,7 @@
 pub mod claims;
 pub mod clock;
 pub mod jobs;
+pub mod rate;
 pub mod reads;
 pub mod tasks;
 pub mod worker;
