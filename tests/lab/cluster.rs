@@ -711,25 +711,29 @@ fn single_server(dir: &Path, lab: &Lab, keys: &Keys, books: &[(&str, &str)]) -> 
     serve_args(dir, &args, "single")
 }
 
-/// Drop what differs between two runs of the same plan (ids, times).
-fn without_volatile(mut v: Value) -> Value {
-    fn strip(v: &mut Value) {
+/// `v` without the fields `keys`, at any depth: what differs between two
+/// runs of the same plan or job (ids, times).
+fn without(mut v: Value, keys: &[&str]) -> Value {
+    fn strip(v: &mut Value, keys: &[&str]) {
         match v {
             Value::Object(m) => {
-                m.retain(|k, _| {
-                    !matches!(
-                        k.as_str(),
-                        "job_id" | "generated_at" | "created_at" | "facts_collected_at"
-                    )
-                });
-                m.values_mut().for_each(strip);
+                m.retain(|k, _| !keys.contains(&k.as_str()));
+                m.values_mut().for_each(|v| strip(v, keys));
             }
-            Value::Array(a) => a.iter_mut().for_each(strip),
+            Value::Array(a) => a.iter_mut().for_each(|v| strip(v, keys)),
             _ => {}
         }
     }
-    strip(&mut v);
+    strip(&mut v, keys);
     v
+}
+
+/// Drop what differs between two runs of the same plan (ids, times).
+fn without_volatile(v: Value) -> Value {
+    without(
+        v,
+        &["job_id", "generated_at", "created_at", "facts_collected_at"],
+    )
 }
 
 /// A dry run on a replica is planned from the facts the hosts' owners
@@ -1126,24 +1130,8 @@ fn invocations(lab: &Lab, unit: &str) -> Vec<(String, String)> {
 }
 
 /// Drop what differs between two runs of the same job (ids, times).
-fn report_without_times(mut v: Value) -> Value {
-    fn strip(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                m.retain(|k, _| {
-                    !matches!(
-                        k.as_str(),
-                        "job_id" | "started_at" | "finished_at" | "duration_ms"
-                    )
-                });
-                m.values_mut().for_each(strip);
-            }
-            Value::Array(a) => a.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    strip(&mut v);
-    v
+fn report_without_times(v: Value) -> Value {
+    without(v, &["job_id", "started_at", "finished_at", "duration_ms"])
 }
 
 /// A job started on a replica is walked there (steps, rolling batches)
