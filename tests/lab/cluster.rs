@@ -1300,6 +1300,21 @@ async fn stale_owner_is_refused_by_the_host(lab: &Lab) {
 /// the unit counted on the host).
 #[tokio::test]
 async fn a_killed_worker_s_in_flight_restart_is_read_again_not_done_again() {
+    owner_lost_mid_restart(false).await;
+}
+
+/// The same with SIGSTOP instead of `kill -9`, the worker woken (SIGCONT)
+/// once the job is over: its hosts were restarted once, and it changes
+/// nothing after it wakes (its queued tasks are dropped on its own clock;
+/// a change it had begun is refused by the host's fence).
+#[tokio::test]
+async fn a_worker_stopped_mid_restart_changes_nothing_after_it_wakes() {
+    owner_lost_mid_restart(true).await;
+}
+
+/// A worker taking a host's restart is lost mid-change: killed, or
+/// stopped (woken once the job is over).
+async fn owner_lost_mid_restart(stop: bool) {
     let Some(lab) = lab() else { return };
     let dir = tempfile::tempdir().unwrap();
     let Some(n) = one_node(dir.path()) else {
@@ -1365,7 +1380,13 @@ async fn a_killed_worker_s_in_flight_restart_is_read_again_not_done_again() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if let Some(mut w) = workers[busy].take() {
+    let mut stopped = None;
+    if stop {
+        let pid = workers[busy].as_ref().map(|w| w.child.id() as i32).unwrap();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        stopped = Some(pid);
+    } else if let Some(mut w) = workers[busy].take() {
         w.kill();
     }
     let killed = busy;
@@ -1409,13 +1430,39 @@ async fn a_killed_worker_s_in_flight_restart_is_read_again_not_done_again() {
             .is_some_and(|m| m.contains("not restarted again")),
         "{host} was not read again after the kill: {report}\nsurvivor: {survivor}"
     );
-    for h in &hosts {
-        let starts = lab.ssh(h, "cat /run/drover-slow.count 2>/dev/null | wc -l");
-        assert_eq!(
-            starts.trim(),
-            "1",
-            "{h} started drover-slow {starts} times: {report}"
-        );
+    for (h, n) in slow_starts(&lab, &hosts) {
+        assert_eq!(n, "1", "{h} started drover-slow {n} times: {report}");
+    }
+    if let Some(pid) = stopped {
+        let asleep = workers[killed].as_ref().map(|w| w.log().len()).unwrap_or(0);
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        // Awake, past its TTL: whatever it had queued, it changes nothing.
+        let log = loop {
+            let log = workers[killed]
+                .as_ref()
+                .map(|w| w.log())
+                .unwrap_or_default();
+            let woke = log.get(asleep..).unwrap_or("").to_string();
+            if woke.contains("no longer served")
+                || woke.contains("dropped")
+                || woke.contains("lease lost")
+            {
+                break woke;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(150),
+                "the woken worker never noticed its leases were stale:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        for (h, n) in slow_starts(&lab, &hosts) {
+            assert_eq!(
+                n, "1",
+                "{h} started drover-slow again after the worker woke:\n{log}"
+            );
+        }
+        assert!(!log.contains("panicked"), "{log}");
     }
     remove_slow(&lab, &hosts);
 }

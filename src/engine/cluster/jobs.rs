@@ -58,8 +58,9 @@ pub struct Publisher {
     inner: Option<Arc<dyn JobObserver>>,
     by: String,
     tx: mpsc::UnboundedSender<(String, String, JobMessage)>,
-    /// Results published so far, per running job.
-    counts: Arc<Mutex<HashMap<String, usize>>>,
+    /// Per running job: this run's nonce (a resume runs the same id
+    /// again) and the results published so far.
+    counts: Arc<Mutex<HashMap<String, (String, usize)>>>,
 }
 
 impl Publisher {
@@ -112,25 +113,27 @@ struct Publishing {
     job_id: String,
     subject: String,
     tx: mpsc::UnboundedSender<(String, String, JobMessage)>,
-    counts: Arc<Mutex<HashMap<String, usize>>>,
+    counts: Arc<Mutex<HashMap<String, (String, usize)>>>,
     inner: Option<Arc<dyn EventSink>>,
 }
 
 impl EventSink for Publishing {
     fn event(&self, e: &Event) {
         if let Event::HostResult(r) = e {
-            let index = {
+            let (run, index) = {
                 let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-                let n = c.entry(self.job_id.clone()).or_insert(0);
+                let (run, n) = c
+                    .entry(self.job_id.clone())
+                    .or_insert_with(|| (String::new(), 0));
                 *n += 1;
-                *n - 1
+                (run.clone(), *n - 1)
             };
             let msg = JobMessage::Result {
                 job_id: self.job_id.clone(),
                 index,
                 result: r.clone(),
             };
-            let id = format!("{}.{index}", self.job_id);
+            let id = format!("{}.{run}.{index}", self.job_id);
             let _ = self.tx.send((self.subject.clone(), id, msg));
         }
         if let Some(i) = &self.inner {
@@ -142,6 +145,12 @@ impl EventSink for Publishing {
 impl JobObserver for Publisher {
     fn sink(&self, job_id: &str, job: &Job) -> Arc<dyn EventSink> {
         let subject = job_subject(job_id);
+        // Each run of an id (a resume runs it again) publishes its own
+        // messages: the ids tell a retried publish, not a second run.
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        if let Ok(mut c) = self.counts.lock() {
+            c.insert(job_id.to_string(), (run.clone(), 0));
+        }
         let start = JobMessage::Start {
             job_id: job_id.to_string(),
             playbook: job.playbook.name.clone(),
@@ -152,7 +161,7 @@ impl JobObserver for Publisher {
         };
         let _ = self
             .tx
-            .send((subject.clone(), format!("{job_id}.start"), start));
+            .send((subject.clone(), format!("{job_id}.{run}.start"), start));
         Arc::new(Publishing {
             job_id: job_id.to_string(),
             subject,
@@ -163,13 +172,17 @@ impl JobObserver for Publisher {
     }
 
     fn ended(&self, report: &JobReport) {
-        if let Ok(mut c) = self.counts.lock() {
-            c.remove(&report.job_id);
-        }
+        let run = self
+            .counts
+            .lock()
+            .ok()
+            .and_then(|mut c| c.remove(&report.job_id))
+            .map(|(run, _)| run)
+            .unwrap_or_default();
         let msg = JobMessage::End {
             report: report.clone(),
         };
-        let id = format!("{}.end", report.job_id);
+        let id = format!("{}.{run}.end", report.job_id);
         let _ = self.tx.send((job_subject(&report.job_id), id, msg));
         if let Some(i) = &self.inner {
             i.ended(report);
@@ -251,7 +264,9 @@ impl Mirror {
                 retry_of,
                 by,
             } => {
-                if g.by_id.contains_key(&job_id) {
+                // The same id again: a resume of a job that ended.
+                if let Some(e) = g.by_id.get(&job_id) {
+                    e.mirror_reopen();
                     return;
                 }
                 let view = JobView {
@@ -421,5 +436,105 @@ impl JobStore for ClusterJobs {
             self.mirror.forget(id);
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::outcome::Outcome;
+    use crate::model::report::{JobResult, RunOutcome};
+
+    fn result(host: &str) -> JobResult {
+        JobResult::new(
+            host,
+            "roll",
+            "demo-web.service",
+            &Outcome::Ok { changed: true },
+            &Default::default(),
+        )
+    }
+
+    fn start(id: &str) -> JobMessage {
+        JobMessage::Start {
+            job_id: id.into(),
+            playbook: "roll".into(),
+            started_at: format!("2026-01-01T00:00:0{}Z", id.len() % 10),
+            hosts: vec!["a".into(), "b".into()],
+            retry_of: None,
+            by: "replica-1".into(),
+        }
+    }
+
+    fn end(id: &str, results: Vec<JobResult>) -> JobMessage {
+        JobMessage::End {
+            report: JobReport {
+                job_id: id.into(),
+                playbook: "roll".into(),
+                started_at: "2026-01-01T00:00:00Z".into(),
+                finished_at: "2026-01-01T00:01:00Z".into(),
+                outcome: RunOutcome::Completed,
+                results,
+                inputs: None,
+                retry_of: None,
+            },
+        }
+    }
+
+    #[test]
+    fn the_stream_is_followed_in_order_each_result_once_and_a_resume_reopens() {
+        let m = Mirror {
+            jobs: Arc::default(),
+            keep: 10,
+        };
+        let r = |index, host| JobMessage::Result {
+            job_id: "j".into(),
+            index,
+            result: result(host),
+        };
+        m.apply(start("j"));
+        m.apply(r(0, "a"));
+        // Delivered twice (a publish retried past the duplicate window).
+        m.apply(r(0, "a"));
+        m.apply(r(1, "b"));
+        let e = m.get("j").unwrap();
+        let (got, done) = e.results_since(0);
+        assert_eq!(got.iter().map(|r| r.hostname.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(done, None);
+        assert_eq!(e.coordinator(), Some("replica-1"));
+        // A result for a job never started is dropped, not a panic.
+        m.apply(JobMessage::Result {
+            job_id: "unknown".into(),
+            index: 0,
+            result: result("a"),
+        });
+        m.apply(end("j", got.clone()));
+        assert_eq!(e.results_since(0).1, Some(JobStatus::Completed));
+        // A resume runs the same id again: running until its own end.
+        m.apply(start("j"));
+        assert_eq!(e.view().outcome, JobStatus::Running);
+        m.apply(end("j", got));
+        assert_eq!(e.view().outcome, JobStatus::Completed);
+        let listed = m.list(&JobQuery {
+            limit: 10,
+            ..Default::default()
+        });
+        assert_eq!(listed.len(), 1);
+    }
+
+    #[test]
+    fn past_keep_the_oldest_finished_job_goes_and_running_ones_stay() {
+        let m = Mirror {
+            jobs: Arc::default(),
+            keep: 2,
+        };
+        m.apply(start("a"));
+        m.apply(start("bb"));
+        m.apply(end("bb", Vec::new()));
+        m.apply(start("ccc"));
+        // "a" runs: it stays; "bb" ended: it goes.
+        assert!(m.get("a").is_some());
+        assert!(m.get("bb").is_none());
+        assert!(m.get("ccc").is_some());
     }
 }

@@ -313,27 +313,30 @@ impl HostAction for Dispatch<'_> {
 
 /// A worker's maintenance flags of each (job, host) it worked, as the
 /// job's own steps left them: a single process reads them once per run,
-/// and so does a job worked task by task.
+/// and so does a job worked task by task. Kept per lease revision: a host
+/// that moved to another worker and back (whose steps may have changed
+/// its flags meanwhile) is read again.
 #[derive(Debug, Default)]
 pub struct MaintCache {
-    known: Mutex<HashMap<(String, String), MaintenanceState>>,
+    known: Mutex<HashMap<(String, String, u64), MaintenanceState>>,
 }
 
 /// Entries a worker keeps; past them it starts over (a read more each).
 const MAINT_CACHE_MAX: usize = 100_000;
 
 impl MaintCache {
-    fn get(&self, job: &str, host: &str) -> Option<MaintenanceState> {
-        let k = (job.to_string(), host.to_string());
+    fn get(&self, job: &str, host: &str, lease: u64) -> Option<MaintenanceState> {
+        let k = (job.to_string(), host.to_string(), lease);
         self.known.lock().ok()?.get(&k).cloned()
     }
 
-    fn put(&self, job: &str, host: &str, m: MaintenanceState) {
+    fn put(&self, job: &str, host: &str, lease: u64, m: MaintenanceState) {
         if let Ok(mut g) = self.known.lock() {
             if g.len() >= MAINT_CACHE_MAX {
                 g.clear();
             }
-            g.insert((job.to_string(), host.to_string()), m);
+            g.retain(|(j, h, _), _| !(j == job && h == host));
+            g.insert((job.to_string(), host.to_string(), lease), m);
         }
     }
 }
@@ -375,7 +378,8 @@ pub async fn answer_task(
     };
     let run = Do::new(spec);
     let host = &job.inventory.hosts[h].name;
-    if let Some(m) = cache.get(&req.job.job_id, host) {
+    let lease = fence.map_or(0, |f| f.revision);
+    if let Some(m) = cache.get(&req.job.job_id, host, lease) {
         if let Ok(mut g) = run.maint.lock() {
             g[h] = Some(m);
         }
@@ -383,7 +387,7 @@ pub async fn answer_task(
     let reply = answer_with(&run, h, &req.op, fence).await;
     let known = run.maint.lock().ok().and_then(|g| g[h].clone());
     if let Some(m) = known {
-        cache.put(&req.job.job_id, host, m);
+        cache.put(&req.job.job_id, host, lease, m);
     }
     // Pooled connections stay in the pool; one made for this task alone
     // (no pool) is closed.

@@ -177,6 +177,20 @@ impl Entry {
         self.push(r);
     }
 
+    /// A mirrored job that ended runs again (a resume, the same id).
+    pub fn mirror_reopen(&self) {
+        {
+            let mut s = self.state();
+            if s.view.outcome == JobStatus::Running {
+                return;
+            }
+            s.view.outcome = JobStatus::Running;
+            s.view.finished_at = None;
+            s.report = None;
+        }
+        self.changes.send_modify(|n| *n += 1);
+    }
+
     /// A mirrored job's end.
     pub fn mirror_end(&self, report: JobReport) {
         {
