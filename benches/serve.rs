@@ -24,33 +24,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{connections_opened, drover, keygen, lab_hosts, quantile, Server, Usage};
-
-fn ssh_all(cfg: &Path, hosts: &[String], cmd: &str) {
-    let children: Vec<Child> = hosts
-        .iter()
-        .map(|h| {
-            Command::new("ssh")
-                .arg("-F")
-                .arg(cfg)
-                .args(["-o", "ControlMaster=no", "-o", "ControlPath=none"])
-                .arg(h)
-                .arg(cmd)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("ssh")
-        })
-        .collect();
-    for mut c in children {
-        let _ = c.wait();
-    }
-}
+use common::{connections_opened, drover, keygen, lab_hosts, quantile, ssh_all, Server, Usage};
 
 async fn restart(c: &reqwest::Client, s: &Server, key: &str, n: usize) -> f64 {
     let t = Instant::now();
@@ -128,14 +105,7 @@ fn lab_bench() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let lock = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(".test.lock"))
-        .expect("lab lock");
-    // SAFETY: flock on a descriptor we own; held until the process exits.
-    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    let _lock = common::lab_lock(&dir);
     let (inv, cfg) = (dir.join("inventory.yml"), dir.join("ssh_config"));
     let tmp = tempfile::tempdir().expect("tempdir");
     let key = keygen(tmp.path());

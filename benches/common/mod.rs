@@ -176,3 +176,41 @@ pub fn quantile(sorted: &[f64], p: f64) -> f64 {
     }
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
+
+/// `cmd` on every host at once, each over a fresh ssh connection (no
+/// ControlMaster), waiting for all.
+pub fn ssh_all(cfg: &Path, hosts: &[String], cmd: &str) {
+    let children: Vec<Child> = hosts
+        .iter()
+        .map(|h| {
+            Command::new("ssh")
+                .arg("-F")
+                .arg(cfg)
+                .args(["-o", "ControlMaster=no", "-o", "ControlPath=none"])
+                .arg(h)
+                .arg(cmd)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("ssh")
+        })
+        .collect();
+    for mut c in children {
+        let _ = c.wait();
+    }
+}
+
+/// The lab's test lock in `dir`, held (exclusively) until the returned
+/// file is dropped: lab tests do not run beside the bench.
+pub fn lab_lock(dir: &Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".test.lock"))
+        .expect("lab lock");
+    // SAFETY: flock on a descriptor we own.
+    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    lock
+}
