@@ -142,15 +142,7 @@ async fn restart(c: &reqwest::Client, s: &Server, key: &str, n: usize) -> (f64, 
     let id = v["job_id"].as_str().expect("job id").to_string();
     let mut first = None;
     loop {
-        let v: serde_json::Value = c
-            .get(format!("{}/job/{id}", s.base))
-            .bearer_auth(key)
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("json");
+        let v = get_json(c, &format!("{}/job/{id}", s.base), key).await;
         let results = v["results"].as_array().map_or(0, Vec::len);
         if results > 0 && first.is_none() {
             first = Some(t.elapsed().as_secs_f64());
@@ -169,20 +161,24 @@ async fn restart(c: &reqwest::Client, s: &Server, key: &str, n: usize) -> (f64, 
     }
 }
 
+/// GET `url` with `key`: its JSON body (null if it is not JSON).
+async fn get_json(c: &reqwest::Client, url: &str, key: &str) -> serde_json::Value {
+    c.get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .unwrap_or_default()
+}
+
 /// Wait until every host reads through the replica (the worker holds its
 /// leases).
 async fn until_owned(c: &reqwest::Client, s: &Server, key: &str, n: usize) {
     let t0 = Instant::now();
     loop {
-        let v: serde_json::Value = c
-            .get(format!("{}/node/_all/service/demo-web", s.base))
-            .bearer_auth(key)
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .unwrap_or_default();
+        let v = get_json(c, &format!("{}/node/_all/service/demo-web", s.base), key).await;
         if v.as_array()
             .is_some_and(|a| a.len() == n && a.iter().all(|h| h.get("error").is_none()))
         {

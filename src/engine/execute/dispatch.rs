@@ -142,12 +142,7 @@ impl<'a> Dispatch<'a> {
                 tokio::select! {
                     r = &mut work => return r,
                     _ = tick.tick() => {
-                        let req = TaskRequest {
-                            protocol: PROTOCOL,
-                            job: self.job.clone(),
-                            host: host.name.clone(),
-                            op: TaskOp::Working { step },
-                        };
+                        let req = self.request(h, TaskOp::Working { step });
                         match self.tasks.ask(host, req, WORKING_EVERY).await {
                             Ok(TaskReply::Working(true)) => denied = 0,
                             Ok(TaskReply::Working(false)) => denied += 1,
@@ -169,14 +164,19 @@ impl<'a> Dispatch<'a> {
         self.ledger.into_results()
     }
 
-    async fn ask(&self, h: usize, op: TaskOp) -> Result<TaskReply, String> {
-        let host = &self.spec.job.inventory.hosts[h];
-        let req = TaskRequest {
+    /// `op` on host `h`, as a task of this job.
+    fn request(&self, h: usize, op: TaskOp) -> TaskRequest {
+        TaskRequest {
             protocol: PROTOCOL,
             job: self.job.clone(),
-            host: host.name.clone(),
+            host: self.spec.job.inventory.hosts[h].name.clone(),
             op,
-        };
+        }
+    }
+
+    async fn ask(&self, h: usize, op: TaskOp) -> Result<TaskReply, String> {
+        let host = &self.spec.job.inventory.hosts[h];
+        let req = self.request(h, op);
         let bound = self.spec.step_timeout + TASK_MARGIN;
         let t0 = tokio::time::Instant::now();
         loop {
@@ -451,17 +451,7 @@ async fn answer_with(
             };
             let session = match run.connect(h).await {
                 Ok(s) => s,
-                Err(f) => {
-                    return TaskReply::Worked {
-                        outcome: Outcome::Failed {
-                            failure: f,
-                            changed: false,
-                        },
-                        action: "none".into(),
-                        msg: None,
-                        logs: Vec::new(),
-                    }
-                }
+                Err(f) => return worked_failed(f),
             };
             // A restart is the one change done again would do twice: its
             // intent (the unit's InvocationID before) is left on the host,
@@ -508,17 +498,7 @@ async fn answer_with(
                         tracing::warn!(host = %job.inventory.hosts[h].name, "{f}");
                         return TaskReply::Stale(f.to_string());
                     }
-                    Err(f) => {
-                        return TaskReply::Worked {
-                            outcome: Outcome::Failed {
-                                failure: Failure::Error(f.to_string()),
-                                changed: false,
-                            },
-                            action: "none".into(),
-                            msg: None,
-                            logs: Vec::new(),
-                        }
-                    }
+                    Err(f) => return worked_failed(Failure::Error(f.to_string())),
                 }
             }
             let w = Work {
