@@ -78,6 +78,10 @@ pub struct ApplyOptions {
     /// Where each host's work runs: None, from this process; else asked of
     /// the host's owner (a cluster's coordinator).
     pub tasks: Option<std::sync::Arc<dyn crate::engine::execute::HostTasks>>,
+    /// The hosts the job was built over, when a key scoped to some made
+    /// it over fewer than the inventory's: a cluster's takeover rebuilds
+    /// it over the same ones. None: the whole inventory.
+    pub scope: Option<Vec<String>>,
 }
 
 /// How many journal lines a failed result carries unless told otherwise.
@@ -115,6 +119,7 @@ impl Default for ApplyOptions {
             claims: None,
             claim_wait: Duration::ZERO,
             tasks: None,
+            scope: None,
         }
     }
 }

@@ -32,6 +32,12 @@ pub enum Origin {
     Retry(String),
     /// `--resume`: the same job, continued.
     Resume,
+    /// A cluster's takeover: the same job, continued by another replica
+    /// from the results in the jobs stream. What its dead coordinator had
+    /// in flight is not known there: every step × host without a result
+    /// may have been under way, and its owner reads the host (the intent
+    /// the change left on it) before doing anything.
+    Takeover,
 }
 
 /// Results and in-flight changes taken over from an earlier run of the same
@@ -164,6 +170,12 @@ impl Carry {
         group.iter().copied().find(|&h| {
             matches!(self.get(si, h), Some(Carried::Result(_))) || self.in_flight(si, h).is_some()
         })
+    }
+
+    /// Whether the step × host's work may have been under way when the
+    /// last run stopped, and must be read before it is done again.
+    pub(crate) fn maybe_in_flight(&self, si: usize, h: usize) -> bool {
+        self.in_flight(si, h).is_some() || (self.origin == Origin::Takeover && !self.settles(si, h))
     }
 
     /// Whether nothing is left to do for the step × host.

@@ -29,6 +29,49 @@ pub const CLOCK_BUCKET: &str = "drover_clock";
 /// holds, taken by compare-and-set, renewed by its holder.
 pub const CLAIMS_BUCKET: &str = "drover_claims";
 
+/// The KV bucket of job leases: one entry per running job, holding the
+/// replica that coordinates it and what another needs to take it over;
+/// renewed by compare-and-set, gone when its replica stops renewing.
+pub const JOB_LEASES_BUCKET: &str = "drover_job_leases";
+
+/// A job lease's value: who coordinates the job, and the job as a
+/// replica that takes it over rebuilds it (its results so far come from
+/// the jobs stream).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobLease {
+    /// [`PROTOCOL`].
+    pub protocol: u32,
+    /// The coordinating replica.
+    pub by: String,
+    /// The job as its tasks carry it, secret parameters left out (no
+    /// bucket holds a secret): a job with one is not taken over.
+    pub job: TaskJob,
+    /// The hosts the job was built over when its key was scoped to some
+    /// (None: the whole inventory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Vec<String>>,
+    /// Run outside the playbook's window (an admin asked).
+    #[serde(default)]
+    pub ignore_window: bool,
+    /// Secret parameters were bound, and are not here.
+    #[serde(default)]
+    pub secret: bool,
+    /// The job it retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
+}
+
+// The lease holds parameter values.
+impl std::fmt::Debug for JobLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobLease")
+            .field("by", &self.by)
+            .field("job", &self.job)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The JetStream stream of jobs: per job, its start, each result in
 /// order and its end, on the job's subject ([`job_subject`]); every
 /// replica follows it, so any replica shows any job.

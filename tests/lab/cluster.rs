@@ -1790,3 +1790,6 @@ async fn any_replica_shows_any_job_and_an_event_stream_resumes_on_another() {
     assert!(log.contains("a malformed job message: dropped"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[path = "cluster_takeover.rs"]
+mod takeover;

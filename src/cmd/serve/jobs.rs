@@ -190,7 +190,10 @@ pub async fn cancel_job(
         .check(&caller.name)
         .await
         .map_err(ApiError::rate_limited)?;
-    // Seen from the jobs' stream: its walk runs on another replica.
+    // Run here (a job this replica took over shows as the stream holds
+    // it); else seen from the jobs' stream: its walk runs on another
+    // replica.
+    let e = state.jobs.here(&id).unwrap_or(e);
     if let Some(by) = e.coordinator().filter(|_| e.view().outcome == JobStatus::Running) {
         return Err(ApiError::conflict(format!(
             "job {id} is coordinated by {by}: cancel it on that replica (this one only shows it)"

@@ -336,6 +336,10 @@ pub async fn start_job_with(
         // look (this replica's own claims above keep its jobs apart).
         tasks: state.cluster.as_ref().map(|c| c.tasks.clone()),
         unit_claims: state.cluster.as_ref().map(|c| c.units.clone()),
+        scope: caller
+            .targets
+            .as_ref()
+            .map(|_| job.inventory.hosts.iter().map(|h| h.name.clone()).collect()),
         ..ApplyOptions::default()
     };
     let entry = state.jobs.start(job, opts, held).await?;

@@ -30,6 +30,7 @@ mod read;
 mod redis;
 mod session;
 mod state;
+mod takeover;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -378,15 +379,28 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             Some(n) => Arc::new(limit::SharedBuckets::new(n.clone(), a.rate_limit)),
             None => Arc::new(TokenBuckets::new(a.rate_limit)),
         };
+        let mut cluster_jobs = None;
         let jobs: Arc<dyn JobStore> = match cluster_nats {
-            // Its jobs run here and are published; every job of the
-            // cluster is followed from the stream.
+            // Its jobs run here under a lease and are published; every
+            // job of the cluster is followed from the stream.
             Some(nats) => {
+                use crate::engine::cluster::coordination::JobLeases;
                 use crate::engine::cluster::jobs::{ClusterJobs, Mirror, Publisher};
-                let publisher =
-                    Publisher::new(nats.clone(), replica_name.clone(), Some(Arc::new(observer)));
-                let local = DirJobs::open(&jobs_dir, retention)?.with_observer(Arc::new(publisher));
-                Arc::new(ClusterJobs::new(local, Mirror::follow(nats, retention.keep)))
+                let publisher = Arc::new(Publisher::new(
+                    nats.clone(),
+                    replica_name.clone(),
+                    Some(Arc::new(observer)),
+                ));
+                let local = DirJobs::open(&jobs_dir, retention)?.with_observer(publisher.clone());
+                let leases = JobLeases::new(nats.clone(), a.claim_ttl, replica_name.clone());
+                let cj = Arc::new(ClusterJobs::new(
+                    local,
+                    Mirror::follow(nats.clone(), retention.keep),
+                    publisher,
+                    leases.clone(),
+                ));
+                cluster_jobs = Some((cj.clone(), leases, nats));
+                cj
             }
             None => Arc::new(DirJobs::open(&jobs_dir, retention)?.with_observer(Arc::new(observer))),
         };
@@ -414,6 +428,12 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         });
         if let Some(f) = &fleet {
             live::watch_defaults(f, &state.loaded());
+        }
+        // A job whose coordinating replica died goes on here, if this
+        // replica wins its lease.
+        if let Some((cj, leases, nats)) = cluster_jobs {
+            let st = state.clone();
+            leases.watch(move |t| takeover::take_over(st.clone(), cj.clone(), nats.clone(), t));
         }
         let metrics_bound = match &a.metrics_listen {
             Some(addr) => {

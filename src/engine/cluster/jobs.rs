@@ -10,14 +10,16 @@
 //! and report in its `--jobs-dir`, a retry and a resume there too); what
 //! it publishes is what the others show.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::engine::cluster::coordination::{Fenced, JobLeases, Renewed};
 
 use crate::engine::claims::Held;
 use crate::engine::events::{Event, EventSink, JobObserver};
@@ -26,7 +28,9 @@ use crate::engine::job_store::{
     job_hosts, DirJobs, Entry, JobQuery, JobStatus, JobStore, JobSummary, JobView, Removed,
 };
 use crate::engine::apply::ApplyOptions;
-use crate::model::cluster::{job_subject, JobMessage, JOBS_STREAM};
+use crate::engine::cluster::coordination::Holding;
+use crate::engine::execute::task_job;
+use crate::model::cluster::{job_subject, JobLease, JobMessage, JOBS_STREAM, PROTOCOL};
 use crate::model::error::Result;
 use crate::model::report::JobReport;
 use crate::remote::nats::Nats;
@@ -61,19 +65,70 @@ pub struct Publisher {
     /// Per running job: this run's nonce (a resume runs the same id
     /// again) and the results published so far.
     counts: Arc<Mutex<HashMap<String, (String, usize)>>>,
+    /// Per job this replica coordinates: its lease's renewals. Nothing of
+    /// a job is published while its lease is not fresh, and nothing ever
+    /// once another replica took it over.
+    fences: Fences,
+    /// Jobs taken over, before their run starts here: the results the
+    /// stream holds already (not published again) and their count.
+    continued: Mutex<HashMap<String, (usize, StepHosts)>>,
+    /// Each job whose end the stream acknowledged.
+    ended_tx: broadcast::Sender<String>,
+}
+
+type Fences = Arc<Mutex<HashMap<String, Arc<Renewed>>>>;
+
+/// (step, host) pairs.
+pub type StepHosts = HashSet<(String, String)>;
+
+/// The job a message is of.
+fn job_of(m: &JobMessage) -> &str {
+    match m {
+        JobMessage::Start { job_id, .. } | JobMessage::Result { job_id, .. } => job_id,
+        JobMessage::End { report } => &report.job_id,
+    }
+}
+
+/// Whether a message of `job` may go now: Some(true) yes, Some(false)
+/// never (the job was taken over), None not yet (its lease is stale).
+fn may_publish(fences: &Fences, job: &str) -> Option<bool> {
+    let g = fences.lock().unwrap_or_else(|p| p.into_inner());
+    match g.get(job) {
+        None => Some(true),
+        Some(r) if r.lost() => Some(false),
+        Some(r) if r.fresh() => Some(true),
+        Some(_) => None,
+    }
 }
 
 impl Publisher {
     /// A publisher over `nats` named `by`, telling `inner` too.
     pub fn new(nats: Nats, by: String, inner: Option<Arc<dyn JobObserver>>) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, String, JobMessage)>();
+        let fences: Fences = Arc::default();
+        let (ended_tx, _) = broadcast::channel(64);
+        let (f2, e2) = (fences.clone(), ended_tx.clone());
         tokio::spawn(async move {
+            let (fences, ended_tx) = (f2, e2);
             // Made once, before the first message; retried until it is.
             while let Err(e) = jobs_stream(&nats).await {
                 tracing::warn!("cannot reach the jobs stream yet: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             while let Some((subject, id, msg)) = rx.recv().await {
+                let job = job_of(&msg).to_string();
+                // A stale lease holds the job's messages back until it is
+                // renewed; one taken over drops them.
+                let go = loop {
+                    match may_publish(&fences, &job) {
+                        Some(go) => break go,
+                        None => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                };
+                if !go {
+                    tracing::info!(job, id, "a message of a job taken over by another replica: not published");
+                    continue;
+                }
                 let Ok(payload) = serde_json::to_vec(&msg) else {
                     continue;
                 };
@@ -97,6 +152,9 @@ impl Publisher {
                 if !sent {
                     tracing::error!(id, "a job message was given up: other replicas miss it");
                 }
+                if sent && matches!(msg, JobMessage::End { .. }) {
+                    let _ = ended_tx.send(job);
+                }
             }
         });
         Publisher {
@@ -104,13 +162,47 @@ impl Publisher {
             by,
             tx,
             counts: Arc::default(),
+            fences,
+            continued: Mutex::default(),
+            ended_tx,
         }
+    }
+
+    /// The job's messages go only while `renewed` is fresh.
+    pub fn fence(&self, job_id: &str, renewed: Arc<Renewed>) {
+        if let Ok(mut g) = self.fences.lock() {
+            g.insert(job_id.to_string(), renewed);
+        }
+    }
+
+    /// The job's run here continues one taken over: the stream holds
+    /// `have` results already, `carried` by (step, host), which the run
+    /// reports again and are not published twice.
+    pub fn continues(&self, job_id: &str, have: usize, carried: HashSet<(String, String)>) {
+        if let Ok(mut g) = self.continued.lock() {
+            g.insert(job_id.to_string(), (have, carried));
+        }
+    }
+
+    /// Told the id of each job whose end the stream acknowledged.
+    pub fn ends(&self) -> broadcast::Receiver<String> {
+        self.ended_tx.subscribe()
+    }
+
+    /// Whether another replica took the job over from this one.
+    pub fn lost(&self, job_id: &str) -> bool {
+        self.fences
+            .lock()
+            .map(|g| g.get(job_id).is_some_and(|r| r.lost()))
+            .unwrap_or(false)
     }
 }
 
 /// One job's sink: its results to the publisher, in order.
 struct Publishing {
     job_id: String,
+    /// Results the stream holds already (a takeover's carried ones).
+    skip: Mutex<HashSet<(String, String)>>,
     subject: String,
     tx: mpsc::UnboundedSender<(String, String, JobMessage)>,
     counts: Arc<Mutex<HashMap<String, (String, usize)>>>,
@@ -119,7 +211,15 @@ struct Publishing {
 
 impl EventSink for Publishing {
     fn event(&self, e: &Event) {
-        if let Event::HostResult(r) = e {
+        let again = match e {
+            Event::HostResult(r) => self
+                .skip
+                .lock()
+                .map(|mut g| g.remove(&(r.step.clone(), r.hostname.clone())))
+                .unwrap_or(false),
+            _ => false,
+        };
+        if let (Event::HostResult(r), false) = (e, again) {
             let (run, index) = {
                 let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
                 let (run, n) = c
@@ -148,8 +248,14 @@ impl JobObserver for Publisher {
         // Each run of an id (a resume runs it again) publishes its own
         // messages: the ids tell a retried publish, not a second run.
         let run = uuid::Uuid::new_v4().simple().to_string();
+        let (have, skip) = self
+            .continued
+            .lock()
+            .ok()
+            .and_then(|mut g| g.remove(job_id))
+            .unwrap_or_default();
         if let Ok(mut c) = self.counts.lock() {
-            c.insert(job_id.to_string(), (run.clone(), 0));
+            c.insert(job_id.to_string(), (run.clone(), have));
         }
         let start = JobMessage::Start {
             job_id: job_id.to_string(),
@@ -164,6 +270,7 @@ impl JobObserver for Publisher {
             .send((subject.clone(), format!("{job_id}.{run}.start"), start));
         Arc::new(Publishing {
             job_id: job_id.to_string(),
+            skip: Mutex::new(skip),
             subject,
             tx: self.tx.clone(),
             counts: self.counts.clone(),
@@ -203,6 +310,8 @@ struct Mirrored {
 pub struct Mirror {
     jobs: Arc<Mutex<Mirrored>>,
     keep: usize,
+    /// The stream sequence of the last message applied.
+    applied: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Mirror {
@@ -212,6 +321,7 @@ impl Mirror {
         let m = Mirror {
             jobs: Arc::default(),
             keep: keep.max(1),
+            applied: Arc::default(),
         };
         let me = m.clone();
         tokio::spawn(async move {
@@ -245,6 +355,10 @@ impl Mirror {
                     tracing::warn!(subject = %m.subject, error = %e, "a malformed job message: dropped")
                 }
             }
+            if let Ok(info) = m.info() {
+                self.applied
+                    .fetch_max(info.stream_sequence, std::sync::atomic::Ordering::SeqCst);
+            }
         }
         Err("the stream ended".into())
     }
@@ -264,9 +378,11 @@ impl Mirror {
                 retry_of,
                 by,
             } => {
-                // The same id again: a resume of a job that ended.
+                // The same id again: a resume of a job that ended, or a
+                // takeover of one whose coordinator died.
                 if let Some(e) = g.by_id.get(&job_id) {
                     e.mirror_reopen();
+                    e.mirror_coordinator(by);
                     return;
                 }
                 let view = JobView {
@@ -324,6 +440,27 @@ impl Mirror {
         }
     }
 
+    /// Wait (up to `bound`) until the stream's last message is applied.
+    pub async fn caught_up(&self, nats: &Nats, bound: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + bound;
+        let last = loop {
+            let info = async { jobs_stream(nats).await?.info().await.map_err(|e| e.to_string()).map(|i| i.state.last_sequence) };
+            match tokio::time::timeout_at(deadline, info).await {
+                Ok(Ok(last)) => break last,
+                Ok(Err(e)) => tracing::warn!("the jobs stream's state: {e}"),
+                Err(_) => return false,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        while self.applied.load(std::sync::atomic::Ordering::SeqCst) < last {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
     /// A job by id.
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
         self.lock().by_id.get(id).cloned()
@@ -378,20 +515,168 @@ impl Mirror {
 pub struct ClusterJobs {
     local: DirJobs,
     mirror: Mirror,
+    publisher: Arc<Publisher>,
+    leases: Arc<JobLeases>,
+    /// Jobs this replica took over: shown as the stream holds them (their
+    /// results in the stream's order, the same on every replica).
+    taken: Mutex<HashSet<String>>,
 }
 
 impl ClusterJobs {
-    /// `local` runs this replica's jobs (its observer a [`Publisher`]);
-    /// `mirror` follows the stream.
-    pub fn new(local: DirJobs, mirror: Mirror) -> Self {
-        ClusterJobs { local, mirror }
+    /// `local` runs this replica's jobs (its observer `publisher`);
+    /// `mirror` follows the stream; `leases` hold the jobs run here.
+    pub fn new(local: DirJobs, mirror: Mirror, publisher: Arc<Publisher>, leases: Arc<JobLeases>) -> Self {
+        ClusterJobs {
+            local,
+            mirror,
+            publisher,
+            leases,
+            taken: Mutex::default(),
+        }
+    }
+
+    /// The job as the stream shows it.
+    pub fn mirrored(&self, id: &str) -> Option<Arc<Entry>> {
+        self.mirror.get(id)
+    }
+
+    /// Wait (up to `bound`) until this replica has followed the stream to
+    /// its last message: nothing acknowledged is missed by a takeover.
+    pub async fn caught_up(&self, nats: &Nats, bound: Duration) -> bool {
+        self.mirror.caught_up(nats, bound).await
+    }
+
+    /// Where a job's journal is in this replica's store.
+    pub fn journal_path(&self, id: &str) -> PathBuf {
+        crate::engine::journal::Journal::beside(&self.local.report_path(id))
+    }
+
+    /// Continue a job taken over from a replica that died: the stream holds
+    /// `have` results already, `carried` by (step, host).
+    pub async fn continue_taken(
+        &self,
+        job: Job,
+        opts: ApplyOptions,
+        held: Held,
+        holding: Holding,
+        carried: HashSet<(String, String)>,
+        have: usize,
+    ) -> Result<Arc<Entry>> {
+        let id = opts.job_id.clone().unwrap_or_default();
+        if let Ok(mut g) = self.taken.lock() {
+            g.insert(id.clone());
+        }
+        self.publisher.continues(&id, have, carried);
+        self.run(job, opts, held, holding).await
+    }
+
+    /// Give back a lease taken over for a job that will not run here.
+    pub async fn give_back(&self, holding: Holding) {
+        self.leases.give_back(holding).await
+    }
+
+    /// End a job taken over that cannot go on here with `report`, then
+    /// give its lease back once the stream holds that end.
+    pub async fn abandon(&self, holding: Holding, report: JobReport) {
+        let id = report.job_id.clone();
+        let mut ends = self.publisher.ends();
+        let msg = JobMessage::End { report };
+        let _ = self.publisher.tx.send((job_subject(&id), format!("{id}.abandoned.end"), msg));
+        let wait = async {
+            while let Ok(j) = ends.recv().await {
+                if j == id {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(30), wait).await;
+        self.leases.give_back(holding).await
+    }
+
+    fn shown_from_stream(&self, id: &str) -> bool {
+        self.publisher.lost(id) || self.taken.lock().map(|g| g.contains(id)).unwrap_or(false)
+    }
+
+    /// Run `job` here under its lease: its tasks and messages fenced by
+    /// the lease, the lease kept until the stream holds its end.
+    async fn run(&self, job: Job, mut opts: ApplyOptions, held: Held, holding: Holding) -> Result<Arc<Entry>> {
+        let id = opts.job_id.clone().unwrap_or_default();
+        let renewed = holding.renewed.clone();
+        self.publisher.fence(&id, renewed.clone());
+        opts.tasks = opts.tasks.map(|inner| {
+            Arc::new(Fenced {
+                inner,
+                renewed: renewed.clone(),
+            }) as Arc<dyn crate::engine::execute::HostTasks>
+        });
+        let mut ends = self.publisher.ends();
+        let entry = match self.local.start(job, opts, held, None).await {
+            Ok(e) => e,
+            Err(e) => {
+                self.leases.give_back(holding).await;
+                return Err(e);
+            }
+        };
+        let (e2, id2) = (entry.clone(), id.clone());
+        // Given back once the stream holds the job's end: a replica that
+        // dies before that leaves the lease, and the one that takes it
+        // finds the job ended.
+        let done = async move {
+            loop {
+                match ends.recv().await {
+                    Ok(j) if j == id2 => break,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if e2.view().outcome != JobStatus::Running {
+                            break;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        };
+        let stop = entry.clone();
+        self.leases.keep(holding, done, move || {
+            stop.cancel();
+        });
+        Ok(entry)
+    }
+}
+
+/// What a replica that takes `job` over needs of it (see
+/// [`crate::engine::cluster::coordination`]).
+fn lease_of(job: &Job, opts: &ApplyOptions, id: &str, by: &str) -> JobLease {
+    let mut task = task_job(job, id, opts.allow_protected, opts.step_timeout, opts.failure_logs);
+    // No bucket holds a secret.
+    task.params = job.params_record();
+    JobLease {
+        protocol: PROTOCOL,
+        by: by.to_string(),
+        job: task,
+        scope: opts.scope.clone(),
+        ignore_window: opts.ignore_window,
+        secret: job.params.secret_names().next().is_some(),
+        retry_of: match opts.carry.as_ref().map(|c| &c.origin) {
+            Some(crate::engine::carry::Origin::Retry(p)) => Some(p.clone()),
+            _ => opts.resume.as_ref().and_then(|c| c.header.retry_of.clone()),
+        },
     }
 }
 
 #[async_trait::async_trait]
 impl JobStore for ClusterJobs {
     fn get(&self, id: &str) -> Option<Arc<Entry>> {
+        if self.shown_from_stream(id) {
+            return self.mirror.get(id).or_else(|| self.local.get(id));
+        }
         self.local.get(id).or_else(|| self.mirror.get(id))
+    }
+
+    fn here(&self, id: &str) -> Option<Arc<Entry>> {
+        match self.publisher.lost(id) {
+            true => None,
+            false => self.local.get(id),
+        }
     }
 
     fn list(&self, q: &JobQuery) -> Vec<JobView> {
@@ -402,16 +687,29 @@ impl JobStore for ClusterJobs {
             .into_iter()
             .map(|e| {
                 let id = e.view().job_id;
-                self.local
-                    .get(&id)
-                    .map(|l| l.view())
-                    .unwrap_or_else(|| e.view())
+                match self.shown_from_stream(&id) {
+                    true => None,
+                    false => self.local.get(&id),
+                }
+                .map(|l| l.view())
+                .unwrap_or_else(|| e.view())
             })
             .collect()
     }
 
-    async fn start(&self, job: Job, opts: ApplyOptions, held: Held) -> Result<Arc<Entry>> {
-        self.local.start(job, opts, held, None).await
+    async fn start(&self, job: Job, mut opts: ApplyOptions, held: Held) -> Result<Arc<Entry>> {
+        let id = opts
+            .job_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        opts.job_id = Some(id.clone());
+        let lease = lease_of(&job, &opts, &id, self.leases.by());
+        let holding = self.leases.take(&id, &lease).await.map_err(|e| {
+            crate::model::error::Error::Internal(format!(
+                "cannot take the job's lease, so no replica could take it over: {e}"
+            ))
+        })?;
+        self.run(job, opts, held, holding).await
     }
 
     fn stop_all(&self, why: &str) {
@@ -486,6 +784,7 @@ mod tests {
         let m = Mirror {
             jobs: Arc::default(),
             keep: 10,
+            applied: Arc::default(),
         };
         let r = |index, host| JobMessage::Result {
             job_id: "j".into(),
@@ -501,7 +800,7 @@ mod tests {
         let (got, done) = e.results_since(0);
         assert_eq!(got.iter().map(|r| r.hostname.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(done, None);
-        assert_eq!(e.coordinator(), Some("replica-1"));
+        assert_eq!(e.coordinator().as_deref(), Some("replica-1"));
         // A result for a job never started is dropped, not a panic.
         m.apply(JobMessage::Result {
             job_id: "unknown".into(),
@@ -523,10 +822,39 @@ mod tests {
     }
 
     #[test]
+    fn a_job_taken_over_names_its_new_coordinator_and_goes_on_at_the_next_index() {
+        let m = Mirror {
+            jobs: Arc::default(),
+            keep: 10,
+            applied: Arc::default(),
+        };
+        let r = |index, host| JobMessage::Result {
+            job_id: "j".into(),
+            index,
+            result: result(host),
+        };
+        m.apply(start("j"));
+        m.apply(r(0, "a"));
+        // replica-2 takes it over: its run numbers on from the stream's.
+        let mut again = start("j");
+        if let JobMessage::Start { by, .. } = &mut again {
+            *by = "replica-2".into();
+        }
+        m.apply(again);
+        m.apply(r(1, "b"));
+        let e = m.get("j").unwrap();
+        assert_eq!(e.view().outcome, JobStatus::Running);
+        assert_eq!(e.coordinator().as_deref(), Some("replica-2"));
+        let hosts: Vec<String> = e.results_since(0).0.into_iter().map(|r| r.hostname).collect();
+        assert_eq!(hosts, ["a", "b"]);
+    }
+
+    #[test]
     fn past_keep_the_oldest_finished_job_goes_and_running_ones_stay() {
         let m = Mirror {
             jobs: Arc::default(),
             keep: 2,
+            applied: Arc::default(),
         };
         m.apply(start("a"));
         m.apply(start("bb"));

@@ -5,6 +5,7 @@
 
 pub mod claims;
 pub mod clock;
+pub mod coordination;
 pub mod jobs;
 pub mod rate;
 pub mod reads;

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::engine::execute::{answer_task, MaintCache};
 use crate::engine::job::Job;
@@ -35,11 +35,14 @@ pub struct WorkerTasks {
     at_once: Semaphore,
     /// The work tasks taken and not answered yet: (job, host, step).
     working: Mutex<HashSet<(String, String, usize)>>,
+    /// Told when one of them is answered.
+    answered: Notify,
 }
 
 /// A work task taken: in [`WorkerTasks::working`] until answered.
 struct Taken<'a> {
     set: &'a Mutex<HashSet<(String, String, usize)>>,
+    answered: &'a Notify,
     key: (String, String, usize),
 }
 
@@ -48,6 +51,7 @@ impl Drop for Taken<'_> {
         if let Ok(mut g) = self.set.lock() {
             g.remove(&self.key);
         }
+        self.answered.notify_waiters();
     }
 }
 
@@ -70,6 +74,7 @@ impl WorkerTasks {
             maint: MaintCache::default(),
             at_once: Semaphore::new(forks.max(1)),
             working: Mutex::default(),
+            answered: Notify::new(),
         }
     }
 
@@ -115,15 +120,27 @@ impl WorkerTasks {
                     .unwrap_or(false);
                 return TaskReply::Working(now);
             }
-            TaskOp::Work { step, .. } => {
-                if let Ok(mut g) = self.working.lock() {
-                    g.insert(key(*step));
+            // The same work sent again while this worker still does it
+            // (its coordinator died, and another took the job over): it
+            // waits for the first to end, then reads the host, so that a
+            // change is never made twice at once.
+            TaskOp::Work { step, .. } => loop {
+                let answered = self.answered.notified();
+                let took = self
+                    .working
+                    .lock()
+                    .map(|mut g| g.insert(key(*step)))
+                    .unwrap_or(true);
+                if took {
+                    break Some(Taken {
+                        set: &self.working,
+                        answered: &self.answered,
+                        key: key(*step),
+                    });
                 }
-                Some(Taken {
-                    set: &self.working,
-                    key: key(*step),
-                })
-            }
+                tracing::info!(job = %req.job.job_id, host = %req.host, step, "the same work again while it runs: waiting for it to end");
+                answered.await;
+            },
             _ => None,
         };
         let job = match self.job(&req.job) {

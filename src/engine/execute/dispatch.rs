@@ -67,6 +67,31 @@ const OWNER_RETRY: Duration = Duration::from_millis(500);
 /// still being done.
 const WORKING_EVERY: Duration = Duration::from_secs(1);
 
+/// What every task of `job` carries of it: its text, parameters and
+/// digests, so that the worker rebuilds and checks the same job.
+pub fn task_job(
+    job: &Job,
+    job_id: &str,
+    allow_protected: bool,
+    step_timeout: Duration,
+    failure_logs: u32,
+) -> TaskJob {
+    let inputs = job.inputs();
+    TaskJob {
+        job_id: job_id.to_string(),
+        label: job.playbook.path.display().to_string(),
+        text: job.playbook.source.to_string(),
+        params: job.params.values().clone(),
+        playbook: inputs.playbook,
+        inventory: inputs.inventory,
+        params_digest: inputs.params,
+        limit: job.limit.clone(),
+        allow_protected,
+        step_timeout_ms: u64::try_from(step_timeout.as_millis()).unwrap_or(u64::MAX),
+        failure_logs,
+    }
+}
+
 /// Apply's [`HostAction`] in cluster mode: each question about a host is
 /// a task for its owner.
 pub(crate) struct Dispatch<'a> {
@@ -87,20 +112,13 @@ impl<'a> Dispatch<'a> {
     pub(super) fn new(spec: RunSpec<'a>, tasks: Arc<dyn HostTasks>) -> Self {
         let job = spec.job;
         let n = job.inventory.hosts.len();
-        let inputs = job.inputs();
-        let task_job = TaskJob {
-            job_id: spec.job_id.clone(),
-            label: job.playbook.path.display().to_string(),
-            text: job.playbook.source.to_string(),
-            params: job.params.values().clone(),
-            playbook: inputs.playbook,
-            inventory: inputs.inventory,
-            params_digest: inputs.params,
-            limit: job.limit.clone(),
-            allow_protected: spec.allow_protected,
-            step_timeout_ms: u64::try_from(spec.step_timeout.as_millis()).unwrap_or(u64::MAX),
-            failure_logs: spec.failure_logs,
-        };
+        let task_job = task_job(
+            job,
+            &spec.job_id,
+            spec.allow_protected,
+            spec.step_timeout,
+            spec.failure_logs,
+        );
         Dispatch {
             forks: Semaphore::new(spec.forks.max(1)),
             tasks,
@@ -124,7 +142,9 @@ impl<'a> Dispatch<'a> {
         failed_at: Option<String>,
     ) -> Result<TaskReply, String> {
         let host = &self.spec.job.inventory.hosts[h];
-        let mut again = false;
+        // A job taken over from a replica that died: its work here may
+        // have been under way, so the owner reads the host first.
+        let mut again = self.spec.carry.is_some_and(|c| c.maybe_in_flight(step, h));
         loop {
             let op = TaskOp::Work {
                 step,

@@ -18,7 +18,7 @@ mod host;
 mod service;
 mod step;
 
-pub use dispatch::{answer_task, HostTasks, MaintCache, Unanswered};
+pub use dispatch::{answer_task, task_job, HostTasks, MaintCache, Unanswered};
 
 pub use host::really_changed;
 
@@ -245,10 +245,10 @@ impl Ledger {
 
     /// A host's result taken over from an earlier run.
     fn carry(&self, spec: &RunSpec<'_>, si: usize, h: usize, r: &JobResult) {
-        // A resume's journal already holds what it carries; a retry's is
+        // A resume's (or a takeover's) journal already holds what it carries; a retry's is
         // new and gets it, so that a resume of the retry finds it there.
         let journal = match spec.carry.map(|c| &c.origin) {
-            Some(Origin::Resume) => None,
+            Some(Origin::Resume | Origin::Takeover) => None,
             _ => spec.journal,
         };
         self.push(spec, si, h, r.clone(), journal);

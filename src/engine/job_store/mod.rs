@@ -133,7 +133,7 @@ pub struct Entry {
     progress: Mutex<Progress>,
     /// A job another cluster replica coordinates, seen from its stream:
     /// that replica's name.
-    coordinator: Option<String>,
+    coordinator: Mutex<Option<String>>,
 }
 
 impl Entry {
@@ -146,7 +146,7 @@ impl Entry {
             stop: Arc::new(StopFlag::default()),
             hosts,
             progress: Mutex::new(Progress::new()),
-            coordinator: None,
+            coordinator: Mutex::new(None),
         })
     }
 
@@ -162,14 +162,23 @@ impl Entry {
             stop: Arc::new(StopFlag::default()),
             hosts,
             progress: Mutex::new(Progress::new()),
-            coordinator: Some(coordinator),
+            coordinator: Mutex::new(Some(coordinator)),
         })
     }
 
     /// The replica coordinating a job seen from the stream (None: this
     /// process runs it, or ran it).
-    pub fn coordinator(&self) -> Option<&str> {
-        self.coordinator.as_deref()
+    pub fn coordinator(&self) -> Option<String> {
+        self.coordinator
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Another replica took the mirrored job over.
+    pub fn mirror_coordinator(&self, by: String) {
+        *self.coordinator.lock().unwrap_or_else(|p| p.into_inner()) = Some(by);
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// The next result of a mirrored job.
@@ -393,6 +402,11 @@ pub trait JobStore: Send + Sync {
     async fn shutdown(&self, why: &str);
     /// A finished job's journal, to retry or resume it from.
     fn journal(&self, id: &str) -> Option<PathBuf>;
+    /// The job as this process runs it (cluster mode: None for a job
+    /// another replica coordinates), which a cancel stops.
+    fn here(&self, id: &str) -> Option<Arc<Entry>> {
+        self.get(id)
+    }
     /// Every job within `within` (None: every job), newest first, as
     /// summaries: no report is read, so counting and filtering on how
     /// their hosts ended costs no more than the index.
@@ -670,6 +684,11 @@ impl DirJobs {
             .collect()
     }
 
+    /// Where a job's report goes (its journal beside it).
+    pub fn report_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
     /// Start `job` in the background with `opts` (its report and journal
     /// go to the store's directory), holding `held` until it ends. Returns
     /// once the job has started, or with the error that kept it from
@@ -687,7 +706,7 @@ impl DirJobs {
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         opts.job_id = Some(id.clone());
         let opts_resumes = opts.resume.is_some();
-        let report_path = self.dir.join(format!("{id}.json"));
+        let report_path = self.report_path(&id);
         opts.report = Some(report_path.clone());
         let entry = Entry::new(
             JobView {
