@@ -14,9 +14,15 @@
 //!     (`GET /v1/agent/health/service/name/demo-web`, answered by the
 //!     owners) from 20 clients for 10 s: p50/p99 latency; target p99 < 50 ms.
 //!
+//! (e), (f), (g): a result on another replica's event stream, the
+//! coordinating replica's and a worker's death, on production TTLs (see
+//! `cluster/failover.rs`).
+//!
 //! It holds the lab's test lock while it runs.
 
 mod common;
+#[path = "cluster/failover.rs"]
+mod failover;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -83,14 +89,24 @@ impl Drop for Worker {
 }
 
 fn worker(nats: &str, inv: &Path, dir: &Path, forks: usize) -> Worker {
+    worker_named(nats, inv, dir, forks, "bench")
+}
+
+/// A worker named `name`, its log `dir/worker-NAME.log` (`worker.log`
+/// for "bench").
+fn worker_named(nats: &str, inv: &Path, dir: &Path, forks: usize, name: &str) -> Worker {
+    let log = match name {
+        "bench" => dir.join("worker.log"),
+        _ => dir.join(format!("worker-{name}.log")),
+    };
     let child = drover()
         .args(["worker", "--nats", nats, "-i"])
         .arg(inv)
-        .args(["--name", "bench", "--lease-ttl", "15s", "--forks"])
+        .args(["--name", name, "--lease-ttl", "15s", "--forks"])
         .env("RUST_LOG", "drover=info")
         .arg(forks.to_string())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("worker.log")).expect("log"))
+        .stderr(std::fs::File::create(log).expect("log"))
         .spawn()
         .expect("drover worker");
     Worker(child)
@@ -103,6 +119,19 @@ fn server(
     forks: usize,
     nats: Option<&str>,
     log: &str,
+) -> Server {
+    server_with(inv, dir, node, forks, nats, log, &[])
+}
+
+/// [`server`] with `extra` arguments.
+fn server_with(
+    inv: &Path,
+    dir: &Path,
+    node: &str,
+    forks: usize,
+    nats: Option<&str>,
+    log: &str,
+    extra: &[&str],
 ) -> Server {
     let mut args: Vec<OsString> = vec![
         "serve".into(),
@@ -120,6 +149,7 @@ fn server(
     if let Some(n) = nats {
         args.extend(["--nats".into(), n.into()]);
     }
+    args.extend(extra.iter().map(OsString::from));
     Server::start(args, &dir.join(format!("{log}.log")))
 }
 
@@ -316,6 +346,10 @@ fn main() {
         drop(w);
         drop(nats);
     }
+    // (e), (f), (g): event streams across replicas and failover, on
+    // production TTLs.
+    ssh_all(&cfg, &hosts, reset);
+    failover::run(&rt, &key, &inv, tmp.path(), &hosts[0], n);
     println!(
         "(a) median cluster cold / single cold: x{:.2} (target <= 1.10); (b) median cluster warm / single warm: x{:.2} (target <= 1.15)",
         median(cold_x),

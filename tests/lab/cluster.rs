@@ -1793,3 +1793,6 @@ async fn any_replica_shows_any_job_and_an_event_stream_resumes_on_another() {
 
 #[path = "cluster_takeover.rs"]
 mod takeover;
+
+#[path = "cluster_scenarios.rs"]
+mod scenarios;

@@ -86,24 +86,24 @@ test "$(systemctl is-active demo-web demo-worker demo-idle | tr '\n' ' ')" = "ac
 
 const UNITS: &str = "demo-web demo-worker demo-idle demo-broken demo-extra demo-scen";
 
-struct Scenario {
-    name: &'static str,
+pub(crate) struct Scenario {
+    pub(crate) name: &'static str,
     /// (host, shell command) run in order before planning.
-    setup: &'static [(&'static str, &'static str)],
+    pub(crate) setup: &'static [(&'static str, &'static str)],
     /// The playbook's steps (YAML, under `steps:`).
-    steps: &'static str,
+    pub(crate) steps: &'static str,
     /// `--limit`, when the scenario uses one.
-    limit: Option<&'static str>,
+    pub(crate) limit: Option<&'static str>,
     /// Spot checks: (step, host, status, changed) that apply must report.
-    expect: &'static [(&'static str, &'static str, &'static str, bool)],
+    pub(crate) expect: &'static [(&'static str, &'static str, &'static str, bool)],
     /// The lab's inventory, changed (protected units, another user, a host
     /// that does not answer); None: the lab's own.
-    inventory: Option<fn(&str) -> String>,
+    pub(crate) inventory: Option<fn(&str) -> String>,
     /// Plan from a facts file collected just before (`drover facts`, then
     /// `plan --facts`) instead of reading the hosts live.
-    facts_file: bool,
+    pub(crate) facts_file: bool,
     /// Spot checks of the plan's batch numbers: (step, host, batch).
-    batches: &'static [(&'static str, &'static str, usize)],
+    pub(crate) batches: &'static [(&'static str, &'static str, usize)],
 }
 
 /// What a scenario does not say: the lab's inventory, a live plan, no
@@ -119,7 +119,7 @@ const BASE: Scenario = Scenario {
     batches: &[],
 };
 
-fn scenarios() -> Vec<Scenario> {
+pub(crate) fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "start an already active unit",
@@ -552,7 +552,7 @@ fn modules_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("modules")
 }
 
-fn playbook_text(s: &Scenario) -> String {
+pub(crate) fn playbook_text(s: &Scenario) -> String {
     let strategy = if s.name.starts_with("strategy free") {
         "strategy: free\n"
     } else {
@@ -586,7 +586,7 @@ fn on_all(lab: &Lab, cmd: &str) -> Vec<(String, bool, String)> {
     })
 }
 
-fn restore(lab: &Lab) -> Result<(), String> {
+pub(crate) fn restore(lab: &Lab) -> Result<(), String> {
     let bad: Vec<String> = on_all(lab, RESTORE)
         .into_iter()
         .filter(|(_, ok, _)| !ok)
@@ -601,7 +601,7 @@ fn restore(lab: &Lab) -> Result<(), String> {
 
 /// Every unit's identity and state on every host (InvocationID,
 /// ActiveEnterTimestamp, states), one ssh per host.
-fn snapshot(lab: &Lab) -> BTreeMap<String, String> {
+pub(crate) fn snapshot(lab: &Lab) -> BTreeMap<String, String> {
     let cmd = format!(
         "systemctl show -p Id,InvocationID,ActiveEnterTimestamp,ActiveState,SubState,UnitFileState,LoadState,MainPID --timestamp=unix {UNITS}"
     );
@@ -616,12 +616,12 @@ fn snapshot(lab: &Lab) -> BTreeMap<String, String> {
 
 /// Per (step, host): status, changed, the operations (`+`-joined, `none`
 /// for none) and the error text, as both the plan and the report say them.
-type Outcomes = BTreeMap<(String, String), Outcome>;
+pub(crate) type Outcomes = BTreeMap<(String, String), Outcome>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Outcome {
-    status: String,
-    changed: bool,
+pub(crate) struct Outcome {
+    pub(crate) status: String,
+    pub(crate) changed: bool,
     ops: String,
     error: Option<String>,
     kind: Option<String>,
@@ -632,7 +632,7 @@ impl Outcome {
     /// difference in words only: a script module whose check says it
     /// changes nothing is planned with no operation, while apply reports
     /// that it ran the program (`run`); both say nothing changed.
-    fn predicts(&self, applied: &Outcome) -> bool {
+    pub(crate) fn predicts(&self, applied: &Outcome) -> bool {
         self == applied
             || (self.ops == "none"
                 && applied.ops == "run"
@@ -645,7 +645,7 @@ impl Outcome {
 }
 
 /// The results as Outcomes; a step × host reported twice is an error.
-fn outcomes(results: impl Iterator<Item = Value>) -> Result<Outcomes, String> {
+pub(crate) fn outcomes(results: impl Iterator<Item = Value>) -> Result<Outcomes, String> {
     let mut out = Outcomes::new();
     for r in results {
         // The plan lists `actions`, the report `action`: the same words.
