@@ -1796,3 +1796,6 @@ mod takeover;
 
 #[path = "cluster_scenarios.rs"]
 mod scenarios;
+
+#[path = "cluster_permissions.rs"]
+mod permissions;
