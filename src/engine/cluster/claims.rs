@@ -30,6 +30,13 @@ const RETRY: Duration = Duration::from_millis(250);
 const CALL: Duration = Duration::from_secs(5);
 
 
+/// Up to 100 ms, from the OS's randomness (0 without it).
+fn rand_ms() -> u8 {
+    let mut b = [0u8; 1];
+    let _ = getrandom::fill(&mut b);
+    b[0] % 101
+}
+
 /// A claim's value: who holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Holder {
@@ -97,18 +104,29 @@ impl KvClaims {
 
     /// One attempt at every key, all or none: the revisions taken, else
     /// the claim someone holds (the ones taken meanwhile are given back).
+    /// The keys are created at once, not one round trip after another: a
+    /// job over 30 hosts waits for one round trip, not thirty.
     async fn try_take(&self, keys: &[Claim], value: &[u8]) -> Result<Vec<(String, u64)>, Busy> {
-        let mut taken: Vec<(String, u64)> = Vec::new();
-        for c in keys {
+        let created = futures_util::future::join_all(keys.iter().map(|c| {
             let key = claim_key(c);
-            let created =
-                tokio::time::timeout(CALL, self.store.create(&key, value.to_vec().into())).await;
+            async move {
+                let r = tokio::time::timeout(CALL, self.store.create(&key, value.to_vec().into())).await;
+                (key, r)
+            }
+        }))
+        .await;
+        let mut taken: Vec<(String, u64)> = Vec::new();
+        let mut busy = None;
+        for (c, (key, created)) in keys.iter().zip(created) {
             let why = match created {
                 Ok(Ok(rev)) => {
                     taken.push((key, rev));
                     continue;
                 }
                 Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    if busy.is_some() {
+                        continue;
+                    }
                     match tokio::time::timeout(CALL, self.store.entry(&key)).await {
                         Ok(Ok(Some(e))) => serde_json::from_slice::<Holder>(&e.value)
                             .map(|h| h.job_id)
@@ -120,26 +138,32 @@ impl KvClaims {
                 Ok(Err(e)) => format!("(the claims bucket refused: {e})"),
                 Err(_) => "(the claims bucket did not answer within 5s)".into(),
             };
-            give_back(&self.store, &taken).await;
-            return Err(Busy {
+            busy.get_or_insert(Busy {
                 job_id: why,
                 claim: c.clone(),
             });
         }
-        Ok(taken)
+        match busy {
+            None => Ok(taken),
+            Some(b) => {
+                give_back(&self.store, &taken).await;
+                Err(b)
+            }
+        }
     }
 }
 
 /// Delete each key on the revision this holder wrote: a key someone else
 /// took since is left alone.
 async fn give_back(store: &kv::Store, keys: &[(String, u64)]) {
-    for (key, rev) in keys {
+    futures_util::future::join_all(keys.iter().map(|(key, rev)| async move {
         match tokio::time::timeout(CALL, store.delete_expect_revision(key, Some(*rev))).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::debug!(key, error = %e, "claim not given back (it ages out)"),
             Err(_) => tracing::debug!(key, "claim not given back in time (it ages out)"),
         }
-    }
+    }))
+    .await;
 }
 
 /// Renew `keys` every quarter `ttl` until `stop`, then give them back.
@@ -157,10 +181,13 @@ async fn hold(
             () = tokio::time::sleep(every) => {}
         }
         let mut lost = Vec::new();
-        for (key, rev) in &mut keys {
-            match tokio::time::timeout(CALL, store.update(key.as_str(), value.clone().into(), *rev))
-                .await
-            {
+        // All at once: a job over many units renews within its quarter.
+        let renewed = futures_util::future::join_all(keys.iter().map(|(key, rev)| {
+            tokio::time::timeout(CALL, store.update(key.as_str(), value.clone().into(), *rev))
+        }))
+        .await;
+        for ((key, rev), r) in keys.iter_mut().zip(renewed) {
+            match r {
                 Ok(Ok(r)) => *rev = r,
                 Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     lost.push(key.clone());
@@ -198,9 +225,13 @@ impl ClaimStore for KvClaims {
             match self.try_take(&keys, &value).await {
                 Ok(t) => break t,
                 Err(busy) if tokio::time::Instant::now() >= deadline => return Err(busy),
+                // Two takers that collided try again at different times.
                 Err(_) => {
-                    tokio::time::sleep_until((tokio::time::Instant::now() + RETRY).min(deadline))
-                        .await
+                    let jitter = Duration::from_millis(u64::from(rand_ms()));
+                    tokio::time::sleep_until(
+                        (tokio::time::Instant::now() + RETRY + jitter).min(deadline),
+                    )
+                    .await
                 }
             }
         };
