@@ -172,7 +172,7 @@ pub async fn authenticate(
                 if k.is_none() {
                     state.sessions.end(id).await;
                 }
-                session = k.map(|_| id.clone());
+                session = k.map(|_| (id.clone(), s.csrf.clone()));
                 k
             }
             None => None,
@@ -207,15 +207,16 @@ pub async fn authenticate(
     );
     // A refused change is audited like any other answer to a known key.
     let resp = match &session {
-        Some(id) if !safe && !csrf_ok(&state.csrf_secret, id, req.headers()) => {
+        Some((_, csrf)) if !safe && !csrf_ok(csrf, req.headers()) => {
             ApiError::forbidden(
                 "a change made with the status page's session needs its X-CSRF-Token header",
             )
             .into_response()
         }
         _ => {
-            if let Some(id) = &session {
-                req.extensions_mut().insert(SessionId(id.clone()));
+            if let Some((id, csrf)) = &session {
+                req.extensions_mut()
+                    .insert(SessionId(id.clone(), csrf.clone()));
             }
             req.extensions_mut().insert(caller.clone());
             next.run(req).await

@@ -404,6 +404,13 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             }
             None => Arc::new(DirJobs::open(&jobs_dir, retention)?.with_observer(Arc::new(observer))),
         };
+        // A cluster's sessions are every replica's.
+        let sessions: Arc<dyn session::SessionStore> = match &cluster_jobs {
+            Some((_, _, nats)) => Arc::new(session::KvSessionStore(
+                crate::engine::cluster::sessions::KvSessions::new(nats.clone(), settings.session_ttl),
+            )),
+            None => Arc::new(MemorySessions::new(MAX_SESSIONS)),
+        };
         let listener = listen::bind(&address, tls).await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let state = Arc::new(AppState {
@@ -412,7 +419,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             jobs: jobs.clone(),
             claims: Arc::new(LocalClaims::default()),
             executor,
-            sessions: Arc::new(MemorySessions::new(MAX_SESSIONS)),
+            sessions,
             pool: pool.clone(),
             audit,
             limiter,
@@ -420,7 +427,6 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             shutdown: stop_rx,
             reads: Default::default(),
             fleet: Default::default(),
-            csrf_secret: session::secret()?,
             metrics,
             plans,
             live: fleet.clone(),

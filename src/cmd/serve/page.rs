@@ -28,7 +28,7 @@ use super::auth::Caller;
 use super::error::KeepBody;
 use super::fleet::fleet_state;
 use super::listen::Peer;
-use super::session::{clear_cookie, csrf_token, set_cookie, Session, SessionId};
+use super::session::{clear_cookie, set_cookie, Session, SessionId};
 use super::state::AppState;
 
 /// An HTML answer with the page's headers: no caching, no framing, no
@@ -131,6 +131,7 @@ pub async fn login(
     let who = Session {
         key_name: k.name.clone(),
         key_digest: crate::model::keys::key_digest(key),
+        csrf: String::new(),
     };
     let role = k.role;
     drop(loaded);
@@ -172,7 +173,7 @@ pub async fn logout(
     State(state): State<Arc<AppState>>,
     session: Option<Extension<SessionId>>,
 ) -> Response {
-    if let Some(Extension(SessionId(id))) = session {
+    if let Some(Extension(SessionId(id, _))) = session {
         state.sessions.end(&id).await;
     }
     let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
@@ -201,13 +202,12 @@ pub const TILES_PER_PAGE: usize = 200;
 /// bearer key reaches the pages too, but their own requests need the
 /// session, so it gets the login form.
 pub(super) fn chrome_parts(
-    state: &AppState,
     caller: Option<Extension<Caller>>,
     session: Option<Extension<SessionId>>,
 ) -> Option<(Caller, String)> {
     let Extension(caller) = caller?;
-    let Extension(SessionId(session)) = session?;
-    Some((caller, csrf_token(&state.csrf_secret, &session)))
+    let Extension(SessionId(_, csrf)) = session?;
+    Some((caller, csrf))
 }
 
 /// `GET /`: the page, or the login form without a session.
@@ -220,7 +220,7 @@ pub async fn page(
     session: Option<Extension<SessionId>>,
     q: std::result::Result<Query<FleetQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Some((caller, csrf)) = chrome_parts(&state, caller, session) else {
+    let Some((caller, csrf)) = chrome_parts(caller, session) else {
         return login_form(StatusCode::OK, None);
     };
     let (q, mut filter_error) = match q {

@@ -58,7 +58,7 @@ pub async fn host(
     session: Option<Extension<SessionId>>,
     Path(name): Path<String>,
 ) -> Response {
-    let Some((caller, csrf)) = chrome_parts(&state, caller, session) else {
+    let Some((caller, csrf)) = chrome_parts(caller, session) else {
         return login_form(StatusCode::OK, None);
     };
     let chrome = Chrome {
@@ -109,7 +109,7 @@ pub async fn history(
     session: Option<Extension<SessionId>>,
     q: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Some((caller, csrf)) = chrome_parts(&state, caller, session) else {
+    let Some((caller, csrf)) = chrome_parts(caller, session) else {
         return login_form(StatusCode::OK, None);
     };
     let (q, mut filter_error) = match q {
@@ -175,7 +175,7 @@ pub async fn job(
     session: Option<Extension<SessionId>>,
     Path(id): Path<String>,
 ) -> Response {
-    let Some((caller, csrf)) = chrome_parts(&state, caller, session) else {
+    let Some((caller, csrf)) = chrome_parts(caller, session) else {
         return login_form(StatusCode::OK, None);
     };
     let chrome = Chrome {

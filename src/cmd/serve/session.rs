@@ -3,13 +3,13 @@
 //! in and when it expires; the cookie holds only that id, so the key never
 //! leaves the login request, logout ends the session for good, and a key
 //! removed by a reload ends its sessions. A change made with the cookie
-//! carries the CSRF token, an HMAC of the session id under a per-process
-//! secret. The page hands the token out and the authentication layer
-//! checks it, so both take it from here.
+//! carries the session's CSRF token, random and kept with the session. The
+//! page hands the token out and the authentication layer checks it.
 //!
 //! [`SessionStore`] is the seam the server holds; [`MemorySessions`] keeps
 //! them in this process (a restart ends them: the page shows its login
-//! form again).
+//! form again); [`KvSessionStore`] in a cluster's KV bucket, so that every
+//! replica knows every session.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::http::{header, HeaderMap};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::model::error::{Error, Result};
@@ -53,12 +52,15 @@ pub struct Session {
     pub key_name: String,
     /// SHA-256 of the key, as the keys file holds it.
     pub key_digest: [u8; 32],
+    /// The session's CSRF token: random, made by the store when the
+    /// session opens (empty before).
+    pub csrf: String,
 }
 
-/// The id of the session a request came with (put in its extensions by
-/// the authentication layer).
+/// The id of the session a request came with, and its CSRF token (put in
+/// its extensions by the authentication layer).
 #[derive(Debug, Clone)]
-pub struct SessionId(pub String);
+pub struct SessionId(pub String, pub String);
 
 /// Where sessions are kept.
 #[async_trait]
@@ -101,8 +103,9 @@ impl MemorySessions {
 
 #[async_trait]
 impl SessionStore for MemorySessions {
-    async fn open(&self, who: Session, ttl: Duration) -> Result<String> {
+    async fn open(&self, mut who: Session, ttl: Duration) -> Result<String> {
         let id = random_id()?;
+        who.csrf = random_id()?;
         let now = Instant::now();
         let mut m = self.map();
         if m.len() >= self.max {
@@ -149,6 +152,47 @@ impl SessionStore for MemorySessions {
     }
 }
 
+/// Sessions in a cluster's KV bucket (see
+/// [`crate::engine::cluster::sessions`]): a session opened on one replica
+/// is known to every one.
+pub struct KvSessionStore(pub crate::engine::cluster::sessions::KvSessions);
+
+#[async_trait]
+impl SessionStore for KvSessionStore {
+    async fn open(&self, who: Session, _ttl: Duration) -> Result<String> {
+        let id = random_id()?;
+        let shared = crate::engine::cluster::sessions::SharedSession {
+            key_name: who.key_name,
+            key_digest: hex::encode(who.key_digest),
+            csrf: random_id()?,
+        };
+        self.0
+            .put(&id, &shared)
+            .await
+            .map_err(|e| Error::Internal(format!("the session could not be kept: {e}")))?;
+        Ok(id)
+    }
+
+    async fn get(&self, id: &str) -> Option<Session> {
+        let s = self.0.get(id).await?;
+        let mut key_digest = [0u8; 32];
+        hex::decode_to_slice(&s.key_digest, &mut key_digest).ok()?;
+        Some(Session {
+            key_name: s.key_name,
+            key_digest,
+            csrf: s.csrf,
+        })
+    }
+
+    async fn end(&self, id: &str) {
+        self.0.end(id).await
+    }
+
+    // Nothing to sweep: every request finds its session's key again among
+    // the keys loaded now, and ends a session whose key is gone.
+    async fn retain(&self, _keep: &(dyn for<'s> Fn(&'s Session) -> bool + Send + Sync)) {}
+}
+
 /// 256 random bits from the OS, as hex: ids nobody can guess, so finding
 /// one by a map lookup tells an attacker nothing.
 fn random_id() -> Result<String> {
@@ -158,41 +202,13 @@ fn random_id() -> Result<String> {
     Ok(hex::encode(b))
 }
 
-/// A fresh per-process secret.
-pub fn secret() -> Result<[u8; 32]> {
-    let mut s = [0u8; 32];
-    getrandom::fill(&mut s)
-        .map_err(|e| Error::Internal(format!("no randomness from the OS: {e}")))?;
-    Ok(s)
-}
-
-fn hmac(secret: &[u8; 32], msg: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    block[..32].copy_from_slice(secret);
-    let pad = |b: u8| block.iter().map(|x| x ^ b).collect::<Vec<u8>>();
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(msg)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
-}
-
-/// The CSRF token of a session.
-pub fn csrf_token(secret: &[u8; 32], session_id: &str) -> String {
-    hex::encode(hmac(secret, session_id.as_bytes()))
-}
-
-/// Whether a request made with the session `session_id` carries its token.
-pub fn csrf_ok(secret: &[u8; 32], session_id: &str, headers: &HeaderMap) -> bool {
-    let want = csrf_token(secret, session_id);
-    headers
-        .get("x-csrf-token")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|got| bool::from(got.as_bytes().ct_eq(want.as_bytes())))
+/// Whether a request carries `want`, its session's CSRF token.
+pub fn csrf_ok(want: &str, headers: &HeaderMap) -> bool {
+    !want.is_empty()
+        && headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|got| bool::from(got.as_bytes().ct_eq(want.as_bytes())))
 }
 
 /// The session id in the cookie named `name`, if any.
@@ -234,6 +250,7 @@ mod tests {
         Session {
             key_name: n.into(),
             key_digest: crate::model::keys::key_digest(n),
+            csrf: String::new(),
         }
     }
 
@@ -243,7 +260,9 @@ mod tests {
         let long = Duration::from_secs(3600);
         let a = s.open(who("a"), long).await.unwrap();
         assert_eq!(a.len(), 64);
-        assert_eq!(s.get(&a).await, Some(who("a")));
+        let got = s.get(&a).await.unwrap();
+        assert_eq!(got.key_name, "a");
+        assert_eq!(got.csrf.len(), 64, "a random CSRF token per session");
         s.end(&a).await;
         assert_eq!(s.get(&a).await, None, "logout ends it");
 
@@ -261,6 +280,19 @@ mod tests {
         s.retain(&|w: &Session| w.key_name != "c").await;
         assert_eq!(s.get(&c).await, None, "a removed key's session ends");
         assert!(s.get(&d).await.is_some());
+    }
+
+    #[test]
+    fn a_change_needs_its_session_s_token() {
+        let mut h = HeaderMap::new();
+        assert!(!csrf_ok("abc", &h));
+        h.insert("x-csrf-token", "abd".parse().unwrap());
+        assert!(!csrf_ok("abc", &h));
+        h.insert("x-csrf-token", "abc".parse().unwrap());
+        assert!(csrf_ok("abc", &h));
+        // A session without a token accepts none.
+        h.insert("x-csrf-token", "".parse().unwrap());
+        assert!(!csrf_ok("", &h));
     }
 
     #[test]

@@ -225,9 +225,6 @@ pub struct AppState {
     pub reads: super::inflight::Inflight,
     /// The status page's snapshot of the fleet (see `fleet::fleet_state`).
     pub fleet: super::fleet_cache::FleetCache,
-    /// Random at start: the status page's CSRF tokens are HMACs of the
-    /// session's id under it.
-    pub csrf_secret: [u8; 32],
     /// The server's metrics (GET /metrics).
     pub metrics: Arc<super::metrics::Metrics>,
     /// Stored plans and their approvals.

@@ -9,5 +9,6 @@ pub mod coordination;
 pub mod jobs;
 pub mod rate;
 pub mod reads;
+pub mod sessions;
 pub mod tasks;
 pub mod worker;
