@@ -66,9 +66,11 @@ async fn start(c: &reqwest::Client, base: &str, path: &str, key: &str) -> String
 /// Run (e), (f) and (g).
 pub fn run(rt: &tokio::runtime::Runtime, key: &str, inv: &Path, dir: &Path, node: &str, n: usize) {
     let client = reqwest::Client::new();
+    let keys_file = dir.join("keys.yml");
     let dir = dir.join("failover");
     let books = dir.join("books");
     std::fs::create_dir_all(&books).expect("dir");
+    std::fs::copy(keys_file, dir.join("keys.yml")).expect("keys file");
     std::fs::write(
         books.join("roll.yml"),
         "name: roll\nsteps:\n  - id: web\n    target: _all\n    serial: 3\n    service: { name: demo-web, state: restarted }\n",
