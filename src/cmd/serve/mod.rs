@@ -183,9 +183,11 @@ pub struct ServeArgs {
     /// `/health` shows the skew.
     #[arg(long, default_value = "2s", value_parser = parse_duration, requires = "nats")]
     pub max_clock_skew: Duration,
-    /// Cluster mode: how long a job's (host, unit) claims in the NATS KV
-    /// bucket outlive a replica that died holding them (renewed every
-    /// quarter of it while held; `drover apply --nats` shares them).
+    /// Cluster mode: how long a job's (host, unit) claims and its lease in
+    /// the NATS KV buckets outlive a replica that died holding them
+    /// (renewed every quarter of it while held; `drover apply --nats`
+    /// shares the claims). Another replica takes a job over once its lease
+    /// has aged out.
     #[arg(long, default_value = "30s", value_parser = parse_duration, requires = "nats")]
     pub claim_ttl: Duration,
 }
