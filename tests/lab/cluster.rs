@@ -1142,6 +1142,7 @@ fn report_without_times(v: Value) -> Value {
 #[tokio::test]
 async fn a_replica_s_job_is_worked_by_the_owners_and_reports_as_a_single_server() {
     let Some(lab) = lab() else { return };
+    let _fence = HOST_FENCE.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let Some(n) = one_node(dir.path()) else {
         return;
@@ -1316,6 +1317,7 @@ async fn a_worker_stopped_mid_restart_changes_nothing_after_it_wakes() {
 /// stopped (woken once the job is over).
 async fn owner_lost_mid_restart(stop: bool) {
     let Some(lab) = lab() else { return };
+    let _fence = HOST_FENCE.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let Some(n) = one_node(dir.path()) else {
         return;
@@ -1467,6 +1469,13 @@ async fn owner_lost_mid_restart(stop: bool) {
     remove_slow(&lab, &hosts);
 }
 
+/// Tests whose jobs change lab hosts through workers, one at a time: each
+/// test's NATS deployment has a lease epoch of its own, and a host's fence
+/// refuses an older deployment's changes once a newer one's worker changed
+/// it (as it must: see `remote::fence`). Taken after `ONE_AT_A_TIME`,
+/// before `SLOW_UNIT`.
+pub(crate) static HOST_FENCE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// One test at a time uses `drover-slow` (the same unit and counter on
 /// every host).
 static SLOW_UNIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -1521,6 +1530,7 @@ fn remove_slow(lab: &Lab, hosts: &[String]) {
 async fn a_nats_server_killed_mid_job_loses_no_result() {
     let Some(lab) = lab() else { return };
     let _one = ONE_AT_A_TIME.lock().await;
+    let _fence = HOST_FENCE.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let Some(mut nc) = cluster(dir.path()) else {
         return;
@@ -1686,6 +1696,7 @@ async fn sse(
 #[tokio::test]
 async fn any_replica_shows_any_job_and_an_event_stream_resumes_on_another() {
     let Some(lab) = lab() else { return };
+    let _fence = HOST_FENCE.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let Some(n) = one_node(dir.path()) else {
         return;

@@ -38,6 +38,7 @@ async fn client_as(port: u16, user: &str, pw: &str) -> async_nats::Client {
 async fn a_region_s_credentials_run_its_jobs_and_cannot_take_or_publish_another_region_s_tasks() {
     let Some(lab) = lab() else { return };
     let _one = ONE_AT_A_TIME.lock().await;
+    let _fence = HOST_FENCE.lock().await;
     if !nats_here() {
         return;
     }

@@ -25,6 +25,32 @@ fn plan_results(plan: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// POST `url` with `key`: (status, JSON body), or why not (the replica's
+/// log's tail).
+async fn post(r: &Server, url: &str, key: &str) -> Result<(u16, Value), String> {
+    let resp = server::client().post(url).bearer_auth(key).send().await;
+    match resp {
+        Ok(resp) => {
+            let st = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            Ok((
+                st,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            ))
+        }
+        Err(e) => {
+            let log = r.log();
+            let from = (log.len().saturating_sub(6000)..log.len())
+                .find(|&i| log.is_char_boundary(i))
+                .unwrap_or(0);
+            let tail = &log[from..];
+            Err(format!(
+                "POST {url}: {e}\nreplica's log, last lines:\n{tail}"
+            ))
+        }
+    }
+}
+
 async fn one(lab: &Lab, r: &Server, key: &str, book: &str, s: &Scenario) -> Result<usize, String> {
     for (host, cmd) in s.setup {
         let o = lab.ssh_output(host, cmd);
@@ -37,12 +63,12 @@ async fn one(lab: &Lab, r: &Server, key: &str, book: &str, s: &Scenario) -> Resu
     }
     let limit = s.limit.map(|l| format!("&limit={l}")).unwrap_or_default();
     let before = snapshot(lab);
-    let (st, _, plan) = call(
-        Method::POST,
+    let (st, plan) = post(
+        r,
         &r.url(&format!("/runbook/{book}?dry_run=true{limit}")),
-        Some(key),
+        key,
     )
-    .await;
+    .await?;
     let after = snapshot(lab);
     if before != after {
         return Err("the replica's dry run changed the hosts".into());
@@ -51,12 +77,7 @@ async fn one(lab: &Lab, r: &Server, key: &str, book: &str, s: &Scenario) -> Resu
         return Err(format!("dry run answered {st}: {plan}"));
     }
     let planned = outcomes(plan_results(&plan).into_iter()).map_err(|e| format!("plan: {e}"))?;
-    let (st, _, report) = call(
-        Method::POST,
-        &r.url(&format!("/runbook/{book}?wait=2m{limit}")),
-        Some(key),
-    )
-    .await;
+    let (st, report) = post(r, &r.url(&format!("/runbook/{book}?wait=2m{limit}")), key).await?;
     let Some(results) = report["results"].as_array().cloned() else {
         return Err(format!("the job did not run ({st}): {report}"));
     };
@@ -100,6 +121,7 @@ async fn one(lab: &Lab, r: &Server, key: &str, book: &str, s: &Scenario) -> Resu
 #[tokio::test]
 async fn plan_equals_apply_across_scenarios_through_a_replica() {
     let Some(lab) = lab() else { return };
+    let _fence = HOST_FENCE.lock().await;
     assert!(lab.len() >= 4, "the scenarios need lab-1..lab-4");
     let dir = tempfile::tempdir().unwrap();
     let Some(n) = one_node(dir.path()) else {

@@ -38,6 +38,7 @@ async fn post(url: &str, cookie: &str, csrf: Option<&str>) -> u16 {
 #[tokio::test]
 async fn a_session_opened_on_one_replica_is_known_to_every_replica() {
     let Some(lab) = lab() else { return };
+    let _fence = HOST_FENCE.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let Some(n) = one_node(dir.path()) else {
         return;

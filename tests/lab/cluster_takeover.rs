@@ -27,6 +27,7 @@ async fn a_stopped_coordinating_replica_woken_after_the_takeover_acts_on_nothing
 
 async fn taken_over(stop: bool) {
     let Some(lab) = lab() else { return };
+    let _fence = HOST_FENCE.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let Some(n) = one_node(dir.path()) else {
         return;

@@ -189,8 +189,13 @@ async fn hold(
         for ((key, rev), r) in keys.iter_mut().zip(renewed) {
             match r {
                 Ok(Ok(r)) => *rev = r,
+                // A renewal that landed but whose answer was lost: the key
+                // still holds this holder's value, at a newer revision.
                 Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    lost.push(key.clone());
+                    match crate::engine::cluster::coordination::still_ours(&store, key, &value).await {
+                        Some(r) => *rev = r,
+                        None => lost.push(key.clone()),
+                    }
                 }
                 // NATS slow or away: try again next time; the key ages out
                 // if that lasts.

@@ -73,6 +73,11 @@ impl Renewed {
         self.lost.load(Ordering::SeqCst)
     }
 
+    /// How long after a renewal the lease stops being fresh.
+    pub fn fence(&self) -> Duration {
+        self.fence
+    }
+
     /// Held, and renewed within the fence: this replica may act for the
     /// job.
     pub fn fresh(&self) -> bool {
@@ -108,6 +113,8 @@ pub struct JobLeases {
     by: String,
     ttl: Duration,
     store: OnceCell<(kv::Store, Duration)>,
+    /// The leases this replica holds and renews now.
+    held: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl JobLeases {
@@ -119,12 +126,26 @@ impl JobLeases {
             by,
             ttl,
             store: OnceCell::new(),
+            held: Default::default(),
         })
     }
 
     /// This replica's name.
     pub fn by(&self) -> &str {
         &self.by
+    }
+
+    fn hold(&self, key: &str, on: bool) {
+        if let Ok(mut g) = self.held.lock() {
+            match on {
+                true => g.insert(key.to_string()),
+                false => g.remove(key),
+            };
+        }
+    }
+
+    fn holds(&self, key: &str) -> bool {
+        self.held.lock().map(|g| g.contains(key)).unwrap_or(false)
     }
 
     /// The bucket and its max age.
@@ -157,6 +178,7 @@ impl JobLeases {
             .map_err(|e| NatsError(format!("job {job_id}'s lease: {e}")))?;
         let renewed = Renewed::new(ttl);
         renewed.renew();
+        self.hold(&key, true);
         Ok(Holding {
             key,
             revision,
@@ -167,6 +189,7 @@ impl JobLeases {
 
     /// Give a lease back now (a job that did not start).
     pub async fn give_back(&self, h: Holding) {
+        self.hold(&h.key, false);
         if let Ok((store, _)) = self.store().await {
             let _ = tokio::time::timeout(CALL, store.delete_expect_revision(&h.key, Some(h.revision))).await;
         }
@@ -187,6 +210,7 @@ impl JobLeases {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!("job leases: {e}");
+                    me.hold(&h.key, false);
                     return;
                 }
             };
@@ -199,6 +223,7 @@ impl JobLeases {
                         // On its revision: a lease taken over meanwhile is
                         // not deleted under its new holder.
                         let _ = tokio::time::timeout(CALL, store.delete_expect_revision(&h.key, Some(h.revision))).await;
+                        me.hold(&h.key, false);
                         return;
                     }
                     _ = tick.tick() => {
@@ -208,8 +233,18 @@ impl JobLeases {
                                 h.renewed.renew();
                             }
                             Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                                // A renewal that landed but whose answer was
+                                // lost (a timeout, a NATS server's death)
+                                // left this replica's own value at a newer
+                                // revision: still ours.
+                                if let Some(rev) = still_ours(&store, &h.key, &h.value).await {
+                                    h.revision = rev;
+                                    h.renewed.renew();
+                                    continue;
+                                }
                                 h.renewed.lose();
-                                tracing::warn!(lease = %h.key, "another replica took this job over while this one was stopped or cut off: it stops here");
+                                me.hold(&h.key, false);
+                                tracing::warn!(lease = %h.key, "another replica took this job over while this one was stopped or cut off (or its lease aged out): it stops here");
                                 lost();
                                 return;
                             }
@@ -295,8 +330,10 @@ impl JobLeases {
                 return None;
             }
         };
-        // Its own leases are this replica's renewals' business.
-        if lease.by == self.by || lease.protocol != PROTOCOL {
+        // The leases it renews are its renewals' business; one of its own
+        // that aged out (its renewals failed for a TTL) is taken over like
+        // any other, here too.
+        if self.holds(key) || lease.protocol != PROTOCOL {
             return None;
         }
         let from = lease.by.clone();
@@ -305,6 +342,7 @@ impl JobLeases {
         let bytes = serde_json::to_vec(&mine).ok()?;
         match tokio::time::timeout(CALL, store.create(key, bytes.clone().into())).await {
             Ok(Ok(revision)) => {
+                self.hold(key, true);
                 tracing::warn!(job = %mine.job.job_id, from = %from, "its coordinator stopped renewing the job's lease: taken over here");
                 let renewed = Renewed::new(ttl);
                 renewed.renew();
@@ -332,6 +370,17 @@ impl JobLeases {
     }
 }
 
+/// The revision of `key` when it still holds `value` (this holder's own
+/// write), else None.
+pub async fn still_ours(store: &kv::Store, key: &str, value: &[u8]) -> Option<u64> {
+    match tokio::time::timeout(CALL, store.entry(key)).await {
+        Ok(Ok(Some(e))) if e.operation == kv::Operation::Put && e.value.as_ref() == value => {
+            Some(e.revision)
+        }
+        _ => None,
+    }
+}
+
 /// A job's host tasks, asked only while this replica's lease on the job
 /// is fresh: a coordinator that wakes from a stop sends no stale work.
 #[derive(Debug)]
@@ -348,6 +397,9 @@ impl HostTasks for Fenced {
         // A renewal late by a loaded moment is waited for; a lease taken
         // over, or not renewed within a whole fence, ends the asking.
         let t0 = Instant::now();
+        if !self.renewed.fresh() {
+            tracing::warn!(host = %host.name, "the job's lease is not fresh: waiting for its renewal before asking");
+        }
         while !self.renewed.fresh() {
             if self.renewed.lost() || t0.elapsed() >= self.renewed.fence {
                 return Ok(TaskReply::Refused(

@@ -91,12 +91,16 @@ fn job_of(m: &JobMessage) -> &str {
 
 /// Whether a message of `job` may go now: Some(true) yes, Some(false)
 /// never (the job was taken over), None not yet (its lease is stale).
-fn may_publish(fences: &Fences, job: &str) -> Option<bool> {
+fn may_publish(fences: &Fences, job: &str, waited: Duration) -> Option<bool> {
     let g = fences.lock().unwrap_or_else(|p| p.into_inner());
     match g.get(job) {
         None => Some(true),
         Some(r) if r.lost() => Some(false),
         Some(r) if r.fresh() => Some(true),
+        // Stale for a whole fence: the lease is as good as gone, and
+        // whoever takes the job over reads again on the hosts what this
+        // message would have told.
+        Some(r) if waited >= r.fence() => Some(false),
         Some(_) => None,
     }
 }
@@ -119,14 +123,18 @@ impl Publisher {
                 let job = job_of(&msg).to_string();
                 // A stale lease holds the job's messages back until it is
                 // renewed; one taken over drops them.
+                let t0 = std::time::Instant::now();
                 let go = loop {
-                    match may_publish(&fences, &job) {
+                    match may_publish(&fences, &job, t0.elapsed()) {
                         Some(go) => break go,
                         None => tokio::time::sleep(Duration::from_millis(100)).await,
                     }
                 };
+                if t0.elapsed() >= Duration::from_secs(1) {
+                    tracing::warn!(job, id, waited_ms = t0.elapsed().as_millis() as u64, "a job message waited for its lease to be renewed");
+                }
                 if !go {
-                    tracing::info!(job, id, "a message of a job taken over by another replica: not published");
+                    tracing::warn!(job, id, "a message of a job whose lease this replica lost: not published");
                     continue;
                 }
                 let Ok(payload) = serde_json::to_vec(&msg) else {

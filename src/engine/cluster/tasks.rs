@@ -125,7 +125,11 @@ impl WorkerTasks {
             // waits for the first to end, then reads the host, so that a
             // change is never made twice at once.
             TaskOp::Work { step, .. } => loop {
+                // Registered before the set is looked at: an answer in
+                // between still wakes this one.
                 let answered = self.answered.notified();
+                tokio::pin!(answered);
+                answered.as_mut().enable();
                 let took = self
                     .working
                     .lock()

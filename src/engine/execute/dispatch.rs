@@ -142,6 +142,11 @@ impl<'a> Dispatch<'a> {
         failed_at: Option<String>,
     ) -> Result<TaskReply, String> {
         let host = &self.spec.job.inventory.hosts[h];
+        // Sent again at most until the step's time and an owner's wait are
+        // over: a host whose owner keeps refusing (its fence holds another
+        // deployment's lease) fails the step instead of holding the job.
+        let t0 = tokio::time::Instant::now();
+        let bound = self.spec.step_timeout + TASK_MARGIN + OWNER_WAIT;
         // A job taken over from a replica that died: its work here may
         // have been under way, so the owner reads the host first.
         let mut again = self.spec.carry.is_some_and(|c| c.maybe_in_flight(step, h));
@@ -174,6 +179,13 @@ impl<'a> Dispatch<'a> {
                         }
                     }
                 }
+            }
+            if t0.elapsed() >= bound {
+                return Err(format!(
+                    "{}'s owner did not answer the step's work within {}; the unit's state is unknown",
+                    host.name,
+                    humantime::format_duration(bound)
+                ));
             }
             tracing::warn!(host = %host.name, step, "the host's owner is no longer working on it: sent again, to be read before anything is done");
             again = true;
