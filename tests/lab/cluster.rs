@@ -698,6 +698,30 @@ fn serve_args(dir: &Path, args: &[String], log: &str) -> Server {
     Server::start(&args, &dir.join(format!("{log}.log")))
 }
 
+/// A replica `name` over `nats` with a jobs directory of its own, serving
+/// `books`, with `extra` arguments (a read bound of 3 s unless given).
+fn replica_named(
+    dir: &Path,
+    lab: &Lab,
+    keys: &Keys,
+    books: &[(&str, &str)],
+    nats: &str,
+    name: &str,
+    extra: &[&str],
+) -> Server {
+    let jobs = dir.join(format!("jobs-{name}"));
+    let mut args = vec![
+        "--nats",
+        nats,
+        "--read-timeout",
+        "3s",
+        "--jobs-dir",
+        jobs.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    serve_args(dir, &books_and_args(dir, lab, keys, books, &args), name)
+}
+
 /// A server without --nats on the lab's inventory, serving `books`.
 fn single_server(dir: &Path, lab: &Lab, keys: &Keys, books: &[(&str, &str)]) -> Server {
     let jobs = dir.join("single-jobs");
@@ -1706,21 +1730,14 @@ async fn any_replica_shows_any_job_and_an_event_stream_resumes_on_another() {
     let _w = Worker::start(dir.path(), "a", &n.url(), &lab.inventory, &STEADY);
     let urls = n.url();
     let replica = |name: &str| {
-        let jobs = dir.path().join(format!("jobs-{name}"));
-        let extra = [
-            "--nats",
-            urls.as_str(),
-            "--read-timeout",
-            "3s",
-            "--jobs-dir",
-            jobs.to_str().unwrap(),
-            "--rate-limit",
-            "3",
-        ];
-        serve_args(
+        replica_named(
             dir.path(),
-            &books_and_args(dir.path(), &lab, &keys, &[("roll", roll)], &extra),
+            &lab,
+            &keys,
+            &[("roll", roll)],
+            &urls,
             name,
+            &["--rate-limit", "3"],
         )
     };
     let (r1, mut r2, r3) = (replica("r1"), replica("r2"), replica("r3"));

@@ -46,22 +46,7 @@ async fn a_session_opened_on_one_replica_is_known_to_every_replica() {
     let keys = Keys::make(dir.path(), lab.host(0));
     let _w = Worker::start(dir.path(), "a", &n.url(), &lab.inventory, &STEADY);
     let urls = n.url();
-    let replica = |name: &str| {
-        let jobs = dir.path().join(format!("jobs-{name}"));
-        let extra = [
-            "--nats",
-            urls.as_str(),
-            "--read-timeout",
-            "3s",
-            "--jobs-dir",
-            jobs.to_str().unwrap(),
-        ];
-        serve_args(
-            dir.path(),
-            &books_and_args(dir.path(), &lab, &keys, &[], &extra),
-            name,
-        )
-    };
+    let replica = |name: &str| replica_named(dir.path(), &lab, &keys, &[], &urls, name, &[]);
     let (r1, r2) = (replica("r1"), replica("r2"));
     until_all_read(&r1, &keys.read, lab.len(), Duration::from_secs(30)).await;
     let cookie = server::login(&server::client(), &r1.url("/login"), &keys.operate).await;

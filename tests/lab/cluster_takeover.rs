@@ -38,25 +38,17 @@ async fn taken_over(stop: bool) {
     let slow = "name: slow\nsteps:\n  - id: roll\n    target: _all\n    serial: 1\n    service: { name: drover-slow, state: restarted }\n";
     let _w = Worker::start(dir.path(), "a", &n.url(), &lab.inventory, &STEADY);
     let urls = n.url();
+    // Job leases and claims age out in 4 s: failover in seconds.
+    let fast = ["--nats-replicas", "1", "--claim-ttl", "4s"];
     let replica = |name: &str| {
-        let jobs = dir.path().join(format!("jobs-{name}"));
-        let extra = [
-            "--nats",
-            urls.as_str(),
-            "--nats-replicas",
-            "1",
-            "--read-timeout",
-            "3s",
-            "--jobs-dir",
-            jobs.to_str().unwrap(),
-            // Job leases and claims age out in 4 s: failover in seconds.
-            "--claim-ttl",
-            "4s",
-        ];
-        serve_args(
+        replica_named(
             dir.path(),
-            &books_and_args(dir.path(), &lab, &keys, &[("slow", slow)], &extra),
+            &lab,
+            &keys,
+            &[("slow", slow)],
+            &urls,
             name,
+            &fast,
         )
     };
     let (mut r1, r2) = (replica("r1"), replica("r2"));

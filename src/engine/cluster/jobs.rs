@@ -326,11 +326,7 @@ impl Mirror {
     /// Follow the stream over `nats` from its start, keeping at most
     /// `keep` jobs (the oldest finished go first).
     pub fn follow(nats: Nats, keep: usize) -> Mirror {
-        let m = Mirror {
-            jobs: Arc::default(),
-            keep: keep.max(1),
-            applied: Arc::default(),
-        };
+        let m = Mirror::empty(keep);
         let me = m.clone();
         tokio::spawn(async move {
             loop {
@@ -341,6 +337,15 @@ impl Mirror {
             }
         });
         m
+    }
+
+    /// A mirror of no job yet, keeping at most `keep`.
+    fn empty(keep: usize) -> Mirror {
+        Mirror {
+            jobs: Arc::default(),
+            keep: keep.max(1),
+            applied: Arc::default(),
+        }
     }
 
     async fn run(&self, nats: &Nats) -> std::result::Result<(), String> {
@@ -761,6 +766,14 @@ mod tests {
         )
     }
 
+    fn result_of(id: &str, index: usize, host: &str) -> JobMessage {
+        JobMessage::Result {
+            job_id: id.into(),
+            index,
+            result: result(host),
+        }
+    }
+
     fn start(id: &str) -> JobMessage {
         JobMessage::Start {
             job_id: id.into(),
@@ -789,16 +802,8 @@ mod tests {
 
     #[test]
     fn the_stream_is_followed_in_order_each_result_once_and_a_resume_reopens() {
-        let m = Mirror {
-            jobs: Arc::default(),
-            keep: 10,
-            applied: Arc::default(),
-        };
-        let r = |index, host| JobMessage::Result {
-            job_id: "j".into(),
-            index,
-            result: result(host),
-        };
+        let m = Mirror::empty(10);
+        let r = |index, host| result_of("j", index, host);
         m.apply(start("j"));
         m.apply(r(0, "a"));
         // Delivered twice (a publish retried past the duplicate window).
@@ -810,11 +815,7 @@ mod tests {
         assert_eq!(done, None);
         assert_eq!(e.coordinator().as_deref(), Some("replica-1"));
         // A result for a job never started is dropped, not a panic.
-        m.apply(JobMessage::Result {
-            job_id: "unknown".into(),
-            index: 0,
-            result: result("a"),
-        });
+        m.apply(result_of("unknown", 0, "a"));
         m.apply(end("j", got.clone()));
         assert_eq!(e.results_since(0).1, Some(JobStatus::Completed));
         // A resume runs the same id again: running until its own end.
@@ -831,16 +832,8 @@ mod tests {
 
     #[test]
     fn a_job_taken_over_names_its_new_coordinator_and_goes_on_at_the_next_index() {
-        let m = Mirror {
-            jobs: Arc::default(),
-            keep: 10,
-            applied: Arc::default(),
-        };
-        let r = |index, host| JobMessage::Result {
-            job_id: "j".into(),
-            index,
-            result: result(host),
-        };
+        let m = Mirror::empty(10);
+        let r = |index, host| result_of("j", index, host);
         m.apply(start("j"));
         m.apply(r(0, "a"));
         // replica-2 takes it over: its run numbers on from the stream's.
@@ -859,11 +852,7 @@ mod tests {
 
     #[test]
     fn past_keep_the_oldest_finished_job_goes_and_running_ones_stay() {
-        let m = Mirror {
-            jobs: Arc::default(),
-            keep: 2,
-            applied: Arc::default(),
-        };
+        let m = Mirror::empty(2);
         m.apply(start("a"));
         m.apply(start("bb"));
         m.apply(end("bb", Vec::new()));
