@@ -257,6 +257,9 @@ async fn taken_over(stop: bool) {
         }
     });
     let single = single_server(dir.path(), &lab, &keys, &[("slow", slow)]);
+    // Connected first: the comparison is of the jobs, not of a loaded
+    // machine's cold connections.
+    until_all_read(&single, &keys.read, lab.len(), Duration::from_secs(60)).await;
     let (st, _, direct) = call(
         Method::POST,
         &single.url("/runbook/slow?wait=2m"),
