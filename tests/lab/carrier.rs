@@ -213,13 +213,26 @@ fn a_killed_drovers_control_directories_are_swept_by_the_next_one() {
     };
     let (kept, killed) = (start("kept"), start("killed"));
     let rt = tokio::runtime::Runtime::new().unwrap();
+    // Each server connected (a read that answers 200 with the host's
+    // error, a loaded machine's timeout, leaves no connection: read again).
     for (s, h) in [(&kept, lab.host(0)), (&killed, lab.host(1))] {
-        let (st, _, body) = rt.block_on(crate::server::call(
-            reqwest::Method::GET,
-            &s.url(&format!("/node/{h}/service")),
-            Some(&keys.read),
-        ));
-        assert_eq!(st, 200, "{body}");
+        let t0 = std::time::Instant::now();
+        loop {
+            let (st, _, body) = rt.block_on(crate::server::call(
+                reqwest::Method::GET,
+                &s.url(&format!("/node/{h}/service")),
+                Some(&keys.read),
+            ));
+            assert_eq!(st, 200, "{body}");
+            if body[0]["error"].is_null() {
+                break;
+            }
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(60),
+                "{h} never read: {body}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
     let both = control_dirs();
     assert_eq!(
