@@ -37,7 +37,9 @@ use crate::remote::nats::{Nats, NatsError};
 /// Bound on one KV call.
 const CALL: Duration = Duration::from_secs(5);
 
-/// When a lease was last renewed, on this process's monotonic clock.
+/// When a lease was last renewed, on this process's monotonic clock: a
+/// job's lease here, a worker's host-bucket lease in
+/// [`crate::engine::cluster::worker`].
 #[derive(Debug)]
 pub struct Renewed {
     start: Instant,
@@ -48,19 +50,24 @@ pub struct Renewed {
 
 impl Renewed {
     fn new(ttl: Duration) -> Arc<Self> {
-        Arc::new(Renewed {
+        Arc::new(Renewed::fenced(ttl.saturating_sub(ttl / 4)))
+    }
+
+    /// Fresh for `fence` after each renewal (not renewed yet).
+    pub(crate) fn fenced(fence: Duration) -> Renewed {
+        Renewed {
             start: Instant::now(),
             at_ms: AtomicU64::new(0),
-            fence: ttl.saturating_sub(ttl / 4),
+            fence,
             lost: AtomicBool::new(false),
-        })
+        }
     }
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn renew(&self) {
+    pub(crate) fn renew(&self) {
         self.at_ms.store(self.now_ms(), Ordering::SeqCst);
     }
 
@@ -287,15 +294,15 @@ impl JobLeases {
             .watch_with_history(">")
             .await
             .map_err(|e| e.to_string())?;
-        // Each lease's last revision, and when this replica saw it move.
-        let mut seen: HashMap<String, (u64, Instant, Vec<u8>)> = HashMap::new();
+        // Each lease's last value, and when this replica saw it written.
+        let mut seen: HashMap<String, (Instant, Vec<u8>)> = HashMap::new();
         let mut tick = tokio::time::interval(ttl / 4);
         loop {
             tokio::select! {
                 e = w.next() => match e {
                     Some(Ok(e)) => match e.operation {
                         kv::Operation::Put => {
-                            seen.insert(e.key, (e.revision, Instant::now(), e.value.to_vec()));
+                            seen.insert(e.key, (Instant::now(), e.value.to_vec()));
                         }
                         _ => {
                             seen.remove(&e.key);
@@ -307,8 +314,8 @@ impl JobLeases {
                 _ = tick.tick() => {
                     let stale: Vec<(String, Vec<u8>)> = seen
                         .iter()
-                        .filter(|(_, (_, at, _))| at.elapsed() >= ttl)
-                        .map(|(k, (_, _, v))| (k.clone(), v.clone()))
+                        .filter(|(_, (at, _))| at.elapsed() >= ttl)
+                        .map(|(k, (_, v))| (k.clone(), v.clone()))
                         .collect();
                     for (key, value) in stale {
                         if let Some(t) = self.try_take(&store, ttl, &key, &value).await {

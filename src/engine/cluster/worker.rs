@@ -12,13 +12,14 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::engine::cluster::coordination::Renewed;
 use crate::engine::events::NoEvents;
 use crate::engine::fleet::Fleet;
 use crate::engine::live::{read_facts_with, UnitSet};
@@ -62,9 +63,7 @@ pub struct WorkerOptions {
 /// tick has seen whether it still holds the lease.
 #[derive(Debug)]
 pub struct LeaseClock {
-    start: Instant,
-    renewed_ms: AtomicU64,
-    fence: Duration,
+    renewed: Renewed,
     /// The lease's revision now: what the host's fence is raised to
     /// before a change.
     revision: AtomicU64,
@@ -75,9 +74,7 @@ pub struct LeaseClock {
 impl LeaseClock {
     fn new(fence: Duration, epoch: u64) -> Arc<Self> {
         Arc::new(LeaseClock {
-            start: Instant::now(),
-            renewed_ms: AtomicU64::new(0),
-            fence,
+            renewed: Renewed::fenced(fence),
             revision: AtomicU64::new(0),
             epoch,
         })
@@ -100,15 +97,12 @@ impl LeaseClock {
     }
 
     fn renew(&self) {
-        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.renewed_ms.store(now, Ordering::SeqCst);
+        self.renewed.renew();
     }
 
     /// Renewed within the fence.
     fn valid(&self) -> bool {
-        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let age = now.saturating_sub(self.renewed_ms.load(Ordering::SeqCst));
-        u128::from(age) < self.fence.as_millis()
+        self.renewed.fresh()
     }
 }
 
