@@ -1,8 +1,9 @@
 //! The fence a host keeps for cluster mode: the newest lease revision any
 //! worker changed it under, in `/var/lib/drover/fence`. A worker writes
-//! its lease's revision there before each change, by compare-and-set on
-//! the host (a constant script under the same kind of lock as the
-//! maintenance file): a revision older than the one kept is refused, so a
+//! the revision its lease was taken at there before each change, by
+//! compare-and-set on the host (a constant script, kept running for the
+//! session, under the same kind of lock as the maintenance file): a
+//! revision older than the one kept is refused, so a
 //! worker whose lease was taken over while it was stopped or cut off
 //! changes nothing, whatever its own clock believes. Lease revisions come
 //! from one JetStream stream and only grow, so a newer owner's is larger.
@@ -15,25 +16,44 @@ use crate::remote::carrier::Session;
 /// Where the fence is kept on a host.
 pub const FENCE_FILE: &str = "/var/lib/drover/fence";
 
-/// Keeps `$1 $2` (epoch and revision: digits made by drover, never user
-/// data) unless the kept pair is newer; then prints the kept pair and
-/// exits 77. A file that does not hold two numbers is an error, never
-/// "no fence". With `$3` (an intent's name: letters, digits, `_.-`, made
-/// by drover), stdin is kept as that intent, under the same lock: what
-/// the worker is about to do, for an owner after it to read (intents a
-/// day old go).
-const ADVANCE_SCRIPT: &str = "set -e; umask 022; mkdir -p /var/lib/drover; \
-exec 9>/var/lib/drover/.fence.lock; flock -w 10 9; \
-f=/var/lib/drover/fence; e=0; r=0; \
+/// The fence's keeper: a shell kept running on the host for the
+/// session's life (see [`crate::remote::carrier::Resident`]), one request
+/// per line on its stdin, `E R NAME SWEEP =VALUE`, all made by drover and
+/// checked before they are sent (digits; an intent's name or `-`;
+/// `sweep` or `-`; letters and digits after `=`), and read as data, never
+/// as code. For each request it keeps `E R` (epoch and revision) unless
+/// the kept pair is newer, then answers `@ 77 E R` with the kept pair. A
+/// file that does not hold two numbers is an error (`@ 3 why`), never "no
+/// fence". With a NAME it keeps VALUE as that intent, under the same
+/// lock: what the worker is about to do, for an owner after it to read;
+/// with `sweep`, intents a day old go first. `@ 0`: the change may go.
+///
+/// It runs before every change a worker makes, so a request starts as few
+/// processes as it can: `flock`, and one `mv` per file it replaces (the
+/// lock makes fixed temporary names safe; the rename keeps a reader from
+/// ever seeing half a file, and the fence file only changes when a host
+/// changes owner).
+const KEEPER_SCRIPT: &str = "umask 022; exec 2>&1; d=/var/lib/drover; f=$d/fence; i=$d/intent; \
+advance() { \
+flock -w 10 9 || { echo \"@ 3 $d/.fence.lock stayed locked for 10 s\"; return; }; \
+e=0; r=0; \
 if [ -f \"$f\" ]; then read -r e r < \"$f\" || true; \
-elif [ -e \"$f\" ] || [ -L \"$f\" ]; then echo \"$f is not a regular file\" >&2; exit 3; fi; \
-for n in \"$e\" \"$r\"; do case \"$n\" in ''|*[!0-9]*) echo \"$f does not hold an epoch and a revision\" >&2; exit 3;; esac; done; \
-if [ \"$e\" -gt \"$1\" ] || { [ \"$e\" -eq \"$1\" ] && [ \"$r\" -gt \"$2\" ]; }; then echo \"$e $r\"; exit 77; fi; \
-if [ \"$e $r\" != \"$1 $2\" ]; then t=$(mktemp /var/lib/drover/.fence.XXXXXX); \
-printf '%s %s\\n' \"$1\" \"$2\" > \"$t\"; chmod 644 \"$t\"; mv -f \"$t\" \"$f\"; fi; \
-if [ -n \"$3\" ]; then d=/var/lib/drover/intent; mkdir -p \"$d\"; \
-find \"$d\" -type f -mmin +1440 -delete 2>/dev/null || true; \
-t=$(mktemp \"$d/.intent.XXXXXX\"); cat > \"$t\"; chmod 644 \"$t\"; mv -f \"$t\" \"$d/$3\"; fi";
+elif [ -e \"$f\" ] || [ -L \"$f\" ]; then echo \"@ 3 $f is not a regular file\"; return; fi; \
+for n in \"$e\" \"$r\"; do case \"$n\" in ''|*[!0-9]*) echo \"@ 3 $f does not hold an epoch and a revision\"; return;; esac; done; \
+if [ \"$e\" -gt \"$1\" ] || { [ \"$e\" -eq \"$1\" ] && [ \"$r\" -gt \"$2\" ]; }; then echo \"@ 77 $e $r\"; return; fi; \
+if [ \"$e $r\" != \"$1 $2\" ]; then \
+{ printf '%s %s\\n' \"$1\" \"$2\" > \"$d/.fence.new\" && mv -f \"$d/.fence.new\" \"$f\"; } || { echo \"@ 3 cannot replace $f\"; return; }; fi; \
+if [ \"$3\" != - ]; then \
+if [ \"$4\" = sweep ]; then find \"$i\" -type f -mmin +1440 -delete 2>/dev/null || true; fi; \
+{ printf '%s\\n' \"${5#=}\" > \"$i/.intent.new\" && mv -f \"$i/.intent.new\" \"$i/$3\"; } || { echo \"@ 3 cannot write the intent $3\"; return; }; fi; \
+echo '@ 0'; }; \
+while read -r a b c s v; do \
+if [ -d \"$i\" ] || mkdir -p \"$i\"; then advance \"$a\" \"$b\" \"$c\" \"$s\" \"$v\" 9>\"$d/.fence.lock\"; \
+else echo \"@ 3 cannot make $i\"; fi; done";
+
+/// How long one request to the keeper may take: its lock wait (10 s) and
+/// then some.
+const KEEPER_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Prints `present` and the intent `$1`, or `absent`.
 const INTENT_SCRIPT: &str = "f=/var/lib/drover/intent/$1; \
@@ -48,6 +68,18 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
+/// Whether writing the intent `name` also sweeps the day-old ones: about
+/// one write in sixteen, decided by the name (a job id is random), so
+/// the directory stays small without a `find` before every change.
+fn sweeps(name: &str) -> bool {
+    valid_name(name)
+        && name
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+            % 16
+            == 0
+}
+
 /// What a worker raises a host's fence to: its lease bucket's epoch and
 /// its lease's revision, compared in that order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -57,10 +89,6 @@ pub struct FenceToken {
     /// The lease's revision in that bucket.
     pub revision: u64,
 }
-
-/// The exit status of [`ADVANCE_SCRIPT`] when the host keeps a newer
-/// revision.
-const NEWER_KEPT: i32 = 77;
 
 /// Why the fence did not let a change through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,34 +115,79 @@ impl std::fmt::Display for Fenced {
 }
 
 /// Raise the host's fence to `token`, or learn that a newer one is kept
-/// there; with `intent` (name, content), leave it on the host once the
-/// fence let the change through.
+/// there; with `intent` (name, content: letters and digits, e.g. an
+/// InvocationID), leave it on the host once the fence let the change
+/// through. The session's keeper answers; one that went (its channel
+/// closed, the host rebooted) is started again, once.
 pub async fn advance(
     session: &Session,
     token: FenceToken,
     intent: Option<(&str, &str)>,
 ) -> Result<(), Fenced> {
-    let (epoch, rev) = (token.epoch.to_string(), token.revision.to_string());
-    let (name, content) = intent.unwrap_or(("", ""));
-    if !name.is_empty() && !valid_name(name) {
+    let (name, content) = intent.unwrap_or(("-", ""));
+    if name != "-" && !valid_name(name) {
         return Err(Fenced::Failed(format!("`{name}` is not an intent's name")));
     }
-    let out = session
-        .run_input(
-            "sh",
-            &["-c", ADVANCE_SCRIPT, "sh", &epoch, &rev, name],
-            content.as_bytes(),
-        )
-        .await
-        .map_err(|e| Fenced::Failed(e.to_string()))?;
-    match out.status.code() {
-        Some(0) => Ok(()),
-        Some(NEWER_KEPT) => Err(Fenced::Stale {
-            kept: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    if !content.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(Fenced::Failed(
+            "an intent is letters and digits only".into(),
+        ));
+    }
+    let sweep = if sweeps(name) { "sweep" } else { "-" };
+    let line = format!(
+        "{} {} {name} {sweep} ={content}",
+        token.epoch, token.revision
+    );
+    let mut slot = session.resident().lock().await;
+    let mut tries = 0;
+    let (said, answer) = loop {
+        tries += 1;
+        let keeper = match slot.as_mut() {
+            Some(k) => k,
+            None => slot.insert(
+                session
+                    .start_resident("sh", &["-c", KEEPER_SCRIPT, "drover-fence"])
+                    .await
+                    .map_err(|e| Fenced::Failed(e.to_string()))?,
+            ),
+        };
+        // Asking again is safe: the same token and intent written twice
+        // leave the host as once.
+        match tokio::time::timeout(KEEPER_WAIT, keeper.ask(&line, "@ ")).await {
+            Ok(Ok(a)) => break a,
+            Ok(Err(e)) if tries < 2 && e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                *slot = None;
+            }
+            Ok(Err(e)) => {
+                *slot = None;
+                return Err(Fenced::Failed(e.to_string()));
+            }
+            Err(_) => {
+                *slot = None;
+                return Err(Fenced::Failed(format!(
+                    "the host did not answer within {}",
+                    humantime::format_duration(KEEPER_WAIT)
+                )));
+            }
+        }
+    };
+    drop(slot);
+    let (code, rest) = answer.split_once(' ').unwrap_or((answer.as_str(), ""));
+    match code {
+        "0" => Ok(()),
+        "77" => Err(Fenced::Stale {
+            kept: rest.trim().to_string(),
         }),
-        _ => Err(Fenced::Failed(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        )),
+        _ => {
+            let mut why = said.join("; ");
+            if !rest.is_empty() {
+                if !why.is_empty() {
+                    why.push_str("; ");
+                }
+                why.push_str(rest);
+            }
+            Err(Fenced::Failed(why))
+        }
     }
 }
 

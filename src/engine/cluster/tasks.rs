@@ -158,7 +158,10 @@ impl WorkerTasks {
             return TaskReply::Refused("the worker is stopping".into());
         };
         tracing::debug!(job = %req.job.job_id, host = %req.host, op = ?req.op, "task");
-        answer_task(&job, h, &req, self.pool.clone(), &self.maint, Some(fence)).await
+        let t0 = std::time::Instant::now();
+        let reply = answer_task(&job, h, &req, self.pool.clone(), &self.maint, Some(fence)).await;
+        tracing::debug!(job = %req.job.job_id, host = %req.host, took = ?t0.elapsed(), "task answered");
+        reply
     }
 
     /// The task's job, parsed from its text once and checked against its

@@ -10,7 +10,6 @@
 //! (SIGSTOP) or cut off stops answering before anyone else may take over.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,35 +63,29 @@ pub struct WorkerOptions {
 #[derive(Debug)]
 pub struct LeaseClock {
     renewed: Renewed,
-    /// The lease's revision now: what the host's fence is raised to
-    /// before a change.
-    revision: AtomicU64,
+    /// The revision the lease was taken at: what the host's fence is
+    /// raised to before a change. Renewals do not move it (a newer
+    /// owner's take is still a newer revision), so a host's fence file is
+    /// rewritten when the host changes owner, not at every renewal.
+    revision: u64,
     /// The lease bucket's epoch (see [`crate::remote::fence`]).
     epoch: u64,
 }
 
 impl LeaseClock {
-    fn new(fence: Duration, epoch: u64) -> Arc<Self> {
+    fn new(fence: Duration, epoch: u64, revision: u64) -> Arc<Self> {
         Arc::new(LeaseClock {
             renewed: Renewed::fenced(fence),
-            revision: AtomicU64::new(0),
+            revision,
             epoch,
         })
-    }
-
-    fn set_revision(&self, rev: u64) {
-        self.revision.store(rev, Ordering::SeqCst);
-    }
-
-    fn revision(&self) -> u64 {
-        self.revision.load(Ordering::SeqCst)
     }
 
     /// The host fence's token under this lease.
     fn token(&self) -> crate::remote::fence::FenceToken {
         crate::remote::fence::FenceToken {
             epoch: self.epoch,
-            revision: self.revision(),
+            revision: self.revision,
         }
     }
 
@@ -297,7 +290,6 @@ async fn step(
             }
             Ok(Ok(rev)) => {
                 h.revision = rev;
-                h.clock.set_revision(rev);
                 h.clock.renew();
             }
             // Kept until the fence drops it: NATS may be back next tick.
@@ -367,8 +359,7 @@ fn hold(
     (fence, epoch): (Duration, u64),
     serve: impl FnOnce(Arc<LeaseClock>) -> JoinHandle<()>,
 ) {
-    let clock = LeaseClock::new(fence, epoch);
-    clock.set_revision(revision);
+    let clock = LeaseClock::new(fence, epoch, revision);
     clock.renew();
     let serving = serve(clock.clone());
     held.insert(

@@ -513,6 +513,7 @@ async fn answer_with(
                     Err(e) => return worked_failed(Failure::Error(e)),
                 }
             }
+            let t0 = std::time::Instant::now();
             let before = match (restarts, fence) {
                 (true, Some(_)) => match invocation(&session, &task.unit).await {
                     Ok(id) => Some(id),
@@ -520,6 +521,7 @@ async fn answer_with(
                 },
                 _ => None,
             };
+            let read = t0.elapsed();
             // The host checks that no newer owner changed it: a worker
             // whose lease moved while it was stopped changes nothing.
             if let Some(rev) = fence {
@@ -533,6 +535,7 @@ async fn answer_with(
                     Err(f) => return worked_failed(Failure::Error(f.to_string())),
                 }
             }
+            tracing::debug!(host = %job.inventory.hosts[h].name, ?read, took = ?t0.elapsed(), "fence and intent");
             let w = Work {
                 si: *step,
                 h,

@@ -46,6 +46,7 @@ pub(super) async fn connect_local(host: &Host) -> Result<Session, CarrierError> 
         systemd,
         link: Link::Local,
         preread: std::sync::Mutex::new(None),
+        resident: tokio::sync::Mutex::new(None),
         become_: false,
     })
 }

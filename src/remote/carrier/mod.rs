@@ -19,6 +19,7 @@
 
 mod capped;
 mod local;
+mod resident;
 mod ssh;
 mod stream;
 mod sweep;
@@ -35,6 +36,7 @@ use crate::remote::carrier::local::connect_local;
 use crate::remote::carrier::ssh::connect_ssh;
 use crate::remote::carrier::ssh::SshLink;
 use crate::remote::systemd::Systemd;
+pub use resident::Resident;
 use ssh::chain;
 
 /// Channels drover opens per SSH connection at most. sshd refuses sessions
@@ -118,6 +120,8 @@ pub struct Session {
     /// by the session's one short preread (or the bridge's preamble), so
     /// reading it costs no further login. Taken by the first reader.
     preread: std::sync::Mutex<Option<Preread>>,
+    /// A program kept running on the host (see [`Resident`]).
+    resident: tokio::sync::Mutex<Option<Resident>>,
     /// `become: true`: host commands run through `sudo -n`.
     become_: bool,
 }

@@ -62,6 +62,32 @@ impl SshLink {
         Ok((cmd, permit))
     }
 
+    /// [`SshLink::command`] for a program that outlives the borrow: the
+    /// command owns its share of the session, the permit its channel.
+    pub(super) async fn owned_command(
+        &self,
+        program: &str,
+        become_: bool,
+    ) -> Result<(openssh::OwningCommand<Arc<openssh::Session>>, OwnedSemaphorePermit), CarrierError>
+    {
+        let closed = || CarrierError::new(FailureKind::Other, "session is closed");
+        let ssh = self.ssh.as_ref().ok_or_else(closed)?;
+        let permit = self
+            .channels
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| closed())?;
+        let cmd = if become_ {
+            let mut c = openssh::Session::to_command(ssh.clone(), "sudo");
+            c.arg("-n").arg(program);
+            c
+        } else {
+            openssh::Session::to_command(ssh.clone(), program)
+        };
+        Ok((cmd, permit))
+    }
+
     pub(super) async fn shutdown(&mut self) {
         let t0 = std::time::Instant::now();
         // Our D-Bus stream is already closed, so the bridge has seen EOF;
@@ -266,6 +292,7 @@ pub(super) async fn connect_ssh(host: &Host) -> Result<Session, CarrierError> {
         systemd,
         link: Link::Ssh(Box::new(link)),
         preread: std::sync::Mutex::new(preread),
+        resident: tokio::sync::Mutex::new(None),
         become_: host.become_,
     })
 }
