@@ -252,7 +252,11 @@ fn run(
         let log = JobLog::new(super::logging::for_machines());
         let mut opts = opts.clone();
         if let Some((n, ttl)) = nats {
-            opts.unit_claims = Some(cluster_claims(n, ttl).await?);
+            // Units and `group_by` room alike are counted where every
+            // replica and every other `apply --nats` counts them.
+            let store = cluster_claims(n, ttl).await?;
+            opts.claims = Some(store.clone());
+            opts.unit_claims = Some(store);
         }
         let applied = run_apply(job, &opts, &stop, &Both(&started, &log)).await;
         signals.abort();

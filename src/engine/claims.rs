@@ -160,38 +160,50 @@ struct Table {
 impl Table {
     /// Why `groups` cannot be given room now.
     fn full(&self, groups: &[Members]) -> Option<Busy> {
-        for g in groups {
-            let held = self.members.get(&g.group).map(Vec::as_slice).unwrap_or(&[]);
-            let mut counted: std::collections::BTreeSet<&str> =
-                held.iter().map(|(h, _, _)| h.as_str()).collect();
-            counted.extend(g.down.iter().map(String::as_str));
-            counted.extend(g.hosts.iter().map(String::as_str));
-            if counted.len() <= g.limit {
-                continue;
-            }
-            // Name what fills it: another job's member, else a host out
-            // of service.
-            let busy = held
+        groups.iter().find_map(|g| {
+            let held: Vec<(&str, &str)> = self
+                .members
+                .get(&g.group)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
                 .iter()
-                .find(|(h, _, _)| !g.hosts.contains(h))
-                .map(|(h, j, _)| Busy {
-                    job_id: j.clone(),
-                    claim: Claim::Member(g.group.clone(), h.clone()),
-                })
-                .or_else(|| {
-                    g.down.iter().find(|h| !g.hosts.contains(h)).map(|h| Busy {
-                        job_id: String::new(),
-                        claim: Claim::Member(g.group.clone(), h.clone()),
-                    })
-                })
-                .unwrap_or_else(|| Busy {
-                    job_id: String::new(),
-                    claim: Claim::Member(g.group.clone(), g.hosts.join(",")),
-                });
-            return Some(busy);
-        }
-        None
+                .map(|(h, j, _)| (h.as_str(), j.as_str()))
+                .collect();
+            no_room(g, &held)
+        })
     }
+}
+
+/// Why group `g` has no room for its hosts beside the members `held`
+/// (host, job) and its hosts out of service (a host counts once): the
+/// member of another job that fills it, else a host out of service. Both
+/// stores count with it, so a group's limit means the same in memory and
+/// across machines.
+pub fn no_room(g: &Members, held: &[(&str, &str)]) -> Option<Busy> {
+    let mut counted: std::collections::BTreeSet<&str> = held.iter().map(|(h, _)| *h).collect();
+    counted.extend(g.down.iter().map(String::as_str));
+    counted.extend(g.hosts.iter().map(String::as_str));
+    if counted.len() <= g.limit {
+        return None;
+    }
+    let busy = held
+        .iter()
+        .find(|(h, _)| !g.hosts.iter().any(|m| m == h))
+        .map(|(h, j)| Busy {
+            job_id: (*j).to_string(),
+            claim: Claim::Member(g.group.clone(), (*h).to_string()),
+        })
+        .or_else(|| {
+            g.down.iter().find(|h| !g.hosts.contains(h)).map(|h| Busy {
+                job_id: String::new(),
+                claim: Claim::Member(g.group.clone(), h.clone()),
+            })
+        })
+        .unwrap_or_else(|| Busy {
+            job_id: String::new(),
+            claim: Claim::Member(g.group.clone(), g.hosts.join(",")),
+        });
+    Some(busy)
 }
 
 /// What frees a [`Held`]'s claims in its store.

@@ -1084,6 +1084,111 @@ async fn command_line_runs_on_the_same_units_exclude_each_other_through_nats() {
     gate.open();
 }
 
+/// `group_by` room is counted in the claims bucket, not per process: two
+/// `drover apply --nats` runs (no lock in common, as from two machines)
+/// on different units of two hosts of one group, `max_unavailable: 1`.
+/// While the first holds its batch, the second's batch finds the group
+/// full and names the first's host; a run killed with SIGKILL frees its
+/// room once its take ages out (--claim-ttl). Counted per process, the
+/// second run would go through.
+#[tokio::test]
+async fn group_room_is_counted_across_runs_through_nats() {
+    let Some(lab) = lab() else { return };
+    let _l = lab.lock();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(n) = one_node(dir.path()) else {
+        return;
+    };
+    // lab-1 and lab-3: two hosts of the group labels.role=web.
+    let (first, second) = (lab.host(0).to_string(), lab.host(2).to_string());
+    let book = |name: &str, host: &str, gate: Option<u16>| {
+        let p = dir.path().join(format!("{name}.yml"));
+        let wait = gate.map_or(String::new(), |port| {
+            format!("    wait: {{ http: \"http://127.0.0.1:{port}/\", timeout: 60s }}\n")
+        });
+        std::fs::write(
+            &p,
+            format!(
+                "name: {name}\nsteps:\n  - id: roll\n    target: {host}\n    group_by: labels.role\n    max_unavailable: 1\n    service: {{ name: demo-worker, state: restarted }}\n{wait}"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let apply = |pb: &Path, extra: &[&str]| {
+        let mut c = lab.drover();
+        c.args(["apply", "--format", "json", "-i"])
+            .arg(&lab.inventory)
+            .arg(pb)
+            .args(["--nats", &n.url(), "--claim-ttl", "3s"])
+            .args(extra)
+            .stdin(Stdio::null());
+        c
+    };
+    let other = book("other", &second, None);
+    let full = |out: &str| {
+        let v: Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let r = &v["results"][0];
+        assert_eq!(r["status"], "failed", "{v}");
+        let e = r["error"].as_str().unwrap_or_default();
+        assert!(
+            e.contains("group labels.role=web is full") && e.contains(&first),
+            "{v}"
+        );
+    };
+
+    let gate = common::Gate::new();
+    let held = book("held", &first, Some(gate.port));
+    let running = apply(&held, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    gate.wait_reached();
+    let before = lab.invocation(&second, "demo-worker");
+    let (code, out, err) = common::run(&mut apply(&other, &[]));
+    assert_ne!(code, 0, "the group had no room: {out}{err}");
+    full(&out);
+    assert_eq!(
+        lab.invocation(&second, "demo-worker"),
+        before,
+        "{second} was not restarted"
+    );
+    gate.open();
+    let done = running.wait_with_output().unwrap();
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    // Its room was given back as it ended.
+    let (code, out, err) = common::run(&mut apply(&other, &[]));
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Killed while holding room: its take ages out, a waiting run fits.
+    let gate = common::Gate::new();
+    let held = book("held2", &first, Some(gate.port));
+    let mut killed = apply(&held, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    gate.wait_reached();
+    let (code, out, _) = common::run(&mut apply(&other, &[]));
+    assert_ne!(code, 0, "{out}");
+    full(&out);
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let t0 = Instant::now();
+    let (code, out, err) = common::run(&mut apply(&other, &["--wait-lock", "30s"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let took = t0.elapsed();
+    eprintln!("a killed run's group room was free again after {took:?} (claim TTL 3s)");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    gate.open();
+}
+
 /// A real partition, not a closed connection: worker a reaches NATS
 /// through a relay that is cut (silence both ways, nothing closed) while
 /// a keeps running. Its leases move to b within the TTL and every host

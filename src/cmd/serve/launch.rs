@@ -275,8 +275,9 @@ pub async fn start_job_with(
     let room = group_room(&job);
     if !room.is_empty() {
         let left = wait.saturating_sub(t0.elapsed());
+        let store = state.room();
         let probe = tokio::select! {
-            taken = state.claims.take_members(room, &id, left) => taken,
+            taken = store.take_members(room, &id, left) => taken,
             _ = stopping.wait_for(|s| *s) => {
                 return Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -327,9 +328,10 @@ pub async fn start_job_with(
         resume,
         saved,
         failure_logs: state.settings.failure_logs,
-        // `group_by` room is claimed where the units are, and waited for
-        // as long as the request waits for them.
-        claims: Some(state.claims.clone()),
+        // `group_by` room is claimed where the units are (across
+        // replicas in cluster mode), and waited for as long as the
+        // request waits for them.
+        claims: Some(state.room()),
         claim_wait: wait,
         // Cluster mode: the hosts are worked by their owners, and the
         // units are claimed where every replica and `drover apply --nats`

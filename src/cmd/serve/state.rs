@@ -246,6 +246,15 @@ pub struct ClusterJobs {
 }
 
 impl AppState {
+    /// Where `group_by` room is counted: in cluster mode the bucket every
+    /// replica and `drover apply --nats` share, else this server's claims.
+    pub fn room(&self) -> Arc<dyn ClaimStore> {
+        match &self.cluster {
+            Some(c) => c.units.clone(),
+            None => self.claims.clone(),
+        }
+    }
+
     /// What is loaded now.
     pub fn loaded(&self) -> Arc<Loaded> {
         self.loaded

@@ -8,9 +8,9 @@
 //! and its keys age out, so a crashed run frees its units within the age.
 //! A holder that finds its revision moved has lost the claim and says so.
 //!
-//! `group_by` room stays this process's ([`LocalClaims`]): counting a
-//! group's members across machines needs a compare-and-set over the whole
-//! group, which the coordinated jobs of cluster mode will bring.
+//! `group_by` room is counted in the same bucket, one compare-and-set
+//! entry per group (see `groups`), so every replica and every
+//! `drover apply --nats` counts against one `max_unavailable`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,7 +19,8 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::claims::{Busy, Claim, ClaimStore, Held, LocalClaims, Members};
+use crate::engine::claims::{Busy, Claim, ClaimStore, Held, Members};
+use crate::engine::cluster::groups::{self, KvGroups};
 use crate::model::cluster::{token, CLAIMS_BUCKET};
 use crate::remote::nats::{Nats, NatsError};
 
@@ -55,7 +56,6 @@ pub struct KvClaims {
     /// The bucket's max age: a key not renewed within it is gone.
     ttl: Duration,
     held: Arc<AtomicUsize>,
-    members: LocalClaims,
     /// The tasks renewing held claims (and giving them back once freed).
     holding: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
@@ -97,7 +97,6 @@ impl KvClaims {
             by,
             ttl,
             held: Arc::default(),
-            members: LocalClaims::default(),
             holding: Arc::default(),
         })
     }
@@ -155,7 +154,7 @@ impl KvClaims {
 
 /// Delete each key on the revision this holder wrote: a key someone else
 /// took since is left alone.
-async fn give_back(store: &kv::Store, keys: &[(String, u64)]) {
+pub(super) async fn give_back(store: &kv::Store, keys: &[(String, u64)]) {
     futures_util::future::join_all(keys.iter().map(|(key, rev)| async move {
         match tokio::time::timeout(CALL, store.delete_expect_revision(key, Some(*rev))).await {
             Ok(Ok(())) => {}
@@ -263,11 +262,54 @@ impl ClaimStore for KvClaims {
         job_id: &str,
         wait: Duration,
     ) -> Result<Held, Busy> {
-        self.members.take_members(groups, job_id, wait).await
+        let groups = groups::in_order(groups);
+        let keys: Vec<Claim> = groups
+            .iter()
+            .flat_map(|g| g.hosts.iter().map(|h| Claim::Member(g.group.clone(), h.clone())))
+            .collect();
+        let value = serde_json::to_vec(&Holder {
+            job_id: job_id.to_string(),
+            by: self.by.clone(),
+        })
+        .unwrap_or_default();
+        let kv = KvGroups {
+            store: self.store.clone(),
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        // A take of its own at each attempt: a wait longer than the
+        // bucket's max age never leaves an aged-out take behind.
+        let (take, rev) = loop {
+            let take = groups::take_id();
+            match groups::take_room(&kv, &groups, job_id, (&take, &value)).await {
+                Ok(rev) => break (take, rev),
+                Err(busy) if tokio::time::Instant::now() >= deadline => return Err(busy),
+                Err(_) => {
+                    let jitter = Duration::from_millis(u64::from(rand_ms()));
+                    tokio::time::sleep_until(
+                        (tokio::time::Instant::now() + RETRY + jitter).min(deadline),
+                    )
+                    .await
+                }
+            }
+        };
+        let n = keys.len();
+        self.held.fetch_add(n, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let names = groups.into_iter().map(|g| g.group).collect();
+        let task = tokio::spawn(groups::hold_room(kv, (take, rev, value), names, self.ttl, rx));
+        if let Ok(mut h) = self.holding.lock() {
+            h.retain(|t| !t.is_finished());
+            h.push(task);
+        }
+        let held = self.held.clone();
+        Ok(Held::new(keys, move |_| {
+            held.fetch_sub(n, Ordering::Relaxed);
+            let _ = tx.send(());
+        }))
     }
 
     fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed) + self.members.held()
+        self.held.load(Ordering::Relaxed)
     }
 
     async fn settle(&self) {

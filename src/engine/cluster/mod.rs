@@ -6,6 +6,7 @@
 pub mod claims;
 pub mod clock;
 pub mod coordination;
+mod groups;
 pub mod jobs;
 pub mod rate;
 pub mod reads;
