@@ -149,6 +149,31 @@ impl Nats {
             .await
             .map_err(|e| NatsError(format!("KV bucket {name}: {e}")))
     }
+
+    /// [`Nats::bucket`] within `bound`, and the max age its entries live
+    /// by: the bucket's own when it exists already (whoever made it set
+    /// it), else `max_age`. A holder renews within that age, not within
+    /// the one it asked for.
+    pub async fn bucket_aged(
+        &self,
+        name: &str,
+        max_age: Duration,
+        bound: Duration,
+    ) -> Result<(kv::Store, Duration), NatsError> {
+        let store = tokio::time::timeout(bound, self.bucket(name, max_age))
+            .await
+            .map_err(|_| {
+                NatsError(format!(
+                    "KV bucket {name} did not answer within {}",
+                    humantime::format_duration(bound)
+                ))
+            })??;
+        let age = match tokio::time::timeout(bound, store.status()).await {
+            Ok(Ok(s)) if !s.max_age().is_zero() => s.max_age(),
+            _ => max_age,
+        };
+        Ok((store, age))
+    }
 }
 
 #[cfg(test)]

@@ -82,16 +82,7 @@ impl KvClaims {
     /// The claims bucket over `nats` (made with max age `ttl` if it does
     /// not exist; an existing bucket keeps its own), written as `by`.
     pub async fn open(nats: &Nats, ttl: Duration, by: String) -> Result<KvClaims, NatsError> {
-        let store = tokio::time::timeout(CALL, nats.bucket(CLAIMS_BUCKET, ttl))
-            .await
-            .map_err(|_| NatsError(format!("KV bucket {CLAIMS_BUCKET} did not answer within 5s")))??;
-        let mut ttl = ttl;
-        if let Ok(Ok(s)) = tokio::time::timeout(CALL, store.status()).await {
-            let age = s.max_age();
-            if !age.is_zero() {
-                ttl = age;
-            }
-        }
+        let (store, ttl) = nats.bucket_aged(CLAIMS_BUCKET, ttl, CALL).await?;
         Ok(KvClaims {
             store,
             by,

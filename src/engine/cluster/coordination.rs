@@ -158,18 +158,7 @@ impl JobLeases {
     /// The bucket and its max age.
     async fn store(&self) -> Result<(kv::Store, Duration), NatsError> {
         self.store
-            .get_or_try_init(|| async {
-                let store = tokio::time::timeout(CALL, self.nats.bucket(JOB_LEASES_BUCKET, self.ttl))
-                    .await
-                    .map_err(|_| NatsError(format!("KV bucket {JOB_LEASES_BUCKET} did not answer within 5s")))??;
-                let mut ttl = self.ttl;
-                if let Ok(Ok(s)) = tokio::time::timeout(CALL, store.status()).await {
-                    if !s.max_age().is_zero() {
-                        ttl = s.max_age();
-                    }
-                }
-                Ok((store, ttl))
-            })
+            .get_or_try_init(|| self.nats.bucket_aged(JOB_LEASES_BUCKET, self.ttl, CALL))
             .await
             .cloned()
     }
