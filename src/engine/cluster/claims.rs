@@ -143,6 +143,51 @@ impl KvClaims {
     }
 }
 
+/// `attempt` again until it succeeds or `wait` is over (then its last
+/// refusal). Two takers that collided try again at different times.
+async fn until<T, F, Fut>(wait: Duration, mut attempt: F) -> Result<T, Busy>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Busy>>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match attempt().await {
+            Ok(t) => return Ok(t),
+            Err(busy) if tokio::time::Instant::now() >= deadline => return Err(busy),
+            Err(_) => {
+                let jitter = Duration::from_millis(u64::from(rand_ms()));
+                tokio::time::sleep_until((tokio::time::Instant::now() + RETRY + jitter).min(deadline))
+                    .await
+            }
+        }
+    }
+}
+
+impl KvClaims {
+    /// `keys` held while `task` renews them: dropping the Held stops the
+    /// renewals (through `stop`) and gives the keys back
+    /// ([`ClaimStore::settle`] waits for that).
+    fn kept(
+        &self,
+        keys: Vec<Claim>,
+        task: tokio::task::JoinHandle<()>,
+        stop: tokio::sync::oneshot::Sender<()>,
+    ) -> Held {
+        let n = keys.len();
+        self.held.fetch_add(n, Ordering::Relaxed);
+        if let Ok(mut h) = self.holding.lock() {
+            h.retain(|t| !t.is_finished());
+            h.push(task);
+        }
+        let held = self.held.clone();
+        Held::new(keys, move |_| {
+            held.fetch_sub(n, Ordering::Relaxed);
+            let _ = stop.send(());
+        })
+    }
+}
+
 /// Delete each key on the revision this holder wrote: a key someone else
 /// took since is left alone.
 pub(super) async fn give_back(store: &kv::Store, keys: &[(String, u64)]) {
@@ -215,36 +260,10 @@ impl ClaimStore for KvClaims {
             by: self.by.clone(),
         })
         .unwrap_or_default();
-        let deadline = tokio::time::Instant::now() + wait;
-        let taken = loop {
-            match self.try_take(&keys, &value).await {
-                Ok(t) => break t,
-                Err(busy) if tokio::time::Instant::now() >= deadline => return Err(busy),
-                // Two takers that collided try again at different times.
-                Err(_) => {
-                    let jitter = Duration::from_millis(u64::from(rand_ms()));
-                    tokio::time::sleep_until(
-                        (tokio::time::Instant::now() + RETRY + jitter).min(deadline),
-                    )
-                    .await
-                }
-            }
-        };
-        let n = taken.len();
-        self.held.fetch_add(n, Ordering::Relaxed);
+        let taken = until(wait, || self.try_take(&keys, &value)).await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(hold(self.store.clone(), taken, value, self.ttl, rx));
-        if let Ok(mut h) = self.holding.lock() {
-            h.retain(|t| !t.is_finished());
-            h.push(task);
-        }
-        let held = self.held.clone();
-        // Dropping the Held stops the renewals and gives the keys back
-        // ([`ClaimStore::settle`] waits for that).
-        Ok(Held::new(keys, move |_| {
-            held.fetch_sub(n, Ordering::Relaxed);
-            let _ = tx.send(());
-        }))
+        Ok(self.kept(keys, task, tx))
     }
 
     async fn take_members(
@@ -266,37 +285,18 @@ impl ClaimStore for KvClaims {
         let kv = KvGroups {
             store: self.store.clone(),
         };
-        let deadline = tokio::time::Instant::now() + wait;
         // A take of its own at each attempt: a wait longer than the
         // bucket's max age never leaves an aged-out take behind.
-        let (take, rev) = loop {
+        let (take, rev) = until(wait, || async {
             let take = groups::take_id();
-            match groups::take_room(&kv, &groups, job_id, (&take, &value)).await {
-                Ok(rev) => break (take, rev),
-                Err(busy) if tokio::time::Instant::now() >= deadline => return Err(busy),
-                Err(_) => {
-                    let jitter = Duration::from_millis(u64::from(rand_ms()));
-                    tokio::time::sleep_until(
-                        (tokio::time::Instant::now() + RETRY + jitter).min(deadline),
-                    )
-                    .await
-                }
-            }
-        };
-        let n = keys.len();
-        self.held.fetch_add(n, Ordering::Relaxed);
+            let rev = groups::take_room(&kv, &groups, job_id, (&take, &value)).await?;
+            Ok((take, rev))
+        })
+        .await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let names = groups.into_iter().map(|g| g.group).collect();
         let task = tokio::spawn(groups::hold_room(kv, (take, rev, value), names, self.ttl, rx));
-        if let Ok(mut h) = self.holding.lock() {
-            h.retain(|t| !t.is_finished());
-            h.push(task);
-        }
-        let held = self.held.clone();
-        Ok(Held::new(keys, move |_| {
-            held.fetch_sub(n, Ordering::Relaxed);
-            let _ = tx.send(());
-        }))
+        Ok(self.kept(keys, task, tx))
     }
 
     fn held(&self) -> usize {
