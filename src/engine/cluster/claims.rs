@@ -20,6 +20,7 @@ use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::claims::{Busy, Claim, ClaimStore, Held, Members};
+use crate::engine::cluster::coordination::give_back_keys;
 use crate::engine::cluster::groups::{self, KvGroups};
 use crate::model::cluster::{token, CLAIMS_BUCKET};
 use crate::remote::nats::{Nats, NatsError};
@@ -136,7 +137,7 @@ impl KvClaims {
         match busy {
             None => Ok(taken),
             Some(b) => {
-                give_back(&self.store, &taken).await;
+                give_back_keys(&self.store, &taken).await;
                 Err(b)
             }
         }
@@ -188,19 +189,6 @@ impl KvClaims {
     }
 }
 
-/// Delete each key on the revision this holder wrote: a key someone else
-/// took since is left alone.
-pub(super) async fn give_back(store: &kv::Store, keys: &[(String, u64)]) {
-    futures_util::future::join_all(keys.iter().map(|(key, rev)| async move {
-        match tokio::time::timeout(CALL, store.delete_expect_revision(key, Some(*rev))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(key, error = %e, "claim not given back (it ages out)"),
-            Err(_) => tracing::debug!(key, "claim not given back in time (it ages out)"),
-        }
-    }))
-    .await;
-}
-
 /// Renew `keys` every quarter `ttl` until `stop`, then give them back.
 async fn hold(
     store: kv::Store,
@@ -246,7 +234,7 @@ async fn hold(
             keys.retain(|(k, _)| !lost.contains(k));
         }
     }
-    give_back(&store, &keys).await;
+    give_back_keys(&store, &keys).await;
 }
 
 #[async_trait::async_trait]

@@ -377,6 +377,20 @@ pub async fn still_ours(store: &kv::Store, key: &str, value: &[u8]) -> Option<u6
     }
 }
 
+/// Delete each key on the revision this holder wrote: a key someone else
+/// took since is left alone. Claims, group room and their takes all
+/// give keys back this way.
+pub async fn give_back_keys(store: &kv::Store, keys: &[(String, u64)]) {
+    futures_util::future::join_all(keys.iter().map(|(key, rev)| async move {
+        match tokio::time::timeout(CALL, store.delete_expect_revision(key, Some(*rev))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(key, error = %e, "claim not given back (it ages out)"),
+            Err(_) => tracing::debug!(key, "claim not given back in time (it ages out)"),
+        }
+    }))
+    .await;
+}
+
 /// A job's host tasks, asked only while this replica's lease on the job
 /// is fresh: a coordinator that wakes from a stop sends no stale work.
 #[derive(Debug)]

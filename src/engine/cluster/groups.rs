@@ -20,8 +20,7 @@ use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::claims::{no_room, Busy, Claim, Members};
-use crate::engine::cluster::claims::give_back;
-use crate::engine::cluster::coordination::still_ours;
+use crate::engine::cluster::coordination::{give_back_keys, still_ours};
 use crate::model::cluster::token;
 
 /// Bound on one KV call.
@@ -281,7 +280,7 @@ pub(super) async fn hold_room(
         }
     }
     kv.leave(&names, &take).await;
-    give_back(&kv.store, &[(key, rev)]).await;
+    give_back_keys(&kv.store, &[(key, rev)]).await;
 }
 
 /// Open take `take` (its key holding `value`) and try room for it once;
@@ -303,7 +302,7 @@ pub(super) async fn take_room(
     match kv.try_room(groups, job_id, take).await {
         Ok(()) => Ok(rev),
         Err(b) => {
-            give_back(&kv.store, &[(take_key(take), rev)]).await;
+            give_back_keys(&kv.store, &[(take_key(take), rev)]).await;
             Err(b)
         }
     }
