@@ -81,12 +81,12 @@ fn sweeps(name: &str) -> bool {
 }
 
 /// What a worker raises a host's fence to: its lease bucket's epoch and
-/// its lease's revision, compared in that order.
+/// the revision its lease was taken at, compared in that order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FenceToken {
     /// The lease bucket's creation time (seconds since the Unix epoch).
     pub epoch: u64,
-    /// The lease's revision in that bucket.
+    /// The revision the lease was taken at in that bucket.
     pub revision: u64,
 }
 
@@ -179,14 +179,15 @@ pub async fn advance(
             kept: rest.trim().to_string(),
         }),
         _ => {
-            let mut why = said.join("; ");
-            if !rest.is_empty() {
-                if !why.is_empty() {
-                    why.push_str("; ");
-                }
-                why.push_str(rest);
-            }
-            Err(Fenced::Failed(why))
+            // What the host said besides its answer, then the answer's
+            // own reason.
+            let why: Vec<&str> = said
+                .iter()
+                .map(String::as_str)
+                .chain(Some(rest))
+                .filter(|w| !w.is_empty())
+                .collect();
+            Err(Fenced::Failed(why.join("; ")))
         }
     }
 }

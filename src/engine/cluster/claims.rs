@@ -20,7 +20,7 @@ use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::claims::{Busy, Claim, ClaimStore, Held, Members};
-use crate::engine::cluster::coordination::give_back_keys;
+use crate::engine::cluster::coordination::{give_back_keys, renew};
 use crate::engine::cluster::groups::{self, KvGroups};
 use crate::model::cluster::{token, CLAIMS_BUCKET};
 use crate::remote::nats::{Nats, NatsError};
@@ -203,29 +203,7 @@ async fn hold(
             _ = &mut stop => break,
             () = tokio::time::sleep(every) => {}
         }
-        let mut lost = Vec::new();
-        // All at once: a job over many units renews within its quarter.
-        let renewed = futures_util::future::join_all(keys.iter().map(|(key, rev)| {
-            tokio::time::timeout(CALL, store.update(key.as_str(), value.clone().into(), *rev))
-        }))
-        .await;
-        for ((key, rev), r) in keys.iter_mut().zip(renewed) {
-            match r {
-                Ok(Ok(r)) => *rev = r,
-                // A renewal that landed but whose answer was lost: the key
-                // still holds this holder's value, at a newer revision.
-                Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    match crate::engine::cluster::coordination::still_ours(&store, key, &value).await {
-                        Some(r) => *rev = r,
-                        None => lost.push(key.clone()),
-                    }
-                }
-                // NATS slow or away: try again next time; the key ages out
-                // if that lasts.
-                Ok(Err(e)) => tracing::warn!(key = %key, error = %e, "a claim was not renewed"),
-                Err(_) => tracing::warn!(key = %key, "a claim was not renewed within 5s"),
-            }
-        }
+        let lost = renew(&store, &mut keys, &value).await;
         if !lost.is_empty() {
             tracing::error!(
                 keys = ?lost,

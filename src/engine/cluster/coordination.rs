@@ -391,6 +391,35 @@ pub async fn give_back_keys(store: &kv::Store, keys: &[(String, u64)]) {
     .await;
 }
 
+/// One renewal of every key of `keys` holding `value`, all at once (a job
+/// over many units renews within its quarter), each revision moved on to
+/// the one written; the keys lost (another holder's now, or gone).
+pub async fn renew(store: &kv::Store, keys: &mut [(String, u64)], value: &[u8]) -> Vec<String> {
+    let mut lost = Vec::new();
+    let renewed = futures_util::future::join_all(keys.iter().map(|(key, rev)| {
+        tokio::time::timeout(CALL, store.update(key.as_str(), value.to_vec().into(), *rev))
+    }))
+    .await;
+    for ((key, rev), r) in keys.iter_mut().zip(renewed) {
+        match r {
+            Ok(Ok(r)) => *rev = r,
+            // A renewal that landed but whose answer was lost: the key
+            // still holds this holder's value, at a newer revision.
+            Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                match still_ours(store, key, value).await {
+                    Some(r) => *rev = r,
+                    None => lost.push(key.clone()),
+                }
+            }
+            // NATS slow or away: try again next time; the key ages out if
+            // that lasts.
+            Ok(Err(e)) => tracing::warn!(key = %key, error = %e, "a claim was not renewed"),
+            Err(_) => tracing::warn!(key = %key, "a claim was not renewed within 5s"),
+        }
+    }
+    lost
+}
+
 /// A job's host tasks, asked only while this replica's lease on the job
 /// is fresh: a coordinator that wakes from a stop sends no stale work.
 #[derive(Debug)]

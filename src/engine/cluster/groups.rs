@@ -20,7 +20,7 @@ use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::claims::{no_room, Busy, Claim, Members};
-use crate::engine::cluster::coordination::{give_back_keys, still_ours};
+use crate::engine::cluster::coordination::{give_back_keys, renew};
 use crate::model::cluster::token;
 
 /// Bound on one KV call.
@@ -247,32 +247,24 @@ impl KvGroups {
 /// alive every quarter `ttl` until `stop`, then give them back.
 pub(super) async fn hold_room(
     kv: KvGroups,
-    (take, mut rev, value): (String, u64, Vec<u8>),
+    (take, rev, value): (String, u64, Vec<u8>),
     groups: Vec<String>,
     ttl: Duration,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let every = (ttl / 4).max(Duration::from_millis(100));
-    let key = take_key(&take);
+    let mut keys = [(take_key(&take), rev)];
     let names: Vec<&str> = groups.iter().map(String::as_str).collect();
     loop {
         tokio::select! {
             _ = &mut stop => break,
             () = tokio::time::sleep(every) => {}
         }
-        match tokio::time::timeout(CALL, kv.store.update(&key, value.clone().into(), rev)).await {
-            Ok(Ok(r)) => rev = r,
-            Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                match still_ours(&kv.store, &key, &value).await {
-                    Some(r) => rev = r,
-                    None => tracing::error!(
-                        groups = ?groups,
-                        "group room lost: it aged out before it was renewed (this process was stopped or cut off from NATS), and other jobs may count without it now"
-                    ),
-                }
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "group room was not renewed"),
-            Err(_) => tracing::warn!("group room was not renewed within 5s"),
+        if !renew(&kv.store, &mut keys, &value).await.is_empty() {
+            tracing::error!(
+                groups = ?groups,
+                "group room lost: it aged out before it was renewed (this process was stopped or cut off from NATS), and other jobs may count without it now"
+            );
         }
         let lost = kv.refresh(&names, &take).await;
         if !lost.is_empty() {
@@ -280,7 +272,7 @@ pub(super) async fn hold_room(
         }
     }
     kv.leave(&names, &take).await;
-    give_back_keys(&kv.store, &[(key, rev)]).await;
+    give_back_keys(&kv.store, &keys).await;
 }
 
 /// Open take `take` (its key holding `value`) and try room for it once;
